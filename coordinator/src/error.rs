@@ -1,0 +1,67 @@
+//! Errors, grouped by who must act, each mapped to one gRPC status code.
+
+use tonic::Status;
+
+use crate::keys::KeyError;
+use crate::store::StoreError;
+
+/// Why a coordinator call was refused. Messages say what to do; none carries secret material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoordinatorError {
+    // The caller sent something malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    // The caller named something that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    // The caller tried to create something that already exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    // The caller could not prove who it is.
+    #[error("{0}")]
+    Unauthenticated(String),
+    // The caller is known but may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    // The system is not in a state that allows this (lease ended, expired, …).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    // A quota or a lease has no room left.
+    #[error("{0}")]
+    Exhausted(String),
+    // Our side: storage unreachable, too much contention; retrying may help.
+    #[error("storage is unavailable, retry later: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Unavailable(String),
+    // Our side: a bug or corrupted state.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<KeyError> for CoordinatorError {
+    fn from(error: KeyError) -> Self {
+        Self::Internal(error.to_string())
+    }
+}
+
+impl From<CoordinatorError> for Status {
+    fn from(error: CoordinatorError) -> Self {
+        use CoordinatorError as E;
+        let message = error.to_string();
+        match error {
+            E::InvalidArgument(_) => Status::invalid_argument(message),
+            E::NotFound(_) => Status::not_found(message),
+            E::AlreadyExists(_) => Status::already_exists(message),
+            E::Unauthenticated(_) => Status::unauthenticated(message),
+            E::PermissionDenied(_) => Status::permission_denied(message),
+            E::FailedPrecondition(_) => Status::failed_precondition(message),
+            E::Exhausted(_) => Status::resource_exhausted(message),
+            E::Store(_) | E::Unavailable(_) => Status::unavailable(message),
+            E::Internal(_) => Status::internal(message),
+        }
+    }
+}
+
+pub type Result<T, E = CoordinatorError> = std::result::Result<T, E>;

@@ -1,0 +1,18 @@
+//! The flashgate coordinator: turns a customer's order into signed, leased provisioning jobs
+//! and keeps the count exact. See `docs/coordinator.md`.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod coordinator;
+pub mod error;
+pub mod keys;
+pub mod quota;
+pub mod records;
+pub mod rotation;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod testing;
+
+pub use coordinator::{Coordinator, CoordinatorConfig};
+pub use error::CoordinatorError;

@@ -1,0 +1,203 @@
+//! `flashgate-coordinator`: serve the coordinator, make keys, rotate the KEK.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ed25519_dalek::SigningKey;
+use flashgate_coordinator::keys::{parse_hex_key, read_hex_key_file, Kek, KekRing};
+use flashgate_coordinator::store::{embedded::EmbeddedStore, etcd::EtcdStore, KvStore};
+use flashgate_coordinator::{Coordinator, CoordinatorConfig};
+use rand_core::{OsRng, RngCore};
+use zeroize::Zeroizing;
+
+#[derive(Parser)]
+#[command(
+    name = "flashgate-coordinator",
+    version,
+    about = "flashgate coordinator: orders, quotas, leases, device registry"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the operator and station gRPC API.
+    Serve(ServeArgs),
+    /// Write a fresh random 32-byte key (KEK or lease signing key) as hex to a new file (mode 0600).
+    GenKey {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Re-seal every stored secret under the current KEK (rotation step 2).
+    Rewrap(StoreArgs),
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// `embedded:DIR` (single machine) or `etcd:http://HOST:PORT[,http://…]`.
+    #[arg(
+        long,
+        env = "FLASHGATE_STORE",
+        default_value = "embedded:./flashgate-data"
+    )]
+    store: String,
+    /// Key prefix in etcd.
+    #[arg(long, env = "FLASHGATE_ETCD_NAMESPACE", default_value = "/flashgate/")]
+    etcd_namespace: String,
+    /// File holding the current KEK (64 hex chars). Alternatively set FLASHGATE_KEK.
+    #[arg(long)]
+    kek_file: Option<PathBuf>,
+    /// KEK files still accepted for opening (during a rotation). Repeatable.
+    #[arg(long)]
+    previous_kek_file: Vec<PathBuf>,
+    /// File holding the ed25519 lease signing key seed (64 hex chars).
+    #[arg(long, env = "FLASHGATE_SIGNING_KEY_FILE")]
+    signing_key_file: PathBuf,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[arg(long, env = "FLASHGATE_LISTEN", default_value = "127.0.0.1:7400")]
+    listen: String,
+    /// Bearer token operators must present.
+    #[arg(long, env = "FLASHGATE_OPERATOR_TOKEN", hide_env_values = true)]
+    operator_token: String,
+    /// Seconds a station has after a lease's not-after to report installs made before it.
+    #[arg(long, default_value_t = 3600)]
+    report_grace_secs: u64,
+    /// Seconds between leader sweeps (lease expiry, replay cache).
+    #[arg(long, default_value_t = 2)]
+    sweep_secs: u64,
+}
+
+async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn KvStore>> {
+    if let Some(dir) = args.store.strip_prefix("embedded:") {
+        Ok(Arc::new(EmbeddedStore::open(dir).with_context(|| {
+            format!("opening embedded store {dir}")
+        })?))
+    } else if let Some(urls) = args.store.strip_prefix("etcd:") {
+        let endpoints: Vec<String> = urls.split(',').map(str::to_owned).collect();
+        Ok(Arc::new(
+            EtcdStore::connect(&endpoints, &args.etcd_namespace)
+                .await
+                .with_context(|| format!("connecting to etcd at {urls}"))?,
+        ))
+    } else {
+        anyhow::bail!(
+            "--store must be embedded:DIR or etcd:URL[,URL…]; got {:?}",
+            args.store
+        )
+    }
+}
+
+fn load_keys(args: &StoreArgs) -> anyhow::Result<(KekRing, SigningKey)> {
+    let current = match (&args.kek_file, std::env::var("FLASHGATE_KEK")) {
+        (Some(path), _) => read_hex_key_file(path, "the KEK")?,
+        (None, Ok(text)) => parse_hex_key(&Zeroizing::new(text), "FLASHGATE_KEK")?,
+        (None, Err(_)) => anyhow::bail!(
+            "no key-encryption key: pass --kek-file FILE or set FLASHGATE_KEK (make one with `flashgate-coordinator gen-key --out FILE`)"
+        ),
+    };
+    let previous = args
+        .previous_kek_file
+        .iter()
+        .map(|p| read_hex_key_file(p, "a previous KEK").map(Kek::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let seed = read_hex_key_file(&args.signing_key_file, "the lease signing key")?;
+    Ok((
+        KekRing::new(Kek::new(current), previous),
+        SigningKey::from_bytes(&seed),
+    ))
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::GenKey { out } => {
+            let mut key = Zeroizing::new([0u8; 32]);
+            OsRng.fill_bytes(&mut key[..]);
+            let text = Zeroizing::new(hex::encode(*key) + "\n");
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            use std::io::Write;
+            options
+                .open(&out)
+                .with_context(|| format!("creating {} (it must not exist yet)", out.display()))?
+                .write_all(text.as_bytes())?;
+            println!("wrote a new key to {}", out.display());
+            Ok(())
+        }
+        Command::Rewrap(args) => {
+            init_logging(args.log_json);
+            let store = open_store(&args).await?;
+            let (kek, signing_key) = load_keys(&args)?;
+            let coordinator =
+                Coordinator::new(store, kek, signing_key, "", CoordinatorConfig::default());
+            let report = coordinator.rewrap_all().await?;
+            println!(
+                "re-sealed {} lease secrets and {} device keys under the current KEK",
+                report.leases, report.devices
+            );
+            Ok(())
+        }
+        Command::Serve(args) => {
+            init_logging(args.store.log_json);
+            let store = open_store(&args.store).await?;
+            let (kek, signing_key) = load_keys(&args.store)?;
+            tracing::info!(kek_id = %kek.current_id(), "keys loaded");
+            let config = CoordinatorConfig {
+                report_grace: std::time::Duration::from_secs(args.report_grace_secs),
+                sweep_interval: std::time::Duration::from_secs(args.sweep_secs.max(1)),
+                ..CoordinatorConfig::default()
+            };
+            let coordinator = Arc::new(Coordinator::new(
+                store,
+                kek,
+                signing_key,
+                &args.operator_token,
+                config,
+            ));
+            let listener = tokio::net::TcpListener::bind(&args.listen)
+                .await
+                .with_context(|| format!("listening on {}", args.listen))?;
+            flashgate_coordinator::server::serve(coordinator, listener, async {
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!("shutting down");
+            })
+            .await
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("flashgate-coordinator: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

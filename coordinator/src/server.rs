@@ -1,0 +1,59 @@
+//! Serving: the operator and station services plus gRPC health and reflection on one port.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use flashgate_proto::v1::operator_service_server::OperatorServiceServer;
+use flashgate_proto::v1::station_service_server::StationServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::coordinator::Coordinator;
+use crate::service::{OperatorApi, StationApi};
+
+/// Largest operator request (release uploads carry whole images).
+pub const MAX_OPERATOR_MESSAGE: usize = 32 * 1024 * 1024;
+/// Largest station request; every station message is small.
+pub const MAX_STATION_MESSAGE: usize = 64 * 1024;
+
+/// Serves until `shutdown` resolves. Also runs the housekeeping loop (leader-elected lease
+/// expiry and nonce sweep).
+pub async fn serve(
+    coordinator: Arc<Coordinator>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let (mut health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<OperatorServiceServer<OperatorApi>>()
+        .await;
+    health
+        .set_serving::<StationServiceServer<StationApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(flashgate_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let housekeeping = tokio::spawn(coordinator.clone().run_housekeeping());
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        store = %coordinator.store().describe(),
+        "coordinator serving"
+    );
+    let result = tonic::transport::Server::builder()
+        .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            OperatorServiceServer::new(OperatorApi(coordinator.clone()))
+                .max_decoding_message_size(MAX_OPERATOR_MESSAGE),
+        )
+        .add_service(
+            StationServiceServer::new(StationApi(coordinator.clone()))
+                .max_decoding_message_size(MAX_STATION_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    housekeeping.abort();
+    Ok(result?)
+}

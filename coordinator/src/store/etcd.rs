@@ -1,0 +1,98 @@
+//! The production backend: etcd v3, one etcd transaction per [`KvStore::commit`].
+
+use async_trait::async_trait;
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+
+use super::{Guard, KvStore, StoreError, Versioned, Write};
+
+/// Keys live under `namespace` (e.g. `/flashgate/`), so several deployments or test runs can
+/// share one etcd cluster.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    namespace: String,
+    endpoints: Vec<String>,
+}
+
+impl EtcdStore {
+    /// Connects to the given endpoints (`http://host:port`).
+    pub async fn connect(endpoints: &[String], namespace: &str) -> Result<Self, StoreError> {
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(std::time::Duration::from_secs(5))
+            .with_timeout(std::time::Duration::from_secs(10));
+        let client = Client::connect(endpoints, Some(options)).await?;
+        Ok(Self {
+            client,
+            namespace: namespace.to_owned(),
+            endpoints: endpoints.to_vec(),
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{}", self.namespace, key)
+    }
+}
+
+#[async_trait]
+impl KvStore for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        let mut kv = self.client.kv_client();
+        let response = kv.get(self.key(key), None).await?;
+        Ok(response.kvs().first().map(|kv| Versioned {
+            value: kv.value().to_vec(),
+            revision: kv.mod_revision(),
+        }))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
+        let mut kv = self.client.kv_client();
+        let response = kv
+            .get(self.key(prefix), Some(GetOptions::new().with_prefix()))
+            .await?;
+        let mut out = Vec::with_capacity(response.kvs().len());
+        for item in response.kvs() {
+            let key = item
+                .key_str()
+                .map_err(|_| StoreError::Corrupt("a key is not UTF-8".into()))?;
+            let key = key.strip_prefix(&self.namespace).unwrap_or(key).to_owned();
+            out.push((
+                key,
+                Versioned {
+                    value: item.value().to_vec(),
+                    revision: item.mod_revision(),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    async fn commit(&self, guards: Vec<Guard>, writes: Vec<Write>) -> Result<bool, StoreError> {
+        let compares: Vec<Compare> = guards
+            .into_iter()
+            .map(|guard| match guard {
+                Guard::Absent(key) => Compare::version(self.key(&key), CompareOp::Equal, 0),
+                Guard::Revision(key, revision) => {
+                    Compare::mod_revision(self.key(&key), CompareOp::Equal, revision)
+                }
+            })
+            .collect();
+        let ops: Vec<TxnOp> = writes
+            .into_iter()
+            .map(|write| match write {
+                Write::Put(key, value) => TxnOp::put(self.key(&key), value, None),
+                Write::Delete(key) => TxnOp::delete(self.key(&key), None),
+            })
+            .collect();
+        let mut kv = self.client.kv_client();
+        let response = kv.txn(Txn::new().when(compares).and_then(ops)).await?;
+        Ok(response.succeeded())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "etcd {} (namespace {})",
+            self.endpoints.join(","),
+            self.namespace
+        )
+    }
+}

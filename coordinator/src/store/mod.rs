@@ -1,0 +1,63 @@
+//! Storage: one small transactional key-value interface ([`KvStore`]) with two backends.
+//!
+//! - [`etcd::EtcdStore`] for production: many coordinator replicas share one etcd cluster.
+//! - [`embedded::EmbeddedStore`] for a single machine: an append-only, checksummed, fsynced log
+//!   replayed into memory at start.
+//!
+//! Everything the coordinator keeps exact (quotas, leases, the registry) is written through
+//! [`KvStore::commit`]: a compare-and-swap transaction over several keys that either applies all
+//! its writes or none. Both backends pass the same contract suite (`tests/store_contract.rs`).
+
+pub mod embedded;
+pub mod etcd;
+
+use async_trait::async_trait;
+
+/// A stored value with the revision of its last write (etcd's `mod_revision`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: Vec<u8>,
+    pub revision: i64,
+}
+
+/// A condition a transaction requires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Guard {
+    /// The key does not exist.
+    Absent(String),
+    /// The key exists and was last written at this revision.
+    Revision(String, i64),
+}
+
+/// A write a transaction applies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    Put(String, Vec<u8>),
+    Delete(String),
+}
+
+/// Why the store failed (not: why a guard did not hold — that is `Ok(false)`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("etcd is unreachable or refused the request: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("the store file could not be read or written: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the store holds a record this coordinator cannot read: {0}")]
+    Corrupt(String),
+}
+
+/// The transactional key-value interface both backends implement.
+#[async_trait]
+pub trait KvStore: Send + Sync + 'static {
+    /// Reads one key.
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError>;
+    /// Reads every key starting with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError>;
+    /// Applies `writes` atomically if every guard holds; `Ok(false)` (and nothing written) if
+    /// one does not. Once `Ok(true)` is returned the writes survive a crash.
+    async fn commit(&self, guards: Vec<Guard>, writes: Vec<Write>) -> Result<bool, StoreError>;
+    /// A short description for logs ("etcd http://…", "embedded /var/lib/…").
+    fn describe(&self) -> String;
+}

@@ -1,0 +1,202 @@
+//! Start an in-process coordinator on a loopback port, for end-to-end tests (the station
+//! worker's included).
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let coordinator = flashgate_coordinator::testing::TestCoordinator::start_embedded().await?;
+//! let mut stations = coordinator.station_client().await?;
+//! // … enrol with flashgate_proto::station_auth::StationSigner, then:
+//! coordinator.approve(&"<station id>".to_string()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use flashgate_proto::v1::{
+    self, operator_service_client::OperatorServiceClient,
+    station_service_client::StationServiceClient,
+};
+use flashgate_protocol::image::{sign_image, ImageKind};
+use rand_core::OsRng;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+use crate::coordinator::{Coordinator, CoordinatorConfig};
+use crate::keys::{Kek, KekRing};
+use crate::store::{embedded::EmbeddedStore, KvStore};
+
+/// A running coordinator; stops when dropped or on [`TestCoordinator::stop`].
+pub struct TestCoordinator {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    pub operator_token: String,
+    pub coordinator: Arc<Coordinator>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Test settings: short sweep interval, otherwise the defaults.
+pub fn test_config() -> CoordinatorConfig {
+    CoordinatorConfig {
+        sweep_interval: Duration::from_millis(200),
+        ..CoordinatorConfig::default()
+    }
+}
+
+impl TestCoordinator {
+    /// Embedded store in a fresh temporary directory, random KEK and signing key.
+    pub async fn start_embedded() -> anyhow::Result<Self> {
+        Self::start_embedded_with(test_config()).await
+    }
+
+    pub async fn start_embedded_with(config: CoordinatorConfig) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let store = Arc::new(EmbeddedStore::open(dir.path())?);
+        let mut this = Self::start(
+            store,
+            config,
+            SigningKey::generate(&mut OsRng),
+            Kek::generate(),
+        )
+        .await?;
+        this._dir = Some(dir);
+        Ok(this)
+    }
+
+    /// Any store, given keys.
+    pub async fn start(
+        store: Arc<dyn KvStore>,
+        config: CoordinatorConfig,
+        signing_key: SigningKey,
+        kek: Kek,
+    ) -> anyhow::Result<Self> {
+        let operator_token = "test-operator-token".to_owned();
+        let coordinator = Arc::new(Coordinator::new(
+            store,
+            KekRing::new(kek, vec![]),
+            signing_key,
+            &operator_token,
+            config,
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(crate::server::serve(coordinator.clone(), listener, async {
+            let _ = rx.await;
+        }));
+        Ok(Self {
+            addr,
+            endpoint: format!("http://{addr}"),
+            operator_token,
+            coordinator,
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: None,
+        })
+    }
+
+    /// Stops serving and waits for the server to end.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    pub async fn station_client(&self) -> anyhow::Result<StationServiceClient<Channel>> {
+        Ok(StationServiceClient::connect(self.endpoint.clone()).await?)
+    }
+
+    pub async fn operator_client(&self) -> anyhow::Result<OperatorServiceClient<Channel>> {
+        Ok(OperatorServiceClient::connect(self.endpoint.clone())
+            .await?
+            .max_decoding_message_size(crate::server::MAX_OPERATOR_MESSAGE))
+    }
+
+    /// Wraps an operator request with the bearer token.
+    pub fn operator_request<T>(&self, message: T) -> tonic::Request<T> {
+        operator_request(&self.operator_token, message)
+    }
+
+    /// Approves an enrolled station.
+    pub async fn approve(&self, station_id: &str) -> anyhow::Result<v1::Station> {
+        let mut client = self.operator_client().await?;
+        Ok(client
+            .approve_station(self.operator_request(v1::ApproveStationRequest {
+                station_id: station_id.to_owned(),
+            }))
+            .await?
+            .into_inner())
+    }
+
+    /// Creates product `product_id` with `vendor` as its key, uploads a bootloader signed by
+    /// it, and creates an order of `count` for `station_ids`. Returns the order.
+    pub async fn create_demo_order(
+        &self,
+        product_id: u32,
+        vendor: &SigningKey,
+        station_ids: Vec<String>,
+        count: u64,
+    ) -> anyhow::Result<v1::Order> {
+        let mut client = self.operator_client().await?;
+        let products = client
+            .list_products(self.operator_request(v1::ListProductsRequest {}))
+            .await?
+            .into_inner();
+        if !products.products.iter().any(|p| p.product_id == product_id) {
+            client
+                .create_product(self.operator_request(v1::CreateProductRequest {
+                    product_id,
+                    name: format!("demo product {product_id}"),
+                    vendor_public_key: vendor.verifying_key().to_bytes().to_vec(),
+                }))
+                .await?;
+        }
+        let image = sign_image(
+            ImageKind::Bootloader,
+            product_id,
+            1,
+            0,
+            b"demo bootloader body",
+            vendor,
+        );
+        let release = client
+            .upload_release(self.operator_request(v1::UploadReleaseRequest { image }))
+            .await?
+            .into_inner();
+        Ok(client
+            .create_order(self.operator_request(v1::CreateOrderRequest {
+                product_id,
+                bootloader_digest: release.digest,
+                station_ids,
+                count,
+                ..Default::default()
+            }))
+            .await?
+            .into_inner())
+    }
+}
+
+impl Drop for TestCoordinator {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Wraps an operator request with `authorization: Bearer <token>`.
+pub fn operator_request<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}

@@ -1,0 +1,183 @@
+//! The device record: identity, configuration and secret key, written once by the flash
+//! loader into its own flash page and read by the bootloader at every reset.
+//!
+//! ```text
+//! magic "FGDR" u32 | format u32 | config (DeviceConfig, 60 B) | device_key [32]
+//! bootloader_version u32 | bootloader_size u32 | bootloader_digest [32] | check [16]
+//! ```
+//! `check` is the first 16 bytes of SHA-256 over everything before it. It catches a torn or
+//! erased page, not an attacker: the record's confidentiality rests on the debug-port lock.
+
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::codec::{Reader, Writer};
+use crate::{ErrorCode, Serial};
+
+/// Magic of a device record ("FGDR").
+pub const RECORD_MAGIC: u32 = 0x5244_4746;
+/// Record format this build writes.
+pub const RECORD_FORMAT: u32 = 1;
+/// Encoded size of [`DeviceConfig`].
+pub const CONFIG_LEN: usize = 16 + 4 + 32 + 4 + 4;
+/// Encoded size of [`DeviceRecord`].
+pub const RECORD_LEN: usize = 8 + CONFIG_LEN + 32 + 4 + 4 + 32 + 16;
+
+/// What the factory configures into a device: sent by the station, stored by the loader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceConfig {
+    /// Must equal the board's unique ID.
+    pub serial: Serial,
+    /// The product this device is.
+    pub product_id: u32,
+    /// The vendor's ed25519 key that signs every image this device accepts.
+    pub vendor_public: [u8; 32],
+    /// Lowest image version the bootloader accepts.
+    pub rollback_floor: u32,
+    /// Reserved for flags; zero.
+    pub flags: u32,
+}
+
+impl DeviceConfig {
+    /// Appends the encoded config.
+    pub fn encode_into(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
+        w.put(&self.serial)?;
+        w.u32(self.product_id)?;
+        w.put(&self.vendor_public)?;
+        w.u32(self.rollback_floor)?;
+        w.u32(self.flags)
+    }
+
+    /// Reads an encoded config.
+    pub fn decode_from(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
+        Ok(Self {
+            serial: r.array()?,
+            product_id: r.u32()?,
+            vendor_public: r.array()?,
+            rollback_floor: r.u32()?,
+            flags: r.u32()?,
+        })
+    }
+}
+
+/// Everything a provisioned device knows about itself.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct DeviceRecord {
+    /// Identity and configuration.
+    #[zeroize(skip)]
+    pub config: DeviceConfig,
+    /// The per-device secret key.
+    pub device_key: [u8; 32],
+    /// Version of the installed bootloader.
+    pub bootloader_version: u32,
+    /// Size of the installed bootloader.
+    pub bootloader_size: u32,
+    /// SHA-256 of the installed bootloader.
+    pub bootloader_digest: [u8; 32],
+}
+
+impl core::fmt::Debug for DeviceRecord {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DeviceRecord")
+            .field("config", &self.config)
+            .field("device_key", &"<redacted>")
+            .field("bootloader_version", &self.bootloader_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceRecord {
+    /// Encodes the record as stored in flash.
+    pub fn encode(&self) -> [u8; RECORD_LEN] {
+        let mut out = [0u8; RECORD_LEN];
+        let mut w = Writer::new(&mut out);
+        let body = (|| {
+            w.u32(RECORD_MAGIC)?;
+            w.u32(RECORD_FORMAT)?;
+            self.config.encode_into(&mut w)?;
+            w.put(&self.device_key)?;
+            w.u32(self.bootloader_version)?;
+            w.u32(self.bootloader_size)?;
+            w.put(&self.bootloader_digest)
+        })();
+        debug_assert!(body.is_ok());
+        let check = Sha256::digest(&out[..RECORD_LEN - 16]);
+        out[RECORD_LEN - 16..].copy_from_slice(&check[..16]);
+        out
+    }
+
+    /// Decodes and checks a stored record; an erased or torn page is [`ErrorCode::NotProvisioned`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, ErrorCode> {
+        let bytes = bytes.get(..RECORD_LEN).ok_or(ErrorCode::BadLength)?;
+        let check = Sha256::digest(&bytes[..RECORD_LEN - 16]);
+        let mut r = Reader::new(bytes);
+        if r.u32()? != RECORD_MAGIC || r.u32()? != RECORD_FORMAT {
+            return Err(ErrorCode::NotProvisioned);
+        }
+        if check[..16] != bytes[RECORD_LEN - 16..] {
+            return Err(ErrorCode::NotProvisioned);
+        }
+        Ok(Self {
+            config: DeviceConfig::decode_from(&mut r)?,
+            device_key: r.array()?,
+            bootloader_version: r.u32()?,
+            bootloader_size: r.u32()?,
+            bootloader_digest: r.array()?,
+        })
+    }
+
+    /// SHA-256 of the encoded record: what the loader's receipt commits to.
+    pub fn digest(&self) -> [u8; 32] {
+        Sha256::digest(self.encode()).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> DeviceRecord {
+        DeviceRecord {
+            config: DeviceConfig {
+                serial: [1; 16],
+                product_id: 42,
+                vendor_public: [2; 32],
+                rollback_floor: 1,
+                flags: 0,
+            },
+            device_key: [3; 32],
+            bootloader_version: 5,
+            bootloader_size: 1234,
+            bootloader_digest: [4; 32],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let r = sample();
+        let d = DeviceRecord::decode(&r.encode()).unwrap();
+        assert_eq!(d.encode(), r.encode());
+    }
+
+    #[test]
+    fn erased_or_torn_is_not_provisioned() {
+        assert_eq!(
+            DeviceRecord::decode(&[0xFF; RECORD_LEN]).err(),
+            Some(ErrorCode::NotProvisioned)
+        );
+        let mut torn = sample().encode();
+        torn[100..].fill(0xFF);
+        assert_eq!(
+            DeviceRecord::decode(&torn).err(),
+            Some(ErrorCode::NotProvisioned)
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_the_key() {
+        extern crate std;
+        let s = std::format!("{:?}", sample());
+        assert!(!s.contains("3, 3, 3"));
+        assert!(s.contains("redacted"));
+    }
+}

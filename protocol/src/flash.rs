@@ -1,0 +1,120 @@
+//! The flash abstraction the target-side state machines program through.
+//!
+//! Implemented by the firmware's board layer (for the emulated board it enforces NOR rules in
+//! software) and by [`RamFlash`] for host tests.
+
+/// Why a flash operation was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlashError {
+    /// Address or length outside the flash.
+    OutOfRange,
+    /// Erase address not on a page boundary.
+    Misaligned,
+    /// Programming a cell that is not erased (NOR can only clear bits).
+    NotErased,
+}
+
+impl From<FlashError> for crate::ErrorCode {
+    fn from(_: FlashError) -> Self {
+        crate::ErrorCode::Flash
+    }
+}
+
+/// NOR flash as the protocol sees it: erase by page to 0xFF, program erased cells only.
+pub trait NorFlash {
+    /// Erase granularity in bytes.
+    const PAGE_SIZE: u32 = crate::layout::FLASH_PAGE_SIZE;
+
+    /// Reads `buf.len()` bytes at `addr`.
+    fn read(&mut self, addr: u32, buf: &mut [u8]) -> Result<(), FlashError>;
+    /// Erases the page starting at `addr` (page aligned) to 0xFF.
+    fn erase_page(&mut self, addr: u32) -> Result<(), FlashError>;
+    /// Programs `data` at `addr`; every target byte must be erased.
+    fn program(&mut self, addr: u32, data: &[u8]) -> Result<(), FlashError>;
+
+    /// Erases every page that overlaps `[addr, addr + len)`.
+    fn erase_range(&mut self, addr: u32, len: u32) -> Result<(), FlashError> {
+        let page = Self::PAGE_SIZE;
+        let mut at = addr - addr % page;
+        let end = addr.checked_add(len).ok_or(FlashError::OutOfRange)?;
+        while at < end {
+            self.erase_page(at)?;
+            at += page;
+        }
+        Ok(())
+    }
+}
+
+/// What the flash loader needs from the target beyond flash.
+pub trait LoaderPlatform: NorFlash {
+    /// Makes the debug port refuse further connections (RDP level, APPROTECT, ...). On the
+    /// emulated board this writes the lock marker that the board launcher honours.
+    fn lock_debug_port(&mut self) -> Result<(), FlashError>;
+}
+
+/// NOR flash simulated in host memory, with the same rules as the emulated board's driver.
+#[cfg(feature = "std")]
+pub struct RamFlash {
+    /// The flash contents, starting at address 0.
+    pub bytes: std::vec::Vec<u8>,
+    /// Set by [`LoaderPlatform::lock_debug_port`].
+    pub debug_locked: bool,
+}
+
+#[cfg(feature = "std")]
+impl RamFlash {
+    /// A fully erased flash of `size` bytes.
+    pub fn erased(size: usize) -> Self {
+        Self {
+            bytes: std::vec![0xFF; size],
+            debug_locked: false,
+        }
+    }
+
+    fn range(&self, addr: u32, len: usize) -> Result<core::ops::Range<usize>, FlashError> {
+        let start = addr as usize;
+        let end = start.checked_add(len).ok_or(FlashError::OutOfRange)?;
+        if end > self.bytes.len() {
+            return Err(FlashError::OutOfRange);
+        }
+        Ok(start..end)
+    }
+}
+
+#[cfg(feature = "std")]
+impl NorFlash for RamFlash {
+    fn read(&mut self, addr: u32, buf: &mut [u8]) -> Result<(), FlashError> {
+        let r = self.range(addr, buf.len())?;
+        buf.copy_from_slice(&self.bytes[r]);
+        Ok(())
+    }
+
+    fn erase_page(&mut self, addr: u32) -> Result<(), FlashError> {
+        if addr % Self::PAGE_SIZE != 0 {
+            return Err(FlashError::Misaligned);
+        }
+        let r = self.range(addr, Self::PAGE_SIZE as usize)?;
+        self.bytes[r].fill(0xFF);
+        Ok(())
+    }
+
+    fn program(&mut self, addr: u32, data: &[u8]) -> Result<(), FlashError> {
+        let r = self.range(addr, data.len())?;
+        if self.bytes[r.clone()].iter().any(|b| *b != 0xFF) {
+            return Err(FlashError::NotErased);
+        }
+        self.bytes[r].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+#[cfg(feature = "std")]
+impl LoaderPlatform for RamFlash {
+    fn lock_debug_port(&mut self) -> Result<(), FlashError> {
+        let addr = crate::layout::DEBUG_LOCK_ADDR;
+        self.erase_page(addr)?;
+        self.program(addr, &crate::layout::DEBUG_LOCK_MAGIC.to_le_bytes())?;
+        self.debug_locked = true;
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! `hello`: a device proves who it is by a MAC under its device key over a host challenge.
+//!
+//! ```text
+//! request:  challenge[32]
+//! response: serial[16] product_id u32 bootloader_version u32 state u8 reserved[3]
+//!           os_version u32 reason u32 mac[32]
+//! mac = HMAC-SHA256(K_hello, "flashgate-hello-v1" || challenge || response[..36])
+//! K_hello = HKDF-SHA256(salt = "flashgate-hello-v1", ikm = device_key, info = "hello-proof")
+//! ```
+//! The host reads the serial from the response first (to find the device's key), then
+//! verifies the MAC; nothing in the response is secret.
+
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::codec::{Reader, Writer};
+use crate::{ErrorCode, Serial};
+
+/// Challenge length.
+pub const CHALLENGE_LEN: usize = 32;
+/// Encoded response length.
+pub const RESPONSE_LEN: usize = 36 + 32;
+const BODY_LEN: usize = 36;
+const LABEL: &[u8] = b"flashgate-hello-v1";
+
+/// What is running on the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceState {
+    /// The bootloader is serving updates: there is no valid OS, `reason` says why.
+    NoValidImage {
+        /// Why the installed OS (if any) was refused.
+        reason: ErrorCode,
+    },
+    /// An OS is running.
+    OsRunning {
+        /// Its version.
+        version: u32,
+    },
+}
+
+/// The identity a device reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HelloInfo {
+    /// The device's serial (unique ID).
+    pub serial: Serial,
+    /// Its product.
+    pub product_id: u32,
+    /// Installed bootloader version.
+    pub bootloader_version: u32,
+    /// What runs.
+    pub state: DeviceState,
+}
+
+impl HelloInfo {
+    fn encode(&self) -> [u8; BODY_LEN] {
+        let mut out = [0u8; BODY_LEN];
+        let mut w = Writer::new(&mut out);
+        let (state, os_version, reason) = match self.state {
+            DeviceState::NoValidImage { reason } => (0u8, 0, reason as u32),
+            DeviceState::OsRunning { version } => (1u8, version, 0),
+        };
+        let _ = w.put(&self.serial);
+        let _ = w.u32(self.product_id);
+        let _ = w.u32(self.bootloader_version);
+        let _ = w.u8(state);
+        let _ = w.put(&[0; 3]);
+        let _ = w.u32(os_version);
+        let _ = w.u32(reason);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, ErrorCode> {
+        let mut r = Reader::new(bytes);
+        let serial = r.array()?;
+        let product_id = r.u32()?;
+        let bootloader_version = r.u32()?;
+        let state = r.u8()?;
+        r.take(3)?;
+        let os_version = r.u32()?;
+        let reason = r.u32()?;
+        let state = match state {
+            0 => DeviceState::NoValidImage {
+                reason: ErrorCode::from_u32(reason).ok_or(ErrorCode::BadMagic)?,
+            },
+            1 => DeviceState::OsRunning {
+                version: os_version,
+            },
+            _ => return Err(ErrorCode::BadMagic),
+        };
+        Ok(Self {
+            serial,
+            product_id,
+            bootloader_version,
+            state,
+        })
+    }
+}
+
+fn mac(device_key: &[u8; 32], challenge: &[u8; CHALLENGE_LEN], body: &[u8]) -> Hmac<Sha256> {
+    let mut k = Zeroizing::new([0u8; 32]);
+    // 32 bytes from SHA-256 HKDF: cannot fail.
+    let _ = Hkdf::<Sha256>::new(Some(LABEL), device_key).expand(b"hello-proof", &mut k[..]);
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&k[..]).expect("HMAC takes any key length");
+    m.update(LABEL);
+    m.update(challenge);
+    m.update(body);
+    m
+}
+
+/// Device side: encodes the response with its proof into `out`.
+pub fn encode_response(
+    device_key: &[u8; 32],
+    challenge: &[u8; CHALLENGE_LEN],
+    info: &HelloInfo,
+    out: &mut [u8],
+) -> Result<usize, ErrorCode> {
+    let body = info.encode();
+    let tag = mac(device_key, challenge, &body).finalize().into_bytes();
+    let mut w = Writer::new(out);
+    w.put(&body)?;
+    w.put(&tag)?;
+    Ok(w.len())
+}
+
+/// Host side: reads the claimed identity without verifying it (to look up the key).
+pub fn peek_identity(response: &[u8]) -> Result<HelloInfo, ErrorCode> {
+    if response.len() != RESPONSE_LEN {
+        return Err(ErrorCode::BadLength);
+    }
+    HelloInfo::decode(&response[..BODY_LEN])
+}
+
+/// Host side: verifies the proof under `device_key` and returns the identity.
+pub fn verify_response(
+    device_key: &[u8; 32],
+    challenge: &[u8; CHALLENGE_LEN],
+    response: &[u8],
+) -> Result<HelloInfo, ErrorCode> {
+    let info = peek_identity(response)?;
+    mac(device_key, challenge, &response[..BODY_LEN])
+        .verify_slice(&response[BODY_LEN..])
+        .map_err(|_| ErrorCode::BadTag)?;
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> HelloInfo {
+        HelloInfo {
+            serial: [7; 16],
+            product_id: 3,
+            bootloader_version: 2,
+            state: DeviceState::NoValidImage {
+                reason: ErrorCode::NoValidImage,
+            },
+        }
+    }
+
+    #[test]
+    fn proof_verifies_only_under_the_right_key_and_challenge() {
+        let mut out = [0u8; RESPONSE_LEN];
+        let n = encode_response(&[1; 32], &[2; 32], &info(), &mut out).unwrap();
+        assert_eq!(n, RESPONSE_LEN);
+        assert_eq!(verify_response(&[1; 32], &[2; 32], &out), Ok(info()));
+        assert_eq!(
+            verify_response(&[9; 32], &[2; 32], &out),
+            Err(ErrorCode::BadTag)
+        );
+        assert_eq!(
+            verify_response(&[1; 32], &[3; 32], &out),
+            Err(ErrorCode::BadTag)
+        );
+        let mut forged = out;
+        forged[20] ^= 1;
+        assert_eq!(
+            verify_response(&[1; 32], &[2; 32], &forged),
+            Err(ErrorCode::BadTag)
+        );
+        assert_eq!(
+            hex::encode(out),
+            include_str!("../vectors/hello_response.hex").trim()
+        );
+    }
+}

@@ -1,0 +1,360 @@
+//! Vendor-signed firmware images.
+//!
+//! ```text
+//! header (64 bytes):
+//!   magic "FGIM" u32 | header_version u16 | kind u16 | product_id u32 | version u32
+//!   load_addr u32 | body_size u32 | body_digest [32] (SHA-256 of the body) | reserved [8] = 0
+//! signature (64 bytes): ed25519 by the vendor over "flashgate-image-v1" || header
+//! body (body_size bytes)
+//! ```
+//! The signature covers the digest, so verifying the 128-byte signed header once and hashing
+//! the body as it streams past is enough; the body never has to be held whole in RAM.
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use crate::codec::{Reader, Writer};
+use crate::ErrorCode;
+
+/// Magic at the start of every image header ("FGIM").
+pub const IMAGE_MAGIC: u32 = 0x4D49_4746;
+/// Header format version this build writes and accepts.
+pub const HEADER_VERSION: u16 = 1;
+/// Bytes of the header that the signature covers.
+pub const HEADER_LEN: usize = 64;
+/// Header plus signature.
+pub const SIGNED_HEADER_LEN: usize = HEADER_LEN + 64;
+
+const SIGNATURE_CONTEXT: &[u8] = b"flashgate-image-v1";
+
+/// What an image is for; a loader or bootloader refuses an image of another kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum ImageKind {
+    /// The secure bootloader (installed by the flash loader at the reset address).
+    Bootloader = 1,
+    /// The operating system the bootloader starts.
+    Os = 2,
+    /// An application the OS runs.
+    App = 3,
+    /// The factory test application the loader runs from RAM.
+    TestApp = 4,
+}
+
+impl ImageKind {
+    fn from_u16(v: u16) -> Result<Self, ErrorCode> {
+        Ok(match v {
+            1 => Self::Bootloader,
+            2 => Self::Os,
+            3 => Self::App,
+            4 => Self::TestApp,
+            _ => return Err(ErrorCode::WrongImageKind),
+        })
+    }
+}
+
+/// The fields of an image header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageHeader {
+    /// What the image is.
+    pub kind: ImageKind,
+    /// Product the image is built for.
+    pub product_id: u32,
+    /// Monotonic version, compared with the anti-rollback floor.
+    pub version: u32,
+    /// Address the body must be placed at.
+    pub load_addr: u32,
+    /// Body length in bytes.
+    pub body_size: u32,
+    /// SHA-256 of the body.
+    pub body_digest: [u8; 32],
+}
+
+impl ImageHeader {
+    /// Encodes the 64 signed bytes.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        let mut w = Writer::new(&mut out);
+        // The buffer is exactly HEADER_LEN long, so these writes cannot fail.
+        let _ = w.u32(IMAGE_MAGIC);
+        let _ = w.u16(HEADER_VERSION);
+        let _ = w.u16(self.kind as u16);
+        let _ = w.u32(self.product_id);
+        let _ = w.u32(self.version);
+        let _ = w.u32(self.load_addr);
+        let _ = w.u32(self.body_size);
+        let _ = w.put(&self.body_digest);
+        out
+    }
+
+    /// Decodes the 64 signed bytes (does not verify anything but the format).
+    pub fn decode(bytes: &[u8; HEADER_LEN]) -> Result<Self, ErrorCode> {
+        let mut r = Reader::new(bytes);
+        if r.u32()? != IMAGE_MAGIC || r.u16()? != HEADER_VERSION {
+            return Err(ErrorCode::BadMagic);
+        }
+        let kind = ImageKind::from_u16(r.u16()?)?;
+        let h = ImageHeader {
+            kind,
+            product_id: r.u32()?,
+            version: r.u32()?,
+            load_addr: r.u32()?,
+            body_size: r.u32()?,
+            body_digest: r.array()?,
+        };
+        if r.array::<8>()? != [0; 8] {
+            return Err(ErrorCode::BadMagic);
+        }
+        Ok(h)
+    }
+}
+
+/// A header with its vendor signature, as stored in front of an image and sent on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignedImageHeader {
+    /// The decoded header.
+    pub header: ImageHeader,
+    /// The 64 header bytes exactly as signed.
+    pub header_bytes: [u8; HEADER_LEN],
+    /// The vendor's ed25519 signature.
+    pub signature: [u8; 64],
+}
+
+impl SignedImageHeader {
+    /// Parses the first [`SIGNED_HEADER_LEN`] bytes of `bytes`. Does not check the signature.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ErrorCode> {
+        let mut r = Reader::new(bytes.get(..SIGNED_HEADER_LEN).ok_or(ErrorCode::BadLength)?);
+        let header_bytes: [u8; HEADER_LEN] = r.array()?;
+        let signature = r.array()?;
+        Ok(Self {
+            header: ImageHeader::decode(&header_bytes)?,
+            header_bytes,
+            signature,
+        })
+    }
+
+    /// Verifies the vendor signature (strict ed25519: no malleable or small-order forms).
+    pub fn verify(&self, vendor_public: &[u8; 32]) -> Result<&ImageHeader, ErrorCode> {
+        let key = VerifyingKey::from_bytes(vendor_public).map_err(|_| ErrorCode::BadSignature)?;
+        let mut msg = [0u8; SIGNATURE_CONTEXT.len() + HEADER_LEN];
+        msg[..SIGNATURE_CONTEXT.len()].copy_from_slice(SIGNATURE_CONTEXT);
+        msg[SIGNATURE_CONTEXT.len()..].copy_from_slice(&self.header_bytes);
+        key.verify_strict(&msg, &Signature::from_bytes(&self.signature))
+            .map_err(|_| ErrorCode::BadSignature)?;
+        Ok(&self.header)
+    }
+
+    /// The 128 bytes: header then signature.
+    pub fn to_bytes(&self) -> [u8; SIGNED_HEADER_LEN] {
+        let mut out = [0u8; SIGNED_HEADER_LEN];
+        out[..HEADER_LEN].copy_from_slice(&self.header_bytes);
+        out[HEADER_LEN..].copy_from_slice(&self.signature);
+        out
+    }
+
+    /// Checks what a slot requires of an image whose signature has been verified.
+    pub fn check_fits(
+        header: &ImageHeader,
+        kind: ImageKind,
+        product_id: u32,
+        load_addr: u32,
+        max_size: u32,
+        rollback_floor: u32,
+    ) -> Result<(), ErrorCode> {
+        if header.kind != kind {
+            return Err(ErrorCode::WrongImageKind);
+        }
+        if header.product_id != product_id {
+            return Err(ErrorCode::WrongProduct);
+        }
+        if header.load_addr != load_addr {
+            return Err(ErrorCode::BadLoadAddress);
+        }
+        if header.body_size > max_size || header.body_size == 0 {
+            return Err(ErrorCode::ImageTooLarge);
+        }
+        if header.version < rollback_floor {
+            return Err(ErrorCode::Rollback);
+        }
+        Ok(())
+    }
+}
+
+/// Hashes an image body as it arrives and checks it against the signed digest at the end.
+pub struct BodyHasher {
+    hasher: Sha256,
+    received: u32,
+    expected: u32,
+}
+
+impl BodyHasher {
+    /// Expects exactly `expected` bytes.
+    pub fn new(expected: u32) -> Self {
+        Self {
+            hasher: Sha256::new(),
+            received: 0,
+            expected,
+        }
+    }
+
+    /// Offset the next bytes must start at.
+    pub fn received(&self) -> u32 {
+        self.received
+    }
+
+    /// Adds the next piece; refuses bytes beyond the announced size.
+    pub fn update(&mut self, piece: &[u8]) -> Result<(), ErrorCode> {
+        let n = u32::try_from(piece.len()).map_err(|_| ErrorCode::ImageTooLarge)?;
+        let total = self
+            .received
+            .checked_add(n)
+            .ok_or(ErrorCode::ImageTooLarge)?;
+        if total > self.expected {
+            return Err(ErrorCode::ImageTooLarge);
+        }
+        self.hasher.update(piece);
+        self.received = total;
+        Ok(())
+    }
+
+    /// Finishes: the body must be complete and hash to `digest`. Returns the digest.
+    pub fn finish(self, digest: &[u8; 32]) -> Result<[u8; 32], ErrorCode> {
+        if self.received != self.expected {
+            return Err(ErrorCode::ImageIncomplete);
+        }
+        let got: [u8; 32] = self.hasher.finalize().into();
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&got[..], &digest[..])) {
+            return Err(ErrorCode::DigestMismatch);
+        }
+        Ok(got)
+    }
+}
+
+/// Builds a signed image (signed header then body): what a vendor's release pipeline does.
+#[cfg(feature = "std")]
+pub fn sign_image(
+    kind: ImageKind,
+    product_id: u32,
+    version: u32,
+    load_addr: u32,
+    body: &[u8],
+    vendor_key: &ed25519_dalek::SigningKey,
+) -> std::vec::Vec<u8> {
+    use ed25519_dalek::Signer;
+    let header = ImageHeader {
+        kind,
+        product_id,
+        version,
+        load_addr,
+        body_size: u32::try_from(body.len()).expect("image body over 4 GiB"),
+        body_digest: Sha256::digest(body).into(),
+    };
+    let header_bytes = header.encode();
+    let mut msg = std::vec::Vec::from(SIGNATURE_CONTEXT);
+    msg.extend_from_slice(&header_bytes);
+    let signature = vendor_key.sign(&msg).to_bytes();
+    let signed = SignedImageHeader {
+        header,
+        header_bytes,
+        signature,
+    };
+    let mut out = signed.to_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+
+    fn vendor() -> SigningKey {
+        SigningKey::from_bytes(&[9u8; 32])
+    }
+
+    #[test]
+    fn signed_image_verifies_and_hashes() {
+        let body = [0xA5u8; 1000];
+        let img = sign_image(ImageKind::Os, 7, 3, 0x40200, &body, &vendor());
+        let signed = SignedImageHeader::parse(&img).unwrap();
+        let h = *signed.verify(&vendor().verifying_key().to_bytes()).unwrap();
+        assert_eq!(h.version, 3);
+        let mut hasher = BodyHasher::new(h.body_size);
+        hasher.update(&img[SIGNED_HEADER_LEN..]).unwrap();
+        hasher.finish(&h.body_digest).unwrap();
+    }
+
+    #[test]
+    fn fixed_vector() {
+        let img = sign_image(ImageKind::Bootloader, 1, 1, 0, b"body", &vendor());
+        assert_eq!(
+            hex::encode(&img),
+            include_str!("../vectors/signed_image.hex").trim()
+        );
+    }
+
+    #[test]
+    fn tampering_is_refused() {
+        let img = sign_image(ImageKind::Os, 7, 3, 0x40200, b"body", &vendor());
+        let vk = vendor().verifying_key().to_bytes();
+        for i in 0..SIGNED_HEADER_LEN {
+            let mut bad = img.clone();
+            bad[i] ^= 0x40;
+            let res = SignedImageHeader::parse(&bad).and_then(|s| s.verify(&vk).map(|_| ()));
+            assert!(res.is_err(), "byte {i} flip accepted");
+        }
+        let other = SigningKey::from_bytes(&[10u8; 32])
+            .verifying_key()
+            .to_bytes();
+        let signed = SignedImageHeader::parse(&img).unwrap();
+        assert_eq!(signed.verify(&other).err(), Some(ErrorCode::BadSignature));
+    }
+
+    #[test]
+    fn body_checks() {
+        let digest: [u8; 32] = Sha256::digest(b"abcd").into();
+        let mut h = BodyHasher::new(4);
+        h.update(b"abc").unwrap();
+        assert_eq!(h.finish(&digest), Err(ErrorCode::ImageIncomplete));
+        let mut h = BodyHasher::new(4);
+        assert_eq!(h.update(b"abcde"), Err(ErrorCode::ImageTooLarge));
+        let mut h = BodyHasher::new(4);
+        h.update(b"abce").unwrap();
+        assert_eq!(h.finish(&digest), Err(ErrorCode::DigestMismatch));
+    }
+
+    #[test]
+    fn slot_rules() {
+        let h = ImageHeader {
+            kind: ImageKind::Os,
+            product_id: 7,
+            version: 3,
+            load_addr: 0x100,
+            body_size: 10,
+            body_digest: [0; 32],
+        };
+        let ok = SignedImageHeader::check_fits(&h, ImageKind::Os, 7, 0x100, 100, 3);
+        assert_eq!(ok, Ok(()));
+        let f = SignedImageHeader::check_fits;
+        assert_eq!(
+            f(&h, ImageKind::App, 7, 0x100, 100, 3),
+            Err(ErrorCode::WrongImageKind)
+        );
+        assert_eq!(
+            f(&h, ImageKind::Os, 8, 0x100, 100, 3),
+            Err(ErrorCode::WrongProduct)
+        );
+        assert_eq!(
+            f(&h, ImageKind::Os, 7, 0x200, 100, 3),
+            Err(ErrorCode::BadLoadAddress)
+        );
+        assert_eq!(
+            f(&h, ImageKind::Os, 7, 0x100, 5, 3),
+            Err(ErrorCode::ImageTooLarge)
+        );
+        assert_eq!(
+            f(&h, ImageKind::Os, 7, 0x100, 100, 4),
+            Err(ErrorCode::Rollback)
+        );
+    }
+}

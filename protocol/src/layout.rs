@@ -1,0 +1,60 @@
+//! Where things live on the target.
+//!
+//! These addresses describe the emulated board (QEMU `mps2-an386`, see `device-fw/README.md`).
+//! They are shared by the firmware linker scripts (checked by `cargo xtask firmware`), the
+//! station (which writes the loader and mailbox over the debug link) and the board launcher
+//! (which looks for the debug-lock marker in persisted flash). A real MCU port changes this
+//! module and its `memory.x` files, nothing else.
+
+/// Erase granularity of the (emulated) NOR flash.
+pub const FLASH_PAGE_SIZE: u32 = 4096;
+/// Start and size of the code memory that plays the part of on-chip flash.
+pub const FLASH_BASE: u32 = 0x0000_0000;
+pub const FLASH_SIZE: u32 = 0x0040_0000;
+
+/// The secure bootloader: vector table at the reset address.
+pub const BOOTLOADER_BASE: u32 = 0x0000_0000;
+pub const BOOTLOADER_MAX: u32 = 0x0002_0000;
+
+/// One page holding the device record (identity, configuration, device key).
+pub const DEVICE_RECORD_ADDR: u32 = 0x0002_0000;
+/// One page holding only the debug-lock word, so it can be set on its own.
+pub const DEBUG_LOCK_ADDR: u32 = 0x0002_1000;
+/// Value of the word at [`DEBUG_LOCK_ADDR`] once the debug port has been locked ("LOCK").
+pub const DEBUG_LOCK_MAGIC: u32 = 0x4B43_4F4C;
+/// Boot state (anti-rollback floor, boot counter): reserved for the update path.
+pub const BOOT_STATE_ADDR: u32 = 0x0002_2000;
+
+/// Installed operating system: a 512-byte signed header, then the image (vector table first).
+pub const OS_SLOT_ADDR: u32 = 0x0004_0000;
+pub const OS_SLOT_SIZE: u32 = 0x0008_0000;
+/// Room left for the signed header in front of an image; also satisfies VTOR alignment.
+pub const IMAGE_HEADER_SPACE: u32 = 0x200;
+/// Staging slot for updates (later issue).
+pub const STAGING_SLOT_ADDR: u32 = 0x000C_0000;
+pub const STAGING_SLOT_SIZE: u32 = 0x0008_0000;
+/// Application slot (later issue).
+pub const APP_SLOT_ADDR: u32 = 0x0020_0000;
+pub const APP_SLOT_SIZE: u32 = 0x0004_0000;
+
+/// The board's unique ID (its serial): 16 bytes the launcher loads at every start.
+/// No QEMU board has one; on a real MCU this is the factory-programmed UID register.
+pub const UNIQUE_ID_ADDR: u32 = 0x0100_0000;
+pub const UNIQUE_ID_LEN: usize = 16;
+
+/// The RAM flash loader: written here by the station, header at its first byte.
+pub const LOADER_BASE: u32 = 0x2000_0000;
+pub const LOADER_MAX: u32 = 0x0004_0000;
+/// The loader's `.data`/`.bss` live here; its stack grows down from [`LOADER_STACK_TOP`].
+pub const LOADER_RAM: u32 = 0x2004_0000;
+pub const LOADER_STACK_TOP: u32 = 0x2006_0000;
+/// Parameter block the station writes before starting the loader.
+pub const PARAMS_ADDR: u32 = 0x2006_0000;
+/// The RAM mailbox both sides exchange frames through while the target is halted.
+pub const MAILBOX_ADDR: u32 = 0x2006_1000;
+/// Where the loader copies a test application before calling it.
+pub const TEST_APP_ADDR: u32 = 0x2008_0000;
+pub const TEST_APP_MAX: u32 = 0x0004_0000;
+
+/// CMSDK APB UART0 of the mps2 boards: the update link.
+pub const UART0_BASE: u32 = 0x4000_4000;

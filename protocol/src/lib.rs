@@ -1,0 +1,36 @@
+//! flashgate's security protocol: the one place that defines the bytes on every wire.
+//!
+//! The firmware (RAM flash loader, secure bootloader, demo OS) and the host programs
+//! (station worker, coordinator, CLI) all use this crate, so the two sides cannot drift.
+//! It is `no_std` even when the `std` feature is on, so a std dependency cannot creep into
+//! the firmware unnoticed (rustls does the same). Cryptography comes from the dalek and
+//! RustCrypto crates only. The protocol is written up in `docs/protocol.md`.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod boot;
+pub mod codec;
+pub mod device_record;
+pub mod error;
+pub mod flash;
+pub mod hello;
+pub mod image;
+pub mod key_schedule;
+#[allow(missing_docs)]
+pub mod layout;
+pub mod lease_keys;
+pub mod mailbox;
+pub mod provisioning;
+pub mod sealed_frame;
+pub mod uart;
+
+pub use error::ErrorCode;
+
+/// Length of a board's unique ID, which is its serial number.
+pub const SERIAL_LEN: usize = layout::UNIQUE_ID_LEN;
+/// A device serial: the board's 16-byte unique ID.
+pub type Serial = [u8; SERIAL_LEN];

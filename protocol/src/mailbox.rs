@@ -1,0 +1,109 @@
+//! The RAM mailbox the station and the flash loader talk through, at [`layout::MAILBOX_ADDR`].
+//!
+//! QEMU's gdbstub (and many GDB servers) are all-stop: memory can only be read while the
+//! target is halted. So the exchange is turn-based: the loader writes its output, sets
+//! `state` and calls `host_yield`, on which the station has a breakpoint; the station reads
+//! `out`, writes the next request into `in`, and resumes the target.
+//!
+//! ```text
+//! +0  magic u32 "FGMB"      +4  state u32      +8  error u32 (ErrorCode when state = ERROR)
+//! +12 out_len u32           +16 in_len u32     +20 handshake_ticks u32 (SysTick, 40 instr each
+//! +24 reserved u32          +28 reserved u32       under -icount shift=0; 0 if not measured)
+//! +32 out [OUT_MAX]         +32+OUT_MAX in [IN_MAX]
+//! ```
+//!
+//! [`layout::MAILBOX_ADDR`]: crate::layout::MAILBOX_ADDR
+
+use crate::codec::Reader;
+use crate::ErrorCode;
+
+/// "FGMB", written by the loader once it runs.
+pub const MAGIC: u32 = 0x424D_4746;
+/// Size of the mailbox header.
+pub const HEADER_LEN: usize = 32;
+/// Room for target-to-host output.
+pub const OUT_MAX: usize = 512;
+/// Room for one host-to-target frame.
+pub const IN_MAX: usize = 8192;
+/// Offset of `out` from the mailbox base.
+pub const OUT_OFFSET: usize = HEADER_LEN;
+/// Offset of `in` from the mailbox base.
+pub const IN_OFFSET: usize = HEADER_LEN + OUT_MAX;
+/// Total bytes the mailbox occupies.
+pub const TOTAL_LEN: usize = IN_OFFSET + IN_MAX;
+
+/// Field offsets within the header.
+pub mod offset {
+    /// Magic word.
+    pub const MAGIC: usize = 0;
+    /// [`super::State`] as u32.
+    pub const STATE: usize = 4;
+    /// Error code.
+    pub const ERROR: usize = 8;
+    /// Bytes valid in `out`.
+    pub const OUT_LEN: usize = 12;
+    /// Bytes valid in `in`.
+    pub const IN_LEN: usize = 16;
+    /// SysTick ticks the handshake took.
+    pub const HANDSHAKE_TICKS: usize = 20;
+}
+
+/// What the loader last put in the mailbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum State {
+    /// Not yet written (or the loader has not run).
+    Booting = 0,
+    /// `out` holds the loader hello.
+    Hello = 1,
+    /// `out` holds a sealed reply to the last request.
+    Reply = 2,
+    /// The loader refused the last request; `error` says why. The session is over.
+    Error = 3,
+}
+
+/// A decoded mailbox header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Loader's state.
+    pub state: State,
+    /// Set when `state` is [`State::Error`].
+    pub error: Option<ErrorCode>,
+    /// Raw error value (for codes this build does not know).
+    pub error_raw: u32,
+    /// Bytes of output.
+    pub out_len: usize,
+    /// SysTick ticks spent on the handshake.
+    pub handshake_ticks: u32,
+}
+
+impl Header {
+    /// Decodes the first [`HEADER_LEN`] bytes of the mailbox.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ErrorCode> {
+        let mut r = Reader::new(bytes.get(..HEADER_LEN).ok_or(ErrorCode::BadLength)?);
+        if r.u32()? != MAGIC {
+            return Err(ErrorCode::BadMagic);
+        }
+        let state = match r.u32()? {
+            0 => State::Booting,
+            1 => State::Hello,
+            2 => State::Reply,
+            3 => State::Error,
+            _ => return Err(ErrorCode::BadMagic),
+        };
+        let error_raw = r.u32()?;
+        let out_len = r.u32()? as usize;
+        let _in_len = r.u32()?;
+        let handshake_ticks = r.u32()?;
+        if out_len > OUT_MAX {
+            return Err(ErrorCode::BadLength);
+        }
+        Ok(Self {
+            state,
+            error: ErrorCode::from_u32(error_raw),
+            error_raw,
+            out_len,
+            handshake_ticks,
+        })
+    }
+}

@@ -1,0 +1,215 @@
+//! Plaintexts carried inside sealed frames during provisioning.
+//!
+//! Station to target (first byte is the type):
+//! ```text
+//! 0x01 KeyConfirm      transcript_hash[32]          seq 0 always: proves the station holds its key
+//! 0x02 DeviceSecrets   DeviceConfig(60) device_key[32]
+//! 0x03 BeginBootloader SignedImageHeader[128]
+//! 0x04 ImageData       offset u32, data[..]        offsets strictly consecutive
+//! 0x05 Commit          —                           write record, make bootloader bootable
+//! 0x06 LockDebugPort   —
+//! ```
+//! Target to station:
+//! ```text
+//! 0x81 Ack       seq u32, bytes_programmed u32
+//! 0x82 Receipt   serial[16], bootloader_digest[32], record_digest[32], bootloader_version u32
+//! 0x83 Locked    serial[16]
+//! ```
+
+use crate::codec::{Reader, Writer};
+use crate::device_record::DeviceConfig;
+use crate::image::SIGNED_HEADER_LEN;
+use crate::sealed_frame;
+use crate::{mailbox, ErrorCode, Serial};
+
+/// Largest image piece in one `ImageData`, so a frame always fits the mailbox.
+pub const MAX_IMAGE_CHUNK: usize = mailbox::IN_MAX - sealed_frame::OVERHEAD - 5;
+
+/// A request from the station.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StationMessage<'a> {
+    /// Key confirmation (seq 0).
+    KeyConfirm {
+        /// The transcript hash both sides computed.
+        transcript_hash: [u8; 32],
+    },
+    /// The device's configuration and secret key.
+    DeviceSecrets {
+        /// Configuration to store.
+        config: DeviceConfig,
+        /// Secret key to store.
+        device_key: &'a [u8; 32],
+    },
+    /// Start of the bootloader image.
+    BeginBootloader {
+        /// Vendor-signed header.
+        signed_header: &'a [u8; SIGNED_HEADER_LEN],
+    },
+    /// A piece of the image body.
+    ImageData {
+        /// Offset of `data` within the body.
+        offset: u32,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// All sent: verify, store, make bootable, answer with a receipt.
+    Commit,
+    /// Lock the debug port.
+    LockDebugPort,
+}
+
+mod tag {
+    pub const KEY_CONFIRM: u8 = 0x01;
+    pub const DEVICE_SECRETS: u8 = 0x02;
+    pub const BEGIN_BOOTLOADER: u8 = 0x03;
+    pub const IMAGE_DATA: u8 = 0x04;
+    pub const COMMIT: u8 = 0x05;
+    pub const LOCK_DEBUG_PORT: u8 = 0x06;
+    pub const ACK: u8 = 0x81;
+    pub const RECEIPT: u8 = 0x82;
+    pub const LOCKED: u8 = 0x83;
+}
+
+impl<'a> StationMessage<'a> {
+    /// Encodes into `out`, returning the length.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, ErrorCode> {
+        let mut w = Writer::new(out);
+        match self {
+            Self::KeyConfirm { transcript_hash } => {
+                w.u8(tag::KEY_CONFIRM)?;
+                w.put(transcript_hash)?;
+            }
+            Self::DeviceSecrets { config, device_key } => {
+                w.u8(tag::DEVICE_SECRETS)?;
+                config.encode_into(&mut w)?;
+                w.put(*device_key)?;
+            }
+            Self::BeginBootloader { signed_header } => {
+                w.u8(tag::BEGIN_BOOTLOADER)?;
+                w.put(*signed_header)?;
+            }
+            Self::ImageData { offset, data } => {
+                if data.len() > MAX_IMAGE_CHUNK {
+                    return Err(ErrorCode::BadLength);
+                }
+                w.u8(tag::IMAGE_DATA)?;
+                w.u32(*offset)?;
+                w.put(data)?;
+            }
+            Self::Commit => w.u8(tag::COMMIT)?,
+            Self::LockDebugPort => w.u8(tag::LOCK_DEBUG_PORT)?,
+        }
+        Ok(w.len())
+    }
+
+    /// Decodes a plaintext; trailing bytes are an error.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, ErrorCode> {
+        let mut r = Reader::new(bytes);
+        let msg = match r.u8()? {
+            tag::KEY_CONFIRM => Self::KeyConfirm {
+                transcript_hash: r.array()?,
+            },
+            tag::DEVICE_SECRETS => Self::DeviceSecrets {
+                config: DeviceConfig::decode_from(&mut r)?,
+                device_key: r.take(32)?.try_into().map_err(|_| ErrorCode::BadLength)?,
+            },
+            tag::BEGIN_BOOTLOADER => Self::BeginBootloader {
+                signed_header: r
+                    .take(SIGNED_HEADER_LEN)?
+                    .try_into()
+                    .map_err(|_| ErrorCode::BadLength)?,
+            },
+            tag::IMAGE_DATA => Self::ImageData {
+                offset: r.u32()?,
+                data: r.rest(),
+            },
+            tag::COMMIT => Self::Commit,
+            tag::LOCK_DEBUG_PORT => Self::LockDebugPort,
+            _ => return Err(ErrorCode::UnknownMessage),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
+
+/// What the loader returns after a successful commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The board's serial.
+    pub serial: Serial,
+    /// SHA-256 of the bootloader as written.
+    pub bootloader_digest: [u8; 32],
+    /// SHA-256 of the device record as written.
+    pub record_digest: [u8; 32],
+    /// Version of the installed bootloader.
+    pub bootloader_version: u32,
+}
+
+/// A reply from the loader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetReply {
+    /// Request accepted.
+    Ack {
+        /// Sequence number of the request.
+        seq: u32,
+        /// Image bytes programmed so far.
+        bytes_programmed: u32,
+    },
+    /// Commit done.
+    Receipt(Receipt),
+    /// Debug port locked.
+    Locked {
+        /// The board's serial.
+        serial: Serial,
+    },
+}
+
+impl TargetReply {
+    /// Encodes into `out`, returning the length.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, ErrorCode> {
+        let mut w = Writer::new(out);
+        match self {
+            Self::Ack {
+                seq,
+                bytes_programmed,
+            } => {
+                w.u8(tag::ACK)?;
+                w.u32(*seq)?;
+                w.u32(*bytes_programmed)?;
+            }
+            Self::Receipt(r) => {
+                w.u8(tag::RECEIPT)?;
+                w.put(&r.serial)?;
+                w.put(&r.bootloader_digest)?;
+                w.put(&r.record_digest)?;
+                w.u32(r.bootloader_version)?;
+            }
+            Self::Locked { serial } => {
+                w.u8(tag::LOCKED)?;
+                w.put(serial)?;
+            }
+        }
+        Ok(w.len())
+    }
+
+    /// Decodes a reply plaintext.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ErrorCode> {
+        let mut r = Reader::new(bytes);
+        let reply = match r.u8()? {
+            tag::ACK => Self::Ack {
+                seq: r.u32()?,
+                bytes_programmed: r.u32()?,
+            },
+            tag::RECEIPT => Self::Receipt(Receipt {
+                serial: r.array()?,
+                bootloader_digest: r.array()?,
+                record_digest: r.array()?,
+                bootloader_version: r.u32()?,
+            }),
+            tag::LOCKED => Self::Locked { serial: r.array()? },
+            _ => return Err(ErrorCode::UnknownMessage),
+        };
+        r.finish()?;
+        Ok(reply)
+    }
+}

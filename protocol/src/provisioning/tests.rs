@@ -1,0 +1,319 @@
+//! Both sides of provisioning, in process, against a simulated NOR flash.
+
+extern crate std;
+use std::vec::Vec;
+
+use ed25519_dalek::SigningKey;
+use rand_core::OsRng;
+use x25519_dalek::StaticSecret;
+
+use super::messages::{StationMessage, TargetReply};
+use super::station::{StationHandshake, StationSession};
+use super::target::LoaderSession;
+use super::LoaderHello;
+use crate::boot::verify_installed_bootloader;
+use crate::device_record::DeviceConfig;
+use crate::flash::{NorFlash, RamFlash};
+use crate::image::{sign_image, ImageKind, SIGNED_HEADER_LEN};
+use crate::layout::{DEBUG_LOCK_ADDR, DEBUG_LOCK_MAGIC, FLASH_SIZE};
+use crate::{mailbox, ErrorCode};
+
+const SERIAL: [u8; 16] = *b"serial-0123456ab";
+const LOADER_DIGEST: [u8; 32] = [0x5A; 32];
+
+struct Rig {
+    loader: LoaderSession,
+    station: StationSession,
+    flash: RamFlash,
+    vendor: SigningKey,
+}
+
+impl Rig {
+    fn new() -> Self {
+        Self::with_station_keys(StaticSecret::random_from_rng(OsRng), None)
+    }
+
+    /// `impostor`: the station that actually talks holds this key instead of the one named in
+    /// the parameter block.
+    fn with_station_keys(station_key: StaticSecret, impostor: Option<StaticSecret>) -> Self {
+        let hs = StationHandshake::new(station_key, [3; 16]);
+        let params = hs.params().encode();
+        let mut hello = [0u8; 128];
+        let (loader, n) =
+            LoaderSession::start(&params, SERIAL, LOADER_DIGEST, [7; 32], &mut hello).unwrap();
+        let hello = LoaderHello::decode(&hello[..n]).unwrap();
+        let hs = match impostor {
+            Some(k) => StationHandshake::new(k, [3; 16]),
+            None => hs,
+        };
+        Self {
+            loader,
+            station: hs.complete(&hello, &LOADER_DIGEST).unwrap(),
+            flash: RamFlash::erased(FLASH_SIZE as usize),
+            vendor: SigningKey::from_bytes(&[0x11; 32]),
+        }
+    }
+
+    fn config(&self) -> DeviceConfig {
+        DeviceConfig {
+            serial: SERIAL,
+            product_id: 77,
+            vendor_public: self.vendor.verifying_key().to_bytes(),
+            rollback_floor: 1,
+            flags: 0,
+        }
+    }
+
+    fn seal(&mut self, msg: &StationMessage<'_>) -> Vec<u8> {
+        self.station.seal_to_vec(msg).unwrap()
+    }
+
+    fn deliver(&mut self, mut frame: Vec<u8>) -> Result<TargetReply, ErrorCode> {
+        let mut out = [0u8; mailbox::OUT_MAX];
+        let n = self.loader.handle(&mut frame, &mut self.flash, &mut out)?;
+        Ok(self.station.open(&mut out[..n]).expect("reply opens"))
+    }
+
+    fn send(&mut self, msg: &StationMessage<'_>) -> Result<TargetReply, ErrorCode> {
+        let f = self.seal(msg);
+        self.deliver(f)
+    }
+
+    fn image(&self, body: &[u8]) -> Vec<u8> {
+        sign_image(ImageKind::Bootloader, 77, 3, 0, body, &self.vendor)
+    }
+
+    /// Key confirmation and secrets, then the signed header.
+    fn begin(&mut self, image: &[u8]) -> Result<(), ErrorCode> {
+        let confirm = self.station.key_confirm();
+        self.send(&confirm)?;
+        let config = self.config();
+        self.send(&StationMessage::DeviceSecrets {
+            config,
+            device_key: &[0xD5; 32],
+        })?;
+        let header: &[u8; SIGNED_HEADER_LEN] = image[..SIGNED_HEADER_LEN].try_into().unwrap();
+        self.send(&StationMessage::BeginBootloader {
+            signed_header: header,
+        })?;
+        Ok(())
+    }
+
+    fn body_frames(&mut self, body: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+        body.chunks(chunk)
+            .enumerate()
+            .map(|(i, data)| {
+                self.seal(&StationMessage::ImageData {
+                    offset: (i * chunk) as u32,
+                    data,
+                })
+            })
+            .collect()
+    }
+
+    fn assert_no_valid_bootloader(&mut self) {
+        assert!(verify_installed_bootloader(&mut self.flash).is_err());
+        assert!(!self.loader.is_committed());
+    }
+}
+
+fn body() -> Vec<u8> {
+    (0..10_000u32).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+#[test]
+fn happy_path_installs_a_verifiable_bootloader() {
+    let mut rig = Rig::new();
+    let body = body();
+    let image = rig.image(&body);
+    rig.begin(&image).unwrap();
+    for f in rig.body_frames(&body, 4096) {
+        rig.deliver(f).unwrap();
+    }
+    let TargetReply::Receipt(receipt) = rig.send(&StationMessage::Commit).unwrap() else {
+        panic!("commit must answer with a receipt");
+    };
+    assert_eq!(receipt.serial, SERIAL);
+    let record = verify_installed_bootloader(&mut rig.flash).unwrap();
+    assert_eq!(record.bootloader_digest, receipt.bootloader_digest);
+    assert_eq!(record.digest(), receipt.record_digest);
+    assert_eq!(record.device_key, [0xD5; 32]);
+    assert_eq!(&rig.flash.bytes[..body.len()], &body[..]);
+
+    assert_eq!(
+        rig.send(&StationMessage::LockDebugPort).unwrap(),
+        TargetReply::Locked { serial: SERIAL }
+    );
+    let mut word = [0u8; 4];
+    rig.flash.read(DEBUG_LOCK_ADDR, &mut word).unwrap();
+    assert_eq!(u32::from_le_bytes(word), DEBUG_LOCK_MAGIC);
+}
+
+#[test]
+fn flipped_ciphertext_bit_is_bad_tag_and_erases() {
+    let mut rig = Rig::new();
+    let body = body();
+    let image = rig.image(&body);
+    rig.begin(&image).unwrap();
+    let mut frames = rig.body_frames(&body, 4096);
+    rig.deliver(frames.remove(0)).unwrap();
+    frames[0][100] ^= 0x04;
+    assert_eq!(rig.deliver(frames.remove(0)), Err(ErrorCode::BadTag));
+    rig.assert_no_valid_bootloader();
+    assert!(
+        rig.flash.bytes[..body.len()].iter().all(|b| *b == 0xFF),
+        "partial plaintext left in flash"
+    );
+    assert_eq!(
+        rig.send(&StationMessage::Commit),
+        Err(ErrorCode::SessionAborted)
+    );
+}
+
+#[test]
+fn replayed_chunk_is_refused() {
+    let mut rig = Rig::new();
+    let body = body();
+    let image = rig.image(&body);
+    rig.begin(&image).unwrap();
+    let frames = rig.body_frames(&body, 4096);
+    rig.deliver(frames[0].clone()).unwrap();
+    assert_eq!(rig.deliver(frames[0].clone()), Err(ErrorCode::Replay));
+    rig.assert_no_valid_bootloader();
+}
+
+#[test]
+fn reordered_chunk_is_refused() {
+    let mut rig = Rig::new();
+    let body = body();
+    let image = rig.image(&body);
+    rig.begin(&image).unwrap();
+    let frames = rig.body_frames(&body, 4096);
+    assert_eq!(rig.deliver(frames[1].clone()), Err(ErrorCode::OutOfOrder));
+    rig.assert_no_valid_bootloader();
+}
+
+#[test]
+fn wrong_station_key_fails_key_confirmation() {
+    let mut rig = Rig::with_station_keys(
+        StaticSecret::random_from_rng(OsRng),
+        Some(StaticSecret::random_from_rng(OsRng)),
+    );
+    let confirm = rig.station.key_confirm();
+    assert_eq!(rig.send(&confirm), Err(ErrorCode::KeyConfirmationFailed));
+    rig.assert_no_valid_bootloader();
+}
+
+#[test]
+fn truncated_image_is_refused_at_commit() {
+    let mut rig = Rig::new();
+    let body = body();
+    let image = rig.image(&body);
+    rig.begin(&image).unwrap();
+    // The last chunk is never sealed, so sequence numbers stay consecutive.
+    for f in rig.body_frames(&body[..8192], 4096) {
+        rig.deliver(f).unwrap();
+    }
+    assert_eq!(
+        rig.send(&StationMessage::Commit),
+        Err(ErrorCode::ImageIncomplete)
+    );
+    rig.assert_no_valid_bootloader();
+}
+
+#[test]
+fn bad_vendor_signature_is_refused_before_any_write() {
+    let mut rig = Rig::new();
+    let body = body();
+    let mut image = rig.image(&body);
+    image[SIGNED_HEADER_LEN - 1] ^= 1;
+    assert_eq!(rig.begin(&image), Err(ErrorCode::BadSignature));
+    rig.assert_no_valid_bootloader();
+}
+
+#[test]
+fn image_signed_by_another_vendor_is_refused() {
+    let mut rig = Rig::new();
+    let body = body();
+    let image = sign_image(
+        ImageKind::Bootloader,
+        77,
+        3,
+        0,
+        &body,
+        &SigningKey::from_bytes(&[0x12; 32]),
+    );
+    assert_eq!(rig.begin(&image), Err(ErrorCode::BadSignature));
+}
+
+#[test]
+fn tampered_body_is_a_digest_mismatch() {
+    let mut rig = Rig::new();
+    let body = body();
+    let image = rig.image(&body);
+    rig.begin(&image).unwrap();
+    let mut evil = body.clone();
+    evil[5000] ^= 1;
+    for f in rig.body_frames(&evil, 4096) {
+        rig.deliver(f).unwrap();
+    }
+    assert_eq!(
+        rig.send(&StationMessage::Commit),
+        Err(ErrorCode::DigestMismatch)
+    );
+    rig.assert_no_valid_bootloader();
+}
+
+#[test]
+fn config_for_another_serial_is_refused() {
+    let mut rig = Rig::new();
+    let confirm = rig.station.key_confirm();
+    rig.send(&confirm).unwrap();
+    let mut config = rig.config();
+    config.serial[0] ^= 1;
+    let r = rig.send(&StationMessage::DeviceSecrets {
+        config,
+        device_key: &[1; 32],
+    });
+    assert_eq!(r, Err(ErrorCode::WrongSerial));
+}
+
+#[test]
+fn messages_out_of_step_are_refused() {
+    let mut rig = Rig::new();
+    let confirm = rig.station.key_confirm();
+    rig.send(&confirm).unwrap();
+    assert_eq!(
+        rig.send(&StationMessage::Commit),
+        Err(ErrorCode::UnexpectedMessage)
+    );
+}
+
+#[test]
+fn loader_digest_mismatch_is_refused_by_station() {
+    let hs = StationHandshake::new(StaticSecret::random_from_rng(OsRng), [3; 16]);
+    let mut hello = [0u8; 128];
+    let (_, n) =
+        LoaderSession::start(&hs.params().encode(), SERIAL, [1; 32], [7; 32], &mut hello).unwrap();
+    let hello = LoaderHello::decode(&hello[..n]).unwrap();
+    assert_eq!(
+        hs.complete(&hello, &[2; 32]).err(),
+        Some(ErrorCode::LoaderMismatch)
+    );
+}
+
+#[test]
+fn garbage_frames_are_refused_not_panicking() {
+    let mut rig = Rig::new();
+    for len in [0usize, 1, 5, 6, 21, 22, 100] {
+        let mut rig2 = Rig::new();
+        let mut junk = std::vec![0xAB; len];
+        let mut out = [0u8; mailbox::OUT_MAX];
+        assert!(rig2
+            .loader
+            .handle(&mut junk, &mut rig2.flash, &mut out)
+            .is_err());
+    }
+    let confirm = rig.station.key_confirm();
+    rig.send(&confirm).unwrap();
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Installs what flashgate needs on a fresh Debian machine (idempotent, non-interactive).
+#
+#   scripts/setup.sh            as root, or as a user with sudo
+#
+# - Debian packages: QEMU (the emulated board), the Arm GNU toolchain (linker, objcopy, size)
+#   and newlib, gdb-multiarch, protoc (gRPC code generation), etcd (coordinator tests).
+#   `apt-get update` runs only when a package is missing.
+# - A Cortex-M Rust toolchain: `rustup target add thumbv7em-none-eabi` where rustup can do
+#   it; otherwise Debian's rustc with its library sources (rustc-web, rust-web-src,
+#   cargo-web, rust-web-clippy), which `cargo xtask firmware` uses with -Zbuild-std.
+set -euo pipefail
+
+APT_PACKAGES=(
+  qemu-system-arm
+  gcc-arm-none-eabi
+  libnewlib-arm-none-eabi
+  gdb-multiarch
+  protobuf-compiler
+  etcd-server
+)
+DEBIAN_RUST_PACKAGES=(rustc-web rust-web-src cargo-web rust-web-clippy)
+TARGET=thumbv7em-none-eabi
+
+did=()
+log() { printf 'setup: %s\n' "$*"; }
+
+if [ "$(id -u)" -eq 0 ]; then
+  SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+  SUDO=(sudo)
+else
+  log "error: not root and no sudo: run this script as root"
+  exit 1
+fi
+as_root() { "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive "$@"; }
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+apt_updated=0
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    installed "$p" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    return 0
+  fi
+  if [ "$apt_updated" -eq 0 ]; then
+    log "apt-get update (missing: ${missing[*]})"
+    as_root apt-get update -q
+    apt_updated=1
+    did+=("apt-get update")
+  fi
+  log "apt-get install ${missing[*]}"
+  as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
+  did+=("installed ${missing[*]}")
+}
+
+apt_install "${APT_PACKAGES[@]}"
+
+# Cortex-M Rust: rustup's prebuilt target if rustup works here, else Debian's toolchain.
+rust_done=0
+if command -v rustup >/dev/null 2>&1; then
+  if rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
+    log "rustup target $TARGET already installed"
+    rust_done=1
+  elif rustup target add "$TARGET"; then
+    did+=("rustup target add $TARGET")
+    rust_done=1
+  else
+    log "rustup could not add $TARGET; falling back to Debian's rustc with rust-src"
+  fi
+fi
+if [ "$rust_done" -eq 0 ]; then
+  apt_install "${DEBIAN_RUST_PACKAGES[@]}"
+fi
+
+if [ ${#did[@]} -eq 0 ]; then
+  log "nothing to do: everything was already installed"
+else
+  log "done:"
+  for d in "${did[@]}"; do
+    log "  - $d"
+  done
+fi
+log "next: cargo xtask firmware"

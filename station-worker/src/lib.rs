@@ -1,0 +1,2 @@
+//! Station worker.
+pub mod probe;

@@ -1,0 +1,330 @@
+//! flashgate's build tasks. `cargo xtask firmware [--check]` builds the Cortex-M firmware.
+//!
+//! The firmware (`device-fw/`) is its own Cargo workspace with its own `.cargo/config.toml`
+//! (target, linker, `link.x`) and its own target dir (`device-fw/target`), so this only picks a
+//! toolchain, runs cargo in that folder and packages the results in `target/firmware/`:
+//!
+//! 1. rustup with `thumbv7em-none-eabi` installed: plain `cargo build` (prebuilt `core`).
+//! 2. otherwise Debian's `rustc`/`cargo` (`/usr/bin`, packages `rustc-web`, `cargo-web`,
+//!    `rust-web-src`) with `RUSTC_BOOTSTRAP=1`, which enables the `[unstable] build-std` table
+//!    of `device-fw/.cargo/config.toml` to build `core` from source. rustup's proxies are kept
+//!    out of that build (explicit `RUSTC`/`CARGO`, `/usr/bin` first on `PATH`).
+//! 3. neither: an error that says to run `scripts/setup.sh`.
+
+use std::env;
+use std::ffi::OsString;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use flashgate_protocol::layout;
+use flashgate_protocol::provisioning::LoaderImageHeader;
+
+const TARGET: &str = "thumbv7em-none-eabi";
+/// (binary name, what it is) in build order.
+const PROGRAMS: &[(&str, &str)] = &[
+    ("loader", "RAM flash loader"),
+    ("bootloader", "secure bootloader"),
+    ("demo-os", "demo OS"),
+    ("test-app", "RAM test app"),
+];
+
+const USAGE: &str = "usage: cargo xtask firmware [--check]
+
+  firmware          build device-fw (release) and write .elf/.bin for every program to
+                    target/firmware/, then print a size table
+  firmware --check  also run `cargo clippy -- -D warnings` on device-fw";
+
+/// A failure, with the fix in the message.
+struct Error(String);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error(e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["firmware"] => firmware(false),
+        ["firmware", "--check"] => firmware(true),
+        ["-h" | "--help" | "help"] | [] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(Error(format!("unknown arguments {args:?}\n{USAGE}"))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the repository root")
+        .to_path_buf()
+}
+
+/// How the firmware gets compiled on this machine.
+enum Toolchain {
+    /// rustup's cargo with the target's prebuilt `core`.
+    Rustup { cargo: OsString },
+    /// Debian's rustc 1.8x+ building `core` from `rust-src` (`-Zbuild-std` via config).
+    Debian,
+}
+
+impl Toolchain {
+    fn detect() -> Result<Self> {
+        let installed = Command::new("rustup")
+            .args(["target", "list", "--installed"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.trim() == TARGET)
+            })
+            .unwrap_or(false);
+        if installed {
+            let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            return Ok(Toolchain::Rustup { cargo });
+        }
+        let debian = ["/usr/bin/rustc", "/usr/bin/cargo"]
+            .iter()
+            .all(|p| Path::new(p).exists())
+            && Path::new("/usr/lib/rustlib/src/rust/library/core").exists();
+        if debian {
+            return Ok(Toolchain::Debian);
+        }
+        Err(Error(format!(
+            "no Cortex-M toolchain: rustup has no `{TARGET}` target and Debian's rustc with \
+             rust-src (/usr/bin/rustc, /usr/lib/rustlib/src/rust) is not installed.\n\
+             Run `scripts/setup.sh` (as root or with sudo), then try again."
+        )))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Toolchain::Rustup { .. } => format!("rustup ({TARGET} installed)"),
+            Toolchain::Debian => "Debian rustc (/usr/bin) with -Zbuild-std=core".into(),
+        }
+    }
+
+    /// A cargo command in `device-fw/` for `subcommand` (`build`, `clippy`).
+    fn cargo(&self, fw_dir: &Path, subcommand: &str) -> Command {
+        let mut cmd = match self {
+            Toolchain::Rustup { cargo } => {
+                let mut cmd = Command::new(cargo);
+                cmd.arg(subcommand);
+                // Stable cargo ignores the config's `[unstable]` table; keep it that way.
+                cmd.env_remove("RUSTC_BOOTSTRAP");
+                cmd
+            }
+            Toolchain::Debian => {
+                // `cargo clippy` would find rustup's `cargo-clippy` proxy in ~/.cargo/bin
+                // first; call Debian's (package rust-web-clippy) directly instead.
+                let mut cmd = if subcommand == "clippy" {
+                    let mut c = Command::new("/usr/bin/cargo-clippy");
+                    c.arg("clippy");
+                    c
+                } else {
+                    let mut c = Command::new("/usr/bin/cargo");
+                    c.arg(subcommand);
+                    c
+                };
+                let path = env::var_os("PATH").unwrap_or_default();
+                let mut dirs = vec![PathBuf::from("/usr/bin")];
+                dirs.extend(env::split_paths(&path));
+                cmd.env(
+                    "PATH",
+                    env::join_paths(dirs).expect("PATH entries are valid"),
+                )
+                .env("CARGO", "/usr/bin/cargo")
+                .env("RUSTC", "/usr/bin/rustc")
+                .env("RUSTDOC", "/usr/bin/rustdoc")
+                .env("RUSTC_BOOTSTRAP", "1")
+                .env_remove("RUSTUP_TOOLCHAIN")
+                .env_remove("RUSTC_WRAPPER")
+                .env_remove("RUSTC_WORKSPACE_WRAPPER");
+                cmd
+            }
+        };
+        cmd.current_dir(fw_dir)
+            .env("CARGO_TARGET_DIR", fw_dir.join("target"))
+            // Host-workspace settings must not leak into the firmware build.
+            .env_remove("CARGO_BUILD_TARGET")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS");
+        cmd
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .map_err(|e| Error(format!("cannot run {:?}: {e}", cmd.get_program())))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error(format!("{:?} failed ({status})", cmd.get_program())))
+    }
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().map_err(|e| {
+        Error(format!(
+            "cannot run {:?}: {e} (binutils for Arm: run `scripts/setup.sh`)",
+            cmd.get_program()
+        ))
+    })?;
+    if !out.status.success() {
+        return Err(Error(format!(
+            "{:?} failed: {}",
+            cmd.get_program(),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Sizes from `arm-none-eabi-size` (Berkeley: text = header/vectors + .text + .rodata).
+struct Sizes {
+    text: u64,
+    data: u64,
+    bss: u64,
+}
+
+fn sizes(elf: &Path) -> Result<Sizes> {
+    let out = output(Command::new("arm-none-eabi-size").arg(elf))?;
+    let line = out
+        .lines()
+        .nth(1)
+        .ok_or_else(|| Error(format!("unexpected arm-none-eabi-size output: {out}")))?;
+    let mut fields = line.split_whitespace().map(str::parse::<u64>);
+    let mut next = || -> Result<u64> {
+        fields
+            .next()
+            .and_then(|f| f.ok())
+            .ok_or_else(|| Error(format!("unexpected arm-none-eabi-size line: {line}")))
+    };
+    Ok(Sizes {
+        text: next()?,
+        data: next()?,
+        bss: next()?,
+    })
+}
+
+/// Value of a symbol in `elf` (from `arm-none-eabi-nm`).
+fn symbol(elf: &Path, name: &str) -> Result<Option<u32>> {
+    let out = output(Command::new("arm-none-eabi-nm").arg(elf))?;
+    Ok(out.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (value, _kind, sym) = (f.next()?, f.next()?, f.next()?);
+        (sym == name).then(|| u32::from_str_radix(value, 16).ok())?
+    }))
+}
+
+/// Checks the loader image against `layout` and its own symbols, as the station reads it.
+fn check_loader(elf: &Path, bin: &[u8]) -> Result<()> {
+    let header = LoaderImageHeader::parse(bin)
+        .map_err(|e| Error(format!("loader.bin has no valid FGDL header: {e}")))?;
+    let want_entry = symbol(elf, "Reset")?.map(|a| a | 1);
+    let want_yield = symbol(elf, "host_yield")?.map(|a| a | 1);
+    let image_end = layout::LOADER_BASE as usize + bin.len();
+    let problems: Vec<String> = [
+        (Some(header.entry) != want_entry).then(|| format!("entry {:#x}", header.entry)),
+        (Some(header.host_yield) != want_yield)
+            .then(|| format!("host_yield {:#x}", header.host_yield)),
+        (header.image_end as usize != image_end)
+            .then(|| format!("image_end {:#x} != {image_end:#x}", header.image_end)),
+        (bin.len() > layout::LOADER_MAX as usize)
+            .then(|| format!("{} bytes > LOADER_MAX", bin.len())),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error(format!(
+            "loader header mismatch: {}",
+            problems.join(", ")
+        )))
+    }
+}
+
+fn firmware(check: bool) -> Result<()> {
+    let root = repo_root();
+    let fw_dir = root.join("device-fw");
+    let toolchain = Toolchain::detect()?;
+    println!("xtask: firmware toolchain: {}", toolchain.describe());
+
+    run(toolchain.cargo(&fw_dir, "build").arg("--release"))?;
+    if check {
+        run(toolchain
+            .cargo(&fw_dir, "clippy")
+            .args(["--release", "--", "-D", "warnings"]))?;
+    }
+
+    let built = fw_dir.join("target").join(TARGET).join("release");
+    let out_dir = root.join("target").join("firmware");
+    fs::create_dir_all(&out_dir)?;
+
+    println!();
+    println!(
+        "{:<11} {:<18} {:>8} {:>6} {:>6} {:>8}",
+        "program", "", "text", "data", "bss", "bin"
+    );
+    let mut loader_footprint = None;
+    for (name, what) in PROGRAMS {
+        let elf = out_dir.join(format!("{name}.elf"));
+        let bin = out_dir.join(format!("{name}.bin"));
+        fs::copy(built.join(name), &elf)?;
+        run(Command::new("arm-none-eabi-objcopy")
+            .args(["-O", "binary"])
+            .arg(&elf)
+            .arg(&bin))?;
+        let s = sizes(&elf)?;
+        let bin_len = fs::metadata(&bin)?.len();
+        println!(
+            "{name:<11} {what:<18} {:>8} {:>6} {:>6} {:>8}",
+            s.text, s.data, s.bss, bin_len
+        );
+        if *name == "loader" {
+            check_loader(&elf, &fs::read(&bin)?)?;
+            let stack = u64::from(symbol(&elf, "__stack_reserve")?.unwrap_or(0));
+            loader_footprint = Some((bin_len, s.data, s.bss, stack));
+        }
+    }
+    if let Some((image, data, bss, stack)) = loader_footprint {
+        println!(
+            "\nloader RAM footprint: image {image} + data {data} + bss {bss} + stack reserve \
+             {stack} = {} bytes ({:.1} KiB)",
+            image + data + bss + stack,
+            (image + data + bss + stack) as f64 / 1024.0
+        );
+    }
+    println!("\nxtask: wrote .elf and .bin to {}", out_dir.display());
+    Ok(())
+}
