@@ -441,7 +441,7 @@ impl Coordinator {
     pub async fn order_status(&self, order_id: &str) -> Result<v1::OrderStatus> {
         let order = self.order(order_id).await?;
         let leases = self.read_all::<LeaseRecord>("leases/").await?;
-        Ok(self.status_of(&order, &leases).await?)
+        self.status_of(&order, &leases).await
     }
 
     async fn status_of(
@@ -482,7 +482,7 @@ impl Coordinator {
         if order.station_ids.is_empty() {
             !order.factory.is_empty() && order.factory == station.factory
         } else {
-            order.station_ids.iter().any(|s| *s == station.station_id)
+            order.station_ids.contains(&station.station_id)
         }
     }
 

@@ -173,6 +173,14 @@ impl BoardFiles {
     }
 
     fn check(&self) -> Result<(), BoardError> {
+        for path in [self.uid_path(), self.flash_path()] {
+            if !path.exists() {
+                return Err(BoardError::NotABoard {
+                    path,
+                    detail: "missing".into(),
+                });
+            }
+        }
         self.uid()?;
         self.read_flash(0, 0)?;
         Ok(())
@@ -406,17 +414,44 @@ impl EmulatedBoard {
         &self.options
     }
 
-    fn qmp(&self, command: &str, arguments: Option<serde_json::Value>) -> Result<(), BoardError> {
+    fn qmp(
+        &mut self,
+        command: &str,
+        arguments: Option<serde_json::Value>,
+    ) -> Result<(), BoardError> {
         let running = self.running.as_ref().ok_or(BoardError::NotRunning)?;
-        let qmp_error = |detail| BoardError::Qmp {
-            command: command.into(),
-            detail,
-            log: self.files.log_path(),
-        };
-        let mut conn =
-            QmpConnection::connect(running.qmp, self.options.timeout).map_err(qmp_error)?;
-        conn.execute(command, arguments).map_err(qmp_error)?;
-        Ok(())
+        let result = QmpConnection::connect(running.qmp, self.options.timeout)
+            .and_then(|mut conn| conn.execute(command, arguments));
+        match result {
+            Ok(_) => Ok(()),
+            // QEMU gone (guest lockup, killed): say so rather than "connection refused".
+            Err(detail) => Err(self.exited_error().unwrap_or_else(|| BoardError::Qmp {
+                command: command.into(),
+                detail,
+                log: self.files.log_path(),
+            })),
+        }
+    }
+
+    /// If QEMU has exited: forget the process and describe how it ended.
+    fn exited_error(&mut self) -> Option<BoardError> {
+        let running = self.running.as_mut()?;
+        let mut status = None;
+        for _ in 0..20 {
+            if let Ok(Some(s)) = running.child.try_wait() {
+                status = Some(s);
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let status = status?;
+        self.running = None;
+        let log = self.files.log_path();
+        Some(BoardError::Exited {
+            status: status.to_string(),
+            tail: log_tail(&log),
+            log,
+        })
     }
 
     /// Lets the CPU run (QMP `cont`): for boards that have no debugger attached.

@@ -48,6 +48,16 @@ pub enum BoardError {
         /// QEMU's log file.
         log: PathBuf,
     },
+    /// QEMU is gone (a guest lockup makes QEMU 7.2 abort: "Lockup: can't escalate…").
+    #[error("QEMU exited ({status}): the board crashed or was killed; unsaved flash writes are lost\n--- tail of {log} ---\n{tail}")]
+    Exited {
+        /// How it exited.
+        status: String,
+        /// The log file with QEMU's stderr.
+        log: PathBuf,
+        /// Its last lines.
+        tail: String,
+    },
     /// An operation needs a running board.
     #[error("the board is powered off — start it first")]
     NotRunning,

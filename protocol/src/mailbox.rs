@@ -8,7 +8,8 @@
 //! ```text
 //! +0  magic u32 "FGMB"      +4  state u32      +8  error u32 (ErrorCode when state = ERROR)
 //! +12 out_len u32           +16 in_len u32     +20 handshake_ticks u32 (SysTick, 40 instr each
-//! +24 reserved u32          +28 reserved u32       under -icount shift=0; 0 if not measured)
+//! +24 flash_ticks u32       +28 busy_ticks u32     under -icount shift=0; 0 if not measured)
+//!     (cumulative SysTick ticks spent in flash erase/program, and handling frames)
 //! +32 out [OUT_MAX]         +32+OUT_MAX in [IN_MAX]
 //! ```
 //!
@@ -46,6 +47,10 @@ pub mod offset {
     pub const IN_LEN: usize = 16;
     /// SysTick ticks the handshake took.
     pub const HANDSHAKE_TICKS: usize = 20;
+    /// Cumulative SysTick ticks in flash erase/program.
+    pub const FLASH_TICKS: usize = 24;
+    /// Cumulative SysTick ticks spent handling frames.
+    pub const BUSY_TICKS: usize = 28;
 }
 
 /// What the loader last put in the mailbox.
@@ -75,6 +80,10 @@ pub struct Header {
     pub out_len: usize,
     /// SysTick ticks spent on the handshake.
     pub handshake_ticks: u32,
+    /// Cumulative SysTick ticks in flash erase/program.
+    pub flash_ticks: u32,
+    /// Cumulative SysTick ticks handling frames.
+    pub busy_ticks: u32,
 }
 
 impl Header {
@@ -95,6 +104,8 @@ impl Header {
         let out_len = r.u32()? as usize;
         let _in_len = r.u32()?;
         let handshake_ticks = r.u32()?;
+        let flash_ticks = r.u32()?;
+        let busy_ticks = r.u32()?;
         if out_len > OUT_MAX {
             return Err(ErrorCode::BadLength);
         }
@@ -104,6 +115,8 @@ impl Header {
             error_raw,
             out_len,
             handshake_ticks,
+            flash_ticks,
+            busy_ticks,
         })
     }
 }

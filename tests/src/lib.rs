@@ -1,1 +1,168 @@
-//! End-to-end test helpers.
+//! Shared pieces of flashgate's end-to-end tests: the built firmware, a test vendor, emulated
+//! boards with a GDB probe attached.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use flashgate_emulator::{EmulatedBoard, StartOptions, Uid};
+use flashgate_protocol::flash::{NorFlash, RamFlash};
+use flashgate_protocol::image::{sign_image, ImageKind, SIGNED_HEADER_LEN};
+use flashgate_protocol::layout::{FLASH_SIZE, IMAGE_HEADER_SPACE, OS_SLOT_ADDR};
+use flashgate_station::probe::{GdbProbe, GdbProbeOptions, TrafficRecorder};
+use flashgate_station::provisioning::LoaderImage;
+
+/// The firmware built by `cargo xtask firmware`.
+pub struct Firmware {
+    /// The RAM flash loader.
+    pub loader: LoaderImage,
+    /// The bootloader binary (unsigned body).
+    pub bootloader: Vec<u8>,
+    /// The demo OS binary (unsigned body, linked at `OS_SLOT_ADDR + IMAGE_HEADER_SPACE`).
+    pub demo_os: Vec<u8>,
+    /// The RAM test application.
+    pub test_app: Vec<u8>,
+}
+
+/// Where the firmware is: `$FLASHGATE_FIRMWARE_DIR`, else `<workspace>/target/firmware`.
+pub fn firmware_dir() -> PathBuf {
+    std::env::var_os("FLASHGATE_FIRMWARE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/firmware"))
+}
+
+impl Firmware {
+    /// Loads the firmware; panics with the command to run when it has not been built.
+    pub fn load() -> Self {
+        let dir = firmware_dir();
+        let read = |name: &str| {
+            std::fs::read(dir.join(name)).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e}. Build the firmware first: `cargo xtask firmware` (scripts/test.sh does)",
+                    dir.join(name).display()
+                )
+            })
+        };
+        Self {
+            loader: LoaderImage::new(read("loader.bin")).expect("loader.bin is a flashgate loader"),
+            bootloader: read("bootloader.bin"),
+            demo_os: read("demo-os.bin"),
+            test_app: read("test-app.bin"),
+        }
+    }
+}
+
+/// A vendor with a signing key and one product.
+pub struct Vendor {
+    /// The vendor's ed25519 key.
+    pub key: SigningKey,
+    /// The product id.
+    pub product_id: u32,
+}
+
+impl Vendor {
+    /// A fresh vendor.
+    pub fn new(product_id: u32) -> Self {
+        Self {
+            key: SigningKey::generate(&mut rand::rngs::OsRng),
+            product_id,
+        }
+    }
+
+    /// Its public key.
+    pub fn public(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
+    /// The bootloader signed as `version`.
+    pub fn sign_bootloader(&self, body: &[u8], version: u32) -> Vec<u8> {
+        sign_image(ImageKind::Bootloader, self.product_id, version, 0, body, &self.key)
+    }
+
+    /// An OS image signed as `version`, for the OS slot.
+    pub fn sign_os(&self, body: &[u8], version: u32) -> Vec<u8> {
+        sign_image(
+            ImageKind::Os,
+            self.product_id,
+            version,
+            OS_SLOT_ADDR + IMAGE_HEADER_SPACE,
+            body,
+            &self.key,
+        )
+    }
+}
+
+/// A powered-off board's flash, read from its directory, as the protocol's flash model.
+pub fn persisted_flash(board: &EmulatedBoard) -> RamFlash {
+    let bytes = board
+        .files()
+        .read_flash(0, FLASH_SIZE as usize)
+        .expect("flash.bin readable");
+    RamFlash {
+        bytes,
+        debug_locked: false,
+    }
+}
+
+/// Writes a signed OS image into a powered-off board's persisted flash, as an update would.
+pub fn install_os_offline(board: &EmulatedBoard, signed_os: &[u8]) {
+    let mut flash = persisted_flash(board);
+    flash
+        .erase_range(OS_SLOT_ADDR, (IMAGE_HEADER_SPACE as usize + signed_os.len()) as u32)
+        .unwrap();
+    flash
+        .program(OS_SLOT_ADDR, &signed_os[..SIGNED_HEADER_LEN])
+        .unwrap();
+    flash
+        .program(OS_SLOT_ADDR + IMAGE_HEADER_SPACE, &signed_os[SIGNED_HEADER_LEN..])
+        .unwrap();
+    std::fs::write(board.files().flash_path(), &flash.bytes).unwrap();
+}
+
+/// A new board in its own temporary directory, powered on (halted).
+pub struct TestBoard {
+    /// The board.
+    pub board: EmulatedBoard,
+    /// Its unique ID.
+    pub uid: Uid,
+    _dir: tempfile::TempDir,
+}
+
+impl TestBoard {
+    /// Creates and starts a blank board.
+    pub fn new() -> Self {
+        Self::with_options(StartOptions::default())
+    }
+
+    /// Creates and starts a blank board with `options`.
+    pub fn with_options(options: StartOptions) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let uid = EmulatedBoard::create(dir.path().join("board"), None).unwrap();
+        let board = EmulatedBoard::start(dir.path().join("board"), options).unwrap();
+        Self {
+            board,
+            uid,
+            _dir: dir,
+        }
+    }
+
+    /// Attaches a GDB probe, optionally recording all traffic.
+    pub fn probe(&self, recorder: Option<Arc<TrafficRecorder>>) -> GdbProbe {
+        let addr = self.board.gdb_addr().expect("board has a gdb port");
+        GdbProbe::connect_with(
+            addr,
+            GdbProbeOptions {
+                timeout: Duration::from_secs(20),
+                tap: recorder.map(|r| r as _),
+            },
+        )
+        .expect("gdb connects")
+    }
+}
+
+impl Default for TestBoard {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -41,11 +41,17 @@ pub enum Write {
 #[non_exhaustive]
 pub enum StoreError {
     #[error("etcd is unreachable or refused the request: {0}")]
-    Etcd(#[from] etcd_client::Error),
+    Etcd(Box<etcd_client::Error>),
     #[error("the store file could not be read or written: {0}")]
     Io(#[from] std::io::Error),
     #[error("the store holds a record this coordinator cannot read: {0}")]
     Corrupt(String),
+}
+
+impl From<etcd_client::Error> for StoreError {
+    fn from(error: etcd_client::Error) -> Self {
+        Self::Etcd(Box::new(error))
+    }
 }
 
 /// The transactional key-value interface both backends implement.

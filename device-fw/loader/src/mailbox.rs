@@ -27,6 +27,8 @@ impl Mailbox {
             offset::ERROR,
             offset::OUT_LEN,
             offset::HANDSHAKE_TICKS,
+            offset::FLASH_TICKS,
+            offset::BUSY_TICKS,
         ] {
             mailbox.write_word(field, 0);
         }
@@ -88,5 +90,12 @@ impl Mailbox {
     /// Records how many SysTick ticks the handshake took.
     pub fn set_handshake_ticks(&mut self, ticks: u32) {
         self.write_word(offset::HANDSHAKE_TICKS, ticks);
+    }
+
+    /// Records the cumulative SysTick ticks spent in flash and handling frames, so the station
+    /// can split target time into flash programming and the rest (mostly crypto).
+    pub fn set_work_ticks(&mut self, flash: u32, busy: u32) {
+        self.write_word(offset::FLASH_TICKS, flash);
+        self.write_word(offset::BUSY_TICKS, busy);
     }
 }

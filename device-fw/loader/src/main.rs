@@ -20,6 +20,7 @@
 #![no_main]
 
 mod mailbox;
+mod timed_platform;
 
 use core::sync::atomic::{compiler_fence, Ordering};
 
@@ -34,6 +35,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use mailbox::Mailbox;
+use timed_platform::TimedPlatform;
 
 core::arch::global_asm!(
     ".section .loader_header, \"a\", %progbits",
@@ -98,10 +100,16 @@ extern "C" fn main() -> ! {
     mailbox.set_handshake_ticks(ticks.ticks_since(started));
     mailbox.publish(State::Hello, hello_len);
 
+    let mut platform = TimedPlatform::new(&mut board.flash, &ticks);
+    let mut busy_ticks = 0u32;
     loop {
         host_yield();
+        let began = ticks.now();
         let (out, frame) = mailbox.buffers();
-        match session.handle(frame, &mut board.flash, out) {
+        let result = session.handle(frame, &mut platform, out);
+        busy_ticks = busy_ticks.wrapping_add(ticks.ticks_since(began));
+        mailbox.set_work_ticks(platform.flash_ticks(), busy_ticks);
+        match result {
             Ok(len) => mailbox.publish(State::Reply, len),
             Err(code) => mailbox.fail(code),
         }

@@ -5,8 +5,10 @@
 //! - Memory: `m` reads of up to `PacketSize / 2` bytes (QEMU: 2048; an `Exx` makes the client
 //!   retry with smaller reads), `M` hex writes, or `X` binary writes when a 0-length `X` probe
 //!   answers `OK` (QEMU 7.2 answers empty, so it gets `M`).
-//! - Registers through `g`/`G` (QEMU answers empty to `p`): r0–r15 then xPSR, 32-bit
-//!   little-endian hex; `G` rewrites the whole `g` block so extra registers keep their values.
+//! - Registers through `g`/`G` (QEMU answers empty to `p`), 32-bit little-endian hex. Without a
+//!   target description read, QEMU 7.2 answers GDB's legacy ARM block (r0–r15, 8 FPA registers
+//!   of 12 bytes, fps, xPSR: 168 bytes); with one, r0–r15 then xPSR. Both are recognised by
+//!   length. `G` rewrites the whole `g` block so other registers keep their values.
 //! - Breakpoints `Z0`/`Z1` with kind 2 (Thumb); run control `c`, `s`, `\x03`; stop replies
 //!   `T`/`S`/`W`/`X`; reset through `qRcmd` (`monitor system_reset` on QEMU).
 //! - All-stop only: while the target runs, the only thing sent is `\x03`, since QEMU would stop
@@ -41,6 +43,19 @@ const DEFAULT_PACKET_SIZE: usize = 256;
 const MIN_READ_CHUNK: usize = 4;
 /// Hex characters of the core registers in a `g` reply (17 × 32 bit).
 const CORE_REGS_HEX: usize = CoreRegisters::WORDS * 8;
+/// Hex length of GDB's legacy ARM `g` block (no target description read): r0–r15, eight 96-bit
+/// FPA registers, fps, then cpsr/xPSR. QEMU 7.2 answers this until `qXfer:features` is read.
+const LEGACY_G_HEX: usize = (16 * 4 + 8 * 12 + 4 + 4) * 2;
+
+/// Where xPSR sits in a `g` block of `len` hex characters: last word of the legacy layout, or
+/// right after r15 in the M-profile target-description layout (`org.gnu.gdb.arm.m-profile`).
+fn xpsr_offset(len: usize) -> Option<usize> {
+    match len {
+        LEGACY_G_HEX => Some(LEGACY_G_HEX - 8),
+        n if n >= CORE_REGS_HEX && n % 2 == 0 => Some(16 * 8),
+        _ => None,
+    }
+}
 
 /// How to talk to the server.
 #[derive(Clone)]
@@ -488,11 +503,13 @@ impl<T: Transport> Probe for GdbProbe<T> {
     fn read_registers(&mut self) -> ProbeResult<CoreRegisters> {
         let operation = "reading registers (g)";
         let g = self.read_g(operation)?;
-        let mut bytes = [0u8; CoreRegisters::WORDS * 4];
-        unhex_into(&g[..CORE_REGS_HEX], &mut bytes).ok_or_else(|| self.protocol(operation, &g))?;
+        let xpsr_at = xpsr_offset(g.len()).ok_or_else(|| self.protocol(operation, &g))?;
         let mut words = [0u32; CoreRegisters::WORDS];
-        for (word, le) in words.iter_mut().zip(bytes.chunks_exact(4)) {
-            *word = u32::from_le_bytes(le.try_into().expect("4 bytes"));
+        for (i, word) in words.iter_mut().enumerate() {
+            let at = if i < 16 { i * 8 } else { xpsr_at };
+            let mut le = [0u8; 4];
+            unhex_into(&g[at..at + 8], &mut le).ok_or_else(|| self.protocol(operation, &g))?;
+            *word = u32::from_le_bytes(le);
         }
         Ok(CoreRegisters::from_words(&words))
     }
@@ -501,12 +518,18 @@ impl<T: Transport> Probe for GdbProbe<T> {
         let operation = "writing registers (G)";
         // Rewrite the whole `g` block so registers beyond the core ones keep their values.
         let g = self.read_g(operation)?;
-        let mut payload = Vec::with_capacity(1 + g.len());
-        payload.push(b'G');
-        for word in regs.to_words() {
-            hex_into(&word.to_le_bytes(), &mut payload);
+        let xpsr_at = xpsr_offset(g.len()).ok_or_else(|| self.protocol(operation, &g))?;
+        let mut block = g;
+        let words = regs.to_words();
+        for (i, word) in words.iter().enumerate() {
+            let at = if i < 16 { i * 8 } else { xpsr_at };
+            let mut hex = Vec::with_capacity(8);
+            hex_into(&word.to_le_bytes(), &mut hex);
+            block[at..at + 8].copy_from_slice(&hex);
         }
-        payload.extend_from_slice(&g[CORE_REGS_HEX..]);
+        let mut payload = Vec::with_capacity(1 + block.len());
+        payload.push(b'G');
+        payload.extend_from_slice(&block);
         let reply = self.request(&payload, operation)?;
         self.expect_ok(&reply, operation)
     }

@@ -22,6 +22,7 @@ struct SimTarget {
     mem: Vec<u8>,
     regs: [u32; 17],
     extra_g: &'static [u8],
+    legacy: bool,
     breakpoints: Vec<(u8, u32)>,
 }
 
@@ -34,6 +35,7 @@ impl SimTarget {
             mem: vec![0; 64 * 1024],
             regs: [0; 17],
             extra_g: b"",
+            legacy: false,
             breakpoints: Vec::new(),
         }
     }
@@ -97,6 +99,24 @@ impl SimTarget {
                 assert_eq!(data.len(), l);
                 let off = a - BASE as usize;
                 self.mem[off..off + l].copy_from_slice(data);
+                b"OK".to_vec()
+            }
+            b'g' if self.legacy => {
+                let mut out = Vec::new();
+                for r in &self.regs[..16] {
+                    hex_into(&r.to_le_bytes(), &mut out);
+                }
+                out.extend(std::iter::repeat_n(b'0', 8 * 24 + 8));
+                hex_into(&self.regs[16].to_le_bytes(), &mut out);
+                out
+            }
+            b'G' if self.legacy => {
+                assert_eq!(p.len(), 1 + 336);
+                let words = unhex(&p[1..]).unwrap();
+                for (r, le) in self.regs[..16].iter_mut().zip(words.chunks_exact(4)) {
+                    *r = u32::from_le_bytes(le.try_into().unwrap());
+                }
+                self.regs[16] = u32::from_le_bytes(words[164..168].try_into().unwrap());
                 b"OK".to_vec()
             }
             b'g' => {
@@ -277,6 +297,23 @@ fn registers_roundtrip_and_keep_extra_registers() {
     regs.xpsr = 0x0100_0000;
     probe.write_registers(&regs).unwrap();
     assert_eq!(sim.lock().unwrap().regs[13], 0x2000_8000);
+    assert_eq!(probe.read_registers().unwrap(), regs);
+}
+
+#[test]
+fn registers_in_the_legacy_fpa_layout() {
+    let mut target = SimTarget::qemu_like();
+    // r0-r15 answered by the sim, then FPA f0-f7, fps: xPSR must land in the last word.
+    target.extra_g = b"";
+    let (mut probe, _, sim) = probe_with(target);
+    sim.lock().unwrap().legacy = true;
+    let regs = CoreRegisters {
+        pc: 0x2000_0100,
+        xpsr: 0x0100_0000,
+        ..CoreRegisters::default()
+    };
+    probe.write_registers(&regs).unwrap();
+    assert_eq!(sim.lock().unwrap().regs[16], 0x0100_0000);
     assert_eq!(probe.read_registers().unwrap(), regs);
 }
 

@@ -1,0 +1,194 @@
+//! The contract every `KvStore` backend passes: the same functions run on the embedded store
+//! and on a real etcd.
+
+use std::sync::Arc;
+
+use flashgate_coordinator::store::{embedded::EmbeddedStore, Guard, KvStore, Write};
+
+use crate::support::EtcdProcess;
+
+fn put(k: &str, v: &str) -> Write {
+    Write::Put(k.into(), v.as_bytes().to_vec())
+}
+
+async fn contract_basic(store: &dyn KvStore) {
+    assert_eq!(store.get("a").await.unwrap(), None);
+    assert!(store
+        .commit(vec![Guard::Absent("a".into())], vec![put("a", "1")])
+        .await
+        .unwrap());
+    // Absent no longer holds.
+    assert!(!store
+        .commit(vec![Guard::Absent("a".into())], vec![put("a", "2")])
+        .await
+        .unwrap());
+    let a = store.get("a").await.unwrap().unwrap();
+    assert_eq!(a.value, b"1");
+    // Revision guard: right revision applies, stale one does not and writes nothing.
+    assert!(store
+        .commit(
+            vec![Guard::Revision("a".into(), a.revision)],
+            vec![put("a", "2"), put("b", "x")]
+        )
+        .await
+        .unwrap());
+    assert!(!store
+        .commit(
+            vec![Guard::Revision("a".into(), a.revision)],
+            vec![put("a", "3"), put("c", "y")]
+        )
+        .await
+        .unwrap());
+    assert_eq!(store.get("a").await.unwrap().unwrap().value, b"2");
+    assert_eq!(
+        store.get("c").await.unwrap(),
+        None,
+        "a failed transaction wrote nothing"
+    );
+    // Revision of a missing key never holds.
+    assert!(!store
+        .commit(vec![Guard::Revision("zz".into(), 1)], vec![put("d", "1")])
+        .await
+        .unwrap());
+    // Prefix listing, in key order, not leaking other prefixes.
+    for k in ["p/2", "p/1", "q/1", "p/3"] {
+        assert!(store.commit(vec![], vec![put(k, k)]).await.unwrap());
+    }
+    let keys: Vec<String> = store
+        .list("p/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, ["p/1", "p/2", "p/3"]);
+    // Delete.
+    assert!(store
+        .commit(vec![], vec![Write::Delete("p/2".into())])
+        .await
+        .unwrap());
+    assert_eq!(store.list("p/").await.unwrap().len(), 2);
+    assert!(store
+        .commit(vec![Guard::Absent("p/2".into())], vec![])
+        .await
+        .unwrap());
+}
+
+/// Many tasks increment one counter by compare-and-swap: none is lost.
+async fn contract_cas_race(store: Arc<dyn KvStore>) {
+    store
+        .commit(vec![], vec![put("counter", "0")])
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                loop {
+                    let current = store.get("counter").await.unwrap().unwrap();
+                    let n: u64 = String::from_utf8(current.value).unwrap().parse().unwrap();
+                    if store
+                        .commit(
+                            vec![Guard::Revision("counter".into(), current.revision)],
+                            vec![put("counter", &(n + 1).to_string())],
+                        )
+                        .await
+                        .unwrap()
+                    {
+                        break;
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.get("counter").await.unwrap().unwrap().value, b"200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_passes_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    contract_basic(store.as_ref()).await;
+    contract_cas_race(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_store_passes_the_contract() {
+    let etcd = EtcdProcess::start();
+    let store = Arc::new(etcd.store("/contract/").await);
+    contract_basic(store.as_ref()).await;
+    contract_cas_race(store).await;
+}
+
+/// Acknowledged commits survive a crash; a torn final record is dropped, never half-applied;
+/// revisions never go back after a reopen.
+#[tokio::test]
+async fn embedded_store_is_crash_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let revision = {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        contract_basic(&store).await;
+        store.get("a").await.unwrap().unwrap().revision
+    };
+    let log = dir.path().join("flashgate.log");
+    // Simulate a crash in the middle of appending a transaction of two writes.
+    {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert!(store
+            .commit(vec![], vec![put("torn1", "x"), put("torn2", "y")])
+            .await
+            .unwrap());
+    }
+    let after = std::fs::read(&log).unwrap();
+    // The last record is the two-write transaction; cut it short.
+    let cut = after.len() - 5;
+    std::fs::write(&log, &after[..cut]).unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(
+        store.get("torn1").await.unwrap(),
+        None,
+        "a torn transaction is not applied"
+    );
+    assert_eq!(
+        store.get("torn2").await.unwrap(),
+        None,
+        "… not even in part"
+    );
+    assert_eq!(
+        store.get("a").await.unwrap().unwrap().value,
+        b"2",
+        "committed data survives"
+    );
+    assert_eq!(store.list("p/").await.unwrap().len(), 2);
+    assert!(store.commit(vec![], vec![put("later", "1")]).await.unwrap());
+    assert!(store.get("later").await.unwrap().unwrap().revision > revision);
+    drop(store);
+    // Garbage appended after a good log (a crash mid-length-field) is dropped too.
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes.extend_from_slice(&[0xFF, 0xFF]);
+    std::fs::write(&log, bytes).unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.get("later").await.unwrap().unwrap().value, b"1");
+}
+
+/// etcd's own durability: data committed before a SIGKILL is there after restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_store_survives_an_etcd_crash() {
+    let mut etcd = EtcdProcess::start();
+    let store = etcd.store("/crash/").await;
+    assert!(store
+        .commit(
+            vec![Guard::Absent("k".into())],
+            vec![put("k", "v"), put("k2", "v2")]
+        )
+        .await
+        .unwrap());
+    etcd.crash_and_restart();
+    let store = etcd.store("/crash/").await;
+    assert_eq!(store.get("k").await.unwrap().unwrap().value, b"v");
+    assert_eq!(store.get("k2").await.unwrap().unwrap().value, b"v2");
+}

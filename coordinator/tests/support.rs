@@ -1,0 +1,217 @@
+//! Shared test helpers: a real etcd process, simulated stations.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use flashgate_coordinator::store::etcd::EtcdStore;
+use flashgate_proto::station_auth::{methods, StationSigner};
+use flashgate_proto::v1::{self, station_service_client::StationServiceClient};
+use rand_core::OsRng;
+use tonic::transport::Channel;
+use x25519_dalek::{PublicKey, StaticSecret};
+
+pub const ETCD: &str = "/usr/bin/etcd";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// An etcd server started from the Debian package, killed on drop.
+pub struct EtcdProcess {
+    child: Option<Child>,
+    pub url: String,
+    peer_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl EtcdProcess {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut this = Self {
+            child: None,
+            url: format!("http://127.0.0.1:{}", free_port()),
+            peer_port: free_port(),
+            dir,
+        };
+        this.spawn();
+        this
+    }
+
+    fn spawn(&mut self) {
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new(ETCD)
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &self.url])
+            .args(["--advertise-client-urls", &self.url])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("default={peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd starts (apt-get install etcd-server)");
+        self.child = Some(child);
+    }
+
+    /// Kills etcd with SIGKILL (a crash) and starts it again on the same data.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn();
+    }
+
+    /// Waits until etcd answers; returns a store under a fresh namespace.
+    pub async fn store(&self, namespace: &str) -> EtcdStore {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(store) = EtcdStore::connect(&[self.url.clone()], namespace).await {
+                use flashgate_coordinator::store::KvStore;
+                if store.get("probe").await.is_ok() {
+                    return store;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not come up at {}",
+                self.url
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for EtcdProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A simulated station: its two keys and a client.
+pub struct SimStation {
+    pub signer: StationSigner,
+    pub signing_key: SigningKey,
+    pub x25519: StaticSecret,
+    pub client: StationServiceClient<Channel>,
+}
+
+impl SimStation {
+    pub async fn connect(endpoint: &str) -> Self {
+        let signing_key = SigningKey::generate(&mut OsRng);
+        let x25519 = StaticSecret::random_from_rng(OsRng);
+        let client = StationServiceClient::connect(endpoint.to_owned())
+            .await
+            .expect("coordinator reachable");
+        Self {
+            signer: StationSigner::new(signing_key.clone()),
+            signing_key,
+            x25519,
+            client,
+        }
+    }
+
+    pub fn id(&self) -> String {
+        self.signer.station_id().to_owned()
+    }
+
+    pub fn enrol_request(&self) -> v1::EnrolRequest {
+        v1::EnrolRequest {
+            ed25519_public_key: self.signing_key.verifying_key().to_bytes().to_vec(),
+            x25519_public_key: PublicKey::from(&self.x25519).to_bytes().to_vec(),
+            name: "test station".into(),
+            factory: "f1".into(),
+        }
+    }
+
+    pub async fn enrol(&mut self) -> Result<v1::EnrolResponse, tonic::Status> {
+        let request = self.signer.sign(methods::ENROL, self.enrol_request());
+        self.client.enrol(request).await.map(|r| r.into_inner())
+    }
+
+    pub async fn acquire(
+        &mut self,
+        order_id: &str,
+        count: u32,
+        validity_seconds: u32,
+    ) -> Result<v1::SignedLease, tonic::Status> {
+        let request = self.signer.sign(
+            methods::ACQUIRE_LEASE,
+            v1::AcquireLeaseRequest {
+                order_id: order_id.into(),
+                count,
+                validity_seconds,
+                allow_partial: false,
+            },
+        );
+        Ok(self
+            .client
+            .acquire_lease(request)
+            .await?
+            .into_inner()
+            .lease
+            .expect("a lease"))
+    }
+
+    pub async fn report(
+        &mut self,
+        lease_id: &str,
+        serial: [u8; 16],
+        installed_at_ms: i64,
+    ) -> Result<v1::ReportInstallResponse, tonic::Status> {
+        let request = self.signer.sign(
+            methods::REPORT_INSTALL,
+            v1::ReportInstallRequest {
+                lease_id: lease_id.into(),
+                serial: serial.to_vec(),
+                bootloader_version: 1,
+                test_result: Some(v1::TestResult {
+                    outcome: v1::TestOutcome::Pass as i32,
+                    log: "ok".into(),
+                }),
+                outcome: v1::InstallOutcome::Provisioned as i32,
+                installed_at_ms,
+            },
+        );
+        self.client
+            .report_install(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn return_lease(
+        &mut self,
+        lease_id: &str,
+    ) -> Result<v1::ReturnLeaseResponse, tonic::Status> {
+        let request = self.signer.sign(
+            methods::RETURN_LEASE,
+            v1::ReturnLeaseRequest {
+                lease_id: lease_id.into(),
+            },
+        );
+        self.client
+            .return_lease(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+pub fn now_ms() -> i64 {
+    flashgate_coordinator::coordinator::now_ms()
+}
+
+pub fn random_serial() -> [u8; 16] {
+    use rand_core::RngCore;
+    let mut serial = [0u8; 16];
+    OsRng.fill_bytes(&mut serial);
+    serial
+}

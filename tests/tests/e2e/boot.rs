@@ -1,0 +1,99 @@
+//! The bootloader at reset: a valid signed OS is started, anything else is refused and the
+//! bootloader stays on the UART saying why.
+
+use std::time::Duration;
+
+use flashgate_protocol::hello::DeviceState;
+use flashgate_protocol::ErrorCode;
+use flashgate_station::device_link::DeviceLink;
+use flashgate_station::provisioning::provision;
+use flashgate_tests::{install_os_offline, Firmware, TestBoard, Vendor};
+
+use crate::{job, test_device_key, STEP_TIMEOUT};
+
+/// Provisions a fresh board (unlocked, so the test stays short), installs `os` and boots it.
+fn boot_with_os(os: impl FnOnce(&Vendor, &Firmware) -> Vec<u8>) -> (TestBoard, DeviceLink<std::net::TcpStream>) {
+    let fw = Firmware::load();
+    let vendor = Vendor::new(7);
+    let bootloader = vendor.sign_bootloader(&fw.bootloader, 3);
+    let mut tb = TestBoard::new();
+    let mut probe = tb.probe(None);
+    provision(&mut probe, &fw.loader, &job(&vendor, &bootloader, true, None), STEP_TIMEOUT).unwrap();
+    drop(probe);
+    tb.board.power_off().unwrap();
+    install_os_offline(&tb.board, &os(&vendor, &fw));
+    tb.board.power_on_again().unwrap();
+    let link = DeviceLink::connect_tcp(tb.board.serial_addr().unwrap(), Duration::from_secs(5)).unwrap();
+    tb.board.resume().unwrap();
+    (tb, link)
+}
+
+#[test]
+fn valid_os_is_started() {
+    let (tb, mut link) = boot_with_os(|v, fw| v.sign_os(&fw.demo_os, 5));
+    let banner = link.wait_for_banner(Duration::from_secs(20)).unwrap();
+    assert!(banner.contains("demo-os"), "banner: {banner}");
+    let info = link
+        .hello(Duration::from_secs(20))
+        .unwrap()
+        .verify(&test_device_key(&tb.uid.0))
+        .unwrap();
+    assert_eq!(info.state, DeviceState::OsRunning { version: 5 });
+}
+
+#[test]
+fn os_with_bad_signature_is_refused() {
+    let (tb, mut link) = boot_with_os(|v, fw| {
+        let mut os = v.sign_os(&fw.demo_os, 5);
+        os[100] ^= 1;
+        os
+    });
+    let info = link
+        .hello(Duration::from_secs(20))
+        .unwrap()
+        .verify(&test_device_key(&tb.uid.0))
+        .unwrap();
+    assert_eq!(
+        info.state,
+        DeviceState::NoValidImage {
+            reason: ErrorCode::BadSignature
+        }
+    );
+}
+
+#[test]
+fn os_below_the_rollback_floor_is_refused() {
+    let (tb, mut link) = boot_with_os(|v, fw| v.sign_os(&fw.demo_os, 0));
+    let info = link
+        .hello(Duration::from_secs(20))
+        .unwrap()
+        .verify(&test_device_key(&tb.uid.0))
+        .unwrap();
+    assert_eq!(
+        info.state,
+        DeviceState::NoValidImage {
+            reason: ErrorCode::Rollback
+        }
+    );
+}
+
+#[test]
+fn os_with_tampered_body_is_refused() {
+    let (tb, mut link) = boot_with_os(|v, fw| {
+        let mut os = v.sign_os(&fw.demo_os, 5);
+        let last = os.len() - 10;
+        os[last] ^= 0x80;
+        os
+    });
+    let info = link
+        .hello(Duration::from_secs(20))
+        .unwrap()
+        .verify(&test_device_key(&tb.uid.0))
+        .unwrap();
+    assert_eq!(
+        info.state,
+        DeviceState::NoValidImage {
+            reason: ErrorCode::DigestMismatch
+        }
+    );
+}

@@ -1,0 +1,35 @@
+//! End-to-end tests on the emulated board: real QEMU, the real firmware, the real GDB link.
+//! One test binary (one link step), one module per flow.
+
+mod boot;
+mod provisioning;
+mod provisioning_refusals;
+
+use std::time::Duration;
+
+use flashgate_protocol::Serial;
+use flashgate_station::provisioning::{LinkFault, ProvisioningJob};
+use flashgate_tests::Vendor;
+use zeroize::Zeroizing;
+
+/// Time allowed for one loader turn (the handshake is the longest, ~6 M instructions).
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The device key tests give every board: derived from the serial so a test can recompute it.
+pub fn test_device_key(serial: &Serial) -> Zeroizing<[u8; 32]> {
+    flashgate_protocol::lease_keys::derive_device_key(&[0x42; 32], 7, serial)
+}
+
+/// A provisioning job for `vendor`'s signed bootloader.
+pub fn job<'a>(vendor: &Vendor, bootloader: &'a [u8], lock: bool, fault: Option<LinkFault>) -> ProvisioningJob<'a> {
+    ProvisioningJob {
+        bootloader,
+        product_id: vendor.product_id,
+        vendor_public: vendor.public(),
+        rollback_floor: 1,
+        device_key: &test_device_key,
+        lock_debug_port: lock,
+        chunk_size: 4096,
+        fault,
+    }
+}
