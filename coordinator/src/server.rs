@@ -6,7 +6,7 @@ use std::sync::Arc;
 use flashgate_proto::v1::operator_service_server::OperatorServiceServer;
 use flashgate_proto::v1::station_service_server::StationServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::coordinator::Coordinator;
 use crate::service::{OperatorApi, StationApi};
@@ -40,6 +40,9 @@ pub async fn serve(
         store = %coordinator.store().describe(),
         "coordinator serving"
     );
+    // Without TCP_NODELAY small unary replies wait for delayed ACKs (~40 ms each).
+    let incoming = TcpIncoming::from_listener(listener, true, None)
+        .map_err(|e| anyhow::anyhow!("cannot serve on the listener: {e}"))?;
     let result = tonic::transport::Server::builder()
         .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
         .add_service(health_service)
@@ -52,7 +55,7 @@ pub async fn serve(
             StationServiceServer::new(StationApi(coordinator.clone()))
                 .max_decoding_message_size(MAX_STATION_MESSAGE),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     housekeeping.abort();
     Ok(result?)

@@ -95,6 +95,8 @@ error_codes! {
     Entropy = 0x0405 => "entropy source failed",
     /// The test application reported failure or could not run.
     TestFailed = 0x0406 => "test application failed",
+    /// This target (or build) cannot load and run a test application.
+    NoTestRunner = 0x0408 => "this target cannot run a test application",
     /// A reply or receipt from the target does not match what was sent.
     ReceiptMismatch = 0x0407 => "receipt does not match what was sent",
 }

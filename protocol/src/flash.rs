@@ -50,6 +50,19 @@ pub trait LoaderPlatform: NorFlash {
     /// Makes the debug port refuse further connections (RDP level, APPROTECT, ...). On the
     /// emulated board this writes the lock marker that the board launcher honours.
     fn lock_debug_port(&mut self) -> Result<(), FlashError>;
+
+    /// Copies `data` into the test application's RAM area at `offset`.
+    fn load_test_app(&mut self, offset: u32, data: &[u8]) -> Result<(), crate::ErrorCode> {
+        let _ = (offset, data);
+        Err(crate::ErrorCode::NoTestRunner)
+    }
+
+    /// Calls the loaded test application; it fills `report` (`failed u32, log_len u32, log`)
+    /// and returns the number of failed checks.
+    fn run_test_app(&mut self, report: &mut [u8]) -> Result<u32, crate::ErrorCode> {
+        let _ = report;
+        Err(crate::ErrorCode::NoTestRunner)
+    }
 }
 
 /// NOR flash simulated in host memory, with the same rules as the emulated board's driver.
@@ -59,6 +72,54 @@ pub struct RamFlash {
     pub bytes: std::vec::Vec<u8>,
     /// Set by [`LoaderPlatform::lock_debug_port`].
     pub debug_locked: bool,
+}
+
+/// A flash that can also "run" a test application, for host tests: it records what was
+/// loaded and answers with a canned result.
+#[cfg(feature = "std")]
+pub struct RamTarget {
+    /// The flash.
+    pub flash: RamFlash,
+    /// Bytes loaded into the test-app area.
+    pub test_app: std::vec::Vec<u8>,
+    /// What `run_test_app` reports: failed checks and log.
+    pub test_outcome: (u32, &'static [u8]),
+}
+
+#[cfg(feature = "std")]
+impl NorFlash for RamTarget {
+    fn read(&mut self, addr: u32, buf: &mut [u8]) -> Result<(), FlashError> {
+        self.flash.read(addr, buf)
+    }
+    fn erase_page(&mut self, addr: u32) -> Result<(), FlashError> {
+        self.flash.erase_page(addr)
+    }
+    fn program(&mut self, addr: u32, data: &[u8]) -> Result<(), FlashError> {
+        self.flash.program(addr, data)
+    }
+}
+
+#[cfg(feature = "std")]
+impl LoaderPlatform for RamTarget {
+    fn lock_debug_port(&mut self) -> Result<(), FlashError> {
+        self.flash.lock_debug_port()
+    }
+
+    fn load_test_app(&mut self, offset: u32, data: &[u8]) -> Result<(), crate::ErrorCode> {
+        if offset as usize != self.test_app.len() {
+            return Err(crate::ErrorCode::BadOffset);
+        }
+        self.test_app.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn run_test_app(&mut self, report: &mut [u8]) -> Result<u32, crate::ErrorCode> {
+        let (failed, log) = self.test_outcome;
+        report[..4].copy_from_slice(&failed.to_le_bytes());
+        report[4..8].copy_from_slice(&(log.len() as u32).to_le_bytes());
+        report[8..8 + log.len()].copy_from_slice(log);
+        Ok(failed)
+    }
 }
 
 #[cfg(feature = "std")]

@@ -83,10 +83,11 @@ impl DeviceLink<TcpStream> {
     /// Connects to an emulated board's UART.
     pub fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<Self, DeviceLinkError> {
         let endpoint = format!("tcp:{addr}");
-        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|source| DeviceLinkError::Io {
-            endpoint: endpoint.clone(),
-            source,
-        })?;
+        let stream =
+            TcpStream::connect_timeout(&addr, timeout).map_err(|source| DeviceLinkError::Io {
+                endpoint: endpoint.clone(),
+                source,
+            })?;
         let _ = stream.set_nodelay(true);
         Ok(Self::over(stream, endpoint))
     }
@@ -124,15 +125,20 @@ impl<S: Read + Write + ReadTimeout> DeviceLink<S> {
 
     /// Sends one frame.
     pub fn send(&mut self, msg_type: u8, payload: &[u8]) -> Result<(), DeviceLinkError> {
-        let frame = uart::frame_to_vec(msg_type, payload).map_err(|code| DeviceLinkError::Invalid {
-            what: "request",
-            code,
-        })?;
+        let frame =
+            uart::frame_to_vec(msg_type, payload).map_err(|code| DeviceLinkError::Invalid {
+                what: "request",
+                code,
+            })?;
         self.stream.write_all(&frame).map_err(|e| self.io(e))
     }
 
     /// Waits for the next good frame (frames with a bad checksum are skipped).
-    pub fn receive(&mut self, what: &'static str, timeout: Duration) -> Result<(u8, Vec<u8>), DeviceLinkError> {
+    pub fn receive(
+        &mut self,
+        what: &'static str,
+        timeout: Duration,
+    ) -> Result<(u8, Vec<u8>), DeviceLinkError> {
         let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 512];
         loop {
@@ -157,7 +163,14 @@ impl<S: Read + Write + ReadTimeout> DeviceLink<S> {
                     )))
                 }
                 Ok(n) => n,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
                 Err(e) => return Err(self.io(e)),
             };
             self.rx.extend_from_slice(&buf[..n]);
@@ -165,7 +178,12 @@ impl<S: Read + Write + ReadTimeout> DeviceLink<S> {
     }
 
     /// Waits for a frame of `want` type, skipping banners and other unasked frames.
-    fn expect(&mut self, what: &'static str, want: u8, timeout: Duration) -> Result<Vec<u8>, DeviceLinkError> {
+    fn expect(
+        &mut self,
+        what: &'static str,
+        want: u8,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, DeviceLinkError> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -155,6 +155,28 @@ fn software_breakpoint_stop_and_resume() {
 }
 
 #[test]
+fn attaching_to_a_running_target_halts_it() {
+    let qemu = BareQemu::start();
+    let mut probe = connect(&qemu);
+    load_program(&mut probe);
+    probe.resume().unwrap();
+    drop(probe); // the station goes away while the target runs
+    for _ in 0..3 {
+        let mut probe = connect(&qemu);
+        let regs = probe.read_registers().unwrap();
+        let before = regs.r[1];
+        assert!(before > 0, "the program ran: {regs:x?}");
+        assert_eq!(
+            probe.read_registers().unwrap().r[1],
+            before,
+            "halted on attach"
+        );
+        probe.resume().unwrap();
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn single_step_advances_pc() {
     let qemu = BareQemu::start();
     let mut probe = connect(&qemu);

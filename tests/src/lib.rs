@@ -77,7 +77,26 @@ impl Vendor {
 
     /// The bootloader signed as `version`.
     pub fn sign_bootloader(&self, body: &[u8], version: u32) -> Vec<u8> {
-        sign_image(ImageKind::Bootloader, self.product_id, version, 0, body, &self.key)
+        sign_image(
+            ImageKind::Bootloader,
+            self.product_id,
+            version,
+            0,
+            body,
+            &self.key,
+        )
+    }
+
+    /// The factory test application, signed, for the loader's test-app RAM.
+    pub fn sign_test_app(&self, body: &[u8]) -> Vec<u8> {
+        sign_image(
+            ImageKind::TestApp,
+            self.product_id,
+            1,
+            flashgate_protocol::layout::TEST_APP_ADDR,
+            body,
+            &self.key,
+        )
     }
 
     /// An OS image signed as `version`, for the OS slot.
@@ -109,13 +128,19 @@ pub fn persisted_flash(board: &EmulatedBoard) -> RamFlash {
 pub fn install_os_offline(board: &EmulatedBoard, signed_os: &[u8]) {
     let mut flash = persisted_flash(board);
     flash
-        .erase_range(OS_SLOT_ADDR, (IMAGE_HEADER_SPACE as usize + signed_os.len()) as u32)
+        .erase_range(
+            OS_SLOT_ADDR,
+            (IMAGE_HEADER_SPACE as usize + signed_os.len()) as u32,
+        )
         .unwrap();
     flash
         .program(OS_SLOT_ADDR, &signed_os[..SIGNED_HEADER_LEN])
         .unwrap();
     flash
-        .program(OS_SLOT_ADDR + IMAGE_HEADER_SPACE, &signed_os[SIGNED_HEADER_LEN..])
+        .program(
+            OS_SLOT_ADDR + IMAGE_HEADER_SPACE,
+            &signed_os[SIGNED_HEADER_LEN..],
+        )
         .unwrap();
     std::fs::write(board.files().flash_path(), &flash.bytes).unwrap();
 }

@@ -1,8 +1,18 @@
-//! Counts the SysTick ticks the session spends in flash operations, so the station's bench can
-//! tell flash programming from crypto on the target.
+//! The loader's platform: the board's flash, timed (SysTick ticks spent in flash operations, so
+//! the station's bench can tell flash programming from crypto on the target), and the runner of
+//! the factory test application in RAM.
 
 use flashgate_board::cpu::SysTickCounter;
 use flashgate_protocol::flash::{FlashError, LoaderPlatform, NorFlash};
+use flashgate_protocol::layout::{TEST_APP_ADDR, TEST_APP_MAX};
+use flashgate_protocol::ErrorCode;
+
+/// "FGTA": the test application's header magic (see `device-fw/test-app`).
+const TEST_APP_MAGIC: u32 = 0x4154_4746;
+const TEST_APP_VERSION: u32 = 1;
+
+/// The test application's entry (AAPCS): fills `report`, returns the failed-check count.
+type TestAppEntry = extern "C" fn(report: *mut u8, report_len: u32) -> u32;
 
 /// A [`LoaderPlatform`] that forwards to the board's and times every flash call.
 pub struct TimedPlatform<'a, P> {
@@ -53,5 +63,42 @@ impl<P: LoaderPlatform> NorFlash for TimedPlatform<'_, P> {
 impl<P: LoaderPlatform> LoaderPlatform for TimedPlatform<'_, P> {
     fn lock_debug_port(&mut self) -> Result<(), FlashError> {
         self.timed(|f| f.lock_debug_port())
+    }
+
+    fn load_test_app(&mut self, offset: u32, data: &[u8]) -> Result<(), ErrorCode> {
+        let fits = offset
+            .checked_add(data.len() as u32)
+            .is_some_and(|end| end <= TEST_APP_MAX);
+        if !fits {
+            return Err(ErrorCode::ImageTooLarge);
+        }
+        // SAFETY: [TEST_APP_ADDR, +TEST_APP_MAX) is RAM reserved for the test application in
+        // the memory map; no Rust object of the loader lives there (the loader's RAM ends below).
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                (TEST_APP_ADDR + offset) as usize as *mut u8,
+                data.len(),
+            );
+        }
+        Ok(())
+    }
+
+    fn run_test_app(&mut self, report: &mut [u8]) -> Result<u32, ErrorCode> {
+        let word = |i: u32| {
+            // SAFETY: reads of the loaded (and digest-checked) test-app header in its RAM area.
+            unsafe { core::ptr::read_volatile((TEST_APP_ADDR + 4 * i) as usize as *const u32) }
+        };
+        if word(0) != TEST_APP_MAGIC || word(1) != TEST_APP_VERSION {
+            return Err(ErrorCode::BadMagic);
+        }
+        let entry = word(2);
+        if entry & 1 == 0 || !(TEST_APP_ADDR..TEST_APP_ADDR + TEST_APP_MAX).contains(&(entry & !1)) {
+            return Err(ErrorCode::BadLoadAddress);
+        }
+        // SAFETY: the image's vendor signature and digest were verified before this call, and its
+        // entry lies inside it; the ABI is the test app's documented `extern "C"` entry.
+        let run: TestAppEntry = unsafe { core::mem::transmute(entry as usize) };
+        Ok(run(report.as_mut_ptr(), report.len() as u32))
     }
 }

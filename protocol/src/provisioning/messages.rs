@@ -8,12 +8,16 @@
 //! 0x04 ImageData       offset u32, data[..]        offsets strictly consecutive
 //! 0x05 Commit          —                           write record, make bootloader bootable
 //! 0x06 LockDebugPort   —
+//! 0x07 BeginTestApp    SignedImageHeader[128]      after Commit; kind test app, load at TEST_APP_ADDR
+//! 0x08 TestAppData     offset u32, data[..]
+//! 0x09 RunTestApp      —                           digest checked, then the app is called
 //! ```
 //! Target to station:
 //! ```text
 //! 0x81 Ack       seq u32, bytes_programmed u32
 //! 0x82 Receipt   serial[16], bootloader_digest[32], record_digest[32], bootloader_version u32
 //! 0x83 Locked    serial[16]
+//! 0x84 TestResult failed u32, log_len u16, log[log_len ≤ MAX_TEST_LOG]
 //! ```
 
 use crate::codec::{Reader, Writer};
@@ -24,6 +28,9 @@ use crate::{mailbox, ErrorCode, Serial};
 
 /// Largest image piece in one `ImageData`, so a frame always fits the mailbox.
 pub const MAX_IMAGE_CHUNK: usize = mailbox::IN_MAX - sealed_frame::OVERHEAD - 5;
+
+/// Most test-log bytes a reply carries (it must fit the mailbox's `out` area).
+pub const MAX_TEST_LOG: usize = 400;
 
 /// A request from the station.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +63,20 @@ pub enum StationMessage<'a> {
     Commit,
     /// Lock the debug port.
     LockDebugPort,
+    /// Start of the test application image.
+    BeginTestApp {
+        /// Vendor-signed header.
+        signed_header: &'a [u8; SIGNED_HEADER_LEN],
+    },
+    /// A piece of the test application body.
+    TestAppData {
+        /// Offset of `data` within the body.
+        offset: u32,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// Verify and run the test application.
+    RunTestApp,
 }
 
 mod tag {
@@ -65,6 +86,10 @@ mod tag {
     pub const IMAGE_DATA: u8 = 0x04;
     pub const COMMIT: u8 = 0x05;
     pub const LOCK_DEBUG_PORT: u8 = 0x06;
+    pub const BEGIN_TEST_APP: u8 = 0x07;
+    pub const TEST_APP_DATA: u8 = 0x08;
+    pub const RUN_TEST_APP: u8 = 0x09;
+    pub const TEST_RESULT: u8 = 0x84;
     pub const ACK: u8 = 0x81;
     pub const RECEIPT: u8 = 0x82;
     pub const LOCKED: u8 = 0x83;
@@ -88,16 +113,26 @@ impl<'a> StationMessage<'a> {
                 w.u8(tag::BEGIN_BOOTLOADER)?;
                 w.put(*signed_header)?;
             }
-            Self::ImageData { offset, data } => {
+            Self::ImageData { offset, data } | Self::TestAppData { offset, data } => {
                 if data.len() > MAX_IMAGE_CHUNK {
                     return Err(ErrorCode::BadLength);
                 }
-                w.u8(tag::IMAGE_DATA)?;
+                let t = if matches!(self, Self::ImageData { .. }) {
+                    tag::IMAGE_DATA
+                } else {
+                    tag::TEST_APP_DATA
+                };
+                w.u8(t)?;
                 w.u32(*offset)?;
                 w.put(data)?;
             }
+            Self::BeginTestApp { signed_header } => {
+                w.u8(tag::BEGIN_TEST_APP)?;
+                w.put(*signed_header)?;
+            }
             Self::Commit => w.u8(tag::COMMIT)?,
             Self::LockDebugPort => w.u8(tag::LOCK_DEBUG_PORT)?,
+            Self::RunTestApp => w.u8(tag::RUN_TEST_APP)?,
         }
         Ok(w.len())
     }
@@ -125,6 +160,17 @@ impl<'a> StationMessage<'a> {
             },
             tag::COMMIT => Self::Commit,
             tag::LOCK_DEBUG_PORT => Self::LockDebugPort,
+            tag::BEGIN_TEST_APP => Self::BeginTestApp {
+                signed_header: r
+                    .take(SIGNED_HEADER_LEN)?
+                    .try_into()
+                    .map_err(|_| ErrorCode::BadLength)?,
+            },
+            tag::TEST_APP_DATA => Self::TestAppData {
+                offset: r.u32()?,
+                data: r.rest(),
+            },
+            tag::RUN_TEST_APP => Self::RunTestApp,
             _ => return Err(ErrorCode::UnknownMessage),
         };
         r.finish()?;
@@ -147,7 +193,7 @@ pub struct Receipt {
 
 /// A reply from the loader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TargetReply {
+pub enum TargetReply<'a> {
     /// Request accepted.
     Ack {
         /// Sequence number of the request.
@@ -162,9 +208,16 @@ pub enum TargetReply {
         /// The board's serial.
         serial: Serial,
     },
+    /// The test application ran.
+    TestResult {
+        /// Number of failed checks (0 = pass).
+        failed: u32,
+        /// Its log (ASCII, one line per check), cut to [`MAX_TEST_LOG`].
+        log: &'a [u8],
+    },
 }
 
-impl TargetReply {
+impl<'a> TargetReply<'a> {
     /// Encodes into `out`, returning the length.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, ErrorCode> {
         let mut w = Writer::new(out);
@@ -188,12 +241,19 @@ impl TargetReply {
                 w.u8(tag::LOCKED)?;
                 w.put(serial)?;
             }
+            Self::TestResult { failed, log } => {
+                let log = &log[..log.len().min(MAX_TEST_LOG)];
+                w.u8(tag::TEST_RESULT)?;
+                w.u32(*failed)?;
+                w.u16(log.len() as u16)?;
+                w.put(log)?;
+            }
         }
         Ok(w.len())
     }
 
     /// Decodes a reply plaintext.
-    pub fn decode(bytes: &[u8]) -> Result<Self, ErrorCode> {
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, ErrorCode> {
         let mut r = Reader::new(bytes);
         let reply = match r.u8()? {
             tag::ACK => Self::Ack {
@@ -207,6 +267,17 @@ impl TargetReply {
                 bootloader_version: r.u32()?,
             }),
             tag::LOCKED => Self::Locked { serial: r.array()? },
+            tag::TEST_RESULT => {
+                let failed = r.u32()?;
+                let len = usize::from(r.u16()?);
+                if len > MAX_TEST_LOG {
+                    return Err(ErrorCode::BadLength);
+                }
+                Self::TestResult {
+                    failed,
+                    log: r.take(len)?,
+                }
+            }
             _ => return Err(ErrorCode::UnknownMessage),
         };
         r.finish()?;

@@ -91,7 +91,7 @@ impl StationSession {
     }
 
     /// Opens the loader's next reply (decrypting in place).
-    pub fn open(&mut self, frame: &mut [u8]) -> Result<TargetReply, ErrorCode> {
+    pub fn open<'f>(&mut self, frame: &'f mut [u8]) -> Result<TargetReply<'f>, ErrorCode> {
         let range =
             sealed_frame::open_in_place(&self.keys.target_to_station, self.recv_seq, frame)?;
         self.recv_seq += 1;

@@ -12,13 +12,16 @@
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
+use super::messages::MAX_TEST_LOG;
 use super::messages::{Receipt, StationMessage, TargetReply};
 use super::{LoaderHello, ParamBlock};
 use crate::device_record::{DeviceConfig, DeviceRecord};
 use crate::flash::LoaderPlatform;
 use crate::image::{BodyHasher, ImageHeader, ImageKind, SignedImageHeader};
 use crate::key_schedule::{SessionKeys, Transcript};
-use crate::layout::{BOOTLOADER_BASE, BOOTLOADER_MAX, DEVICE_RECORD_ADDR};
+use crate::layout::{
+    BOOTLOADER_BASE, BOOTLOADER_MAX, DEVICE_RECORD_ADDR, TEST_APP_ADDR, TEST_APP_MAX,
+};
 use crate::sealed_frame;
 use crate::{ErrorCode, Serial};
 
@@ -32,8 +35,15 @@ enum Step {
     AwaitBootloader,
     ReceivingBootloader,
     Committed,
+    ReceivingTestApp,
+    TestDone,
     Locked,
     Failed,
+}
+
+struct TestAppTransfer {
+    header: ImageHeader,
+    hasher: BodyHasher,
 }
 
 struct BootloaderTransfer {
@@ -52,6 +62,7 @@ pub struct LoaderSession {
     config: Option<DeviceConfig>,
     device_key: Zeroizing<[u8; 32]>,
     transfer: Option<BootloaderTransfer>,
+    test_app: Option<TestAppTransfer>,
     /// How far into the bootloader region flash has been erased, for clean-up on failure.
     erased_until: u32,
 }
@@ -93,6 +104,7 @@ impl LoaderSession {
                 config: None,
                 device_key: Zeroizing::new([0; 32]),
                 transfer: None,
+                test_app: None,
                 erased_until: 0,
             },
             n,
@@ -101,7 +113,10 @@ impl LoaderSession {
 
     /// True once the bootloader and device record are written and bootable.
     pub fn is_committed(&self) -> bool {
-        matches!(self.step, Step::Committed | Step::Locked)
+        matches!(
+            self.step,
+            Step::Committed | Step::ReceivingTestApp | Step::TestDone | Step::Locked
+        )
     }
 
     /// Handles one sealed frame from the station (decrypted in place in `frame`) and writes the
@@ -152,6 +167,7 @@ impl LoaderSession {
         };
         let seq = self.recv_seq;
         self.recv_seq += 1;
+        let mut report = [0u8; 8 + MAX_TEST_LOG];
         let reply = match StationMessage::decode(&frame[range])? {
             StationMessage::KeyConfirm { transcript_hash } => {
                 self.expect(Step::AwaitKeyConfirm)?;
@@ -185,8 +201,38 @@ impl LoaderSession {
                 self.expect(Step::ReceivingBootloader)?;
                 TargetReply::Receipt(self.commit(platform)?)
             }
-            StationMessage::LockDebugPort => {
+            StationMessage::BeginTestApp { signed_header } => {
                 self.expect(Step::Committed)?;
+                self.begin_test_app(signed_header)?;
+                self.ack(seq)
+            }
+            StationMessage::TestAppData { offset, data } => {
+                self.expect(Step::ReceivingTestApp)?;
+                let t = self.test_app.as_mut().ok_or(ErrorCode::UnexpectedMessage)?;
+                if offset != t.hasher.received() {
+                    return Err(ErrorCode::BadOffset);
+                }
+                t.hasher.update(data)?;
+                platform.load_test_app(offset, data)?;
+                self.ack(seq)
+            }
+            StationMessage::RunTestApp => {
+                self.expect(Step::ReceivingTestApp)?;
+                let t = self.test_app.take().ok_or(ErrorCode::UnexpectedMessage)?;
+                t.hasher.finish(&t.header.body_digest)?;
+                let failed = platform.run_test_app(&mut report)?;
+                let log_len =
+                    u32::from_le_bytes([report[4], report[5], report[6], report[7]]) as usize;
+                self.step = Step::TestDone;
+                TargetReply::TestResult {
+                    failed,
+                    log: &report[8..8 + log_len.min(MAX_TEST_LOG)],
+                }
+            }
+            StationMessage::LockDebugPort => {
+                if self.step != Step::TestDone {
+                    self.expect(Step::Committed)?;
+                }
                 platform.lock_debug_port()?;
                 self.step = Step::Locked;
                 TargetReply::Locked {
@@ -205,7 +251,7 @@ impl LoaderSession {
         }
     }
 
-    fn ack(&self, seq: u32) -> TargetReply {
+    fn ack(&self, seq: u32) -> TargetReply<'static> {
         TargetReply::Ack {
             seq,
             bytes_programmed: self.transfer.as_ref().map_or(0, |t| t.hasher.received()),
@@ -241,6 +287,26 @@ impl LoaderSession {
         platform.erase_range(BOOTLOADER_BASE, header.body_size)?;
         self.erased_until = header.body_size;
         self.step = Step::ReceivingBootloader;
+        Ok(())
+    }
+
+    fn begin_test_app(&mut self, signed_header: &[u8]) -> Result<(), ErrorCode> {
+        let config = self.config.as_ref().ok_or(ErrorCode::UnexpectedMessage)?;
+        let signed = SignedImageHeader::parse(signed_header)?;
+        let header = *signed.verify(&config.vendor_public)?;
+        SignedImageHeader::check_fits(
+            &header,
+            ImageKind::TestApp,
+            config.product_id,
+            TEST_APP_ADDR,
+            TEST_APP_MAX,
+            0,
+        )?;
+        self.test_app = Some(TestAppTransfer {
+            header,
+            hasher: BodyHasher::new(header.body_size),
+        });
+        self.step = Step::ReceivingTestApp;
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use super::target::LoaderSession;
 use super::LoaderHello;
 use crate::boot::verify_installed_bootloader;
 use crate::device_record::DeviceConfig;
-use crate::flash::{NorFlash, RamFlash};
+use crate::flash::{NorFlash, RamFlash, RamTarget};
 use crate::image::{sign_image, ImageKind, SIGNED_HEADER_LEN};
 use crate::layout::{DEBUG_LOCK_ADDR, DEBUG_LOCK_MAGIC, FLASH_SIZE};
 use crate::{mailbox, ErrorCode};
@@ -24,7 +24,7 @@ const LOADER_DIGEST: [u8; 32] = [0x5A; 32];
 struct Rig {
     loader: LoaderSession,
     station: StationSession,
-    flash: RamFlash,
+    flash: RamTarget,
     vendor: SigningKey,
 }
 
@@ -49,7 +49,11 @@ impl Rig {
         Self {
             loader,
             station: hs.complete(&hello, &LOADER_DIGEST).unwrap(),
-            flash: RamFlash::erased(FLASH_SIZE as usize),
+            flash: RamTarget {
+                flash: RamFlash::erased(FLASH_SIZE as usize),
+                test_app: Vec::new(),
+                test_outcome: (0, b"ok all\nPASS\n"),
+            },
             vendor: SigningKey::from_bytes(&[0x11; 32]),
         }
     }
@@ -68,13 +72,13 @@ impl Rig {
         self.station.seal_to_vec(msg).unwrap()
     }
 
-    fn deliver(&mut self, mut frame: Vec<u8>) -> Result<TargetReply, ErrorCode> {
-        let mut out = [0u8; mailbox::OUT_MAX];
-        let n = self.loader.handle(&mut frame, &mut self.flash, &mut out)?;
+    fn deliver(&mut self, mut frame: Vec<u8>) -> Result<TargetReply<'static>, ErrorCode> {
+        let out = Vec::leak(std::vec![0u8; mailbox::OUT_MAX]);
+        let n = self.loader.handle(&mut frame, &mut self.flash, out)?;
         Ok(self.station.open(&mut out[..n]).expect("reply opens"))
     }
 
-    fn send(&mut self, msg: &StationMessage<'_>) -> Result<TargetReply, ErrorCode> {
+    fn send(&mut self, msg: &StationMessage<'_>) -> Result<TargetReply<'static>, ErrorCode> {
         let f = self.seal(msg);
         self.deliver(f)
     }
@@ -138,7 +142,7 @@ fn happy_path_installs_a_verifiable_bootloader() {
     assert_eq!(record.bootloader_digest, receipt.bootloader_digest);
     assert_eq!(record.digest(), receipt.record_digest);
     assert_eq!(record.device_key, [0xD5; 32]);
-    assert_eq!(&rig.flash.bytes[..body.len()], &body[..]);
+    assert_eq!(&rig.flash.flash.bytes[..body.len()], &body[..]);
 
     assert_eq!(
         rig.send(&StationMessage::LockDebugPort).unwrap(),
@@ -161,7 +165,9 @@ fn flipped_ciphertext_bit_is_bad_tag_and_erases() {
     assert_eq!(rig.deliver(frames.remove(0)), Err(ErrorCode::BadTag));
     rig.assert_no_valid_bootloader();
     assert!(
-        rig.flash.bytes[..body.len()].iter().all(|b| *b == 0xFF),
+        rig.flash.flash.bytes[..body.len()]
+            .iter()
+            .all(|b| *b == 0xFF),
         "partial plaintext left in flash"
     );
     assert_eq!(
@@ -309,6 +315,7 @@ fn garbage_frames_are_refused_not_panicking() {
         let mut rig2 = Rig::new();
         let mut junk = std::vec![0xAB; len];
         let mut out = [0u8; mailbox::OUT_MAX];
+        let _ = &mut rig2.flash.flash;
         assert!(rig2
             .loader
             .handle(&mut junk, &mut rig2.flash, &mut out)
@@ -316,4 +323,83 @@ fn garbage_frames_are_refused_not_panicking() {
     }
     let confirm = rig.station.key_confirm();
     rig.send(&confirm).unwrap();
+}
+
+fn committed_rig() -> Rig {
+    let mut rig = Rig::new();
+    let body = body();
+    let image = rig.image(&body);
+    rig.begin(&image).unwrap();
+    for f in rig.body_frames(&body, 4096) {
+        rig.deliver(f).unwrap();
+    }
+    rig.send(&StationMessage::Commit).unwrap();
+    rig
+}
+
+#[test]
+fn test_app_is_verified_loaded_and_run() {
+    use crate::layout::TEST_APP_ADDR;
+    let mut rig = committed_rig();
+    let app: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+    let signed = sign_image(ImageKind::TestApp, 77, 1, TEST_APP_ADDR, &app, &rig.vendor);
+    let header: &[u8; SIGNED_HEADER_LEN] = signed[..SIGNED_HEADER_LEN].try_into().unwrap();
+    rig.send(&StationMessage::BeginTestApp {
+        signed_header: header,
+    })
+    .unwrap();
+    for (i, data) in app.chunks(1024).enumerate() {
+        rig.send(&StationMessage::TestAppData {
+            offset: (i * 1024) as u32,
+            data,
+        })
+        .unwrap();
+    }
+    assert_eq!(
+        rig.send(&StationMessage::RunTestApp).unwrap(),
+        TargetReply::TestResult {
+            failed: 0,
+            log: b"ok all\nPASS\n"
+        }
+    );
+    assert_eq!(rig.flash.test_app, app);
+    assert!(matches!(
+        rig.send(&StationMessage::LockDebugPort),
+        Ok(TargetReply::Locked { .. })
+    ));
+}
+
+#[test]
+fn unsigned_or_tampered_test_app_is_refused() {
+    use crate::layout::TEST_APP_ADDR;
+    let mut rig = committed_rig();
+    let app = [0x55u8; 2000];
+    let other = SigningKey::from_bytes(&[0x77; 32]);
+    let signed = sign_image(ImageKind::TestApp, 77, 1, TEST_APP_ADDR, &app, &other);
+    let header: &[u8; SIGNED_HEADER_LEN] = signed[..SIGNED_HEADER_LEN].try_into().unwrap();
+    assert_eq!(
+        rig.send(&StationMessage::BeginTestApp {
+            signed_header: header
+        }),
+        Err(ErrorCode::BadSignature)
+    );
+
+    let mut rig = committed_rig();
+    let signed = sign_image(ImageKind::TestApp, 77, 1, TEST_APP_ADDR, &app, &rig.vendor);
+    let header: &[u8; SIGNED_HEADER_LEN] = signed[..SIGNED_HEADER_LEN].try_into().unwrap();
+    rig.send(&StationMessage::BeginTestApp {
+        signed_header: header,
+    })
+    .unwrap();
+    let mut evil = app;
+    evil[7] ^= 1;
+    rig.send(&StationMessage::TestAppData {
+        offset: 0,
+        data: &evil,
+    })
+    .unwrap();
+    assert_eq!(
+        rig.send(&StationMessage::RunTestApp),
+        Err(ErrorCode::DigestMismatch)
+    );
 }

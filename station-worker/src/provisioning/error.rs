@@ -45,6 +45,9 @@ pub enum ProvisioningError {
     /// The loader image given to the station is not a flashgate loader.
     #[error("loader image is invalid: {0} (rebuild it with `cargo xtask firmware`)")]
     BadLoaderImage(ErrorCode),
+    /// The test application image given to the station is malformed.
+    #[error("test application image is invalid: {0}")]
+    BadTestApp(ErrorCode),
     /// The bootloader image given to the station is malformed.
     #[error("bootloader image is invalid: {0}")]
     BadBootloaderImage(ErrorCode),

@@ -13,5 +13,7 @@ mod timings;
 pub use error::ProvisioningError;
 pub use faults::LinkFault;
 pub use loader_image::LoaderImage;
-pub use session::{provision, FlashLoaderSession, ProvisioningJob, ProvisioningOutcome};
+pub use session::{
+    provision, FlashLoaderSession, ProvisioningJob, ProvisioningOutcome, TestAppReport,
+};
 pub use timings::PhaseTimings;

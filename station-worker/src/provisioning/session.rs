@@ -4,7 +4,9 @@ use flashgate_protocol::device_record::DeviceConfig;
 use flashgate_protocol::image::{SignedImageHeader, SIGNED_HEADER_LEN};
 use flashgate_protocol::layout::{LOADER_BASE, LOADER_STACK_TOP, MAILBOX_ADDR, PARAMS_ADDR};
 use flashgate_protocol::mailbox::{self, State};
-use flashgate_protocol::provisioning::messages::{Receipt, StationMessage, TargetReply, MAX_IMAGE_CHUNK};
+use flashgate_protocol::provisioning::messages::{
+    Receipt, StationMessage, TargetReply, MAX_IMAGE_CHUNK,
+};
 use flashgate_protocol::provisioning::station::{StationHandshake, StationSession};
 use flashgate_protocol::provisioning::LoaderHello;
 use flashgate_protocol::{ErrorCode, Serial};
@@ -32,12 +34,30 @@ pub struct ProvisioningJob<'a> {
     pub rollback_floor: u32,
     /// The device key for a serial (from the lease).
     pub device_key: &'a dyn Fn(&Serial) -> Zeroizing<[u8; 32]>,
-    /// Lock the debug port once the receipt verifies.
+    /// The vendor-signed factory test application to run after the install, if the order has one.
+    pub test_app: Option<&'a [u8]>,
+    /// Lock the debug port once the receipt (and the test, if any) passed.
     pub lock_debug_port: bool,
     /// Image bytes per frame (at most `MAX_IMAGE_CHUNK`).
     pub chunk_size: usize,
     /// Test-only traffic corruption.
     pub fault: Option<LinkFault>,
+}
+
+/// What the factory test application reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestAppReport {
+    /// Failed checks (0 = pass).
+    pub failed: u32,
+    /// One line per check.
+    pub log: String,
+}
+
+impl TestAppReport {
+    /// True when every check passed.
+    pub fn passed(&self) -> bool {
+        self.failed == 0
+    }
 }
 
 /// A target that was provisioned and whose receipt verified.
@@ -47,7 +67,9 @@ pub struct ProvisioningOutcome {
     pub serial: Serial,
     /// The loader's receipt.
     pub receipt: Receipt,
-    /// Whether the debug port was locked.
+    /// The test application's result, if one ran.
+    pub test: Option<TestAppReport>,
+    /// Whether the debug port was locked (not when the test failed: the board goes to rework).
     pub locked: bool,
     /// Where the time went.
     pub timings: PhaseTimings,
@@ -151,7 +173,7 @@ impl<'p, P: Probe + ?Sized> FlashLoaderSession<'p, P> {
         &mut self,
         step: &'static str,
         msg: &StationMessage<'_>,
-    ) -> Result<TargetReply, ProvisioningError> {
+    ) -> Result<TargetReply<'static>, ProvisioningError> {
         let frame = self.seal(msg)?;
         self.exchange(step, &frame)
     }
@@ -169,8 +191,34 @@ impl<'p, P: Probe + ?Sized> FlashLoaderSession<'p, P> {
         Ok(self.frame_buf[..n].to_vec())
     }
 
-    /// Sends one already sealed frame and returns the opened reply.
-    fn exchange(&mut self, step: &'static str, frame: &[u8]) -> Result<TargetReply, ProvisioningError> {
+    /// Sends one already sealed frame and returns the opened reply (replies that borrow their
+    /// buffer, like test logs, go through [`Self::exchange_with`]).
+    fn exchange(
+        &mut self,
+        step: &'static str,
+        frame: &[u8],
+    ) -> Result<TargetReply<'static>, ProvisioningError> {
+        self.exchange_with(step, frame, |reply| match reply {
+            TargetReply::Ack {
+                seq,
+                bytes_programmed,
+            } => Some(TargetReply::Ack {
+                seq,
+                bytes_programmed,
+            }),
+            TargetReply::Receipt(r) => Some(TargetReply::Receipt(r)),
+            TargetReply::Locked { serial } => Some(TargetReply::Locked { serial }),
+            TargetReply::TestResult { .. } => None,
+        })?
+        .ok_or_else(mismatch)
+    }
+
+    fn exchange_with<T>(
+        &mut self,
+        step: &'static str,
+        frame: &[u8],
+        map: impl FnOnce(TargetReply<'_>) -> T,
+    ) -> Result<T, ProvisioningError> {
         let link = Instant::now();
         self.probe
             .write_memory(MAILBOX_ADDR + mailbox::IN_OFFSET as u32, frame)?;
@@ -194,15 +242,15 @@ impl<'p, P: Probe + ?Sized> FlashLoaderSession<'p, P> {
             return Err(self.refusal(step, &header));
         }
         let t = Instant::now();
-        let reply = self
-            .session
-            .open(&mut out)
-            .map_err(|code| ProvisioningError::Verification {
-                what: "reply",
-                code,
-            })?;
+        let reply =
+            self.session
+                .open(&mut out)
+                .map_err(|code| ProvisioningError::Verification {
+                    what: "reply",
+                    code,
+                })?;
         self.timings.station += t.elapsed();
-        Ok(reply)
+        Ok(map(reply))
     }
 
     /// After the target halted: checks why, reads the mailbox header and output.
@@ -218,15 +266,17 @@ impl<'p, P: Probe + ?Sized> FlashLoaderSession<'p, P> {
         let link = Instant::now();
         let mut buf = [0u8; FIRST_READ];
         self.probe.read_memory(MAILBOX_ADDR, &mut buf)?;
-        let header = mailbox::Header::decode(&buf).map_err(|code| ProvisioningError::Verification {
-            what: "mailbox",
-            code,
-        })?;
+        let header =
+            mailbox::Header::decode(&buf).map_err(|code| ProvisioningError::Verification {
+                what: "mailbox",
+                code,
+            })?;
         let mut out = buf[mailbox::OUT_OFFSET..].to_vec();
         if header.out_len > out.len() {
             out.resize(header.out_len, 0);
             let rest_addr = MAILBOX_ADDR + FIRST_READ as u32;
-            self.probe.read_memory(rest_addr, &mut out[FIRST_READ - mailbox::OUT_OFFSET..])?;
+            self.probe
+                .read_memory(rest_addr, &mut out[FIRST_READ - mailbox::OUT_OFFSET..])?;
         }
         out.truncate(header.out_len);
         self.timings.link += link.elapsed();
@@ -249,10 +299,13 @@ impl<'p, P: Probe + ?Sized> FlashLoaderSession<'p, P> {
 
     /// Key confirmation, device secrets, the bootloader image, commit; verifies the receipt.
     pub fn install(&mut self, job: &ProvisioningJob<'_>) -> Result<Receipt, ProvisioningError> {
-        let signed = SignedImageHeader::parse(job.bootloader).map_err(ProvisioningError::BadBootloaderImage)?;
+        let signed = SignedImageHeader::parse(job.bootloader)
+            .map_err(ProvisioningError::BadBootloaderImage)?;
         let body = &job.bootloader[SIGNED_HEADER_LEN..];
         if body.len() != signed.header.body_size as usize {
-            return Err(ProvisioningError::BadBootloaderImage(ErrorCode::ImageIncomplete));
+            return Err(ProvisioningError::BadBootloaderImage(
+                ErrorCode::ImageIncomplete,
+            ));
         }
         let confirm = self.session.key_confirm();
         self.request("key confirmation", &confirm)?;
@@ -303,9 +356,16 @@ impl<'p, P: Probe + ?Sized> FlashLoaderSession<'p, P> {
         Ok(receipt)
     }
 
-    fn send_body(&mut self, body: &[u8], chunk: usize, fault: Option<LinkFault>) -> Result<(), ProvisioningError> {
+    fn send_body(
+        &mut self,
+        body: &[u8],
+        chunk: usize,
+        fault: Option<LinkFault>,
+    ) -> Result<(), ProvisioningError> {
         let sent_len = match fault {
-            Some(LinkFault::TruncateImage { bytes_missing }) => body.len().saturating_sub(bytes_missing),
+            Some(LinkFault::TruncateImage { bytes_missing }) => {
+                body.len().saturating_sub(bytes_missing)
+            }
             _ => body.len(),
         };
         let chunks: Vec<&[u8]> = body[..sent_len].chunks(chunk).collect();
@@ -339,6 +399,46 @@ impl<'p, P: Probe + ?Sized> FlashLoaderSession<'p, P> {
             i += 1;
         }
         Ok(())
+    }
+
+    /// Sends the vendor-signed test application, has the loader verify and run it, and returns
+    /// its result. A failing test is an `Ok` with `failed > 0`: the station decides.
+    pub fn run_test_app(
+        &mut self,
+        signed_test_app: &[u8],
+        chunk: usize,
+    ) -> Result<TestAppReport, ProvisioningError> {
+        let signed =
+            SignedImageHeader::parse(signed_test_app).map_err(ProvisioningError::BadTestApp)?;
+        let body = &signed_test_app[SIGNED_HEADER_LEN..];
+        let header_bytes = signed.to_bytes();
+        self.request(
+            "test app header",
+            &StationMessage::BeginTestApp {
+                signed_header: &header_bytes,
+            },
+        )?;
+        let chunk = chunk.clamp(64, MAX_IMAGE_CHUNK);
+        for (i, data) in body.chunks(chunk).enumerate() {
+            self.request(
+                "test app data",
+                &StationMessage::TestAppData {
+                    offset: (i * chunk) as u32,
+                    data,
+                },
+            )?;
+        }
+        let frame = self.seal(&StationMessage::RunTestApp)?;
+        match self.exchange_with("test run", &frame, |reply| match reply {
+            TargetReply::TestResult { failed, log } => Some(TestAppReport {
+                failed,
+                log: String::from_utf8_lossy(log).into_owned(),
+            }),
+            _ => None,
+        })? {
+            Some(report) => Ok(report),
+            None => Err(mismatch()),
+        }
     }
 
     /// Asks the loader to lock the debug port.
@@ -386,7 +486,12 @@ pub fn provision<P: Probe + ?Sized>(
 ) -> Result<ProvisioningOutcome, ProvisioningError> {
     let mut session = FlashLoaderSession::start(probe, loader, step_timeout, job.fault)?;
     let receipt = session.install(job)?;
-    if job.lock_debug_port {
+    let test = match job.test_app {
+        Some(app) => Some(session.run_test_app(app, job.chunk_size)?),
+        None => None,
+    };
+    let lock = job.lock_debug_port && test.as_ref().is_none_or(TestAppReport::passed);
+    if lock {
         session.lock_debug_port()?;
     }
     let serial = session.serial();
@@ -394,7 +499,8 @@ pub fn provision<P: Probe + ?Sized>(
     Ok(ProvisioningOutcome {
         serial,
         receipt,
-        locked: job.lock_debug_port,
+        test,
+        locked: lock,
         timings,
     })
 }

@@ -21,13 +21,19 @@ pub fn test_device_key(serial: &Serial) -> Zeroizing<[u8; 32]> {
 }
 
 /// A provisioning job for `vendor`'s signed bootloader.
-pub fn job<'a>(vendor: &Vendor, bootloader: &'a [u8], lock: bool, fault: Option<LinkFault>) -> ProvisioningJob<'a> {
+pub fn job<'a>(
+    vendor: &Vendor,
+    bootloader: &'a [u8],
+    lock: bool,
+    fault: Option<LinkFault>,
+) -> ProvisioningJob<'a> {
     ProvisioningJob {
         bootloader,
         product_id: vendor.product_id,
         vendor_public: vendor.public(),
         rollback_floor: 1,
         device_key: &test_device_key,
+        test_app: None,
         lock_debug_port: lock,
         chunk_size: 4096,
         fault,

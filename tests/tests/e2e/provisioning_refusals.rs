@@ -20,8 +20,13 @@ fn refused(fault: Option<LinkFault>, corrupt_signature: bool) -> ProvisioningErr
     }
     let mut tb = TestBoard::new();
     let mut probe = tb.probe(None);
-    let err = provision(&mut probe, &fw.loader, &job(&vendor, &bootloader, true, fault), STEP_TIMEOUT)
-        .expect_err("the target must refuse");
+    let err = provision(
+        &mut probe,
+        &fw.loader,
+        &job(&vendor, &bootloader, true, fault),
+        STEP_TIMEOUT,
+    )
+    .expect_err("the target must refuse");
     drop(probe);
     tb.board.power_off().unwrap();
     let flash = &mut persisted_flash(&tb.board);
@@ -29,7 +34,10 @@ fn refused(fault: Option<LinkFault>, corrupt_signature: bool) -> ProvisioningErr
         verify_installed_bootloader(flash).is_err(),
         "after {err} the board must not hold a valid bootloader"
     );
-    assert!(!tb.board.files().is_debug_locked().unwrap(), "a failed board stays unlocked");
+    assert!(
+        !tb.board.files().is_debug_locked().unwrap(),
+        "a failed board stays unlocked"
+    );
     // No plaintext bootloader piece may stay readable through the open debug port.
     let region = &flash.bytes[8..fw.bootloader.len()];
     assert!(
@@ -48,17 +56,26 @@ fn assert_target_refused(err: ProvisioningError, want: ErrorCode) {
 
 #[test]
 fn flipped_ciphertext_bit_is_refused() {
-    assert_target_refused(refused(Some(LinkFault::FlipCiphertextBit { chunk: 3 }), false), ErrorCode::BadTag);
+    assert_target_refused(
+        refused(Some(LinkFault::FlipCiphertextBit { chunk: 3 }), false),
+        ErrorCode::BadTag,
+    );
 }
 
 #[test]
 fn replayed_chunk_is_refused() {
-    assert_target_refused(refused(Some(LinkFault::ReplayChunk { chunk: 2 }), false), ErrorCode::Replay);
+    assert_target_refused(
+        refused(Some(LinkFault::ReplayChunk { chunk: 2 }), false),
+        ErrorCode::Replay,
+    );
 }
 
 #[test]
 fn reordered_chunk_is_refused() {
-    assert_target_refused(refused(Some(LinkFault::SwapChunks { chunk: 1 }), false), ErrorCode::OutOfOrder);
+    assert_target_refused(
+        refused(Some(LinkFault::SwapChunks { chunk: 1 }), false),
+        ErrorCode::OutOfOrder,
+    );
 }
 
 #[test]
@@ -72,7 +89,12 @@ fn wrong_station_key_is_refused() {
 #[test]
 fn truncated_image_is_refused() {
     assert_target_refused(
-        refused(Some(LinkFault::TruncateImage { bytes_missing: 5000 }), false),
+        refused(
+            Some(LinkFault::TruncateImage {
+                bytes_missing: 5000,
+            }),
+            false,
+        ),
         ErrorCode::ImageIncomplete,
     );
 }

@@ -215,7 +215,13 @@ impl<T: Transport> GdbProbe<T> {
             scratch: Vec::with_capacity(8192),
         };
         let op = "negotiating features (qSupported)";
-        let reply = probe.request(b"qSupported:swbreak+;hwbreak+;vContSupported+", op)?;
+        let mut reply = probe.request(b"qSupported:swbreak+;hwbreak+;vContSupported+", op)?;
+        // Attaching to a running target: QEMU halts it and sends a stop reply of its own
+        // (`T02…`) that may arrive before the answer.
+        let deadline = Instant::now() + probe.timeout;
+        while parse_stop_reply(&reply).is_some() {
+            reply = probe.link.recv_packet(deadline, probe.timeout, op)?;
+        }
         probe.features = ServerFeatures::parse(&reply);
         probe.read_chunk = (probe.features.packet_size / 2) & !3;
         if probe.features.no_ack_mode {

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# flashgate's test command (the README's second command; `.ci/run` calls exactly this).
+# On a fresh Debian machine: installs what is missing, builds the Cortex-M firmware, checks
+# formatting and lints (host crates and firmware), then runs every test with cargo-nextest:
+# unit tests, and end-to-end tests on real QEMU boards, a real etcd, real gRPC on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+
+echo "== firmware (build + clippy)"
+cargo xtask firmware --check
+echo "== fmt"
+cargo fmt --all -- --check
+echo "== clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== tests"
+cargo nextest run --workspace --no-fail-fast "$@"
