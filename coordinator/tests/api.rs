@@ -297,18 +297,14 @@ async fn happy_path_and_refusals(mut f: Fixture) {
     // Replay.
     let nonce = [9u8; 16];
     let msg = v1::ListAssignedOrdersRequest {};
-    let first = f.station.signer.sign_with(
-        methods::LIST_ASSIGNED_ORDERS,
-        msg.clone(),
-        now_ms() as u64,
-        nonce,
-    );
-    let replay = f.station.signer.sign_with(
-        methods::LIST_ASSIGNED_ORDERS,
-        msg.clone(),
-        now_ms() as u64,
-        nonce,
-    );
+    let first =
+        f.station
+            .signer
+            .sign_with(methods::LIST_ASSIGNED_ORDERS, msg, now_ms() as u64, nonce);
+    let replay =
+        f.station
+            .signer
+            .sign_with(methods::LIST_ASSIGNED_ORDERS, msg, now_ms() as u64, nonce);
     assert_eq!(
         f.station
             .client
@@ -328,7 +324,7 @@ async fn happy_path_and_refusals(mut f: Fixture) {
     // Stale timestamp.
     let stale = f.station.signer.sign_with(
         methods::LIST_ASSIGNED_ORDERS,
-        msg.clone(),
+        msg,
         now_ms() as u64 - 600_000,
         [8; 16],
     );

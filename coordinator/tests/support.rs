@@ -72,7 +72,8 @@ impl EtcdProcess {
     pub async fn store(&self, namespace: &str) -> EtcdStore {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(store) = EtcdStore::connect(&[self.url.clone()], namespace).await {
+            if let Ok(store) = EtcdStore::connect(std::slice::from_ref(&self.url), namespace).await
+            {
                 use flashgate_coordinator::store::KvStore;
                 if store.get("probe").await.is_ok() {
                     return store;

@@ -187,7 +187,14 @@ fn an_erased_board_that_runs_crashes_and_says_so() {
         return;
     }
     // Erased flash: PC 0xFFFFFFFE, fault, lockup, and QEMU 7.2 aborts.
-    std::thread::sleep(Duration::from_millis(300));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while board.is_powered() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "QEMU kept running an erased board"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let err = board.power_off().unwrap_err();
     assert!(matches!(err, BoardError::Exited { .. }), "{err}");
     assert!(err.to_string().contains("Lockup"), "{err}");

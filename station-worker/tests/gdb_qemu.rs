@@ -160,6 +160,7 @@ fn attaching_to_a_running_target_halts_it() {
     let mut probe = connect(&qemu);
     load_program(&mut probe);
     probe.resume().unwrap();
+    thread::sleep(Duration::from_millis(20));
     drop(probe); // the station goes away while the target runs
     for _ in 0..3 {
         let mut probe = connect(&qemu);
@@ -173,6 +174,7 @@ fn attaching_to_a_running_target_halts_it() {
         );
         probe.resume().unwrap();
         thread::sleep(Duration::from_millis(20));
+        drop(probe);
     }
 }
 

@@ -127,15 +127,13 @@ impl<T: Transport> Link<T> {
             if self.no_ack {
                 return Ok(());
             }
-            loop {
-                match self.next_event(deadline, timeout, operation)? {
-                    Event::Ack => return Ok(()),
-                    Event::Nack => break,
-                    // A packet before the ack: the server skipped the ack; keep the packet.
-                    event @ (Event::Packet(_) | Event::BadChecksum) => {
-                        self.decoder.unread(event);
-                        return Ok(());
-                    }
+            match self.next_event(deadline, timeout, operation)? {
+                Event::Ack => return Ok(()),
+                Event::Nack => continue,
+                // A packet before the ack: the server skipped the ack; keep the packet.
+                event @ (Event::Packet(_) | Event::BadChecksum) => {
+                    self.decoder.unread(event);
+                    return Ok(());
                 }
             }
         }

@@ -19,10 +19,13 @@ pub enum Direction {
     Received,
 }
 
+/// Recorded chunks with their direction, in order.
+type Recording = Vec<(Direction, Vec<u8>)>;
+
 /// A [`LinkTap`] that keeps everything in memory. Clones share the same recording.
 #[derive(Debug, Clone, Default)]
 pub struct TrafficRecorder {
-    chunks: Arc<Mutex<Vec<(Direction, Vec<u8>)>>>,
+    chunks: Arc<Mutex<Recording>>,
 }
 
 impl TrafficRecorder {
@@ -31,7 +34,7 @@ impl TrafficRecorder {
         Self::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<(Direction, Vec<u8>)>> {
+    fn lock(&self) -> MutexGuard<'_, Recording> {
         self.chunks
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
