@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/flashgate/v1/types.proto",
         "proto/flashgate/v1/operator.proto",
         "proto/flashgate/v1/station.proto",
+        "proto/flashgate/v1/update.proto",
+        "proto/flashgate/v1/data.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -84,4 +84,6 @@ else
     log "  - $d"
   done
 fi
+# Python tools for the Helm chart checks (helm library, schema validator, checkov).
+"$(dirname "$0")/../deploy/helm/setup-venv.sh"
 log "next: cargo xtask firmware"

@@ -7,6 +7,8 @@
 //! 4 not found; 5 not authenticated or not allowed; 6 already exists; 7 refused as invalid or
 //! not possible now (bad input, quota exhausted, failed precondition); 1 anything else.
 
+mod data;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -76,6 +78,9 @@ enum Command {
     /// Leases handed to stations.
     #[command(subcommand)]
     Leases(LeasesCmd),
+    /// Verified device telemetry; relay a device's records to the coordinator.
+    #[command(subcommand)]
+    Data(data::DataCmd),
 }
 
 #[derive(Subcommand)]
@@ -375,11 +380,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 cli.endpoint
             ),
         })?;
+    let token = cli.token.as_str();
+    let command = match cli.command {
+        Command::Data(cmd) => {
+            return data::run(cmd, channel, token, cli.output == Output::Json).await;
+        }
+        other => other,
+    };
     let mut client =
         OperatorServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
-    let token = cli.token.as_str();
     let json = cli.output == Output::Json;
-    match cli.command {
+    match command {
         Command::Product(ProductCmd::Create {
             id,
             name,
@@ -689,6 +700,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 );
             }
         }
+        Command::Data(_) => unreachable!("data commands return above"),
         Command::Leases(LeasesCmd::List { order, station }) => {
             let list = client
                 .list_leases(request(

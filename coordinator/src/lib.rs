@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod coordinator;
+pub mod data_stream;
 pub mod error;
 pub mod keys;
 pub mod quota;
@@ -13,6 +14,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod testing;
+pub mod update;
 
 pub use coordinator::{Coordinator, CoordinatorConfig};
 pub use error::CoordinatorError;

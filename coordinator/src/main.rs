@@ -69,6 +69,9 @@ struct ServeArgs {
     store: StoreArgs,
     #[arg(long, env = "FLASHGATE_LISTEN", default_value = "127.0.0.1:7400")]
     listen: String,
+    /// Also accept sealed data records as UDP datagrams on this address (e.g. 0.0.0.0:7401).
+    #[arg(long, env = "FLASHGATE_DATA_UDP")]
+    data_udp: Option<String>,
     /// Bearer token operators must present.
     #[arg(long, env = "FLASHGATE_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: String,
@@ -182,7 +185,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
                 .with_context(|| format!("listening on {}", args.listen))?;
-            flashgate_coordinator::server::serve(coordinator, listener, async {
+            let data = flashgate_coordinator::data_stream::DataIngest::new(coordinator.clone());
+            if let Some(addr) = &args.data_udp {
+                let socket = tokio::net::UdpSocket::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the data UDP port {addr}"))?;
+                tokio::spawn(flashgate_coordinator::data_stream::serve_udp(
+                    data.clone(),
+                    socket,
+                ));
+            }
+            flashgate_coordinator::server::serve_with_data(coordinator, data, listener, async {
                 let _ = tokio::signal::ctrl_c().await;
                 tracing::info!("shutting down");
             })

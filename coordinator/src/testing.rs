@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
 use crate::coordinator::{Coordinator, CoordinatorConfig};
+use crate::data_stream::DataIngest;
 use crate::keys::{Kek, KekRing};
 use crate::store::{embedded::EmbeddedStore, KvStore};
 
@@ -35,6 +36,10 @@ pub struct TestCoordinator {
     pub endpoint: String,
     pub operator_token: String,
     pub coordinator: Arc<Coordinator>,
+    /// The data ingest shared by gRPC and UDP.
+    pub data: Arc<DataIngest>,
+    /// Loopback UDP port for sealed data records.
+    pub udp_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
@@ -85,15 +90,27 @@ impl TestCoordinator {
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let data = DataIngest::new(coordinator.clone());
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        let udp_addr = udp.local_addr()?;
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(crate::server::serve(coordinator.clone(), listener, async {
-            let _ = rx.await;
-        }));
+        let udp_task = tokio::spawn(crate::data_stream::serve_udp(data.clone(), udp));
+        let task = tokio::spawn(crate::server::serve_with_data(
+            coordinator.clone(),
+            data.clone(),
+            listener,
+            async move {
+                let _ = rx.await;
+                udp_task.abort();
+            },
+        ));
         Ok(Self {
             addr,
             endpoint: format!("http://{addr}"),
             operator_token,
             coordinator,
+            data,
+            udp_addr,
             shutdown: Some(tx),
             task: Some(task),
             _dir: None,
@@ -118,6 +135,55 @@ impl TestCoordinator {
         Ok(OperatorServiceClient::connect(self.endpoint.clone())
             .await?
             .max_decoding_message_size(crate::server::MAX_OPERATOR_MESSAGE))
+    }
+
+    /// Registers a device directly in the store (as a station's install report would), with
+    /// its key sealed under the KEK: for tests of the paths that need a registered device.
+    pub async fn register_device(
+        &self,
+        product_id: u32,
+        serial: &[u8; 16],
+        device_key: &[u8; 32],
+    ) -> anyhow::Result<()> {
+        use crate::records::{device_key as device_record_key, encode, DeviceRecord};
+        let c = &self.coordinator;
+        let sealed = c
+            .kek
+            .seal(&crate::keys::device_key_aad(product_id, serial), device_key);
+        let serial_hex = hex::encode(serial);
+        let record = DeviceRecord {
+            serial: serial_hex.clone(),
+            product_id,
+            order_id: "test".into(),
+            lease_id: "test".into(),
+            station_id: "test".into(),
+            installed_at_ms: crate::coordinator::now_ms(),
+            registered_at_ms: crate::coordinator::now_ms(),
+            bootloader_version: 1,
+            test_outcome: 0,
+            test_log: String::new(),
+            outcome: 0,
+            sealed_device_key: hex::encode(sealed),
+        };
+        let key = device_record_key(product_id, &serial_hex);
+        let done = c
+            .store
+            .commit(
+                vec![crate::store::Guard::Absent(key.clone())],
+                vec![crate::store::Write::Put(key, encode(&record))],
+            )
+            .await?;
+        anyhow::ensure!(done, "device {serial_hex} is already registered");
+        Ok(())
+    }
+
+    /// A client of the data service (ingest, queries, stats).
+    pub async fn coordinator_data_client(
+        &self,
+    ) -> flashgate_proto::v1::data_service_client::DataServiceClient<Channel> {
+        flashgate_proto::v1::data_service_client::DataServiceClient::connect(self.endpoint.clone())
+            .await
+            .expect("the test coordinator accepts connections")
     }
 
     /// Wraps an operator request with the bearer token.

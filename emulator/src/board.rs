@@ -494,6 +494,15 @@ impl EmulatedBoard {
         })
     }
 
+    /// A power cut at this instant: freezes the CPU (QMP `stop`), saves the code memory as
+    /// it is right now, and quits. Unlike [`power_off`](Self::power_off), nothing the guest
+    /// would do next happens; the next start sees exactly the flash of that instant. Used to
+    /// model a cut in the middle of an update (see `docs/protocol.md` §7).
+    pub fn power_cut(&mut self) -> Result<(), BoardError> {
+        self.qmp("stop", None)?;
+        self.power_off()
+    }
+
     /// Power-off (saving flash) and start again with the same options; the debug lock is read
     /// again from the saved flash, and the ports change.
     pub fn power_cycle(&mut self) -> Result<(), BoardError> {

@@ -40,6 +40,8 @@ pub struct OsImage {
     pub version: u32,
     /// Address of its vector table (initial SP, then reset vector).
     pub vector_table: u32,
+    /// Size of its body (the slot holds header space + body).
+    pub body_size: u32,
 }
 
 /// Verifies the OS image in its slot: vendor signature, product, load address, size,
@@ -49,8 +51,20 @@ pub fn verify_os_image<F: NorFlash>(
     record: &DeviceRecord,
     rollback_floor: u32,
 ) -> Result<OsImage, ErrorCode> {
+    verify_os_image_in(flash, OS_SLOT_ADDR, record, rollback_floor)
+}
+
+/// Like [`verify_os_image`] for an OS image stored at `slot_addr` (the OS slot, or the
+/// staging and backup slots of the update path, which hold the same layout). The image must
+/// still be linked for the OS slot: it runs only after being copied there.
+pub fn verify_os_image_in<F: NorFlash>(
+    flash: &mut F,
+    slot_addr: u32,
+    record: &DeviceRecord,
+    rollback_floor: u32,
+) -> Result<OsImage, ErrorCode> {
     let mut raw = [0u8; SIGNED_HEADER_LEN];
-    flash.read(OS_SLOT_ADDR, &mut raw)?;
+    flash.read(slot_addr, &mut raw)?;
     if raw.iter().all(|b| *b == 0xFF) {
         return Err(ErrorCode::NoValidImage);
     }
@@ -68,9 +82,10 @@ pub fn verify_os_image<F: NorFlash>(
     let mut hasher = BodyHasher::new(header.body_size);
     let mut buf = [0u8; 256];
     let mut at = 0u32;
+    let body_addr = slot_addr + IMAGE_HEADER_SPACE;
     while at < header.body_size {
         let n = (header.body_size - at).min(buf.len() as u32) as usize;
-        flash.read(load_addr + at, &mut buf[..n])?;
+        flash.read(body_addr + at, &mut buf[..n])?;
         hasher.update(&buf[..n])?;
         at += n as u32;
     }
@@ -78,6 +93,7 @@ pub fn verify_os_image<F: NorFlash>(
     Ok(OsImage {
         version: header.version,
         vector_table: load_addr,
+        body_size: header.body_size,
     })
 }
 

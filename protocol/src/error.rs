@@ -63,6 +63,9 @@ error_codes! {
     LoaderMismatch = 0x0207 => "loader in RAM is not the image the station wrote",
     /// The session already failed; it accepts nothing more.
     SessionAborted = 0x0206 => "session aborted after an earlier error",
+    /// An update package whose content key does not unwrap under this device's key: it was
+    /// made for another device (or altered).
+    WrongDevice = 0x0208 => "update package was not made for this device",
     // Images.
     /// Vendor signature over an image header does not verify.
     BadSignature = 0x0301 => "vendor signature does not verify",
@@ -99,6 +102,30 @@ error_codes! {
     NoTestRunner = 0x0408 => "this target cannot run a test application",
     /// A reply or receipt from the target does not match what was sent.
     ReceiptMismatch = 0x0407 => "receipt does not match what was sent",
+    // Data streams (0x05xx): why a sealed record was refused; each is counted by the receiver.
+    /// The record's tag does not verify under its device's key for its epoch (forged or altered).
+    DataForged = 0x0501 => "data record does not authenticate: forged or altered",
+    /// The record's counter was already accepted.
+    DataReplay = 0x0502 => "data record is a replay",
+    /// The record's counter is further behind the newest accepted one than the window allows.
+    DataTooOld = 0x0503 => "data record is older than the replay window",
+    /// The record ends before its header or tag.
+    DataTruncated = 0x0504 => "data record is truncated",
+    /// The record's header or plaintext does not follow the format.
+    DataMalformed = 0x0505 => "data record is malformed",
+    /// No registered device has the record's device id.
+    DataUnknownDevice = 0x0506 => "data record names an unknown device",
+    /// The record's epoch was retired by a rotation, or is more than one ahead.
+    DataStaleEpoch = 0x0507 => "data record is for an epoch that is not open",
+    /// The device cannot seal another record in this epoch without persisting or rotating.
+    DataCounterExhausted = 0x0508 => "record counter not reserved or exhausted",
+    /// The install stopped at the step the host asked for (power-cut tests).
+    InstallHalted = 0x0409 => "install halted at the requested step",
+    /// A newly installed image did not confirm itself within its boot attempts; the previous
+    /// image was restored.
+    NotConfirmed = 0x040A => "new image never confirmed itself; previous image restored",
+    /// The bootloader holds the OS back because the OS asked for an update (`enter update`).
+    UpdateMode = 0x040B => "bootloader held in update mode on request",
 }
 
 impl fmt::Display for ErrorCode {

@@ -22,25 +22,47 @@ pub const DEVICE_RECORD_ADDR: u32 = 0x0002_0000;
 pub const DEBUG_LOCK_ADDR: u32 = 0x0002_1000;
 /// Value of the word at [`DEBUG_LOCK_ADDR`] once the debug port has been locked ("LOCK").
 pub const DEBUG_LOCK_MAGIC: u32 = 0x4B43_4F4C;
-/// Boot state (anti-rollback floor, boot counter): reserved for the update path.
+/// Boot state of the update path (anti-rollback floor, install progress, boot counter):
+/// two pages of append-only records (see `update::boot_state`), so one page is always intact
+/// while the other is erased.
 pub const BOOT_STATE_ADDR: u32 = 0x0002_2000;
+pub const BOOT_STATE_PAGES: u32 = 2;
+/// Data-stream counter journal (demo OS): two pages of append-only `epoch | mark` entries
+/// (`data_stream::CounterJournal`), after the boot-state pages.
+pub const DATA_COUNTER_ADDR: u32 = 0x0002_4000;
+pub const DATA_COUNTER_PAGES: u32 = 2;
 
 /// Installed operating system: a 512-byte signed header, then the image (vector table first).
 pub const OS_SLOT_ADDR: u32 = 0x0004_0000;
 pub const OS_SLOT_SIZE: u32 = 0x0008_0000;
 /// Room left for the signed header in front of an image; also satisfies VTOR alignment.
 pub const IMAGE_HEADER_SPACE: u32 = 0x200;
-/// Staging slot for updates (later issue).
+/// Staging slot for updates: the decrypted package lands here, laid out like the OS slot
+/// (signed header, then transfer bookkeeping in the header space, body at +0x200).
 pub const STAGING_SLOT_ADDR: u32 = 0x000C_0000;
 pub const STAGING_SLOT_SIZE: u32 = 0x0008_0000;
-/// Application slot (later issue).
+/// Backup of the previous OS while an update is installed (swap with revert).
+pub const BACKUP_SLOT_ADDR: u32 = 0x0014_0000;
+pub const BACKUP_SLOT_SIZE: u32 = 0x0008_0000;
+/// Application slot: a 512-byte signed header, then the app image (see `app`).
 pub const APP_SLOT_ADDR: u32 = 0x0020_0000;
 pub const APP_SLOT_SIZE: u32 = 0x0004_0000;
+/// RAM of an installed application (`.data`, `.bss`; it runs on the OS's stack): in the
+/// second SRAM block of mps2-an386, which the OS does not use.
+pub const APP_RAM_ADDR: u32 = 0x2100_0000;
+pub const APP_RAM_SIZE: u32 = 0x0004_0000;
 
 /// The board's unique ID (its serial): 16 bytes the launcher loads at every start.
 /// No QEMU board has one; on a real MCU this is the factory-programmed UID register.
 pub const UNIQUE_ID_ADDR: u32 = 0x0100_0000;
 pub const UNIQUE_ID_LEN: usize = 16;
+/// A RAM word the OS sets to [`UPDATE_REQUEST_MAGIC`] before it jumps (not resets) back to the
+/// bootloader, asking it to serve the update transfer instead of starting the OS. In block
+/// RAM, which neither program initialises; a real MCU uses a `.noinit` word or a backup
+/// register.
+pub const UPDATE_REQUEST_ADDR: u32 = 0x0100_3FF0;
+/// "FGUR".
+pub const UPDATE_REQUEST_MAGIC: u32 = 0x5255_4746;
 
 /// The RAM flash loader: written here by the station, header at its first byte.
 pub const LOADER_BASE: u32 = 0x2000_0000;

@@ -12,8 +12,10 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod app;
 pub mod boot;
 pub mod codec;
+pub mod data_stream;
 pub mod device_record;
 pub mod error;
 pub mod flash;
@@ -27,6 +29,7 @@ pub mod mailbox;
 pub mod provisioning;
 pub mod sealed_frame;
 pub mod uart;
+pub mod update;
 
 pub use error::ErrorCode;
 

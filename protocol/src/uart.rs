@@ -6,13 +6,18 @@
 //!          everything that matters inside is authenticated with the device key)
 //! ```
 //! Types: `0x01` hello request (challenge[32]) → `0x81` hello response ([`crate::hello`]);
-//! `0x82` boot banner (text, sent unasked by the OS when it starts); `0xEE` error (code u32).
+//! `0x82` boot banner (text, sent unasked by the OS when it starts); `0xEE` error (code u32);
+//! `0x14` status request → `0x95` status receipt ([`crate::update::receipt`]); the update
+//! transfer (`0x10`–`0x13`) is [`crate::update::session`].
 
 use zeroize::Zeroizing;
 
 use crate::codec::Writer;
 use crate::device_record::DeviceRecord;
 use crate::hello::{self, DeviceState, HelloInfo, CHALLENGE_LEN};
+use crate::update::boot_state::BootState;
+use crate::update::receipt;
+use crate::update::session::msg as update_msg;
 use crate::ErrorCode;
 
 /// First sync byte.
@@ -34,9 +39,38 @@ pub mod msg {
     pub const BOOT_BANNER: u8 = 0x82;
     /// The device refused a request.
     pub const ERROR: u8 = 0xEE;
+
+    // Data streams (0x30–0x3F), see `crate::data_stream`.
+    /// Device → host, unasked: one sealed data record (the payload is the record).
+    pub const DATA_RECORD: u8 = 0x30;
+    /// Host → device: seal and send `count: u8` telemetry records now (tests, bench).
+    pub const DATA_EMIT: u8 = 0x31;
+    /// Host → device: rotate to a new epoch (the device sends the sealed rotation record).
+    pub const DATA_ROTATE: u8 = 0x32;
+    /// Host → device: report the OS status (empty payload).
+    pub const OS_STATUS: u8 = 0x33;
+    /// Device → host: `uptime_ticks u64 | epoch u32 | next_counter u32 | apps_started u32 |
+    /// app_version u32 | last_app_status u32 | first_record_ticks u32` (not authenticated: a
+    /// diagnostic; ticks are SysTick, 40 instructions each under `-icount shift=0`).
+    pub const OS_STATUS_REPLY: u8 = 0x34;
+
+    // Applications (0x40–0x4F), see `crate::app`.
+    /// Host → device: signed app header (128 B); the device checks it and erases the slot.
+    pub const APP_BEGIN: u8 = 0x40;
+    /// Host → device: `offset u32 | bytes` of the app body.
+    pub const APP_DATA: u8 = 0x41;
+    /// Host → device: body complete; verify digest and make the slot valid.
+    pub const APP_COMMIT: u8 = 0x42;
+    /// Host → device: verify the installed app again and call it (no reset).
+    pub const APP_START: u8 = 0x43;
+    /// Device → host: a line the app logged through the call table.
+    pub const APP_LOG: u8 = 0x44;
+    /// Device → host: `step u8 (the request type) | value u32` (bytes received, version, or
+    /// the app's return status).
+    pub const APP_ACK: u8 = 0x4F;
 }
 
-fn crc32(parts: &[&[u8]]) -> u32 {
+pub(crate) fn crc32(parts: &[&[u8]]) -> u32 {
     let mut crc = !0u32;
     for part in parts {
         for &b in *part {
@@ -186,6 +220,7 @@ impl FrameDecoder {
 /// Answers requests on the UART for the bootloader (and, with another state, the demo OS).
 pub struct DeviceServer {
     identity: Option<(Zeroizing<[u8; 32]>, HelloInfo)>,
+    boot: BootState,
 }
 
 impl DeviceServer {
@@ -203,7 +238,14 @@ impl DeviceServer {
                     },
                 )
             }),
+            boot: BootState::default(),
         }
+    }
+
+    /// Sets the boot state the status receipt reports (`update::boot_state::read`).
+    pub fn with_boot_state(mut self, boot: BootState) -> Self {
+        self.boot = boot;
+        self
     }
 
     /// Handles one request and encodes the response frame into `out`.
@@ -238,6 +280,20 @@ impl DeviceServer {
                 let mut body = [0u8; hello::RESPONSE_LEN];
                 let n = hello::encode_response(key, challenge, info, &mut body)?;
                 encode_frame(msg::HELLO_RESPONSE, &body[..n], out)
+            }
+            update_msg::STATUS => {
+                let challenge: &[u8; receipt::CHALLENGE_LEN] =
+                    payload.try_into().map_err(|_| ErrorCode::BadLength)?;
+                let (key, info) = self.identity.as_ref().ok_or(ErrorCode::NotProvisioned)?;
+                let status = receipt::StatusReceipt::new(
+                    info.serial,
+                    info.product_id,
+                    info.bootloader_version,
+                    info.state,
+                    &self.boot,
+                );
+                let raw = receipt::encode(key, challenge, &status);
+                encode_frame(update_msg::RECEIPT, &raw, out)
             }
             _ => Err(ErrorCode::UnknownMessage),
         }

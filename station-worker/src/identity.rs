@@ -236,7 +236,10 @@ mod tests {
         assert_eq!(first.x25519_public(), again.x25519_public());
         let file = std::fs::read(dir.path().join(IDENTITY_FILE)).unwrap();
         let secret = first.signing.to_bytes();
-        assert!(!file.windows(32).any(|w| w == secret), "key stored in clear");
+        assert!(
+            !file.windows(32).any(|w| w == secret),
+            "key stored in clear"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

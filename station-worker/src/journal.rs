@@ -62,6 +62,16 @@ pub enum JournalRecord {
         /// Serial, hex.
         serial: String,
     },
+    /// The coordinator refused a report for good (lease ended, duplicate of another station's
+    /// device…): it is not re-sent.
+    ReportRefused {
+        /// Lease id.
+        lease_id: String,
+        /// Serial, hex.
+        serial: String,
+        /// The coordinator's reason.
+        reason: String,
+    },
     /// A target failed; its slot went back to the lease (nothing registered).
     TargetFailed {
         /// Serial, hex, when it was learnt before the failure.
@@ -220,7 +230,10 @@ pub fn replay(records: &[JournalRecord]) -> JournalState {
                         .open_leases
                         .push((lease_id.clone(), signed_lease.clone()));
                 }
-                state.installs_per_lease.entry(lease_id.clone()).or_default();
+                state
+                    .installs_per_lease
+                    .entry(lease_id.clone())
+                    .or_default();
             }
             JournalRecord::InstallCompleted(install) => {
                 *state
@@ -230,7 +243,10 @@ pub fn replay(records: &[JournalRecord]) -> JournalState {
                 state.installs += 1;
                 pending.push(install.clone());
             }
-            JournalRecord::InstallReported { lease_id, serial } => {
+            JournalRecord::InstallReported { lease_id, serial }
+            | JournalRecord::ReportRefused {
+                lease_id, serial, ..
+            } => {
                 pending.retain(|p| !(p.lease_id == *lease_id && p.serial == *serial));
             }
             JournalRecord::TargetFailed { .. } => state.failures += 1,

@@ -220,6 +220,7 @@ fn tap_records_the_traffic() {
     let options = GdbProbeOptions {
         timeout: TIMEOUT,
         tap: Some(Arc::new(recorder.clone())),
+        ..GdbProbeOptions::default()
     };
     let mut probe = GdbProbe::connect_with(qemu.gdb, options).unwrap();
     let secret = *b"do-not-leak-me!!";

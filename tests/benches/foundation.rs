@@ -23,7 +23,12 @@ fn key(serial: &[u8; 16]) -> Zeroizing<[u8; 32]> {
     flashgate_protocol::lease_keys::derive_device_key(&[1; 32], 7, serial)
 }
 
-fn provision_once(fw: &Firmware, vendor: &Vendor, bootloader: &[u8], options: StartOptions) -> PhaseTimings {
+fn provision_once(
+    fw: &Firmware,
+    vendor: &Vendor,
+    bootloader: &[u8],
+    options: StartOptions,
+) -> PhaseTimings {
     let tb = TestBoard::with_options(options);
     let mut probe = tb.probe(None);
     let job = ProvisioningJob {
@@ -64,14 +69,38 @@ fn main() {
         busy += TICK * t.target_busy_ticks as u32;
     }
     let avg = |d: Duration| d / RUNS;
-    println!("== provisioning one board ({} KiB bootloader, mean of {RUNS} runs, QEMU without icount)", fw.bootloader.len() / 1024);
-    println!("  debug-link transfer          {:8.2} ms", ms(avg(sum.link)));
-    println!("  target (until next yield)    {:8.2} ms", ms(avg(sum.target)));
-    println!("    of which flash erase/program (SysTick)   {:8.2} ms", ms(avg(flash)));
-    println!("    of which frame handling incl. crypto      {:8.2} ms", ms(avg(busy.saturating_sub(flash))));
-    println!("    rest: handshake + QEMU stop/resume        {:8.2} ms", ms(avg(sum.target.saturating_sub(busy))));
-    println!("  station crypto + bookkeeping {:8.2} ms", ms(avg(sum.station)));
-    println!("  total                        {:8.2} ms", ms(avg(sum.total())));
+    println!(
+        "== provisioning one board ({} KiB bootloader, mean of {RUNS} runs, QEMU without icount)",
+        fw.bootloader.len() / 1024
+    );
+    println!(
+        "  debug-link transfer          {:8.2} ms",
+        ms(avg(sum.link))
+    );
+    println!(
+        "  target (until next yield)    {:8.2} ms",
+        ms(avg(sum.target))
+    );
+    println!(
+        "    of which flash erase/program (SysTick)   {:8.2} ms",
+        ms(avg(flash))
+    );
+    println!(
+        "    of which frame handling incl. crypto      {:8.2} ms",
+        ms(avg(busy.saturating_sub(flash)))
+    );
+    println!(
+        "    rest: handshake + QEMU stop/resume        {:8.2} ms",
+        ms(avg(sum.target.saturating_sub(busy)))
+    );
+    println!(
+        "  station crypto + bookkeeping {:8.2} ms",
+        ms(avg(sum.station))
+    );
+    println!(
+        "  total                        {:8.2} ms",
+        ms(avg(sum.total()))
+    );
 
     let icount = StartOptions {
         icount: true,
@@ -96,9 +125,16 @@ fn main() {
     if let Ok(out) = size {
         let text = String::from_utf8_lossy(&out.stdout);
         if let Some(line) = text.lines().nth(1) {
-            let v: Vec<u64> = line.split_whitespace().take(3).filter_map(|x| x.parse().ok()).collect();
+            let v: Vec<u64> = line
+                .split_whitespace()
+                .take(3)
+                .filter_map(|x| x.parse().ok())
+                .collect();
             if v.len() == 3 {
-                let stack = u64::from(flashgate_protocol::layout::LOADER_STACK_TOP - flashgate_protocol::layout::LOADER_RAM);
+                let stack = u64::from(
+                    flashgate_protocol::layout::LOADER_STACK_TOP
+                        - flashgate_protocol::layout::LOADER_RAM,
+                );
                 println!(
                     "  loader RAM: image {} B + data {} + bss {} + stack area {} = {} B ({:.1} KiB)",
                     fw.loader.bytes().len(),
@@ -111,5 +147,10 @@ fn main() {
             }
         }
     }
-    println!("  bootloader flash: {} B ({:.1} KiB of a {} KiB slot)", fw.bootloader.len(), fw.bootloader.len() as f64 / 1024.0, flashgate_protocol::layout::BOOTLOADER_MAX / 1024);
+    println!(
+        "  bootloader flash: {} B ({:.1} KiB of a {} KiB slot)",
+        fw.bootloader.len(),
+        fw.bootloader.len() as f64 / 1024.0,
+        flashgate_protocol::layout::BOOTLOADER_MAX / 1024
+    );
 }

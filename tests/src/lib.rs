@@ -180,6 +180,7 @@ impl TestBoard {
             GdbProbeOptions {
                 timeout: Duration::from_secs(20),
                 tap: recorder.map(|r| r as _),
+                ..GdbProbeOptions::default()
             },
         )
         .expect("gdb connects")
@@ -191,3 +192,4 @@ impl Default for TestBoard {
         Self::new()
     }
 }
+pub mod station_harness;

@@ -28,6 +28,7 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("bootloader", "secure bootloader"),
     ("demo-os", "demo OS"),
     ("test-app", "RAM test app"),
+    ("demo-app", "demo application"),
 ];
 
 const USAGE: &str = "usage: cargo xtask firmware [--check]

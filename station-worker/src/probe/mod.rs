@@ -8,11 +8,15 @@
 
 pub mod error;
 pub mod gdb;
+#[cfg(feature = "probe-rs")]
+pub mod probe_rs;
 
 use std::time::Duration;
 
+#[cfg(feature = "probe-rs")]
+pub use self::probe_rs::{list_probes, ProbeListing, ProbeRsProbe, ProbeSelector};
 pub use error::ProbeError;
-pub use gdb::{GdbProbe, GdbProbeOptions, LinkTap, TrafficRecorder};
+pub use gdb::{GdbProbe, GdbProbeOptions, LinkTap, ResetCommand, TrafficRecorder};
 
 /// Result of probe operations.
 pub type ProbeResult<T> = Result<T, ProbeError>;

@@ -2,8 +2,11 @@
 //! One test binary (one link step), one module per flow.
 
 mod boot;
+mod data_stream;
 mod provisioning;
 mod provisioning_refusals;
+mod station;
+mod update;
 
 use std::time::Duration;
 

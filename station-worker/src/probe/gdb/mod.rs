@@ -64,6 +64,35 @@ pub struct GdbProbeOptions {
     pub timeout: Duration,
     /// Receives all traffic, byte for byte.
     pub tap: Option<Arc<dyn LinkTap>>,
+    /// The server's own monitor command that resets the target and leaves it halted; it differs
+    /// between servers (see [`ResetCommand`]).
+    pub reset_command: ResetCommand,
+}
+
+/// How a GDB server spells "reset and halt" in its monitor (`qRcmd`) language.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResetCommand {
+    /// QEMU's gdbstub: `system_reset`.
+    Qemu,
+    /// OpenOCD: `reset halt`.
+    OpenOcd,
+    /// SEGGER J-Link GDB Server: `reset` (it halts after reset by default).
+    JLink,
+    /// Black Magic Probe: `reset` is not a monitor command there; it resets on `vRun`/attach,
+    /// so the station power-cycles or re-attaches instead. Configured explicitly.
+    Custom(String),
+}
+
+impl ResetCommand {
+    /// The monitor command text.
+    pub fn command(&self) -> &str {
+        match self {
+            ResetCommand::Qemu => "system_reset",
+            ResetCommand::OpenOcd => "reset halt",
+            ResetCommand::JLink => "reset",
+            ResetCommand::Custom(c) => c,
+        }
+    }
 }
 
 impl Default for GdbProbeOptions {
@@ -71,6 +100,7 @@ impl Default for GdbProbeOptions {
         GdbProbeOptions {
             timeout: Duration::from_secs(5),
             tap: None,
+            reset_command: ResetCommand::Qemu,
         }
     }
 }
@@ -153,6 +183,7 @@ pub struct GdbProbe<T: Transport = TcpStream> {
     last_halt: HaltReason,
     console: Vec<u8>,
     scratch: Vec<u8>,
+    reset_command: ResetCommand,
 }
 
 impl<T: Transport> std::fmt::Debug for GdbProbe<T> {
@@ -204,6 +235,7 @@ impl<T: Transport> GdbProbe<T> {
         options: GdbProbeOptions,
     ) -> ProbeResult<Self> {
         let mut probe = GdbProbe {
+            reset_command: options.reset_command.clone(),
             link: Link::new(transport, server.into(), options.tap),
             features: ServerFeatures::parse(b""),
             timeout: options.timeout,
@@ -455,7 +487,8 @@ impl<T: Transport> Probe for GdbProbe<T> {
 
     fn reset(&mut self) -> ProbeResult<()> {
         self.ensure_halted("resetting the target")?;
-        self.monitor("system_reset").map(drop)
+        let command = self.reset_command.command().to_owned();
+        self.monitor(&command).map(drop)
     }
 
     fn read_memory(&mut self, addr: u32, buf: &mut [u8]) -> ProbeResult<()> {

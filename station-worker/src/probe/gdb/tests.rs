@@ -173,6 +173,7 @@ fn probe_with(
     let options = GdbProbeOptions {
         timeout: Duration::from_millis(200),
         tap: None,
+        ..GdbProbeOptions::default()
     };
     let probe = GdbProbe::over(server, "mock", options).expect("handshake");
     (probe, seen, target)

@@ -1,0 +1,4 @@
+//! Library side of the `flashgate` CLI: flows that tests drive directly.
+#![forbid(unsafe_code)]
+
+pub mod device_update;

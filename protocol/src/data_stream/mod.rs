@@ -1,0 +1,357 @@
+//! Data streams: telemetry records the device seals on its own, with no round trip.
+//!
+//! ```text
+//! record  := header ciphertext tag[16]
+//! header  := format:u8 (0x01 = device→cloud, v1)  device_id[8]  epoch:varint  counter:varint
+//! plain   := kind:u8 body            (kind 1 telemetry, 2 rotation: body = new epoch u32le)
+//! key     := HKDF-SHA256(salt "flashgate-data-v1", ikm device_key,
+//!                        info "flashgate-data-up-v1" ‖ epoch u32le)      (per direction, per epoch)
+//! nonce   := 0u32 ‖ counter as u64le     (the key changes with the epoch, so the counter is unique)
+//! aad     := header
+//! ```
+//! `device_id` is the first 8 bytes of the serial; `varint` is unsigned LEB128 of a u32, minimal
+//! (a longer encoding of the same value is refused, so a header has exactly one form).
+//! A record is self-contained: the receiver needs the device key, nothing from the device.
+//!
+//! Replay protection on the receiver: [`ReplayWindow`] per device and epoch. Counter
+//! persistence on the device without flash wear: [`CounterJournal`].
+
+mod counter;
+mod replay;
+
+pub use counter::{CounterJournal, CounterState, JOURNAL_ENTRIES, RESERVE_BLOCK};
+pub use replay::{ReplayWindow, WINDOW};
+
+use chacha20poly1305::{AeadInPlace, ChaCha20Poly1305, KeyInit, Nonce, Tag};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::{ErrorCode, Serial};
+
+/// Header format byte of a device→cloud record, version 1.
+pub const FORMAT_UP_V1: u8 = 0x01;
+/// Bytes of the serial that name the device in a header.
+pub const DEVICE_ID_LEN: usize = 8;
+/// Poly1305 tag.
+pub const TAG_LEN: usize = 16;
+/// Longest header: format, device id, two 5-byte varints.
+pub const MAX_HEADER_LEN: usize = 1 + DEVICE_ID_LEN + 5 + 5;
+/// Largest record body (kind byte excluded); a record fits one UART frame and one datagram.
+pub const MAX_BODY_LEN: usize = 1024;
+/// Largest record on any wire.
+pub const MAX_RECORD_LEN: usize = MAX_HEADER_LEN + 1 + MAX_BODY_LEN + TAG_LEN;
+/// Bytes a record adds to its body in the usual case (epoch < 128, counter < 16384):
+/// header 12 + kind 1 + tag 16.
+pub const TYPICAL_OVERHEAD: usize = 1 + DEVICE_ID_LEN + 1 + 2 + 1 + TAG_LEN;
+
+const KEY_SALT: &[u8] = b"flashgate-data-v1";
+
+/// The short id a record names its device by: the first 8 bytes of the serial.
+pub fn device_id(serial: &Serial) -> [u8; DEVICE_ID_LEN] {
+    let mut id = [0u8; DEVICE_ID_LEN];
+    id.copy_from_slice(&serial[..DEVICE_ID_LEN]);
+    id
+}
+
+/// Which way a stream flows; each direction has its own keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Device to cloud (telemetry).
+    Up,
+    /// Cloud to device (reserved: commands).
+    Down,
+}
+
+impl Direction {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Self::Up => b"flashgate-data-up-v1",
+            Self::Down => b"flashgate-data-down-v1",
+        }
+    }
+}
+
+/// The stream key of one direction and epoch.
+pub fn epoch_key(device_key: &[u8; 32], direction: Direction, epoch: u32) -> Zeroizing<[u8; 32]> {
+    let hk = Hkdf::<Sha256>::new(Some(KEY_SALT), device_key);
+    let mut key = Zeroizing::new([0u8; 32]);
+    hk.expand_multi_info(&[direction.label(), &epoch.to_le_bytes()], key.as_mut())
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    key
+}
+
+/// What a record's plaintext is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RecordKind {
+    /// Telemetry: the body is the application's (the demo OS sends UTF-8 text).
+    Telemetry = 1,
+    /// The device moves to a new epoch: body = the new epoch, u32le. Sealed under the old one.
+    Rotation = 2,
+}
+
+impl RecordKind {
+    /// Decodes the kind byte.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::Telemetry),
+            2 => Some(Self::Rotation),
+            _ => None,
+        }
+    }
+}
+
+/// The clear header of a record (authenticated as AAD).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RecordHeader {
+    /// First 8 bytes of the device serial.
+    pub device_id: [u8; DEVICE_ID_LEN],
+    /// Key epoch.
+    pub epoch: u32,
+    /// Per-epoch record counter, strictly increasing on the device.
+    pub counter: u32,
+}
+
+fn put_varint(mut v: u32, out: &mut [u8]) -> Result<usize, ErrorCode> {
+    let mut n = 0;
+    loop {
+        let byte = (v & 0x7F) as u8;
+        v >>= 7;
+        let slot = out.get_mut(n).ok_or(ErrorCode::BadLength)?;
+        n += 1;
+        if v == 0 {
+            *slot = byte;
+            return Ok(n);
+        }
+        *slot = byte | 0x80;
+    }
+}
+
+fn get_varint(input: &[u8]) -> Result<(u32, usize), ErrorCode> {
+    let mut v: u64 = 0;
+    for (i, &byte) in input.iter().enumerate().take(5) {
+        v |= u64::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            // Minimal form only: a trailing zero group (other than a lone 0) is a second encoding.
+            if (i > 0 && byte == 0) || v > u64::from(u32::MAX) {
+                return Err(ErrorCode::DataMalformed);
+            }
+            return Ok((v as u32, i + 1));
+        }
+    }
+    Err(if input.len() < 5 {
+        ErrorCode::DataTruncated
+    } else {
+        ErrorCode::DataMalformed
+    })
+}
+
+impl RecordHeader {
+    /// Encodes the header; returns its length.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, ErrorCode> {
+        if out.len() < 1 + DEVICE_ID_LEN {
+            return Err(ErrorCode::BadLength);
+        }
+        out[0] = FORMAT_UP_V1;
+        out[1..1 + DEVICE_ID_LEN].copy_from_slice(&self.device_id);
+        let mut n = 1 + DEVICE_ID_LEN;
+        n += put_varint(self.epoch, &mut out[n..])?;
+        n += put_varint(self.counter, &mut out[n..])?;
+        Ok(n)
+    }
+
+    /// Decodes the header at the start of `record`; returns it and its length.
+    pub fn decode(record: &[u8]) -> Result<(Self, usize), ErrorCode> {
+        let format = *record.first().ok_or(ErrorCode::DataTruncated)?;
+        if format != FORMAT_UP_V1 {
+            return Err(ErrorCode::DataMalformed);
+        }
+        let id = record
+            .get(1..1 + DEVICE_ID_LEN)
+            .ok_or(ErrorCode::DataTruncated)?;
+        let mut n = 1 + DEVICE_ID_LEN;
+        let (epoch, used) = get_varint(&record[n..])?;
+        n += used;
+        let (counter, used) = get_varint(&record[n..])?;
+        n += used;
+        let mut device_id = [0u8; DEVICE_ID_LEN];
+        device_id.copy_from_slice(id);
+        Ok((
+            Self {
+                device_id,
+                epoch,
+                counter,
+            },
+            n,
+        ))
+    }
+}
+
+fn nonce(counter: u32) -> Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&u64::from(counter).to_le_bytes());
+    Nonce::from(n)
+}
+
+/// Seals one record into `out`; returns its length.
+pub fn seal(
+    key: &[u8; 32],
+    header: &RecordHeader,
+    kind: RecordKind,
+    body: &[u8],
+    out: &mut [u8],
+) -> Result<usize, ErrorCode> {
+    if body.len() > MAX_BODY_LEN {
+        return Err(ErrorCode::BadLength);
+    }
+    let h = header.encode(out)?;
+    let total = h + 1 + body.len() + TAG_LEN;
+    if out.len() < total {
+        return Err(ErrorCode::BadLength);
+    }
+    let (aad, rest) = out.split_at_mut(h);
+    rest[0] = kind as u8;
+    rest[1..1 + body.len()].copy_from_slice(body);
+    let (plain, tail) = rest.split_at_mut(1 + body.len());
+    let tag = ChaCha20Poly1305::new(key.into())
+        .encrypt_in_place_detached(&nonce(header.counter), aad, plain)
+        .map_err(|_| ErrorCode::BadLength)?;
+    tail[..TAG_LEN].copy_from_slice(&tag);
+    Ok(total)
+}
+
+/// An opened record: header, kind and where the body is in the caller's buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// The authenticated header.
+    pub header: RecordHeader,
+    /// What it carries.
+    pub kind: RecordKind,
+    /// Range of the body in the buffer passed to [`open_in_place`].
+    pub body: core::ops::Range<usize>,
+}
+
+/// Verifies and decrypts `record` in place under `key` (the key of the header's epoch; look it
+/// up with [`RecordHeader::decode`] first). A record too short for a tag is
+/// [`ErrorCode::DataTruncated`]; any other failure to authenticate is [`ErrorCode::DataForged`].
+pub fn open_in_place(key: &[u8; 32], record: &mut [u8]) -> Result<Opened, ErrorCode> {
+    let (header, h) = RecordHeader::decode(record)?;
+    if record.len() < h + 1 + TAG_LEN {
+        return Err(ErrorCode::DataTruncated);
+    }
+    if record.len() > h + 1 + MAX_BODY_LEN + TAG_LEN {
+        return Err(ErrorCode::DataMalformed);
+    }
+    let tag_at = record.len() - TAG_LEN;
+    let (aad, rest) = record.split_at_mut(h);
+    let (plain, tag) = rest.split_at_mut(tag_at - h);
+    ChaCha20Poly1305::new(key.into())
+        .decrypt_in_place_detached(&nonce(header.counter), aad, plain, Tag::from_slice(tag))
+        .map_err(|_| ErrorCode::DataForged)?;
+    let kind = RecordKind::from_u8(plain[0]).ok_or(ErrorCode::DataMalformed)?;
+    if kind == RecordKind::Rotation && plain.len() != 5 {
+        return Err(ErrorCode::DataMalformed);
+    }
+    Ok(Opened {
+        header,
+        kind,
+        body: h + 1..tag_at,
+    })
+}
+
+/// The device's sending side: device id, current epoch key and the next counter.
+///
+/// The caller persists counters through [`CounterJournal`]: it must call
+/// [`RecordSealer::needs_reservation`] before each record and reserve the next block when told.
+pub struct RecordSealer {
+    device_key: Zeroizing<[u8; 32]>,
+    key: Zeroizing<[u8; 32]>,
+    device_id: [u8; DEVICE_ID_LEN],
+    epoch: u32,
+    next: u32,
+    reserved_until: u32,
+}
+
+impl RecordSealer {
+    /// Starts sending in `epoch` at `next` (a value from the journal), with counters below
+    /// `reserved_until` already persisted as possibly used.
+    pub fn new(
+        device_key: &[u8; 32],
+        serial: &Serial,
+        epoch: u32,
+        next: u32,
+        reserved_until: u32,
+    ) -> Self {
+        Self {
+            device_key: Zeroizing::new(*device_key),
+            key: epoch_key(device_key, Direction::Up, epoch),
+            device_id: device_id(serial),
+            epoch,
+            next,
+            reserved_until,
+        }
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// The counter of the next record.
+    pub fn next_counter(&self) -> u32 {
+        self.next
+    }
+
+    /// Whether the next record needs a new reservation in the journal first; returns the
+    /// reservation mark to persist (then call [`RecordSealer::reserved`]).
+    pub fn needs_reservation(&self) -> Option<u32> {
+        (self.next >= self.reserved_until).then(|| self.next.saturating_add(RESERVE_BLOCK))
+    }
+
+    /// The journal now holds `mark` for the current epoch.
+    pub fn reserved(&mut self, mark: u32) {
+        self.reserved_until = mark;
+    }
+
+    /// Seals the next record. Fails (without using a counter) if a reservation is due or the
+    /// epoch is exhausted (rotate first).
+    pub fn seal(
+        &mut self,
+        kind: RecordKind,
+        body: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, ErrorCode> {
+        if self.next >= self.reserved_until || self.next == u32::MAX {
+            return Err(ErrorCode::DataCounterExhausted);
+        }
+        let header = RecordHeader {
+            device_id: self.device_id,
+            epoch: self.epoch,
+            counter: self.next,
+        };
+        let n = seal(&self.key, &header, kind, body, out)?;
+        self.next += 1;
+        Ok(n)
+    }
+
+    /// Seals the rotation record (under the current epoch) announcing `epoch + 1`, then switches
+    /// to the new epoch with counter 0 and nothing reserved. The caller persists the new epoch's
+    /// first reservation before the next record (the journal orders epochs, so the old
+    /// epoch's counters can never come back).
+    pub fn rotate(&mut self, out: &mut [u8]) -> Result<usize, ErrorCode> {
+        let new_epoch = self
+            .epoch
+            .checked_add(1)
+            .ok_or(ErrorCode::DataCounterExhausted)?;
+        let n = self.seal(RecordKind::Rotation, &new_epoch.to_le_bytes(), out)?;
+        self.epoch = new_epoch;
+        self.key = epoch_key(&self.device_key, Direction::Up, new_epoch);
+        self.next = 0;
+        self.reserved_until = 0;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+extern crate std;
+
+use std::vec::Vec;
+
+use super::*;
+use crate::flash::{NorFlash, RamFlash};
+
+const KEY: [u8; 32] = [7; 32];
+const SERIAL: Serial = [
+    0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f,
+];
+
+fn record(epoch: u32, counter: u32, body: &[u8]) -> Vec<u8> {
+    let header = RecordHeader {
+        device_id: device_id(&SERIAL),
+        epoch,
+        counter,
+    };
+    let key = epoch_key(&KEY, Direction::Up, epoch);
+    let mut out = std::vec![0u8; MAX_RECORD_LEN];
+    let n = seal(&key, &header, RecordKind::Telemetry, body, &mut out).unwrap();
+    out.truncate(n);
+    out
+}
+
+fn open(epoch: u32, rec: &[u8]) -> Result<(Opened, Vec<u8>), ErrorCode> {
+    let mut buf = rec.to_vec();
+    let opened = open_in_place(&epoch_key(&KEY, Direction::Up, epoch), &mut buf)?;
+    let body = buf[opened.body.clone()].to_vec();
+    Ok((opened, body))
+}
+
+#[test]
+fn record_matches_checked_in_vector() {
+    let rec = record(1, 300, b"temp=21.5");
+    assert_eq!(
+        hex::encode(&rec),
+        include_str!("../../vectors/data_record.hex").trim()
+    );
+    // 12 header bytes (format, id, epoch 1 = 1 byte, counter 300 = 2 bytes), kind, body, tag.
+    assert_eq!(rec.len(), TYPICAL_OVERHEAD + 9);
+    let (opened, body) = open(1, &rec).unwrap();
+    assert_eq!(body, b"temp=21.5");
+    assert_eq!(opened.header.counter, 300);
+    assert_eq!(opened.kind, RecordKind::Telemetry);
+}
+
+#[test]
+fn epoch_key_matches_checked_in_vector_and_differs_per_direction_and_epoch() {
+    let up1 = epoch_key(&KEY, Direction::Up, 1);
+    assert_eq!(
+        hex::encode(up1.as_ref()),
+        include_str!("../../vectors/data_epoch_key.hex").trim()
+    );
+    assert_ne!(*up1, *epoch_key(&KEY, Direction::Up, 2));
+    assert_ne!(*up1, *epoch_key(&KEY, Direction::Down, 1));
+}
+
+#[test]
+fn every_flipped_bit_is_refused() {
+    let rec = record(0, 5, b"hello");
+    let (h, hl) = RecordHeader::decode(&rec).unwrap();
+    for i in 0..rec.len() * 8 {
+        let mut bad = rec.clone();
+        bad[i / 8] ^= 1 << (i % 8);
+        let result = open(0, &bad);
+        assert!(result.is_err(), "bit {i} flipped was accepted");
+        if i / 8 >= hl {
+            assert_eq!(result.unwrap_err(), ErrorCode::DataForged, "bit {i}");
+        }
+    }
+    assert_eq!(h.counter, 5);
+}
+
+#[test]
+fn truncated_records_are_refused_as_truncated_or_forged() {
+    let rec = record(0, 5, b"hello");
+    for len in 0..rec.len() {
+        let err = open(0, &rec[..len]).unwrap_err();
+        assert!(
+            matches!(err, ErrorCode::DataTruncated | ErrorCode::DataForged),
+            "len {len}: {err:?}"
+        );
+    }
+    assert_eq!(open(0, &rec[..10]).unwrap_err(), ErrorCode::DataTruncated);
+}
+
+#[test]
+fn wrong_key_or_epoch_is_forged() {
+    let rec = record(3, 1, b"x");
+    assert_eq!(open(4, &rec).unwrap_err(), ErrorCode::DataForged);
+}
+
+#[test]
+fn varints_are_minimal_and_round_trip() {
+    for v in [0u32, 1, 127, 128, 300, 16383, 16384, u32::MAX] {
+        let mut buf = [0u8; 5];
+        let n = put_varint(v, &mut buf).unwrap();
+        assert_eq!(get_varint(&buf[..n]).unwrap(), (v, n));
+    }
+    assert_eq!(get_varint(&[0x80, 0x00]), Err(ErrorCode::DataMalformed));
+    assert_eq!(
+        get_varint(&[0xFF, 0xFF, 0xFF, 0xFF, 0x7F]),
+        Err(ErrorCode::DataMalformed)
+    );
+    assert_eq!(get_varint(&[0x80]), Err(ErrorCode::DataTruncated));
+}
+
+#[test]
+fn replay_window_accepts_each_counter_once_within_the_window() {
+    let mut w = ReplayWindow::default();
+    w.accept(10).unwrap();
+    assert_eq!(w.accept(10), Err(ErrorCode::DataReplay));
+    w.accept(12).unwrap();
+    w.accept(11).unwrap(); // reordered inside the window
+    assert_eq!(w.accept(11), Err(ErrorCode::DataReplay));
+    w.accept(100).unwrap();
+    assert_eq!(w.check(100 - WINDOW), Err(ErrorCode::DataTooOld));
+    w.accept(100 - WINDOW + 1).unwrap();
+    assert_eq!(w.accept(12), Err(ErrorCode::DataTooOld));
+    w.accept(1000).unwrap(); // a jump beyond the window clears the map
+    assert_eq!(w.bitmap, 1);
+    w.accept(999).unwrap();
+    assert_eq!(w.accept(1000), Err(ErrorCode::DataReplay));
+}
+
+#[test]
+fn replay_window_never_drops_a_valid_reordering_within_the_window() {
+    // Every permutation of a shuffled block of 64 counters is accepted exactly once.
+    let mut w = ReplayWindow::default();
+    let order: Vec<u32> = (0..64).map(|i| (i * 37) % 64).collect();
+    for c in &order {
+        w.accept(*c + 1000).unwrap();
+    }
+    for c in &order {
+        assert_eq!(w.accept(*c + 1000), Err(ErrorCode::DataReplay));
+    }
+}
+
+#[test]
+fn sealer_reserves_blocks_and_rotation_is_sealed_under_the_old_epoch() {
+    let mut s = RecordSealer::new(&KEY, &SERIAL, 0, 0, 0);
+    let mut out = [0u8; MAX_RECORD_LEN];
+    assert_eq!(s.needs_reservation(), Some(RESERVE_BLOCK));
+    assert_eq!(
+        s.seal(RecordKind::Telemetry, b"x", &mut out),
+        Err(ErrorCode::DataCounterExhausted)
+    );
+    s.reserved(RESERVE_BLOCK);
+    let n = s.seal(RecordKind::Telemetry, b"x", &mut out).unwrap();
+    assert_eq!(open(0, &out[..n]).unwrap().0.header.counter, 0);
+    let n = s.rotate(&mut out).unwrap();
+    let (opened, body) = open(0, &out[..n]).unwrap();
+    assert_eq!(opened.kind, RecordKind::Rotation);
+    assert_eq!(body, 1u32.to_le_bytes());
+    assert_eq!((s.epoch(), s.next_counter()), (1, 0));
+    assert!(s.needs_reservation().is_some());
+}
+
+#[test]
+fn journal_survives_reload_and_page_switches() {
+    const BASE: u32 = 0x1000;
+    let mut flash = RamFlash::erased(0x4000);
+    let mut j = CounterJournal::load(&mut flash, BASE).unwrap();
+    assert_eq!(j.state(), CounterState::default());
+    let mut mark = 0;
+    // Three pages' worth of entries: the journal wraps around both pages.
+    for _ in 0..JOURNAL_ENTRIES * 3 + 5 {
+        mark += RESERVE_BLOCK;
+        j.reserve(&mut flash, 0, mark).unwrap();
+        assert_eq!(
+            CounterJournal::load(&mut flash, BASE).unwrap().state().mark,
+            mark
+        );
+    }
+    j.reserve(&mut flash, 1, RESERVE_BLOCK).unwrap();
+    let mut j = CounterJournal::load(&mut flash, BASE).unwrap();
+    assert_eq!(
+        j.state(),
+        CounterState {
+            epoch: 1,
+            mark: RESERVE_BLOCK
+        }
+    );
+    assert_eq!(
+        j.reserve(&mut flash, 0, u32::MAX),
+        Err(ErrorCode::DataCounterExhausted)
+    );
+    let _ = flash.erase_page(0);
+}

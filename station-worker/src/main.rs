@@ -1,0 +1,209 @@
+//! `flashgate-station`: the factory station.
+//!
+//! ```text
+//! flashgate-station identity --state-dir DIR            # prints the fingerprint
+//! flashgate-station enrol --coordinator URL --state-dir DIR
+//! flashgate-station run --coordinator URL --emulate 4 [--order ID] [--json] [--max-devices N]
+//! ```
+//! The identity is sealed under the station KEK: `$FLASHGATE_STATION_KEK` (64 hex) or
+//! `--kek-file` (a systemd encrypted credential, e.g. `$CREDENTIALS_DIRECTORY/station-kek`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use flashgate_station::config::StationConfig;
+use flashgate_station::coordinator_client::CoordinatorClient;
+use flashgate_station::events::{EventFormat, EventSink};
+use flashgate_station::identity::{StationIdentity, StationKek};
+use flashgate_station::station::{enrol, run_station, StationOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "flashgate-station",
+    about = "flashgate factory station",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// TOML configuration (coordinator, state dir, probes…).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Coordinator endpoint, e.g. http://127.0.0.1:50051.
+    #[arg(long, env = "FLASHGATE_COORDINATOR")]
+    coordinator: Option<String>,
+    /// Identity, journal, cached releases.
+    #[arg(long, env = "FLASHGATE_STATION_STATE")]
+    state_dir: Option<PathBuf>,
+    /// File holding the station KEK (hex); default: $FLASHGATE_STATION_KEK.
+    #[arg(long)]
+    kek_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Provision targets until the quota is spent.
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// Launch N emulated QEMU targets.
+        #[arg(long, default_value_t = 0)]
+        emulate: usize,
+        /// Order to work on (default: the first assigned).
+        #[arg(long)]
+        order: Option<String>,
+        /// One JSON event per line on stdout (for a factory MES).
+        #[arg(long)]
+        json: bool,
+        /// Stop after N devices.
+        #[arg(long)]
+        max_devices: Option<u32>,
+        /// The flash loader (default target/firmware/loader.bin).
+        #[arg(long)]
+        loader: Option<PathBuf>,
+        /// The product's vendor ed25519 public key, hex.
+        #[arg(long)]
+        vendor_key: Option<String>,
+        /// Devices per lease (default 2 per probe).
+        #[arg(long)]
+        lease_size: Option<u32>,
+    },
+    /// Register this station's public keys with the coordinator.
+    Enrol {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print this station's fingerprint (making the identity on first use).
+    Identity {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+struct Resolved {
+    config: StationConfig,
+    coordinator: String,
+    state_dir: PathBuf,
+    kek: StationKek,
+}
+
+fn resolve(common: &Common) -> anyhow::Result<Resolved> {
+    let config = match &common.config {
+        Some(path) => StationConfig::load(path)?,
+        None => StationConfig::default(),
+    };
+    let coordinator = common
+        .coordinator
+        .clone()
+        .or(config.coordinator.clone())
+        .unwrap_or_else(|| "http://127.0.0.1:50051".into());
+    let state_dir = common
+        .state_dir
+        .clone()
+        .or(config.state_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(".flashgate/station"));
+    let kek = StationKek::load(common.kek_file.as_deref())?;
+    Ok(Resolved {
+        config,
+        coordinator,
+        state_dir,
+        kek,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Identity { common } => {
+            let r = resolve(&common)?;
+            let identity = StationIdentity::load_or_create(&r.state_dir, &r.kek)?;
+            println!("{}", identity.station_id());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Enrol { common } => {
+            let r = resolve(&common)?;
+            let identity = StationIdentity::load_or_create(&r.state_dir, &r.kek)?;
+            let client = CoordinatorClient::new(&r.coordinator, identity.signer())?;
+            let name = r.config.name.clone().unwrap_or_else(|| "station".into());
+            let factory = r.config.factory.clone().unwrap_or_default();
+            let response = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(enrol(&client, &identity, &name, &factory))
+                .map_err(|e| anyhow::anyhow!("enrolment refused: {}", e.message()))?;
+            println!(
+                "station {} enrolled ({:?}); the operator approves this fingerprint",
+                response.station_id,
+                flashgate_proto::v1::StationState::try_from(response.state)
+                    .unwrap_or(flashgate_proto::v1::StationState::Unspecified)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            common,
+            emulate,
+            order,
+            json,
+            max_devices,
+            loader,
+            vendor_key,
+            lease_size,
+        } => {
+            let r = resolve(&common)?;
+            let vendor_hex = vendor_key
+                .or(r.config.vendor_public_key.clone())
+                .ok_or_else(|| anyhow::anyhow!("the product's vendor key is needed: --vendor-key HEX or vendor_public_key in the config"))?;
+            let mut vendor_public = [0u8; 32];
+            hex::decode_to_slice(vendor_hex.trim(), &mut vendor_public)
+                .map_err(|_| anyhow::anyhow!("--vendor-key must be 64 hex characters"))?;
+            let loader = loader
+                .or(r.config.loader.clone())
+                .unwrap_or_else(|| PathBuf::from("target/firmware/loader.bin"));
+            let mut options =
+                StationOptions::new(r.coordinator, r.state_dir, r.kek, loader, vendor_public);
+            options.events = EventSink::new(if json {
+                EventFormat::Json
+            } else {
+                EventFormat::Human
+            });
+            options.order = order;
+            options.emulate = emulate;
+            options.probes = r.config.probes.clone();
+            options.max_devices = max_devices;
+            options.lease_size = lease_size;
+            options.step_timeout = Duration::from_secs(30);
+            if let Some(name) = r.config.name {
+                options.name = name;
+            }
+            options.factory = r.config.factory.unwrap_or_default();
+            let summary = run_station(options)?;
+            Ok(if summary.failed == 0 && summary.unreported == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Station throughput on emulated targets, in one run:
+//! 1. per-device time split by phase (and link / target / station);
+//! 2. devices per hour with 1, 2 and 4 probes (one actor each) and the 1→4 speed-up;
+//! 3. the secure path's throughput (sealed frames, flashed by the loader) beside a plain,
+//!    unencrypted load of the same image through the same GDB probe backend.
+//!
+//! `cargo bench -p flashgate-tests --bench station` (build the firmware first).
+
+use std::time::Instant;
+
+use flashgate_station::events::{Event, PhaseMillis};
+use flashgate_station::probe::Probe;
+use flashgate_station::station::run_station;
+use flashgate_tests::station_harness::{Factory, BOOTLOADER_VERSION};
+use flashgate_tests::{Firmware, TestBoard, Vendor};
+
+const DEVICES: u64 = 8;
+
+/// Reads one phase of a device.
+type PhaseOf = fn(&PhaseMillis) -> f64;
+
+fn run(probes: usize) -> (f64, Vec<PhaseMillis>) {
+    let factory = Factory::embedded(DEVICES);
+    let options = factory.station_options(probes);
+    let events = options.events.clone();
+    let summary = run_station(options).expect("station runs");
+    assert_eq!(summary.provisioned as u64, DEVICES, "{summary:?}");
+    let events = events.events();
+    let phases = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Installed { phases, .. } => Some(phases.clone()),
+            _ => None,
+        })
+        .collect();
+    (summary.elapsed_s, phases)
+}
+
+fn mean(phases: &[PhaseMillis], f: impl Fn(&PhaseMillis) -> f64) -> f64 {
+    phases.iter().map(&f).sum::<f64>() / phases.len().max(1) as f64
+}
+
+fn main() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("station bench: {DEVICES} devices per run, {cores} core(s)\n");
+
+    let mut rates = Vec::new();
+    let mut single = Vec::new();
+    for probes in [1usize, 2, 4] {
+        let (elapsed, phases) = run(probes);
+        let per_hour = DEVICES as f64 * 3600.0 / elapsed;
+        println!(
+            "{probes} probe(s): {DEVICES} devices in {elapsed:.2}s = {per_hour:.0} devices/hour"
+        );
+        if probes == 1 {
+            single = phases;
+        }
+        rates.push(per_hour);
+    }
+    println!(
+        "speed-up 1→2: {:.2}x, 1→4: {:.2}x (goal ≥ 3.5x where the cores allow)\n",
+        rates[1] / rates[0],
+        rates[2] / rates[0]
+    );
+
+    println!("per-device phases with 1 probe (mean ms):");
+    let rows: [(&str, PhaseOf); 6] = [
+        ("connect (board + gdb)", |p| p.connect),
+        ("handshake", |p| p.handshake),
+        ("transfer + flash", |p| p.transfer_flash),
+        ("test app", |p| p.test),
+        ("lock", |p| p.lock),
+        ("reset + hello verify", |p| p.verify),
+    ];
+    let mut dominant = ("", 0.0);
+    for (name, f) in rows {
+        let v = mean(&single, f);
+        if v > dominant.1 {
+            dominant = (name, v);
+        }
+        println!("  {name:<24} {v:>8.1}");
+    }
+    println!(
+        "  of the debug-link phases: link {:.1}, target {:.1}, station {:.1}",
+        mean(&single, |p| p.link),
+        mean(&single, |p| p.target),
+        mean(&single, |p| p.station)
+    );
+    println!("  dominant phase: {}\n", dominant.0);
+
+    // Secure vs plain load of the same image through the same probe backend.
+    let fw = Firmware::load();
+    let vendor = Vendor::new(7);
+    let image = vendor.sign_bootloader(&fw.bootloader, BOOTLOADER_VERSION);
+    let (_, phases) = run(1);
+    let secure_ms = mean(&phases, |p| p.transfer_flash);
+    let board = TestBoard::new();
+    let mut probe = board.probe(None);
+    probe.halt().unwrap();
+    let rounds = 5;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        for (i, chunk) in image.chunks(4096).enumerate() {
+            probe
+                .write_memory(0x2000_0000 + (i * 4096) as u32, chunk)
+                .unwrap();
+        }
+    }
+    let plain_ms = started.elapsed().as_secs_f64() * 1000.0 / rounds as f64;
+    let kib = image.len() as f64 / 1024.0;
+    println!(
+        "image {kib:.1} KiB: secure path (sealed frames, flashed, receipt) {:.0} KiB/s; plain GDB load {:.0} KiB/s; ratio {:.2} (goal ≥ 0.9)",
+        kib / (secure_ms / 1000.0),
+        kib / (plain_ms / 1000.0),
+        plain_ms / secure_ms
+    );
+}

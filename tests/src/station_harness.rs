@@ -1,0 +1,347 @@
+//! A whole factory on loopback for the station's end-to-end tests: a coordinator (embedded store
+//! or a real etcd), a product with the real firmware's bootloader signed by a test vendor, an
+//! order for one approved station, and a switchable TCP proxy in front of the coordinator to
+//! model network outages.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use flashgate_coordinator::keys::Kek;
+use flashgate_coordinator::store::etcd::EtcdStore;
+use flashgate_coordinator::store::KvStore;
+use flashgate_coordinator::testing::{test_config, TestCoordinator};
+use flashgate_proto::v1;
+use flashgate_station::coordinator_client::CoordinatorClient;
+use flashgate_station::events::{EventFormat, EventSink};
+use flashgate_station::identity::{StationIdentity, StationKek};
+use flashgate_station::station::{enrol, StationOptions};
+use zeroize::Zeroizing;
+
+use crate::{firmware_dir, Firmware, Vendor};
+
+/// The etcd binary of the Debian package.
+pub const ETCD: &str = "/usr/bin/etcd";
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// An etcd server in a temporary directory, killed on drop.
+pub struct EtcdProcess {
+    child: Child,
+    /// Client URL.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl EtcdProcess {
+    /// Starts etcd on free ports.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("http://127.0.0.1:{}", free_port());
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        let child = Command::new(ETCD)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &url])
+            .args(["--advertise-client-urls", &url])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("default={peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd starts (apt-get install etcd-server)");
+        Self {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+
+    /// Waits until etcd answers; a store under `namespace`.
+    pub async fn store(&self, namespace: &str) -> EtcdStore {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(store) = EtcdStore::connect(std::slice::from_ref(&self.url), namespace).await
+            {
+                if store.get("probe").await.is_ok() {
+                    return store;
+                }
+            }
+            assert!(Instant::now() < deadline, "etcd did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for EtcdProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy that can be switched off (connections refused, open ones cut): a network outage
+/// between station and coordinator.
+pub struct FlakyProxy {
+    /// Where stations connect.
+    pub addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl FlakyProxy {
+    /// Forwards to `target`.
+    pub fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (up2, open2) = (up.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                {
+                    let mut open = open2.lock().unwrap();
+                    open.push(client.try_clone().unwrap());
+                    open.push(server.try_clone().unwrap());
+                }
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        Self { addr, up, open }
+    }
+
+    /// `http://` endpoint of the proxy.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Cuts every connection and refuses new ones.
+    pub fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
+}
+
+/// Product id used by the factory harness.
+pub const PRODUCT_ID: u32 = 7;
+/// Bootloader version the harness releases.
+pub const BOOTLOADER_VERSION: u32 = 3;
+
+/// A coordinator with an order for one approved station, and that station's state.
+pub struct Factory {
+    /// Runs the coordinator.
+    pub rt: tokio::runtime::Runtime,
+    /// The coordinator.
+    pub coordinator: TestCoordinator,
+    /// Between the station and the coordinator.
+    pub proxy: FlakyProxy,
+    /// The vendor.
+    pub vendor: Vendor,
+    /// The order.
+    pub order: v1::Order,
+    /// The station's id.
+    pub station_id: String,
+    /// The station's state directory.
+    pub state_dir: tempfile::TempDir,
+    kek_hex: Zeroizing<String>,
+    _etcd: Option<EtcdProcess>,
+}
+
+impl Factory {
+    /// Coordinator on the embedded store, order of `count`.
+    pub fn embedded(count: u64) -> Self {
+        let rt = runtime();
+        let coordinator = rt
+            .block_on(TestCoordinator::start_embedded())
+            .expect("coordinator starts");
+        Self::with(rt, coordinator, count, None)
+    }
+
+    /// Coordinator on a real etcd, order of `count`.
+    pub fn on_etcd(count: u64) -> Self {
+        let rt = runtime();
+        let etcd = EtcdProcess::start();
+        let coordinator = rt.block_on(async {
+            let store = etcd.store("station-e2e").await;
+            TestCoordinator::start(
+                Arc::new(store),
+                test_config(),
+                SigningKey::generate(&mut rand::rngs::OsRng),
+                Kek::generate(),
+            )
+            .await
+            .expect("coordinator on etcd starts")
+        });
+        Self::with(rt, coordinator, count, Some(etcd))
+    }
+
+    fn with(
+        rt: tokio::runtime::Runtime,
+        coordinator: TestCoordinator,
+        count: u64,
+        etcd: Option<EtcdProcess>,
+    ) -> Self {
+        let fw = Firmware::load();
+        let vendor = Vendor::new(PRODUCT_ID);
+        let state_dir = tempfile::tempdir().unwrap();
+        let kek = StationKek::generate();
+        let kek_file = state_dir.path().join("kek.hex");
+        kek.write_to(&kek_file).unwrap();
+        let kek_hex = Zeroizing::new(std::fs::read_to_string(&kek_file).unwrap());
+        std::fs::remove_file(&kek_file).unwrap();
+        let identity = StationIdentity::load_or_create(state_dir.path(), &kek).unwrap();
+        let station_id = identity.station_id();
+        let proxy = FlakyProxy::start(coordinator.addr);
+        let order = rt.block_on(async {
+            let client = CoordinatorClient::new(&coordinator.endpoint, identity.signer()).unwrap();
+            enrol(&client, &identity, "e2e station", "f1")
+                .await
+                .expect("enrol");
+            coordinator.approve(&station_id).await.expect("approve");
+            let mut op = coordinator.operator_client().await.unwrap();
+            op.create_product(coordinator.operator_request(v1::CreateProductRequest {
+                product_id: PRODUCT_ID,
+                name: "e2e board".into(),
+                vendor_public_key: vendor.public().to_vec(),
+            }))
+            .await
+            .expect("product");
+            let image = vendor.sign_bootloader(&fw.bootloader, BOOTLOADER_VERSION);
+            let release = op
+                .upload_release(coordinator.operator_request(v1::UploadReleaseRequest { image }))
+                .await
+                .expect("release")
+                .into_inner();
+            op.create_order(coordinator.operator_request(v1::CreateOrderRequest {
+                product_id: PRODUCT_ID,
+                bootloader_digest: release.digest,
+                station_ids: vec![station_id.clone()],
+                factory: "f1".into(),
+                count,
+                ..Default::default()
+            }))
+            .await
+            .expect("order")
+            .into_inner()
+        });
+        Self {
+            rt,
+            coordinator,
+            proxy,
+            vendor,
+            order,
+            station_id,
+            state_dir,
+            kek_hex,
+            _etcd: etcd,
+        }
+    }
+
+    /// Station options for `emulate` emulated targets, through the proxy, quiet.
+    pub fn station_options(&self, emulate: usize) -> StationOptions {
+        let mut options = StationOptions::new(
+            self.proxy.endpoint(),
+            self.state_dir.path(),
+            StationKek::from_hex(&self.kek_hex).unwrap(),
+            firmware_dir().join("loader.bin"),
+            self.vendor.public(),
+        );
+        options.emulate = emulate;
+        options.order = Some(self.order.order_id.clone());
+        options.events = EventSink::new(EventFormat::Quiet);
+        options.retry_every = Duration::from_millis(200);
+        options.report_deadline = Duration::from_secs(20);
+        options.name = "e2e station".into();
+        options.factory = "f1".into();
+        options
+    }
+
+    /// Devices registered under the order.
+    pub fn registered(&self) -> Vec<v1::Device> {
+        self.rt.block_on(async {
+            let mut op = self.coordinator.operator_client().await.unwrap();
+            op.list_devices(self.coordinator.operator_request(v1::ListDevicesRequest {
+                order_id: self.order.order_id.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .devices
+        })
+    }
+
+    /// The order's quota.
+    pub fn order_status(&self) -> v1::OrderStatus {
+        self.rt.block_on(async {
+            let mut op = self.coordinator.operator_client().await.unwrap();
+            op.get_order_status(
+                self.coordinator
+                    .operator_request(v1::GetOrderStatusRequest {
+                        order_id: self.order.order_id.clone(),
+                    }),
+            )
+            .await
+            .unwrap()
+            .into_inner()
+        })
+    }
+
+    /// The coordinator's copy of a registered device's key.
+    pub fn device_key(&self, serial: &[u8; 16]) -> Zeroizing<[u8; 32]> {
+        self.rt
+            .block_on(self.coordinator.coordinator.device_key(PRODUCT_ID, serial))
+            .expect("device registered")
+    }
+
+    /// The station's journal.
+    pub fn journal_path(&self) -> PathBuf {
+        self.state_dir
+            .path()
+            .join(flashgate_station::journal::JOURNAL_FILE)
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}

@@ -1,0 +1,346 @@
+//! Data streams and applications on the emulated board: the demo OS seals telemetry with keys
+//! derived from its device key (first record at boot, no round trip), `flashgate data relay`
+//! forwards them from the UART to the coordinator, `flashgate data tail` shows them verified;
+//! records sent as UDP datagrams are verified the same way, and replays, reorderings beyond the
+//! window, forgeries and truncations are refused and counted. An app is installed into the app
+//! slot and started without a reset while the OS keeps its state.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use flashgate_coordinator::testing::TestCoordinator;
+use flashgate_proto::v1;
+use flashgate_protocol::app::APP_BODY_ADDR;
+use flashgate_protocol::data_stream::RecordHeader;
+use flashgate_protocol::image::{sign_image, ImageKind, SIGNED_HEADER_LEN};
+use flashgate_protocol::uart::msg;
+use flashgate_protocol::ErrorCode;
+use flashgate_station::device_link::DeviceLink;
+use flashgate_station::provisioning::provision;
+use flashgate_tests::{install_os_offline, Firmware, TestBoard, Vendor};
+
+use crate::{job, test_device_key, STEP_TIMEOUT};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Provisions a board, installs the demo OS and powers it on halted (UART not connected).
+fn board_with_os() -> (TestBoard, Vendor, Firmware) {
+    let fw = Firmware::load();
+    let vendor = Vendor::new(7);
+    let bootloader = vendor.sign_bootloader(&fw.bootloader, 3);
+    let mut tb = TestBoard::new();
+    let mut probe = tb.probe(None);
+    provision(
+        &mut probe,
+        &fw.loader,
+        &job(&vendor, &bootloader, true, None),
+        STEP_TIMEOUT,
+    )
+    .unwrap();
+    drop(probe);
+    tb.board.power_off().unwrap();
+    install_os_offline(&tb.board, &vendor.sign_os(&fw.demo_os, 5));
+    tb.board.power_on_again().unwrap();
+    (tb, vendor, fw)
+}
+
+fn demo_app() -> Vec<u8> {
+    let path = flashgate_tests::firmware_dir().join("demo-app.bin");
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}. Build the firmware first: `cargo xtask firmware`",
+            path.display()
+        )
+    })
+}
+
+/// The `flashgate` CLI next to this test binary (`cargo build -p flashgate-cli`).
+fn flashgate_cli() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let cli = dir.join("flashgate");
+    assert!(
+        cli.exists(),
+        "{} is missing: build it with `cargo build -p flashgate-cli`",
+        cli.display()
+    );
+    cli
+}
+
+fn receive_until(
+    link: &mut DeviceLink<std::net::TcpStream>,
+    want: u8,
+    records: &mut Vec<Vec<u8>>,
+) -> Vec<u8> {
+    loop {
+        let (ty, payload) = link.receive("frame", WAIT).unwrap();
+        match ty {
+            t if t == want => return payload,
+            msg::DATA_RECORD => records.push(payload),
+            msg::ERROR if want != msg::ERROR => panic!(
+                "device refused: {:?}",
+                ErrorCode::from_u32(u32::from_le_bytes(payload[..4].try_into().unwrap()))
+            ),
+            msg::BOOT_BANNER => panic!("the device reset (boot banner seen)"),
+            _ => {}
+        }
+    }
+}
+
+fn counter(record: &[u8]) -> u32 {
+    RecordHeader::decode(record).unwrap().0.counter
+}
+
+struct Status {
+    uptime: u64,
+    next_counter: u32,
+    apps_started: u32,
+    app_version: u32,
+    first_record_ticks: u32,
+}
+
+fn status(link: &mut DeviceLink<std::net::TcpStream>, records: &mut Vec<Vec<u8>>) -> Status {
+    link.send(msg::OS_STATUS, &[]).unwrap();
+    let p = receive_until(link, msg::OS_STATUS_REPLY, records);
+    let u32_at = |i: usize| u32::from_le_bytes(p[i..i + 4].try_into().unwrap());
+    Status {
+        uptime: u64::from_le_bytes(p[..8].try_into().unwrap()),
+        next_counter: u32_at(12),
+        apps_started: u32_at(16),
+        app_version: u32_at(20),
+        first_record_ticks: u32_at(28),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sealed_records_reach_data_tail_through_the_relay_and_udp() {
+    let tc = TestCoordinator::start_embedded().await.unwrap();
+    let (mut tb, _vendor, _fw) = board_with_os();
+    let serial = tb.uid.0;
+    tc.register_device(7, &serial, &test_device_key(&serial))
+        .await
+        .unwrap();
+    let uart = tb.board.serial_addr().unwrap();
+
+    // The relay holds the UART before the board runs, so it sees the boot record.
+    let mut relay = Command::new(flashgate_cli());
+    relay
+        .args(["--endpoint", &tc.endpoint, "data", "relay", "--port"])
+        .arg(format!("tcp:{uart}"))
+        .args(["--count", "2", "--timeout-secs", "60"]);
+    let relay = tokio::task::spawn_blocking(move || relay.output());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tb.board.resume().unwrap();
+    let out = relay.await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "relay: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("forwarded 2 records, 2 accepted"),
+        "relay: {stdout}"
+    );
+
+    let tail = Command::new(flashgate_cli())
+        .args(["--endpoint", &tc.endpoint, "--token", &tc.operator_token])
+        .args([
+            "-o",
+            "json",
+            "data",
+            "tail",
+            "--serial",
+            &hex::encode(serial),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&tail.stdout);
+    assert!(tail.status.success(), "tail: {text}");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "tail: {text}");
+    assert!(
+        lines[0]["body"].as_str().unwrap().starts_with("boot "),
+        "{text}"
+    );
+    assert!(lines[1]["counter"].as_u64() > lines[0]["counter"].as_u64());
+
+    // Now the UDP path, with attacks mixed in. 71 records: 70 sent newest first (6 fall out
+    // of the 64-record window), the last one kept back for a forgery and a truncation.
+    let mut link = DeviceLink::connect_tcp(uart, Duration::from_secs(5)).unwrap();
+    let mut records = Vec::new();
+    link.send(msg::DATA_EMIT, &[71]).unwrap();
+    let before = status(&mut link, &mut records);
+    assert!(records.len() >= 71, "got {} records", records.len());
+    let emitted: Vec<Vec<u8>> = records.iter().rev().take(71).rev().cloned().collect();
+    assert!(emitted
+        .windows(2)
+        .all(|w| counter(&w[1]) == counter(&w[0]) + 1));
+    assert_eq!(counter(emitted.last().unwrap()) + 1, before.next_counter);
+
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let send = |r: &[u8]| {
+        udp.send_to(r, tc.udp_addr).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    send(&emitted[69]);
+    for r in &emitted[..69] {
+        send(r);
+    }
+    send(&emitted[69]); // replay
+    let mut forged = emitted[70].clone();
+    let n = forged.len();
+    forged[n - 20] ^= 0x40;
+    send(&forged);
+    send(&emitted[70][..14]); // truncated inside the body: no room for a tag
+    send(&emitted[70]); // the genuine record still gets in
+
+    let mut client = tc.coordinator_data_client().await;
+    let expected_accepted = 2 + 64 + 1;
+    let mut stats = v1::IngestStats::default();
+    for _ in 0..100 {
+        stats = client
+            .get_ingest_stats(tc.operator_request(v1::GetIngestStatsRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        let refused: u64 = stats.rejected.iter().map(|r| r.count).sum();
+        if stats.accepted + refused >= expected_accepted + 6 + 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let count = |code: ErrorCode| {
+        stats
+            .rejected
+            .iter()
+            .find(|r| r.error_code == code as u32)
+            .map_or(0, |r| r.count)
+    };
+    assert_eq!(stats.accepted, expected_accepted, "{stats:?}");
+    assert_eq!(count(ErrorCode::DataTooOld), 6, "{stats:?}");
+    assert_eq!(count(ErrorCode::DataReplay), 1, "{stats:?}");
+    assert_eq!(count(ErrorCode::DataForged), 1, "{stats:?}");
+    assert_eq!(count(ErrorCode::DataTruncated), 1, "{stats:?}");
+
+    let stored = client
+        .query_records(tc.operator_request(v1::QueryRecordsRequest {
+            serial: serial.to_vec(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert_eq!(stored.len() as u64, expected_accepted);
+    tb.board.kill();
+    tc.stop().await;
+}
+
+#[test]
+fn app_is_installed_and_started_without_reset_while_the_os_keeps_its_state() {
+    let (mut tb, vendor, _fw) = board_with_os();
+    let mut link =
+        DeviceLink::connect_tcp(tb.board.serial_addr().unwrap(), Duration::from_secs(5)).unwrap();
+    tb.board.resume().unwrap();
+    link.wait_for_banner(WAIT).unwrap();
+    let mut records = Vec::new();
+    let first = status(&mut link, &mut records);
+    assert!(first.first_record_ticks > 0);
+    assert_eq!(first.apps_started, 0);
+
+    let install = |link: &mut DeviceLink<std::net::TcpStream>,
+                   records: &mut Vec<Vec<u8>>,
+                   image: &[u8]|
+     -> Result<u32, ErrorCode> {
+        let step = |link: &mut DeviceLink<std::net::TcpStream>,
+                    records: &mut Vec<Vec<u8>>,
+                    ty: u8,
+                    payload: &[u8]|
+         -> Result<u32, ErrorCode> {
+            link.send(ty, payload).unwrap();
+            loop {
+                let (t, p) = link.receive("app ack", WAIT).unwrap();
+                match t {
+                    msg::APP_ACK => {
+                        assert_eq!(p[0], ty);
+                        return Ok(u32::from_le_bytes(p[1..5].try_into().unwrap()));
+                    }
+                    msg::ERROR => {
+                        return Err(ErrorCode::from_u32(u32::from_le_bytes(
+                            p[..4].try_into().unwrap(),
+                        ))
+                        .unwrap())
+                    }
+                    msg::DATA_RECORD => records.push(p),
+                    msg::BOOT_BANNER => panic!("the device reset"),
+                    _ => {}
+                }
+            }
+        };
+        step(link, records, msg::APP_BEGIN, &image[..SIGNED_HEADER_LEN])?;
+        for (i, chunk) in image[SIGNED_HEADER_LEN..].chunks(2048).enumerate() {
+            let mut p = ((i * 2048) as u32).to_le_bytes().to_vec();
+            p.extend_from_slice(chunk);
+            step(link, records, msg::APP_DATA, &p)?;
+        }
+        step(link, records, msg::APP_COMMIT, &[])
+    };
+
+    let body = demo_app();
+    // A tampered app is refused at commit and leaves no startable app.
+    let mut tampered = sign_image(ImageKind::App, 7, 1, APP_BODY_ADDR, &body, &vendor.key);
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert_eq!(
+        install(&mut link, &mut records, &tampered),
+        Err(ErrorCode::DigestMismatch)
+    );
+    // An app for another product is refused before anything is written.
+    let other = sign_image(ImageKind::App, 8, 1, APP_BODY_ADDR, &body, &vendor.key);
+    assert_eq!(
+        install(&mut link, &mut records, &other),
+        Err(ErrorCode::WrongProduct)
+    );
+
+    let good = sign_image(ImageKind::App, 7, 4, APP_BODY_ADDR, &body, &vendor.key);
+    assert_eq!(install(&mut link, &mut records, &good), Ok(4));
+    let before = status(&mut link, &mut records);
+
+    link.send(msg::APP_START, &[]).unwrap();
+    let log = receive_until(&mut link, msg::APP_LOG, &mut records);
+    let log = String::from_utf8_lossy(&log).into_owned();
+    assert!(log.contains("demo-app: hello from the app slot"), "{log}");
+    let n_before = records.len();
+    let ack = receive_until(&mut link, msg::APP_ACK, &mut records);
+    assert_eq!(ack, [msg::APP_START, 0, 0, 0, 0], "app status 0");
+    let app_record = records[n_before..]
+        .last()
+        .expect("the app emitted a record")
+        .clone();
+    // The app's record continues the OS's counter: same stream, no reset.
+    assert!(counter(&app_record) >= before.next_counter);
+
+    let after = status(&mut link, &mut records);
+    assert!(after.uptime > before.uptime, "uptime continues");
+    assert_eq!(after.apps_started, 1);
+    assert_eq!(after.app_version, 4);
+    assert_eq!(after.next_counter, counter(&app_record) + 1);
+    assert_eq!(
+        after.first_record_ticks, first.first_record_ticks,
+        "same boot"
+    );
+
+    // Run it again: still no reset, the counter keeps going.
+    link.send(msg::APP_START, &[]).unwrap();
+    receive_until(&mut link, msg::APP_ACK, &mut records);
+    let again = status(&mut link, &mut records);
+    assert_eq!(again.apps_started, 2);
+    assert!(again.next_counter > after.next_counter);
+    assert!(again.uptime > after.uptime);
+    tb.board.kill();
+}

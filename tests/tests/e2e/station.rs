@@ -1,0 +1,213 @@
+//! The station worker end to end: coordinator + one station with emulated targets, one actor
+//! per probe, leases, the journal, reports — and the faults it must survive.
+
+use std::collections::BTreeSet;
+
+use flashgate_proto::v1;
+use flashgate_protocol::hello::verify_response;
+use flashgate_station::events::Event;
+use flashgate_station::fixture::FixtureFault;
+use flashgate_station::journal::{Journal, JournalRecord};
+use flashgate_station::station::run_station;
+use flashgate_tests::station_harness::{Factory, BOOTLOADER_VERSION, PRODUCT_ID};
+
+/// Checks the registry: exactly `count` distinct devices, all provisioned, each hello proof
+/// (as captured by the station) verifying under the coordinator's copy of that device's key.
+fn assert_registry(factory: &Factory, events: &[Event], count: usize) {
+    let devices = factory.registered();
+    let serials: BTreeSet<Vec<u8>> = devices.iter().map(|d| d.serial.clone()).collect();
+    assert_eq!(devices.len(), count, "registered devices: {devices:#?}");
+    assert_eq!(serials.len(), count, "a serial registered twice");
+    for device in &devices {
+        assert_eq!(device.outcome, v1::InstallOutcome::Provisioned as i32);
+        assert_eq!(device.bootloader_version, BOOTLOADER_VERSION);
+        assert_eq!(device.product_id, PRODUCT_ID);
+        assert_eq!(device.station_id, factory.station_id);
+    }
+    let status = factory.order_status();
+    assert_eq!(status.consumed, count as u64);
+
+    let mut keys = BTreeSet::new();
+    for device in &devices {
+        let serial: [u8; 16] = device.serial.as_slice().try_into().unwrap();
+        let key = factory.device_key(&serial);
+        assert!(keys.insert(*key), "two devices share a key");
+        let installed = events
+            .iter()
+            .find_map(|e| match e {
+                Event::Installed {
+                    serial: s,
+                    hello_challenge: Some(c),
+                    hello_response: Some(r),
+                    ..
+                } if *s == hex::encode(serial) => Some((c.clone(), r.clone())),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no verified hello for {}", hex::encode(serial)));
+        let challenge: [u8; 32] = hex::decode(&installed.0).unwrap().try_into().unwrap();
+        let raw = hex::decode(&installed.1).unwrap();
+        let info = verify_response(&key, &challenge, &raw)
+            .expect("hello proof verifies under the coordinator's key");
+        assert_eq!(info.serial, serial);
+        assert!(verify_response(&[0u8; 32], &challenge, &raw).is_err());
+    }
+}
+
+fn journal(factory: &Factory) -> Vec<JournalRecord> {
+    Journal::read(&factory.journal_path()).unwrap()
+}
+
+fn order_of_six_on_four_probes(factory: &Factory) {
+    let options = factory.station_options(4);
+    let events = options.events.clone();
+    let summary = run_station(options).expect("station runs");
+    assert_eq!(summary.provisioned, 6, "{summary:?}");
+    assert_eq!(summary.reported, 6, "{summary:?}");
+    assert_eq!(summary.failed, 0, "{summary:?}");
+    assert_eq!(summary.unreported, 0);
+    assert!(
+        summary.stop_reason.starts_with("quota spent"),
+        "{summary:?}"
+    );
+    assert_registry(factory, &events.events(), 6);
+    let status = factory.order_status();
+    assert_eq!((status.remaining, status.reserved), (0, 0));
+
+    // Further targets are refused: a second run makes nothing.
+    let options = factory.station_options(4);
+    let summary = run_station(options).expect("station runs again");
+    assert_eq!(summary.provisioned, 0);
+    assert!(summary.stop_reason.starts_with("quota spent"));
+    assert_eq!(factory.registered().len(), 6);
+}
+
+#[test]
+fn station_with_four_probes_makes_exactly_the_order_on_the_embedded_store() {
+    order_of_six_on_four_probes(&Factory::embedded(6));
+}
+
+#[test]
+fn station_with_four_probes_makes_exactly_the_order_on_etcd() {
+    order_of_six_on_four_probes(&Factory::on_etcd(6));
+}
+
+#[test]
+fn a_target_killed_mid_transfer_is_failed_not_registered_and_the_others_carry_on() {
+    let factory = Factory::embedded(4);
+    let mut options = factory.station_options(2);
+    // Past the loader (~40 KiB hex-encoded) into the bootloader frames.
+    options.emulated_fault = Some(FixtureFault::KillTargetMidTransfer {
+        target: 0,
+        after_bytes: 150_000,
+    });
+    let events = options.events.clone();
+    let summary = run_station(options).expect("station runs");
+    assert_eq!(summary.failed, 1, "{summary:?}");
+    assert_eq!(summary.provisioned, 4, "{summary:?}");
+    let events = events.events();
+    let failure = events
+        .iter()
+        .find_map(|e| match e {
+            Event::TargetFailed { probe, reason, .. } => Some((probe.clone(), reason.clone())),
+            _ => None,
+        })
+        .expect("a failure event");
+    assert_eq!(failure.0, "emu-0");
+    assert!(!failure.1.is_empty());
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Probe { action, .. } if action == "restarted")),
+        "the failed probe's actor is restarted"
+    );
+    assert_registry(&factory, &events, 4);
+}
+
+#[test]
+fn installs_made_while_the_coordinator_is_down_are_journaled_and_reported_later() {
+    let factory = Factory::embedded(4);
+    let options = factory.station_options(2);
+    let events = options.events.clone();
+    let proxy = &factory.proxy;
+    std::thread::scope(|scope| {
+        let station = scope.spawn(move || run_station(options));
+        // Let the station get its lease, then cut the network during the installs.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !events
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::Lease { .. }))
+        {
+            assert!(std::time::Instant::now() < deadline, "no lease");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        proxy.down();
+        // Wait until at least two installs are journaled while down.
+        while events
+            .events()
+            .iter()
+            .filter(|e| matches!(e, Event::Installed { .. }))
+            .count()
+            < 2
+        {
+            assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(120));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert_eq!(factory.registered().len(), 0, "nothing reported while down");
+        proxy.up();
+        let summary = station.join().unwrap().expect("station runs");
+        assert_eq!(summary.provisioned, 4, "{summary:?}");
+        assert_eq!(summary.reported, 4, "{summary:?}");
+    });
+    assert!(events
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::ReportDeferred { .. })));
+    assert_registry(&factory, &events.events(), 4);
+}
+
+#[test]
+fn a_station_restarted_mid_lease_resumes_from_its_journal_without_double_counting() {
+    let factory = Factory::embedded(5);
+    // First run: crashes right after its second install is journaled, before reporting it.
+    let mut options = factory.station_options(1);
+    options.lease_size = Some(5);
+    options.crash_after_journaled = Some(2);
+    let first_events = options.events.clone();
+    let summary = run_station(options).expect("first run");
+    assert_eq!(summary.provisioned, 2);
+    let reported_before = factory.registered().len();
+    assert!(reported_before <= 1, "the crash came before the 2nd report");
+    let status = factory.order_status();
+    assert_eq!(
+        status.reserved,
+        5 - reported_before as u64,
+        "the lease is still held"
+    );
+
+    // Second run: re-sends what the journal holds, resumes the same lease, makes the rest.
+    let options = factory.station_options(2);
+    let events = options.events.clone();
+    let summary = run_station(options).expect("second run");
+    assert_eq!(summary.provisioned, 3, "{summary:?}");
+    assert!(events
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::Lease { how, used: 2, .. } if how == "resumed")));
+    let leases: BTreeSet<String> = journal(&factory)
+        .iter()
+        .filter_map(|r| match r {
+            JournalRecord::LeaseAcquired { lease_id, .. } => Some(lease_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(leases.len(), 1, "one lease across the restart");
+    let mut all = first_events.events();
+    all.extend(events.events());
+    assert_registry(&factory, &all, 5);
+    let status = factory.order_status();
+    assert_eq!(
+        (status.remaining, status.reserved, status.consumed),
+        (0, 0, 5)
+    );
+}
