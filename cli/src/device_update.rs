@@ -47,6 +47,8 @@ pub struct UpdateOptions {
     pub halt_after_step: Option<u32>,
     /// Per-reply timeout.
     pub timeout: Duration,
+    /// Refuse to go on unless the device on the port answers with this serial.
+    pub expected_serial: Option<[u8; 16]>,
 }
 
 impl UpdateOptions {
@@ -57,6 +59,7 @@ impl UpdateOptions {
             max_chunks: None,
             halt_after_step: None,
             timeout: Duration::from_secs(30),
+            expected_serial: None,
         }
     }
 }
@@ -218,6 +221,16 @@ pub async fn run(
         }
         Ok(info)
     })?;
+    if let Some(expected) = options.expected_serial {
+        if info.serial != expected {
+            return Err(anyhow!(
+                "the device on {} is {}, not {}: nothing sent",
+                options.port,
+                hex::encode(info.serial),
+                hex::encode(expected)
+            ));
+        }
+    }
     let serial = info.serial.to_vec();
     let package = client
         .get_update_package(with_token(

@@ -1,4 +1,5 @@
 //! Library side of the `flashgate` CLI: flows that tests drive directly.
 #![forbid(unsafe_code)]
 
+pub mod context;
 pub mod device_update;

@@ -1,18 +1,23 @@
 //! `flashgate`: the operator's command line, in the style of etcdctl/kubectl.
 //!
 //! Human tables by default, `-o json` for scripts. Configuration: `--endpoint` /
-//! `FLASHGATE_ENDPOINT`, `--token` / `FLASHGATE_TOKEN`.
+//! `FLASHGATE_ENDPOINT`, `--token` / `FLASHGATE_TOKEN`, or a named context
+//! (`flashgate config set-context`, `--context` / `FLASHGATE_CONTEXT`); flag > env > context.
 //!
 //! Exit codes: 0 success; 2 bad command line; 3 coordinator unreachable or unavailable (retry);
 //! 4 not found; 5 not authenticated or not allowed; 6 already exists; 7 refused as invalid or
 //! not possible now (bad input, quota exhausted, failed precondition); 1 anything else.
 
 mod data;
+mod update_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use flashgate_cli::context::{self, Config};
 use flashgate_proto::v1::{self, operator_service_client::OperatorServiceClient};
 use serde_json::{json, Value};
 use tonic::transport::Channel;
@@ -25,23 +30,15 @@ use tonic::transport::Channel;
     after_help = "Exit codes: 0 ok, 2 usage, 3 unreachable/unavailable, 4 not found, 5 unauthenticated/denied, 6 already exists, 7 invalid or refused, 1 other"
 )]
 struct Cli {
-    /// Coordinator gRPC endpoint.
-    #[arg(
-        long,
-        global = true,
-        env = "FLASHGATE_ENDPOINT",
-        default_value = "http://127.0.0.1:7400"
-    )]
-    endpoint: String,
-    /// Operator bearer token.
-    #[arg(
-        long,
-        global = true,
-        env = "FLASHGATE_TOKEN",
-        hide_env_values = true,
-        default_value = ""
-    )]
-    token: String,
+    /// Coordinator gRPC endpoint [default: the context's, else http://127.0.0.1:7400].
+    #[arg(long, global = true, env = "FLASHGATE_ENDPOINT")]
+    endpoint: Option<String>,
+    /// Operator bearer token [default: read from the context's token file].
+    #[arg(long, global = true, env = "FLASHGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Use this context of the config file instead of the current one.
+    #[arg(long, global = true, env = "FLASHGATE_CONTEXT")]
+    context: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -81,6 +78,39 @@ enum Command {
     /// Verified device telemetry; relay a device's records to the coordinator.
     #[command(subcommand)]
     Data(data::DataCmd),
+    /// Publish OS updates to devices and follow them.
+    #[command(subcommand)]
+    Update(update_cmd::UpdateCmd),
+    /// One device on a serial port (field tool).
+    #[command(subcommand)]
+    Device(update_cmd::DeviceCmd),
+    /// Named contexts (endpoint + token file), like kubectl's.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Print a shell completion script, e.g. `source <(flashgate completion bash)`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Create or update a context: `set-context NAME --endpoint URL [--token-file FILE]`.
+    SetContext {
+        name: String,
+        /// File holding the operator token (the token itself is never written to the config).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Make NAME the current context.
+    UseContext { name: String },
+    /// List the contexts (the current one is marked with *).
+    GetContexts,
+    /// Print the current context's name.
+    CurrentContext,
+    /// Remove a context.
+    DeleteContext { name: String },
 }
 
 #[derive(Subcommand)]
@@ -139,8 +169,19 @@ enum OrderCmd {
 
 #[derive(Subcommand)]
 enum OrdersCmd {
-    /// Count, consumed, reserved and remaining slots of one or all orders.
-    Status { order: Option<String> },
+    /// Count, consumed, failed, reserved and remaining slots of one or all orders.
+    Status {
+        order: Option<String>,
+        /// Keep printing the status every --interval seconds (Ctrl-C to stop).
+        #[arg(short, long)]
+        watch: bool,
+        /// Seconds between refreshes with --watch.
+        #[arg(long, default_value_t = 2, requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+        interval: u64,
+        /// Stop after this many refreshes (scripts, tests).
+        #[arg(long, hide = true, requires = "watch")]
+        watch_count: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -161,6 +202,14 @@ enum StationCmd {
 
 #[derive(Subcommand)]
 enum DevicesCmd {
+    /// One device: registry entry, bootloader/OS versions, test result, last update, last seen.
+    Show {
+        /// 32 hex chars.
+        serial: String,
+        /// The product, when the serial is registered for several.
+        #[arg(long)]
+        product: Option<u32>,
+    },
     /// Registered devices, filtered.
     List {
         #[arg(long, default_value_t = 0)]
@@ -317,6 +366,15 @@ fn test_outcome(result: &Option<v1::TestResult>) -> &'static str {
     }
 }
 
+fn install_outcome(outcome: i32) -> &'static str {
+    match v1::InstallOutcome::try_from(outcome) {
+        Ok(v1::InstallOutcome::Provisioned) => "provisioned",
+        Ok(v1::InstallOutcome::Failed) => "failed",
+        _ if outcome == 2 => "rejected",
+        _ => "unknown",
+    }
+}
+
 fn lease_state(state: i32) -> &'static str {
     match v1::LeaseState::try_from(state) {
         Ok(v1::LeaseState::Active) => "active",
@@ -338,7 +396,8 @@ fn order_json(o: &v1::Order) -> Value {
         "test_app_digest": hex::encode(&o.test_app_digest), "station_ids": o.station_ids, "factory": o.factory, "count": o.count, "created_at_ms": o.created_at_ms})
 }
 fn status_json(s: &v1::OrderStatus) -> Value {
-    json!({"order": s.order.as_ref().map(order_json), "remaining": s.remaining, "reserved": s.reserved, "consumed": s.consumed, "active_leases": s.active_leases})
+    json!({"order": s.order.as_ref().map(order_json), "remaining": s.remaining, "reserved": s.reserved, "consumed": s.consumed,
+        "failed": s.failed, "active_leases": s.active_leases})
 }
 fn station_json(s: &v1::Station) -> Value {
     json!({"station_id": s.station_id, "name": s.name, "factory": s.factory, "state": station_state(s.state),
@@ -349,6 +408,7 @@ fn device_json(d: &v1::Device) -> Value {
     json!({"serial": hex::encode(&d.serial), "product_id": d.product_id, "order_id": d.order_id, "lease_id": d.lease_id,
         "station_id": d.station_id, "installed_at_ms": d.installed_at_ms, "registered_at_ms": d.registered_at_ms,
         "bootloader_version": d.bootloader_version, "test_result": test_outcome(&d.test_result),
+        "outcome": install_outcome(d.outcome),
         "test_log": d.test_result.as_ref().map(|t| t.log.clone()).unwrap_or_default()})
 }
 fn lease_json(l: &v1::LeaseInfo) -> Value {
@@ -363,33 +423,222 @@ fn emit_json(value: Value) {
     );
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
-    let channel = Channel::from_shared(cli.endpoint.clone())
-        .map_err(|_| {
-            usage(format!(
-                "--endpoint {:?} is not a URL like http://host:7400",
-                cli.endpoint
-            ))
-        })?
+fn config_failure(e: anyhow::Error) -> Failure {
+    Failure {
+        code: 2,
+        message: format!("{e:#}"),
+    }
+}
+
+/// `flashgate config …`: works on the config file only, never contacts the coordinator.
+fn run_config(cmd: ConfigCmd, endpoint_flag: Option<String>, json: bool) -> Result<(), Failure> {
+    let path = context::config_path().map_err(config_failure)?;
+    let mut config = Config::load(&path).map_err(config_failure)?;
+    let not_found = |name: &str| Failure {
+        code: 4,
+        message: format!("no context {name:?} in {}", path.display()),
+    };
+    match cmd {
+        ConfigCmd::SetContext { name, token_file } => {
+            if name.trim().is_empty() {
+                return Err(usage("a context needs a name"));
+            }
+            let existing = config.contexts.get(&name).cloned();
+            let endpoint = match (endpoint_flag, &existing) {
+                (Some(e), _) => e,
+                (None, Some(c)) => c.endpoint.clone(),
+                (None, None) => {
+                    return Err(usage(format!(
+                        "a new context needs --endpoint: flashgate config set-context {name} --endpoint http://host:7400"
+                    )))
+                }
+            };
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(usage(format!(
+                    "--endpoint {endpoint:?} is not a URL like http://host:7400"
+                )));
+            }
+            let token_file = match token_file {
+                Some(f) => Some(
+                    std::path::absolute(&f)
+                        .map_err(|e| usage(format!("--token-file {}: {e}", f.display())))?,
+                ),
+                None => existing.and_then(|c| c.token_file),
+            };
+            config.contexts.insert(
+                name.clone(),
+                context::Context {
+                    endpoint,
+                    token_file,
+                },
+            );
+            config.save(&path).map_err(Failure::from)?;
+            if !json {
+                println!("context {name} set in {}", path.display());
+            }
+        }
+        ConfigCmd::UseContext { name } => {
+            if !config.contexts.contains_key(&name) {
+                return Err(not_found(&name));
+            }
+            config.current_context = Some(name.clone());
+            config.save(&path).map_err(Failure::from)?;
+            if !json {
+                println!("switched to context {name}");
+            }
+        }
+        ConfigCmd::DeleteContext { name } => {
+            if config.contexts.remove(&name).is_none() {
+                return Err(not_found(&name));
+            }
+            if config.current_context.as_deref() == Some(name.as_str()) {
+                config.current_context = None;
+            }
+            config.save(&path).map_err(Failure::from)?;
+            if !json {
+                println!("context {name} deleted");
+            }
+        }
+        ConfigCmd::CurrentContext => match &config.current_context {
+            Some(name) if json => emit_json(json!({ "current_context": name })),
+            Some(name) => println!("{name}"),
+            None => {
+                return Err(Failure {
+                    code: 4,
+                    message: "no current context (flashgate config use-context NAME)".into(),
+                })
+            }
+        },
+        ConfigCmd::GetContexts => {
+            let current = config.current_context.as_deref();
+            if json {
+                emit_json(Value::Array(
+                    config
+                        .contexts
+                        .iter()
+                        .map(|(name, c)| {
+                            json!({"name": name, "current": current == Some(name.as_str()), "endpoint": c.endpoint,
+                                "token_file": c.token_file.as_ref().map(|p| p.display().to_string())})
+                        })
+                        .collect(),
+                ))
+            } else {
+                print_table(
+                    &["CURRENT", "NAME", "ENDPOINT", "TOKEN FILE"],
+                    config
+                        .contexts
+                        .iter()
+                        .map(|(name, c)| {
+                            vec![
+                                if current == Some(name.as_str()) {
+                                    "*"
+                                } else {
+                                    ""
+                                }
+                                .into(),
+                                name.clone(),
+                                c.endpoint.clone(),
+                                c.token_file
+                                    .as_ref()
+                                    .map(|p| p.display().to_string())
+                                    .unwrap_or_else(|| "-".into()),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_order_status(list: &[v1::OrderStatus], json: bool, watch: bool) {
+    if json && watch {
+        // One document per refresh, one line each (for `jq`/log pipelines).
+        let value = Value::Array(list.iter().map(status_json).collect());
+        println!("{}", serde_json::to_string(&value).unwrap_or_default());
+        return;
+    }
+    if json {
+        return emit_json(Value::Array(list.iter().map(status_json).collect()));
+    }
+    print_table(
+        &[
+            "ORDER",
+            "PRODUCT",
+            "COUNT",
+            "CONSUMED",
+            "FAILED",
+            "RESERVED",
+            "REMAINING",
+            "LEASES",
+        ],
+        list.iter()
+            .map(|s| {
+                let o = s.order.clone().unwrap_or_default();
+                vec![
+                    o.order_id,
+                    o.product_id.to_string(),
+                    o.count.to_string(),
+                    s.consumed.to_string(),
+                    s.failed.to_string(),
+                    s.reserved.to_string(),
+                    s.remaining.to_string(),
+                    s.active_leases.to_string(),
+                ]
+            })
+            .collect(),
+    );
+}
+
+async fn run(cli: Cli, endpoint_flag: Option<String>) -> Result<(), Failure> {
+    let json = cli.output == Output::Json;
+    let command = match cli.command {
+        Command::Config(cmd) => return run_config(cmd, endpoint_flag, json),
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "flashgate",
+                &mut std::io::stdout(),
+            );
+            return Ok(());
+        }
+        other => other,
+    };
+    let config = context::config_path()
+        .and_then(|path| Config::load(&path))
+        .map_err(config_failure)?;
+    let resolved = context::resolve(&config, cli.context.as_deref(), cli.endpoint, cli.token)
+        .map_err(config_failure)?;
+    let endpoint = resolved.endpoint.clone();
+    let channel = Channel::from_shared(endpoint.clone())
+        .map_err(|_| usage(format!("--endpoint {endpoint:?} is not a URL like http://host:7400")))?
         .connect()
         .await
         .map_err(|e| Failure {
             code: 3,
             message: format!(
-                "cannot reach the coordinator at {}: {e} (check --endpoint / FLASHGATE_ENDPOINT)",
-                cli.endpoint
+                "cannot reach the coordinator at {endpoint}: {e} (check --endpoint / FLASHGATE_ENDPOINT{})",
+                resolved
+                    .context
+                    .as_ref()
+                    .map(|c| format!(" / context {c}"))
+                    .unwrap_or_default()
             ),
         })?;
-    let token = cli.token.as_str();
-    let command = match cli.command {
-        Command::Data(cmd) => {
-            return data::run(cmd, channel, token, cli.output == Output::Json).await;
+    let token = resolved.token.as_str();
+    let command = match command {
+        Command::Data(cmd) => return data::run(cmd, channel, token, json).await,
+        Command::Update(cmd) => return update_cmd::run_update(cmd, channel, token, json).await,
+        Command::Device(cmd) => return update_cmd::run_device(cmd, channel, token, json).await,
+        Command::Devices(DevicesCmd::Show { serial, product }) => {
+            return update_cmd::show_device(channel, token, json, &serial, product).await
         }
         other => other,
     };
     let mut client =
         OperatorServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
-    let json = cli.output == Output::Json;
     match command {
         Command::Product(ProductCmd::Create {
             id,
@@ -534,48 +783,47 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 )
             }
         }
-        Command::Orders(OrdersCmd::Status { order }) => {
-            let list = match order {
-                Some(order_id) => vec![client
-                    .get_order_status(request(token, v1::GetOrderStatusRequest { order_id }))
-                    .await?
-                    .into_inner()],
-                None => {
-                    client
-                        .list_orders(request(token, v1::ListOrdersRequest {}))
+        Command::Orders(OrdersCmd::Status {
+            order,
+            watch,
+            interval,
+            watch_count,
+        }) => {
+            let mut shown = 0u64;
+            loop {
+                let list = match &order {
+                    Some(order_id) => vec![client
+                        .get_order_status(request(
+                            token,
+                            v1::GetOrderStatusRequest {
+                                order_id: order_id.clone(),
+                            },
+                        ))
                         .await?
-                        .into_inner()
-                        .orders
+                        .into_inner()],
+                    None => {
+                        client
+                            .list_orders(request(token, v1::ListOrdersRequest {}))
+                            .await?
+                            .into_inner()
+                            .orders
+                    }
+                };
+                if watch && !json {
+                    use std::io::IsTerminal;
+                    if std::io::stdout().is_terminal() {
+                        print!("\x1b[2J\x1b[H");
+                    } else if shown > 0 {
+                        println!();
+                    }
+                    println!("every {interval}s: flashgate orders status (Ctrl-C to stop)");
                 }
-            };
-            if json {
-                emit_json(Value::Array(list.iter().map(status_json).collect()))
-            } else {
-                print_table(
-                    &[
-                        "ORDER",
-                        "PRODUCT",
-                        "COUNT",
-                        "CONSUMED",
-                        "RESERVED",
-                        "REMAINING",
-                        "LEASES",
-                    ],
-                    list.iter()
-                        .map(|s| {
-                            let o = s.order.clone().unwrap_or_default();
-                            vec![
-                                o.order_id,
-                                o.product_id.to_string(),
-                                o.count.to_string(),
-                                s.consumed.to_string(),
-                                s.reserved.to_string(),
-                                s.remaining.to_string(),
-                                s.active_leases.to_string(),
-                            ]
-                        })
-                        .collect(),
-                );
+                print_order_status(&list, json, watch);
+                shown += 1;
+                if !watch || watch_count.is_some_and(|n| shown >= n) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(interval)).await;
             }
         }
         Command::Station(StationCmd::List { pending }) => {
@@ -700,7 +948,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 );
             }
         }
-        Command::Data(_) => unreachable!("data commands return above"),
+        Command::Data(_)
+        | Command::Update(_)
+        | Command::Device(_)
+        | Command::Devices(DevicesCmd::Show { .. })
+        | Command::Config(_)
+        | Command::Completion { .. } => unreachable!("handled above"),
         Command::Leases(LeasesCmd::List { order, station }) => {
             let list = client
                 .list_leases(request(
@@ -748,8 +1001,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli).await {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // `config set-context` takes --endpoint from the command line only, never from the env.
+    let endpoint_flag = (matches.value_source("endpoint") == Some(ValueSource::CommandLine))
+        .then(|| cli.endpoint.clone())
+        .flatten();
+    match run(cli, endpoint_flag).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("flashgate: {}", failure.message);

@@ -33,6 +33,12 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
+    // FLASHGATE_BENCH_TELEMETRY=1: traces exported (in-process OTLP receiver) and metrics on.
+    let telemetry = flashgate_telemetry::receiver::bench_switch("flashgate-coordinator");
+    println!(
+        "telemetry: {}",
+        if telemetry.is_some() { "on" } else { "off" }
+    );
     let dir = tempfile::tempdir()?;
     let (client_port, peer_port) = (free_port(), free_port());
     let url = format!("http://127.0.0.1:{client_port}");
@@ -59,6 +65,10 @@ async fn main() -> anyhow::Result<()> {
     let result = run(n, &url).await;
     let _ = etcd.kill();
     let _ = etcd.wait();
+    if let Some((telemetry, receiver)) = telemetry {
+        telemetry.flush();
+        println!("spans exported: {}", receiver.spans().len());
+    }
     result
 }
 

@@ -221,7 +221,7 @@ impl Coordinator {
             .collect())
     }
 
-    async fn product(&self, product_id: u32) -> Result<ProductRecord> {
+    pub(crate) async fn product(&self, product_id: u32) -> Result<ProductRecord> {
         Ok(self
             .read::<ProductRecord>(&product_key(product_id))
             .await?
@@ -454,9 +454,15 @@ impl Coordinator {
             .await?
             .ok_or_else(|| E::Internal(format!("quota of order {} is missing", order.order_id)))?
             .0;
+        let failed = self
+            .store
+            .list(&failure_prefix(&order.order_id))
+            .await?
+            .len() as u64;
         let mut status = v1::OrderStatus {
             order: Some(order_to_proto(order)),
             remaining: quota.remaining,
+            failed,
             ..Default::default()
         };
         for (lease, _) in leases.iter().filter(|(l, _)| l.order_id == order.order_id) {
@@ -688,6 +694,23 @@ pub(crate) fn device_to_proto(d: &DeviceRecord) -> v1::Device {
             log: d.test_log.clone(),
         }),
         outcome: d.outcome,
+    }
+}
+
+pub(crate) fn failure_to_proto(f: &FailureRecord) -> v1::InstallFailure {
+    v1::InstallFailure {
+        order_id: f.order_id.clone(),
+        lease_id: f.lease_id.clone(),
+        station_id: f.station_id.clone(),
+        product_id: f.product_id,
+        serial: hex::decode(&f.serial).unwrap_or_default(),
+        reason: f.reason.clone(),
+        failed_at_ms: f.failed_at_ms,
+        recorded_at_ms: f.recorded_at_ms,
+        test_result: Some(v1::TestResult {
+            outcome: f.test_outcome,
+            log: f.test_log.clone(),
+        }),
     }
 }
 

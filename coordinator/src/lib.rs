@@ -7,6 +7,7 @@ pub mod coordinator;
 pub mod data_stream;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub mod quota;
 pub mod records;
 pub mod rotation;

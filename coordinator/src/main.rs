@@ -81,6 +81,12 @@ struct ServeArgs {
     /// Seconds between leader sweeps (lease expiry, replay cache).
     #[arg(long, default_value_t = 2)]
     sweep_secs: u64,
+    /// Export traces over OTLP/gRPC to this collector, e.g. http://127.0.0.1:4317 (off by default).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 0.0.0.0:9464 (off by default).
+    #[arg(long, env = "FLASHGATE_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
 }
 
 async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn KvStore>> {
@@ -123,15 +129,20 @@ fn load_keys(args: &StoreArgs) -> anyhow::Result<(KekRing, SigningKey)> {
     ))
 }
 
-fn init_logging(json: bool) {
+fn init_logging(json: bool, telemetry: &flashgate_telemetry::Telemetry) {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if json {
-        builder.json().init();
+    let fmt = if json {
+        tracing_subscriber::fmt::layer().json().boxed()
     } else {
-        builder.init();
-    }
+        tracing_subscriber::fmt::layer().boxed()
+    };
+    // RUST_LOG filters the log lines only; the OpenTelemetry layer (when on) has its own filter.
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(telemetry.layer())
+        .init();
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -153,7 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Rewrap(args) => {
-            init_logging(args.log_json);
+            init_logging(args.log_json, &flashgate_telemetry::Telemetry::disabled());
             let store = open_store(&args).await?;
             let (kek, signing_key) = load_keys(&args)?;
             let coordinator =
@@ -166,7 +177,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => {
-            init_logging(args.store.log_json);
+            let telemetry = flashgate_telemetry::Telemetry::start(
+                &flashgate_telemetry::TelemetryOptions::new(
+                    "flashgate-coordinator",
+                    args.otlp_endpoint.clone(),
+                    args.metrics_listen.clone(),
+                ),
+            )?;
+            init_logging(args.store.log_json, &telemetry);
+            if let Some(addr) = telemetry.metrics_addr() {
+                let _ = flashgate_coordinator::metrics::get();
+                tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+            }
             let store = open_store(&args.store).await?;
             let (kek, signing_key) = load_keys(&args.store)?;
             tracing::info!(kek_id = %kek.current_id(), "keys loaded");
@@ -195,11 +217,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     socket,
                 ));
             }
-            flashgate_coordinator::server::serve_with_data(coordinator, data, listener, async {
-                let _ = tokio::signal::ctrl_c().await;
-                tracing::info!("shutting down");
-            })
-            .await
+            let served = flashgate_coordinator::server::serve_with_data(
+                coordinator,
+                data,
+                listener,
+                async {
+                    let _ = tokio::signal::ctrl_c().await;
+                    tracing::info!("shutting down");
+                },
+            )
+            .await;
+            drop(telemetry); // exports the last spans
+            served
         }
     }
 }

@@ -18,10 +18,12 @@ use std::time::Duration;
 use flashgate_proto::{lease::sign_lease, v1};
 use flashgate_protocol::lease_keys::{derive_device_key, seal_lease_secret};
 use rand_core::{OsRng, RngCore};
+use tracing::Instrument;
 use zeroize::Zeroizing;
 
 use crate::coordinator::{
-    decode_hex, device_to_proto, lease_to_proto, now_ms, parse_serial, random_id, Coordinator,
+    decode_hex, device_to_proto, failure_to_proto, lease_to_proto, now_ms, parse_serial, random_id,
+    Coordinator,
 };
 use crate::error::{CoordinatorError as E, Result};
 use crate::keys::{device_key_aad, lease_secret_aad};
@@ -66,6 +68,10 @@ impl Coordinator {
         } else {
             Duration::from_secs(u64::from(req.validity_seconds)).min(self.config.max_lease_validity)
         };
+        let vendor_public_key = decode_hex(
+            &self.product(order.product_id).await?.vendor_public_key,
+            "vendor key",
+        )?;
         let station_x25519: [u8; 32] = decode_hex(&station.x25519_public_key, "station key")?
             .try_into()
             .map_err(|_| E::Internal("stored station X25519 key has the wrong length".into()))?;
@@ -129,6 +135,11 @@ impl Coordinator {
                     lease = %lease_id, order = %order.order_id, station = %station.station_id,
                     count = granted, not_after_ms = record.not_after_ms, "lease granted"
                 );
+                crate::metrics::granted(&order.order_id, granted);
+                crate::metrics::quota_remaining(
+                    &order.order_id,
+                    quota.remaining - u64::from(granted),
+                );
                 let body = v1::LeaseBody {
                     lease_id,
                     station_id: station.station_id.clone(),
@@ -141,6 +152,7 @@ impl Coordinator {
                     issued_at_ms,
                     not_after_ms: record.not_after_ms,
                     sealed_lease_secret: sealed_for_station.to_vec(),
+                    vendor_public_key: vendor_public_key.clone(),
                 };
                 return Ok(sign_lease(&body, &self.signing_key));
             }
@@ -173,23 +185,43 @@ impl Coordinator {
         Ok((lease, revision))
     }
 
-    /// Registers one install made under a lease.
+    /// Registers one install made under a lease, or records a failed target
+    /// ([`v1::InstallOutcome::Failed`]: see [`Coordinator::report_failure`]).
     pub async fn report_install(
         &self,
         station: &StationRecord,
         req: &v1::ReportInstallRequest,
     ) -> Result<v1::ReportInstallResponse> {
-        let serial = parse_serial(&req.serial)?;
-        let serial_hex = hex::encode(serial);
         let test = req.test_result.clone().unwrap_or_default();
         if test.log.len() > 16 * 1024 {
             return Err(E::InvalidArgument("a test log is at most 16 KiB".into()));
         }
-        if v1::TestOutcome::try_from(test.outcome).is_err()
-            || v1::InstallOutcome::try_from(req.outcome).is_err()
-        {
-            return Err(E::InvalidArgument("unknown test or install outcome".into()));
+        let outcome = match (
+            v1::TestOutcome::try_from(test.outcome),
+            v1::InstallOutcome::try_from(req.outcome),
+        ) {
+            (Ok(_), Ok(outcome)) => outcome,
+            _ => {
+                return Err(E::InvalidArgument(
+                    "unknown test or install outcome (INSTALL_OUTCOME_REJECTED is retired: report a board that failed its test as FAILED)".into(),
+                ))
+            }
+        };
+        if outcome == v1::InstallOutcome::Failed {
+            return self.report_failure(station, req, &test).await;
         }
+        if test.outcome == v1::TestOutcome::Fail as i32 {
+            return Err(E::InvalidArgument(
+                "a board that failed its factory test is not registered: report it as INSTALL_OUTCOME_FAILED".into(),
+            ));
+        }
+        if !req.failure_reason.is_empty() {
+            return Err(E::InvalidArgument(
+                "failure_reason is only for INSTALL_OUTCOME_FAILED".into(),
+            ));
+        }
+        let serial = parse_serial(&req.serial)?;
+        let serial_hex = hex::encode(serial);
         for attempt in 0..MAX_ATTEMPTS {
             let (mut lease, lease_rev) = self.own_lease(station, &req.lease_id).await?;
             if lease.state != LeaseState::Active {
@@ -267,6 +299,7 @@ impl Coordinator {
                         Write::Put(dev_key.clone(), encode(&device)),
                     ],
                 )
+                .instrument(tracing::info_span!("registry_write", serial = %serial_hex, lease = %lease.lease_id, attempt))
                 .await?;
             if committed {
                 tracing::info!(
@@ -276,11 +309,108 @@ impl Coordinator {
                 return Ok(v1::ReportInstallResponse {
                     device: Some(device_to_proto(&device)),
                     remaining_in_lease: lease.count - lease.used,
+                    failure: None,
                 });
             }
             backoff(attempt).await;
         }
         Err(contended("the lease"))
+    }
+
+    /// Records a target that failed under one of the station's leases: one failure entry per
+    /// (order, lease, time, serial), counted in the order's `failed`. Nothing is registered and
+    /// the lease's `used` is not touched, so no slot is consumed (the station reuses the slot;
+    /// an ended lease gave it back already). Accepted under an ended lease too (reports are
+    /// re-sent after outages); re-sending the same failure is a no-op.
+    async fn report_failure(
+        &self,
+        station: &StationRecord,
+        req: &v1::ReportInstallRequest,
+        test: &v1::TestResult,
+    ) -> Result<v1::ReportInstallResponse> {
+        let serial_hex = if req.serial.is_empty() {
+            String::new()
+        } else {
+            hex::encode(parse_serial(&req.serial)?)
+        };
+        let reason = req.failure_reason.trim();
+        if reason.is_empty() || reason.len() > 1024 {
+            return Err(E::InvalidArgument(
+                "a FAILED report carries a failure_reason of 1 to 1024 bytes".into(),
+            ));
+        }
+        let (lease, _) = self.own_lease(station, &req.lease_id).await?;
+        let now = now_ms();
+        let skew = self.config.auth_window.as_millis() as i64;
+        if req.installed_at_ms < lease.issued_at_ms - skew
+            || req.installed_at_ms > lease.not_after_ms
+            || req.installed_at_ms > now + skew
+        {
+            return Err(E::InvalidArgument(format!(
+                "the failure time {} is outside lease {}'s lifetime",
+                req.installed_at_ms, lease.lease_id
+            )));
+        }
+        let key = failure_key(
+            &lease.order_id,
+            &lease.lease_id,
+            req.installed_at_ms,
+            &serial_hex,
+        );
+        let record = FailureRecord {
+            order_id: lease.order_id.clone(),
+            lease_id: lease.lease_id.clone(),
+            station_id: station.station_id.clone(),
+            product_id: lease.product_id,
+            serial: serial_hex.clone(),
+            reason: reason.to_owned(),
+            failed_at_ms: req.installed_at_ms,
+            recorded_at_ms: now,
+            test_outcome: test.outcome,
+            test_log: test.log.clone(),
+        };
+        let committed = self
+            .store
+            .commit(
+                vec![Guard::Absent(key.clone())],
+                vec![Write::Put(key.clone(), encode(&record))],
+            )
+            .await?;
+        let record = if committed {
+            tracing::info!(
+                serial = %serial_hex, lease = %lease.lease_id, order = %lease.order_id,
+                station = %station.station_id, "failed target recorded (not registered)"
+            );
+            record
+        } else {
+            // A re-sent report: the first one got through.
+            self.read::<FailureRecord>(&key)
+                .await?
+                .map(|(r, _)| r)
+                .ok_or_else(|| {
+                    E::Unavailable("the failure record is being written; retry".into())
+                })?
+        };
+        let remaining_in_lease = if lease.state == LeaseState::Active {
+            lease.count - lease.used
+        } else {
+            0
+        };
+        Ok(v1::ReportInstallResponse {
+            device: None,
+            remaining_in_lease,
+            failure: Some(failure_to_proto(&record)),
+        })
+    }
+
+    /// Failures recorded under an order, oldest lease first.
+    pub async fn list_failures(&self, order_id: &str) -> Result<Vec<v1::InstallFailure>> {
+        Ok(self
+            .read_all::<FailureRecord>(&failure_prefix(order_id))
+            .await?
+            .iter()
+            .map(|(f, _)| failure_to_proto(f))
+            .collect())
     }
 
     /// Ends a lease at the station's request and gives its unused slots back.
@@ -346,6 +476,7 @@ impl Coordinator {
             return Ok(None);
         }
         tracing::info!(lease = %lease.lease_id, order = %lease.order_id, released, ?state, "lease ended");
+        crate::metrics::quota_remaining(&lease.order_id, quota.remaining + u64::from(released));
         Ok(Some(v1::ReturnLeaseResponse {
             released,
             lease: Some(lease_to_proto(&lease)),

@@ -9,6 +9,7 @@
 //! | `leases/{lease_id}` | [`LeaseRecord`] |
 //! | `stations/{station_id}` | [`StationRecord`] |
 //! | `devices/{product_id:010}/{serial}` | [`DeviceRecord`] (device key sealed under the KEK) |
+//! | `failures/{order_id}/{lease_id}/{failed_at_ms:013}-{serial or "unknown"}` | [`FailureRecord`] (nothing registered, no slot consumed) |
 //! | `nonces/{station_id}/{nonce}` | request timestamp (replay cache) |
 //! | `leader` | [`LeaderRecord`] |
 
@@ -42,6 +43,17 @@ pub fn device_prefix(product_id: u32) -> String {
 }
 pub fn device_key(product_id: u32, serial_hex: &str) -> String {
     format!("devices/{product_id:010}/{serial_hex}")
+}
+pub fn failure_prefix(order_id: &str) -> String {
+    format!("failures/{order_id}/")
+}
+pub fn failure_key(order_id: &str, lease_id: &str, failed_at_ms: i64, serial_hex: &str) -> String {
+    let serial = if serial_hex.is_empty() {
+        "unknown"
+    } else {
+        serial_hex
+    };
+    format!("failures/{order_id}/{lease_id}/{failed_at_ms:013}-{serial}")
 }
 pub fn nonce_key(station_id: &str, nonce_hex: &str) -> String {
     format!("nonces/{station_id}/{nonce_hex}")
@@ -154,6 +166,22 @@ pub struct DeviceRecord {
     pub outcome: i32,
     /// The device key sealed under the KEK, AAD = product id + serial (hex).
     pub sealed_device_key: String,
+}
+
+/// A target that failed under a lease: recorded for the order's yield, never registered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    pub order_id: String,
+    pub lease_id: String,
+    pub station_id: String,
+    pub product_id: u32,
+    /// Hex; empty when the station never learnt it.
+    pub serial: String,
+    pub reason: String,
+    pub failed_at_ms: i64,
+    pub recorded_at_ms: i64,
+    pub test_outcome: i32,
+    pub test_log: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -62,7 +62,13 @@ pub async fn serve_with_data(
     let incoming = TcpIncoming::from_listener(listener, true, None)
         .map_err(|e| anyhow::anyhow!("cannot serve on the listener: {e}"))?;
     let result = tonic::transport::Server::builder()
-        .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+        .trace_fn(|request| {
+            // One span per RPC; a W3C `traceparent` in the metadata makes it (and everything the
+            // call does, registry writes included) part of the caller's trace.
+            let span = tracing::info_span!("grpc", path = %request.uri().path());
+            flashgate_telemetry::set_parent_from_headers(&span, request.headers());
+            span
+        })
         .add_service(health_service)
         .add_service(reflection)
         .add_service(

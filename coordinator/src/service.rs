@@ -23,15 +23,18 @@ async fn traced<T>(
     async move {
         let started = Instant::now();
         let result = call.await;
-        let elapsed_us = started.elapsed().as_micros() as u64;
+        let elapsed = started.elapsed();
+        let elapsed_us = elapsed.as_micros() as u64;
         match result {
             Ok(value) => {
                 tracing::info!(elapsed_us, code = "OK", "rpc done");
+                crate::metrics::rpc(method, tonic::Code::Ok, elapsed.as_secs_f64());
                 Ok(Response::new(value))
             }
             Err(error) => {
                 let status = Status::from(error);
                 tracing::warn!(elapsed_us, code = ?status.code(), message = status.message(), "rpc refused");
+                crate::metrics::rpc(method, status.code(), elapsed.as_secs_f64());
                 Err(status)
             }
         }
@@ -266,13 +269,15 @@ impl StationService for StationApi {
         &self,
         request: Request<v1::ReportInstallRequest>,
     ) -> Result<Response<v1::ReportInstallResponse>, Status> {
-        station_call!(
+        let result = station_call!(
             self,
             request,
             "ReportInstall",
             methods::REPORT_INSTALL,
             |c, station, req| c.report_install(&station, &req).await
-        )
+        );
+        crate::metrics::report(result.as_ref().map(|r| r.get_ref()));
+        result
     }
     async fn return_lease(
         &self,

@@ -53,6 +53,20 @@ async fn snapshot(f: &Fixture) -> (u64, u64, u64, usize) {
     (status.remaining, status.reserved, status.consumed, devices)
 }
 
+/// The order's `failed` count.
+async fn failed_count(f: &Fixture) -> u64 {
+    f.tc.operator_client()
+        .await
+        .unwrap()
+        .get_order_status(f.tc.operator_request(v1::GetOrderStatusRequest {
+            order_id: f.order.order_id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .failed
+}
+
 async fn fixture(tc: TestCoordinator) -> Fixture {
     let vendor = SigningKey::generate(&mut OsRng);
     let mut station = SimStation::connect(&tc.endpoint).await;
@@ -110,6 +124,116 @@ async fn happy_path_and_refusals(mut f: Fixture) {
     let recovered = f.tc.coordinator.device_key(7, &serial).await.unwrap();
     assert_eq!(*station_key, *recovered);
     assert_eq!(snapshot(&f).await, (7, 2, 1, 1));
+    // The signed lease names the product's vendor key.
+    assert_eq!(
+        lease.vendor_public_key,
+        f.vendor.verifying_key().to_bytes().to_vec()
+    );
+
+    // Failed targets: recorded, counted in `failed`, never registered, no slot consumed.
+    let reworked = random_serial();
+    let failed_report = |serial: Vec<u8>, reason: &str, at: i64| v1::ReportInstallRequest {
+        lease_id: lease.lease_id.clone(),
+        serial,
+        bootloader_version: 1,
+        test_result: Some(v1::TestResult {
+            outcome: v1::TestOutcome::Fail as i32,
+            log: "gpio test: FAIL".into(),
+        }),
+        outcome: v1::InstallOutcome::Failed as i32,
+        installed_at_ms: at,
+        failure_reason: reason.into(),
+    };
+    let failed_at = now_ms();
+    let response = f
+        .station
+        .report_raw(failed_report(
+            reworked.to_vec(),
+            "factory test failed",
+            failed_at,
+        ))
+        .await
+        .unwrap();
+    assert!(response.device.is_none());
+    assert_eq!(response.remaining_in_lease, 2, "no slot consumed");
+    let failure = response.failure.expect("the failure record");
+    assert_eq!(
+        (failure.serial.clone(), failure.reason.as_str()),
+        (reworked.to_vec(), "factory test failed")
+    );
+    assert_eq!(failure.order_id, f.order.order_id);
+    assert_eq!(snapshot(&f).await, (7, 2, 1, 1));
+    assert_eq!(failed_count(&f).await, 1);
+    // Re-sent after an outage: a no-op.
+    f.station
+        .report_raw(failed_report(
+            reworked.to_vec(),
+            "factory test failed",
+            failed_at,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(failed_count(&f).await, 1);
+    // Serial unknown: still recorded.
+    f.station
+        .report_raw(failed_report(
+            vec![],
+            "no answer to the handshake",
+            now_ms(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(failed_count(&f).await, 2);
+    assert_eq!(snapshot(&f).await, (7, 2, 1, 1));
+    assert_eq!(
+        f.tc.coordinator
+            .list_failures(&f.order.order_id)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let mut op = f.tc.operator_client().await.unwrap();
+    assert_refused(
+        op.get_device(f.tc.operator_request(v1::GetDeviceRequest {
+            product_id: 7,
+            serial: reworked.to_vec(),
+        }))
+        .await,
+        Code::NotFound,
+        "no device",
+    );
+    // Refusals: no reason; a failed test reported as provisioned; the retired REJECTED.
+    assert_refused(
+        f.station
+            .report_raw(failed_report(reworked.to_vec(), " ", now_ms()))
+            .await,
+        Code::InvalidArgument,
+        "failure_reason",
+    );
+    assert_refused(
+        f.station
+            .report_raw(v1::ReportInstallRequest {
+                outcome: v1::InstallOutcome::Provisioned as i32,
+                failure_reason: String::new(),
+                ..failed_report(random_serial().to_vec(), "", now_ms())
+            })
+            .await,
+        Code::InvalidArgument,
+        "FAILED",
+    );
+    assert_refused(
+        f.station
+            .report_raw(v1::ReportInstallRequest {
+                outcome: 2,
+                ..failed_report(random_serial().to_vec(), "x", now_ms())
+            })
+            .await,
+        Code::InvalidArgument,
+        "REJECTED is retired",
+    );
+    assert_eq!(snapshot(&f).await, (7, 2, 1, 1));
+    assert_eq!(failed_count(&f).await, 2);
 
     // Registry queries.
     let mut op = f.tc.operator_client().await.unwrap();
@@ -233,6 +357,19 @@ async fn happy_path_and_refusals(mut f: Fixture) {
     assert_refused(
         other
             .report(&lease.lease_id, random_serial(), now_ms())
+            .await,
+        Code::PermissionDenied,
+        "another station",
+    );
+    assert_refused(
+        other
+            .report_raw(v1::ReportInstallRequest {
+                lease_id: lease.lease_id.clone(),
+                outcome: v1::InstallOutcome::Failed as i32,
+                failure_reason: "not mine".into(),
+                installed_at_ms: now_ms(),
+                ..Default::default()
+            })
             .await,
         Code::PermissionDenied,
         "another station",
@@ -382,9 +519,9 @@ async fn happy_path_and_refusals(mut f: Fixture) {
         "token",
     );
 
-    // Report beyond the lease count.
+    // Report beyond the lease count (the first one: the board that failed, after rework).
     f.station
-        .report(&lease.lease_id, random_serial(), now_ms())
+        .report(&lease.lease_id, reworked, now_ms())
         .await
         .unwrap();
     f.station
@@ -437,6 +574,19 @@ async fn happy_path_and_refusals(mut f: Fixture) {
         Code::FailedPrecondition,
         "ended",
     );
+    // A failure under the ended lease (re-sent after an outage) is still recorded, and gives
+    // nothing back twice.
+    let late = f
+        .station
+        .report_raw(v1::ReportInstallRequest {
+            lease_id: second.lease_id.clone(),
+            ..failed_report(random_serial().to_vec(), "target lost power", now_ms())
+        })
+        .await
+        .unwrap();
+    assert_eq!(late.remaining_in_lease, 0);
+    assert_eq!(snapshot(&f).await, (6, 0, 4, 4));
+    assert_eq!(failed_count(&f).await, 3);
 
     // Expiry: a 1-second lease; an install done before not-after may be reported within the
     // grace period; one done after is refused; the leader returns the rest exactly once.

@@ -181,8 +181,21 @@ impl SimStation {
                 }),
                 outcome: v1::InstallOutcome::Provisioned as i32,
                 installed_at_ms,
+                failure_reason: String::new(),
             },
         );
+        self.client
+            .report_install(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Sends any report (signed), e.g. a FAILED one.
+    pub async fn report_raw(
+        &mut self,
+        request: v1::ReportInstallRequest,
+    ) -> Result<v1::ReportInstallResponse, tonic::Status> {
+        let request = self.signer.sign(methods::REPORT_INSTALL, request);
         self.client
             .report_install(request)
             .await

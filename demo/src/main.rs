@@ -164,8 +164,9 @@ fn main() -> anyhow::Result<()> {
         &station_dir,
         kek,
         cli.firmware.join("loader.bin"),
-        vendor.verifying_key().to_bytes(),
     );
+    // The vendor key comes in the signed lease; pinning it is an optional cross-check.
+    options.vendor_public = Some(vendor.verifying_key().to_bytes());
     options.emulate = cli.emulate;
     options.order = Some(order.order_id.clone());
     options.name = "demo station".into();

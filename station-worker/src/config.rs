@@ -30,7 +30,7 @@ pub struct StationConfig {
     pub state_dir: Option<PathBuf>,
     /// Flash loader binary.
     pub loader: Option<PathBuf>,
-    /// Vendor public key (hex).
+    /// Optional pin of the vendor public key (hex); the key itself comes in the signed lease.
     pub vendor_public_key: Option<String>,
     /// Station name.
     pub name: Option<String>,

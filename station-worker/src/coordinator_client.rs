@@ -10,6 +10,31 @@ use tonic::transport::{Channel, Endpoint};
 /// Deadline of one call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// One call: a client span (its W3C `traceparent` goes into the request metadata, so the
+/// coordinator's spans join the caller's trace) and a latency metric; neither when telemetry is
+/// off.
+async fn call<T, R, Fut>(
+    method: &'static str,
+    mut request: tonic::Request<T>,
+    send: impl FnOnce(tonic::Request<T>) -> Fut,
+) -> Result<R, tonic::Status>
+where
+    Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+{
+    if !flashgate_telemetry::tracing_enabled() && !flashgate_telemetry::metrics_enabled() {
+        return send(request).await.map(tonic::Response::into_inner);
+    }
+    let span = tracing::info_span!("rpc_client", method);
+    span.in_scope(|| flashgate_telemetry::inject(request.metadata_mut()));
+    let started = std::time::Instant::now();
+    let result = tracing::Instrument::instrument(send(request), span).await;
+    let code = result
+        .as_ref()
+        .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+    crate::metrics::rpc(method, code, started.elapsed());
+    result.map(tonic::Response::into_inner)
+}
+
 /// A signed client of the coordinator's station service.
 #[derive(Clone)]
 pub struct CoordinatorClient {
@@ -49,12 +74,13 @@ impl CoordinatorClient {
 
     /// The coordinator's lease-signing key.
     pub async fn lease_key(&self) -> Result<ed25519_dalek::VerifyingKey, tonic::Status> {
-        let info = self
-            .client
-            .clone()
-            .get_coordinator_info(v1::GetCoordinatorInfoRequest {})
-            .await?
-            .into_inner();
+        let mut client = self.client.clone();
+        let info = call(
+            "GetCoordinatorInfo",
+            tonic::Request::new(v1::GetCoordinatorInfoRequest {}),
+            |r| async move { client.get_coordinator_info(r).await },
+        )
+        .await?;
         let bytes: [u8; 32] = info
             .lease_signing_public_key
             .as_slice()
@@ -70,7 +96,8 @@ impl CoordinatorClient {
         request: v1::EnrolRequest,
     ) -> Result<v1::EnrolResponse, tonic::Status> {
         let request = self.signer.sign(methods::ENROL, request);
-        Ok(self.client.clone().enrol(request).await?.into_inner())
+        let mut client = self.client.clone();
+        call("Enrol", request, |r| async move { client.enrol(r).await }).await
     }
 
     /// Orders this station may work on.
@@ -79,13 +106,12 @@ impl CoordinatorClient {
             methods::LIST_ASSIGNED_ORDERS,
             v1::ListAssignedOrdersRequest {},
         );
-        Ok(self
-            .client
-            .clone()
-            .list_assigned_orders(request)
-            .await?
-            .into_inner()
-            .orders)
+        let mut client = self.client.clone();
+        Ok(call("ListAssignedOrders", request, |r| async move {
+            client.list_assigned_orders(r).await
+        })
+        .await?
+        .orders)
     }
 
     /// A release image by digest.
@@ -96,14 +122,15 @@ impl CoordinatorClient {
                 digest: digest.to_vec(),
             },
         );
-        Ok(self
+        let mut client = self
             .client
             .clone()
-            .max_decoding_message_size(32 * 1024 * 1024)
-            .fetch_release(request)
-            .await?
-            .into_inner()
-            .image)
+            .max_decoding_message_size(32 * 1024 * 1024);
+        Ok(call("FetchRelease", request, |r| async move {
+            client.fetch_release(r).await
+        })
+        .await?
+        .image)
     }
 
     /// Asks for a lease of up to `count` devices (partial grants allowed).
@@ -122,13 +149,13 @@ impl CoordinatorClient {
                 allow_partial: true,
             },
         );
-        self.client
-            .clone()
-            .acquire_lease(request)
-            .await?
-            .into_inner()
-            .lease
-            .ok_or_else(|| tonic::Status::internal("coordinator granted no lease"))
+        let mut client = self.client.clone();
+        call("AcquireLease", request, |r| async move {
+            client.acquire_lease(r).await
+        })
+        .await?
+        .lease
+        .ok_or_else(|| tonic::Status::internal("coordinator granted no lease"))
     }
 
     /// Reports one install.
@@ -137,12 +164,11 @@ impl CoordinatorClient {
         request: v1::ReportInstallRequest,
     ) -> Result<v1::ReportInstallResponse, tonic::Status> {
         let request = self.signer.sign(methods::REPORT_INSTALL, request);
-        Ok(self
-            .client
-            .clone()
-            .report_install(request)
-            .await?
-            .into_inner())
+        let mut client = self.client.clone();
+        call("ReportInstall", request, |r| async move {
+            client.report_install(r).await
+        })
+        .await
     }
 
     /// Gives a lease's unused slots back.
@@ -156,11 +182,10 @@ impl CoordinatorClient {
                 lease_id: lease_id.to_owned(),
             },
         );
-        Ok(self
-            .client
-            .clone()
-            .return_lease(request)
-            .await?
-            .into_inner())
+        let mut client = self.client.clone();
+        call("ReturnLease", request, |r| async move {
+            client.return_lease(r).await
+        })
+        .await
     }
 }

@@ -36,12 +36,14 @@ pub struct Summary {
     pub stop_reason: String,
     /// Devices provisioned and verified in this run.
     pub provisioned: u32,
-    /// Of those, failed their factory test (reported as rejected, not locked).
-    pub rejected: u32,
     /// Targets that failed (not registered, slot given back).
     pub failed: u32,
+    /// Of those, boards that failed their factory test (not locked, to rework).
+    pub test_failed: u32,
     /// Installs the coordinator registered in this run (including re-sent ones).
     pub reported: u32,
+    /// Failed targets the coordinator recorded in this run (including re-sent ones).
+    pub failures_reported: u32,
     /// Installs journaled but not yet reported (will be re-sent on the next start).
     pub unreported: u32,
     /// Reports the coordinator refused for good.
@@ -123,6 +125,13 @@ pub enum Event {
     },
     /// The coordinator registered an install.
     Reported {
+        /// Serial.
+        serial: String,
+        /// Lease.
+        lease_id: String,
+    },
+    /// The coordinator recorded a failed target (not registered, no slot consumed).
+    FailureReported {
         /// Serial.
         serial: String,
         /// Lease.
@@ -263,6 +272,9 @@ pub fn human(event: &Event) -> String {
         Event::Reported { serial, lease_id } => {
             format!("reported {serial} under {lease_id}")
         }
+        Event::FailureReported { serial, lease_id } => {
+            format!("reported {serial} as FAILED under {lease_id}")
+        }
         Event::ReportDeferred { serial, reason } => {
             format!("report of {serial} deferred (journaled, will retry): {reason}")
         }
@@ -275,11 +287,12 @@ pub fn human(event: &Event) -> String {
             reason,
         } => format!("[{probe:>8}] probe {action}: {reason}"),
         Event::Summary(s) => format!(
-            "summary: {} provisioned ({} rejected by their test), {} failed, {} reported, {} unreported, {} refused in {:.1}s; stopped: {}{}",
+            "summary: {} provisioned, {} failed ({} by their factory test), {} reported ({} failures), {} unreported, {} refused in {:.1}s; stopped: {}{}",
             s.provisioned,
-            s.rejected,
             s.failed,
+            s.test_failed,
             s.reported,
+            s.failures_reported,
             s.unreported,
             s.report_refused,
             s.elapsed_s,

@@ -66,6 +66,9 @@ pub struct InstallDone {
     pub phases: PhaseMillis,
     /// Total time.
     pub total: Duration,
+    /// W3C `traceparent` of this target's install span when traces are exported: the report
+    /// joins the device's trace with it (kept in the journal, so a re-sent report does too).
+    pub trace_parent: Option<String>,
 }
 
 /// A target that failed; nothing is registered for it.
@@ -126,8 +129,16 @@ fn run_attached(
         started,
         serial: None,
     };
-    let _target =
-        tracing::info_span!("target", probe = %job.probe, lease = %job.lease_id).entered();
+    // The root of this device's trace (runs on a blocking thread: no parent).
+    let _target = tracing::info_span!(
+        parent: None,
+        "install",
+        probe = %job.probe,
+        lease = %job.lease_id,
+        serial = tracing::field::Empty
+    )
+    .entered();
+    let trace_parent = flashgate_telemetry::current_traceparent();
     let mut phases = PhaseMillis::default();
     let images = &job.images;
 
@@ -151,6 +162,7 @@ fn run_attached(
     phases.handshake = ms(t.elapsed());
     let serial = session.serial();
     progress.serial = Some(serial);
+    _target.record("serial", hex::encode(serial));
     tracing::info!(serial = %hex::encode(serial), "target answered the handshake");
 
     progress.step("transfer");
@@ -247,6 +259,7 @@ fn run_attached(
         hello,
         phases,
         total: started.elapsed(),
+        trace_parent,
     })
 }
 

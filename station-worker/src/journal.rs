@@ -1,8 +1,8 @@
 //! The install journal: append-only JSON lines in `<state-dir>/journal.jsonl`, each record
-//! fsynced before the station acts on it. An install is journaled before it is reported, so a
-//! coordinator outage or a station crash loses nothing; replaying the journal on start tells which
-//! installs still need reporting and how many slots each lease has left, so nothing is counted
-//! twice.
+//! fsynced before the station acts on it. An install (or a failed target whose serial was known)
+//! is journaled before it is reported, so a coordinator outage or a station crash loses nothing;
+//! replaying the journal on start tells which reports still need sending and how many slots each
+//! lease has left, so nothing is counted twice.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -23,7 +23,7 @@ pub struct TestRecord {
     pub log: String,
 }
 
-/// One install made under a lease, waiting to be (or already) reported.
+/// One install made under a lease (or one failed target), waiting to be (or already) reported.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstallRecord {
     /// The lease it used.
@@ -34,10 +34,35 @@ pub struct InstallRecord {
     pub bootloader_version: u32,
     /// Test result.
     pub test: TestRecord,
-    /// Whether the device passed everything (`provisioned`) or failed its test (`rejected`).
+    /// `provisioned` (verified, locked; consumes a slot) or `failed` (the flow failed after
+    /// the serial was known, or the factory test failed: reported FAILED, consumes nothing).
     pub outcome: String,
-    /// When (unix ms).
+    /// When (unix ms): the install, or the failure.
     pub installed_at_ms: i64,
+    /// For `failed`: why (operator-facing, no secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    /// W3C `traceparent` of the install's span (telemetry on): the report continues that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
+}
+
+impl InstallRecord {
+    /// True for a failed target (reported as FAILED).
+    pub fn is_failure(&self) -> bool {
+        self.outcome == "failed"
+    }
+
+    /// Whether an `InstallReported` / `ReportRefused` record names this one. Records written
+    /// before `installed_at_ms` was journaled name (lease, serial) only, and only installs.
+    fn named_by(&self, lease_id: &str, serial: &str, at_ms: Option<i64>) -> bool {
+        self.lease_id == lease_id
+            && self.serial == serial
+            && match at_ms {
+                Some(at) => self.installed_at_ms == at,
+                None => !self.is_failure(),
+            }
+    }
 }
 
 /// One journal line.
@@ -55,12 +80,18 @@ pub enum JournalRecord {
     },
     /// A verified install consumed a slot.
     InstallCompleted(InstallRecord),
-    /// The coordinator registered that install.
+    /// A target failed after its serial was known (or failed its factory test): its slot went
+    /// back to the lease; it is reported as FAILED (nothing registered).
+    InstallFailed(InstallRecord),
+    /// The coordinator registered that install (or recorded that failure).
     InstallReported {
         /// Lease id.
         lease_id: String,
         /// Serial, hex.
         serial: String,
+        /// The record's `installed_at_ms` (absent in older journals).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        installed_at_ms: Option<i64>,
     },
     /// The coordinator refused a report for good (lease ended, duplicate of another station's
     /// device…): it is not re-sent.
@@ -71,8 +102,12 @@ pub enum JournalRecord {
         serial: String,
         /// The coordinator's reason.
         reason: String,
+        /// The record's `installed_at_ms` (absent in older journals).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        installed_at_ms: Option<i64>,
     },
-    /// A target failed; its slot went back to the lease (nothing registered).
+    /// A target failed before its serial was known; its slot went back to the lease (nothing
+    /// registered, nothing reported).
     TargetFailed {
         /// Serial, hex, when it was learnt before the failure.
         serial: Option<String>,
@@ -99,7 +134,7 @@ pub struct JournalState {
     pub open_leases: Vec<(String, String)>,
     /// Installs per lease (every lease ever seen).
     pub installs_per_lease: BTreeMap<String, u32>,
-    /// Installs completed but not yet reported.
+    /// Installs completed and failures journaled, not yet reported.
     pub unreported: Vec<InstallRecord>,
     /// Every install journaled.
     pub installs: u32,
@@ -243,11 +278,27 @@ pub fn replay(records: &[JournalRecord]) -> JournalState {
                 state.installs += 1;
                 pending.push(install.clone());
             }
-            JournalRecord::InstallReported { lease_id, serial }
+            JournalRecord::InstallFailed(failure) => {
+                state.failures += 1;
+                pending.push(failure.clone());
+            }
+            JournalRecord::InstallReported {
+                lease_id,
+                serial,
+                installed_at_ms,
+            }
             | JournalRecord::ReportRefused {
-                lease_id, serial, ..
+                lease_id,
+                serial,
+                installed_at_ms,
+                ..
             } => {
-                pending.retain(|p| !(p.lease_id == *lease_id && p.serial == *serial));
+                if let Some(i) = pending
+                    .iter()
+                    .position(|p| p.named_by(lease_id, serial, *installed_at_ms))
+                {
+                    pending.remove(i);
+                }
             }
             JournalRecord::TargetFailed { .. } => state.failures += 1,
             JournalRecord::LeaseClosed { lease_id, .. } => {
@@ -274,6 +325,8 @@ mod tests {
             },
             outcome: "provisioned".into(),
             installed_at_ms: 5,
+            failure_reason: None,
+            trace_parent: None,
         })
     }
 
@@ -293,6 +346,7 @@ mod tests {
                 JournalRecord::InstallReported {
                     lease_id: "l1".into(),
                     serial: "aa".into(),
+                    installed_at_ms: None,
                 },
                 install("l1", "bb"),
             ] {
@@ -310,6 +364,54 @@ mod tests {
         assert_eq!(state.unreported.len(), 1);
         assert_eq!(state.unreported[0].serial, "bb");
         assert_eq!(state.open_leases.len(), 1);
+    }
+
+    #[test]
+    fn failures_are_re_sent_but_consume_no_slot_and_reports_match_exactly() {
+        let failed = |at: i64| {
+            let JournalRecord::InstallCompleted(mut record) = install("l1", "aa") else {
+                unreachable!()
+            };
+            record.test.outcome = "fail".into();
+            record.outcome = "failed".into();
+            record.installed_at_ms = at;
+            record.failure_reason = Some("factory test failed".into());
+            JournalRecord::InstallFailed(record)
+        };
+        let reported = |at: Option<i64>| JournalRecord::InstallReported {
+            lease_id: "l1".into(),
+            serial: "aa".into(),
+            installed_at_ms: at,
+        };
+        // The same board failed twice, was reworked, then installed: three reports to send.
+        let records = [failed(1), failed(3), install("l1", "aa")];
+        let state = replay(&records);
+        assert_eq!(
+            state.installs_per_lease.get("l1"),
+            Some(&1),
+            "failures use no slot"
+        );
+        assert_eq!((state.installs, state.failures), (1, 2));
+        assert_eq!(state.unreported.len(), 3);
+        assert!(state.unreported[0].is_failure());
+        // A report names exactly one of them.
+        let mut with_reports = records.to_vec();
+        with_reports.push(reported(Some(3)));
+        let state = replay(&with_reports);
+        let left: Vec<i64> = state.unreported.iter().map(|r| r.installed_at_ms).collect();
+        assert_eq!(left, vec![1, 5]);
+        // An old-style report (no time) names the install, never a failure.
+        with_reports.push(reported(None));
+        let state = replay(&with_reports);
+        assert_eq!(state.unreported.len(), 1);
+        assert!(state.unreported[0].is_failure());
+        // Round trip through the file, with the optional fields.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path()).unwrap();
+        for r in &with_reports {
+            journal.append(r).unwrap();
+        }
+        assert_eq!(Journal::read(journal.path()).unwrap(), with_reports);
     }
 
     #[test]

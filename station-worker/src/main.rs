@@ -4,6 +4,8 @@
 //! flashgate-station identity --state-dir DIR            # prints the fingerprint
 //! flashgate-station enrol --coordinator URL --state-dir DIR
 //! flashgate-station run --coordinator URL --emulate 4 [--order ID] [--json] [--max-devices N]
+//!     [--otlp-endpoint URL] [--metrics-listen ADDR]
+//! flashgate-station doctor [--config FILE] [--coordinator URL] [--kek-file FILE]
 //! ```
 //! The identity is sealed under the station KEK: `$FLASHGATE_STATION_KEK` (64 hex) or
 //! `--kek-file` (a systemd encrypted credential, e.g. `$CREDENTIALS_DIRECTORY/station-kek`).
@@ -67,12 +69,28 @@ enum Command {
         /// The flash loader (default target/firmware/loader.bin).
         #[arg(long)]
         loader: Option<PathBuf>,
-        /// The product's vendor ed25519 public key, hex.
+        /// Optional pin of the product's vendor ed25519 public key, hex: the key comes in the
+        /// signed lease; a lease naming another key is refused.
         #[arg(long)]
         vendor_key: Option<String>,
         /// Devices per lease (default 2 per probe).
         #[arg(long)]
         lease_size: Option<u32>,
+        /// Export traces over OTLP/gRPC to this collector, e.g. http://127.0.0.1:4317 (off by
+        /// default).
+        #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+        otlp_endpoint: Option<String>,
+        /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9465 (off by default).
+        #[arg(long, env = "FLASHGATE_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
+    },
+    /// Check probes, coordinator, clock and key files; non-zero exit when something fails.
+    Doctor {
+        #[command(flatten)]
+        common: Common,
+        /// Seconds allowed per network check.
+        #[arg(long, default_value_t = 3)]
+        timeout_secs: u64,
     },
     /// Register this station's public keys with the coordinator.
     Enrol {
@@ -118,24 +136,89 @@ fn resolve(common: &Common) -> anyhow::Result<Resolved> {
 }
 
 fn main() -> ExitCode {
+    use tracing_subscriber::prelude::*;
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+    let telemetry = match &cli.command {
+        Command::Run {
+            otlp_endpoint,
+            metrics_listen,
+            ..
+        } => flashgate_telemetry::Telemetry::start(&flashgate_telemetry::TelemetryOptions::new(
+            "flashgate-station",
+            otlp_endpoint.clone(),
+            metrics_listen.clone(),
+        )),
+        _ => Ok(flashgate_telemetry::Telemetry::disabled()),
+    };
+    let telemetry = match telemetry {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: telemetry: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // RUST_LOG filters the log lines only; the OpenTelemetry layer (when on) has its own filter.
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
         )
-        .with_writer(std::io::stderr)
+        .with(telemetry.layer())
         .init();
-    match run(cli) {
+    if let Some(addr) = telemetry.metrics_addr() {
+        let _ = flashgate_station::metrics::get();
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    }
+    let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    drop(telemetry); // exports the last spans
+    code
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Doctor {
+            common,
+            timeout_secs,
+        } => {
+            let config = match &common.config {
+                Some(path) => StationConfig::load(path)?,
+                None => StationConfig::default(),
+            };
+            let input = flashgate_station::doctor::DoctorInput {
+                coordinator: common
+                    .coordinator
+                    .clone()
+                    .or(config.coordinator.clone())
+                    .unwrap_or_else(|| "http://127.0.0.1:50051".into()),
+                state_dir: common
+                    .state_dir
+                    .clone()
+                    .or(config.state_dir.clone())
+                    .unwrap_or_else(|| PathBuf::from(".flashgate/station")),
+                kek_file: common.kek_file.clone(),
+                probes: config.probes.clone(),
+                timeout: Duration::from_secs(timeout_secs.max(1)),
+            };
+            let checks = flashgate_station::doctor::run_checks(&input);
+            print!("{}", flashgate_station::doctor::render(&checks));
+            let failed = checks
+                .iter()
+                .any(|c| c.status == flashgate_station::doctor::Status::Fail);
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Command::Identity { common } => {
             let r = resolve(&common)?;
             let identity = StationIdentity::load_or_create(&r.state_dir, &r.kek)?;
@@ -170,19 +253,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             loader,
             vendor_key,
             lease_size,
+            ..
         } => {
             let r = resolve(&common)?;
-            let vendor_hex = vendor_key
-                .or(r.config.vendor_public_key.clone())
-                .ok_or_else(|| anyhow::anyhow!("the product's vendor key is needed: --vendor-key HEX or vendor_public_key in the config"))?;
-            let mut vendor_public = [0u8; 32];
-            hex::decode_to_slice(vendor_hex.trim(), &mut vendor_public)
-                .map_err(|_| anyhow::anyhow!("--vendor-key must be 64 hex characters"))?;
+            let vendor_public = match vendor_key.or(r.config.vendor_public_key.clone()) {
+                Some(vendor_hex) => {
+                    let mut key = [0u8; 32];
+                    hex::decode_to_slice(vendor_hex.trim(), &mut key)
+                        .map_err(|_| anyhow::anyhow!("--vendor-key must be 64 hex characters"))?;
+                    Some(key)
+                }
+                None => None,
+            };
             let loader = loader
                 .or(r.config.loader.clone())
                 .unwrap_or_else(|| PathBuf::from("target/firmware/loader.bin"));
-            let mut options =
-                StationOptions::new(r.coordinator, r.state_dir, r.kek, loader, vendor_public);
+            let mut options = StationOptions::new(r.coordinator, r.state_dir, r.kek, loader);
+            options.vendor_public = vendor_public;
             options.events = EventSink::new(if json {
                 EventFormat::Json
             } else {

@@ -60,8 +60,10 @@ pub struct StationOptions {
     pub emulated_fault: Option<FixtureFault>,
     /// The RAM flash loader binary.
     pub loader: PathBuf,
-    /// The vendor key of the order's product (not served by the station API).
-    pub vendor_public: [u8; 32],
+    /// Optional pin of the product's vendor key. The key used is the one in the signed lease
+    /// (`LeaseBody.vendor_public_key`); when pinned, a lease naming another key is refused.
+    /// Also the key for journaled leases issued before leases carried one.
+    pub vendor_public: Option<[u8; 32]>,
     /// Where events go.
     pub events: EventSink,
     /// Stop after this many devices.
@@ -93,7 +95,6 @@ impl StationOptions {
         state_dir: impl Into<PathBuf>,
         kek: StationKek,
         loader: impl Into<PathBuf>,
-        vendor_public: [u8; 32],
     ) -> Self {
         Self {
             coordinator: coordinator.into(),
@@ -104,7 +105,7 @@ impl StationOptions {
             emulate: 0,
             emulated_fault: None,
             loader: loader.into(),
-            vendor_public,
+            vendor_public: None,
             events: EventSink::new(crate::events::EventFormat::Human),
             max_devices: None,
             lease_size: None,
@@ -126,7 +127,43 @@ impl StationOptions {
 pub struct ImageSource {
     cache_dir: PathBuf,
     loader: LoaderImage,
-    vendor_public: [u8; 32],
+    /// The pinned vendor key, if any.
+    vendor_public: Option<[u8; 32]>,
+}
+
+/// The vendor key the lease's releases must verify under: the one the coordinator signed into
+/// the lease, cross-checked against the station's pin when there is one.
+pub fn lease_vendor_key(
+    body: &v1::LeaseBody,
+    pinned: Option<[u8; 32]>,
+) -> anyhow::Result<[u8; 32]> {
+    if body.vendor_public_key.is_empty() {
+        // A journaled lease from a coordinator that did not sign the key in yet.
+        return pinned.ok_or_else(|| {
+            anyhow::anyhow!(
+                "lease {} carries no vendor key and none is pinned (--vendor-key)",
+                body.lease_id
+            )
+        });
+    }
+    let from_lease: [u8; 32] = body.vendor_public_key.as_slice().try_into().map_err(|_| {
+        anyhow::anyhow!(
+            "lease {} carries a vendor key of {} bytes, not 32",
+            body.lease_id,
+            body.vendor_public_key.len()
+        )
+    })?;
+    if let Some(pinned) = pinned {
+        if pinned != from_lease {
+            bail!(
+                "lease {} names vendor key {} but this station is pinned to {}: refusing to install",
+                body.lease_id,
+                hex::encode(from_lease),
+                hex::encode(pinned)
+            );
+        }
+    }
+    Ok(from_lease)
 }
 
 async fn fetch_cached(
@@ -156,24 +193,25 @@ async fn fetch_cached(
 }
 
 /// Fetches (or reads from the cache) the lease's bootloader and test application and checks
-/// them against the vendor key.
+/// them against the vendor key named by the lease.
 pub async fn load_images(
     client: &CoordinatorClient,
     source: &ImageSource,
     body: &v1::LeaseBody,
 ) -> anyhow::Result<OrderImages> {
+    let vendor_public = lease_vendor_key(body, source.vendor_public)?;
     let bootloader = fetch_cached(client, &source.cache_dir, &body.bootloader_digest).await?;
     let header = SignedImageHeader::parse(&bootloader)
         .map_err(|e| anyhow::anyhow!("bootloader release: {e}"))?;
-    header.verify(&source.vendor_public).map_err(|e| {
-        anyhow::anyhow!("bootloader release does not verify under the configured vendor key: {e}")
+    header.verify(&vendor_public).map_err(|e| {
+        anyhow::anyhow!("bootloader release does not verify under the lease's vendor key: {e}")
     })?;
     let test_app = if body.test_app_digest.is_empty() {
         None
     } else {
         let app = fetch_cached(client, &source.cache_dir, &body.test_app_digest).await?;
         SignedImageHeader::parse(&app)
-            .and_then(|h| h.verify(&source.vendor_public).map(|_| ()))
+            .and_then(|h| h.verify(&vendor_public).map(|_| ()))
             .map_err(|e| anyhow::anyhow!("test application release: {e}"))?;
         Some(app)
     };
@@ -183,7 +221,7 @@ pub async fn load_images(
         bootloader,
         test_app,
         product_id: body.product_id,
-        vendor_public: source.vendor_public,
+        vendor_public,
         rollback_floor: 1,
     })
 }
@@ -376,4 +414,30 @@ async fn run(options: StationOptions) -> anyhow::Result<Summary> {
     finished
         .await
         .map_err(|_| anyhow::anyhow!("the supervisor stopped without a summary"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease_with(key: &[u8]) -> v1::LeaseBody {
+        v1::LeaseBody {
+            lease_id: "lease-1".into(),
+            vendor_public_key: key.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_vendor_key_comes_from_the_lease_and_a_pin_must_match() {
+        let key = [7u8; 32];
+        assert_eq!(lease_vendor_key(&lease_with(&key), None).unwrap(), key);
+        assert_eq!(lease_vendor_key(&lease_with(&key), Some(key)).unwrap(), key);
+        let err = lease_vendor_key(&lease_with(&key), Some([8u8; 32])).unwrap_err();
+        assert!(err.to_string().contains("pinned"), "{err}");
+        assert!(lease_vendor_key(&lease_with(&[7u8; 31]), None).is_err());
+        // An older lease without the key: only the pin can stand in.
+        assert!(lease_vendor_key(&lease_with(&[]), None).is_err());
+        assert_eq!(lease_vendor_key(&lease_with(&[]), Some(key)).unwrap(), key);
+    }
 }

@@ -41,6 +41,12 @@ fn mean(phases: &[PhaseMillis], f: impl Fn(&PhaseMillis) -> f64) -> f64 {
 }
 
 fn main() {
+    // FLASHGATE_BENCH_TELEMETRY=1: traces exported (in-process OTLP receiver) and metrics on.
+    let telemetry = flashgate_telemetry::receiver::bench_switch("flashgate-bench");
+    println!(
+        "telemetry: {}",
+        if telemetry.is_some() { "on" } else { "off" }
+    );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("station bench: {DEVICES} devices per run, {cores} core(s)\n");
 

@@ -280,7 +280,6 @@ impl Factory {
             self.state_dir.path(),
             StationKek::from_hex(&self.kek_hex).unwrap(),
             firmware_dir().join("loader.bin"),
-            self.vendor.public(),
         );
         options.emulate = emulate;
         options.order = Some(self.order.order_id.clone());
@@ -323,11 +322,27 @@ impl Factory {
         })
     }
 
+    /// Failed targets the coordinator recorded under the order.
+    pub fn failures(&self) -> Vec<v1::InstallFailure> {
+        self.rt
+            .block_on(
+                self.coordinator
+                    .coordinator
+                    .list_failures(&self.order.order_id),
+            )
+            .expect("failures listed")
+    }
+
     /// The coordinator's copy of a registered device's key.
     pub fn device_key(&self, serial: &[u8; 16]) -> Zeroizing<[u8; 32]> {
         self.rt
             .block_on(self.coordinator.coordinator.device_key(PRODUCT_ID, serial))
             .expect("device registered")
+    }
+
+    /// The station KEK as hex (for `FLASHGATE_STATION_KEK` of a station run as a process).
+    pub fn station_kek_hex(&self) -> &str {
+        self.kek_hex.trim()
     }
 
     /// The station's journal.

@@ -29,6 +29,7 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("demo-os", "demo OS"),
     ("test-app", "RAM test app"),
     ("demo-app", "demo application"),
+    ("crypto-bench", "field-life bench"),
 ];
 
 const USAGE: &str = "usage: cargo xtask firmware [--check]

@@ -44,7 +44,9 @@ impl Handler<RunTarget> for ProbeActor {
             let job = msg.0;
             let outcome = tokio::task::spawn_blocking(move || {
                 let mut fixture = fixture.lock().unwrap_or_else(|p| p.into_inner());
-                run_target(&mut **fixture, &job, &events)
+                let result = run_target(&mut **fixture, &job, &events);
+                crate::metrics::target(&job.probe, &result);
+                result
             })
             .await;
             outcome.unwrap_or_else(|join| {

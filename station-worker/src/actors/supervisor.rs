@@ -4,7 +4,8 @@
 //!
 //! Slot accounting: a slot is reserved in memory when handed to a probe actor. A verified install
 //! consumes it (journal first, fsync, then report); a failed target gives it back and nothing is
-//! registered. When the lease is used up or expired it is closed and a new one is asked for; the
+//! registered: when its serial was known (or the board failed its factory test) it is journaled
+//! and reported as FAILED, re-sent after outages like installs. When the lease is used up or expired it is closed and a new one is asked for; the
 //! coordinator grants one only while the order has quota left, else the station stops with
 //! "quota spent".
 
@@ -258,6 +259,7 @@ impl Supervisor {
         self.acquiring = true;
         let client = self.client.clone();
         let order = self.settings.order_id.clone();
+        let order_id_for_span = order.clone();
         let validity = self.settings.lease_validity_s;
         let images = self.images.clone();
         let identity = self.identity.clone();
@@ -271,6 +273,10 @@ impl Supervisor {
                 .map_err(|e| tonic::Status::failed_precondition(format!("{e:#}")))?;
             Ok::<_, tonic::Status>((lease, loaded))
         };
+        // A lease acquisition is its own trace (its slots serve several devices).
+        let span =
+            tracing::info_span!(parent: None, "lease_acquire", order = %order_id_for_span, want);
+        let fut = tracing::Instrument::instrument(fut, span);
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
             act.acquiring = false;
             match result {
@@ -369,13 +375,44 @@ impl Supervisor {
         let lease = self.lease.as_mut().filter(|l| l.id() == lease_id);
         let probe = self.probes[index].name.clone();
         match result {
+            // The board failed its factory test: not locked, to rework. Its slot goes back to the
+            // lease; it is reported FAILED (not registered). Not the probe's fault.
+            Ok(done) if done.test.as_ref().is_some_and(|t| !t.passed()) => {
+                self.probes[index].failures_in_a_row = 0;
+                if let Some(lease) = lease {
+                    lease.reserved -= 1;
+                }
+                let test = done.test.as_ref().expect("checked above");
+                let reason = format!(
+                    "factory test failed ({} check(s)); not locked, to rework",
+                    test.failed
+                );
+                let record = InstallRecord {
+                    lease_id: lease_id.to_owned(),
+                    serial: hex::encode(done.serial),
+                    bootloader_version: done.bootloader_version,
+                    test: TestRecord {
+                        outcome: "fail".into(),
+                        log: test.log.clone(),
+                    },
+                    outcome: "failed".into(),
+                    installed_at_ms: now_ms(),
+                    failure_reason: Some(reason.clone()),
+                    trace_parent: done.trace_parent.clone(),
+                };
+                self.summary.failed += 1;
+                self.summary.test_failed += 1;
+                self.journal_failure(record);
+                self.events.emit(Event::TargetFailed {
+                    probe,
+                    serial: Some(hex::encode(done.serial)),
+                    step: "test".into(),
+                    reason,
+                });
+            }
             Ok(done) => {
                 self.probes[index].failures_in_a_row = 0;
-                let (test, outcome) = match &done.test {
-                    None => ("none", v1::InstallOutcome::Provisioned),
-                    Some(t) if t.passed() => ("pass", v1::InstallOutcome::Provisioned),
-                    Some(_) => ("fail", v1::InstallOutcome::Rejected),
-                };
+                let test = if done.test.is_some() { "pass" } else { "none" };
                 let record = InstallRecord {
                     lease_id: lease_id.to_owned(),
                     serial: hex::encode(done.serial),
@@ -388,12 +425,10 @@ impl Supervisor {
                             .map(|t| t.log.clone())
                             .unwrap_or_default(),
                     },
-                    outcome: if outcome == v1::InstallOutcome::Provisioned {
-                        "provisioned".into()
-                    } else {
-                        "rejected".into()
-                    },
+                    outcome: "provisioned".into(),
                     installed_at_ms: now_ms(),
+                    failure_reason: None,
+                    trace_parent: done.trace_parent.clone(),
                 };
                 if let Some(lease) = lease {
                     lease.reserved -= 1;
@@ -405,9 +440,6 @@ impl Supervisor {
                 }
                 self.journaled_this_run += 1;
                 self.summary.provisioned += 1;
-                if outcome == v1::InstallOutcome::Rejected {
-                    self.summary.rejected += 1;
-                }
                 self.events.emit(Event::Installed {
                     probe,
                     serial: record.serial.clone(),
@@ -434,12 +466,34 @@ impl Supervisor {
                 }
                 self.summary.failed += 1;
                 let serial = failure.serial.map(hex::encode);
-                self.append(&JournalRecord::TargetFailed {
-                    serial: serial.clone(),
-                    probe: probe.clone(),
-                    reason: failure.reason.clone(),
-                    at_ms: now_ms(),
-                });
+                match &serial {
+                    // Known board: reported FAILED (journal first, re-sent after outages).
+                    Some(serial) => self.journal_failure(InstallRecord {
+                        lease_id: lease_id.to_owned(),
+                        serial: serial.clone(),
+                        bootloader_version: 0,
+                        test: TestRecord {
+                            outcome: "none".into(),
+                            log: String::new(),
+                        },
+                        outcome: "failed".into(),
+                        installed_at_ms: now_ms(),
+                        failure_reason: Some(format!(
+                            "{} failed on probe {probe}: {}",
+                            failure.step, failure.reason
+                        )),
+                        trace_parent: None,
+                    }),
+                    // Nothing to name it by: kept in the station's journal only.
+                    None => {
+                        self.append(&JournalRecord::TargetFailed {
+                            serial: None,
+                            probe: probe.clone(),
+                            reason: failure.reason.clone(),
+                            at_ms: now_ms(),
+                        });
+                    }
+                }
                 self.events.emit(Event::TargetFailed {
                     probe: probe.clone(),
                     serial,
@@ -475,6 +529,13 @@ impl Supervisor {
         self.pump(ctx);
     }
 
+    /// Journals a failed target (fsync) and queues its FAILED report.
+    fn journal_failure(&mut self, record: InstallRecord) {
+        if self.append(&JournalRecord::InstallFailed(record.clone())) {
+            self.pending.push_back(record);
+        }
+    }
+
     fn flush_reports(&mut self, ctx: &mut Context<Self>) {
         if self.reporting || self.done.is_none() {
             return;
@@ -485,7 +546,9 @@ impl Supervisor {
         self.reporting = true;
         let request = report_request(&record);
         let client = self.client.clone();
-        let span = tracing::info_span!("report", serial = %record.serial, lease = %record.lease_id);
+        let span = tracing::info_span!(parent: None, "report", serial = %record.serial, lease = %record.lease_id);
+        // Part of the device's trace (its install span), also when re-sent after a restart.
+        flashgate_telemetry::set_parent_from_traceparent(&span, record.trace_parent.as_deref());
         let fut = async move { client.report_install(request).await };
         ctx.spawn(
             tracing::Instrument::instrument(fut, span)
@@ -520,6 +583,7 @@ impl Supervisor {
                                 lease_id: record.lease_id.clone(),
                                 serial: record.serial.clone(),
                                 reason: s.message().to_owned(),
+                                installed_at_ms: Some(record.installed_at_ms),
                             });
                             act.events.emit(Event::ReportRefused {
                                 serial: record.serial,
@@ -535,15 +599,24 @@ impl Supervisor {
     fn reported(&mut self, record: InstallRecord, ctx: &mut Context<Self>) {
         self.pending.pop_front();
         self.deferred_noted = false;
-        self.summary.reported += 1;
         self.append(&JournalRecord::InstallReported {
             lease_id: record.lease_id.clone(),
             serial: record.serial.clone(),
+            installed_at_ms: Some(record.installed_at_ms),
         });
-        self.events.emit(Event::Reported {
-            serial: record.serial,
-            lease_id: record.lease_id,
-        });
+        if record.is_failure() {
+            self.summary.failures_reported += 1;
+            self.events.emit(Event::FailureReported {
+                serial: record.serial,
+                lease_id: record.lease_id,
+            });
+        } else {
+            self.summary.reported += 1;
+            self.events.emit(Event::Reported {
+                serial: record.serial,
+                lease_id: record.lease_id,
+            });
+        }
         self.pump(ctx);
     }
 
@@ -622,8 +695,8 @@ fn report_request(record: &InstallRecord) -> v1::ReportInstallRequest {
         "fail" => v1::TestOutcome::Fail,
         _ => v1::TestOutcome::None,
     };
-    let outcome = if record.outcome == "rejected" {
-        v1::InstallOutcome::Rejected
+    let outcome = if record.is_failure() {
+        v1::InstallOutcome::Failed
     } else {
         v1::InstallOutcome::Provisioned
     };
@@ -637,6 +710,13 @@ fn report_request(record: &InstallRecord) -> v1::ReportInstallRequest {
         }),
         outcome: outcome as i32,
         installed_at_ms: record.installed_at_ms,
+        failure_reason: record
+            .failure_reason
+            .as_deref()
+            .unwrap_or_default()
+            .chars()
+            .take(1000)
+            .collect(),
     }
 }
 

@@ -6,31 +6,15 @@ use std::time::Duration;
 use flashgate_protocol::hello::DeviceState;
 use flashgate_protocol::ErrorCode;
 use flashgate_station::device_link::DeviceLink;
-use flashgate_station::provisioning::provision;
-use flashgate_tests::{install_os_offline, Firmware, TestBoard, Vendor};
+use flashgate_tests::{Firmware, TestBoard, Vendor};
 
-use crate::{job, test_device_key, STEP_TIMEOUT};
+use crate::{provisioned_board_with_os, test_device_key};
 
-/// Provisions a fresh board (unlocked, so the test stays short), installs `os` and boots it.
+/// Provisions a fresh board, installs `os` and boots it with the UART connected.
 fn boot_with_os(
     os: impl FnOnce(&Vendor, &Firmware) -> Vec<u8>,
 ) -> (TestBoard, DeviceLink<std::net::TcpStream>) {
-    let fw = Firmware::load();
-    let vendor = Vendor::new(7);
-    let bootloader = vendor.sign_bootloader(&fw.bootloader, 3);
-    let mut tb = TestBoard::new();
-    let mut probe = tb.probe(None);
-    provision(
-        &mut probe,
-        &fw.loader,
-        &job(&vendor, &bootloader, true, None),
-        STEP_TIMEOUT,
-    )
-    .unwrap();
-    drop(probe);
-    tb.board.power_off().unwrap();
-    install_os_offline(&tb.board, &os(&vendor, &fw));
-    tb.board.power_on_again().unwrap();
+    let (mut tb, _, _) = provisioned_board_with_os(os);
     let link =
         DeviceLink::connect_tcp(tb.board.serial_addr().unwrap(), Duration::from_secs(5)).unwrap();
     tb.board.resume().unwrap();

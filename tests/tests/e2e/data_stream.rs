@@ -17,32 +17,15 @@ use flashgate_protocol::image::{sign_image, ImageKind, SIGNED_HEADER_LEN};
 use flashgate_protocol::uart::msg;
 use flashgate_protocol::ErrorCode;
 use flashgate_station::device_link::DeviceLink;
-use flashgate_station::provisioning::provision;
-use flashgate_tests::{install_os_offline, Firmware, TestBoard, Vendor};
+use flashgate_tests::{Firmware, TestBoard, Vendor};
 
-use crate::{job, test_device_key, STEP_TIMEOUT};
+use crate::{provisioned_board_with_os, test_device_key};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Provisions a board, installs the demo OS and powers it on halted (UART not connected).
 fn board_with_os() -> (TestBoard, Vendor, Firmware) {
-    let fw = Firmware::load();
-    let vendor = Vendor::new(7);
-    let bootloader = vendor.sign_bootloader(&fw.bootloader, 3);
-    let mut tb = TestBoard::new();
-    let mut probe = tb.probe(None);
-    provision(
-        &mut probe,
-        &fw.loader,
-        &job(&vendor, &bootloader, true, None),
-        STEP_TIMEOUT,
-    )
-    .unwrap();
-    drop(probe);
-    tb.board.power_off().unwrap();
-    install_os_offline(&tb.board, &vendor.sign_os(&fw.demo_os, 5));
-    tb.board.power_on_again().unwrap();
-    (tb, vendor, fw)
+    provisioned_board_with_os(|vendor, fw| vendor.sign_os(&fw.demo_os, 5))
 }
 
 fn demo_app() -> Vec<u8> {
@@ -343,4 +326,96 @@ fn app_is_installed_and_started_without_reset_while_the_os_keeps_its_state() {
     assert!(again.next_counter > after.next_counter);
     assert!(again.uptime > after.uptime);
     tb.board.kill();
+}
+
+/// Boots the board's OS (UART connected first, so the boot record is seen), asks for `emit`
+/// records and returns every record the device sent until its status reply, and the status.
+fn boot_and_emit(tb: &mut TestBoard, emit: u8) -> (Vec<Vec<u8>>, Status) {
+    let mut link =
+        DeviceLink::connect_tcp(tb.board.serial_addr().unwrap(), Duration::from_secs(5)).unwrap();
+    tb.board.resume().unwrap();
+    link.wait_for_banner(WAIT).unwrap();
+    let mut records = Vec::new();
+    link.send(msg::DATA_EMIT, &[emit]).unwrap();
+    let status = status(&mut link, &mut records);
+    (records, status)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_counter_continues_after_a_clean_power_cycle() {
+    let tc = TestCoordinator::start_embedded().await.unwrap();
+    let (mut tb, _vendor, _fw) = board_with_os();
+    let serial = tb.uid.0;
+    tc.register_device(7, &serial, &test_device_key(&serial))
+        .await
+        .unwrap();
+
+    let (before, status_before) = boot_and_emit(&mut tb, 5);
+    // The boot record and the five asked for (a heartbeat may come in between).
+    assert!(before.len() >= 6, "got {} records", before.len());
+    assert_eq!(
+        counter(before.last().unwrap()) + 1,
+        status_before.next_counter
+    );
+    tb.board.power_off().unwrap();
+    tb.board.power_on_again().unwrap();
+    let (after, status_after) = boot_and_emit(&mut tb, 5);
+    assert!(after.len() >= 6, "got {} records", after.len());
+    tb.board.kill();
+
+    // The counters go on past every counter used before the power cycle (the journal's mark),
+    // increasing within each boot.
+    let max_before = before.iter().map(|r| counter(r)).max().unwrap();
+    let min_after = after.iter().map(|r| counter(r)).min().unwrap();
+    assert!(
+        min_after > max_before,
+        "after the power cycle the counter starts at {min_after}, before it reached {max_before}"
+    );
+    for boot in [&before, &after] {
+        assert!(boot.windows(2).all(|w| counter(&w[1]) > counter(&w[0])));
+    }
+    assert_eq!(
+        counter(after.last().unwrap()) + 1,
+        status_after.next_counter
+    );
+
+    let mut client = tc.coordinator_data_client().await;
+    let ingest = |records: &[Vec<u8>]| {
+        let request = v1::IngestRecordsRequest {
+            records: records.to_vec(),
+            source: "power-cycle test".into(),
+        };
+        let mut client = client.clone();
+        async move {
+            client
+                .ingest_records(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .verdicts
+        }
+    };
+    let verdicts = ingest(&before).await;
+    assert!(verdicts.iter().all(|v| v.accepted), "{verdicts:?}");
+    // Every record after the reboot is accepted: no counter of the first boot was reused.
+    let verdicts = ingest(&after).await;
+    assert!(verdicts.iter().all(|v| v.accepted), "{verdicts:?}");
+    // And none from before the reboot is accepted a second time.
+    let verdicts = ingest(&before).await;
+    assert!(verdicts.iter().all(|v| !v.accepted), "{verdicts:?}");
+    assert!(verdicts.iter().all(|v| {
+        v.error_code == ErrorCode::DataReplay as u32 || v.error_code == ErrorCode::DataTooOld as u32
+    }));
+
+    let stored = client
+        .query_records(tc.operator_request(v1::QueryRecordsRequest {
+            serial: serial.to_vec(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert_eq!(stored.len(), before.len() + after.len());
+    tc.stop().await;
 }

@@ -6,6 +6,7 @@ mod data_stream;
 mod provisioning;
 mod provisioning_refusals;
 mod station;
+mod telemetry;
 mod update;
 
 use std::time::Duration;
@@ -41,4 +42,33 @@ pub fn job<'a>(
         chunk_size: 4096,
         fault,
     }
+}
+
+/// A board provisioned with the vendor's bootloader (debug port locked), then `os` installed
+/// offline as an update would, powered on again and still halted (connect the UART, then
+/// resume). Returns the board, the vendor and the firmware.
+pub fn provisioned_board_with_os(
+    os: impl FnOnce(&Vendor, &flashgate_tests::Firmware) -> Vec<u8>,
+) -> (
+    flashgate_tests::TestBoard,
+    Vendor,
+    flashgate_tests::Firmware,
+) {
+    let fw = flashgate_tests::Firmware::load();
+    let vendor = Vendor::new(7);
+    let bootloader = vendor.sign_bootloader(&fw.bootloader, 3);
+    let mut tb = flashgate_tests::TestBoard::new();
+    let mut probe = tb.probe(None);
+    flashgate_station::provisioning::provision(
+        &mut probe,
+        &fw.loader,
+        &job(&vendor, &bootloader, true, None),
+        STEP_TIMEOUT,
+    )
+    .unwrap();
+    drop(probe);
+    tb.board.power_off().unwrap();
+    flashgate_tests::install_os_offline(&tb.board, &os(&vendor, &fw));
+    tb.board.power_on_again().unwrap();
+    (tb, vendor, fw)
 }

@@ -64,6 +64,7 @@ fn order_of_six_on_four_probes(factory: &Factory) {
     assert_eq!(summary.provisioned, 6, "{summary:?}");
     assert_eq!(summary.reported, 6, "{summary:?}");
     assert_eq!(summary.failed, 0, "{summary:?}");
+    assert_eq!(summary.failures_reported, 0, "{summary:?}");
     assert_eq!(summary.unreported, 0);
     assert!(
         summary.stop_reason.starts_with("quota spent"),
@@ -71,7 +72,10 @@ fn order_of_six_on_four_probes(factory: &Factory) {
     );
     assert_registry(factory, &events.events(), 6);
     let status = factory.order_status();
-    assert_eq!((status.remaining, status.reserved), (0, 0));
+    assert_eq!(
+        (status.remaining, status.reserved, status.failed),
+        (0, 0, 0)
+    );
 
     // Further targets are refused: a second run makes nothing.
     let options = factory.station_options(4);
@@ -103,17 +107,60 @@ fn a_target_killed_mid_transfer_is_failed_not_registered_and_the_others_carry_on
     let events = options.events.clone();
     let summary = run_station(options).expect("station runs");
     assert_eq!(summary.failed, 1, "{summary:?}");
+    assert_eq!(summary.test_failed, 0, "{summary:?}");
     assert_eq!(summary.provisioned, 4, "{summary:?}");
+    assert_eq!(summary.reported, 4, "{summary:?}");
+    assert_eq!(summary.failures_reported, 1, "{summary:?}");
+    assert_eq!(summary.unreported, 0, "{summary:?}");
     let events = events.events();
     let failure = events
         .iter()
         .find_map(|e| match e {
-            Event::TargetFailed { probe, reason, .. } => Some((probe.clone(), reason.clone())),
+            Event::TargetFailed {
+                probe,
+                reason,
+                serial,
+                ..
+            } => Some((probe.clone(), reason.clone(), serial.clone())),
             _ => None,
         })
         .expect("a failure event");
     assert_eq!(failure.0, "emu-0");
     assert!(!failure.1.is_empty());
+    // The serial was known (the kill came after the handshake): one FAILED report, recorded by
+    // the coordinator, not registered, no slot consumed.
+    let serial = failure.2.expect("the serial was known before the kill");
+    let recorded = factory.failures();
+    assert_eq!(recorded.len(), 1, "{recorded:#?}");
+    assert_eq!(hex::encode(&recorded[0].serial), serial);
+    assert_eq!(recorded[0].station_id, factory.station_id);
+    assert!(recorded[0].reason.contains("transfer"), "{recorded:#?}");
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::FailureReported { serial: s, .. } if *s == serial)));
+    let journaled = journal(&factory);
+    assert!(journaled.iter().any(|r| matches!(
+        r,
+        JournalRecord::InstallFailed(f) if f.serial == serial && f.is_failure()
+    )));
+    let status = factory.order_status();
+    assert_eq!(
+        (
+            status.consumed,
+            status.failed,
+            status.remaining,
+            status.reserved
+        ),
+        (4, 1, 0, 0),
+        "the order's count stays exact"
+    );
+    assert!(
+        factory
+            .registered()
+            .iter()
+            .all(|d| hex::encode(&d.serial) != serial),
+        "the failed board is not registered"
+    );
     assert!(
         events
             .iter()

@@ -14,11 +14,10 @@ use flashgate_protocol::update::package::SealedRelease;
 use flashgate_protocol::update::receipt;
 use flashgate_protocol::update::session::msg as update_msg;
 use flashgate_protocol::ErrorCode;
-use flashgate_station::provisioning::provision;
-use flashgate_tests::{install_os_offline, Firmware, TestBoard, Vendor};
+use flashgate_tests::{Firmware, TestBoard, Vendor};
 use zeroize::Zeroizing;
 
-use crate::{job, test_device_key, STEP_TIMEOUT};
+use crate::{provisioned_board_with_os, test_device_key};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -33,22 +32,8 @@ struct Setup {
 impl Setup {
     /// A provisioned board running OS v1, registered in a fresh coordinator.
     async fn new() -> Self {
-        let fw = Firmware::load();
-        let vendor = Vendor::new(7);
-        let bootloader = vendor.sign_bootloader(&fw.bootloader, 3);
-        let mut tb = TestBoard::new();
-        let mut probe = tb.probe(None);
-        provision(
-            &mut probe,
-            &fw.loader,
-            &job(&vendor, &bootloader, true, None),
-            STEP_TIMEOUT,
-        )
-        .unwrap();
-        drop(probe);
-        tb.board.power_off().unwrap();
-        install_os_offline(&tb.board, &vendor.sign_os(&fw.demo_os, 1));
-        tb.board.power_on_again().unwrap();
+        let (mut tb, vendor, fw) =
+            provisioned_board_with_os(|vendor, fw| vendor.sign_os(&fw.demo_os, 1));
         tb.board.resume().unwrap();
         let tc = TestCoordinator::start_embedded().await.unwrap();
         let mut ops = tc.operator_client().await.unwrap();
