@@ -10,11 +10,7 @@
 //! The host reads the serial from the response first (to find the device's key), then
 //! verifies the MAC; nothing in the response is secret.
 
-use hkdf::Hkdf;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use zeroize::Zeroizing;
-
+use crate::challenge_proof::{self, ProofKind};
 use crate::codec::{Reader, Writer};
 use crate::{ErrorCode, Serial};
 
@@ -98,16 +94,10 @@ impl HelloInfo {
     }
 }
 
-fn mac(device_key: &[u8; 32], challenge: &[u8; CHALLENGE_LEN], body: &[u8]) -> Hmac<Sha256> {
-    let mut k = Zeroizing::new([0u8; 32]);
-    // 32 bytes from SHA-256 HKDF: cannot fail.
-    let _ = Hkdf::<Sha256>::new(Some(LABEL), device_key).expand(b"hello-proof", &mut k[..]);
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&k[..]).expect("HMAC takes any key length");
-    m.update(LABEL);
-    m.update(challenge);
-    m.update(body);
-    m
-}
+const PROOF: ProofKind = ProofKind {
+    label: LABEL,
+    info: b"hello-proof",
+};
 
 /// Device side: encodes the response with its proof into `out`.
 pub fn encode_response(
@@ -117,7 +107,7 @@ pub fn encode_response(
     out: &mut [u8],
 ) -> Result<usize, ErrorCode> {
     let body = info.encode();
-    let tag = mac(device_key, challenge, &body).finalize().into_bytes();
+    let tag = challenge_proof::tag(&PROOF, device_key, challenge, &body);
     let mut w = Writer::new(out);
     w.put(&body)?;
     w.put(&tag)?;
@@ -139,9 +129,13 @@ pub fn verify_response(
     response: &[u8],
 ) -> Result<HelloInfo, ErrorCode> {
     let info = peek_identity(response)?;
-    mac(device_key, challenge, &response[..BODY_LEN])
-        .verify_slice(&response[BODY_LEN..])
-        .map_err(|_| ErrorCode::BadTag)?;
+    challenge_proof::verify(
+        &PROOF,
+        device_key,
+        challenge,
+        &response[..BODY_LEN],
+        &response[BODY_LEN..],
+    )?;
     Ok(info)
 }
 

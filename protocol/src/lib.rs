@@ -14,6 +14,7 @@ extern crate std;
 
 pub mod app;
 pub mod boot;
+mod challenge_proof;
 pub mod codec;
 pub mod data_stream;
 pub mod device_record;

@@ -11,9 +11,7 @@
 //! K_receipt = HKDF-SHA256(salt "flashgate-update-receipt-v1", ikm device_key, info "receipt")
 //! ```
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
+use crate::challenge_proof::{self, ProofKind};
 use crate::codec::{Reader, Writer};
 use crate::hello::DeviceState;
 use crate::update::boot_state::{BootState, Outcome, Phase};
@@ -132,14 +130,10 @@ impl StatusReceipt {
     }
 }
 
-fn mac(device_key: &[u8; 32], challenge: &[u8; CHALLENGE_LEN], body: &[u8]) -> Hmac<Sha256> {
-    let k = super::derive(device_key, LABEL, &[b"receipt"]);
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&k[..]).expect("HMAC takes any key length");
-    m.update(LABEL);
-    m.update(challenge);
-    m.update(body);
-    m
-}
+const PROOF: ProofKind = ProofKind {
+    label: LABEL,
+    info: b"receipt",
+};
 
 /// Device side: the receipt with its MAC.
 pub fn encode(
@@ -148,7 +142,7 @@ pub fn encode(
     receipt: &StatusReceipt,
 ) -> [u8; RECEIPT_LEN] {
     let body = receipt.encode_body();
-    let tag = mac(device_key, challenge, &body).finalize().into_bytes();
+    let tag = challenge_proof::tag(&PROOF, device_key, challenge, &body);
     let mut out = [0u8; RECEIPT_LEN];
     out[..BODY_LEN].copy_from_slice(&body);
     out[BODY_LEN..].copy_from_slice(&tag);
@@ -170,9 +164,13 @@ pub fn verify(
     raw: &[u8],
 ) -> Result<StatusReceipt, ErrorCode> {
     let receipt = peek(raw)?;
-    mac(device_key, challenge, &raw[..BODY_LEN])
-        .verify_slice(&raw[BODY_LEN..])
-        .map_err(|_| ErrorCode::BadTag)?;
+    challenge_proof::verify(
+        &PROOF,
+        device_key,
+        challenge,
+        &raw[..BODY_LEN],
+        &raw[BODY_LEN..],
+    )?;
     Ok(receipt)
 }
 
