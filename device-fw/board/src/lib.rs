@@ -14,6 +14,7 @@ compile_error!("flashgate-board: enable exactly one board feature (`board-mps2-a
 pub mod cpu;
 pub mod hal;
 pub mod rt;
+pub mod text;
 
 #[cfg(feature = "board-mps2-an386")]
 pub mod mps2_an386;

@@ -15,6 +15,7 @@
 use core::fmt::Write as _;
 
 use flashgate_board::cpu::SysTickCounter;
+use flashgate_board::text::TextBuf;
 use flashgate_board::{Board, NorFlash, SerialPort};
 use flashgate_protocol::data_stream::{
     epoch_key, CounterJournal, Direction, RecordHeader, RecordKind, RecordSealer, MAX_RECORD_LEN,
@@ -70,34 +71,6 @@ impl RngCore for FixedRng {
 }
 
 impl CryptoRng for FixedRng {}
-
-/// Text of at most `N` bytes for `write!` without an allocator; output past `N` is cut.
-struct TextBuf<const N: usize> {
-    bytes: [u8; N],
-    len: usize,
-}
-
-impl<const N: usize> TextBuf<N> {
-    const fn new() -> Self {
-        Self {
-            bytes: [0; N],
-            len: 0,
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
-
-impl<const N: usize> core::fmt::Write for TextBuf<N> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let n = s.len().min(N - self.len);
-        self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
-}
 
 fn stack_pointer() -> u32 {
     let sp: u32;

@@ -11,7 +11,6 @@
 
 mod apps;
 mod data;
-mod text;
 
 use core::fmt::Write as _;
 
@@ -26,7 +25,7 @@ use flashgate_protocol::uart::{self, msg, DeviceServer, FrameDecoder, MAX_PAYLOA
 use flashgate_protocol::update::session::msg as update_msg;
 use flashgate_protocol::ErrorCode;
 
-use crate::text::TextBuf;
+use flashgate_board::text::TextBuf;
 
 flashgate_board::vector_table!();
 

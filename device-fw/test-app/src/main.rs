@@ -18,6 +18,7 @@
 
 use core::fmt::Write as _;
 
+use flashgate_board::text::TextBuf;
 use flashgate_board::{Board, EntropySource, NorFlash, UniqueId};
 use flashgate_protocol::device_record::{DeviceRecord, RECORD_LEN};
 use flashgate_protocol::layout::DEVICE_RECORD_ADDR;
@@ -65,7 +66,7 @@ extern "C" fn main() -> ! {
 /// The checks, after `__fg_test_app_entry` has initialised RAM.
 #[no_mangle]
 extern "C" fn test_app_run(report: *mut u8, report_len: u32) -> u32 {
-    let mut log = Log::<480>::new();
+    let mut log = TextBuf::<480>::new();
     let failed = match Board::take() {
         Some(mut board) => run_checks(&mut board, &mut log),
         None => {
@@ -76,7 +77,7 @@ extern "C" fn test_app_run(report: *mut u8, report_len: u32) -> u32 {
     let _ = writeln!(log, "{}", if failed == 0 { "PASS" } else { "FAIL" });
     if !report.is_null() && report_len >= 8 {
         let room = report_len as usize - 8;
-        let text = &log.as_bytes()[..log.len.min(room)];
+        let text = &log.as_bytes()[..log.as_bytes().len().min(room)];
         // SAFETY: the caller lends `report_len` writable bytes at `report`.
         let out = unsafe { core::slice::from_raw_parts_mut(report, 8 + text.len()) };
         out[..4].copy_from_slice(&failed.to_le_bytes());
@@ -86,9 +87,9 @@ extern "C" fn test_app_run(report: *mut u8, report_len: u32) -> u32 {
     failed
 }
 
-fn run_checks(board: &mut Board, log: &mut Log<480>) -> u32 {
+fn run_checks(board: &mut Board, log: &mut TextBuf<480>) -> u32 {
     let mut failed = 0;
-    let mut check = |ok: bool, name: &str, log: &mut Log<480>| {
+    let mut check = |ok: bool, name: &str, log: &mut TextBuf<480>| {
         let _ = writeln!(log, "{} {name}", if ok { "ok  " } else { "FAIL" });
         failed += u32::from(!ok);
     };
@@ -125,34 +126,6 @@ fn run_checks(board: &mut Board, log: &mut Log<480>) -> u32 {
         log,
     );
     failed
-}
-
-/// A fixed-size log for `write!` without an allocator; output past `N` is cut.
-struct Log<const N: usize> {
-    bytes: [u8; N],
-    len: usize,
-}
-
-impl<const N: usize> Log<N> {
-    const fn new() -> Self {
-        Self {
-            bytes: [0; N],
-            len: 0,
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
-
-impl<const N: usize> core::fmt::Write for Log<N> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let n = s.len().min(N - self.len);
-        self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
 }
 
 #[panic_handler]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use flashgate_protocol::hello::DeviceState;
+use flashgate_protocol::hello::{DeviceState, HelloInfo};
 use flashgate_protocol::ErrorCode;
 use flashgate_station::device_link::DeviceLink;
 use flashgate_tests::{Firmware, TestBoard, Vendor};
@@ -21,16 +21,20 @@ fn boot_with_os(
     (tb, link)
 }
 
+/// Asks the board for `hello` and verifies its proof under the board's device key.
+fn verified_hello(tb: &TestBoard, link: &mut DeviceLink<std::net::TcpStream>) -> HelloInfo {
+    link.hello(Duration::from_secs(20))
+        .unwrap()
+        .verify(&test_device_key(&tb.uid.0))
+        .unwrap()
+}
+
 #[test]
 fn valid_os_is_started() {
     let (tb, mut link) = boot_with_os(|v, fw| v.sign_os(&fw.demo_os, 5));
     let banner = link.wait_for_banner(Duration::from_secs(20)).unwrap();
     assert!(banner.contains("demo-os"), "banner: {banner}");
-    let info = link
-        .hello(Duration::from_secs(20))
-        .unwrap()
-        .verify(&test_device_key(&tb.uid.0))
-        .unwrap();
+    let info = verified_hello(&tb, &mut link);
     assert_eq!(info.state, DeviceState::OsRunning { version: 5 });
 }
 
@@ -41,11 +45,7 @@ fn os_with_bad_signature_is_refused() {
         os[100] ^= 1;
         os
     });
-    let info = link
-        .hello(Duration::from_secs(20))
-        .unwrap()
-        .verify(&test_device_key(&tb.uid.0))
-        .unwrap();
+    let info = verified_hello(&tb, &mut link);
     assert_eq!(
         info.state,
         DeviceState::NoValidImage {
@@ -57,11 +57,7 @@ fn os_with_bad_signature_is_refused() {
 #[test]
 fn os_below_the_rollback_floor_is_refused() {
     let (tb, mut link) = boot_with_os(|v, fw| v.sign_os(&fw.demo_os, 0));
-    let info = link
-        .hello(Duration::from_secs(20))
-        .unwrap()
-        .verify(&test_device_key(&tb.uid.0))
-        .unwrap();
+    let info = verified_hello(&tb, &mut link);
     assert_eq!(
         info.state,
         DeviceState::NoValidImage {
@@ -78,11 +74,7 @@ fn os_with_tampered_body_is_refused() {
         os[last] ^= 0x80;
         os
     });
-    let info = link
-        .hello(Duration::from_secs(20))
-        .unwrap()
-        .verify(&test_device_key(&tb.uid.0))
-        .unwrap();
+    let info = verified_hello(&tb, &mut link);
     assert_eq!(
         info.state,
         DeviceState::NoValidImage {

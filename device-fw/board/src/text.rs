@@ -29,3 +29,9 @@ impl<const N: usize> core::fmt::Write for TextBuf<N> {
         Ok(())
     }
 }
+
+impl<const N: usize> Default for TextBuf<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
