@@ -20,7 +20,7 @@ use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 
 /// The endpoint used when nothing names one.
-pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7400";
+pub const DEFAULT_ENDPOINT: &str = flashgate_proto::DEFAULT_ENDPOINT;
 
 /// One named coordinator.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

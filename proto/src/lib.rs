@@ -2,7 +2,8 @@
 //! pieces both ends of the station API must agree on byte for byte:
 //! - [`station_auth`]: how a station signs each request (the coordinator verifies);
 //! - [`lease`]: how a lease is signed and checked;
-//! - [`serial`]: how a device serial is written.
+//! - [`serial`]: how a device serial is written;
+//! - [`clock`]: the hosts' one wall clock.
 #![forbid(unsafe_code)]
 
 /// Generated code for package `flashgate.v1`.
@@ -11,6 +12,7 @@ pub mod v1 {
     tonic::include_proto!("flashgate.v1");
 }
 
+pub mod clock;
 pub mod lease;
 pub mod serial;
 pub mod station_auth;
@@ -18,3 +20,8 @@ pub mod station_auth;
 /// Encoded `FileDescriptorSet` of `flashgate.v1`, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/flashgate_v1_descriptor.bin"));
+
+/// The coordinator's gRPC port, the same default for every binary (server, station, CLI).
+pub const DEFAULT_PORT: u16 = 7400;
+/// Where the station and the CLI look for a coordinator when nothing else is configured.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7400";

@@ -1,7 +1,7 @@
 //! The station's TOML configuration file.
 //!
 //! ```toml
-//! coordinator = "http://coordinator.factory.lan:50051"
+//! coordinator = "http://coordinator.factory.lan:7400"
 //! state_dir = "/var/lib/flashgate-station"
 //! loader = "/usr/share/flashgate/loader.bin"
 //! vendor_public_key = "<64 hex chars>"

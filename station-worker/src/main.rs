@@ -37,7 +37,7 @@ struct Common {
     /// TOML configuration (coordinator, state dir, probes…).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Coordinator endpoint, e.g. http://127.0.0.1:50051.
+    /// Coordinator endpoint [default: http://127.0.0.1:7400, the coordinator's own default].
     #[arg(long, env = "FLASHGATE_COORDINATOR")]
     coordinator: Option<String>,
     /// Identity, journal, cached releases.
@@ -120,7 +120,7 @@ fn resolve(common: &Common) -> anyhow::Result<Resolved> {
         .coordinator
         .clone()
         .or(config.coordinator.clone())
-        .unwrap_or_else(|| "http://127.0.0.1:50051".into());
+        .unwrap_or_else(|| flashgate_proto::DEFAULT_ENDPOINT.into());
     let state_dir = common
         .state_dir
         .clone()
@@ -198,7 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .coordinator
                     .clone()
                     .or(config.coordinator.clone())
-                    .unwrap_or_else(|| "http://127.0.0.1:50051".into()),
+                    .unwrap_or_else(|| flashgate_proto::DEFAULT_ENDPOINT.into()),
                 state_dir: common
                     .state_dir
                     .clone()
