@@ -6,12 +6,14 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
-use flashgate_proto::v1::{self, data_service_client::DataServiceClient};
+use flashgate_cli::grpc::{Clients, DataClient};
+use flashgate_proto::v1;
 use flashgate_protocol::uart::{msg, FrameDecoder};
 use serde_json::{json, Value};
-use tonic::transport::Channel;
 
-use super::{emit_json, print_table, request, usage, Failure};
+use crate::exit::{Exit, Failure};
+use crate::output::{Printer, TableRow, ToJson};
+use crate::parse;
 
 #[derive(Subcommand)]
 pub enum DataCmd {
@@ -55,6 +57,83 @@ pub enum DataCmd {
     },
 }
 
+pub async fn run(cmd: DataCmd, clients: &Clients, out: &Printer) -> Result<(), Failure> {
+    let mut client = clients.data();
+    match cmd {
+        DataCmd::Tail {
+            serial,
+            lines,
+            follow,
+        } => {
+            let serial = parse::serial(&serial, "--serial")?.to_vec();
+            let query = |from_ms: i64, limit: u32| v1::QueryRecordsRequest {
+                serial: serial.clone(),
+                from_ms,
+                to_ms: 0,
+                limit,
+            };
+            let mut records = client
+                .query_records(query(0, lines))
+                .await?
+                .into_inner()
+                .records;
+            out.stream(&records, true);
+            // With --follow: until interrupted (Ctrl-C).
+            #[allow(clippy::while_immutable_condition)] // --follow runs until interrupted
+            while follow {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let since = records.last().map_or(0, |r| r.received_at_ms);
+                let seen: Vec<(u32, u32)> = records.iter().map(|r| (r.epoch, r.counter)).collect();
+                let fresh: Vec<v1::DataRecord> = client
+                    .query_records(query(since, 0))
+                    .await?
+                    .into_inner()
+                    .records
+                    .into_iter()
+                    .filter(|r| !seen.contains(&(r.epoch, r.counter)))
+                    .collect();
+                out.stream(&fresh, false);
+                records.extend(fresh);
+            }
+        }
+        DataCmd::Query {
+            serial,
+            since,
+            until,
+            limit,
+        } => {
+            let records = client
+                .query_records(v1::QueryRecordsRequest {
+                    serial: parse::serial(&serial, "--serial")?.to_vec(),
+                    from_ms: since,
+                    to_ms: until,
+                    limit,
+                })
+                .await?
+                .into_inner()
+                .records;
+            out.list(&records);
+        }
+        DataCmd::Stats => {
+            let stats = client
+                .get_ingest_stats(v1::GetIngestStatsRequest {})
+                .await?
+                .into_inner();
+            out.summary(
+                &stats,
+                format_args!("accepted {}", stats.accepted),
+                &stats.rejected,
+            );
+        }
+        DataCmd::Relay {
+            port,
+            count,
+            timeout_secs,
+        } => relay(&mut client, &port, count, timeout_secs).await?,
+    }
+    Ok(())
+}
+
 fn kind(k: u32) -> &'static str {
     match k {
         1 => "telemetry",
@@ -76,163 +155,68 @@ fn body_text(r: &v1::DataRecord) -> String {
     }
 }
 
-fn record_json(r: &v1::DataRecord) -> Value {
-    json!({"serial": hex::encode(&r.serial), "product_id": r.product_id, "epoch": r.epoch, "counter": r.counter,
-        "kind": kind(r.kind), "body": body_text(r), "received_at_ms": r.received_at_ms, "source": r.source, "wire_len": r.wire_len})
-}
-
-fn print_records(records: &[v1::DataRecord], json: bool, header: bool) {
-    if json {
-        for r in records {
-            println!("{}", record_json(r));
-        }
-        return;
-    }
-    let rows: Vec<Vec<String>> = records
-        .iter()
-        .map(|r| {
-            vec![
-                r.received_at_ms.to_string(),
-                r.epoch.to_string(),
-                r.counter.to_string(),
-                kind(r.kind).into(),
-                r.wire_len.to_string(),
-                body_text(r),
-            ]
-        })
-        .collect();
-    if header {
-        print_table(
-            &["RECEIVED", "EPOCH", "COUNTER", "KIND", "BYTES", "BODY"],
-            rows,
-        );
-    } else {
-        for row in rows {
-            println!("{}", row.join("  "));
-        }
+impl ToJson for v1::DataRecord {
+    fn json(&self) -> Value {
+        json!({"serial": hex::encode(&self.serial), "product_id": self.product_id, "epoch": self.epoch,
+            "counter": self.counter, "kind": kind(self.kind), "body": body_text(self),
+            "received_at_ms": self.received_at_ms, "source": self.source, "wire_len": self.wire_len})
     }
 }
 
-fn serial(text: &str) -> Result<Vec<u8>, Failure> {
-    Ok(flashgate_proto::serial::from_hex(text)
-        .ok_or_else(|| usage("--serial must be 32 hex characters"))?
-        .to_vec())
+impl TableRow for v1::DataRecord {
+    const COLUMNS: &'static [&'static str] =
+        &["RECEIVED", "EPOCH", "COUNTER", "KIND", "BYTES", "BODY"];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.received_at_ms.to_string(),
+            self.epoch.to_string(),
+            self.counter.to_string(),
+            kind(self.kind).into(),
+            self.wire_len.to_string(),
+            body_text(self),
+        ]
+    }
 }
 
-pub async fn run(cmd: DataCmd, channel: Channel, token: &str, json: bool) -> Result<(), Failure> {
-    let mut client = DataServiceClient::new(channel);
-    match cmd {
-        DataCmd::Tail {
-            serial: s,
-            lines,
-            follow,
-        } => {
-            let serial = serial(&s)?;
-            let query = |from_ms: i64, limit: u32| v1::QueryRecordsRequest {
-                serial: serial.clone(),
-                from_ms,
-                to_ms: 0,
-                limit,
-            };
-            let mut records = client
-                .query_records(request(token, query(0, lines)))
-                .await?
-                .into_inner()
-                .records;
-            print_records(&records, json, true);
-            // With --follow: until interrupted (Ctrl-C).
-            #[allow(clippy::while_immutable_condition)] // --follow runs until interrupted
-            while follow {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let since = records.last().map_or(0, |r| r.received_at_ms);
-                let seen: Vec<(u32, u32)> = records.iter().map(|r| (r.epoch, r.counter)).collect();
-                let fresh: Vec<v1::DataRecord> = client
-                    .query_records(request(token, query(since, 0)))
-                    .await?
-                    .into_inner()
-                    .records
-                    .into_iter()
-                    .filter(|r| !seen.contains(&(r.epoch, r.counter)))
-                    .collect();
-                print_records(&fresh, json, false);
-                records.extend(fresh);
-            }
-        }
-        DataCmd::Query {
-            serial: s,
-            since,
-            until,
-            limit,
-        } => {
-            let records = client
-                .query_records(request(
-                    token,
-                    v1::QueryRecordsRequest {
-                        serial: serial(&s)?,
-                        from_ms: since,
-                        to_ms: until,
-                        limit,
-                    },
-                ))
-                .await?
-                .into_inner()
-                .records;
-            if json {
-                emit_json(Value::Array(records.iter().map(record_json).collect()));
-            } else {
-                print_records(&records, false, true);
-            }
-        }
-        DataCmd::Stats => {
-            let stats = client
-                .get_ingest_stats(request(token, v1::GetIngestStatsRequest {}))
-                .await?
-                .into_inner();
-            if json {
-                emit_json(
-                    json!({"accepted": stats.accepted, "rejected": stats.rejected.iter()
-                    .map(|r| json!({"code": r.error_code, "reason": r.reason, "count": r.count})).collect::<Vec<_>>()}),
-                );
-            } else {
-                println!("accepted {}", stats.accepted);
-                print_table(
-                    &["CODE", "COUNT", "REASON"],
-                    stats
-                        .rejected
-                        .iter()
-                        .map(|r| {
-                            vec![
-                                format!("{:#06x}", r.error_code),
-                                r.count.to_string(),
-                                r.reason.clone(),
-                            ]
-                        })
-                        .collect(),
-                );
-            }
-        }
-        DataCmd::Relay {
-            port,
-            count,
-            timeout_secs,
-        } => relay(&mut client, &port, count, timeout_secs).await?,
+impl ToJson for v1::IngestStats {
+    fn json(&self) -> Value {
+        let rejected: Vec<Value> = self.rejected.iter().map(ToJson::json).collect();
+        json!({"accepted": self.accepted, "rejected": rejected})
     }
-    Ok(())
+}
+
+impl ToJson for v1::RejectCount {
+    fn json(&self) -> Value {
+        json!({"code": self.error_code, "reason": self.reason, "count": self.count})
+    }
+}
+
+impl TableRow for v1::RejectCount {
+    const COLUMNS: &'static [&'static str] = &["CODE", "COUNT", "REASON"];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            format!("{:#06x}", self.error_code),
+            self.count.to_string(),
+            self.reason.clone(),
+        ]
+    }
 }
 
 /// Reads frames from the UART on a thread, forwards DATA_RECORD payloads in batches.
 async fn relay(
-    client: &mut DataServiceClient<Channel>,
+    client: &mut DataClient,
     port: &str,
     count: u64,
     timeout_secs: u64,
 ) -> Result<(), Failure> {
     let addr = port
         .strip_prefix("tcp:")
-        .ok_or_else(|| usage("--port must be tcp:HOST:PORT"))?;
-    let mut stream = TcpStream::connect(addr).map_err(|e| Failure {
-        code: 3,
-        message: format!("cannot open the device UART {port}: {e}"),
+        .ok_or_else(|| Failure::usage("--port must be tcp:HOST:PORT"))?;
+    let mut stream = TcpStream::connect(addr).map_err(|e| {
+        Failure::new(
+            Exit::Unavailable,
+            format_args!("cannot open the device UART {port}: {e}"),
+        )
     })?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     std::thread::spawn(move || {

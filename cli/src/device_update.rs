@@ -15,13 +15,14 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use flashgate_proto::v1::{self, update_service_client::UpdateServiceClient};
+use flashgate_proto::v1;
 use flashgate_protocol::hello::{self, CHALLENGE_LEN};
 use flashgate_protocol::uart::{self, msg, FrameDecoder};
 use flashgate_protocol::update::receipt::{self, StatusReceipt};
 use flashgate_protocol::update::session::msg as update_msg;
 use flashgate_protocol::ErrorCode;
-use tonic::transport::Channel;
+
+use crate::grpc::UpdateClient;
 
 /// How a device update run ends for the caller.
 #[derive(Debug)]
@@ -194,18 +195,10 @@ fn getrandom(buf: &mut [u8]) {
     rand_core::OsRng.fill_bytes(buf);
 }
 
-fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
-}
-
-/// Runs one device update end to end (see the module documentation).
+/// Runs one device update end to end (see the module documentation). `client` carries the
+/// operator's credentials ([`crate::grpc::Clients::update`]).
 pub async fn run(
-    client: &mut UpdateServiceClient<Channel>,
-    token: &str,
+    client: &mut UpdateClient,
     options: &UpdateOptions,
 ) -> anyhow::Result<UpdateReport> {
     let timeout = options.timeout;
@@ -233,28 +226,22 @@ pub async fn run(
     }
     let serial = info.serial.to_vec();
     let package = client
-        .get_update_package(with_token(
-            token,
-            v1::GetUpdatePackageRequest {
-                product_id: info.product_id,
-                serial: serial.clone(),
-            },
-        ))
+        .get_update_package(v1::GetUpdatePackageRequest {
+            product_id: info.product_id,
+            serial: serial.clone(),
+        })
         .await?
         .into_inner();
     let pushed = tokio::task::block_in_place(|| push(&mut uart, &package, options));
     if let Err(e) = &pushed {
         if let Some(Stopped::Refused(code)) = e.downcast_ref::<Stopped>() {
             client
-                .report_update(with_token(
-                    token,
-                    v1::ReportUpdateRequest {
-                        product_id: info.product_id,
-                        serial: serial.clone(),
-                        receipt: Vec::new(),
-                        refused_code: *code as u32,
-                    },
-                ))
+                .report_update(v1::ReportUpdateRequest {
+                    product_id: info.product_id,
+                    serial: serial.clone(),
+                    receipt: Vec::new(),
+                    refused_code: *code as u32,
+                })
                 .await?;
         }
     }
@@ -263,15 +250,12 @@ pub async fn run(
     let raw = tokio::task::block_in_place(|| uart.status(&package.challenge, timeout))?;
     let receipt = receipt::peek(&raw).map_err(|e| anyhow!("bad receipt: {e}"))?;
     let status = client
-        .report_update(with_token(
-            token,
-            v1::ReportUpdateRequest {
-                product_id: info.product_id,
-                serial: serial.clone(),
-                receipt: raw,
-                refused_code: 0,
-            },
-        ))
+        .report_update(v1::ReportUpdateRequest {
+            product_id: info.product_id,
+            serial: serial.clone(),
+            receipt: raw,
+            refused_code: 0,
+        })
         .await?
         .into_inner();
     Ok(UpdateReport {

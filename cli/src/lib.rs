@@ -1,5 +1,13 @@
-//! Library side of the `flashgate` CLI: flows that tests drive directly.
+//! Library side of the `flashgate` CLI: what the binary's commands and the end-to-end tests
+//! share.
+//!
+//! - [`context`]: named contexts (endpoint + token file) and the flag > env > context precedence;
+//! - [`grpc`]: the coordinator's clients, with the operator credentials added by one interceptor;
+//! - [`device_update`]: the field update of one device over its UART (`flashgate device update`).
+//!
+//! The commands themselves live in the binary, one file per command group (see `main.rs`).
 #![forbid(unsafe_code)]
 
 pub mod context;
 pub mod device_update;
+pub mod grpc;

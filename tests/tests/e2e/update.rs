@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use flashgate_cli::device_update::{self, Stopped, Uart, UpdateOptions};
+use flashgate_cli::grpc::{Clients, UpdateClient};
 use flashgate_coordinator::testing::TestCoordinator;
-use flashgate_proto::v1::{self, update_service_client::UpdateServiceClient};
+use flashgate_proto::v1;
 use flashgate_protocol::hello::DeviceState;
 use flashgate_protocol::layout::{FLASH_PAGE_SIZE, IMAGE_HEADER_SPACE};
 use flashgate_protocol::update::boot_state::Outcome;
@@ -26,7 +27,7 @@ struct Setup {
     tc: TestCoordinator,
     vendor: Vendor,
     fw: Firmware,
-    client: UpdateServiceClient<tonic::transport::Channel>,
+    client: UpdateClient,
 }
 
 impl Setup {
@@ -47,10 +48,11 @@ impl Setup {
         tc.register_device(7, &tb.uid.0, &test_device_key(&tb.uid.0))
             .await
             .unwrap();
-        let client = UpdateServiceClient::connect(tc.endpoint.clone())
+        // The CLI's own client: the operator token rides on every call.
+        let client = Clients::connect(&tc.endpoint, &tc.operator_token)
             .await
             .unwrap()
-            .max_decoding_message_size(64 << 20);
+            .update();
         Self {
             tb,
             tc,
@@ -91,8 +93,7 @@ impl Setup {
         &mut self,
         options: UpdateOptions,
     ) -> anyhow::Result<device_update::UpdateReport> {
-        let token = self.tc.operator_token.clone();
-        device_update::run(&mut self.client, &token, &options).await
+        device_update::run(&mut self.client, &options).await
     }
 
     /// Power back on from the persisted flash; what runs, per a verified hello and receipt.

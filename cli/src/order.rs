@@ -1,0 +1,83 @@
+//! `flashgate order create`: allow stations (or a factory) to make a number of devices. Where
+//! orders stand is `flashgate orders status` (`orders.rs`).
+
+use clap::Subcommand;
+use flashgate_cli::grpc::Clients;
+use flashgate_proto::v1;
+use serde_json::{json, Value};
+
+use crate::exit::Failure;
+use crate::output::{Printer, ToJson};
+use crate::parse::hex32;
+
+#[derive(Subcommand)]
+pub enum OrderCmd {
+    /// Allow stations (or a factory) to make COUNT devices of a product.
+    Create {
+        #[arg(long)]
+        product: u32,
+        /// Bootloader release digest (hex).
+        #[arg(long)]
+        bootloader: String,
+        /// Test app release digest (hex).
+        #[arg(long)]
+        test_app: Option<String>,
+        /// Station fingerprint allowed to work on the order. Repeatable.
+        #[arg(long = "station")]
+        stations: Vec<String>,
+        /// Factory whose approved stations may work on the order.
+        #[arg(long, default_value = "")]
+        factory: String,
+        #[arg(long)]
+        count: u64,
+        /// Order id (generated when omitted).
+        #[arg(long, default_value = "")]
+        id: String,
+    },
+}
+
+pub async fn run(cmd: OrderCmd, clients: &Clients, out: &Printer) -> Result<(), Failure> {
+    let OrderCmd::Create {
+        product,
+        bootloader,
+        test_app,
+        stations,
+        factory,
+        count,
+        id,
+    } = cmd;
+    let test_app_digest = match test_app {
+        Some(t) => hex32(&t, "--test-app")?,
+        None => vec![],
+    };
+    let o = clients
+        .operator()
+        .create_order(v1::CreateOrderRequest {
+            product_id: product,
+            bootloader_digest: hex32(&bootloader, "--bootloader")?,
+            test_app_digest,
+            station_ids: stations,
+            factory,
+            count,
+            order_id: id,
+        })
+        .await?
+        .into_inner();
+    out.done(
+        &o,
+        format_args!(
+            "order {} created: {} devices of product {}",
+            o.order_id, o.count, o.product_id
+        ),
+    );
+    Ok(())
+}
+
+impl ToJson for v1::Order {
+    fn json(&self) -> Value {
+        json!({"order_id": self.order_id, "product_id": self.product_id,
+            "bootloader_digest": hex::encode(&self.bootloader_digest),
+            "test_app_digest": hex::encode(&self.test_app_digest), "station_ids": self.station_ids,
+            "factory": self.factory, "count": self.count, "created_at_ms": self.created_at_ms})
+    }
+}
