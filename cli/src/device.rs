@@ -9,7 +9,7 @@ use flashgate_cli::device_update::{self, UpdateOptions, UpdateReport};
 use flashgate_cli::grpc::Clients;
 use serde_json::{json, Value};
 
-use crate::exit::Failure;
+use crate::exit::{Exit, Failure};
 use crate::output::{cell, Printer, ToJson};
 use crate::parse;
 
@@ -37,7 +37,9 @@ pub async fn run(cmd: DeviceCmd, clients: &Clients, out: &Printer) -> Result<(),
     let mut options = UpdateOptions::new(args.port);
     options.expected_serial = Some(parse::serial(&args.serial, "--serial")?);
     options.timeout = Duration::from_secs(args.timeout.max(1));
-    let report = device_update::run(&mut clients.update(), &options).await?;
+    let report = device_update::run(&mut clients.update(), &options)
+        .await
+        .map_err(link_failure)?;
     out.done(
         &report,
         format_args!(
@@ -50,6 +52,16 @@ pub async fn run(cmd: DeviceCmd, clients: &Clients, out: &Printer) -> Result<(),
         ),
     );
     Ok(())
+}
+
+/// A port that cannot be opened, or a link that breaks, is unavailable (3) like an unreachable
+/// coordinator: run again (the transfer resumes where it stopped).
+fn link_failure(error: anyhow::Error) -> Failure {
+    if error.chain().any(|cause| cause.is::<std::io::Error>()) {
+        Failure::new(Exit::Unavailable, format_args!("{error:#}"))
+    } else {
+        error.into()
+    }
 }
 
 impl ToJson for UpdateReport {

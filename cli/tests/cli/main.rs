@@ -1,0 +1,16 @@
+//! The real `flashgate` binary, run as a process, against a real coordinator on loopback: one
+//! module per command group (named like the CLI's own files), `help` for every subcommand.
+
+mod completion;
+mod config;
+mod data;
+mod device;
+mod devices;
+mod help;
+mod leases;
+mod order;
+mod product;
+mod release;
+mod station;
+mod support;
+mod update;

@@ -1,0 +1,410 @@
+//! What every test of the `flashgate` binary needs: the binary run as a process with its own
+//! config directory ([`Flashgate`]) and a real coordinator on loopback set up through its public
+//! interfaces — the CLI for operator steps, signed gRPC for station steps ([`World`]).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ed25519_dalek::SigningKey;
+use flashgate_coordinator::records::{StationRecord, StationState};
+use flashgate_coordinator::testing::TestCoordinator;
+use flashgate_proto::station_auth::{methods, StationSigner};
+use flashgate_proto::v1::{self, station_service_client::StationServiceClient};
+use flashgate_protocol::image::{sign_image, ImageKind};
+use rand_core::OsRng;
+use serde_json::Value;
+
+/// Never reachable: nothing listens on port 1.
+pub const DEAD: &str = "http://127.0.0.1:1";
+
+/// The product every [`World`] makes.
+pub const PRODUCT: u32 = 7;
+
+/// Runs `flashgate ARGS` with only `envs` set among the flashgate variables and the config
+/// under `config_home`.
+pub fn flashgate(config_home: &Path, envs: &[(String, String)], args: &[String]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashgate"));
+    for var in [
+        "FLASHGATE_ENDPOINT",
+        "FLASHGATE_TOKEN",
+        "FLASHGATE_CONTEXT",
+        "FLASHGATE_CONFIG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("XDG_CONFIG_HOME", config_home);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.args(args).output().expect("the flashgate binary runs")
+}
+
+pub fn code(output: &Output) -> i32 {
+    output.status.code().expect("exited")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn json(output: &Output) -> Value {
+    assert_eq!(code(output), 0, "stderr: {}", stderr(output));
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
+
+/// The binary, pointed at one coordinator with the operator token (as flags), with a config
+/// directory of its own.
+pub struct Flashgate {
+    base: Vec<String>,
+    home: tempfile::TempDir,
+}
+
+impl Flashgate {
+    pub fn new(endpoint: &str, token: &str) -> Self {
+        Self {
+            base: ["--endpoint", endpoint, "--token", token]
+                .map(String::from)
+                .to_vec(),
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Where this runner's files (and its config) live.
+    pub fn dir(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// `flashgate --endpoint … --token … ARGS`.
+    pub async fn run(&self, args: &[&str]) -> Output {
+        let mut all = self.base.clone();
+        all.extend(args.iter().map(|a| a.to_string()));
+        self.run_raw(all).await
+    }
+
+    /// `flashgate ARGS` with no endpoint or token given.
+    pub async fn run_raw(&self, args: Vec<String>) -> Output {
+        let home = self.home.path().to_owned();
+        tokio::task::spawn_blocking(move || flashgate(&home, &[], &args))
+            .await
+            .unwrap()
+    }
+
+    /// Runs `ARGS -o json`; it must succeed with one JSON document on stdout.
+    pub async fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.extend(["-o", "json"]);
+        json(&self.run(&args).await)
+    }
+
+    /// Runs `ARGS` (table output); it must succeed. Returns stdout.
+    pub async fn table(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).is_empty(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    }
+
+    /// Runs `ARGS`; it must exit with `expected`, a message on stderr and nothing on stdout.
+    /// Returns stderr.
+    pub async fn fails(&self, args: &[&str], expected: i32) -> String {
+        let out = self.run(args).await;
+        assert_eq!(code(&out), expected, "{args:?}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty(), "{args:?}: {}", stdout(&out));
+        let message = stderr(&out);
+        assert!(
+            message.starts_with("flashgate: ") || message.starts_with("error: "),
+            "{message}"
+        );
+        message
+    }
+
+    /// Writes `contents` to a file of this runner's directory.
+    pub fn file(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.dir().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+/// The header line and the rows of a table, split into cells.
+pub fn table_rows(table: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut lines = table.lines();
+    let header = lines.next().expect("a header line");
+    // Columns are two spaces apart; a header cell itself may hold one space ("VENDOR KEY").
+    let split = |line: &str| -> Vec<String> {
+        line.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    (split(header), lines.map(split).collect())
+}
+
+/// A real coordinator on loopback and the steps that put things in it, each done the way the
+/// product does it: the CLI for the operator, signed gRPC for a station.
+pub struct World {
+    pub tc: TestCoordinator,
+    pub cli: Flashgate,
+    pub vendor: SigningKey,
+}
+
+impl World {
+    /// A fresh coordinator (embedded store) and a runner pointed at it.
+    pub async fn start() -> Self {
+        let tc = TestCoordinator::start_embedded().await.unwrap();
+        let cli = Flashgate::new(&tc.endpoint, &tc.operator_token);
+        Self {
+            tc,
+            cli,
+            vendor: SigningKey::generate(&mut OsRng),
+        }
+    }
+
+    pub fn vendor_key_hex(&self) -> String {
+        hex::encode(self.vendor.verifying_key().to_bytes())
+    }
+
+    /// `product create` for [`PRODUCT`] with this world's vendor key.
+    pub async fn product(&self) -> Value {
+        let key = self.vendor_key_hex();
+        let id = PRODUCT.to_string();
+        self.cli
+            .json(&[
+                "product",
+                "create",
+                "--id",
+                &id,
+                "--name",
+                "board",
+                "--vendor-key",
+                &key,
+            ])
+            .await
+    }
+
+    /// An image of `kind` signed by this world's vendor, written to a file.
+    pub fn image(&self, kind: ImageKind, version: u32) -> PathBuf {
+        let body = format!("{kind:?} body, version {version}");
+        let image = sign_image(kind, PRODUCT, version, 0, body.as_bytes(), &self.vendor);
+        self.cli.file(&format!("{kind:?}-{version}.img"), image)
+    }
+
+    /// `release upload` of a fresh image; returns the release (JSON).
+    pub async fn release(&self, kind: ImageKind, version: u32) -> Value {
+        let file = self.image(kind, version);
+        self.cli
+            .json(&["release", "upload", file.to_str().unwrap()])
+            .await
+    }
+
+    /// A station enrolled over gRPC (signed with its own key), still pending.
+    pub async fn enrol_station(&self, name: &str) -> StationSigner {
+        let key = SigningKey::generate(&mut OsRng);
+        let request = v1::EnrolRequest {
+            ed25519_public_key: key.verifying_key().to_bytes().to_vec(),
+            x25519_public_key: [9u8; 32].to_vec(),
+            name: name.into(),
+            factory: "factory-1".into(),
+        };
+        let station = StationSigner::new(key);
+        self.stations()
+            .await
+            .enrol(station.sign(methods::ENROL, request))
+            .await
+            .unwrap();
+        station
+    }
+
+    pub async fn stations(&self) -> StationServiceClient<tonic::transport::Channel> {
+        self.tc.station_client().await.unwrap()
+    }
+
+    /// Product, bootloader release, an approved station and an order of `count` for it.
+    /// Returns the station and the order id.
+    pub async fn order(&self, count: u64) -> (StationSigner, String) {
+        self.product().await;
+        let bootloader = self.release(ImageKind::Bootloader, 1).await;
+        let station = self.enrol_station("line 1").await;
+        self.cli
+            .json(&["station", "approve", station.station_id()])
+            .await;
+        let order = self
+            .cli
+            .json(&[
+                "order",
+                "create",
+                "--product",
+                &PRODUCT.to_string(),
+                "--bootloader",
+                bootloader["digest"].as_str().unwrap(),
+                "--station",
+                station.station_id(),
+                "--count",
+                &count.to_string(),
+                "--id",
+                "order-1",
+            ])
+            .await;
+        (station, order["order_id"].as_str().unwrap().to_owned())
+    }
+
+    /// The station takes a lease of `count` slots of `order` (signed gRPC).
+    pub async fn acquire(&self, station: &StationSigner, order: &str, count: u32) {
+        let request = v1::AcquireLeaseRequest {
+            order_id: order.into(),
+            count,
+            ..Default::default()
+        };
+        self.stations()
+            .await
+            .acquire_lease(station.sign(methods::ACQUIRE_LEASE, request))
+            .await
+            .unwrap();
+    }
+
+    /// The station reports `serial` provisioned (test passed) under `lease` (signed gRPC).
+    pub async fn install(&self, station: &StationSigner, lease: &str, serial: [u8; 16]) {
+        let request = v1::ReportInstallRequest {
+            lease_id: lease.into(),
+            serial: serial.to_vec(),
+            bootloader_version: 1,
+            test_result: Some(v1::TestResult {
+                outcome: v1::TestOutcome::Pass as i32,
+                log: "all checks pass".into(),
+            }),
+            outcome: v1::InstallOutcome::Provisioned as i32,
+            installed_at_ms: flashgate_proto::clock::now_ms(),
+            failure_reason: String::new(),
+        };
+        self.stations()
+            .await
+            .report_install(station.sign(methods::REPORT_INSTALL, request))
+            .await
+            .unwrap();
+    }
+
+    /// An order with one lease of 2 slots and `serials` provisioned under it. Returns the order
+    /// and the lease ids.
+    pub async fn fleet(&self, serials: &[[u8; 16]]) -> (String, String) {
+        let (station, order) = self.order(5).await;
+        self.acquire(&station, &order, 2).await;
+        let leases = self.cli.json(&["leases", "list", "--order", &order]).await;
+        let lease = leases[0]["lease_id"].as_str().unwrap().to_owned();
+        for serial in serials {
+            self.install(&station, &lease, *serial).await;
+        }
+        (order, lease)
+    }
+}
+
+/// A coordinator with an order, a lease, one provisioned and one failed install, made through
+/// the coordinator's own API (the first tests of the binary).
+pub struct Env {
+    pub tc: TestCoordinator,
+    pub order: v1::Order,
+    pub serial: [u8; 16],
+    pub home: tempfile::TempDir,
+}
+
+impl Env {
+    pub async fn start() -> Self {
+        let tc = TestCoordinator::start_embedded().await.unwrap();
+        let vendor = SigningKey::generate(&mut OsRng);
+        let station = StationRecord {
+            station_id: "0123456789abcdef0123456789abcdef".into(),
+            ed25519_public_key: hex::encode([1u8; 32]),
+            x25519_public_key: hex::encode([9u8; 32]),
+            name: "cli test".into(),
+            factory: "f1".into(),
+            state: StationState::Approved,
+            enrolled_at_ms: 1,
+            approved_at_ms: 1,
+        };
+        let order = tc
+            .create_demo_order(7, &vendor, vec![station.station_id.clone()], 5)
+            .await
+            .unwrap();
+        let lease = tc
+            .coordinator
+            .acquire_lease(
+                &station,
+                &v1::AcquireLeaseRequest {
+                    order_id: order.order_id.clone(),
+                    count: 2,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let body = flashgate_proto::lease::verify_signed_lease(
+            &lease,
+            &tc.coordinator.lease_verifying_key(),
+        )
+        .unwrap();
+        let now = flashgate_proto::clock::now_ms();
+        let serial = [0x5a; 16];
+        tc.coordinator
+            .report_install(
+                &station,
+                &v1::ReportInstallRequest {
+                    lease_id: body.lease_id.clone(),
+                    serial: serial.to_vec(),
+                    bootloader_version: 1,
+                    test_result: Some(v1::TestResult {
+                        outcome: v1::TestOutcome::Pass as i32,
+                        log: "all checks pass".into(),
+                    }),
+                    outcome: v1::InstallOutcome::Provisioned as i32,
+                    installed_at_ms: now,
+                    failure_reason: String::new(),
+                },
+            )
+            .await
+            .unwrap();
+        tc.coordinator
+            .report_install(
+                &station,
+                &v1::ReportInstallRequest {
+                    lease_id: body.lease_id,
+                    serial: [0x6b; 16].to_vec(),
+                    outcome: v1::InstallOutcome::Failed as i32,
+                    installed_at_ms: now,
+                    failure_reason: "transfer failed: target lost".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        Self {
+            tc,
+            order,
+            serial,
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Runs `flashgate ARGS` with only `envs` set among the flashgate variables and the config
+    /// under this test's own XDG_CONFIG_HOME.
+    pub async fn run(&self, envs: &[(&str, &str)], args: &[&str]) -> Output {
+        let home = self.home.path().to_owned();
+        let envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        tokio::task::spawn_blocking(move || flashgate(&home, &envs, &args))
+            .await
+            .unwrap()
+    }
+
+    pub fn token_file(&self, token: &str) -> String {
+        let path = self.home.path().join(format!("token-{}", token.len()));
+        std::fs::write(&path, format!("{token}\n")).unwrap();
+        path.display().to_string()
+    }
+}
