@@ -33,12 +33,8 @@ pub enum DataCmd {
     Query {
         #[arg(long)]
         serial: String,
-        #[arg(long, default_value_t = 0)]
-        since: i64,
-        #[arg(long, default_value_t = 0)]
-        until: i64,
-        #[arg(long, default_value_t = 0)]
-        limit: u32,
+        #[command(flatten)]
+        window: parse::Window,
     },
     /// Accepted records and refusals by reason since the coordinator started.
     Stats,
@@ -96,18 +92,13 @@ pub async fn run(cmd: DataCmd, clients: &Clients, out: &Printer) -> Result<(), F
                 records.extend(fresh);
             }
         }
-        DataCmd::Query {
-            serial,
-            since,
-            until,
-            limit,
-        } => {
+        DataCmd::Query { serial, window } => {
             let records = client
                 .query_records(v1::QueryRecordsRequest {
                     serial: parse::serial(&serial, "--serial")?.to_vec(),
-                    from_ms: since,
-                    to_ms: until,
-                    limit,
+                    from_ms: window.since,
+                    to_ms: window.until,
+                    limit: window.limit,
                 })
                 .await?
                 .into_inner()

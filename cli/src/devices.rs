@@ -31,14 +31,8 @@ pub enum DevicesCmd {
         /// 32 hex chars.
         #[arg(long)]
         serial: Option<String>,
-        /// Installed at or after (unix ms).
-        #[arg(long, default_value_t = 0)]
-        since: i64,
-        /// Installed before (unix ms).
-        #[arg(long, default_value_t = 0)]
-        until: i64,
-        #[arg(long, default_value_t = 0)]
-        limit: u32,
+        #[command(flatten)]
+        window: parse::Window,
     },
 }
 
@@ -50,9 +44,7 @@ pub async fn run(cmd: DevicesCmd, clients: &Clients, out: &Printer) -> Result<()
             order,
             station,
             serial,
-            since,
-            until,
-            limit,
+            window,
         } => {
             let serial = match serial {
                 Some(s) => parse::serial(&s, "--serial")?.to_vec(),
@@ -64,10 +56,10 @@ pub async fn run(cmd: DevicesCmd, clients: &Clients, out: &Printer) -> Result<()
                     product_id: product,
                     order_id: order,
                     station_id: station,
-                    from_ms: since,
-                    to_ms: until,
+                    from_ms: window.since,
+                    to_ms: window.until,
                     serial,
-                    limit,
+                    limit: window.limit,
                 })
                 .await?
                 .into_inner();

@@ -68,7 +68,21 @@ impl GlobalArgs {
                     }
                     _ => String::new(),
                 };
-                Failure::new(code, format_args!("{:#}{hint}", anyhow::Error::new(error)))
+                Failure::new(code, format_args!("{}{hint}", causes(&error)))
             })
     }
+}
+
+/// An error and its sources, `: `-separated, each said once (hyper repeats its own).
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut said: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if said.last() != Some(&text) {
+            said.push(text);
+        }
+        next = cause.source();
+    }
+    said.join(": ")
 }

@@ -137,8 +137,14 @@ impl Clients {
     /// `token` as the operator's bearer token (empty: none).
     pub async fn connect(endpoint: &str, token: &str) -> Result<Self, ConnectError> {
         let credentials = OperatorCredentials::bearer(token)?;
-        let channel = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|_| ConnectError::BadEndpoint(endpoint.to_owned()))?
+        let bad = || ConnectError::BadEndpoint(endpoint.to_owned());
+        let target = Endpoint::from_shared(endpoint.to_owned()).map_err(|_| bad())?;
+        // `host:7400` parses as a URI too, but names no transport: say so instead of failing
+        // to connect.
+        if target.uri().scheme().is_none() || target.uri().host().is_none() {
+            return Err(bad());
+        }
+        let channel = target
             .connect()
             .await
             .map_err(|source| ConnectError::Unreachable {

@@ -61,22 +61,16 @@ async fn relayed_records_are_verified_then_queried_tailed_and_counted() {
     // The relay holds no token: ingest needs none (records authenticate themselves).
     let relay = w
         .cli
-        .run_raw(
-            [
-                "--endpoint",
-                &w.tc.endpoint,
-                "data",
-                "relay",
-                "--port",
-                &port,
-                "--count",
-                "3",
-                "--timeout-secs",
-                "30",
-            ]
-            .map(String::from)
-            .to_vec(),
-        )
+        .run_anonymous(&[
+            "data",
+            "relay",
+            "--port",
+            &port,
+            "--count",
+            "3",
+            "--timeout-secs",
+            "30",
+        ])
         .await;
     assert_eq!(code(&relay), 0, "{}", stderr(&relay));
     let progress = stdout(&relay);
@@ -104,10 +98,7 @@ async fn relayed_records_are_verified_then_queried_tailed_and_counted() {
     assert_eq!(queried[0]["kind"], "telemetry");
     assert_eq!(queried[0]["source"], format!("relay {port}").as_str());
     let (header, rows) = table_rows(&w.cli.table(&["data", "query", "--serial", &serial]).await);
-    assert_eq!(
-        header,
-        ["RECEIVED", "EPOCH", "COUNTER", "KIND", "BYTES", "BODY"]
-    );
+    assert_eq!(header, "RECEIVED, EPOCH, COUNTER, KIND, BYTES, BODY");
     assert_eq!(rows[1][1..4], ["0", "1", "telemetry"]);
     assert_eq!(rows[1][5], "temp 21.7");
 
@@ -138,18 +129,11 @@ async fn relayed_records_are_verified_then_queried_tailed_and_counted() {
     let (headline, rest) = table.split_once('\n').unwrap();
     assert_eq!(headline, "accepted 2");
     let (header, rows) = table_rows(rest);
-    assert_eq!(header, ["CODE", "COUNT", "REASON"]);
+    assert_eq!(header, "CODE, COUNT, REASON");
     assert_eq!(rows[0][..2], ["0x0501", "1"]);
 
     // Queries need the operator token; a bad serial is a usage error.
-    let anonymous = w
-        .cli
-        .run_raw(
-            ["--endpoint", &w.tc.endpoint, "data", "stats"]
-                .map(String::from)
-                .to_vec(),
-        )
-        .await;
+    let anonymous = w.cli.run_anonymous(&["data", "stats"]).await;
     assert_eq!(code(&anonymous), 5);
     w.cli.fails(&["data", "query", "--serial", "12"], 2).await;
     w.tc.stop().await;

@@ -7,52 +7,17 @@ use crate::support::World;
 async fn an_unreachable_port_is_a_clear_retryable_error() {
     let w = World::start().await;
     let serial = "ab".repeat(16);
-    // Nothing listens on port 1: unavailable (3), naming the port.
-    let message = w
-        .cli
-        .fails(
-            &[
-                "device",
-                "update",
-                "--port",
-                "tcp:127.0.0.1:1",
-                "--serial",
-                &serial,
-            ],
-            3,
-        )
-        .await;
-    assert!(message.contains("127.0.0.1:1"), "{message}");
-    let message = w
-        .cli
-        .fails(
-            &[
-                "device",
-                "update",
-                "--port",
-                "/nonexistent/tty",
-                "--serial",
-                &serial,
-            ],
-            3,
-        )
-        .await;
-    assert!(message.contains("/nonexistent/tty"), "{message}");
-    // A malformed serial: usage (2), the port is never opened.
-    let message = w
-        .cli
-        .fails(
-            &[
-                "device",
-                "update",
-                "--port",
-                "tcp:127.0.0.1:1",
-                "--serial",
-                "12",
-            ],
-            2,
-        )
-        .await;
-    assert!(message.contains("32 hex characters"), "{message}");
+    let cases = [
+        // Nothing listens on port 1 / no such device: unavailable (3), naming the port.
+        ("tcp:127.0.0.1:1", serial.as_str(), 3, "127.0.0.1:1"),
+        ("/nonexistent/tty", serial.as_str(), 3, "/nonexistent/tty"),
+        // A malformed serial: usage (2), the port is never opened.
+        ("tcp:127.0.0.1:1", "12", 2, "32 hex characters"),
+    ];
+    for (port, serial, exit, said) in cases {
+        let args = ["device", "update", "--port", port, "--serial", serial];
+        let message = w.cli.fails(&args, exit).await;
+        assert!(message.contains(said), "{args:?}: {message}");
+    }
     w.tc.stop().await;
 }

@@ -168,15 +168,7 @@ async fn devices_are_listed_and_filtered() {
     let (header, rows) = table_rows(&w.cli.table(&["devices", "list", "--product", "7"]).await);
     assert_eq!(
         header,
-        [
-            "SERIAL",
-            "PRODUCT",
-            "ORDER",
-            "STATION",
-            "INSTALLED",
-            "BOOTLOADER",
-            "TEST"
-        ]
+        "SERIAL, PRODUCT, ORDER, STATION, INSTALLED, BOOTLOADER, TEST"
     );
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0][1..3], ["7", order.as_str()]);

@@ -24,15 +24,7 @@ async fn leases_are_listed_with_their_use() {
     );
     assert_eq!(
         header,
-        [
-            "LEASE",
-            "ORDER",
-            "STATION",
-            "COUNT",
-            "USED",
-            "STATE",
-            "NOT AFTER"
-        ]
+        "LEASE, ORDER, STATION, COUNT, USED, STATE, NOT AFTER"
     );
     assert_eq!(rows.len(), 1);
     assert_eq!(

@@ -6,6 +6,7 @@ mod config;
 mod data;
 mod device;
 mod devices;
+mod global;
 mod help;
 mod leases;
 mod order;

@@ -43,16 +43,7 @@ async fn orders_are_created_and_their_status_followed() {
     let (header, rows) = table_rows(&w.cli.table(&["orders", "status"]).await);
     assert_eq!(
         header,
-        [
-            "ORDER",
-            "PRODUCT",
-            "COUNT",
-            "CONSUMED",
-            "FAILED",
-            "RESERVED",
-            "REMAINING",
-            "LEASES"
-        ]
+        "ORDER, PRODUCT, COUNT, CONSUMED, FAILED, RESERVED, REMAINING, LEASES"
     );
     assert_eq!(rows.len(), 2);
     let first = rows.iter().find(|r| r[0] == "order-1").unwrap();

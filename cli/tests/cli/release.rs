@@ -40,7 +40,7 @@ async fn signed_images_are_uploaded_and_forged_ones_refused() {
         serde_json::json!([])
     );
     let (header, rows) = table_rows(&w.cli.table(&["release", "list"]).await);
-    assert_eq!(header, ["DIGEST", "PRODUCT", "KIND", "VERSION", "SIZE"]);
+    assert_eq!(header, "DIGEST, PRODUCT, KIND, VERSION, SIZE");
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().any(|r| r[0] == digest && r[2] == "bootloader"));
 

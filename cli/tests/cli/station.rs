@@ -23,10 +23,7 @@ async fn enrolled_stations_are_approved_and_revoked() {
         serde_json::json!([])
     );
     let (header, rows) = table_rows(&w.cli.table(&["station", "list"]).await);
-    assert_eq!(
-        header,
-        ["FINGERPRINT", "NAME", "FACTORY", "STATE", "ENROLLED"]
-    );
+    assert_eq!(header, "FINGERPRINT, NAME, FACTORY, STATE, ENROLLED");
     assert_eq!(rows[0][..4], [id, "line 7", "factory-1", "approved"]);
 
     let said = w.cli.table(&["station", "revoke", id]).await;

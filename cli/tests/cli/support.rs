@@ -93,6 +93,13 @@ impl Flashgate {
             .unwrap()
     }
 
+    /// `flashgate --endpoint … ARGS` with no token at all.
+    pub async fn run_anonymous(&self, args: &[&str]) -> Output {
+        let mut all = self.base[..2].to_vec();
+        all.extend(args.iter().map(|a| a.to_string()));
+        self.run_raw(all).await
+    }
+
     /// Runs `ARGS -o json`; it must succeed with one JSON document on stdout.
     pub async fn json(&self, args: &[&str]) -> Value {
         let mut args = args.to_vec();
@@ -130,8 +137,8 @@ impl Flashgate {
     }
 }
 
-/// The header line and the rows of a table, split into cells.
-pub fn table_rows(table: &str) -> (Vec<String>, Vec<Vec<String>>) {
+/// The header of a table (its cells joined by ", ") and its rows, split into cells.
+pub fn table_rows(table: &str) -> (String, Vec<Vec<String>>) {
     let mut lines = table.lines();
     let header = lines.next().expect("a header line");
     // Columns are two spaces apart; a header cell itself may hold one space ("VENDOR KEY").
@@ -142,7 +149,23 @@ pub fn table_rows(table: &str) -> (Vec<String>, Vec<Vec<String>>) {
             .map(String::from)
             .collect()
     };
-    (split(header), lines.map(split).collect())
+    (split(header).join(", "), lines.map(split).collect())
+}
+
+/// A station's report that `serial` was provisioned now under `lease`, its factory test passed.
+pub fn provisioned(lease: &str, serial: [u8; 16]) -> v1::ReportInstallRequest {
+    v1::ReportInstallRequest {
+        lease_id: lease.into(),
+        serial: serial.to_vec(),
+        bootloader_version: 1,
+        test_result: Some(v1::TestResult {
+            outcome: v1::TestOutcome::Pass as i32,
+            log: "all checks pass".into(),
+        }),
+        outcome: v1::InstallOutcome::Provisioned as i32,
+        installed_at_ms: flashgate_proto::clock::now_ms(),
+        failure_reason: String::new(),
+    }
 }
 
 /// A real coordinator on loopback and the steps that put things in it, each done the way the
@@ -269,18 +292,7 @@ impl World {
 
     /// The station reports `serial` provisioned (test passed) under `lease` (signed gRPC).
     pub async fn install(&self, station: &StationSigner, lease: &str, serial: [u8; 16]) {
-        let request = v1::ReportInstallRequest {
-            lease_id: lease.into(),
-            serial: serial.to_vec(),
-            bootloader_version: 1,
-            test_result: Some(v1::TestResult {
-                outcome: v1::TestOutcome::Pass as i32,
-                log: "all checks pass".into(),
-            }),
-            outcome: v1::InstallOutcome::Provisioned as i32,
-            installed_at_ms: flashgate_proto::clock::now_ms(),
-            failure_reason: String::new(),
-        };
+        let request = provisioned(lease, serial);
         self.stations()
             .await
             .report_install(station.sign(methods::REPORT_INSTALL, request))
@@ -349,21 +361,7 @@ impl Env {
         let now = flashgate_proto::clock::now_ms();
         let serial = [0x5a; 16];
         tc.coordinator
-            .report_install(
-                &station,
-                &v1::ReportInstallRequest {
-                    lease_id: body.lease_id.clone(),
-                    serial: serial.to_vec(),
-                    bootloader_version: 1,
-                    test_result: Some(v1::TestResult {
-                        outcome: v1::TestOutcome::Pass as i32,
-                        log: "all checks pass".into(),
-                    }),
-                    outcome: v1::InstallOutcome::Provisioned as i32,
-                    installed_at_ms: now,
-                    failure_reason: String::new(),
-                },
-            )
+            .report_install(&station, &provisioned(&body.lease_id, serial))
             .await
             .unwrap();
         tc.coordinator

@@ -59,15 +59,7 @@ async fn updates_are_published_and_followed() {
     let (header, rows) = table_rows(&w.cli.table(&["update", "status", "--product", "7"]).await);
     assert_eq!(
         header,
-        [
-            "SERIAL",
-            "PRODUCT",
-            "CAMPAIGN",
-            "TARGET",
-            "STATE",
-            "OS",
-            "LAST SEEN"
-        ]
+        "SERIAL, PRODUCT, CAMPAIGN, TARGET, STATE, OS, LAST SEEN"
     );
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r[3] == "2"), "{rows:?}");
