@@ -1,6 +1,7 @@
 //! The CLI's gRPC clients: one channel to the coordinator, and the operator's credentials added
-//! to every call by one tonic interceptor ([`OperatorCredentials`]). No command, and no flow of
-//! this library, attaches a token itself: each takes a client from [`Clients`].
+//! to every call by one tonic interceptor ([`OperatorCredentials`], defined beside the API in
+//! `flashgate_proto::operator_auth` so that other hosts and tests use the same one). No command,
+//! and no flow of this library, attaches a token itself: each takes a client from [`Clients`].
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -13,80 +14,16 @@
 //! # Ok(()) }
 //! ```
 
+pub use flashgate_proto::operator_auth::{InvalidToken, OperatorCredentials};
 use flashgate_proto::v1::{
     data_service_client::DataServiceClient, operator_service_client::OperatorServiceClient,
     update_service_client::UpdateServiceClient,
 };
-use tonic::metadata::AsciiMetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 
 /// Largest reply a client accepts: release images and update packages travel whole.
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
-
-/// Adds `authorization: Bearer TOKEN` to every request; with no token, adds nothing (calls that
-/// need none, such as the data relay's ingest, still work).
-#[derive(Clone, Default)]
-pub struct OperatorCredentials {
-    authorization: Option<AsciiMetadataValue>,
-}
-
-/// The token holds bytes an HTTP/2 header cannot carry.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "the operator token cannot be sent: it holds a control character or a non-ASCII byte \
-     (check --token, FLASHGATE_TOKEN or the context's token file)"
-)]
-pub struct InvalidToken;
-
-impl OperatorCredentials {
-    /// Credentials for `token`; an empty token means none.
-    pub fn bearer(token: &str) -> Result<Self, InvalidToken> {
-        if token.is_empty() {
-            return Ok(Self::default());
-        }
-        // HTTP allows bytes above 0x7f in a header, but the coordinator reads the header as
-        // ASCII: such a token could never authenticate, so say why here.
-        if !token.is_ascii() {
-            return Err(InvalidToken);
-        }
-        let mut value: AsciiMetadataValue = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| InvalidToken)?;
-        // Keeps the value out of tonic's and hyper's debug output.
-        value.set_sensitive(true);
-        Ok(Self {
-            authorization: Some(value),
-        })
-    }
-}
-
-impl std::fmt::Debug for OperatorCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let token = match self.authorization {
-            Some(_) => "<redacted>",
-            None => "none",
-        };
-        f.debug_struct("OperatorCredentials")
-            .field("token", &token)
-            .finish()
-    }
-}
-
-impl Interceptor for OperatorCredentials {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.authorization {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
 
 /// A channel with the operator's credentials on every call.
 pub type Authorized = InterceptedService<Channel, OperatorCredentials>;
@@ -171,34 +108,5 @@ impl Clients {
     /// A client of the data service.
     pub fn data(&self) -> DataClient {
         DataServiceClient::new(self.authorized()).max_decoding_message_size(MAX_MESSAGE_SIZE)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn authorization(credentials: &mut OperatorCredentials) -> Option<String> {
-        let request = credentials.call(tonic::Request::new(())).unwrap();
-        request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.to_str().unwrap().to_owned())
-    }
-
-    #[test]
-    fn the_token_is_added_once_and_never_printed() {
-        let mut credentials = OperatorCredentials::bearer("s3cret").unwrap();
-        assert_eq!(
-            authorization(&mut credentials).as_deref(),
-            Some("Bearer s3cret")
-        );
-        assert!(!format!("{credentials:?}").contains("s3cret"));
-        assert_eq!(
-            authorization(&mut OperatorCredentials::bearer("").unwrap()),
-            None
-        );
-        assert!(OperatorCredentials::bearer("line\nbreak").is_err());
-        assert!(OperatorCredentials::bearer("caf\u{e9}").is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! flashgate's gRPC API (`flashgate.v1`): the generated messages and services, plus the small
 //! pieces both ends of the station API must agree on byte for byte:
 //! - [`station_auth`]: how a station signs each request (the coordinator verifies);
+//! - [`operator_auth`]: how an operator's token travels (one client interceptor);
 //! - [`lease`]: how a lease is signed and checked;
 //! - [`serial`]: how a device serial is written;
 //! - [`clock`]: the hosts' one wall clock.
@@ -14,6 +15,7 @@ pub mod v1 {
 
 pub mod clock;
 pub mod lease;
+pub mod operator_auth;
 pub mod serial;
 pub mod station_auth;
 
