@@ -1,13 +1,11 @@
 //! `flashgate data …`: read verified telemetry (`tail`, `query`, `stats`) and forward a
 //! device's sealed records from its UART to the coordinator (`relay`).
 
-use std::io::Read;
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 use flashgate_proto::v1::{self, data_service_client::DataServiceClient};
-use flashgate_protocol::uart::{msg, FrameDecoder};
+use flashgate_protocol::uart::host::{HostLink, LinkError, Port};
 use serde_json::{json, Value};
 use tonic::transport::Channel;
 
@@ -227,27 +225,27 @@ async fn relay(
     count: u64,
     timeout_secs: u64,
 ) -> Result<(), Failure> {
-    let addr = port
-        .strip_prefix("tcp:")
-        .ok_or_else(|| usage("--port must be tcp:HOST:PORT"))?;
-    let mut stream = TcpStream::connect(addr).map_err(|e| Failure {
+    if !port.starts_with("tcp:") {
+        return Err(usage("--port must be tcp:HOST:PORT"));
+    }
+    let uart = Port::open(port, Duration::from_secs(10)).map_err(|e| Failure {
         code: 3,
         message: format!("cannot open the device UART {port}: {e}"),
     })?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     std::thread::spawn(move || {
-        let mut decoder = Box::new(FrameDecoder::new());
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stream.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            for &b in &buf[..n] {
-                if let Some(Ok(msg::DATA_RECORD)) = decoder.push(b) {
-                    if tx.send(decoder.payload().to_vec()).is_err() {
+        let mut link = HostLink::new(uart);
+        loop {
+            match link.next_data_record(Duration::from_secs(3600)) {
+                Ok(record) => {
+                    if tx.send(record).is_err() {
                         return;
                     }
                 }
+                // A relay asks nothing: it waits on, and skips what it cannot read.
+                Err(LinkError::Timeout { .. } | LinkError::Malformed { .. }) => {}
+                // Closed or broken: the relay ends with the link.
+                Err(_) => return,
             }
         }
     });

@@ -16,12 +16,14 @@ pub mod app;
 pub mod boot;
 mod challenge_proof;
 pub mod codec;
+mod crc;
 pub mod data_stream;
 pub mod device_record;
 pub mod error;
 pub mod flash;
 pub mod hello;
 pub mod image;
+mod kdf;
 pub mod key_schedule;
 #[allow(missing_docs)]
 pub mod layout;

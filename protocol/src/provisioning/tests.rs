@@ -12,6 +12,7 @@ use super::station::{StationHandshake, StationSession};
 use super::target::LoaderSession;
 use super::LoaderHello;
 use crate::boot::verify_installed_bootloader;
+use crate::codec::Codec;
 use crate::device_record::DeviceConfig;
 use crate::flash::{NorFlash, RamFlash, RamTarget};
 use crate::image::{sign_image, ImageKind, SIGNED_HEADER_LEN};
@@ -37,11 +38,11 @@ impl Rig {
     /// the parameter block.
     fn with_station_keys(station_key: StaticSecret, impostor: Option<StaticSecret>) -> Self {
         let hs = StationHandshake::new(station_key, [3; 16]);
-        let params = hs.params().encode();
+        let params = hs.params().to_bytes();
         let mut hello = [0u8; 128];
         let (loader, n) =
             LoaderSession::start(&params, SERIAL, LOADER_DIGEST, [7; 32], &mut hello).unwrap();
-        let hello = LoaderHello::decode(&hello[..n]).unwrap();
+        let hello = LoaderHello::read_bytes(&hello[..n]).unwrap();
         let hs = match impostor {
             Some(k) => StationHandshake::new(k, [3; 16]),
             None => hs,
@@ -299,9 +300,15 @@ fn messages_out_of_step_are_refused() {
 fn loader_digest_mismatch_is_refused_by_station() {
     let hs = StationHandshake::new(StaticSecret::random_from_rng(OsRng), [3; 16]);
     let mut hello = [0u8; 128];
-    let (_, n) =
-        LoaderSession::start(&hs.params().encode(), SERIAL, [1; 32], [7; 32], &mut hello).unwrap();
-    let hello = LoaderHello::decode(&hello[..n]).unwrap();
+    let (_, n) = LoaderSession::start(
+        &hs.params().to_bytes(),
+        SERIAL,
+        [1; 32],
+        [7; 32],
+        &mut hello,
+    )
+    .unwrap();
+    let hello = LoaderHello::read_bytes(&hello[..n]).unwrap();
     assert_eq!(
         hs.complete(&hello, &[2; 32]).err(),
         Some(ErrorCode::LoaderMismatch)
