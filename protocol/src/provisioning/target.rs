@@ -257,6 +257,22 @@ impl LoaderSession {
     }
 }
 
+/// The header of a signed image for `kind`, checked against the configuration: vendor
+/// signature, kind, product, load address, size, floor.
+fn verified_header(
+    config: &DeviceConfig,
+    signed_header: &[u8],
+    kind: ImageKind,
+    load_addr: u32,
+    max_size: u32,
+    floor: u32,
+) -> Result<ImageHeader, ErrorCode> {
+    let signed = SignedImageHeader::parse(signed_header)?;
+    let header = *signed.verify(&config.vendor_public)?;
+    SignedImageHeader::check_fits(&header, kind, config.product_id, load_addr, max_size, floor)?;
+    Ok(header)
+}
+
 /// Checks the signed bootloader header, invalidates what was installed (record first) and
 /// erases the bootloader region.
 fn begin_bootloader<P: LoaderPlatform>(
@@ -264,12 +280,10 @@ fn begin_bootloader<P: LoaderPlatform>(
     signed_header: &[u8],
     platform: &mut P,
 ) -> Result<BootloaderTransfer, ErrorCode> {
-    let signed = SignedImageHeader::parse(signed_header)?;
-    let header = *signed.verify(&config.vendor_public)?;
-    SignedImageHeader::check_fits(
-        &header,
+    let header = verified_header(
+        config,
+        signed_header,
         ImageKind::Bootloader,
-        config.product_id,
         BOOTLOADER_BASE,
         BOOTLOADER_MAX,
         config.rollback_floor,
@@ -343,12 +357,10 @@ fn begin_test_app(
     config: &DeviceConfig,
     signed_header: &[u8],
 ) -> Result<TestAppTransfer, ErrorCode> {
-    let signed = SignedImageHeader::parse(signed_header)?;
-    let header = *signed.verify(&config.vendor_public)?;
-    SignedImageHeader::check_fits(
-        &header,
+    let header = verified_header(
+        config,
+        signed_header,
         ImageKind::TestApp,
-        config.product_id,
         TEST_APP_ADDR,
         TEST_APP_MAX,
         0,

@@ -410,3 +410,43 @@ fn unsigned_or_tampered_test_app_is_refused() {
         Err(ErrorCode::DigestMismatch)
     );
 }
+
+#[test]
+fn an_error_after_commit_ends_the_session_but_keeps_the_installed_bootloader() {
+    let mut rig = committed_rig();
+    let image = rig.image(&body());
+    let header: &[u8; SIGNED_HEADER_LEN] = image[..SIGNED_HEADER_LEN].try_into().unwrap();
+    // A second bootloader after commit is out of step.
+    assert_eq!(
+        rig.send(&StationMessage::BeginBootloader {
+            signed_header: header
+        }),
+        Err(ErrorCode::UnexpectedMessage)
+    );
+    let record = verify_installed_bootloader(&mut rig.flash).expect("still installed");
+    assert_eq!(record.device_key, [0xD5; 32]);
+    assert!(!rig.loader.is_committed(), "the session is over");
+    assert_eq!(
+        rig.send(&StationMessage::LockDebugPort),
+        Err(ErrorCode::SessionAborted)
+    );
+}
+
+#[test]
+fn secrets_are_taken_once_and_only_after_key_confirmation() {
+    let mut rig = Rig::new();
+    let config = rig.config();
+    let secrets = StationMessage::DeviceSecrets {
+        config,
+        device_key: &[0xD5; 32],
+    };
+    // Before key confirmation: refused, and the session is over.
+    assert_eq!(rig.send(&secrets), Err(ErrorCode::UnexpectedMessage));
+    assert_eq!(rig.send(&secrets), Err(ErrorCode::SessionAborted));
+
+    let mut rig = Rig::new();
+    let confirm = rig.station.key_confirm();
+    rig.send(&confirm).unwrap();
+    rig.send(&secrets).unwrap();
+    assert_eq!(rig.send(&secrets), Err(ErrorCode::UnexpectedMessage));
+}

@@ -11,7 +11,7 @@ use crate::ErrorCode;
 
 use super::super::frame::Frame;
 use super::super::message::{DeviceMessage, Request};
-use super::{refuse, reply, FrameSink, Identity};
+use super::{or_refuse, refuse, reply, FrameSink, Identity};
 
 /// What the bootloader does after a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,13 +53,8 @@ impl<'r> BootloaderService<'r> {
         flash: &mut F,
         link: &mut S,
     ) -> BootloaderAction {
-        match self.serve(frame, flash, link) {
-            Ok(action) => action,
-            Err(code) => {
-                refuse(link, code);
-                BootloaderAction::Continue
-            }
-        }
+        let served = self.serve(frame, flash, link);
+        or_refuse(served, link, BootloaderAction::Continue)
     }
 
     fn serve<F: NorFlash, S: FrameSink + ?Sized>(

@@ -112,5 +112,17 @@ fn refuse<S: FrameSink + ?Sized>(link: &mut S, code: ErrorCode) {
     reply(link, &DeviceMessage::Error(code));
 }
 
+/// What a served request left to do, or (refused: the error frame is sent) `otherwise`.
+fn or_refuse<A, S: FrameSink + ?Sized>(
+    served: Result<A, ErrorCode>,
+    link: &mut S,
+    otherwise: A,
+) -> A {
+    served.unwrap_or_else(|code| {
+        refuse(link, code);
+        otherwise
+    })
+}
+
 // `REPLY_MAX` is sized by the largest reply.
 const _: () = assert!(hello::RESPONSE_LEN <= receipt::RECEIPT_LEN);

@@ -12,7 +12,7 @@ use crate::ErrorCode;
 use super::super::frame::Frame;
 use super::super::message::{DeviceMessage, Request};
 use super::super::msg_type::MsgType;
-use super::{refuse, reply, FrameSink, Identity};
+use super::{or_refuse, reply, FrameSink, Identity};
 
 /// What the OS does after a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,13 +81,8 @@ impl<'r> OsService<'r> {
         flash: &mut F,
         link: &mut S,
     ) -> OsAction {
-        match self.serve(frame, flash, link) {
-            Ok(action) => action,
-            Err(code) => {
-                refuse(link, code);
-                OsAction::Continue
-            }
-        }
+        let served = self.serve(frame, flash, link);
+        or_refuse(served, link, OsAction::Continue)
     }
 
     /// The app started by [`OsAction::StartApp`] returned `status`: counts it and acknowledges
