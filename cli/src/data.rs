@@ -1,14 +1,12 @@
 //! `flashgate data …`: read verified telemetry (`tail`, `query`, `stats`) and forward a
 //! device's sealed records from its UART to the coordinator (`relay`).
 
-use std::io::Read;
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 use flashgate_cli::grpc::{Clients, DataClient};
 use flashgate_proto::v1;
-use flashgate_protocol::uart::{msg, FrameDecoder};
+use flashgate_protocol::uart::host::{HostLink, LinkError, Port};
 use serde_json::{json, Value};
 
 use crate::exit::{Exit, Failure};
@@ -200,10 +198,10 @@ async fn relay(
     count: u64,
     timeout_secs: u64,
 ) -> Result<(), Failure> {
-    let addr = port
-        .strip_prefix("tcp:")
-        .ok_or_else(|| Failure::usage("--port must be tcp:HOST:PORT"))?;
-    let mut stream = TcpStream::connect(addr).map_err(|e| {
+    if !port.starts_with("tcp:") {
+        return Err(Failure::usage("--port must be tcp:HOST:PORT"));
+    }
+    let uart = Port::open(port, Duration::from_secs(10)).map_err(|e| {
         Failure::new(
             Exit::Unavailable,
             format_args!("cannot open the device UART {port}: {e}"),
@@ -211,18 +209,18 @@ async fn relay(
     })?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     std::thread::spawn(move || {
-        let mut decoder = Box::new(FrameDecoder::new());
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stream.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            for &b in &buf[..n] {
-                if let Some(Ok(msg::DATA_RECORD)) = decoder.push(b) {
-                    if tx.send(decoder.payload().to_vec()).is_err() {
+        let mut link = HostLink::new(uart);
+        loop {
+            match link.next_data_record(Duration::from_secs(3600)) {
+                Ok(record) => {
+                    if tx.send(record).is_err() {
                         return;
                     }
                 }
+                // A relay asks nothing: it waits on, and skips what it cannot read.
+                Err(LinkError::Timeout { .. } | LinkError::Malformed { .. }) => {}
+                // Closed or broken: the relay ends with the link.
+                Err(_) => return,
             }
         }
     });

@@ -10,16 +10,15 @@
 //!
 //! The tool handles only ciphertext and MACs: it never sees the image or a key.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use flashgate_proto::v1;
 use flashgate_protocol::hello::{self, CHALLENGE_LEN};
-use flashgate_protocol::uart::{self, msg, FrameDecoder};
+use flashgate_protocol::uart::host::{HostLink, InstallOutcome, LinkError, Port};
+use flashgate_protocol::uart::{MsgType, Request};
 use flashgate_protocol::update::receipt::{self, StatusReceipt};
-use flashgate_protocol::update::session::msg as update_msg;
 use flashgate_protocol::ErrorCode;
 
 use crate::grpc::UpdateClient;
@@ -79,114 +78,68 @@ pub enum Stopped {
     Refused(ErrorCode),
 }
 
-enum Link {
-    Tcp(TcpStream),
-    Tty(std::fs::File),
+/// The host end of the UART (`flashgate_protocol::uart::host`), with refusals as
+/// [`Stopped::Refused`].
+pub struct Uart {
+    link: HostLink<Port>,
 }
 
-/// The host end of the UART.
-pub struct Uart {
-    link: Link,
-    decoder: Box<FrameDecoder>,
-    pending: Vec<u8>,
+/// An error frame becomes [`Stopped::Refused`] (so callers can report the code); everything
+/// else keeps its message.
+fn stopped(e: LinkError) -> anyhow::Error {
+    match e {
+        LinkError::Refused { code, .. } => Stopped::Refused(code).into(),
+        other => other.into(),
+    }
 }
 
 impl Uart {
     /// Opens `tcp:HOST:PORT` or a serial device path (a USB CDC-ACM port needs no baud rate;
     /// set other ports up with `stty` first).
     pub fn open(port: &str) -> anyhow::Result<Self> {
-        let link = if let Some(addr) = port.strip_prefix("tcp:") {
-            let s =
-                TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
-            s.set_nodelay(true)?;
-            Link::Tcp(s)
-        } else {
-            Link::Tty(
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(port)
-                    .with_context(|| format!("cannot open serial port {port}"))?,
-            )
-        };
+        let port_link = Port::open(port, Duration::from_secs(10))
+            .with_context(|| format!("cannot open the device UART {port}"))?;
         Ok(Self {
-            link,
-            decoder: Box::new(FrameDecoder::new()),
-            pending: Vec::new(),
+            link: HostLink::new(port_link),
         })
     }
 
-    /// Sends one frame.
-    pub fn send(&mut self, ty: u8, payload: &[u8]) -> anyhow::Result<()> {
-        let frame = uart::frame_to_vec(ty, payload).map_err(|e| anyhow!("frame: {e}"))?;
-        match &mut self.link {
-            Link::Tcp(s) => s.write_all(&frame)?,
-            Link::Tty(f) => f.write_all(&frame)?,
-        }
-        Ok(())
+    /// Sends one request.
+    pub fn send(&mut self, request: &Request<'_>) -> anyhow::Result<()> {
+        self.link.send(request).map_err(stopped)
     }
 
     /// Waits for a frame of type `want`, skipping banners and other unasked frames; an error
-    /// frame becomes `Err(Stopped::Refused)`.
-    pub fn expect(&mut self, want: u8, timeout: Duration) -> anyhow::Result<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            while !self.pending.is_empty() {
-                let b = self.pending.remove(0);
-                if let Some(Ok(ty)) = self.decoder.push(b) {
-                    let p = self.decoder.payload().to_vec();
-                    if ty == want {
-                        return Ok(p);
-                    }
-                    if ty == msg::ERROR {
-                        let code = p
-                            .get(..4)
-                            .and_then(|b| {
-                                ErrorCode::from_u32(u32::from_le_bytes(b.try_into().ok()?))
-                            })
-                            .unwrap_or(ErrorCode::UnknownMessage);
-                        return Err(Stopped::Refused(code).into());
-                    }
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                bail!("no answer (frame type {want:#04x}) from the device within {timeout:?}");
-            }
-            let mut buf = [0u8; 1024];
-            let n = match &mut self.link {
-                Link::Tcp(s) => {
-                    s.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
-                    s.read(&mut buf)
-                }
-                Link::Tty(f) => f.read(&mut buf),
-            };
-            match n {
-                Ok(0) => bail!("the device closed the link"),
-                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+    /// frame becomes `Err(Stopped::Refused)`. Returns the payload.
+    pub fn expect(&mut self, want: MsgType, timeout: Duration) -> anyhow::Result<Vec<u8>> {
+        let got = self.link.expect(want, timeout).map_err(stopped)?;
+        Ok(got.payload().to_vec())
     }
 
     /// `hello` with a random challenge; the claimed identity (the coordinator checks keys).
     pub fn identify(&mut self, timeout: Duration) -> anyhow::Result<hello::HelloInfo> {
         let mut challenge = [0u8; CHALLENGE_LEN];
         getrandom(&mut challenge);
-        self.send(msg::HELLO_REQUEST, &challenge)?;
-        let raw = self.expect(msg::HELLO_RESPONSE, timeout)?;
-        hello::peek_identity(&raw).map_err(|e| anyhow!("bad hello: {e}"))
+        Ok(self
+            .link
+            .hello(challenge, timeout)
+            .map_err(stopped)?
+            .claimed)
     }
 
     /// Asks for a status receipt answering `challenge`.
     pub fn status(&mut self, challenge: &[u8], timeout: Duration) -> anyhow::Result<Vec<u8>> {
-        self.send(update_msg::STATUS, challenge)?;
-        self.expect(update_msg::RECEIPT, timeout)
+        let challenge = challenge.try_into().map_err(|_| {
+            anyhow!(
+                "the receipt challenge must be {} bytes",
+                receipt::CHALLENGE_LEN
+            )
+        })?;
+        let raw = self
+            .link
+            .status_receipt(challenge, timeout)
+            .map_err(stopped)?;
+        Ok(raw.to_vec())
     }
 }
 
@@ -208,8 +161,7 @@ pub async fn run(
         let info = uart.identify(timeout)?;
         if matches!(info.state, hello::DeviceState::OsRunning { .. }) {
             // The OS hands over to the bootloader, which serves the transfer.
-            uart.send(update_msg::ENTER_UPDATE, &[])?;
-            uart.expect(update_msg::UPDATE_MODE, timeout)?;
+            uart.link.enter_update(timeout).map_err(stopped)?;
             return uart.identify(timeout);
         }
         Ok(info)
@@ -272,30 +224,25 @@ fn push(
     options: &UpdateOptions,
 ) -> anyhow::Result<()> {
     let t = options.timeout;
-    uart.send(update_msg::BEGIN, &package.envelope)?;
-    let ready = uart.expect(update_msg::READY, t)?;
-    let next = u32::from_le_bytes(ready.get(..4).context("short ready")?.try_into()?) as usize;
-    for (sent, (i, chunk)) in package.chunks.iter().enumerate().skip(next).enumerate() {
+    let link = &mut uart.link;
+    let ready = link.begin_update(&package.envelope, t).map_err(stopped)?;
+    for (sent, (i, chunk)) in package
+        .chunks
+        .iter()
+        .enumerate()
+        .skip(ready.next as usize)
+        .enumerate()
+    {
         if options.max_chunks == Some(sent) {
             return Err(Stopped::Truncated(sent).into());
         }
-        let mut frame = (i as u32).to_le_bytes().to_vec();
-        frame.extend_from_slice(chunk);
-        uart.send(update_msg::CHUNK, &frame)?;
-        uart.expect(update_msg::ACK, t)?;
+        let index = u32::try_from(i).context("more chunks than a package can hold")?;
+        link.send_chunk(index, chunk, t).map_err(stopped)?;
     }
-    uart.send(update_msg::FINISH, &[])?;
-    uart.expect(update_msg::STAGED, t)?;
-    uart.send(
-        update_msg::INSTALL,
-        &options.halt_after_step.unwrap_or(0).to_le_bytes(),
-    )?;
-    if options.halt_after_step.is_some() {
-        // Either the install finishes before that step (INSTALLED) or the device halts.
-        let halted = uart.expect(update_msg::HALTED, t)?;
-        let step = u32::from_le_bytes(halted.get(..4).context("short halted")?.try_into()?);
-        return Err(Stopped::Halted(step).into());
+    link.finish_update(t).map_err(stopped)?;
+    let halt_after = options.halt_after_step.and_then(NonZeroU32::new);
+    match link.install(halt_after, t).map_err(stopped)? {
+        InstallOutcome::Installed { .. } => Ok(()),
+        InstallOutcome::Halted { step } => Err(Stopped::Halted(step).into()),
     }
-    uart.expect(update_msg::INSTALLED, t)?;
-    Ok(())
 }

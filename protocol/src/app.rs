@@ -12,13 +12,15 @@
 //! calls `entry(table: *const AppCallTable) -> u32`; the app initialises its RAM, does its
 //! work through the call table and returns a status (0 = ok).
 //!
-//! Install ([`AppInstaller`], transport = plain UART frames, see `uart::msg`): `begin` checks
+//! Install ([`AppInstaller`], transport = plain UART frames `AppBegin`…`AppStart`, served by
+//! `uart::service::OsService`): `begin` checks
 //! the vendor signature (device record's vendor key), kind, product, load address and size
 //! *before* anything is written, then erases the slot; `data` programs the body at strictly
 //! consecutive offsets and hashes it; `commit` requires the complete body with the signed
 //! digest, re-reads it from flash and only then programs the signed header, which is what makes
 //! the slot valid. [`verify_installed_app`] repeats every check before each start.
 
+use crate::codec::{Codec, Reader, Writer};
 use crate::device_record::DeviceRecord;
 use crate::flash::NorFlash;
 use crate::image::{BodyHasher, ImageHeader, ImageKind, SignedImageHeader, SIGNED_HEADER_LEN};
@@ -81,13 +83,34 @@ fn check_signed(record: &DeviceRecord, raw: &[u8]) -> Result<ImageHeader, ErrorC
     Ok(header)
 }
 
+/// The header at the start of an app body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppHeader {
+    /// Entry address (Thumb bit set).
+    pub entry: u32,
+}
+
+/// `"FGAP" | abi | entry | 0` (the reserved word is not checked).
+impl Codec<'_> for AppHeader {
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
+        w.u32(APP_MAGIC)?;
+        w.u32(APP_ABI_VERSION)?;
+        w.u32(self.entry)?;
+        w.u32(0)
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
+        let mut r = Reader::new(r.take(APP_HEADER_LEN)?);
+        if r.u32()? != APP_MAGIC || r.u32()? != APP_ABI_VERSION {
+            return Err(ErrorCode::BadMagic);
+        }
+        Ok(Self { entry: r.u32()? })
+    }
+}
+
 /// Checks the app header at the start of a body of `body_size` bytes; returns the entry.
 pub fn parse_app_header(head: &[u8; APP_HEADER_LEN], body_size: u32) -> Result<u32, ErrorCode> {
-    let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
-    if word(0) != APP_MAGIC || word(4) != APP_ABI_VERSION {
-        return Err(ErrorCode::BadMagic);
-    }
-    let entry = word(8);
+    let entry = AppHeader::read_bytes(head)?.entry;
     let start = APP_BODY_ADDR + APP_HEADER_LEN as u32;
     if entry & 1 == 0 || entry & !1 < start || entry & !1 >= APP_BODY_ADDR + body_size {
         return Err(ErrorCode::BadLoadAddress);

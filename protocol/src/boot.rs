@@ -2,6 +2,7 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::codec::Codec;
 use crate::device_record::{DeviceRecord, RECORD_LEN};
 use crate::flash::NorFlash;
 use crate::image::{BodyHasher, ImageKind, SignedImageHeader, SIGNED_HEADER_LEN};
@@ -14,7 +15,7 @@ use crate::ErrorCode;
 pub fn read_device_record<F: NorFlash>(flash: &mut F) -> Result<DeviceRecord, ErrorCode> {
     let mut buf = [0u8; RECORD_LEN];
     flash.read(DEVICE_RECORD_ADDR, &mut buf)?;
-    DeviceRecord::decode(&buf)
+    DeviceRecord::read_bytes(&buf)
 }
 
 /// Checks that a complete, committed bootloader is installed: record valid, reset vector

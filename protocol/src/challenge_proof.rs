@@ -15,7 +15,7 @@ pub(crate) struct ProofKind {
 }
 
 fn mac(kind: &ProofKind, device_key: &[u8; 32], challenge: &[u8], body: &[u8]) -> Hmac<Sha256> {
-    let key = crate::update::derive(device_key, kind.label, &[kind.info]);
+    let key = crate::kdf::derive(device_key, kind.label, &[kind.info]);
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&key[..]).expect("HMAC takes any key length");
     m.update(kind.label);
     m.update(challenge);

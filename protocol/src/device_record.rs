@@ -11,7 +11,7 @@
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::codec::{Reader, Writer};
+use crate::codec::{self, Codec, Reader, Writer};
 use crate::{ErrorCode, Serial};
 
 /// Magic of a device record ("FGDR").
@@ -38,9 +38,8 @@ pub struct DeviceConfig {
     pub flags: u32,
 }
 
-impl DeviceConfig {
-    /// Appends the encoded config.
-    pub fn encode_into(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
+impl Codec<'_> for DeviceConfig {
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
         w.put(&self.serial)?;
         w.u32(self.product_id)?;
         w.put(&self.vendor_public)?;
@@ -48,8 +47,7 @@ impl DeviceConfig {
         w.u32(self.flags)
     }
 
-    /// Reads an encoded config.
-    pub fn decode_from(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
+    fn read(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
         Ok(Self {
             serial: r.array()?,
             product_id: r.u32()?,
@@ -87,28 +85,37 @@ impl core::fmt::Debug for DeviceRecord {
 }
 
 impl DeviceRecord {
-    /// Encodes the record as stored in flash.
-    pub fn encode(&self) -> [u8; RECORD_LEN] {
-        let mut out = [0u8; RECORD_LEN];
-        let mut w = Writer::new(&mut out);
-        let body = (|| {
-            w.u32(RECORD_MAGIC)?;
-            w.u32(RECORD_FORMAT)?;
-            self.config.encode_into(&mut w)?;
-            w.put(&self.device_key)?;
-            w.u32(self.bootloader_version)?;
-            w.u32(self.bootloader_size)?;
-            w.put(&self.bootloader_digest)
-        })();
-        debug_assert!(body.is_ok());
-        let check = Sha256::digest(&out[..RECORD_LEN - 16]);
-        out[RECORD_LEN - 16..].copy_from_slice(&check[..16]);
-        out
+    /// The record as stored in flash.
+    pub fn to_bytes(&self) -> [u8; RECORD_LEN] {
+        codec::to_array(self)
     }
 
-    /// Decodes and checks a stored record; an erased or torn page is [`ErrorCode::NotProvisioned`].
-    pub fn decode(bytes: &[u8]) -> Result<Self, ErrorCode> {
-        let bytes = bytes.get(..RECORD_LEN).ok_or(ErrorCode::BadLength)?;
+    /// SHA-256 of the encoded record: what the loader's receipt commits to.
+    pub fn digest(&self) -> [u8; 32] {
+        Sha256::digest(self.to_bytes()).into()
+    }
+}
+
+/// The stored record, check included; an erased or torn page is [`ErrorCode::NotProvisioned`].
+impl Codec<'_> for DeviceRecord {
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
+        // The key passes through this buffer: wipe it afterwards.
+        let mut body = zeroize::Zeroizing::new([0u8; RECORD_LEN - 16]);
+        let mut b = Writer::new(&mut body[..]);
+        b.u32(RECORD_MAGIC)?;
+        b.u32(RECORD_FORMAT)?;
+        self.config.encode(&mut b)?;
+        b.put(&self.device_key)?;
+        b.u32(self.bootloader_version)?;
+        b.u32(self.bootloader_size)?;
+        b.put(&self.bootloader_digest)?;
+        let check = Sha256::digest(&body[..]);
+        w.put(&body[..])?;
+        w.put(&check[..16])
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
+        let bytes = r.take(RECORD_LEN)?;
         let check = Sha256::digest(&bytes[..RECORD_LEN - 16]);
         let mut r = Reader::new(bytes);
         if r.u32()? != RECORD_MAGIC || r.u32()? != RECORD_FORMAT {
@@ -118,17 +125,12 @@ impl DeviceRecord {
             return Err(ErrorCode::NotProvisioned);
         }
         Ok(Self {
-            config: DeviceConfig::decode_from(&mut r)?,
+            config: DeviceConfig::read(&mut r)?,
             device_key: r.array()?,
             bootloader_version: r.u32()?,
             bootloader_size: r.u32()?,
             bootloader_digest: r.array()?,
         })
-    }
-
-    /// SHA-256 of the encoded record: what the loader's receipt commits to.
-    pub fn digest(&self) -> [u8; 32] {
-        Sha256::digest(self.encode()).into()
     }
 }
 
@@ -155,20 +157,20 @@ mod tests {
     #[test]
     fn round_trip() {
         let r = sample();
-        let d = DeviceRecord::decode(&r.encode()).unwrap();
-        assert_eq!(d.encode(), r.encode());
+        let d = DeviceRecord::read_bytes(&r.to_bytes()).unwrap();
+        assert_eq!(d.to_bytes(), r.to_bytes());
     }
 
     #[test]
     fn erased_or_torn_is_not_provisioned() {
         assert_eq!(
-            DeviceRecord::decode(&[0xFF; RECORD_LEN]).err(),
+            DeviceRecord::read_bytes(&[0xFF; RECORD_LEN]).err(),
             Some(ErrorCode::NotProvisioned)
         );
-        let mut torn = sample().encode();
+        let mut torn = sample().to_bytes();
         torn[100..].fill(0xFF);
         assert_eq!(
-            DeviceRecord::decode(&torn).err(),
+            DeviceRecord::read_bytes(&torn).err(),
             Some(ErrorCode::NotProvisioned)
         );
     }

@@ -11,7 +11,7 @@
 //! verifies the MAC; nothing in the response is secret.
 
 use crate::challenge_proof::{self, ProofKind};
-use crate::codec::{Reader, Writer};
+use crate::codec::{self, Codec, Reader, Writer};
 use crate::{ErrorCode, Serial};
 
 /// Challenge length.
@@ -49,26 +49,23 @@ pub struct HelloInfo {
     pub state: DeviceState,
 }
 
-impl HelloInfo {
-    fn encode(&self) -> [u8; BODY_LEN] {
-        let mut out = [0u8; BODY_LEN];
-        let mut w = Writer::new(&mut out);
+/// The response's body (what the MAC covers), 36 bytes.
+impl Codec<'_> for HelloInfo {
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
         let (state, os_version, reason) = match self.state {
             DeviceState::NoValidImage { reason } => (0u8, 0, reason as u32),
             DeviceState::OsRunning { version } => (1u8, version, 0),
         };
-        let _ = w.put(&self.serial);
-        let _ = w.u32(self.product_id);
-        let _ = w.u32(self.bootloader_version);
-        let _ = w.u8(state);
-        let _ = w.put(&[0; 3]);
-        let _ = w.u32(os_version);
-        let _ = w.u32(reason);
-        out
+        w.put(&self.serial)?;
+        w.u32(self.product_id)?;
+        w.u32(self.bootloader_version)?;
+        w.u8(state)?;
+        w.put(&[0; 3])?;
+        w.u32(os_version)?;
+        w.u32(reason)
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, ErrorCode> {
-        let mut r = Reader::new(bytes);
+    fn read(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
         let serial = r.array()?;
         let product_id = r.u32()?;
         let bootloader_version = r.u32()?;
@@ -106,7 +103,7 @@ pub fn encode_response(
     info: &HelloInfo,
     out: &mut [u8],
 ) -> Result<usize, ErrorCode> {
-    let body = info.encode();
+    let body: [u8; BODY_LEN] = codec::to_array(info);
     let tag = challenge_proof::tag(&PROOF, device_key, challenge, &body);
     let mut w = Writer::new(out);
     w.put(&body)?;
@@ -119,7 +116,7 @@ pub fn peek_identity(response: &[u8]) -> Result<HelloInfo, ErrorCode> {
     if response.len() != RESPONSE_LEN {
         return Err(ErrorCode::BadLength);
     }
-    HelloInfo::decode(&response[..BODY_LEN])
+    HelloInfo::read_bytes(&response[..BODY_LEN])
 }
 
 /// Host side: verifies the proof under `device_key` and returns the identity.

@@ -13,7 +13,7 @@
 use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use crate::codec::{Reader, Writer};
+use crate::codec::{self, Codec, Reader, Writer};
 use crate::ErrorCode;
 
 /// Magic at the start of every image header ("FGIM").
@@ -71,25 +71,29 @@ pub struct ImageHeader {
 }
 
 impl ImageHeader {
-    /// Encodes the 64 signed bytes.
-    pub fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut out = [0u8; HEADER_LEN];
-        let mut w = Writer::new(&mut out);
-        // The buffer is exactly HEADER_LEN long, so these writes cannot fail.
-        let _ = w.u32(IMAGE_MAGIC);
-        let _ = w.u16(HEADER_VERSION);
-        let _ = w.u16(self.kind as u16);
-        let _ = w.u32(self.product_id);
-        let _ = w.u32(self.version);
-        let _ = w.u32(self.load_addr);
-        let _ = w.u32(self.body_size);
-        let _ = w.put(&self.body_digest);
-        out
+    /// The 64 signed bytes.
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        codec::to_array(self)
+    }
+}
+
+/// The 64 signed bytes (decoding checks the format only, not the signature).
+impl Codec<'_> for ImageHeader {
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
+        w.u32(IMAGE_MAGIC)?;
+        w.u16(HEADER_VERSION)?;
+        w.u16(self.kind as u16)?;
+        w.u32(self.product_id)?;
+        w.u32(self.version)?;
+        w.u32(self.load_addr)?;
+        w.u32(self.body_size)?;
+        w.put(&self.body_digest)?;
+        w.put(&[0; 8])
     }
 
-    /// Decodes the 64 signed bytes (does not verify anything but the format).
-    pub fn decode(bytes: &[u8; HEADER_LEN]) -> Result<Self, ErrorCode> {
-        let mut r = Reader::new(bytes);
+    fn read(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
+        let header = r.take(HEADER_LEN)?;
+        let mut r = Reader::new(header);
         if r.u32()? != IMAGE_MAGIC || r.u16()? != HEADER_VERSION {
             return Err(ErrorCode::BadMagic);
         }
@@ -121,16 +125,10 @@ pub struct SignedImageHeader {
 }
 
 impl SignedImageHeader {
-    /// Parses the first [`SIGNED_HEADER_LEN`] bytes of `bytes`. Does not check the signature.
+    /// Parses the signed header at the start of `bytes` (an image, or a slot's first page).
+    /// Does not check the signature.
     pub fn parse(bytes: &[u8]) -> Result<Self, ErrorCode> {
-        let mut r = Reader::new(bytes.get(..SIGNED_HEADER_LEN).ok_or(ErrorCode::BadLength)?);
-        let header_bytes: [u8; HEADER_LEN] = r.array()?;
-        let signature = r.array()?;
-        Ok(Self {
-            header: ImageHeader::decode(&header_bytes)?,
-            header_bytes,
-            signature,
-        })
+        Self::read(&mut Reader::new(bytes))
     }
 
     /// Verifies the vendor signature (strict ed25519: no malleable or small-order forms).
@@ -146,10 +144,7 @@ impl SignedImageHeader {
 
     /// The 128 bytes: header then signature.
     pub fn to_bytes(&self) -> [u8; SIGNED_HEADER_LEN] {
-        let mut out = [0u8; SIGNED_HEADER_LEN];
-        out[..HEADER_LEN].copy_from_slice(&self.header_bytes);
-        out[HEADER_LEN..].copy_from_slice(&self.signature);
-        out
+        codec::to_array(self)
     }
 
     /// Checks what a slot requires of an image whose signature has been verified.
@@ -180,7 +175,26 @@ impl SignedImageHeader {
     }
 }
 
+/// Header (as signed) then signature, 128 bytes.
+impl Codec<'_> for SignedImageHeader {
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
+        w.put(&self.header_bytes)?;
+        w.put(&self.signature)
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
+        let header_bytes: [u8; HEADER_LEN] = r.array()?;
+        let signature = r.array()?;
+        Ok(Self {
+            header: ImageHeader::read_bytes(&header_bytes)?,
+            header_bytes,
+            signature,
+        })
+    }
+}
+
 /// Hashes an image body as it arrives and checks it against the signed digest at the end.
+#[derive(Clone)]
 pub struct BodyHasher {
     hasher: Sha256,
     received: u32,
@@ -249,7 +263,7 @@ pub fn sign_image(
         body_size: u32::try_from(body.len()).expect("image body over 4 GiB"),
         body_digest: Sha256::digest(body).into(),
     };
-    let header_bytes = header.encode();
+    let header_bytes = header.to_bytes();
     let mut msg = std::vec::Vec::from(SIGNATURE_CONTEXT);
     msg.extend_from_slice(&header_bytes);
     let signature = vendor_key.sign(&msg).to_bytes();

@@ -5,6 +5,16 @@
 //! It is `no_std` even when the `std` feature is on, so a std dependency cannot creep into
 //! the firmware unnoticed (rustls does the same). Cryptography comes from the dalek and
 //! RustCrypto crates only. The protocol is written up in `docs/protocol.md`.
+//!
+//! Where each flow lives:
+//! - provisioning over the debug link: [`provisioning`] (station and loader sides),
+//!   [`key_schedule`], [`sealed_frame`], [`mailbox`], [`device_record`];
+//! - boot: [`boot`], [`image`];
+//! - the UART (hello, update transfer, apps, data requests): [`uart`] — framing, [`uart::MsgType`],
+//!   the device's services and, with `std`, the one host link;
+//! - updates: [`update`] (package, transfer, install, boot state, receipt);
+//! - data streams: [`data_stream`]; applications: [`app`]; leases: [`lease_keys`];
+//! - every wire type's encoding: [`codec::Codec`].
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -16,18 +26,22 @@ pub mod app;
 pub mod boot;
 mod challenge_proof;
 pub mod codec;
+mod crc;
 pub mod data_stream;
 pub mod device_record;
 pub mod error;
 pub mod flash;
 pub mod hello;
 pub mod image;
+mod kdf;
 pub mod key_schedule;
 #[allow(missing_docs)]
 pub mod layout;
 pub mod lease_keys;
 pub mod mailbox;
 pub mod provisioning;
+#[cfg(test)]
+mod round_trips;
 pub mod sealed_frame;
 pub mod uart;
 pub mod update;

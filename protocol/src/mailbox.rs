@@ -15,7 +15,7 @@
 //!
 //! [`layout::MAILBOX_ADDR`]: crate::layout::MAILBOX_ADDR
 
-use crate::codec::Reader;
+use crate::codec::{Codec, Reader, Writer};
 use crate::ErrorCode;
 
 /// "FGMB", written by the loader once it runs.
@@ -78,6 +78,9 @@ pub struct Header {
     pub error_raw: u32,
     /// Bytes of output.
     pub out_len: usize,
+    /// Bytes of the last request, as the station wrote them (the loader clamps to
+    /// [`IN_MAX`]).
+    pub in_len: usize,
     /// SysTick ticks spent on the handshake.
     pub handshake_ticks: u32,
     /// Cumulative SysTick ticks in flash erase/program.
@@ -87,36 +90,63 @@ pub struct Header {
 }
 
 impl Header {
-    /// Decodes the first [`HEADER_LEN`] bytes of the mailbox.
+    /// Decodes the header at the start of a mailbox dump.
     pub fn decode(bytes: &[u8]) -> Result<Self, ErrorCode> {
-        let mut r = Reader::new(bytes.get(..HEADER_LEN).ok_or(ErrorCode::BadLength)?);
+        Self::read(&mut Reader::new(bytes))
+    }
+}
+
+impl State {
+    fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::Booting,
+            1 => Self::Hello,
+            2 => Self::Reply,
+            3 => Self::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// The 32-byte header (the loader writes the same fields one by one, see `device-fw/loader`).
+impl Codec<'_> for Header {
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
+        if self.out_len > OUT_MAX {
+            return Err(ErrorCode::BadLength);
+        }
+        let in_len = u32::try_from(self.in_len).map_err(|_| ErrorCode::BadLength)?;
+        w.u32(MAGIC)?;
+        w.u32(self.state as u32)?;
+        w.u32(self.error_raw)?;
+        w.u32(self.out_len as u32)?;
+        w.u32(in_len)?;
+        w.u32(self.handshake_ticks)?;
+        w.u32(self.flash_ticks)?;
+        w.u32(self.busy_ticks)
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
+        let mut r = Reader::new(r.take(HEADER_LEN)?);
         if r.u32()? != MAGIC {
             return Err(ErrorCode::BadMagic);
         }
-        let state = match r.u32()? {
-            0 => State::Booting,
-            1 => State::Hello,
-            2 => State::Reply,
-            3 => State::Error,
-            _ => return Err(ErrorCode::BadMagic),
-        };
+        let state = State::from_u32(r.u32()?).ok_or(ErrorCode::BadMagic)?;
         let error_raw = r.u32()?;
         let out_len = r.u32()? as usize;
-        let _in_len = r.u32()?;
-        let handshake_ticks = r.u32()?;
-        let flash_ticks = r.u32()?;
-        let busy_ticks = r.u32()?;
-        if out_len > OUT_MAX {
-            return Err(ErrorCode::BadLength);
-        }
-        Ok(Self {
+        let in_len = r.u32()? as usize;
+        let header = Self {
             state,
             error: ErrorCode::from_u32(error_raw),
             error_raw,
             out_len,
-            handshake_ticks,
-            flash_ticks,
-            busy_ticks,
-        })
+            in_len,
+            handshake_ticks: r.u32()?,
+            flash_ticks: r.u32()?,
+            busy_ticks: r.u32()?,
+        };
+        if out_len > OUT_MAX {
+            return Err(ErrorCode::BadLength);
+        }
+        Ok(header)
     }
 }

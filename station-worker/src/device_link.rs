@@ -1,43 +1,39 @@
-//! The host end of a device's UART (a serial port, or `tcp:HOST:PORT` for an emulated board):
-//! frames from `flashgate_protocol::uart`, a `hello` with a fresh challenge, boot banners.
+//! The station's end of a device's UART (a serial port, or `tcp:HOST:PORT` for an emulated
+//! board): the protocol crate's one host link (`flashgate_protocol::uart::host::HostLink`),
+//! with the endpoint named in errors, a fresh random challenge per `hello`, and boot banners.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flashgate_protocol::hello::{self, HelloInfo, CHALLENGE_LEN};
-use flashgate_protocol::uart::{self, msg, FrameDecoder};
+use flashgate_protocol::uart::host::{HostLink, LinkError, Transport};
+use flashgate_protocol::uart::{MsgType, Request};
 use flashgate_protocol::ErrorCode;
 use rand::RngCore;
 
 /// Why talking to a device over its UART failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceLinkError {
-    /// The link could not be opened or broke.
+    /// The link could not be opened.
     #[error("device link {endpoint}: {source}")]
-    Io {
+    Connect {
         /// Where.
         endpoint: String,
         /// Why.
         source: std::io::Error,
     },
-    /// No complete frame arrived in time.
-    #[error("device did not answer {what} within {timeout:?}: is it powered and running its bootloader?")]
-    Timeout {
-        /// What was awaited.
+    /// An exchange failed: I/O, timeout, a refusal or a malformed frame.
+    #[error("device link {endpoint} ({what}): {source}")]
+    Link {
+        /// Where.
+        endpoint: String,
+        /// What was being done.
         what: &'static str,
-        /// How long.
-        timeout: Duration,
+        /// Why.
+        source: LinkError,
     },
-    /// The device answered with an error frame.
-    #[error("device refused {what}: {code}")]
-    Refused {
-        /// The request.
-        what: &'static str,
-        /// The device's reason.
-        code: ErrorCode,
-    },
-    /// The device's answer does not verify or is malformed.
+    /// The device's answer does not verify.
     #[error("device answer to {what} is invalid: {code}")]
     Invalid {
         /// The request.
@@ -72,155 +68,75 @@ impl HelloAnswer {
 
 /// A framed connection to one device.
 pub struct DeviceLink<S: Read + Write> {
-    stream: S,
+    link: HostLink<S>,
     endpoint: String,
-    decoder: Box<FrameDecoder>,
-    /// Bytes read but not yet fed to the decoder (a read can carry more than one frame).
-    rx: Vec<u8>,
 }
 
 impl DeviceLink<TcpStream> {
     /// Connects to an emulated board's UART.
     pub fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<Self, DeviceLinkError> {
         let endpoint = format!("tcp:{addr}");
-        let stream =
-            TcpStream::connect_timeout(&addr, timeout).map_err(|source| DeviceLinkError::Io {
+        let stream = TcpStream::connect_timeout(&addr, timeout)
+            .and_then(|s| s.set_nodelay(true).map(|()| s))
+            .map_err(|source| DeviceLinkError::Connect {
                 endpoint: endpoint.clone(),
                 source,
             })?;
-        let _ = stream.set_nodelay(true);
         Ok(Self::over(stream, endpoint))
     }
 }
 
-/// Something whose read timeout can be set (sockets, serial ports).
-pub trait ReadTimeout {
-    /// Sets the timeout of the next reads.
-    fn set_read_timeout(&mut self, timeout: Duration) -> std::io::Result<()>;
-}
-
-impl ReadTimeout for TcpStream {
-    fn set_read_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
-        TcpStream::set_read_timeout(self, Some(timeout))
-    }
-}
-
-impl<S: Read + Write + ReadTimeout> DeviceLink<S> {
+impl<S: Transport> DeviceLink<S> {
     /// Wraps an open stream; `endpoint` names it in errors.
     pub fn over(stream: S, endpoint: String) -> Self {
         Self {
-            stream,
+            link: HostLink::new(stream),
             endpoint,
-            decoder: Box::new(FrameDecoder::new()),
-            rx: Vec::new(),
         }
     }
 
-    fn io(&self, source: std::io::Error) -> DeviceLinkError {
-        DeviceLinkError::Io {
+    fn failed(&self, what: &'static str) -> impl Fn(LinkError) -> DeviceLinkError + '_ {
+        move |source| DeviceLinkError::Link {
             endpoint: self.endpoint.clone(),
+            what,
             source,
         }
     }
 
-    /// Sends one frame.
-    pub fn send(&mut self, msg_type: u8, payload: &[u8]) -> Result<(), DeviceLinkError> {
-        let frame =
-            uart::frame_to_vec(msg_type, payload).map_err(|code| DeviceLinkError::Invalid {
-                what: "request",
-                code,
-            })?;
-        self.stream.write_all(&frame).map_err(|e| self.io(e))
+    /// Sends one request.
+    pub fn send(&mut self, request: &Request<'_>) -> Result<(), DeviceLinkError> {
+        let sent = self.link.send(request);
+        sent.map_err(self.failed("request"))
     }
 
-    /// Waits for the next good frame (frames with a bad checksum are skipped).
+    /// Waits for the next good frame (frames with a bad checksum or an unknown type are
+    /// skipped); `what` names the wait in errors.
     pub fn receive(
         &mut self,
         what: &'static str,
         timeout: Duration,
-    ) -> Result<(u8, Vec<u8>), DeviceLinkError> {
-        let deadline = Instant::now() + timeout;
-        let mut buf = [0u8; 512];
-        loop {
-            while !self.rx.is_empty() {
-                let byte = self.rx.remove(0);
-                if let Some(Ok(msg_type)) = self.decoder.push(byte) {
-                    return Ok((msg_type, self.decoder.payload().to_vec()));
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(DeviceLinkError::Timeout { what, timeout });
-            }
-            self.stream
-                .set_read_timeout(left.max(Duration::from_millis(1)))
-                .map_err(|e| self.io(e))?;
-            let n = match self.stream.read(&mut buf) {
-                Ok(0) => {
-                    return Err(self.io(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the device closed the link",
-                    )))
-                }
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => return Err(self.io(e)),
-            };
-            self.rx.extend_from_slice(&buf[..n]);
-        }
-    }
-
-    /// Waits for a frame of `want` type, skipping banners and other unasked frames.
-    fn expect(
-        &mut self,
-        what: &'static str,
-        want: u8,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, DeviceLinkError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let (ty, payload) = self.receive(what, left)?;
-            if ty == want {
-                return Ok(payload);
-            }
-            if ty == msg::ERROR {
-                let code = payload
-                    .get(..4)
-                    .and_then(|b| ErrorCode::from_u32(u32::from_le_bytes(b.try_into().ok()?)))
-                    .unwrap_or(ErrorCode::UnknownMessage);
-                return Err(DeviceLinkError::Refused { what, code });
-            }
-        }
+    ) -> Result<(MsgType, Vec<u8>), DeviceLinkError> {
+        let got = self.link.receive(timeout);
+        let got = got.map_err(self.failed(what))?;
+        Ok((got.msg_type(), got.payload().to_vec()))
     }
 
     /// Waits for the OS's boot banner and returns its text.
     pub fn wait_for_banner(&mut self, timeout: Duration) -> Result<String, DeviceLinkError> {
-        let payload = self.expect("boot banner", msg::BOOT_BANNER, timeout)?;
-        Ok(String::from_utf8_lossy(&payload).into_owned())
+        let banner = self.link.wait_for_banner(timeout);
+        banner.map_err(self.failed("boot banner"))
     }
 
     /// Sends `hello` with a fresh random challenge and returns the (unverified) answer.
     pub fn hello(&mut self, timeout: Duration) -> Result<HelloAnswer, DeviceLinkError> {
         let mut challenge = [0u8; CHALLENGE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut challenge);
-        self.send(msg::HELLO_REQUEST, &challenge)?;
-        let raw = self.expect("hello", msg::HELLO_RESPONSE, timeout)?;
-        let claimed = hello::peek_identity(&raw).map_err(|code| DeviceLinkError::Invalid {
-            what: "hello",
-            code,
-        })?;
+        let reply = self.link.hello(challenge, timeout);
+        let reply = reply.map_err(self.failed("hello"))?;
         Ok(HelloAnswer {
             challenge,
-            claimed,
-            raw,
+            claimed: reply.claimed,
+            raw: reply.raw.to_vec(),
         })
     }
 }

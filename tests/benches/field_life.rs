@@ -16,7 +16,7 @@
 //! `cargo bench -p flashgate-tests --bench field_life` (firmware built by `cargo xtask firmware`).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
@@ -25,10 +25,12 @@ use std::time::{Duration, Instant};
 use flashgate_coordinator::testing::TestCoordinator;
 use flashgate_emulator::StartOptions;
 use flashgate_proto::v1;
+use flashgate_protocol::codec::Codec;
 use flashgate_protocol::data_stream::{
     self, epoch_key, Direction, RecordHeader, RecordKind, RecordSealer, TAG_LEN, TYPICAL_OVERHEAD,
 };
-use flashgate_protocol::uart::{msg, FrameDecoder, OVERHEAD};
+use flashgate_protocol::uart::host::{HostLink, Transport};
+use flashgate_protocol::uart::{MsgType, OsStatus, Request, OVERHEAD};
 use flashgate_station::device_link::DeviceLink;
 use flashgate_station::provisioning::{provision, ProvisioningJob};
 use flashgate_tests::{firmware_dir, install_os_offline, Firmware, TestBoard, Vendor};
@@ -36,8 +38,6 @@ use zeroize::Zeroizing;
 
 /// Instructions per SysTick tick under `-icount shift=0` on mps2 (1 GHz virtual / 25 MHz).
 const INSTRUCTIONS_PER_TICK: u64 = 40;
-/// The crypto bench's report frame type (`device-fw/crypto-bench`).
-const BENCH_REPORT: u8 = 0x7B;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn key(serial: &[u8; 16]) -> Zeroizing<[u8; 32]> {
@@ -68,33 +68,12 @@ fn crypto_bench() -> Report {
         .stderr(Stdio::null())
         .spawn()
         .expect("qemu-system-arm runs (scripts/setup.sh installs it)");
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + WAIT;
-    let mut decoder = FrameDecoder::new();
-    let mut text = None;
-    'read: while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        let Ok(bytes) = rx.recv_timeout(left) else {
-            break;
-        };
-        for b in bytes {
-            if let Some(Ok(BENCH_REPORT)) = decoder.push(b) {
-                text = Some(String::from_utf8_lossy(decoder.payload()).into_owned());
-                break 'read;
-            }
-        }
-    }
+    let stdout = child.stdout.take().expect("piped stdout");
+    let report = HostLink::new(StdoutUart::spawn(stdout)).expect(MsgType::BenchReport, WAIT);
     let _ = child.kill();
     let _ = child.wait();
-    let text = text.expect("crypto-bench sent its report frame within 60 s");
+    let report = report.expect("crypto-bench sent its report frame within 60 s");
+    let text = String::from_utf8_lossy(report.payload());
     text.lines()
         .filter_map(|l| {
             let mut f = l.split_whitespace();
@@ -102,6 +81,71 @@ fn crypto_bench() -> Report {
             Some((name, (f.next()?.parse().ok()?, f.next()?.parse().ok()?)))
         })
         .collect()
+}
+
+/// QEMU's stdout, which carries the crypto bench's UART: read on a thread, so that waiting
+/// for the report can time out (a child's stdout has no read timeout). Output only.
+struct StdoutUart {
+    rx: mpsc::Receiver<Vec<u8>>,
+    pending: Vec<u8>,
+    at: usize,
+    timeout: Duration,
+}
+
+impl StdoutUart {
+    fn spawn(mut stdout: impl Read + Send + 'static) -> Self {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            rx,
+            pending: Vec::new(),
+            at: 0,
+            timeout: WAIT,
+        }
+    }
+}
+
+impl Read for StdoutUart {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.pending.len() {
+            self.pending = match self.rx.recv_timeout(self.timeout) {
+                Ok(bytes) => bytes,
+                Err(mpsc::RecvTimeoutError::Timeout) => return Err(io::ErrorKind::TimedOut.into()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(0),
+            };
+            self.at = 0;
+        }
+        let n = buf.len().min(self.pending.len() - self.at);
+        buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl Write for StdoutUart {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the crypto bench takes no requests",
+        ))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for StdoutUart {
+    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        self.timeout = timeout;
+        Ok(())
+    }
 }
 
 /// What the demo OS reports about its first record on a provisioned board under icount.
@@ -141,18 +185,18 @@ fn demo_os_first_record() -> FirstRecord {
     tb.board.resume().unwrap();
     let record = loop {
         let (ty, payload) = link.receive("first record", WAIT).unwrap();
-        if ty == msg::DATA_RECORD {
+        if ty == MsgType::DataRecord {
             break payload;
         }
     };
-    link.send(msg::OS_STATUS, &[]).unwrap();
+    link.send(&Request::OsStatus).unwrap();
     let status = loop {
         let (ty, payload) = link.receive("status", WAIT).unwrap();
-        if ty == msg::OS_STATUS_REPLY {
-            break payload;
+        if ty == MsgType::OsStatusReply {
+            break OsStatus::read_bytes(&payload).expect("a well-formed status");
         }
     };
-    let ticks = u32::from_le_bytes(status[28..32].try_into().unwrap());
+    let ticks = status.first_record_ticks;
     let (header, _) = RecordHeader::decode(&record).unwrap();
     let mut opened = record.clone();
     let k = epoch_key(&key(&tb.uid.0), Direction::Up, header.epoch);

@@ -6,7 +6,8 @@ use std::io::Write;
 use std::net::TcpListener;
 
 use flashgate_protocol::data_stream::{RecordKind, RecordSealer, MAX_RECORD_LEN};
-use flashgate_protocol::uart::{frame_to_vec, msg};
+use flashgate_protocol::uart::frame::frame_to_vec;
+use flashgate_protocol::uart::DeviceMessage;
 
 use crate::support::{code, stderr, stdout, table_rows, World, PRODUCT};
 
@@ -22,7 +23,7 @@ fn fake_device(records: Vec<Vec<u8>>) -> (String, std::thread::JoinHandle<()>) {
         let (mut link, _) = listener.accept().unwrap();
         link.write_all(b"demo-os booting\r\n").unwrap();
         for record in records {
-            link.write_all(&frame_to_vec(msg::DATA_RECORD, &record).unwrap())
+            link.write_all(&frame_to_vec(&DeviceMessage::DataRecord(&record)).unwrap())
                 .unwrap();
         }
         // Until the relay closes its end.

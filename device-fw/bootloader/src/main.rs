@@ -1,10 +1,11 @@
 //! flashgate's secure bootloader (at the reset address).
 //!
-//! At every reset: read the device record; verify the OS image in its slot through the
-//! protocol crate (vendor signature, product, load address, size, anti-rollback floor, body
-//! digest); start it if it passes. Before that, finish or revert an interrupted update
-//! (`update::install::boot`). Otherwise serve the UART forever: `hello` (reporting why no OS
-//! runs), status receipts and the update transfer (`update::session`).
+//! At every reset: read the device record; finish or revert an interrupted update, verify the
+//! OS image in its slot and start it if it passes (`update::install::boot`: vendor signature,
+//! product, load address, size, anti-rollback floor, body digest). Otherwise serve the UART
+//! forever through the protocol crate's `uart::BootloaderService` (hello reporting why no OS
+//! runs, status receipts, the update transfer and its install); this file only moves bytes
+//! and carries out the service's answer: jump to a verified image, or halt.
 #![no_std]
 #![no_main]
 
@@ -12,10 +13,9 @@ use flashgate_board::{cpu, Board, SerialPort};
 use flashgate_protocol::boot;
 use flashgate_protocol::device_record::DeviceRecord;
 use flashgate_protocol::hello::DeviceState;
-use flashgate_protocol::uart::{self, DeviceServer, FrameDecoder, MAX_PAYLOAD, OVERHEAD};
-use flashgate_protocol::update::install::{self, BootDecision, Steps};
-use flashgate_protocol::update::session::{msg, Action, UpdateSession};
+use flashgate_protocol::uart::{BootloaderAction, BootloaderService, FrameDecoder};
 use flashgate_protocol::update::boot_state;
+use flashgate_protocol::update::install::{self, BootDecision, Steps};
 use flashgate_protocol::ErrorCode;
 
 flashgate_board::vector_table!();
@@ -33,7 +33,7 @@ extern "C" fn main() -> ! {
         Ok(record) => start_os_or_say_why(&mut board, record),
         Err(reason) => DeviceState::NoValidImage { reason: *reason },
     };
-    serve_updates(&mut board, record.as_ref().ok(), state)
+    serve(&mut board, record.as_ref().ok(), state)
 }
 
 /// Finishes or reverts an interrupted install, counts a trial boot, verifies the OS slot
@@ -47,77 +47,26 @@ fn start_os_or_say_why(board: &mut Board, record: &DeviceRecord) -> DeviceState 
     }
 }
 
-/// The UART service: `hello`, status receipts and the update transfer, one request frame in,
-/// one response frame out.
-fn serve_updates(board: &mut Board, record: Option<&DeviceRecord>, state: DeviceState) -> ! {
+/// One frame in, the service's answer out.
+fn serve(board: &mut Board, record: Option<&DeviceRecord>, state: DeviceState) -> ! {
     let boot = boot_state::read(&mut board.flash).unwrap_or_default();
-    let mut server = DeviceServer::new(record, state).with_boot_state(boot);
-    let mut session = UpdateSession::new();
+    let mut service = BootloaderService::new(record, state, boot);
     let mut decoder = FrameDecoder::new();
-    let mut out = [0u8; MAX_PAYLOAD + OVERHEAD];
     loop {
         let byte = board.uart.read();
-        let reply = match decoder.push(byte) {
-            None => continue,
-            Some(Ok(msg_type)) if UpdateSession::handles(msg_type) => {
-                let Some(record) = record else {
-                    let _ = send_error(board, ErrorCode::NotProvisioned, &mut out);
-                    continue;
-                };
-                let mut small = [0u8; 8];
-                match session.handle(msg_type, decoder.payload(), &mut board.flash, record, &mut small)
-                {
-                    Ok(Action::Reply(ty, n)) => uart::encode_frame(ty, &small[..n], &mut out),
-                    Ok(Action::Install { halt_after }) => run_install(board, record, halt_after, &mut out),
-                    Err(code) => DeviceServer::error_frame(code, &mut out),
-                }
-            }
-            Some(Ok(msg::ENTER_UPDATE)) => uart::encode_frame(msg::UPDATE_MODE, &[], &mut out),
-            Some(Ok(msg_type)) => server.handle(msg_type, decoder.payload(), &mut out),
-            Some(Err(code)) => DeviceServer::error_frame(code, &mut out),
+        let Some(frame) = decoder.push(byte) else {
+            continue;
         };
-        if let Ok(len) = reply {
-            board.uart.write_all(&out[..len]);
-        }
-    }
-}
-
-fn send_error(board: &mut Board, code: ErrorCode, out: &mut [u8]) -> Result<(), ErrorCode> {
-    let len = DeviceServer::error_frame(code, out)?;
-    board.uart.write_all(&out[..len]);
-    Ok(())
-}
-
-/// Installs the staged image and starts it. With `halt_after`, stops after that step and
-/// waits for the power to be cut (power-cut tests: nothing else happens until then).
-fn run_install(
-    board: &mut Board,
-    record: &DeviceRecord,
-    halt_after: Option<u32>,
-    out: &mut [u8],
-) -> Result<usize, ErrorCode> {
-    let mut steps = Steps {
-        done: 0,
-        halt_after,
-    };
-    let result = install::install(&mut board.flash, record, &mut steps).and_then(|state| {
-        let len = uart::encode_frame(msg::INSTALLED, &state.new_version.to_le_bytes(), out)?;
-        board.uart.write_all(&out[..len]);
-        install::boot(&mut board.flash, record, &mut steps)
-    });
-    match result {
-        // SAFETY: as in `start_os_or_say_why`: a verified image at its linked address.
-        Ok(BootDecision::Start(os)) => unsafe { cpu::jump_to_image(os.vector_table) },
-        Ok(BootDecision::NoImage(code)) => DeviceServer::error_frame(code, out),
-        Err(ErrorCode::InstallHalted) => {
-            if let Ok(len) = uart::encode_frame(msg::HALTED, &steps.done.to_le_bytes(), out) {
-                board.uart.write_all(&out[..len]);
-            }
-            loop {
+        match service.handle(frame, &mut board.flash, &mut board.uart) {
+            BootloaderAction::Continue => {}
+            // SAFETY: as in `start_os_or_say_why`: `install::boot` verified the image at its
+            // linked address.
+            BootloaderAction::Start(os) => unsafe { cpu::jump_to_image(os.vector_table) },
+            // Power-cut tests: nothing else happens until the power goes.
+            BootloaderAction::Halt => loop {
                 core::hint::spin_loop();
-            }
+            },
         }
-        Err(code) => DeviceServer::error_frame(code, out),
     }
 }
 

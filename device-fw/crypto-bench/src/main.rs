@@ -6,7 +6,7 @@
 //! (`cargo bench -p flashgate-tests --bench field_life` does). Every operation is timed with
 //! SysTick (1 tick = 40 instructions under `-icount shift=0`) and its stack high-water is
 //! measured by painting the stack below the caller before the call. The results go out as one
-//! UART frame ([`BENCH_REPORT`]) of text lines `name ticks stack_bytes`, then the core idles.
+//! UART frame (`MsgType::BenchReport`) of text lines `name ticks stack_bytes`, then the core idles.
 //!
 //! Inputs are fixed (a deterministic RNG), so every run prints the same numbers.
 #![no_std]
@@ -21,7 +21,7 @@ use flashgate_protocol::data_stream::{
     epoch_key, CounterJournal, Direction, RecordHeader, RecordKind, RecordSealer, MAX_RECORD_LEN,
 };
 use flashgate_protocol::layout::{DATA_COUNTER_ADDR, DATA_COUNTER_PAGES, FLASH_PAGE_SIZE};
-use flashgate_protocol::uart::{self, msg, OVERHEAD};
+use flashgate_protocol::uart::{encode_frame, DeviceMessage, OVERHEAD};
 use p256::ecdh::EphemeralSecret;
 use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
@@ -31,8 +31,6 @@ use p256::PublicKey;
 
 flashgate_board::vector_table!();
 
-/// UART message type of the report frame (this program only).
-pub const BENCH_REPORT: u8 = 0x7B;
 
 /// How far below the caller's stack pointer the stack is painted before each measurement.
 const PAINT_BYTES: u32 = 48 * 1024;
@@ -161,7 +159,7 @@ fn first_record(flash: &mut flashgate_board::mps2_an386::CodeFlash) -> (usize, u
         return (0, 0);
     };
     let mut frame = [0u8; MAX_RECORD_LEN + OVERHEAD];
-    let f = uart::encode_frame(msg::DATA_RECORD, &record[..n], &mut frame).unwrap_or(0);
+    let f = encode_frame(&DeviceMessage::DataRecord(&record[..n]), &mut frame).unwrap_or(0);
     core::hint::black_box(&frame);
     (n, f)
 }
@@ -255,7 +253,7 @@ extern "C" fn main() -> ! {
     bench.note("p256_ecdsa_verify_ok", usize::from(ok));
 
     let mut frame = [0u8; 1536 + OVERHEAD];
-    if let Ok(n) = uart::encode_frame(BENCH_REPORT, bench.report.as_bytes(), &mut frame) {
+    if let Ok(n) = encode_frame(&DeviceMessage::BenchReport(bench.report.as_bytes()), &mut frame) {
         board.uart.write_all(&frame[..n]);
     }
     loop {

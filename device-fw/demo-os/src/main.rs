@@ -2,10 +2,12 @@
 //!
 //! - Sends a boot banner frame, then at once its first sealed data record (no round trip:
 //!   the keys come from the device key, the counter from the flash journal), see [`data`].
-//! - Answers `hello` with "OS running" and the version from its own signed header.
-//! - Installs vendor-signed applications into the app slot and starts them with a function
-//!   call through a call table, without a reset, see [`apps`].
-//! - Reports its status (uptime, record counter, apps started) on request.
+//! - Serves the UART through the protocol crate's `uart::OsService` (hello with "OS running"
+//!   and the version from its own signed header, status receipts, app installs, the hand-over
+//!   to the bootloader for updates) and carries out what it leaves to the OS: its data stream,
+//!   its status, calling an app.
+//! - Starts installed applications with a function call through a call table, without a
+//!   reset, see [`apps`].
 #![no_std]
 #![no_main]
 
@@ -17,12 +19,12 @@ use core::fmt::Write as _;
 use flashgate_board::cpu::SysTickCounter;
 use flashgate_board::{Board, NorFlash, SerialPort};
 use flashgate_protocol::boot;
-use flashgate_protocol::codec::Writer;
-use flashgate_protocol::hello::DeviceState;
 use flashgate_protocol::image::{SignedImageHeader, SIGNED_HEADER_LEN};
 use flashgate_protocol::layout::OS_SLOT_ADDR;
-use flashgate_protocol::uart::{self, msg, DeviceServer, FrameDecoder, MAX_PAYLOAD, OVERHEAD};
-use flashgate_protocol::update::session::msg as update_msg;
+use flashgate_protocol::uart::service::AppStats;
+use flashgate_protocol::uart::{
+    encode_frame, DeviceMessage, FrameDecoder, OsAction, OsService, OsStatus, MAX_FRAME,
+};
 use flashgate_protocol::ErrorCode;
 
 use flashgate_board::text::TextBuf;
@@ -64,22 +66,21 @@ pub struct Os {
     board: Board,
     uptime: Uptime,
     data: Option<data::DataStream>,
-    apps: apps::AppState,
     /// Ticks the first sealed record took (journal reservation + key derivation + seal + send).
     first_record_ticks: u32,
-    out: [u8; MAX_PAYLOAD + OVERHEAD],
+    out: [u8; MAX_FRAME],
 }
 
 impl Os {
-    /// Sends one frame on the UART.
-    pub fn send(&mut self, msg_type: u8, payload: &[u8]) {
-        if let Ok(len) = uart::encode_frame(msg_type, payload, &mut self.out) {
+    /// Sends one frame on the UART (records, logs: the ones the OS sends itself).
+    pub fn send(&mut self, msg: &DeviceMessage<'_>) {
+        if let Ok(len) = encode_frame(msg, &mut self.out) {
             self.board.uart.write_all(&self.out[..len]);
         }
     }
 
     fn send_error(&mut self, code: ErrorCode) {
-        self.send(msg::ERROR, &(code as u32).to_le_bytes());
+        self.send(&DeviceMessage::Error(code));
     }
 
     /// Seals `body` as a telemetry record and sends it; returns its counter.
@@ -87,72 +88,70 @@ impl Os {
         let data = self.data.as_mut().ok_or(ErrorCode::NotProvisioned)?;
         let mut record = [0u8; flashgate_protocol::data_stream::MAX_RECORD_LEN];
         let (counter, n) = data.seal_telemetry(&mut self.board.flash, body, &mut record)?;
-        self.send(msg::DATA_RECORD, &record[..n]);
+        self.send(&DeviceMessage::DataRecord(&record[..n]));
         Ok(counter)
     }
 
-    fn emit_event(&mut self, event: &str) -> Result<u32, ErrorCode> {
+    fn emit_event(&mut self, event: &str, apps: AppStats) -> Result<u32, ErrorCode> {
         let mut body = TextBuf::<128>::new();
         let ticks = self.uptime.poll();
         let _ = write!(
             body,
             "{event} uptime_ticks={ticks} apps_started={}",
-            self.apps.started
+            apps.started
         );
         self.emit_telemetry(body.as_bytes())
     }
 
-    fn status(&mut self) {
-        let mut payload = [0u8; 32];
-        let ticks = self.uptime.poll();
-        let (epoch, next) = self
+    fn status(&mut self, apps: AppStats) {
+        let (epoch, next_counter) = self
             .data
             .as_ref()
             .map_or((0, 0), |d| (d.epoch(), d.next_counter()));
-        let mut w = Writer::new(&mut payload);
-        let _ = w.u64(ticks);
-        let _ = w.u32(epoch);
-        let _ = w.u32(next);
-        let _ = w.u32(self.apps.started);
-        let _ = w.u32(self.apps.version);
-        let _ = w.u32(self.apps.last_status);
-        let _ = w.u32(self.first_record_ticks);
-        self.send(msg::OS_STATUS_REPLY, &payload);
-    }
-
-    fn handle(&mut self, server: &mut DeviceServer, msg_type: u8, payload: &[u8]) {
-        let result = match msg_type {
-            msg::DATA_EMIT => match payload {
-                [count] => (0..*count).try_for_each(|_| self.emit_event("emit").map(|_| ())),
-                _ => Err(ErrorCode::BadLength),
-            },
-            msg::DATA_ROTATE => self.rotate(),
-            msg::OS_STATUS => {
-                self.status();
-                Ok(())
-            }
-            msg::APP_BEGIN | msg::APP_DATA | msg::APP_COMMIT | msg::APP_START => {
-                apps::handle(self, msg_type, payload)
-            }
-            _ => match server.handle(msg_type, payload, &mut self.out) {
-                Ok(len) => {
-                    self.board.uart.write_all(&self.out[..len]);
-                    Ok(())
-                }
-                Err(code) => Err(code),
-            },
+        let status = OsStatus {
+            uptime_ticks: self.uptime.poll(),
+            epoch,
+            next_counter,
+            apps_started: apps.started,
+            app_version: apps.version,
+            last_app_status: apps.last_status,
+            first_record_ticks: self.first_record_ticks,
         };
-        if let Err(code) = result {
-            self.send_error(code);
-        }
+        self.send(&DeviceMessage::OsStatusReply(status));
     }
 
     fn rotate(&mut self) -> Result<(), ErrorCode> {
         let data = self.data.as_mut().ok_or(ErrorCode::NotProvisioned)?;
         let mut record = [0u8; flashgate_protocol::data_stream::MAX_RECORD_LEN];
         let n = data.rotate(&mut self.board.flash, &mut record)?;
-        self.send(msg::DATA_RECORD, &record[..n]);
+        self.send(&DeviceMessage::DataRecord(&record[..n]));
         Ok(())
+    }
+
+    /// Carries out what the UART service left to the OS.
+    fn act(&mut self, action: OsAction, service: &mut OsService<'_>) {
+        let result = match action {
+            OsAction::Continue => Ok(()),
+            // Update path: hand over to the bootloader's update service.
+            OsAction::EnterBootloader => flashgate_board::cpu::enter_bootloader_for_update(),
+            OsAction::EmitTelemetry { count } => {
+                let apps = service.app_stats();
+                (0..count).try_for_each(|_| self.emit_event("emit", apps).map(drop))
+            }
+            OsAction::RotateEpoch => self.rotate(),
+            OsAction::ReportStatus => {
+                self.status(service.app_stats());
+                Ok(())
+            }
+            OsAction::StartApp(app) => {
+                let status = apps::start(self, &app);
+                service.app_returned(&app, status, &mut self.board.uart);
+                Ok(())
+            }
+        };
+        if let Err(code) = result {
+            self.send_error(code);
+        }
     }
 }
 
@@ -183,42 +182,35 @@ extern "C" fn main() -> ! {
         board,
         uptime,
         data,
-        apps: apps::AppState::default(),
         first_record_ticks: 0,
-        out: [0; MAX_PAYLOAD + OVERHEAD],
+        out: [0; MAX_FRAME],
     };
     let mut banner = TextBuf::<96>::new();
     let _ = write!(banner, "flashgate demo-os v{version} on {}", Board::NAME);
-    os.send(msg::BOOT_BANNER, banner.as_bytes());
+    os.send(&DeviceMessage::BootBanner(banner.as_bytes()));
     // The first sealed record goes out before anyone asked for anything. Its cost (from
     // the journal read on, banner excluded) is reported in the status.
     let before_emit = os.uptime.systick.now();
-    let _ = os.emit_event("boot");
+    let _ = os.emit_event("boot", AppStats::default());
     os.first_record_ticks = open_ticks + os.uptime.systick.ticks_since(before_emit);
     let mut next_heartbeat = os.uptime.poll() + HEARTBEAT_TICKS;
 
-    let mut server = DeviceServer::new(record.as_ref(), DeviceState::OsRunning { version })
-        .with_boot_state(boot.unwrap_or_default());
+    let mut service = OsService::new(record.as_ref(), version, boot.unwrap_or_default());
     let mut decoder = FrameDecoder::new();
     loop {
         if os.uptime.poll() >= next_heartbeat {
             next_heartbeat += HEARTBEAT_TICKS;
-            let _ = os.emit_event("heartbeat");
+            let _ = os.emit_event("heartbeat", service.app_stats());
         }
         let Some(byte) = os.board.uart.try_read() else {
             core::hint::spin_loop();
             continue;
         };
-        match decoder.push(byte) {
-            None => {}
-            // Update path: hand over to the bootloader's update service.
-            Some(Ok(update_msg::ENTER_UPDATE)) => {
-                os.send(update_msg::UPDATE_MODE, &[]);
-                flashgate_board::cpu::enter_bootloader_for_update()
-            }
-            Some(Ok(msg_type)) => os.handle(&mut server, msg_type, decoder.payload()),
-            Some(Err(code)) => os.send_error(code),
-        }
+        let Some(frame) = decoder.push(byte) else {
+            continue;
+        };
+        let action = service.handle(frame, &mut os.board.flash, &mut os.board.uart);
+        os.act(action, &mut service);
     }
 }
 

@@ -20,6 +20,7 @@ use core::fmt::Write as _;
 
 use flashgate_board::text::TextBuf;
 use flashgate_board::{Board, EntropySource, NorFlash, UniqueId};
+use flashgate_protocol::codec::Codec;
 use flashgate_protocol::device_record::{DeviceRecord, RECORD_LEN};
 use flashgate_protocol::layout::DEVICE_RECORD_ADDR;
 
@@ -104,7 +105,7 @@ fn run_checks(board: &mut Board, log: &mut TextBuf<480>) -> u32 {
         log,
     );
     check(
-        DeviceRecord::decode(&first).is_ok(),
+        DeviceRecord::read_bytes(&first).is_ok(),
         "device record decodes",
         log,
     );

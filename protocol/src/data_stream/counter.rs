@@ -8,6 +8,7 @@
 //! is erased and the next entry goes there, so the highest entry always survives a torn erase.
 //! Wear: one 8-byte write per 64 records and one erase per `JOURNAL_ENTRIES × 64` records.
 
+use crate::codec::{self, Codec, Reader, Writer};
 use crate::flash::NorFlash;
 use crate::layout::FLASH_PAGE_SIZE;
 use crate::ErrorCode;
@@ -25,6 +26,21 @@ pub struct CounterState {
     pub epoch: u32,
     /// First counter that was certainly never used in `epoch`.
     pub mark: u32,
+}
+
+/// One journal entry: `epoch u32le | mark u32le`.
+impl Codec<'_> for CounterState {
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
+        w.u32(self.epoch)?;
+        w.u32(self.mark)
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
+        Ok(Self {
+            epoch: r.u32()?,
+            mark: r.u32()?,
+        })
+    }
 }
 
 /// The two-page journal at `base` (two pages, page aligned).
@@ -48,10 +64,7 @@ impl CounterJournal {
                 if raw == [0xFF; ENTRY_LEN as usize] {
                     break;
                 }
-                let state = CounterState {
-                    epoch: u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]),
-                    mark: u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]),
-                };
+                let state = CounterState::read_bytes(&raw)?;
                 if best.is_none_or(|(b, _, _)| (state.epoch, state.mark) > (b.epoch, b.mark)) {
                     best = Some((state, page, slot + 1));
                 }
@@ -86,9 +99,7 @@ impl CounterJournal {
             self.slot = 0;
             flash.erase_page(self.base + self.page * FLASH_PAGE_SIZE)?;
         }
-        let mut raw = [0u8; ENTRY_LEN as usize];
-        raw[..4].copy_from_slice(&epoch.to_le_bytes());
-        raw[4..].copy_from_slice(&mark.to_le_bytes());
+        let raw: [u8; ENTRY_LEN as usize] = codec::to_array(&CounterState { epoch, mark });
         let at = self.base + self.page * FLASH_PAGE_SIZE + self.slot * ENTRY_LEN;
         flash.program(at, &raw)?;
         self.slot += 1;

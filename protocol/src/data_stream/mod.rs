@@ -27,6 +27,7 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use crate::codec::{Codec, Reader, Writer};
 use crate::{ErrorCode, Serial};
 
 /// Header format byte of a device→cloud record, version 1.
@@ -113,78 +114,63 @@ pub struct RecordHeader {
     pub counter: u32,
 }
 
-fn put_varint(mut v: u32, out: &mut [u8]) -> Result<usize, ErrorCode> {
-    let mut n = 0;
+fn put_varint(w: &mut Writer<'_>, mut v: u32) -> Result<(), ErrorCode> {
     loop {
         let byte = (v & 0x7F) as u8;
         v >>= 7;
-        let slot = out.get_mut(n).ok_or(ErrorCode::BadLength)?;
-        n += 1;
         if v == 0 {
-            *slot = byte;
-            return Ok(n);
+            return w.u8(byte);
         }
-        *slot = byte | 0x80;
+        w.u8(byte | 0x80)?;
     }
 }
 
-fn get_varint(input: &[u8]) -> Result<(u32, usize), ErrorCode> {
+fn read_varint(r: &mut Reader<'_>) -> Result<u32, ErrorCode> {
     let mut v: u64 = 0;
-    for (i, &byte) in input.iter().enumerate().take(5) {
+    for i in 0..5 {
+        let byte = r.u8().map_err(|_| ErrorCode::DataTruncated)?;
         v |= u64::from(byte & 0x7F) << (7 * i);
         if byte & 0x80 == 0 {
             // Minimal form only: a trailing zero group (other than a lone 0) is a second encoding.
             if (i > 0 && byte == 0) || v > u64::from(u32::MAX) {
                 return Err(ErrorCode::DataMalformed);
             }
-            return Ok((v as u32, i + 1));
+            return Ok(v as u32);
         }
     }
-    Err(if input.len() < 5 {
-        ErrorCode::DataTruncated
-    } else {
-        ErrorCode::DataMalformed
-    })
+    Err(ErrorCode::DataMalformed)
 }
 
 impl RecordHeader {
-    /// Encodes the header; returns its length.
-    pub fn encode(&self, out: &mut [u8]) -> Result<usize, ErrorCode> {
-        if out.len() < 1 + DEVICE_ID_LEN {
-            return Err(ErrorCode::BadLength);
-        }
-        out[0] = FORMAT_UP_V1;
-        out[1..1 + DEVICE_ID_LEN].copy_from_slice(&self.device_id);
-        let mut n = 1 + DEVICE_ID_LEN;
-        n += put_varint(self.epoch, &mut out[n..])?;
-        n += put_varint(self.counter, &mut out[n..])?;
-        Ok(n)
-    }
-
     /// Decodes the header at the start of `record`; returns it and its length.
     pub fn decode(record: &[u8]) -> Result<(Self, usize), ErrorCode> {
-        let format = *record.first().ok_or(ErrorCode::DataTruncated)?;
-        if format != FORMAT_UP_V1 {
+        let mut r = Reader::new(record);
+        let header = Self::read(&mut r)?;
+        Ok((header, record.len() - r.remaining()))
+    }
+}
+
+/// `format | device_id | epoch varint | counter varint`. A short header is
+/// [`ErrorCode::DataTruncated`], any other departure from the format
+/// [`ErrorCode::DataMalformed`] (the codes the receiver counts refusals by).
+impl Codec<'_> for RecordHeader {
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
+        w.u8(FORMAT_UP_V1)?;
+        w.put(&self.device_id)?;
+        put_varint(w, self.epoch)?;
+        put_varint(w, self.counter)
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
+        if r.u8().map_err(|_| ErrorCode::DataTruncated)? != FORMAT_UP_V1 {
             return Err(ErrorCode::DataMalformed);
         }
-        let id = record
-            .get(1..1 + DEVICE_ID_LEN)
-            .ok_or(ErrorCode::DataTruncated)?;
-        let mut n = 1 + DEVICE_ID_LEN;
-        let (epoch, used) = get_varint(&record[n..])?;
-        n += used;
-        let (counter, used) = get_varint(&record[n..])?;
-        n += used;
-        let mut device_id = [0u8; DEVICE_ID_LEN];
-        device_id.copy_from_slice(id);
-        Ok((
-            Self {
-                device_id,
-                epoch,
-                counter,
-            },
-            n,
-        ))
+        let device_id = r.array().map_err(|_| ErrorCode::DataTruncated)?;
+        Ok(Self {
+            device_id,
+            epoch: read_varint(r)?,
+            counter: read_varint(r)?,
+        })
     }
 }
 
@@ -205,7 +191,7 @@ pub fn seal(
     if body.len() > MAX_BODY_LEN {
         return Err(ErrorCode::BadLength);
     }
-    let h = header.encode(out)?;
+    let h = header.encode_into(out)?;
     let total = h + 1 + body.len() + TAG_LEN;
     if out.len() < total {
         return Err(ErrorCode::BadLength);

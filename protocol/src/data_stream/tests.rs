@@ -91,11 +91,19 @@ fn wrong_key_or_epoch_is_forged() {
     assert_eq!(open(4, &rec).unwrap_err(), ErrorCode::DataForged);
 }
 
+fn get_varint(bytes: &[u8]) -> Result<(u32, usize), ErrorCode> {
+    let mut r = Reader::new(bytes);
+    let v = read_varint(&mut r)?;
+    Ok((v, bytes.len() - r.remaining()))
+}
+
 #[test]
 fn varints_are_minimal_and_round_trip() {
     for v in [0u32, 1, 127, 128, 300, 16383, 16384, u32::MAX] {
         let mut buf = [0u8; 5];
-        let n = put_varint(v, &mut buf).unwrap();
+        let mut w = Writer::new(&mut buf);
+        put_varint(&mut w, v).unwrap();
+        let n = w.len();
         assert_eq!(get_varint(&buf[..n]).unwrap(), (v, n));
     }
     assert_eq!(get_varint(&[0x80, 0x00]), Err(ErrorCode::DataMalformed));
@@ -103,7 +111,34 @@ fn varints_are_minimal_and_round_trip() {
         get_varint(&[0xFF, 0xFF, 0xFF, 0xFF, 0x7F]),
         Err(ErrorCode::DataMalformed)
     );
+    assert_eq!(
+        get_varint(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x01]),
+        Err(ErrorCode::DataMalformed)
+    );
     assert_eq!(get_varint(&[0x80]), Err(ErrorCode::DataTruncated));
+    let mut short = [0u8; 2];
+    assert_eq!(
+        put_varint(&mut Writer::new(&mut short), u32::MAX),
+        Err(ErrorCode::BadLength)
+    );
+}
+
+#[test]
+fn header_round_trips_and_reports_its_length() {
+    let h = RecordHeader {
+        device_id: device_id(&SERIAL),
+        epoch: 200,
+        counter: 70_000,
+    };
+    let mut bytes = h.get_encoding().unwrap();
+    assert_eq!(bytes.len(), 1 + DEVICE_ID_LEN + 2 + 3);
+    assert_eq!(RecordHeader::read_bytes(&bytes), Ok(h));
+    bytes.extend_from_slice(b"ciphertext");
+    assert_eq!(RecordHeader::decode(&bytes), Ok((h, 1 + DEVICE_ID_LEN + 5)));
+    assert_eq!(
+        RecordHeader::decode(&bytes[..5]),
+        Err(ErrorCode::DataTruncated)
+    );
 }
 
 #[test]

@@ -20,7 +20,7 @@
 //! 0x84 TestResult failed u32, log_len u16, log[log_len ≤ MAX_TEST_LOG]
 //! ```
 
-use crate::codec::{Reader, Writer};
+use crate::codec::{Codec, Reader, Writer};
 use crate::device_record::DeviceConfig;
 use crate::image::SIGNED_HEADER_LEN;
 use crate::sealed_frame;
@@ -95,23 +95,23 @@ mod tag {
     pub const LOCKED: u8 = 0x83;
 }
 
-impl<'a> StationMessage<'a> {
-    /// Encodes into `out`, returning the length.
-    pub fn encode(&self, out: &mut [u8]) -> Result<usize, ErrorCode> {
-        let mut w = Writer::new(out);
+/// The plaintext of one sealed frame; it fills the frame (`read` takes the rest of the
+/// reader for the data messages).
+impl<'a> Codec<'a> for StationMessage<'a> {
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
         match self {
             Self::KeyConfirm { transcript_hash } => {
                 w.u8(tag::KEY_CONFIRM)?;
-                w.put(transcript_hash)?;
+                w.put(transcript_hash)
             }
             Self::DeviceSecrets { config, device_key } => {
                 w.u8(tag::DEVICE_SECRETS)?;
-                config.encode_into(&mut w)?;
-                w.put(*device_key)?;
+                config.encode(w)?;
+                w.put(*device_key)
             }
             Self::BeginBootloader { signed_header } => {
                 w.u8(tag::BEGIN_BOOTLOADER)?;
-                w.put(*signed_header)?;
+                w.put(*signed_header)
             }
             Self::ImageData { offset, data } | Self::TestAppData { offset, data } => {
                 if data.len() > MAX_IMAGE_CHUNK {
@@ -124,58 +124,55 @@ impl<'a> StationMessage<'a> {
                 };
                 w.u8(t)?;
                 w.u32(*offset)?;
-                w.put(data)?;
+                w.put(data)
             }
             Self::BeginTestApp { signed_header } => {
                 w.u8(tag::BEGIN_TEST_APP)?;
-                w.put(*signed_header)?;
+                w.put(*signed_header)
             }
-            Self::Commit => w.u8(tag::COMMIT)?,
-            Self::LockDebugPort => w.u8(tag::LOCK_DEBUG_PORT)?,
-            Self::RunTestApp => w.u8(tag::RUN_TEST_APP)?,
+            Self::Commit => w.u8(tag::COMMIT),
+            Self::LockDebugPort => w.u8(tag::LOCK_DEBUG_PORT),
+            Self::RunTestApp => w.u8(tag::RUN_TEST_APP),
         }
-        Ok(w.len())
     }
 
-    /// Decodes a plaintext; trailing bytes are an error.
-    pub fn decode(bytes: &'a [u8]) -> Result<Self, ErrorCode> {
-        let mut r = Reader::new(bytes);
-        let msg = match r.u8()? {
+    fn read(r: &mut Reader<'a>) -> Result<Self, ErrorCode> {
+        Ok(match r.u8()? {
             tag::KEY_CONFIRM => Self::KeyConfirm {
                 transcript_hash: r.array()?,
             },
             tag::DEVICE_SECRETS => Self::DeviceSecrets {
-                config: DeviceConfig::decode_from(&mut r)?,
-                device_key: r.take(32)?.try_into().map_err(|_| ErrorCode::BadLength)?,
+                config: DeviceConfig::read(r)?,
+                device_key: r.array_ref()?,
             },
             tag::BEGIN_BOOTLOADER => Self::BeginBootloader {
-                signed_header: r
-                    .take(SIGNED_HEADER_LEN)?
-                    .try_into()
-                    .map_err(|_| ErrorCode::BadLength)?,
+                signed_header: r.array_ref()?,
             },
             tag::IMAGE_DATA => Self::ImageData {
                 offset: r.u32()?,
-                data: r.rest(),
+                data: image_chunk(r)?,
             },
             tag::COMMIT => Self::Commit,
             tag::LOCK_DEBUG_PORT => Self::LockDebugPort,
             tag::BEGIN_TEST_APP => Self::BeginTestApp {
-                signed_header: r
-                    .take(SIGNED_HEADER_LEN)?
-                    .try_into()
-                    .map_err(|_| ErrorCode::BadLength)?,
+                signed_header: r.array_ref()?,
             },
             tag::TEST_APP_DATA => Self::TestAppData {
                 offset: r.u32()?,
-                data: r.rest(),
+                data: image_chunk(r)?,
             },
             tag::RUN_TEST_APP => Self::RunTestApp,
             _ => return Err(ErrorCode::UnknownMessage),
-        };
-        r.finish()?;
-        Ok(msg)
+        })
     }
+}
+
+/// The rest of the frame as image data, at most [`MAX_IMAGE_CHUNK`] bytes.
+fn image_chunk<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], ErrorCode> {
+    if r.remaining() > MAX_IMAGE_CHUNK {
+        return Err(ErrorCode::BadLength);
+    }
+    Ok(r.rest())
 }
 
 /// What the loader returns after a successful commit.
@@ -212,15 +209,32 @@ pub enum TargetReply<'a> {
     TestResult {
         /// Number of failed checks (0 = pass).
         failed: u32,
-        /// Its log (ASCII, one line per check), cut to [`MAX_TEST_LOG`].
+        /// Its log (ASCII, one line per check), at most [`MAX_TEST_LOG`] bytes.
         log: &'a [u8],
     },
 }
 
-impl<'a> TargetReply<'a> {
-    /// Encodes into `out`, returning the length.
-    pub fn encode(&self, out: &mut [u8]) -> Result<usize, ErrorCode> {
-        let mut w = Writer::new(out);
+impl Codec<'_> for Receipt {
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
+        w.put(&self.serial)?;
+        w.put(&self.bootloader_digest)?;
+        w.put(&self.record_digest)?;
+        w.u32(self.bootloader_version)
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
+        Ok(Self {
+            serial: r.array()?,
+            bootloader_digest: r.array()?,
+            record_digest: r.array()?,
+            bootloader_version: r.u32()?,
+        })
+    }
+}
+
+/// The plaintext of one sealed reply.
+impl<'a> Codec<'a> for TargetReply<'a> {
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
         match self {
             Self::Ack {
                 seq,
@@ -228,44 +242,35 @@ impl<'a> TargetReply<'a> {
             } => {
                 w.u8(tag::ACK)?;
                 w.u32(*seq)?;
-                w.u32(*bytes_programmed)?;
+                w.u32(*bytes_programmed)
             }
             Self::Receipt(r) => {
                 w.u8(tag::RECEIPT)?;
-                w.put(&r.serial)?;
-                w.put(&r.bootloader_digest)?;
-                w.put(&r.record_digest)?;
-                w.u32(r.bootloader_version)?;
+                r.encode(w)
             }
             Self::Locked { serial } => {
                 w.u8(tag::LOCKED)?;
-                w.put(serial)?;
+                w.put(serial)
             }
             Self::TestResult { failed, log } => {
-                let log = &log[..log.len().min(MAX_TEST_LOG)];
+                if log.len() > MAX_TEST_LOG {
+                    return Err(ErrorCode::BadLength);
+                }
                 w.u8(tag::TEST_RESULT)?;
                 w.u32(*failed)?;
                 w.u16(log.len() as u16)?;
-                w.put(log)?;
+                w.put(log)
             }
         }
-        Ok(w.len())
     }
 
-    /// Decodes a reply plaintext.
-    pub fn decode(bytes: &'a [u8]) -> Result<Self, ErrorCode> {
-        let mut r = Reader::new(bytes);
-        let reply = match r.u8()? {
+    fn read(r: &mut Reader<'a>) -> Result<Self, ErrorCode> {
+        Ok(match r.u8()? {
             tag::ACK => Self::Ack {
                 seq: r.u32()?,
                 bytes_programmed: r.u32()?,
             },
-            tag::RECEIPT => Self::Receipt(Receipt {
-                serial: r.array()?,
-                bootloader_digest: r.array()?,
-                record_digest: r.array()?,
-                bootloader_version: r.u32()?,
-            }),
+            tag::RECEIPT => Self::Receipt(Receipt::read(r)?),
             tag::LOCKED => Self::Locked { serial: r.array()? },
             tag::TEST_RESULT => {
                 let failed = r.u32()?;
@@ -279,8 +284,6 @@ impl<'a> TargetReply<'a> {
                 }
             }
             _ => return Err(ErrorCode::UnknownMessage),
-        };
-        r.finish()?;
-        Ok(reply)
+        })
     }
 }

@@ -10,7 +10,7 @@ pub mod messages;
 pub mod station;
 pub mod target;
 
-use crate::codec::{Reader, Writer};
+use crate::codec::{self, Codec, Reader, Writer};
 use crate::key_schedule::JOB_NONCE_LEN;
 use crate::{ErrorCode, Serial};
 
@@ -31,9 +31,24 @@ pub struct LoaderImageHeader {
 }
 
 impl LoaderImageHeader {
-    /// Reads the header from the first 20 bytes of a loader binary.
+    /// Reads the header at the start of a loader binary.
     pub fn parse(bytes: &[u8]) -> Result<Self, ErrorCode> {
-        let mut r = Reader::new(bytes.get(..20).ok_or(ErrorCode::BadLength)?);
+        Self::read(&mut Reader::new(bytes))
+    }
+}
+
+/// Five little-endian words: magic, version, entry, host_yield, image_end.
+impl Codec<'_> for LoaderImageHeader {
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
+        w.u32(LOADER_IMAGE_MAGIC)?;
+        w.u32(LOADER_IMAGE_VERSION)?;
+        w.u32(self.entry)?;
+        w.u32(self.host_yield)?;
+        w.u32(self.image_end)
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
+        let mut r = Reader::new(r.take(20)?);
         if r.u32()? != LOADER_IMAGE_MAGIC || r.u32()? != LOADER_IMAGE_VERSION {
             return Err(ErrorCode::BadMagic);
         }
@@ -62,20 +77,22 @@ pub struct ParamBlock {
 }
 
 impl ParamBlock {
-    /// Encodes the block.
-    pub fn encode(&self) -> [u8; PARAMS_LEN] {
-        let mut out = [0u8; PARAMS_LEN];
-        let mut w = Writer::new(&mut out);
-        let _ = w.u32(PARAMS_MAGIC);
-        let _ = w.u32(PARAMS_VERSION);
-        let _ = w.put(&self.station_public);
-        let _ = w.put(&self.job_nonce);
-        out
+    /// The block as the station writes it.
+    pub fn to_bytes(&self) -> [u8; PARAMS_LEN] {
+        codec::to_array(self)
+    }
+}
+
+impl Codec<'_> for ParamBlock {
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
+        w.u32(PARAMS_MAGIC)?;
+        w.u32(PARAMS_VERSION)?;
+        w.put(&self.station_public)?;
+        w.put(&self.job_nonce)
     }
 
-    /// Decodes the block from RAM.
-    pub fn decode(bytes: &[u8]) -> Result<Self, ErrorCode> {
-        let mut r = Reader::new(bytes.get(..PARAMS_LEN).ok_or(ErrorCode::BadLength)?);
+    fn read(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
+        let mut r = Reader::new(r.take(PARAMS_LEN)?);
         if r.u32()? != PARAMS_MAGIC || r.u32()? != PARAMS_VERSION {
             return Err(ErrorCode::BadMagic);
         }
@@ -102,31 +119,24 @@ pub struct LoaderHello {
     pub loader_digest: [u8; 32],
 }
 
-impl LoaderHello {
-    /// Encodes the hello into `out`, returning its length.
-    pub fn encode(&self, out: &mut [u8]) -> Result<usize, ErrorCode> {
-        let mut w = Writer::new(out);
+impl Codec<'_> for LoaderHello {
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
         w.u32(HELLO_MAGIC)?;
         w.u32(PARAMS_VERSION)?;
         w.put(&self.loader_public)?;
         w.put(&self.serial)?;
-        w.put(&self.loader_digest)?;
-        Ok(w.len())
+        w.put(&self.loader_digest)
     }
 
-    /// Decodes a hello read from the mailbox.
-    pub fn decode(bytes: &[u8]) -> Result<Self, ErrorCode> {
-        let mut r = Reader::new(bytes);
+    fn read(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
         if r.u32()? != HELLO_MAGIC || r.u32()? != PARAMS_VERSION {
             return Err(ErrorCode::BadMagic);
         }
-        let hello = Self {
+        Ok(Self {
             loader_public: r.array()?,
             serial: r.array()?,
             loader_digest: r.array()?,
-        };
-        r.finish()?;
-        Ok(hello)
+        })
     }
 }
 

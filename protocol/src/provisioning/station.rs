@@ -6,6 +6,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 
 use super::messages::{StationMessage, TargetReply};
 use super::{LoaderHello, ParamBlock};
+use crate::codec::Codec;
 use crate::key_schedule::{SessionKeys, Transcript, JOB_NONCE_LEN};
 use crate::sealed_frame;
 use crate::{ErrorCode, Serial};
@@ -84,7 +85,7 @@ impl StationSession {
         let body = out
             .get_mut(sealed_frame::HEADER_LEN..)
             .ok_or(ErrorCode::BadLength)?;
-        let n = msg.encode(body)?;
+        let n = msg.encode_into(body)?;
         let len = sealed_frame::seal_in_place(&self.keys.station_to_target, self.send_seq, out, n)?;
         self.send_seq += 1;
         Ok(len)
@@ -95,7 +96,7 @@ impl StationSession {
         let range =
             sealed_frame::open_in_place(&self.keys.target_to_station, self.recv_seq, frame)?;
         self.recv_seq += 1;
-        TargetReply::decode(&frame[range])
+        TargetReply::read_bytes(&frame[range])
     }
 
     /// Seals a request into a new vector.

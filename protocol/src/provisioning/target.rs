@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 use super::messages::MAX_TEST_LOG;
 use super::messages::{Receipt, StationMessage, TargetReply};
 use super::{LoaderHello, ParamBlock};
+use crate::codec::Codec;
 use crate::device_record::{DeviceConfig, DeviceRecord};
 use crate::flash::LoaderPlatform;
 use crate::image::{BodyHasher, ImageHeader, ImageKind, SignedImageHeader};
@@ -28,22 +29,11 @@ use crate::{ErrorCode, Serial};
 /// Bytes at the start of the bootloader held back until commit (initial SP, reset vector).
 const VECTOR_HEAD_LEN: usize = 8;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Step {
-    AwaitKeyConfirm,
-    AwaitDeviceSecrets,
-    AwaitBootloader,
-    ReceivingBootloader,
-    Committed,
-    ReceivingTestApp,
-    TestDone,
-    Locked,
-    Failed,
-}
-
-struct TestAppTransfer {
-    header: ImageHeader,
-    hasher: BodyHasher,
+/// What the station configured: kept in RAM only until the record is written.
+#[derive(Clone)]
+struct Secrets {
+    config: DeviceConfig,
+    device_key: Zeroizing<[u8; 32]>,
 }
 
 struct BootloaderTransfer {
@@ -52,19 +42,35 @@ struct BootloaderTransfer {
     vector_head: [u8; VECTOR_HEAD_LEN],
 }
 
+struct TestAppTransfer {
+    header: ImageHeader,
+    hasher: BodyHasher,
+}
+
+/// Where the session stands; each state holds exactly what its next steps need. Leaving a
+/// state drops its data (the device key is wiped on drop).
+enum State {
+    AwaitKeyConfirm,
+    AwaitDeviceSecrets,
+    AwaitBootloader(Secrets),
+    /// The bootloader region is erased up to `transfer.header.body_size` and being programmed.
+    ReceivingBootloader(Secrets, BootloaderTransfer),
+    /// Record and bootloader written: bootable. The configuration still names the vendor key
+    /// a test app must be signed with.
+    Committed(DeviceConfig),
+    ReceivingTestApp(TestAppTransfer),
+    TestDone,
+    Locked,
+    Failed,
+}
+
 /// The loader's session with one station.
 pub struct LoaderSession {
     keys: SessionKeys,
     serial: Serial,
     recv_seq: u32,
     send_seq: u32,
-    step: Step,
-    config: Option<DeviceConfig>,
-    device_key: Zeroizing<[u8; 32]>,
-    transfer: Option<BootloaderTransfer>,
-    test_app: Option<TestAppTransfer>,
-    /// How far into the bootloader region flash has been erased, for clean-up on failure.
-    erased_until: u32,
+    state: State,
 }
 
 impl LoaderSession {
@@ -77,7 +83,7 @@ impl LoaderSession {
         ephemeral_secret: [u8; 32],
         hello_out: &mut [u8],
     ) -> Result<(Self, usize), ErrorCode> {
-        let params = ParamBlock::decode(params)?;
+        let params = ParamBlock::read_bytes(params)?;
         let secret = StaticSecret::from(ephemeral_secret);
         let loader_public = PublicKey::from(&secret).to_bytes();
         let transcript = Transcript {
@@ -93,19 +99,14 @@ impl LoaderSession {
             serial,
             loader_digest,
         };
-        let n = hello.encode(hello_out)?;
+        let n = hello.encode_into(hello_out)?;
         Ok((
             Self {
                 keys,
                 serial,
                 recv_seq: 0,
                 send_seq: 0,
-                step: Step::AwaitKeyConfirm,
-                config: None,
-                device_key: Zeroizing::new([0; 32]),
-                transfer: None,
-                test_app: None,
-                erased_until: 0,
+                state: State::AwaitKeyConfirm,
             },
             n,
         ))
@@ -114,8 +115,8 @@ impl LoaderSession {
     /// True once the bootloader and device record are written and bootable.
     pub fn is_committed(&self) -> bool {
         matches!(
-            self.step,
-            Step::Committed | Step::ReceivingTestApp | Step::TestDone | Step::Locked
+            self.state,
+            State::Committed(_) | State::ReceivingTestApp(_) | State::TestDone | State::Locked
         )
     }
 
@@ -128,7 +129,7 @@ impl LoaderSession {
         platform: &mut P,
         reply_out: &mut [u8],
     ) -> Result<usize, ErrorCode> {
-        if self.step == Step::Failed {
+        if matches!(self.state, State::Failed) {
             return Err(ErrorCode::SessionAborted);
         }
         match self.step(frame, platform, reply_out) {
@@ -140,14 +141,14 @@ impl LoaderSession {
         }
     }
 
+    /// Ends the session: the secrets go with the state they were in.
     fn abort<P: LoaderPlatform>(&mut self, platform: &mut P) {
-        self.step = Step::Failed;
-        self.config = None;
-        *self.device_key = [0; 32];
-        if self.transfer.take().is_some() && self.erased_until > 0 {
+        if let State::ReceivingBootloader(_, transfer) =
+            core::mem::replace(&mut self.state, State::Failed)
+        {
             // Do not leave plaintext bootloader pieces readable through the still-open debug
             // port. Best effort: the record page is already erased, so nothing boots anyway.
-            let _ = platform.erase_range(BOOTLOADER_BASE, self.erased_until);
+            let _ = platform.erase_range(BOOTLOADER_BASE, transfer.header.body_size);
         }
     }
 
@@ -160,7 +161,7 @@ impl LoaderSession {
         let opened =
             sealed_frame::open_in_place(&self.keys.station_to_target, self.recv_seq, frame);
         let range = match opened {
-            Err(ErrorCode::BadTag) if self.step == Step::AwaitKeyConfirm => {
+            Err(ErrorCode::BadTag) if matches!(self.state, State::AwaitKeyConfirm) => {
                 return Err(ErrorCode::KeyConfirmationFailed)
             }
             other => other?,
@@ -168,164 +169,154 @@ impl LoaderSession {
         let seq = self.recv_seq;
         self.recv_seq += 1;
         let mut report = [0u8; 8 + MAX_TEST_LOG];
-        let reply = match StationMessage::decode(&frame[range])? {
-            StationMessage::KeyConfirm { transcript_hash } => {
-                self.expect(Step::AwaitKeyConfirm)?;
+        let ack = |bytes_programmed| TargetReply::Ack {
+            seq,
+            bytes_programmed,
+        };
+        // Each arm changes the state only once its step succeeded, so a failure is handled in
+        // the state that failed (`abort` erases a partly written bootloader).
+        let reply = match (&mut self.state, StationMessage::read_bytes(&frame[range])?) {
+            (State::AwaitKeyConfirm, StationMessage::KeyConfirm { transcript_hash }) => {
                 if transcript_hash != self.keys.transcript_hash {
                     return Err(ErrorCode::KeyConfirmationFailed);
                 }
-                self.step = Step::AwaitDeviceSecrets;
-                self.ack(seq)
+                self.state = State::AwaitDeviceSecrets;
+                ack(0)
             }
-            StationMessage::DeviceSecrets { config, device_key } => {
-                self.expect(Step::AwaitDeviceSecrets)?;
+            (State::AwaitDeviceSecrets, StationMessage::DeviceSecrets { config, device_key }) => {
                 if config.serial != self.serial {
                     return Err(ErrorCode::WrongSerial);
                 }
-                self.config = Some(config);
-                self.device_key.copy_from_slice(device_key);
-                self.step = Step::AwaitBootloader;
-                self.ack(seq)
+                self.state = State::AwaitBootloader(Secrets {
+                    config,
+                    device_key: Zeroizing::new(*device_key),
+                });
+                ack(0)
             }
-            StationMessage::BeginBootloader { signed_header } => {
-                self.expect(Step::AwaitBootloader)?;
-                self.begin_bootloader(signed_header, platform)?;
-                self.ack(seq)
+            (
+                State::AwaitBootloader(secrets),
+                StationMessage::BeginBootloader { signed_header },
+            ) => {
+                let transfer = begin_bootloader(&secrets.config, signed_header, platform)?;
+                self.state = State::ReceivingBootloader(secrets.clone(), transfer);
+                ack(0)
             }
-            StationMessage::ImageData { offset, data } => {
-                self.expect(Step::ReceivingBootloader)?;
-                self.image_data(offset, data, platform)?;
-                self.ack(seq)
+            (State::ReceivingBootloader(_, t), StationMessage::ImageData { offset, data }) => {
+                t.write(offset, data, platform)?;
+                ack(t.hasher.received())
             }
-            StationMessage::Commit => {
-                self.expect(Step::ReceivingBootloader)?;
-                TargetReply::Receipt(self.commit(platform)?)
+            (State::ReceivingBootloader(secrets, t), StationMessage::Commit) => {
+                let receipt = commit(self.serial, secrets, t, platform)?;
+                self.state = State::Committed(secrets.config);
+                TargetReply::Receipt(receipt)
             }
-            StationMessage::BeginTestApp { signed_header } => {
-                self.expect(Step::Committed)?;
-                self.begin_test_app(signed_header)?;
-                self.ack(seq)
+            (State::Committed(config), StationMessage::BeginTestApp { signed_header }) => {
+                let transfer = begin_test_app(config, signed_header)?;
+                self.state = State::ReceivingTestApp(transfer);
+                ack(0)
             }
-            StationMessage::TestAppData { offset, data } => {
-                self.expect(Step::ReceivingTestApp)?;
-                let t = self.test_app.as_mut().ok_or(ErrorCode::UnexpectedMessage)?;
+            (State::ReceivingTestApp(t), StationMessage::TestAppData { offset, data }) => {
                 if offset != t.hasher.received() {
                     return Err(ErrorCode::BadOffset);
                 }
                 t.hasher.update(data)?;
                 platform.load_test_app(offset, data)?;
-                self.ack(seq)
+                ack(0)
             }
-            StationMessage::RunTestApp => {
-                self.expect(Step::ReceivingTestApp)?;
-                let t = self.test_app.take().ok_or(ErrorCode::UnexpectedMessage)?;
-                t.hasher.finish(&t.header.body_digest)?;
+            (State::ReceivingTestApp(t), StationMessage::RunTestApp) => {
+                t.hasher.clone().finish(&t.header.body_digest)?;
                 let failed = platform.run_test_app(&mut report)?;
                 let log_len =
                     u32::from_le_bytes([report[4], report[5], report[6], report[7]]) as usize;
-                self.step = Step::TestDone;
+                self.state = State::TestDone;
                 TargetReply::TestResult {
                     failed,
                     log: &report[8..8 + log_len.min(MAX_TEST_LOG)],
                 }
             }
-            StationMessage::LockDebugPort => {
-                if self.step != Step::TestDone {
-                    self.expect(Step::Committed)?;
-                }
+            (State::Committed(_) | State::TestDone, StationMessage::LockDebugPort) => {
                 platform.lock_debug_port()?;
-                self.step = Step::Locked;
+                self.state = State::Locked;
                 TargetReply::Locked {
                     serial: self.serial,
                 }
             }
+            _ => return Err(ErrorCode::UnexpectedMessage),
         };
         self.seal_reply(&reply, reply_out)
     }
 
-    fn expect(&self, step: Step) -> Result<(), ErrorCode> {
-        if self.step == step {
-            Ok(())
-        } else {
-            Err(ErrorCode::UnexpectedMessage)
-        }
+    fn seal_reply(&mut self, reply: &TargetReply, out: &mut [u8]) -> Result<usize, ErrorCode> {
+        let body = out
+            .get_mut(sealed_frame::HEADER_LEN..)
+            .ok_or(ErrorCode::BadLength)?;
+        let n = reply.encode_into(body)?;
+        let len = sealed_frame::seal_in_place(&self.keys.target_to_station, self.send_seq, out, n)?;
+        self.send_seq += 1;
+        Ok(len)
     }
+}
 
-    fn ack(&self, seq: u32) -> TargetReply<'static> {
-        TargetReply::Ack {
-            seq,
-            bytes_programmed: self.transfer.as_ref().map_or(0, |t| t.hasher.received()),
-        }
+/// The header of a signed image for `kind`, checked against the configuration: vendor
+/// signature, kind, product, load address, size, floor.
+fn verified_header(
+    config: &DeviceConfig,
+    signed_header: &[u8],
+    kind: ImageKind,
+    load_addr: u32,
+    max_size: u32,
+    floor: u32,
+) -> Result<ImageHeader, ErrorCode> {
+    let signed = SignedImageHeader::parse(signed_header)?;
+    let header = *signed.verify(&config.vendor_public)?;
+    SignedImageHeader::check_fits(&header, kind, config.product_id, load_addr, max_size, floor)?;
+    Ok(header)
+}
+
+/// Checks the signed bootloader header, invalidates what was installed (record first) and
+/// erases the bootloader region.
+fn begin_bootloader<P: LoaderPlatform>(
+    config: &DeviceConfig,
+    signed_header: &[u8],
+    platform: &mut P,
+) -> Result<BootloaderTransfer, ErrorCode> {
+    let header = verified_header(
+        config,
+        signed_header,
+        ImageKind::Bootloader,
+        BOOTLOADER_BASE,
+        BOOTLOADER_MAX,
+        config.rollback_floor,
+    )?;
+    if (header.body_size as usize) < VECTOR_HEAD_LEN {
+        return Err(ErrorCode::BadLength);
     }
+    platform.erase_page(DEVICE_RECORD_ADDR)?;
+    platform.erase_range(BOOTLOADER_BASE, header.body_size)?;
+    Ok(BootloaderTransfer {
+        header,
+        hasher: BodyHasher::new(header.body_size),
+        vector_head: [0xFF; VECTOR_HEAD_LEN],
+    })
+}
 
-    fn begin_bootloader<P: LoaderPlatform>(
-        &mut self,
-        signed_header: &[u8],
-        platform: &mut P,
-    ) -> Result<(), ErrorCode> {
-        let config = self.config.as_ref().ok_or(ErrorCode::UnexpectedMessage)?;
-        let signed = SignedImageHeader::parse(signed_header)?;
-        let header = *signed.verify(&config.vendor_public)?;
-        SignedImageHeader::check_fits(
-            &header,
-            ImageKind::Bootloader,
-            config.product_id,
-            BOOTLOADER_BASE,
-            BOOTLOADER_MAX,
-            config.rollback_floor,
-        )?;
-        if (header.body_size as usize) < VECTOR_HEAD_LEN {
-            return Err(ErrorCode::BadLength);
-        }
-        // Invalidate whatever was installed before, record first.
-        platform.erase_page(DEVICE_RECORD_ADDR)?;
-        self.transfer = Some(BootloaderTransfer {
-            header,
-            hasher: BodyHasher::new(header.body_size),
-            vector_head: [0xFF; VECTOR_HEAD_LEN],
-        });
-        platform.erase_range(BOOTLOADER_BASE, header.body_size)?;
-        self.erased_until = header.body_size;
-        self.step = Step::ReceivingBootloader;
-        Ok(())
-    }
-
-    fn begin_test_app(&mut self, signed_header: &[u8]) -> Result<(), ErrorCode> {
-        let config = self.config.as_ref().ok_or(ErrorCode::UnexpectedMessage)?;
-        let signed = SignedImageHeader::parse(signed_header)?;
-        let header = *signed.verify(&config.vendor_public)?;
-        SignedImageHeader::check_fits(
-            &header,
-            ImageKind::TestApp,
-            config.product_id,
-            TEST_APP_ADDR,
-            TEST_APP_MAX,
-            0,
-        )?;
-        self.test_app = Some(TestAppTransfer {
-            header,
-            hasher: BodyHasher::new(header.body_size),
-        });
-        self.step = Step::ReceivingTestApp;
-        Ok(())
-    }
-
-    fn image_data<P: LoaderPlatform>(
+impl BootloaderTransfer {
+    /// Hashes and programs the next piece; the vector head stays in RAM until commit.
+    fn write<P: LoaderPlatform>(
         &mut self,
         offset: u32,
         data: &[u8],
         platform: &mut P,
     ) -> Result<(), ErrorCode> {
-        let t = self.transfer.as_mut().ok_or(ErrorCode::UnexpectedMessage)?;
-        if offset != t.hasher.received() {
+        if offset != self.hasher.received() {
             return Err(ErrorCode::BadOffset);
         }
-        t.hasher.update(data)?;
+        self.hasher.update(data)?;
         let mut data = data;
         let mut at = offset as usize;
         if at < VECTOR_HEAD_LEN {
             let n = (VECTOR_HEAD_LEN - at).min(data.len());
-            t.vector_head[at..at + n].copy_from_slice(&data[..n]);
+            self.vector_head[at..at + n].copy_from_slice(&data[..n]);
             data = &data[n..];
             at += n;
         }
@@ -334,44 +325,48 @@ impl LoaderSession {
         }
         Ok(())
     }
+}
 
-    fn commit<P: LoaderPlatform>(&mut self, platform: &mut P) -> Result<Receipt, ErrorCode> {
-        let t = self.transfer.as_ref().ok_or(ErrorCode::UnexpectedMessage)?;
-        let header = t.header;
-        let vector_head = t.vector_head;
-        // Take the hasher out only after the checks above, so a failure still erases.
-        let digest = {
-            let t = self.transfer.as_mut().ok_or(ErrorCode::UnexpectedMessage)?;
-            let hasher = core::mem::replace(&mut t.hasher, BodyHasher::new(0));
-            hasher.finish(&header.body_digest)?
-        };
-        let config = self.config.ok_or(ErrorCode::UnexpectedMessage)?;
-        let record = DeviceRecord {
-            config,
-            device_key: *self.device_key,
-            bootloader_version: header.version,
-            bootloader_size: header.body_size,
-            bootloader_digest: digest,
-        };
-        platform.program(DEVICE_RECORD_ADDR, &record.encode())?;
-        platform.program(BOOTLOADER_BASE, &vector_head)?;
-        self.transfer = None;
-        self.step = Step::Committed;
-        Ok(Receipt {
-            serial: self.serial,
-            bootloader_digest: digest,
-            record_digest: record.digest(),
-            bootloader_version: header.version,
-        })
-    }
+/// Checks the whole body, writes the device record, then the vector head: only now is the
+/// bootloader bootable.
+fn commit<P: LoaderPlatform>(
+    serial: Serial,
+    secrets: &Secrets,
+    t: &BootloaderTransfer,
+    platform: &mut P,
+) -> Result<Receipt, ErrorCode> {
+    let digest = t.hasher.clone().finish(&t.header.body_digest)?;
+    let record = DeviceRecord {
+        config: secrets.config,
+        device_key: *secrets.device_key,
+        bootloader_version: t.header.version,
+        bootloader_size: t.header.body_size,
+        bootloader_digest: digest,
+    };
+    platform.program(DEVICE_RECORD_ADDR, &record.to_bytes())?;
+    platform.program(BOOTLOADER_BASE, &t.vector_head)?;
+    Ok(Receipt {
+        serial,
+        bootloader_digest: digest,
+        record_digest: record.digest(),
+        bootloader_version: t.header.version,
+    })
+}
 
-    fn seal_reply(&mut self, reply: &TargetReply, out: &mut [u8]) -> Result<usize, ErrorCode> {
-        let body = out
-            .get_mut(sealed_frame::HEADER_LEN..)
-            .ok_or(ErrorCode::BadLength)?;
-        let n = reply.encode(body)?;
-        let len = sealed_frame::seal_in_place(&self.keys.target_to_station, self.send_seq, out, n)?;
-        self.send_seq += 1;
-        Ok(len)
-    }
+fn begin_test_app(
+    config: &DeviceConfig,
+    signed_header: &[u8],
+) -> Result<TestAppTransfer, ErrorCode> {
+    let header = verified_header(
+        config,
+        signed_header,
+        ImageKind::TestApp,
+        TEST_APP_ADDR,
+        TEST_APP_MAX,
+        0,
+    )?;
+    Ok(TestAppTransfer {
+        header,
+        hasher: BodyHasher::new(header.body_size),
+    })
 }

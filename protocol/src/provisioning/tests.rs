@@ -12,6 +12,7 @@ use super::station::{StationHandshake, StationSession};
 use super::target::LoaderSession;
 use super::LoaderHello;
 use crate::boot::verify_installed_bootloader;
+use crate::codec::Codec;
 use crate::device_record::DeviceConfig;
 use crate::flash::{NorFlash, RamFlash, RamTarget};
 use crate::image::{sign_image, ImageKind, SIGNED_HEADER_LEN};
@@ -37,11 +38,11 @@ impl Rig {
     /// the parameter block.
     fn with_station_keys(station_key: StaticSecret, impostor: Option<StaticSecret>) -> Self {
         let hs = StationHandshake::new(station_key, [3; 16]);
-        let params = hs.params().encode();
+        let params = hs.params().to_bytes();
         let mut hello = [0u8; 128];
         let (loader, n) =
             LoaderSession::start(&params, SERIAL, LOADER_DIGEST, [7; 32], &mut hello).unwrap();
-        let hello = LoaderHello::decode(&hello[..n]).unwrap();
+        let hello = LoaderHello::read_bytes(&hello[..n]).unwrap();
         let hs = match impostor {
             Some(k) => StationHandshake::new(k, [3; 16]),
             None => hs,
@@ -299,9 +300,15 @@ fn messages_out_of_step_are_refused() {
 fn loader_digest_mismatch_is_refused_by_station() {
     let hs = StationHandshake::new(StaticSecret::random_from_rng(OsRng), [3; 16]);
     let mut hello = [0u8; 128];
-    let (_, n) =
-        LoaderSession::start(&hs.params().encode(), SERIAL, [1; 32], [7; 32], &mut hello).unwrap();
-    let hello = LoaderHello::decode(&hello[..n]).unwrap();
+    let (_, n) = LoaderSession::start(
+        &hs.params().to_bytes(),
+        SERIAL,
+        [1; 32],
+        [7; 32],
+        &mut hello,
+    )
+    .unwrap();
+    let hello = LoaderHello::read_bytes(&hello[..n]).unwrap();
     assert_eq!(
         hs.complete(&hello, &[2; 32]).err(),
         Some(ErrorCode::LoaderMismatch)
@@ -402,4 +409,44 @@ fn unsigned_or_tampered_test_app_is_refused() {
         rig.send(&StationMessage::RunTestApp),
         Err(ErrorCode::DigestMismatch)
     );
+}
+
+#[test]
+fn an_error_after_commit_ends_the_session_but_keeps_the_installed_bootloader() {
+    let mut rig = committed_rig();
+    let image = rig.image(&body());
+    let header: &[u8; SIGNED_HEADER_LEN] = image[..SIGNED_HEADER_LEN].try_into().unwrap();
+    // A second bootloader after commit is out of step.
+    assert_eq!(
+        rig.send(&StationMessage::BeginBootloader {
+            signed_header: header
+        }),
+        Err(ErrorCode::UnexpectedMessage)
+    );
+    let record = verify_installed_bootloader(&mut rig.flash).expect("still installed");
+    assert_eq!(record.device_key, [0xD5; 32]);
+    assert!(!rig.loader.is_committed(), "the session is over");
+    assert_eq!(
+        rig.send(&StationMessage::LockDebugPort),
+        Err(ErrorCode::SessionAborted)
+    );
+}
+
+#[test]
+fn secrets_are_taken_once_and_only_after_key_confirmation() {
+    let mut rig = Rig::new();
+    let config = rig.config();
+    let secrets = StationMessage::DeviceSecrets {
+        config,
+        device_key: &[0xD5; 32],
+    };
+    // Before key confirmation: refused, and the session is over.
+    assert_eq!(rig.send(&secrets), Err(ErrorCode::UnexpectedMessage));
+    assert_eq!(rig.send(&secrets), Err(ErrorCode::SessionAborted));
+
+    let mut rig = Rig::new();
+    let confirm = rig.station.key_confirm();
+    rig.send(&confirm).unwrap();
+    rig.send(&secrets).unwrap();
+    assert_eq!(rig.send(&secrets), Err(ErrorCode::UnexpectedMessage));
 }

@@ -5,16 +5,16 @@
 //! ```text
 //! magic "FGBS" u32 | seq u32 | phase u8 | attempts u8 | outcome u8 | 0 u8 | floor u32
 //! | new_version u32 | old_version u32 | old_pages u16 | new_pages u16 | last_error u32
-//! | crc32 u32 (over the 36 bytes before it) | 0xFF * 24
+//! | 0xFF * 4 (reserved) | crc32 u32 (over the 36 bytes before it) | 0xFF * 24
 //! ```
 //! A torn slot fails its CRC and is skipped. When the current page is full the *other* page is
 //! erased and the next snapshot goes there; the full page stays intact until then, so a cut
 //! during that erase still leaves the previous snapshot readable.
 
-use crate::codec::{Reader, Writer};
+use crate::codec::{self, Codec, Reader, Writer};
+use crate::crc::crc32;
 use crate::flash::NorFlash;
 use crate::layout::{BOOT_STATE_ADDR, BOOT_STATE_PAGES, FLASH_PAGE_SIZE};
-use crate::uart::crc32;
 use crate::ErrorCode;
 
 /// Magic of a boot-state slot ("FGBS").
@@ -108,55 +108,64 @@ impl Default for BootState {
     }
 }
 
-impl BootState {
-    fn encode(&self) -> [u8; SLOT_LEN as usize] {
-        let mut out = [0xFFu8; SLOT_LEN as usize];
-        let mut w = Writer::new(&mut out[..DATA_LEN]);
-        // Exactly DATA_LEN bytes: cannot fail.
-        let _ = w.u32(STATE_MAGIC);
-        let _ = w.u32(self.seq);
-        let _ = w.put(&[self.phase as u8, self.attempts, self.outcome as u8, 0]);
-        let _ = w.u32(self.floor);
-        let _ = w.u32(self.new_version);
-        let _ = w.u32(self.old_version);
-        let _ = w.u16(self.old_pages);
-        let _ = w.u16(self.new_pages);
-        let _ = w.u32(self.last_error);
-        let crc = crc32(&[&out[..DATA_LEN]]);
-        out[DATA_LEN..DATA_LEN + 4].copy_from_slice(&crc.to_le_bytes());
-        out
+impl Phase {
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::Idle,
+            1 => Self::Backup,
+            2 => Self::Copy,
+            3 => Self::Trial,
+            4 => Self::Revert,
+            _ => return None,
+        })
+    }
+}
+
+/// One 64-byte slot: a torn or erased slot fails its CRC ([`ErrorCode::BadChecksum`]).
+impl Codec<'_> for BootState {
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
+        // The fields take 32 bytes; the 4 after them stay erased (reserved) and are covered by
+        // the CRC like the rest.
+        let mut data = [0xFFu8; DATA_LEN];
+        let mut d = Writer::new(&mut data);
+        d.u32(STATE_MAGIC)?;
+        d.u32(self.seq)?;
+        d.put(&[self.phase as u8, self.attempts, self.outcome as u8, 0])?;
+        d.u32(self.floor)?;
+        d.u32(self.new_version)?;
+        d.u32(self.old_version)?;
+        d.u16(self.old_pages)?;
+        d.u16(self.new_pages)?;
+        d.u32(self.last_error)?;
+        w.put(&data)?;
+        w.u32(crc32(&[&data]))?;
+        w.put(&[0xFF; SLOT_LEN as usize - DATA_LEN - 4])
     }
 
-    fn decode(slot: &[u8; SLOT_LEN as usize]) -> Option<Self> {
-        let crc = u32::from_le_bytes(slot[DATA_LEN..DATA_LEN + 4].try_into().ok()?);
-        if crc != crc32(&[&slot[..DATA_LEN]]) {
-            return None;
+    fn read(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
+        let data = r.take(DATA_LEN)?;
+        let crc = r.u32()?;
+        r.take(SLOT_LEN as usize - DATA_LEN - 4)?;
+        if crc != crc32(&[data]) {
+            return Err(ErrorCode::BadChecksum);
         }
-        let mut r = Reader::new(&slot[..DATA_LEN]);
-        if r.u32().ok()? != STATE_MAGIC {
-            return None;
+        let mut d = Reader::new(data);
+        if d.u32()? != STATE_MAGIC {
+            return Err(ErrorCode::BadMagic);
         }
-        let seq = r.u32().ok()?;
-        let [phase, attempts, outcome, _] = r.array::<4>().ok()?;
-        let phase = match phase {
-            0 => Phase::Idle,
-            1 => Phase::Backup,
-            2 => Phase::Copy,
-            3 => Phase::Trial,
-            4 => Phase::Revert,
-            _ => return None,
-        };
-        Some(Self {
+        let seq = d.u32()?;
+        let [phase, attempts, outcome, _] = d.array::<4>()?;
+        Ok(Self {
             seq,
-            phase,
+            phase: Phase::from_u8(phase).ok_or(ErrorCode::BadMagic)?,
             attempts,
-            outcome: Outcome::from_u8(outcome)?,
-            floor: r.u32().ok()?,
-            new_version: r.u32().ok()?,
-            old_version: r.u32().ok()?,
-            old_pages: r.u16().ok()?,
-            new_pages: r.u16().ok()?,
-            last_error: r.u32().ok()?,
+            outcome: Outcome::from_u8(outcome).ok_or(ErrorCode::BadMagic)?,
+            floor: d.u32()?,
+            new_version: d.u32()?,
+            old_version: d.u32()?,
+            old_pages: d.u16()?,
+            new_pages: d.u16()?,
+            last_error: d.u32()?,
         })
     }
 }
@@ -179,7 +188,7 @@ fn scan<F: NorFlash>(flash: &mut F) -> Result<Scan, ErrorCode> {
         for slot in 0..SLOTS_PER_PAGE {
             let mut buf = [0u8; SLOT_LEN as usize];
             flash.read(slot_addr(page, slot), &mut buf)?;
-            if let Some(state) = BootState::decode(&buf) {
+            if let Ok(state) = BootState::read_bytes(&buf) {
                 let newer = match latest {
                     Some((l, _)) => state.seq > l.seq,
                     None => true,
@@ -229,7 +238,7 @@ pub fn write<F: NorFlash>(flash: &mut F, mut state: BootState) -> Result<BootSta
             slot_addr(other, 0)
         }
     };
-    flash.program(addr, &state.encode())?;
+    flash.program(addr, &codec::to_array::<_, { SLOT_LEN as usize }>(&state))?;
     Ok(state)
 }
 
@@ -300,7 +309,7 @@ mod tests {
             last_error: 0,
         };
         assert_eq!(
-            extern_hex(&s.encode()),
+            extern_hex(&s.get_encoding().unwrap()),
             include_str!("../../vectors/boot_state_slot.hex").trim()
         );
     }

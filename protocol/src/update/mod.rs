@@ -16,25 +16,4 @@ pub mod package;
 pub mod receipt;
 pub mod session;
 #[cfg(test)]
-mod tests;
-
-use hkdf::Hkdf;
-use sha2::Sha256;
-use zeroize::Zeroizing;
-
-/// Derives a purpose-bound key from the device key (never used raw): HKDF-SHA256 with the
-/// label as salt and `info` as info.
-pub(crate) fn derive(device_key: &[u8; 32], label: &[u8], info: &[&[u8]]) -> Zeroizing<[u8; 32]> {
-    let mut out = Zeroizing::new([0u8; 32]);
-    let hk = Hkdf::<Sha256>::new(Some(label), device_key);
-    // HKDF-Expand's info is one slice; join the parts in a small stack buffer.
-    let mut buf = [0u8; 96];
-    let mut n = 0;
-    for part in info {
-        buf[n..n + part.len()].copy_from_slice(part);
-        n += part.len();
-    }
-    // 32 bytes of SHA-256 HKDF output: cannot fail.
-    let _ = hk.expand(&buf[..n], &mut out[..]);
-    out
-}
+pub(crate) mod tests;

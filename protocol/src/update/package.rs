@@ -25,7 +25,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::codec::{Reader, Writer};
+use crate::codec::{self, Codec, Reader, Writer};
 use crate::image::{SignedImageHeader, SIGNED_HEADER_LEN};
 use crate::{ErrorCode, Serial};
 
@@ -69,7 +69,7 @@ fn chunk_aad(release_id: &[u8; 32], index: u32, count: u32) -> [u8; 44] {
 }
 
 fn wrap_key(device_key: &[u8; 32], serial: &Serial, release_id: &[u8; 32]) -> Zeroizing<[u8; 32]> {
-    super::derive(device_key, WRAP_LABEL, &[serial, release_id])
+    crate::kdf::derive(device_key, WRAP_LABEL, &[serial, release_id])
 }
 
 /// A decoded envelope (its key still wrapped).
@@ -90,54 +90,27 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// The bytes before the wrapped key: the AAD of the wrap.
     fn aad(&self) -> [u8; AAD_LEN] {
         let mut out = [0u8; AAD_LEN];
-        let mut w = Writer::new(&mut out);
-        // Exactly AAD_LEN bytes: cannot fail.
-        let _ = w.u32(ENVELOPE_MAGIC);
-        let _ = w.u32(ENVELOPE_FORMAT);
-        let _ = w.put(&self.serial);
-        let _ = w.u32(self.product_id);
-        let _ = w.u32(self.chunk_size);
-        let _ = w.u32(self.chunk_count);
-        let _ = w.put(&self.signed_header.to_bytes());
+        let written = self.encode_aad(&mut Writer::new(&mut out));
+        debug_assert!(written.is_ok(), "fixed-size encoding");
         out
+    }
+
+    fn encode_aad(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
+        w.u32(ENVELOPE_MAGIC)?;
+        w.u32(ENVELOPE_FORMAT)?;
+        w.put(&self.serial)?;
+        w.u32(self.product_id)?;
+        w.u32(self.chunk_size)?;
+        w.u32(self.chunk_count)?;
+        self.signed_header.encode(w)
     }
 
     /// The encoded envelope.
-    pub fn encode(&self) -> [u8; ENVELOPE_LEN] {
-        let mut out = [0u8; ENVELOPE_LEN];
-        out[..AAD_LEN].copy_from_slice(&self.aad());
-        out[AAD_LEN..].copy_from_slice(&self.wrapped_key);
-        out
-    }
-
-    /// Decodes (format only; nothing is verified).
-    pub fn decode(bytes: &[u8]) -> Result<Self, ErrorCode> {
-        if bytes.len() != ENVELOPE_LEN {
-            return Err(ErrorCode::BadLength);
-        }
-        let mut r = Reader::new(bytes);
-        if r.u32()? != ENVELOPE_MAGIC || r.u32()? != ENVELOPE_FORMAT {
-            return Err(ErrorCode::BadMagic);
-        }
-        let serial = r.array()?;
-        let product_id = r.u32()?;
-        let chunk_size = r.u32()?;
-        let chunk_count = r.u32()?;
-        let signed_header = SignedImageHeader::parse(r.take(SIGNED_HEADER_LEN)?)?;
-        let wrapped_key = r.array()?;
-        if chunk_size != CHUNK_SIZE || chunk_count != chunk_count_of(&signed_header) {
-            return Err(ErrorCode::BadLength);
-        }
-        Ok(Self {
-            serial,
-            product_id,
-            chunk_size,
-            chunk_count,
-            signed_header,
-            wrapped_key,
-        })
+    pub fn to_bytes(&self) -> [u8; ENVELOPE_LEN] {
+        codec::to_array(self)
     }
 
     /// [`release_id`] of the image inside.
@@ -160,6 +133,38 @@ impl Envelope {
             key,
             release_id: self.release_id(),
             chunk_count: self.chunk_count,
+        })
+    }
+}
+
+/// The 212-byte envelope (decoding checks the format only; nothing is verified).
+impl Codec<'_> for Envelope {
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
+        self.encode_aad(w)?;
+        w.put(&self.wrapped_key)
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
+        let mut r = Reader::new(r.take(ENVELOPE_LEN)?);
+        if r.u32()? != ENVELOPE_MAGIC || r.u32()? != ENVELOPE_FORMAT {
+            return Err(ErrorCode::BadMagic);
+        }
+        let serial = r.array()?;
+        let product_id = r.u32()?;
+        let chunk_size = r.u32()?;
+        let chunk_count = r.u32()?;
+        let signed_header = SignedImageHeader::read(&mut r)?;
+        let wrapped_key = r.array()?;
+        if chunk_size != CHUNK_SIZE || chunk_count != chunk_count_of(&signed_header) {
+            return Err(ErrorCode::BadLength);
+        }
+        Ok(Self {
+            serial,
+            product_id,
+            chunk_size,
+            chunk_count,
+            signed_header,
+            wrapped_key,
         })
     }
 }
@@ -281,7 +286,7 @@ impl SealedRelease {
             .map_err(|_| ErrorCode::BadLength)?;
         env.wrapped_key[..32].copy_from_slice(&wrapped[..]);
         env.wrapped_key[32..].copy_from_slice(&tag);
-        Ok(env.encode())
+        Ok(env.to_bytes())
     }
 }
 
@@ -319,7 +324,7 @@ mod tests {
             hex::encode(&vector),
             include_str!("../../vectors/update_package.hex").trim()
         );
-        let key = Envelope::decode(&env).unwrap().open(&[3; 32]).unwrap();
+        let key = Envelope::read_bytes(&env).unwrap().open(&[3; 32]).unwrap();
         let mut plain = Vec::new();
         for (i, c) in release.chunks.iter().enumerate() {
             let mut data = c[..c.len() - TAG_LEN].to_vec();
@@ -334,12 +339,12 @@ mod tests {
     fn another_device_cannot_open() {
         let release = SealedRelease::seal(&image(100, 2), Zeroizing::new([0x11; 32])).unwrap();
         let env = release.envelope_for(&[1; 16], 7, &[3; 32]).unwrap();
-        let decoded = Envelope::decode(&env).unwrap();
+        let decoded = Envelope::read_bytes(&env).unwrap();
         assert_eq!(decoded.open(&[4; 32]).err(), Some(ErrorCode::WrongDevice));
         // Re-addressing the envelope to another serial breaks the wrap too.
         let mut readdressed = env;
         readdressed[8] ^= 1;
-        let decoded = Envelope::decode(&readdressed).unwrap();
+        let decoded = Envelope::read_bytes(&readdressed).unwrap();
         assert_eq!(decoded.open(&[3; 32]).err(), Some(ErrorCode::WrongDevice));
     }
 
@@ -347,7 +352,7 @@ mod tests {
     fn tampered_reordered_or_foreign_chunks_are_refused() {
         let release = SealedRelease::seal(&image(9000, 2), Zeroizing::new([0x11; 32])).unwrap();
         let env = release.envelope_for(&[1; 16], 7, &[3; 32]).unwrap();
-        let key = Envelope::decode(&env).unwrap().open(&[3; 32]).unwrap();
+        let key = Envelope::read_bytes(&env).unwrap().open(&[3; 32]).unwrap();
         let open = |i: u32, c: &[u8]| {
             let mut data = c[..c.len() - TAG_LEN].to_vec();
             key.open_chunk(i, &mut data, &c[c.len() - TAG_LEN..])

@@ -12,7 +12,7 @@
 //! ```
 
 use crate::challenge_proof::{self, ProofKind};
-use crate::codec::{Reader, Writer};
+use crate::codec::{self, Codec, Reader, Writer};
 use crate::hello::DeviceState;
 use crate::update::boot_state::{BootState, Outcome, Phase};
 use crate::{ErrorCode, Serial};
@@ -76,29 +76,27 @@ impl StatusReceipt {
     pub fn on_trial(&self) -> bool {
         self.phase == Phase::Trial as u8
     }
+}
 
-    fn encode_body(&self) -> [u8; BODY_LEN] {
-        let mut out = [0u8; BODY_LEN];
-        let mut w = Writer::new(&mut out);
+/// The receipt's body (what the MAC covers), 48 bytes.
+impl Codec<'_> for StatusReceipt {
+    fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
         let (running, version, reason) = match self.state {
             DeviceState::NoValidImage { reason } => (0u8, 0, reason as u32),
             DeviceState::OsRunning { version } => (1u8, version, 0),
         };
-        // Exactly BODY_LEN bytes: cannot fail.
-        let _ = w.put(&self.serial);
-        let _ = w.u32(self.product_id);
-        let _ = w.u32(self.bootloader_version);
-        let _ = w.put(&[running, self.outcome as u8, self.phase, self.attempts]);
-        let _ = w.u32(version);
-        let _ = w.u32(self.floor);
-        let _ = w.u32(self.new_version);
-        let _ = w.u32(self.last_error);
-        let _ = w.u32(reason);
-        out
+        w.put(&self.serial)?;
+        w.u32(self.product_id)?;
+        w.u32(self.bootloader_version)?;
+        w.put(&[running, self.outcome as u8, self.phase, self.attempts])?;
+        w.u32(version)?;
+        w.u32(self.floor)?;
+        w.u32(self.new_version)?;
+        w.u32(self.last_error)?;
+        w.u32(reason)
     }
 
-    fn decode_body(bytes: &[u8]) -> Result<Self, ErrorCode> {
-        let mut r = Reader::new(bytes);
+    fn read(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
         let serial = r.array()?;
         let product_id = r.u32()?;
         let bootloader_version = r.u32()?;
@@ -141,7 +139,7 @@ pub fn encode(
     challenge: &[u8; CHALLENGE_LEN],
     receipt: &StatusReceipt,
 ) -> [u8; RECEIPT_LEN] {
-    let body = receipt.encode_body();
+    let body: [u8; BODY_LEN] = codec::to_array(receipt);
     let tag = challenge_proof::tag(&PROOF, device_key, challenge, &body);
     let mut out = [0u8; RECEIPT_LEN];
     out[..BODY_LEN].copy_from_slice(&body);
@@ -154,7 +152,7 @@ pub fn peek(raw: &[u8]) -> Result<StatusReceipt, ErrorCode> {
     if raw.len() != RECEIPT_LEN {
         return Err(ErrorCode::BadLength);
     }
-    StatusReceipt::decode_body(&raw[..BODY_LEN])
+    StatusReceipt::read_bytes(&raw[..BODY_LEN])
 }
 
 /// Coordinator side: verifies the MAC for `challenge` and returns the receipt.

@@ -1,5 +1,8 @@
-//! The device's side of a package transfer on the UART (run by the bootloader).
+//! The device's side of a package transfer into the staging slot (run by the bootloader).
 //!
+//! Transport-agnostic: [`UpdateSession`] takes the envelope, the chunks, `finish` and the
+//! install request as typed calls; the UART service (`uart::service`) maps frames to them.
+//! On the UART (`uart::MsgType`):
 //! ```text
 //! 0x10 begin   envelope[212]                 → 0x90 ready   next_chunk u32 | chunk_count u32
 //! 0x11 chunk   index u32 | ciphertext | tag  → 0x91 ack     next_chunk u32
@@ -23,6 +26,7 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::codec::Codec;
 use crate::device_record::DeviceRecord;
 use crate::flash::NorFlash;
 use crate::image::{BodyHasher, ImageHeader, ImageKind, SignedImageHeader, SIGNED_HEADER_LEN};
@@ -30,37 +34,6 @@ use crate::layout::{IMAGE_HEADER_SPACE, OS_SLOT_ADDR, OS_SLOT_SIZE, STAGING_SLOT
 use crate::update::boot_state::{self, Phase};
 use crate::update::package::{ContentKey, Envelope, CHUNK_SIZE, TAG_LEN};
 use crate::ErrorCode;
-
-/// Message types of the update transfer.
-pub mod msg {
-    /// Host → device: envelope.
-    pub const BEGIN: u8 = 0x10;
-    /// Host → device: one chunk.
-    pub const CHUNK: u8 = 0x11;
-    /// Host → device: all chunks sent.
-    pub const FINISH: u8 = 0x12;
-    /// Host → device: install the staged image.
-    pub const INSTALL: u8 = 0x13;
-    /// Host → device: status receipt request (challenge).
-    pub const STATUS: u8 = 0x14;
-    /// Host → OS: stop and hand over to the bootloader's update service.
-    pub const ENTER_UPDATE: u8 = 0x15;
-    /// Device: update service ready (sent by the OS before it hands over, and by the
-    /// bootloader when it already serves).
-    pub const UPDATE_MODE: u8 = 0x96;
-    /// Device: ready for chunk `next`.
-    pub const READY: u8 = 0x90;
-    /// Device: chunk stored.
-    pub const ACK: u8 = 0x91;
-    /// Device: whole image staged and verified.
-    pub const STAGED: u8 = 0x92;
-    /// Device: installed, starting it.
-    pub const INSTALLED: u8 = 0x93;
-    /// Device: install stopped at the requested step.
-    pub const HALTED: u8 = 0x94;
-    /// Device: status receipt.
-    pub const RECEIPT: u8 = 0x95;
-}
 
 const ENVELOPE_ID_OFFSET: u32 = SIGNED_HEADER_LEN as u32;
 const MARKS_OFFSET: u32 = 256;
@@ -74,94 +47,108 @@ struct Transfer {
     hasher: BodyHasher,
 }
 
-/// What the bootloader does with a request.
+/// Where the transfer of one bootloader run stands.
+// One instance lives in the bootloader's frame for the whole run and there is no heap: boxing
+// the transfer is not an option, and nothing is gained by shrinking the other states.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    /// No transfer (or the last one failed to finish).
+    Idle,
+    /// Chunks are arriving.
+    Receiving(Transfer),
+    /// The whole image is staged and verified: it may be installed.
+    Staged,
+}
+
+/// What `begin` answers: the next chunk needed (past 0 when a transfer resumes) and how many
+/// there are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Send this reply (type, payload in the caller's buffer of `len` bytes).
-    Reply(u8, usize),
-    /// Run the install (`install::install`), halting after that step if asked.
-    Install {
-        /// Step to stop after, for power-cut tests.
-        halt_after: Option<u32>,
-    },
+pub struct Ready {
+    /// The next chunk needed.
+    pub next: u32,
+    /// Chunks in the package.
+    pub count: u32,
 }
 
 /// The transfer state of one bootloader run.
-#[derive(Default)]
 pub struct UpdateSession {
-    transfer: Option<Transfer>,
-    staged: bool,
+    step: Step,
+}
+
+impl Default for UpdateSession {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl UpdateSession {
     /// No transfer yet.
     pub const fn new() -> Self {
-        Self {
-            transfer: None,
-            staged: false,
+        Self { step: Step::Idle }
+    }
+
+    /// Begins a transfer with `envelope`, or resumes the one the staging slot holds for the
+    /// same envelope. Any transfer under way or staged image is forgotten first.
+    pub fn begin<F: NorFlash>(
+        &mut self,
+        envelope: &[u8],
+        flash: &mut F,
+        record: &DeviceRecord,
+    ) -> Result<Ready, ErrorCode> {
+        self.step = Step::Idle;
+        let t = begin(envelope, flash, record)?;
+        let ready = Ready {
+            next: t.next,
+            count: t.count,
+        };
+        self.step = Step::Receiving(t);
+        Ok(ready)
+    }
+
+    /// Authenticates chunk `index` (ciphertext then tag) and programs it; returns the next
+    /// chunk needed. A chunk already stored is acknowledged again (its ack was lost).
+    pub fn chunk<F: NorFlash>(
+        &mut self,
+        index: u32,
+        sealed: &[u8],
+        flash: &mut F,
+    ) -> Result<u32, ErrorCode> {
+        let Step::Receiving(t) = &mut self.step else {
+            return Err(ErrorCode::UnexpectedMessage);
+        };
+        chunk(t, index, sealed, flash)?;
+        Ok(t.next)
+    }
+
+    /// Every chunk arrived: checks the digest of the whole body; returns the staged version.
+    /// A digest mismatch ends the transfer.
+    pub fn finish(&mut self) -> Result<u32, ErrorCode> {
+        match core::mem::replace(&mut self.step, Step::Idle) {
+            Step::Receiving(t) if t.next != t.count => {
+                self.step = Step::Receiving(t);
+                Err(ErrorCode::ImageIncomplete)
+            }
+            Step::Receiving(t) => {
+                t.hasher.finish(&t.header.body_digest)?;
+                self.step = Step::Staged;
+                Ok(t.header.version)
+            }
+            other => {
+                self.step = other;
+                Err(ErrorCode::UnexpectedMessage)
+            }
         }
     }
 
-    /// True for the message types this session handles.
-    pub fn handles(msg_type: u8) -> bool {
-        matches!(
-            msg_type,
-            msg::BEGIN | msg::CHUNK | msg::FINISH | msg::INSTALL
-        )
-    }
-
-    /// Handles one request; a reply payload is written to `reply`.
-    pub fn handle<F: NorFlash>(
-        &mut self,
-        msg_type: u8,
-        payload: &[u8],
-        flash: &mut F,
-        record: &DeviceRecord,
-        reply: &mut [u8; 8],
-    ) -> Result<Action, ErrorCode> {
-        match msg_type {
-            msg::BEGIN => {
-                self.staged = false;
-                self.transfer = None;
-                let t = begin(payload, flash, record)?;
-                reply[..4].copy_from_slice(&t.next.to_le_bytes());
-                reply[4..].copy_from_slice(&t.count.to_le_bytes());
-                self.transfer = Some(t);
-                Ok(Action::Reply(msg::READY, 8))
+    /// Hands the staged image over to the install (`update::install::install`); a second
+    /// install needs a new transfer.
+    pub fn take_staged(&mut self) -> Result<(), ErrorCode> {
+        match self.step {
+            Step::Staged => {
+                self.step = Step::Idle;
+                Ok(())
             }
-            msg::CHUNK => {
-                let t = self.transfer.as_mut().ok_or(ErrorCode::UnexpectedMessage)?;
-                chunk(t, payload, flash)?;
-                reply[..4].copy_from_slice(&t.next.to_le_bytes());
-                Ok(Action::Reply(msg::ACK, 4))
-            }
-            msg::FINISH => {
-                if !payload.is_empty() {
-                    return Err(ErrorCode::BadLength);
-                }
-                let t = self.transfer.as_ref().ok_or(ErrorCode::UnexpectedMessage)?;
-                if t.next != t.count {
-                    return Err(ErrorCode::ImageIncomplete);
-                }
-                let t = self.transfer.take().ok_or(ErrorCode::UnexpectedMessage)?;
-                let version = t.header.version;
-                t.hasher.finish(&t.header.body_digest)?;
-                self.staged = true;
-                reply[..4].copy_from_slice(&version.to_le_bytes());
-                Ok(Action::Reply(msg::STAGED, 4))
-            }
-            msg::INSTALL => {
-                let halt: [u8; 4] = payload.try_into().map_err(|_| ErrorCode::BadLength)?;
-                if !self.staged {
-                    return Err(ErrorCode::UnexpectedMessage);
-                }
-                self.staged = false;
-                let halt = u32::from_le_bytes(halt);
-                Ok(Action::Install {
-                    halt_after: (halt != 0).then_some(halt),
-                })
-            }
-            _ => Err(ErrorCode::UnknownMessage),
+            _ => Err(ErrorCode::UnexpectedMessage),
         }
     }
 }
@@ -171,7 +158,7 @@ fn begin<F: NorFlash>(
     flash: &mut F,
     record: &DeviceRecord,
 ) -> Result<Transfer, ErrorCode> {
-    let env = Envelope::decode(payload)?;
+    let env = Envelope::read_bytes(payload)?;
     if env.serial != record.config.serial {
         return Err(ErrorCode::WrongSerial);
     }
@@ -232,14 +219,12 @@ fn begin<F: NorFlash>(
     })
 }
 
-fn chunk<F: NorFlash>(t: &mut Transfer, payload: &[u8], flash: &mut F) -> Result<(), ErrorCode> {
-    let index = u32::from_le_bytes(
-        payload
-            .get(..4)
-            .ok_or(ErrorCode::BadLength)?
-            .try_into()
-            .map_err(|_| ErrorCode::BadLength)?,
-    );
+fn chunk<F: NorFlash>(
+    t: &mut Transfer,
+    index: u32,
+    sealed: &[u8],
+    flash: &mut F,
+) -> Result<(), ErrorCode> {
     if index < t.next {
         // A retransmission of a chunk already stored (its ack was lost): ack again.
         return Ok(());
@@ -248,13 +233,12 @@ fn chunk<F: NorFlash>(t: &mut Transfer, payload: &[u8], flash: &mut F) -> Result
         return Err(ErrorCode::BadOffset);
     }
     let len = (t.header.body_size - index * CHUNK_SIZE).min(CHUNK_SIZE) as usize;
-    if payload.len() != 4 + len + TAG_LEN {
+    if sealed.len() != len + TAG_LEN {
         return Err(ErrorCode::BadLength);
     }
     let mut plain = [0u8; CHUNK_SIZE as usize];
-    plain[..len].copy_from_slice(&payload[4..4 + len]);
-    t.key
-        .open_chunk(index, &mut plain[..len], &payload[4 + len..])?;
+    plain[..len].copy_from_slice(&sealed[..len]);
+    t.key.open_chunk(index, &mut plain[..len], &sealed[len..])?;
     let addr = STAGING_SLOT_ADDR + IMAGE_HEADER_SPACE + index * CHUNK_SIZE;
     program_resumable(flash, addr, &plain[..len])?;
     flash.program(STAGING_SLOT_ADDR + MARKS_OFFSET + index, &[DONE])?;

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use super::boot_state::{self, Outcome, Phase};
 use super::install::{self, BootDecision, Steps, MAX_TRIAL_BOOTS};
 use super::package::{SealedRelease, CHUNK_SIZE, TAG_LEN};
-use super::session::{msg, Action, UpdateSession};
+use super::session::UpdateSession;
 use crate::device_record::{DeviceConfig, DeviceRecord};
 use crate::flash::{FlashError, NorFlash, RamFlash};
 use crate::image::{sign_image, ImageKind, SIGNED_HEADER_LEN};
@@ -19,14 +19,14 @@ use crate::layout::{
 };
 use crate::ErrorCode;
 
-const SERIAL: [u8; 16] = [0x5A; 16];
-const KEY: [u8; 32] = [0x33; 32];
+pub(crate) const SERIAL: [u8; 16] = [0x5A; 16];
+pub(crate) const KEY: [u8; 32] = [0x33; 32];
 
-fn vendor() -> SigningKey {
+pub(crate) fn vendor() -> SigningKey {
     SigningKey::from_bytes(&[9u8; 32])
 }
 
-fn record() -> DeviceRecord {
+pub(crate) fn record() -> DeviceRecord {
     DeviceRecord {
         config: DeviceConfig {
             serial: SERIAL,
@@ -42,7 +42,7 @@ fn record() -> DeviceRecord {
     }
 }
 
-fn os_image(version: u32, len: usize, signer: &SigningKey) -> Vec<u8> {
+pub(crate) fn os_image(version: u32, len: usize, signer: &SigningKey) -> Vec<u8> {
     let body: Vec<u8> = (0..len).map(|i| (i as u32 * 31 + version) as u8).collect();
     sign_image(
         ImageKind::Os,
@@ -55,9 +55,9 @@ fn os_image(version: u32, len: usize, signer: &SigningKey) -> Vec<u8> {
 }
 
 /// A provisioned device running `old` (version 1).
-fn device() -> RamFlash {
+pub(crate) fn device() -> RamFlash {
     let mut f = RamFlash::erased(FLASH_SIZE as usize);
-    f.program(DEVICE_RECORD_ADDR, &record().encode()).unwrap();
+    f.program(DEVICE_RECORD_ADDR, &record().to_bytes()).unwrap();
     let old = os_image(1, 9000, &vendor());
     f.program(OS_SLOT_ADDR, &old[..SIGNED_HEADER_LEN]).unwrap();
     f.program(OS_SLOT_ADDR + IMAGE_HEADER_SPACE, &old[SIGNED_HEADER_LEN..])
@@ -65,39 +65,28 @@ fn device() -> RamFlash {
     f
 }
 
-fn package(image: &[u8], serial: &[u8; 16], key: &[u8; 32]) -> (Vec<u8>, Vec<Vec<u8>>) {
+pub(crate) fn package(image: &[u8], serial: &[u8; 16], key: &[u8; 32]) -> (Vec<u8>, Vec<Vec<u8>>) {
     let release = SealedRelease::seal(image, Zeroizing::new([0x77; 32])).unwrap();
     let env = release.envelope_for(serial, 7, key).unwrap().to_vec();
     (env, release.chunks)
 }
 
-fn request(
-    s: &mut UpdateSession,
-    f: &mut impl NorFlash,
-    ty: u8,
-    payload: &[u8],
-) -> Result<(Action, [u8; 8]), ErrorCode> {
-    let mut reply = [0u8; 8];
-    let a = s.handle(ty, payload, f, &record(), &mut reply)?;
-    Ok((a, reply))
-}
-
-fn chunk_frame(i: usize, c: &[u8]) -> Vec<u8> {
-    let mut p = (i as u32).to_le_bytes().to_vec();
-    p.extend_from_slice(c);
-    p
-}
-
-/// Sends the whole package; returns the install action.
-fn transfer(f: &mut impl NorFlash, env: &[u8], chunks: &[Vec<u8>]) -> Result<Action, ErrorCode> {
+/// Sends the whole package and hands it to the install; returns the staged version.
+fn transfer(f: &mut impl NorFlash, env: &[u8], chunks: &[Vec<u8>]) -> Result<u32, ErrorCode> {
     let mut s = UpdateSession::new();
-    let (_, r) = request(&mut s, f, msg::BEGIN, env)?;
-    let next = u32::from_le_bytes(r[..4].try_into().unwrap()) as usize;
-    for (i, c) in chunks.iter().enumerate().skip(next) {
-        request(&mut s, f, msg::CHUNK, &chunk_frame(i, c))?;
+    let ready = s.begin(env, f, &record())?;
+    assert_eq!(ready.count as usize, chunks.len());
+    for (i, c) in chunks.iter().enumerate().skip(ready.next as usize) {
+        assert_eq!(s.chunk(i as u32, c, f)?, i as u32 + 1);
     }
-    request(&mut s, f, msg::FINISH, &[])?;
-    Ok(request(&mut s, f, msg::INSTALL, &0u32.to_le_bytes())?.0)
+    let version = s.finish()?;
+    s.take_staged()?;
+    assert_eq!(
+        s.take_staged(),
+        Err(ErrorCode::UnexpectedMessage),
+        "staged once"
+    );
+    Ok(version)
 }
 
 fn boot(f: &mut impl NorFlash) -> BootDecision {
@@ -115,10 +104,7 @@ fn started(d: BootDecision) -> u32 {
 fn update_installs_boots_confirms_and_raises_the_floor() {
     let mut f = device();
     let (env, chunks) = package(&os_image(2, 13000, &vendor()), &SERIAL, &KEY);
-    assert_eq!(
-        transfer(&mut f, &env, &chunks),
-        Ok(Action::Install { halt_after: None })
-    );
+    assert_eq!(transfer(&mut f, &env, &chunks), Ok(2));
     install::install(&mut f, &record(), &mut Steps::unlimited()).unwrap();
     assert_eq!(started(boot(&mut f)), 2);
     let st = install::confirm(&mut f, 2).unwrap();
@@ -169,35 +155,37 @@ fn truncated_transfer_resumes_where_it_stopped() {
     let image = os_image(2, 5 * CHUNK_SIZE as usize + 100, &vendor());
     let (env, chunks) = package(&image, &SERIAL, &KEY);
     let mut s = UpdateSession::new();
-    request(&mut s, &mut f, msg::BEGIN, &env).unwrap();
-    for (i, c) in chunks.iter().enumerate().take(3) {
-        request(&mut s, &mut f, msg::CHUNK, &chunk_frame(i, c)).unwrap();
-    }
+    assert_eq!(s.take_staged(), Err(ErrorCode::UnexpectedMessage));
     assert_eq!(
-        request(&mut s, &mut f, msg::FINISH, &[]).err(),
-        Some(ErrorCode::ImageIncomplete)
+        s.chunk(0, &chunks[0], &mut f),
+        Err(ErrorCode::UnexpectedMessage)
     );
+    s.begin(&env, &mut f, &record()).unwrap();
+    for (i, c) in chunks.iter().enumerate().take(3) {
+        s.chunk(i as u32, c, &mut f).unwrap();
+    }
+    // A retransmitted chunk (its ack was lost) is acknowledged again; one from the future
+    // is refused.
+    assert_eq!(s.chunk(1, &chunks[1], &mut f), Ok(3));
+    assert_eq!(s.chunk(4, &chunks[4], &mut f), Err(ErrorCode::BadOffset));
+    assert_eq!(s.finish(), Err(ErrorCode::ImageIncomplete));
     // Power cut: a new session (fresh RAM) resumes at chunk 3.
     let mut s = UpdateSession::new();
-    let (_, r) = request(&mut s, &mut f, msg::BEGIN, &env).unwrap();
-    assert_eq!(u32::from_le_bytes(r[..4].try_into().unwrap()), 3);
+    assert_eq!(s.begin(&env, &mut f, &record()).unwrap().next, 3);
     for (i, c) in chunks.iter().enumerate().skip(3) {
-        request(&mut s, &mut f, msg::CHUNK, &chunk_frame(i, c)).unwrap();
+        s.chunk(i as u32, c, &mut f).unwrap();
     }
-    request(&mut s, &mut f, msg::FINISH, &[]).unwrap();
-    request(&mut s, &mut f, msg::INSTALL, &0u32.to_le_bytes()).unwrap();
+    s.finish().unwrap();
+    s.take_staged().unwrap();
     install::install(&mut f, &record(), &mut Steps::unlimited()).unwrap();
     assert_eq!(started(boot(&mut f)), 2);
     install::confirm(&mut f, 2).unwrap();
     // Chunk length is checked exactly.
     let mut s = UpdateSession::new();
     let (env, chunks) = package(&os_image(3, 5000, &vendor()), &SERIAL, &KEY);
-    request(&mut s, &mut f, msg::BEGIN, &env).unwrap();
+    s.begin(&env, &mut f, &record()).unwrap();
     let short = &chunks[0][..chunks[0].len() - TAG_LEN - 1];
-    assert_eq!(
-        request(&mut s, &mut f, msg::CHUNK, &chunk_frame(0, short)).err(),
-        Some(ErrorCode::BadLength)
-    );
+    assert_eq!(s.chunk(0, short, &mut f), Err(ErrorCode::BadLength));
 }
 
 /// A flash that loses power at its `cut_at`-th mutating operation: that operation is half done

@@ -1,5 +1,6 @@
 use std::time::{Duration, Instant};
 
+use flashgate_protocol::codec::Codec;
 use flashgate_protocol::device_record::DeviceConfig;
 use flashgate_protocol::image::{SignedImageHeader, SIGNED_HEADER_LEN};
 use flashgate_protocol::layout::{LOADER_BASE, LOADER_STACK_TOP, MAILBOX_ADDR, PARAMS_ADDR};
@@ -99,7 +100,7 @@ impl<'p, P: Probe + ?Sized> FlashLoaderSession<'p, P> {
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let station_key = StaticSecret::random_from_rng(rand::rngs::OsRng);
         let handshake = StationHandshake::new(station_key, nonce);
-        let params = handshake.params().encode();
+        let params = handshake.params().to_bytes();
         let handshake = match fault {
             Some(LinkFault::ImpostorStationKey) => {
                 StationHandshake::new(StaticSecret::random_from_rng(rand::rngs::OsRng), nonce)
@@ -142,10 +143,11 @@ impl<'p, P: Probe + ?Sized> FlashLoaderSession<'p, P> {
         if header.state != State::Hello {
             return Err(this.refusal("loader start", &header));
         }
-        let hello = LoaderHello::decode(&out).map_err(|code| ProvisioningError::Verification {
-            what: "hello",
-            code,
-        })?;
+        let hello =
+            LoaderHello::read_bytes(&out).map_err(|code| ProvisioningError::Verification {
+                what: "hello",
+                code,
+            })?;
         let t = Instant::now();
         this.session = handshake
             .complete(&hello, loader.digest())

@@ -12,9 +12,10 @@ use std::time::Duration;
 use flashgate_coordinator::testing::TestCoordinator;
 use flashgate_proto::v1;
 use flashgate_protocol::app::APP_BODY_ADDR;
+use flashgate_protocol::codec::Codec;
 use flashgate_protocol::data_stream::RecordHeader;
 use flashgate_protocol::image::{sign_image, ImageKind, SIGNED_HEADER_LEN};
-use flashgate_protocol::uart::msg;
+use flashgate_protocol::uart::{MsgType, OsStatus, Request, UartMessage};
 use flashgate_protocol::ErrorCode;
 use flashgate_station::device_link::DeviceLink;
 use flashgate_tests::{Firmware, TestBoard, Vendor};
@@ -53,19 +54,19 @@ fn flashgate_cli() -> PathBuf {
 
 fn receive_until(
     link: &mut DeviceLink<std::net::TcpStream>,
-    want: u8,
+    want: MsgType,
     records: &mut Vec<Vec<u8>>,
 ) -> Vec<u8> {
     loop {
         let (ty, payload) = link.receive("frame", WAIT).unwrap();
         match ty {
             t if t == want => return payload,
-            msg::DATA_RECORD => records.push(payload),
-            msg::ERROR if want != msg::ERROR => panic!(
+            MsgType::DataRecord => records.push(payload),
+            MsgType::Error if want != MsgType::Error => panic!(
                 "device refused: {:?}",
                 ErrorCode::from_u32(u32::from_le_bytes(payload[..4].try_into().unwrap()))
             ),
-            msg::BOOT_BANNER => panic!("the device reset (boot banner seen)"),
+            MsgType::BootBanner => panic!("the device reset (boot banner seen)"),
             _ => {}
         }
     }
@@ -84,15 +85,15 @@ struct Status {
 }
 
 fn status(link: &mut DeviceLink<std::net::TcpStream>, records: &mut Vec<Vec<u8>>) -> Status {
-    link.send(msg::OS_STATUS, &[]).unwrap();
-    let p = receive_until(link, msg::OS_STATUS_REPLY, records);
-    let u32_at = |i: usize| u32::from_le_bytes(p[i..i + 4].try_into().unwrap());
+    link.send(&Request::OsStatus).unwrap();
+    let p = receive_until(link, MsgType::OsStatusReply, records);
+    let s = OsStatus::read_bytes(&p).expect("a well-formed status");
     Status {
-        uptime: u64::from_le_bytes(p[..8].try_into().unwrap()),
-        next_counter: u32_at(12),
-        apps_started: u32_at(16),
-        app_version: u32_at(20),
-        first_record_ticks: u32_at(28),
+        uptime: s.uptime_ticks,
+        next_counter: s.next_counter,
+        apps_started: s.apps_started,
+        app_version: s.app_version,
+        first_record_ticks: s.first_record_ticks,
     }
 }
 
@@ -156,7 +157,7 @@ async fn sealed_records_reach_data_tail_through_the_relay_and_udp() {
     // of the 64-record window), the last one kept back for a forgery and a truncation.
     let mut link = DeviceLink::connect_tcp(uart, Duration::from_secs(5)).unwrap();
     let mut records = Vec::new();
-    link.send(msg::DATA_EMIT, &[71]).unwrap();
+    link.send(&Request::DataEmit { count: 71 }).unwrap();
     let before = status(&mut link, &mut records);
     assert!(records.len() >= 71, "got {} records", records.len());
     let emitted: Vec<Vec<u8>> = records.iter().rev().take(71).rev().cloned().collect();
@@ -242,36 +243,35 @@ fn app_is_installed_and_started_without_reset_while_the_os_keeps_its_state() {
      -> Result<u32, ErrorCode> {
         let step = |link: &mut DeviceLink<std::net::TcpStream>,
                     records: &mut Vec<Vec<u8>>,
-                    ty: u8,
-                    payload: &[u8]|
+                    request: Request<'_>|
          -> Result<u32, ErrorCode> {
-            link.send(ty, payload).unwrap();
+            link.send(&request).unwrap();
             loop {
                 let (t, p) = link.receive("app ack", WAIT).unwrap();
                 match t {
-                    msg::APP_ACK => {
-                        assert_eq!(p[0], ty);
+                    MsgType::AppAck => {
+                        assert_eq!(p[0], request.msg_type() as u8);
                         return Ok(u32::from_le_bytes(p[1..5].try_into().unwrap()));
                     }
-                    msg::ERROR => {
+                    MsgType::Error => {
                         return Err(ErrorCode::from_u32(u32::from_le_bytes(
                             p[..4].try_into().unwrap(),
                         ))
                         .unwrap())
                     }
-                    msg::DATA_RECORD => records.push(p),
-                    msg::BOOT_BANNER => panic!("the device reset"),
+                    MsgType::DataRecord => records.push(p),
+                    MsgType::BootBanner => panic!("the device reset"),
                     _ => {}
                 }
             }
         };
-        step(link, records, msg::APP_BEGIN, &image[..SIGNED_HEADER_LEN])?;
-        for (i, chunk) in image[SIGNED_HEADER_LEN..].chunks(2048).enumerate() {
-            let mut p = ((i * 2048) as u32).to_le_bytes().to_vec();
-            p.extend_from_slice(chunk);
-            step(link, records, msg::APP_DATA, &p)?;
+        let signed_header = image[..SIGNED_HEADER_LEN].try_into().unwrap();
+        step(link, records, Request::AppBegin { signed_header })?;
+        for (i, bytes) in image[SIGNED_HEADER_LEN..].chunks(2048).enumerate() {
+            let offset = (i * 2048) as u32;
+            step(link, records, Request::AppData { offset, bytes })?;
         }
-        step(link, records, msg::APP_COMMIT, &[])
+        step(link, records, Request::AppCommit)
     };
 
     let body = demo_app();
@@ -294,13 +294,13 @@ fn app_is_installed_and_started_without_reset_while_the_os_keeps_its_state() {
     assert_eq!(install(&mut link, &mut records, &good), Ok(4));
     let before = status(&mut link, &mut records);
 
-    link.send(msg::APP_START, &[]).unwrap();
-    let log = receive_until(&mut link, msg::APP_LOG, &mut records);
+    link.send(&Request::AppStart).unwrap();
+    let log = receive_until(&mut link, MsgType::AppLog, &mut records);
     let log = String::from_utf8_lossy(&log).into_owned();
     assert!(log.contains("demo-app: hello from the app slot"), "{log}");
     let n_before = records.len();
-    let ack = receive_until(&mut link, msg::APP_ACK, &mut records);
-    assert_eq!(ack, [msg::APP_START, 0, 0, 0, 0], "app status 0");
+    let ack = receive_until(&mut link, MsgType::AppAck, &mut records);
+    assert_eq!(ack, [MsgType::AppStart as u8, 0, 0, 0, 0], "app status 0");
     let app_record = records[n_before..]
         .last()
         .expect("the app emitted a record")
@@ -319,8 +319,8 @@ fn app_is_installed_and_started_without_reset_while_the_os_keeps_its_state() {
     );
 
     // Run it again: still no reset, the counter keeps going.
-    link.send(msg::APP_START, &[]).unwrap();
-    receive_until(&mut link, msg::APP_ACK, &mut records);
+    link.send(&Request::AppStart).unwrap();
+    receive_until(&mut link, MsgType::AppAck, &mut records);
     let again = status(&mut link, &mut records);
     assert_eq!(again.apps_started, 2);
     assert!(again.next_counter > after.next_counter);
@@ -336,7 +336,7 @@ fn boot_and_emit(tb: &mut TestBoard, emit: u8) -> (Vec<Vec<u8>>, Status) {
     tb.board.resume().unwrap();
     link.wait_for_banner(WAIT).unwrap();
     let mut records = Vec::new();
-    link.send(msg::DATA_EMIT, &[emit]).unwrap();
+    link.send(&Request::DataEmit { count: emit }).unwrap();
     let status = status(&mut link, &mut records);
     (records, status)
 }

@@ -10,10 +10,10 @@ use flashgate_coordinator::testing::TestCoordinator;
 use flashgate_proto::v1;
 use flashgate_protocol::hello::DeviceState;
 use flashgate_protocol::layout::{FLASH_PAGE_SIZE, IMAGE_HEADER_SPACE};
+use flashgate_protocol::uart::{MsgType, Request};
 use flashgate_protocol::update::boot_state::Outcome;
 use flashgate_protocol::update::package::SealedRelease;
 use flashgate_protocol::update::receipt;
-use flashgate_protocol::update::session::msg as update_msg;
 use flashgate_protocol::ErrorCode;
 use flashgate_tests::{Firmware, TestBoard, Vendor};
 use zeroize::Zeroizing;
@@ -144,15 +144,14 @@ fn push_expecting_refusal(uart: &mut Uart, envelope: &[u8], chunks: &[Vec<u8>]) 
         Ok(Stopped::Refused(code)) => code,
         other => panic!("expected a refusal, got {other:?}"),
     };
-    uart.send(update_msg::BEGIN, envelope).unwrap();
-    if let Err(e) = uart.expect(update_msg::READY, T) {
+    uart.send(&Request::UpdateBegin { envelope }).unwrap();
+    if let Err(e) = uart.expect(MsgType::UpdateReady, T) {
         return refused(e);
     }
-    for (i, c) in chunks.iter().enumerate() {
-        let mut frame = (i as u32).to_le_bytes().to_vec();
-        frame.extend_from_slice(c);
-        uart.send(update_msg::CHUNK, &frame).unwrap();
-        if let Err(e) = uart.expect(update_msg::ACK, T) {
+    for (i, sealed) in chunks.iter().enumerate() {
+        let index = i as u32;
+        uart.send(&Request::UpdateChunk { index, sealed }).unwrap();
+        if let Err(e) = uart.expect(MsgType::ChunkAck, T) {
             return refused(e);
         }
     }
@@ -169,8 +168,8 @@ async fn refused_packages_change_nothing() {
         (r.envelope_for(serial, 7, key).unwrap().to_vec(), r.chunks)
     };
     let mut uart = Uart::open(&s.port()).unwrap();
-    uart.send(update_msg::ENTER_UPDATE, &[]).unwrap();
-    uart.expect(update_msg::UPDATE_MODE, T).unwrap();
+    uart.send(&Request::EnterUpdate).unwrap();
+    uart.expect(MsgType::UpdateMode, T).unwrap();
     let v2 = s.vendor.sign_os(&s.fw.demo_os, 2);
     // A package for another device (its serial and key).
     let other = [0xAB; 16];

@@ -1,6 +1,7 @@
 //! CMSDK APB UART0 at 0x4000_4000, the first `-serial` of the mps2 boards.
 
 use flashgate_protocol::layout;
+use flashgate_protocol::uart::FrameSink;
 
 use crate::hal::SerialPort;
 
@@ -57,6 +58,13 @@ impl SerialPort for Uart0 {
         } else {
             None
         }
+    }
+}
+
+/// The protocol's UART services reply straight onto the port.
+impl FrameSink for Uart0 {
+    fn send_frame(&mut self, frame: &[u8]) {
+        self.write_all(frame);
     }
 }
 

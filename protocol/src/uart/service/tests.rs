@@ -1,0 +1,435 @@
+//! The services on the host: frames in as bytes (through the decoder), frames out through a
+//! sink, against a RamFlash device.
+
+extern crate std;
+use std::vec::Vec;
+
+use core::num::NonZeroU32;
+
+use ed25519_dalek::SigningKey;
+
+use super::*;
+use crate::app::{APP_ABI_VERSION, APP_BODY_ADDR, APP_MAGIC};
+use crate::codec::Codec;
+use crate::flash::RamFlash;
+use crate::image::{sign_image, ImageKind, SIGNED_HEADER_LEN};
+use crate::uart::frame::{frame_to_vec, FrameDecoder, SYNC0, SYNC1};
+use crate::uart::message::{DeviceMessage, Request};
+use crate::uart::msg_type::MsgType;
+use crate::update::boot_state::BootState;
+use crate::update::receipt;
+use crate::update::tests::{device, os_image, package, record, vendor, KEY, SERIAL};
+
+/// What a service sent.
+#[derive(Default)]
+struct Sent(Vec<u8>);
+
+impl FrameSink for Sent {
+    fn send_frame(&mut self, frame: &[u8]) {
+        self.0.extend_from_slice(frame);
+    }
+}
+
+impl Sent {
+    /// The frames, as bodies.
+    fn bodies(&self) -> Vec<Vec<u8>> {
+        let mut d = FrameDecoder::new();
+        let mut out = Vec::new();
+        for b in &self.0 {
+            if let Some(r) = d.push(*b) {
+                out.push(r.expect("the service sends good frames").body().to_vec());
+            }
+        }
+        out
+    }
+}
+
+/// Feeds `bytes` to a decoder and `serve` for each frame; returns the frames sent back (as
+/// bodies) and the last action.
+fn exchange<A>(
+    bytes: &[u8],
+    mut serve: impl FnMut(Result<crate::uart::Frame<'_>, ErrorCode>, &mut Sent) -> A,
+) -> (Vec<Vec<u8>>, Option<A>) {
+    let mut decoder = FrameDecoder::new();
+    let mut sent = Sent::default();
+    let mut action = None;
+    for b in bytes {
+        if let Some(frame) = decoder.push(*b) {
+            action = Some(serve(frame, &mut sent));
+        }
+    }
+    (sent.bodies(), action)
+}
+
+fn frame(r: &Request<'_>) -> Vec<u8> {
+    frame_to_vec(r).unwrap()
+}
+
+fn message(body: &[u8]) -> DeviceMessage<'_> {
+    DeviceMessage::read_bytes(body).unwrap()
+}
+
+/// One request to a bootloader on `flash`; its replies and action.
+fn to_bootloader(
+    service: &mut BootloaderService<'_>,
+    flash: &mut RamFlash,
+    bytes: &[u8],
+) -> (Vec<Vec<u8>>, BootloaderAction) {
+    let (replies, action) = exchange(bytes, |f, link| service.handle(f, flash, link));
+    (replies, action.expect("a frame was decoded"))
+}
+
+fn refused(replies: &[Vec<u8>]) -> ErrorCode {
+    match replies {
+        [one] => match message(one) {
+            DeviceMessage::Error(code) => code,
+            other => panic!("expected an error frame, got {other:?}"),
+        },
+        _ => panic!("expected one reply, got {}", replies.len()),
+    }
+}
+
+const NO_OS: DeviceState = DeviceState::NoValidImage {
+    reason: ErrorCode::NoValidImage,
+};
+
+#[test]
+fn unprovisioned_bootloader_refuses_identity_and_updates() {
+    let mut flash = RamFlash::erased(crate::layout::FLASH_SIZE as usize);
+    let mut s = BootloaderService::new(None, NO_OS, BootState::default());
+    for r in [
+        Request::Hello { challenge: [0; 32] },
+        Request::Status { challenge: [0; 32] },
+        Request::UpdateBegin {
+            envelope: &[0; 212],
+        },
+        Request::UpdateFinish,
+    ] {
+        let (replies, action) = to_bootloader(&mut s, &mut flash, &frame(&r));
+        assert_eq!(refused(&replies), ErrorCode::NotProvisioned, "{r:?}");
+        assert_eq!(action, BootloaderAction::Continue);
+    }
+}
+
+#[test]
+fn bootloader_proves_identity_and_refuses_what_it_does_not_serve() {
+    let rec = record();
+    let mut flash = device();
+    let boot = BootState {
+        floor: 4,
+        ..BootState::default()
+    };
+    let mut s = BootloaderService::new(Some(&rec), NO_OS, boot);
+
+    let (replies, _) = to_bootloader(
+        &mut s,
+        &mut flash,
+        &frame(&Request::Hello { challenge: [9; 32] }),
+    );
+    let DeviceMessage::HelloResponse(raw) = message(&replies[0]) else {
+        panic!("hello answered with {:?}", message(&replies[0]));
+    };
+    let info = crate::hello::verify_response(&KEY, &[9; 32], raw).unwrap();
+    assert_eq!((info.serial, info.state), (SERIAL, NO_OS));
+
+    let (replies, _) = to_bootloader(
+        &mut s,
+        &mut flash,
+        &frame(&Request::Status { challenge: [8; 32] }),
+    );
+    let DeviceMessage::StatusReceipt(raw) = message(&replies[0]) else {
+        panic!("status answered with {:?}", message(&replies[0]));
+    };
+    let r = receipt::verify(&KEY, &[8; 32], raw).unwrap();
+    assert_eq!((r.state, r.floor), (NO_OS, 4));
+
+    let (replies, _) = to_bootloader(&mut s, &mut flash, &frame(&Request::EnterUpdate));
+    assert_eq!(message(&replies[0]), DeviceMessage::UpdateMode);
+
+    // OS requests, an unknown type, a short hello, a bad checksum: one error frame each.
+    for (bytes, code) in [
+        (
+            frame(&Request::DataEmit { count: 1 }),
+            ErrorCode::UnknownMessage,
+        ),
+        (frame(&Request::AppStart), ErrorCode::UnknownMessage),
+        (raw_frame(&[0x77, 0, 0]), ErrorCode::UnknownMessage),
+        (hello_with_challenge_len(31), ErrorCode::BadLength),
+        (
+            corrupted(frame(&Request::EnterUpdate)),
+            ErrorCode::BadChecksum,
+        ),
+    ] {
+        let (replies, action) = to_bootloader(&mut s, &mut flash, &bytes);
+        assert_eq!(refused(&replies), code);
+        assert_eq!(action, BootloaderAction::Continue);
+    }
+}
+
+/// A frame around any body (one no `Request` encodes).
+fn raw_frame(body: &[u8]) -> Vec<u8> {
+    let mut f = std::vec![SYNC0, SYNC1];
+    f.extend_from_slice(body);
+    f.extend(crate::crc::crc32(&[body]).to_le_bytes());
+    f
+}
+
+fn hello_with_challenge_len(n: usize) -> Vec<u8> {
+    let mut body = std::vec![MsgType::HelloRequest as u8];
+    body.extend((n as u16).to_le_bytes());
+    body.extend(std::vec![0u8; n]);
+    raw_frame(&body)
+}
+
+fn corrupted(mut f: Vec<u8>) -> Vec<u8> {
+    f[2] ^= 0x40;
+    f
+}
+
+/// Sends a whole package as frames; returns the bootloader's action after the install.
+fn push_update(
+    s: &mut BootloaderService<'_>,
+    flash: &mut RamFlash,
+    halt_after: Option<NonZeroU32>,
+) -> (Vec<Vec<u8>>, BootloaderAction) {
+    let (env, chunks) = package(&os_image(2, 13000, &vendor()), &SERIAL, &KEY);
+    let (replies, _) = to_bootloader(s, flash, &frame(&Request::UpdateBegin { envelope: &env }));
+    assert_eq!(
+        message(&replies[0]),
+        DeviceMessage::UpdateReady {
+            next: 0,
+            count: chunks.len() as u32
+        }
+    );
+    for (i, c) in chunks.iter().enumerate() {
+        let index = i as u32;
+        let (replies, _) =
+            to_bootloader(s, flash, &frame(&Request::UpdateChunk { index, sealed: c }));
+        assert_eq!(
+            message(&replies[0]),
+            DeviceMessage::ChunkAck { next: index + 1 }
+        );
+    }
+    let (replies, _) = to_bootloader(s, flash, &frame(&Request::UpdateFinish));
+    assert_eq!(
+        message(&replies[0]),
+        DeviceMessage::UpdateStaged { version: 2 }
+    );
+    to_bootloader(s, flash, &frame(&Request::UpdateInstall { halt_after }))
+}
+
+#[test]
+fn bootloader_routes_the_transfer_and_starts_the_installed_image() {
+    let rec = record();
+    let mut flash = device();
+    let mut s = BootloaderService::new(Some(&rec), NO_OS, BootState::default());
+    // Nothing staged yet.
+    let install = frame(&Request::UpdateInstall { halt_after: None });
+    let (replies, _) = to_bootloader(&mut s, &mut flash, &install);
+    assert_eq!(refused(&replies), ErrorCode::UnexpectedMessage);
+
+    let (replies, action) = push_update(&mut s, &mut flash, None);
+    assert_eq!(
+        message(&replies[0]),
+        DeviceMessage::UpdateInstalled { version: 2 }
+    );
+    let BootloaderAction::Start(os) = action else {
+        panic!("the install did not start the image: {action:?}");
+    };
+    assert_eq!(os.version, 2);
+    // The staged image was used up.
+    let (replies, _) = to_bootloader(&mut s, &mut flash, &install);
+    assert_eq!(refused(&replies), ErrorCode::UnexpectedMessage);
+}
+
+#[test]
+fn bootloader_halts_where_asked_and_says_so() {
+    let rec = record();
+    let mut flash = device();
+    let mut s = BootloaderService::new(Some(&rec), NO_OS, BootState::default());
+    let (replies, action) = push_update(&mut s, &mut flash, NonZeroU32::new(2));
+    assert_eq!(action, BootloaderAction::Halt);
+    assert_eq!(
+        message(replies.last().unwrap()),
+        DeviceMessage::InstallHalted { step: 2 }
+    );
+}
+
+/// One request to an OS; its replies and action.
+fn to_os(s: &mut OsService<'_>, flash: &mut RamFlash, bytes: &[u8]) -> (Vec<Vec<u8>>, OsAction) {
+    let (replies, action) = exchange(bytes, |f, link| s.handle(f, flash, link));
+    (replies, action.expect("a frame was decoded"))
+}
+
+fn app_image(vendor: &SigningKey) -> Vec<u8> {
+    let mut body = Vec::new();
+    for w in [APP_MAGIC, APP_ABI_VERSION, APP_BODY_ADDR + 0x21, 0] {
+        body.extend_from_slice(&w.to_le_bytes());
+    }
+    body.resize(3000, 0xA5);
+    sign_image(ImageKind::App, 7, 6, APP_BODY_ADDR, &body, vendor)
+}
+
+#[test]
+fn os_hands_over_and_leaves_data_and_status_to_the_firmware() {
+    let rec = record();
+    let mut flash = device();
+    let mut s = OsService::new(Some(&rec), 1, BootState::default());
+    let (replies, action) = to_os(&mut s, &mut flash, &frame(&Request::EnterUpdate));
+    assert_eq!(message(&replies[0]), DeviceMessage::UpdateMode);
+    assert_eq!(action, OsAction::EnterBootloader);
+    for (r, want) in [
+        (
+            Request::DataEmit { count: 3 },
+            OsAction::EmitTelemetry { count: 3 },
+        ),
+        (Request::DataRotate, OsAction::RotateEpoch),
+        (Request::OsStatus, OsAction::ReportStatus),
+    ] {
+        let (replies, action) = to_os(&mut s, &mut flash, &frame(&r));
+        assert!(replies.is_empty(), "{r:?}: the firmware answers");
+        assert_eq!(action, want);
+    }
+    // The transfer is the bootloader's.
+    let (replies, _) = to_os(&mut s, &mut flash, &frame(&Request::UpdateFinish));
+    assert_eq!(refused(&replies), ErrorCode::UnknownMessage);
+    // hello says the OS runs.
+    let (replies, _) = to_os(
+        &mut s,
+        &mut flash,
+        &frame(&Request::Hello { challenge: [1; 32] }),
+    );
+    let DeviceMessage::HelloResponse(raw) = message(&replies[0]) else {
+        panic!("no hello");
+    };
+    let info = crate::hello::verify_response(&KEY, &[1; 32], raw).unwrap();
+    assert_eq!(info.state, DeviceState::OsRunning { version: 1 });
+}
+
+#[test]
+fn os_installs_an_app_step_by_step_and_counts_its_starts() {
+    let vendor = vendor();
+    let rec = record();
+    let mut flash = device();
+    let mut s = OsService::new(Some(&rec), 1, BootState::default());
+    let image = app_image(&vendor);
+    let header: &[u8; SIGNED_HEADER_LEN] = image[..SIGNED_HEADER_LEN].try_into().unwrap();
+    let body = &image[SIGNED_HEADER_LEN..];
+
+    // Data before a begin, a start before any install.
+    let (replies, _) = to_os(
+        &mut s,
+        &mut flash,
+        &frame(&Request::AppData {
+            offset: 0,
+            bytes: body,
+        }),
+    );
+    assert_eq!(refused(&replies), ErrorCode::UnexpectedMessage);
+    let (replies, _) = to_os(&mut s, &mut flash, &frame(&Request::AppStart));
+    assert_eq!(refused(&replies), ErrorCode::NoValidImage);
+
+    let ack = |replies: &[Vec<u8>]| match message(&replies[0]) {
+        DeviceMessage::AppAck { step, value } => (step, value),
+        other => panic!("expected an app ack, got {other:?}"),
+    };
+    let (replies, _) = to_os(
+        &mut s,
+        &mut flash,
+        &frame(&Request::AppBegin {
+            signed_header: header,
+        }),
+    );
+    assert_eq!(ack(&replies), (MsgType::AppBegin, 0));
+    for (i, piece) in body.chunks(1000).enumerate() {
+        let offset = (i * 1000) as u32;
+        let (replies, _) = to_os(
+            &mut s,
+            &mut flash,
+            &frame(&Request::AppData {
+                offset,
+                bytes: piece,
+            }),
+        );
+        assert_eq!(
+            ack(&replies),
+            (MsgType::AppData, offset + piece.len() as u32)
+        );
+    }
+    let (replies, _) = to_os(&mut s, &mut flash, &frame(&Request::AppCommit));
+    assert_eq!(ack(&replies), (MsgType::AppCommit, 6));
+
+    let (replies, action) = to_os(&mut s, &mut flash, &frame(&Request::AppStart));
+    assert!(replies.is_empty());
+    let OsAction::StartApp(app) = action else {
+        panic!("no start: {action:?}");
+    };
+    assert_eq!((app.version, app.entry), (6, APP_BODY_ADDR + 0x21));
+    let mut sent = Sent::default();
+    s.app_returned(&app, 7, &mut sent);
+    assert_eq!(
+        message(&sent.bodies()[0]),
+        DeviceMessage::AppAck {
+            step: MsgType::AppStart,
+            value: 7
+        }
+    );
+    assert_eq!(
+        s.app_stats(),
+        AppStats {
+            started: 1,
+            version: 6,
+            last_status: 7
+        }
+    );
+}
+
+#[test]
+fn os_refuses_an_app_signed_by_another_vendor_and_a_data_gap() {
+    let rec = record();
+    let mut flash = device();
+    let mut s = OsService::new(Some(&rec), 1, BootState::default());
+    let forged = app_image(&SigningKey::from_bytes(&[0x42; 32]));
+    let header: &[u8; SIGNED_HEADER_LEN] = forged[..SIGNED_HEADER_LEN].try_into().unwrap();
+    let (replies, _) = to_os(
+        &mut s,
+        &mut flash,
+        &frame(&Request::AppBegin {
+            signed_header: header,
+        }),
+    );
+    assert_eq!(refused(&replies), ErrorCode::BadSignature);
+
+    let image = app_image(&vendor());
+    let header: &[u8; SIGNED_HEADER_LEN] = image[..SIGNED_HEADER_LEN].try_into().unwrap();
+    let (replies, _) = to_os(
+        &mut s,
+        &mut flash,
+        &frame(&Request::AppBegin {
+            signed_header: header,
+        }),
+    );
+    assert_eq!(replies.len(), 1);
+    let gap = Request::AppData {
+        offset: 100,
+        bytes: &image[SIGNED_HEADER_LEN..][100..200],
+    };
+    let (replies, _) = to_os(&mut s, &mut flash, &frame(&gap));
+    assert_eq!(refused(&replies), ErrorCode::BadOffset);
+    // The install was abandoned: more data is out of step.
+    let first = Request::AppData {
+        offset: 0,
+        bytes: &image[SIGNED_HEADER_LEN..][..100],
+    };
+    let (replies, _) = to_os(&mut s, &mut flash, &frame(&first));
+    assert_eq!(refused(&replies), ErrorCode::UnexpectedMessage);
+}
+
+#[test]
+fn every_reply_fits_the_reply_buffer() {
+    // The largest reply a service builds itself is a receipt; larger frames are the
+    // firmware's (records, logs), sent from its own buffer.
+    let raw = [0u8; receipt::RECEIPT_LEN];
+    let f = frame_to_vec(&DeviceMessage::StatusReceipt(&raw)).unwrap();
+    assert_eq!(f.len(), REPLY_MAX);
+}
