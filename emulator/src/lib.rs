@@ -22,10 +22,12 @@
 
 mod board;
 mod error;
+mod network;
 mod qmp;
 
 pub use board::{BoardFiles, EmulatedBoard, StartOptions, Uid, FLASH_FILE, LOG_FILE, UID_FILE};
 pub use error::BoardError;
+pub use network::{NetworkError, NetworkOptions, TcpForward};
 
 /// The memory-map constants the launcher needs, from the protocol crate (single source of truth).
 pub mod layout {
