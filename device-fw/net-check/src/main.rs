@@ -132,6 +132,10 @@ fn sockets() -> Option<Sockets> {
 struct LoopStats {
     polls: u64,
     poll_ticks: u64,
+    /// Polls that moved at least one frame, and their ticks: the stack's cost per frame
+    /// without the idle spinning in between.
+    busy_polls: u64,
+    busy_poll_ticks: u64,
     echoed: u32,
     echoed_bytes: u32,
 }
@@ -198,11 +202,15 @@ pub extern "C" fn main() -> ! {
     let mut scratch = [0u8; UDP_MAX];
     let mut reported = false;
     loop {
-        let before = clock.ticks();
+        let (before, frames) = (clock.ticks(), stack.link_stats().frames());
         stack.poll(clock.now());
         let now = clock.ticks();
         stats.poll_ticks += now - before;
         stats.polls += 1;
+        if stack.link_stats().frames() != frames {
+            stats.busy_poll_ticks += now - before;
+            stats.busy_polls += 1;
+        }
 
         let (datagrams, bytes) = echo_udp(stack.socket::<udp::Socket>(udp_h), &mut scratch);
         stats.echoed += datagrams;
@@ -261,7 +269,7 @@ fn write_report(
     let _ = writeln!(r, "tcp_seed {}", check.seed);
     let _ = writeln!(r, "probe {}", check.probe.name());
     let link = stack.link_stats();
-    let counters: [(&str, u64); 20] = [
+    let counters: [(&str, u64); 22] = [
         ("tcp_connected_at", x.connected_at),
         ("tcp_first_byte_at", x.first_byte_at),
         ("tcp_downloaded_at", x.downloaded_at),
@@ -283,6 +291,8 @@ fn write_report(
         ("tx_errors", link.tx_errors.into()),
         ("polls", stats.polls),
         ("poll_ticks", stats.poll_ticks),
+        ("busy_polls", stats.busy_polls),
+        ("busy_poll_ticks", stats.busy_poll_ticks),
         (
             "size_net_stack",
             size_of::<NetStack<'static, Lan9118Device>>() as u64,

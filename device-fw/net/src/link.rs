@@ -21,6 +21,16 @@ pub struct LinkStats {
     pub tx_errors: u32,
 }
 
+impl LinkStats {
+    /// Frames moved either way (received, sent, or dropped).
+    pub fn frames(&self) -> u64 {
+        [self.rx_frames, self.rx_errors, self.tx_frames, self.tx_errors]
+            .iter()
+            .map(|&n| u64::from(n))
+            .sum()
+    }
+}
+
 /// An [`EthernetDevice`] with one frame buffer each way, for smoltcp.
 ///
 /// The controller has its own FIFOs, so one buffer each way is enough: smoltcp handles one
