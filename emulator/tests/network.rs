@@ -357,12 +357,13 @@ fn udp_echo_tcp_both_ways_and_nothing_else() {
     println!(
         "net-check: {TRANSFER_LEN} B down in {down} ticks ({:.0} KiB/s), up in {up} ticks \
          ({:.0} KiB/s); {} rx + {} tx frames, {cost} per frame in busy polls; stack high-water \
-         {} B; NetStack {} B, sockets {} (TCP) / {} (UDP) B, socket buffers {} B",
+         {} B (main's frame {} B); NetStack {} B, sockets {} (TCP) / {} (UDP) B, socket buffers {} B",
         kib_s(down),
         kib_s(up),
         run.num("rx_frames"),
         run.num("tx_frames"),
         run.num("stack_high_water"),
+        run.num("stack_main_frame"),
         run.num("size_net_stack"),
         run.num("size_tcp_socket"),
         run.num("size_udp_socket"),

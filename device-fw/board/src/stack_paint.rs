@@ -11,8 +11,9 @@ pub struct StackPaint {
     highest: u32,
 }
 
+/// The current stack pointer.
 #[inline(always)]
-fn stack_pointer() -> u32 {
+pub fn stack_pointer() -> u32 {
     let sp: u32;
     // SAFETY: copies SP into a register; touches no memory.
     unsafe { core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack)) };

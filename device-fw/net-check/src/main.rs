@@ -23,7 +23,7 @@ use core::fmt::Write as _;
 
 use flashgate_board::cpu::SysTickCounter;
 use flashgate_board::mps2_an386::Lan9118Device;
-use flashgate_board::stack_paint::StackPaint;
+use flashgate_board::stack_paint::{self, StackPaint};
 use flashgate_board::text::TextBuf;
 use flashgate_board::{rt, Board, EntropySource, EthernetDevice, SerialPort};
 use flashgate_net::smoltcp::iface::SocketStorage;
@@ -230,9 +230,13 @@ pub extern "C" fn main() -> ! {
         }
         if check.finished() {
             let high_water = paint.high_water(rt::stack_top());
+            // `main`'s own frame (the stack, sockets handles, report buffers): the rest of
+            // the high-water mark is what polling and the checks need below it.
+            let main_frame = rt::stack_top() - stack_paint::stack_pointer();
             let mut report = TextBuf::<2048>::new();
             write_report(&mut report, &mut stack, &check, &stats, init_ticks, link_up);
             let _ = writeln!(report, "stack_high_water {high_water}");
+            let _ = writeln!(report, "stack_main_frame {main_frame}");
             let _ = writeln!(
                 report,
                 "stack_paint_exhausted {}",
