@@ -74,7 +74,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             ctrlc::set_handler(move || {
                 let _ = tx.send(());
             })?;
-            let network = (!forward_tcp.is_empty()).then(|| NetworkOptions {
+            let network = (!forward_tcp.is_empty()).then_some(NetworkOptions {
                 tcp_forwards: forward_tcp,
                 frame_peer: None,
             });
