@@ -200,7 +200,8 @@ impl BoardFiles {
 pub struct StartOptions {
     /// Deterministic instruction counting (`-icount shift=0`): 1 instruction = 1 ns.
     pub icount: bool,
-    /// Ethernet that reaches only this machine; `None`: the controller has no backend.
+    /// Ethernet that reaches only this machine; `None`: restricted user networking without
+    /// forwards, which reaches nothing.
     pub network: Option<NetworkOptions>,
     /// Extra QEMU arguments, appended last.
     pub extra_args: Vec<OsString>,
@@ -344,7 +345,7 @@ impl EmulatedBoard {
         }
         match network {
             Some(network) => cmd.args(network.qemu_args(&uid, frames)),
-            None => cmd.args(network::no_network_args()),
+            None => cmd.args(network::isolated_args()),
         };
         cmd.args(&self.options.extra_args)
             .stdin(Stdio::null())

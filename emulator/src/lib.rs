@@ -7,8 +7,8 @@
 //! - `uid.bin`: the 16-byte unique ID, loaded at [`UNIQUE_ID_ADDR`](layout::UNIQUE_ID_ADDR);
 //! - `qemu.log`: QEMU's stderr of the last start.
 //!
-//! Its Ethernet (the LAN9118) has no backend unless [`StartOptions::network`] gives it one that
-//! reaches only this machine ([`NetworkOptions`]).
+//! Its Ethernet (the LAN9118) reaches nothing unless [`StartOptions::network`] gives it forwards to
+//! this machine ([`NetworkOptions`]).
 //!
 //! ```no_run
 //! use flashgate_emulator::{EmulatedBoard, StartOptions};

@@ -36,7 +36,7 @@ enum Cmd {
         run: bool,
         /// Give the board Ethernet with a guest TCP forward, GUEST=HOST (e.g.
         /// `10.0.2.100:9000=127.0.0.1:4000`; HOST must be loopback and already listening).
-        /// Repeatable. Without it the board's Ethernet has no backend.
+        /// Repeatable. Without it the board's Ethernet reaches nothing.
         #[arg(long = "forward-tcp", value_name = "GUEST=HOST", value_parser = parse_forward)]
         forward_tcp: Vec<TcpForward>,
     },
@@ -101,7 +101,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                         println!("net     guest {} -> {} (tcp)", fwd.guest, fwd.host);
                     }
                 }
-                None => println!("net     none"),
+                None => println!("net     isolated (no forward)"),
             }
             if run {
                 board.resume()?;
