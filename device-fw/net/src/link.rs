@@ -24,10 +24,15 @@ pub struct LinkStats {
 impl LinkStats {
     /// Frames moved either way (received, sent, or dropped).
     pub fn frames(&self) -> u64 {
-        [self.rx_frames, self.rx_errors, self.tx_frames, self.tx_errors]
-            .iter()
-            .map(|&n| u64::from(n))
-            .sum()
+        [
+            self.rx_frames,
+            self.rx_errors,
+            self.tx_frames,
+            self.tx_errors,
+        ]
+        .iter()
+        .map(|&n| u64::from(n))
+        .sum()
     }
 }
 
