@@ -4,7 +4,7 @@ use std::{
     ffi::OsString,
     fmt, fs,
     io::{Read, Seek, SeekFrom},
-    net::{Ipv4Addr, SocketAddr, TcpListener},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -16,6 +16,7 @@ use serde_json::json;
 use crate::{
     error::BoardError,
     layout::{DEBUG_LOCK_ADDR, DEBUG_LOCK_MAGIC, FLASH_SIZE, UNIQUE_ID_ADDR, UNIQUE_ID_LEN},
+    network::{self, NetworkOptions},
     qmp::QmpConnection,
 };
 
@@ -49,6 +50,13 @@ impl Uid {
             .try_into()
             .map_err(|_| BoardError::InvalidUid(text.into()))?;
         Ok(Uid(bytes))
+    }
+
+    /// The board's Ethernet address: locally administered unicast (`02:…`), then the first
+    /// five UID bytes, so boards differ as real devices' factory MACs do.
+    pub fn mac_address(&self) -> [u8; 6] {
+        let u = &self.0;
+        [0x02, u[0], u[1], u[2], u[3], u[4]]
     }
 }
 
@@ -192,6 +200,9 @@ impl BoardFiles {
 pub struct StartOptions {
     /// Deterministic instruction counting (`-icount shift=0`): 1 instruction = 1 ns.
     pub icount: bool,
+    /// Ethernet that reaches only this machine; `None`: restricted user networking without
+    /// forwards, which reaches nothing.
+    pub network: Option<NetworkOptions>,
     /// Extra QEMU arguments, appended last.
     pub extra_args: Vec<OsString>,
     /// The QEMU binary.
@@ -204,6 +215,7 @@ impl Default for StartOptions {
     fn default() -> Self {
         StartOptions {
             icount: false,
+            network: None,
             extra_args: Vec::new(),
             qemu: "qemu-system-arm".into(),
             timeout: Duration::from_secs(20),
@@ -216,6 +228,7 @@ struct Running {
     gdb: Option<SocketAddr>,
     serial: SocketAddr,
     qmp: SocketAddr,
+    frames: Option<SocketAddrV4>,
 }
 
 /// A board and, while powered, its QEMU process. Starts halted (`-S`): attach a debugger to the
@@ -260,6 +273,9 @@ impl EmulatedBoard {
 
     fn power_on(&mut self) -> Result<(), BoardError> {
         self.files.check()?;
+        if let Some(network) = &self.options.network {
+            network.validate()?;
+        }
         self.locked = self.files.is_debug_locked()?;
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
@@ -287,6 +303,18 @@ impl EmulatedBoard {
         let serial = SocketAddr::from((localhost, ports[0]));
         let qmp = SocketAddr::from((localhost, ports[1]));
         let gdb = (!self.locked).then(|| SocketAddr::from((localhost, ports[2])));
+        let network = self.options.network.as_ref();
+        let frames = match network.and_then(|n| n.frame_peer) {
+            Some(_) => Some(network::free_udp_addr().map_err(|source| {
+                SpawnFailure::Fatal(BoardError::Start {
+                    detail: format!("no free local UDP port: {source}"),
+                    log: self.files.log_path(),
+                    tail: String::new(),
+                })
+            })?),
+            None => None,
+        };
+        let uid = self.files.uid().map_err(SpawnFailure::Fatal)?;
 
         let log_path = self.files.log_path();
         let log = fs::File::create(&log_path).map_err(|source| {
@@ -296,7 +324,7 @@ impl EmulatedBoard {
             })
         })?;
         let flash = absolute(&self.files.flash_path());
-        let uid = absolute(&self.files.uid_path());
+        let uid_path = absolute(&self.files.uid_path());
 
         let mut cmd = Command::new(&self.options.qemu);
         cmd.args(["-M", "mps2-an386", "-nographic", "-S", "-monitor", "none"])
@@ -304,7 +332,7 @@ impl EmulatedBoard {
             .arg("-device")
             .arg(loader_arg(&flash, 0))
             .arg("-device")
-            .arg(loader_arg(&uid, UNIQUE_ID_ADDR))
+            .arg(loader_arg(&uid_path, UNIQUE_ID_ADDR))
             .arg("-serial")
             .arg(format!("tcp:{serial},server=on,wait=off"))
             .arg("-qmp")
@@ -315,6 +343,10 @@ impl EmulatedBoard {
         if self.options.icount {
             cmd.args(["-icount", "shift=0"]);
         }
+        match network {
+            Some(network) => cmd.args(network.qemu_args(&uid, frames)),
+            None => cmd.args(network::isolated_args()),
+        };
         cmd.args(&self.options.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -351,6 +383,7 @@ impl EmulatedBoard {
                     gdb,
                     serial,
                     qmp,
+                    frames,
                 });
             }
             if Instant::now() > deadline {
@@ -394,6 +427,12 @@ impl EmulatedBoard {
     /// Address of QEMU's QMP socket, `None` when powered off.
     pub fn qmp_addr(&self) -> Option<SocketAddr> {
         self.running.as_ref().map(|r| r.qmp)
+    }
+
+    /// The board's end of the frame link (a loopback UDP address: datagrams sent there reach
+    /// the NIC as frames), when started with a [frame peer](NetworkOptions::frame_peer).
+    pub fn frame_addr(&self) -> Option<SocketAddrV4> {
+        self.running.as_ref().and_then(|r| r.frames)
     }
 
     /// True when the board was started with the debug-lock marker in flash (no debug port).

@@ -61,6 +61,9 @@ pub enum BoardError {
     /// An operation needs a running board.
     #[error("the board is powered off — start it first")]
     NotRunning,
+    /// The network options would let the board reach beyond this machine, or are malformed.
+    #[error("network options refused: {0}")]
+    Network(#[from] crate::network::NetworkError),
     /// A UID given by the operator is not 16 bytes of hex.
     #[error("invalid UID {0:?}: expected 32 hex digits (16 bytes)")]
     InvalidUid(String),

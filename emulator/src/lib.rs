@@ -7,6 +7,9 @@
 //! - `uid.bin`: the 16-byte unique ID, loaded at [`UNIQUE_ID_ADDR`](layout::UNIQUE_ID_ADDR);
 //! - `qemu.log`: QEMU's stderr of the last start.
 //!
+//! Its Ethernet (the LAN9118) reaches nothing unless [`StartOptions::network`] gives it forwards to
+//! this machine ([`NetworkOptions`]).
+//!
 //! ```no_run
 //! use flashgate_emulator::{EmulatedBoard, StartOptions};
 //! # fn main() -> Result<(), flashgate_emulator::BoardError> {
@@ -22,10 +25,12 @@
 
 mod board;
 mod error;
+mod network;
 mod qmp;
 
 pub use board::{BoardFiles, EmulatedBoard, StartOptions, Uid, FLASH_FILE, LOG_FILE, UID_FILE};
 pub use error::BoardError;
+pub use network::{NetworkError, NetworkOptions, TcpForward};
 
 /// The memory-map constants the launcher needs, from the protocol crate (single source of truth).
 pub mod layout {

@@ -30,6 +30,7 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("test-app", "RAM test app"),
     ("demo-app", "demo application"),
     ("crypto-bench", "field-life bench"),
+    ("net-check", "network check"),
 ];
 
 const USAGE: &str = "usage: cargo xtask firmware [--check]

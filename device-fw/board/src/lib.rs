@@ -14,6 +14,7 @@ compile_error!("flashgate-board: enable exactly one board feature (`board-mps2-a
 pub mod cpu;
 pub mod hal;
 pub mod rt;
+pub mod stack_paint;
 pub mod text;
 
 #[cfg(feature = "board-mps2-an386")]
@@ -23,4 +24,7 @@ pub mod mps2_an386;
 pub use mps2_an386::Mps2An386 as Board;
 
 pub use flashgate_protocol::flash::{FlashError, LoaderPlatform, NorFlash};
-pub use hal::{DebugPortLock, EntropyError, EntropySource, SerialPort, UniqueId};
+pub use hal::{
+    DebugPortLock, EntropyError, EntropySource, EthernetDevice, EthernetError, MacAddress,
+    SerialPort, UniqueId, MAX_FRAME_LEN,
+};

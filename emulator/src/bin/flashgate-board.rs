@@ -3,7 +3,9 @@
 use std::{path::PathBuf, process::ExitCode, sync::mpsc};
 
 use clap::{Parser, Subcommand};
-use flashgate_emulator::{BoardFiles, EmulatedBoard, StartOptions, Uid};
+use flashgate_emulator::{
+    BoardFiles, EmulatedBoard, NetworkOptions, StartOptions, TcpForward, Uid,
+};
 
 #[derive(Parser)]
 #[command(version, about = "Emulated flashgate boards (QEMU mps2-an386)")]
@@ -32,6 +34,11 @@ enum Cmd {
         /// Let the CPU run at once instead of waiting for a debugger.
         #[arg(long)]
         run: bool,
+        /// Give the board Ethernet with a guest TCP forward, GUEST=HOST (e.g.
+        /// `10.0.2.100:9000=127.0.0.1:4000`; HOST must be loopback and already listening).
+        /// Repeatable. Without it the board's Ethernet reaches nothing.
+        #[arg(long = "forward-tcp", value_name = "GUEST=HOST", value_parser = parse_forward)]
+        forward_tcp: Vec<TcpForward>,
     },
     /// Show a board's UID and debug-lock state.
     Info {
@@ -57,13 +64,23 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let uid = EmulatedBoard::create(&dir, uid)?;
             println!("board {} uid {uid}", dir.display());
         }
-        Cmd::Start { dir, icount, run } => {
+        Cmd::Start {
+            dir,
+            icount,
+            run,
+            forward_tcp,
+        } => {
             let (tx, rx) = mpsc::channel();
             ctrlc::set_handler(move || {
                 let _ = tx.send(());
             })?;
+            let network = (!forward_tcp.is_empty()).then_some(NetworkOptions {
+                tcp_forwards: forward_tcp,
+                frame_peer: None,
+            });
             let options = StartOptions {
                 icount,
+                network,
                 ..StartOptions::default()
             };
             let mut board = EmulatedBoard::start(&dir, options)?;
@@ -77,6 +94,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
             if let Some(addr) = board.qmp_addr() {
                 println!("qmp     {addr}");
+            }
+            match &board.options().network {
+                Some(net) => {
+                    for fwd in &net.tcp_forwards {
+                        println!("net     guest {} -> {} (tcp)", fwd.guest, fwd.host);
+                    }
+                }
+                None => println!("net     isolated (no forward)"),
             }
             if run {
                 board.resume()?;
@@ -96,4 +121,18 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+fn parse_forward(text: &str) -> Result<TcpForward, String> {
+    let (guest, host) = text.split_once('=').ok_or_else(|| {
+        format!("{text:?}: expected GUEST=HOST, e.g. 10.0.2.100:9000=127.0.0.1:4000")
+    })?;
+    let addr = |a: &str| {
+        a.parse()
+            .map_err(|e| format!("{a:?}: {e} (expected IPv4:PORT)"))
+    };
+    Ok(TcpForward {
+        guest: addr(guest)?,
+        host: addr(host)?,
+    })
 }

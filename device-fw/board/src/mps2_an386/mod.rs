@@ -7,9 +7,13 @@
 //!   a real MCU uses its TRNG.
 //! - the unique ID is 16 bytes the launcher loads at [`layout::UNIQUE_ID_ADDR`] ([`LoadedUid`]).
 //! - the debug lock is a marker word in flash that the launcher honours (no gdbstub).
+//! - Ethernet (feature `net`) is QEMU's LAN9118 model ([`Lan9118`]) behind the launcher's
+//!   loopback-only user networking.
 
 mod entropy;
 mod flash;
+#[cfg(feature = "net")]
+mod lan9118;
 mod uart;
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +22,8 @@ use flashgate_protocol::{layout, Serial, SERIAL_LEN};
 
 pub use entropy::SemihostingEntropy;
 pub use flash::CodeFlash;
+#[cfg(feature = "net")]
+pub use lan9118::{Lan9118, Lan9118Device, Lan9118Error};
 pub use uart::Uart0;
 
 use crate::hal::UniqueId;
@@ -51,6 +57,9 @@ pub struct Mps2An386 {
     pub uart: Uart0,
     /// The launcher-loaded unique ID.
     pub uid: LoadedUid,
+    /// The LAN9118 Ethernet controller, not yet reset ([`Lan9118::init`]).
+    #[cfg(feature = "net")]
+    pub eth: Lan9118,
 }
 
 static TAKEN: AtomicBool = AtomicBool::new(false);
@@ -58,6 +67,9 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 impl Mps2An386 {
     /// Board name, as the launcher and the README call it.
     pub const NAME: &'static str = "mps2-an386";
+    /// Core clock (SysTick's processor clock): 25 MHz on the mps2 FPGA images; QEMU's
+    /// `-icount shift=0` derives it from the instruction count (1 tick = 40 instructions).
+    pub const CORE_CLOCK_HZ: u32 = 25_000_000;
 
     /// Returns the board's peripherals the first time, `None` afterwards, and enables UART0.
     pub fn take() -> Option<Self> {
@@ -71,6 +83,8 @@ impl Mps2An386 {
             entropy: SemihostingEntropy { _private: () },
             uart,
             uid: LoadedUid { _private: () },
+            #[cfg(feature = "net")]
+            eth: Lan9118 { _private: () },
         })
     }
 }
