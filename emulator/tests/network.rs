@@ -14,10 +14,9 @@ use std::{
 };
 
 use flashgate_emulator::{EmulatedBoard, NetworkOptions, StartOptions, TcpForward};
-use flashgate_protocol::uart::FrameDecoder;
+use flashgate_protocol::uart::{FrameDecoder, MsgType};
 
 /// `device-fw/net-check`'s constants.
-const NET_REPORT: u8 = 0x7C;
 const PEER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 100), 9000);
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 const UDP_ECHO_PORT: u16 = 7;
@@ -189,7 +188,7 @@ fn udp_echo(frames: &UdpSocket, board: SocketAddrV4, guest_mac: [u8; 6], payload
     );
 }
 
-/// Reads UART frames until a `NET_REPORT` arrives; returns its `name value` lines.
+/// Reads UART frames until the check's report (`MsgType::BenchReport`) arrives; returns its `name value` lines.
 fn read_report(mut serial: TcpStream) -> HashMap<String, String> {
     serial.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let mut decoder = FrameDecoder::new();
@@ -198,8 +197,11 @@ fn read_report(mut serial: TcpStream) -> HashMap<String, String> {
         serial
             .read_exact(&mut byte)
             .expect("the board sends its report");
-        if decoder.push(byte[0]) == Some(Ok(NET_REPORT)) {
-            let text = String::from_utf8_lossy(decoder.payload()).into_owned();
+        let Some(Ok(frame)) = decoder.push(byte[0]) else {
+            continue;
+        };
+        if frame.msg_type() == Ok(MsgType::BenchReport) {
+            let text = String::from_utf8_lossy(frame.payload()).into_owned();
             return text
                 .lines()
                 .filter_map(|l| l.split_once(' '))

@@ -13,7 +13,7 @@
 //!   refuse it; `probe reached` in the report means the guest got out.
 //!
 //! When the check has finished (or failed, or [`DEADLINE_S`] of board time passed), one UART
-//! frame of type [`NET_REPORT`] carries text lines `name value` (SysTick counts: 1 tick = 40
+//! frame of type `MsgType::BenchReport` carries text lines `name value` (SysTick counts: 1 tick = 40
 //! instructions under `-icount shift=0`), and the device goes on echoing UDP. The emulator's
 //! `network` test reads it.
 #![no_std]
@@ -30,7 +30,7 @@ use flashgate_net::smoltcp::iface::SocketStorage;
 use flashgate_net::smoltcp::socket::{tcp, udp};
 use flashgate_net::smoltcp::wire::{IpEndpoint, Ipv4Address};
 use flashgate_net::{Clock, EthernetLink, Ipv4Config, NetStack, TakeOnce};
-use flashgate_protocol::uart::{self, OVERHEAD};
+use flashgate_protocol::uart::{encode_frame, DeviceMessage, OVERHEAD};
 
 mod check;
 mod pattern;
@@ -39,8 +39,6 @@ use check::{Check, Phase};
 
 flashgate_board::vector_table!();
 
-/// UART message type of the report frame (this program only).
-pub const NET_REPORT: u8 = 0x7C;
 /// The device's UDP echo port.
 pub const UDP_ECHO_PORT: u16 = 7;
 /// The TCP peer: an otherwise unused address of QEMU's user-net subnet that the launcher
@@ -77,10 +75,10 @@ static UDP_TX: TakeOnce<[u8; UDP_SLOTS * UDP_MAX]> = TakeOnce::new([0; UDP_SLOTS
 static PROBE_RX: TakeOnce<[u8; PROBE_BUF_LEN]> = TakeOnce::new([0; PROBE_BUF_LEN]);
 static PROBE_TX: TakeOnce<[u8; PROBE_BUF_LEN]> = TakeOnce::new([0; PROBE_BUF_LEN]);
 
-/// Sends `text` as one [`NET_REPORT`] frame.
+/// Sends `text` as one report frame (`MsgType::BenchReport`, shared with the crypto bench).
 fn send_report(uart: &mut impl SerialPort, text: &[u8]) {
     let mut frame = [0u8; 2048 + OVERHEAD];
-    if let Ok(n) = uart::encode_frame(NET_REPORT, text, &mut frame) {
+    if let Ok(n) = encode_frame(&DeviceMessage::BenchReport(text), &mut frame) {
         uart.write_all(&frame[..n]);
     }
 }

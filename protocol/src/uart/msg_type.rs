@@ -10,7 +10,7 @@
 //! | 0x90–0x96   | their replies                                           |
 //! | 0x30–0x34   | data streams (`data_stream`) and the OS status          |
 //! | 0x40–0x4F   | applications (`app`)                                    |
-//! | 0x7B        | the crypto bench firmware's report (not a product frame) |
+//! | 0x7B        | a bench or check firmware's report (crypto-bench, net-check; not a product frame) |
 
 use core::fmt;
 
