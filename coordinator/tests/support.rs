@@ -220,7 +220,7 @@ impl SimStation {
 }
 
 pub fn now_ms() -> i64 {
-    flashgate_coordinator::coordinator::now_ms()
+    flashgate_proto::clock::now_ms()
 }
 
 pub fn random_serial() -> [u8; 16] {

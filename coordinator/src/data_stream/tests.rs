@@ -2,7 +2,10 @@ use flashgate_protocol::data_stream::{
     epoch_key, seal, Direction, RecordHeader, RecordKind, MAX_RECORD_LEN,
 };
 
-use super::*;
+use flashgate_proto::v1;
+use flashgate_protocol::data_stream::{self as data_stream};
+use flashgate_protocol::ErrorCode;
+
 use crate::testing::TestCoordinator;
 
 const SERIAL: [u8; 16] = [0xAB; 16];
