@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use ed25519_dalek::SigningKey;
-use flashgate_coordinator::records::{StationRecord, StationState};
+use flashgate_coordinator::ids::StationId;
+use flashgate_coordinator::provisioning::{StationRecord, StationState};
 use flashgate_coordinator::testing::TestCoordinator;
 use flashgate_proto::v1;
 use rand_core::OsRng;
@@ -26,9 +27,9 @@ impl Env {
         let tc = TestCoordinator::start_embedded().await.unwrap();
         let vendor = SigningKey::generate(&mut OsRng);
         let station = StationRecord {
-            station_id: "0123456789abcdef0123456789abcdef".into(),
-            ed25519_public_key: hex::encode([1u8; 32]),
-            x25519_public_key: hex::encode([9u8; 32]),
+            station_id: StationId::parse("0123456789abcdef0123456789abcdef").unwrap(),
+            ed25519_public_key: [1u8; 32],
+            x25519_public_key: [9u8; 32],
             name: "cli test".into(),
             factory: "f1".into(),
             state: StationState::Approved,
@@ -36,12 +37,14 @@ impl Env {
             approved_at_ms: 1,
         };
         let order = tc
-            .create_demo_order(7, &vendor, vec![station.station_id.clone()], 5)
+            .create_demo_order(7, &vendor, vec![station.station_id.to_string()], 5)
             .await
             .unwrap();
         let lease = tc
             .coordinator
-            .acquire_lease(
+            .provisioning()
+            .leases
+            .acquire(
                 &station,
                 &v1::AcquireLeaseRequest {
                     order_id: order.order_id.clone(),
@@ -56,9 +59,11 @@ impl Env {
             &tc.coordinator.lease_verifying_key(),
         )
         .unwrap();
-        let now = flashgate_coordinator::coordinator::now_ms();
+        let now = flashgate_proto::clock::now_ms();
         let serial = [0x5a; 16];
         tc.coordinator
+            .provisioning()
+            .registry
             .report_install(
                 &station,
                 &v1::ReportInstallRequest {
@@ -77,6 +82,8 @@ impl Env {
             .await
             .unwrap();
         tc.coordinator
+            .provisioning()
+            .registry
             .report_install(
                 &station,
                 &v1::ReportInstallRequest {
