@@ -26,7 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the operator and station gRPC API.
+    /// Serve the gRPC API (operator, station, update and data services) on one port.
     Serve(ServeArgs),
     /// Write a fresh random 32-byte key (KEK or lease signing key) as hex to a new file (mode 0600).
     GenKey {
