@@ -89,7 +89,7 @@ impl OperatorService for OperatorApi {
         request: Request<v1::GetOrderStatusRequest>,
     ) -> Result<Response<v1::OrderStatus>, Status> {
         self.call("GetOrderStatus", request, |c, req| async move {
-            c.provisioning().quota.status(&req.order_id).await
+            c.provisioning().progress.status(&req.order_id).await
         })
         .await
     }
@@ -100,7 +100,7 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<v1::ListOrdersResponse>, Status> {
         self.call("ListOrders", request, |c, _req| async move {
             Ok(v1::ListOrdersResponse {
-                orders: c.provisioning().quota.list().await?,
+                orders: c.provisioning().progress.list().await?,
             })
         })
         .await

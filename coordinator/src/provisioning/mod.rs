@@ -6,7 +6,8 @@
 //! 3. [`registry`]: `ReportInstall` registers the device under the lease (or records a failed
 //!    target); `ReturnLease` ([`leases`]) gives the unused slots back.
 //!
-//! [`stations`] holds enrolment and approval, [`nonces`] the replay cache. Expiry of abandoned
+//! [`stations`] holds enrolment and approval, [`nonces`] the replay cache, [`progress`] the
+//! operators' view of each order. Expiry of abandoned
 //! leases runs in `crate::housekeeping`, through [`leases::Leases::expire`].
 //!
 //! | key | value |
@@ -20,6 +21,7 @@
 
 pub mod leases;
 pub mod nonces;
+pub mod progress;
 pub mod quota;
 pub mod registry;
 pub mod service;
@@ -36,6 +38,7 @@ use crate::keys::KekRing;
 use crate::repository::Db;
 
 pub use leases::{LeaseRecord, LeaseState, Leases};
+pub use progress::Progress;
 pub use quota::{Quota, QuotaRecord};
 pub use registry::{DeviceRecord, FailureRecord, Registry};
 pub use service::StationApi;
@@ -48,6 +51,7 @@ pub struct Provisioning {
     pub stations: Stations,
     pub auth: StationAuth,
     pub quota: Quota,
+    pub progress: Progress,
     pub leases: Leases,
     pub registry: Registry,
 }
@@ -63,6 +67,7 @@ impl Provisioning {
         let stations = Stations::new(db.clone());
         let auth = StationAuth::new(db.clone(), stations.clone(), config.auth_window);
         let quota = Quota::new(db.clone(), catalogue.orders.clone());
+        let progress = Progress::new(db.clone(), catalogue.orders.clone(), quota.clone());
         let leases = Leases::new(
             db.clone(),
             catalogue,
@@ -76,6 +81,7 @@ impl Provisioning {
             stations,
             auth,
             quota,
+            progress,
             leases,
             registry,
         }

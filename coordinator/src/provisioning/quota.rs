@@ -20,12 +20,10 @@
 use flashgate_proto::v1;
 use serde::{Deserialize, Serialize};
 
-use super::leases::{LeaseRecord, LeaseState};
-use super::registry::FailureRecord;
 use crate::catalogue::{OrderRecord, Orders};
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::OrderId;
-use crate::repository::{Db, JsonRecord, Scope, Stored, Txn};
+use crate::repository::{Db, JsonRecord, Stored, Txn};
 
 /// `quota/{order_id}`: slots of the order neither leased nor consumed.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -75,56 +73,10 @@ impl Quota {
     }
 
     /// The quota of a stored order.
-    pub(super) async fn get(&self, order_id: &OrderId) -> Result<Stored<QuotaRecord>> {
+    pub async fn get(&self, order_id: &OrderId) -> Result<Stored<QuotaRecord>> {
         self.db
             .get::<QuotaRecord>(order_id)
             .await?
             .ok_or_else(|| E::Internal(format!("quota of order {order_id} is missing")))
-    }
-
-    /// How far an order has come: consumed, reserved under active leases, remaining, failed.
-    pub async fn status(&self, order_id: &str) -> Result<v1::OrderStatus> {
-        let order = self.orders.get(order_id).await?;
-        let leases = self.db.list(Scope::<LeaseRecord>::all()).await?;
-        self.status_of(&order, &leases).await
-    }
-
-    pub async fn list(&self) -> Result<Vec<v1::OrderStatus>> {
-        let leases = self.db.list(Scope::<LeaseRecord>::all()).await?;
-        let mut out = Vec::new();
-        for order in self.orders.list().await? {
-            out.push(self.status_of(&order, &leases).await?);
-        }
-        Ok(out)
-    }
-
-    async fn status_of(
-        &self,
-        order: &OrderRecord,
-        leases: &[Stored<LeaseRecord>],
-    ) -> Result<v1::OrderStatus> {
-        let quota = self.get(&order.order_id).await?.record;
-        let failed = self
-            .db
-            .count(Scope::<FailureRecord>::under(&order.order_id))
-            .await? as u64;
-        let mut status = v1::OrderStatus {
-            order: Some(order.to_proto()),
-            remaining: quota.remaining,
-            failed,
-            ..Default::default()
-        };
-        for lease in leases
-            .iter()
-            .map(|l| &l.record)
-            .filter(|l| l.order_id == order.order_id)
-        {
-            status.consumed += u64::from(lease.used);
-            if lease.state == LeaseState::Active {
-                status.reserved += u64::from(lease.count - lease.used);
-                status.active_leases += 1;
-            }
-        }
-        Ok(status)
     }
 }
