@@ -16,12 +16,13 @@ use flashgate_coordinator::testing::operator_request;
 use flashgate_coordinator::{Coordinator, CoordinatorConfig};
 use flashgate_proto::lease::verify_signed_lease;
 use flashgate_proto::v1::{self, operator_service_client::OperatorServiceClient};
-use flashgate_protocol::image::{sign_image, ImageKind};
 use flashgate_protocol::lease_keys::{derive_device_key, open_lease_secret};
 use rand_core::OsRng;
 use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
 
-use crate::support::{free_port, now_ms, random_serial, EtcdProcess, SimStation};
+use crate::support::{
+    free_port, now_ms, product_with_bootloader, random_serial, EtcdProcess, SimStation,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_flashgate-coordinator");
 const TOKEN: &str = "binary-test-token";
@@ -458,23 +459,7 @@ async fn rewrap_reseals_every_secret_under_the_new_kek() {
     let mut served = Served::start(&keys, &store, &[]);
     served.wait_healthy().await;
     let mut op = served.operator().await;
-    let vendor = SigningKey::generate(&mut OsRng);
-    op.create_product(operator_request(
-        TOKEN,
-        v1::CreateProductRequest {
-            product_id: 7,
-            name: "rewrap".into(),
-            vendor_public_key: vendor.verifying_key().to_bytes().to_vec(),
-        },
-    ))
-    .await
-    .unwrap();
-    let image = sign_image(ImageKind::Bootloader, 7, 1, 0, b"bl", &vendor);
-    let release = op
-        .upload_release(operator_request(TOKEN, v1::UploadReleaseRequest { image }))
-        .await
-        .unwrap()
-        .into_inner();
+    let (_vendor, release) = product_with_bootloader(&mut op, TOKEN, 7).await;
     let mut station = SimStation::connect(&served.endpoint).await;
     station.enrol().await.unwrap();
     op.approve_station(operator_request(

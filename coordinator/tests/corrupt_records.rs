@@ -152,6 +152,19 @@ impl World {
     fn signed<T: prost::Message>(&self, method: &str, message: T) -> tonic::Request<T> {
         self.station.signer.sign(method, message)
     }
+
+    async fn assigned_orders(&self) -> Result<v1::ListAssignedOrdersResponse, Status> {
+        let request = self.signed(
+            methods::LIST_ASSIGNED_ORDERS,
+            v1::ListAssignedOrdersRequest {},
+        );
+        self.station
+            .client
+            .clone()
+            .list_assigned_orders(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
 }
 
 async fn put(w: &World, key: &str, value: Vec<u8>) {
@@ -217,14 +230,7 @@ async fn catalogue_records() {
         &bad.0,
     );
     assert_corrupt(w.order_status().await, &bad.0);
-    let assigned = w.signed(
-        methods::LIST_ASSIGNED_ORDERS,
-        v1::ListAssignedOrdersRequest {},
-    );
-    assert_corrupt(
-        w.station.client.list_assigned_orders(assigned).await,
-        &bad.0,
-    );
+    assert_corrupt(w.assigned_orders().await, &bad.0);
     w.restore(bad).await;
 
     // Everything restored: the same calls work again.
@@ -252,14 +258,7 @@ async fn provisioning_records() {
             .await,
         &bad.0,
     );
-    let assigned = w.signed(
-        methods::LIST_ASSIGNED_ORDERS,
-        v1::ListAssignedOrdersRequest {},
-    );
-    assert_corrupt(
-        w.station.client.list_assigned_orders(assigned).await,
-        &bad.0,
-    );
+    assert_corrupt(w.assigned_orders().await, &bad.0);
     w.restore(bad).await;
 
     let bad = w
