@@ -63,7 +63,7 @@ impl Env {
         let serial = [0x5a; 16];
         tc.coordinator
             .provisioning()
-            .registry
+            .reports
             .report_install(
                 &station,
                 &v1::ReportInstallRequest {
@@ -83,7 +83,7 @@ impl Env {
             .unwrap();
         tc.coordinator
             .provisioning()
-            .registry
+            .reports
             .report_install(
                 &station,
                 &v1::ReportInstallRequest {

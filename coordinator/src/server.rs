@@ -71,11 +71,15 @@ pub async fn serve_with_data(
     let incoming = TcpIncoming::from_listener(listener, true, None)
         .map_err(|e| anyhow::anyhow!("cannot serve on the listener: {e}"))?;
     let token = coordinator.operator_token().clone();
+    let provisioning = coordinator.provisioning();
     let stations = StationApi::new(
-        coordinator.provisioning().clone(),
+        provisioning.auth.clone(),
+        provisioning.leases.clone(),
+        provisioning.reports.clone(),
         coordinator.catalogue().clone(),
         coordinator.info(),
     );
+    let updates = coordinator.updates();
     let result = tonic::transport::Server::builder()
         .trace_fn(|request| {
             // One span per RPC; a W3C `traceparent` in the metadata makes it (and everything the
@@ -98,8 +102,12 @@ pub async fn serve_with_data(
                 .max_decoding_message_size(MAX_DATA_MESSAGE),
         )
         .add_service(
-            UpdateServiceServer::new(UpdateApi::new(coordinator.updates().clone(), token))
-                .max_encoding_message_size(MAX_OPERATOR_MESSAGE),
+            UpdateServiceServer::new(UpdateApi::new(
+                updates.campaigns.clone(),
+                updates.delivery.clone(),
+                token,
+            ))
+            .max_encoding_message_size(MAX_OPERATOR_MESSAGE),
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

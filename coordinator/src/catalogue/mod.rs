@@ -9,11 +9,11 @@
 //! | `releases/{digest}` / `images/{digest}` | [`releases::ReleaseRecord`] / the signed image |
 //! | `orders/{order_id}` | [`orders::OrderRecord`] |
 
+mod names;
 pub mod orders;
 pub mod products;
 pub mod releases;
 
-use crate::error::{CoordinatorError as E, Result};
 use crate::repository::Db;
 
 pub use orders::{OrderRecord, Orders};
@@ -39,14 +39,4 @@ impl Catalogue {
             orders,
         }
     }
-}
-
-/// Names shown to people: short and printable.
-fn valid_name(name: &str, what: &str) -> Result<()> {
-    if name.len() > 128 || name.chars().any(char::is_control) {
-        return Err(E::InvalidArgument(format!(
-            "{what} must be at most 128 printable characters"
-        )));
-    }
-    Ok(())
 }

@@ -7,9 +7,9 @@ use flashgate_proto::clock::now_ms;
 use flashgate_proto::v1;
 use serde::{Deserialize, Serialize};
 
+use super::names::valid_name;
 use super::products::Products;
 use super::releases::{ReleaseKind, Releases};
-use super::valid_name;
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::{Digest, OrderId, ProductId, StationId};
 use crate::repository::{hex, Db, JsonRecord, Scope};

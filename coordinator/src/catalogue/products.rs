@@ -5,7 +5,7 @@ use flashgate_proto::clock::now_ms;
 use flashgate_proto::v1;
 use serde::{Deserialize, Serialize};
 
-use super::valid_name;
+use super::names::valid_name;
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::ProductId;
 use crate::repository::{hex, Db, JsonRecord, Scope, Txn};

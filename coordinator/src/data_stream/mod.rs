@@ -14,16 +14,9 @@ pub mod records;
 mod service;
 mod udp;
 
-use flashgate_protocol::ErrorCode;
-
 pub use ingest::{DataIngest, IngestStats, Verdict, MAX_BATCH};
 pub use service::DataApi;
 pub use udp::serve_udp;
-
-/// Text for a refusal code.
-pub fn reason(code: u32) -> String {
-    ErrorCode::from_u32(code).map_or_else(|| format!("code {code:#06x}"), |c| c.to_string())
-}
 
 #[cfg(test)]
 mod tests;

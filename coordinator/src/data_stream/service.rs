@@ -4,10 +4,16 @@
 use std::sync::Arc;
 
 use flashgate_proto::v1::{self, data_service_server::DataService};
+use flashgate_protocol::ErrorCode;
 use tonic::{Request, Response, Status};
 
-use super::{reason, DataIngest};
+use super::ingest::DataIngest;
 use crate::rpc::{self, OperatorToken};
+
+/// Text for a refusal code.
+fn reason(code: u32) -> String {
+    ErrorCode::from_u32(code).map_or_else(|| format!("code {code:#06x}"), |c| c.to_string())
+}
 
 /// The gRPC adapter over [`DataIngest`].
 #[derive(Clone)]

@@ -3,8 +3,8 @@
 //! Read in this order to follow one job:
 //! 1. [`service`]: the `StationService` RPCs (each signed, checked by [`station_auth`]);
 //! 2. [`leases`]: `AcquireLease` takes slots from the order's [`quota`] into a signed lease;
-//! 3. [`registry`]: `ReportInstall` registers the device under the lease (or records a failed
-//!    target); `ReturnLease` ([`leases`]) gives the unused slots back.
+//! 3. [`reports`]: `ReportInstall` registers the device in the [`registry`] under the lease (or
+//!    records a failed target); `ReturnLease` ([`leases`]) gives the unused slots back.
 //!
 //! [`stations`] holds enrolment and approval, [`nonces`] the replay cache, [`progress`] the
 //! operators' view of each order. Expiry of abandoned
@@ -24,6 +24,7 @@ pub mod nonces;
 pub mod progress;
 pub mod quota;
 pub mod registry;
+pub mod reports;
 pub mod service;
 pub mod station_auth;
 pub mod stations;
@@ -41,6 +42,7 @@ pub use leases::{LeaseRecord, LeaseState, Leases};
 pub use progress::Progress;
 pub use quota::{Quota, QuotaRecord};
 pub use registry::{DeviceRecord, FailureRecord, Registry};
+pub use reports::Reports;
 pub use service::StationApi;
 pub use station_auth::StationAuth;
 pub use stations::{StationRecord, StationState, Stations};
@@ -53,6 +55,7 @@ pub struct Provisioning {
     pub quota: Quota,
     pub progress: Progress,
     pub leases: Leases,
+    pub reports: Reports,
     pub registry: Registry,
 }
 
@@ -76,13 +79,15 @@ impl Provisioning {
             signing_key,
             config.clone(),
         );
-        let registry = Registry::new(db, leases.clone(), kek, config);
+        let registry = Registry::new(db.clone(), kek.clone());
+        let reports = Reports::new(db, leases.clone(), kek, config);
         Self {
             stations,
             auth,
             quota,
             progress,
             leases,
+            reports,
             registry,
         }
     }

@@ -8,8 +8,10 @@ use flashgate_proto::v1::{self, station_service_server::StationService};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use super::leases::Leases;
+use super::reports::Reports;
+use super::station_auth::StationAuth;
 use super::stations::StationRecord;
-use super::Provisioning;
 use crate::catalogue::Catalogue;
 use crate::error::Result;
 use crate::rpc;
@@ -17,7 +19,9 @@ use crate::rpc;
 /// The station API over the provisioning flow (and the catalogue, for orders and releases).
 #[derive(Clone)]
 pub struct StationApi {
-    provisioning: Provisioning,
+    auth: StationAuth,
+    leases: Leases,
+    reports: Reports,
     catalogue: Catalogue,
     info: v1::CoordinatorInfo,
 }
@@ -25,12 +29,16 @@ pub struct StationApi {
 impl StationApi {
     /// `info` is what `GetCoordinatorInfo` answers (the lease signing key, the version).
     pub fn new(
-        provisioning: Provisioning,
+        auth: StationAuth,
+        leases: Leases,
+        reports: Reports,
         catalogue: Catalogue,
         info: v1::CoordinatorInfo,
     ) -> Self {
         Self {
-            provisioning,
+            auth,
+            leases,
+            reports,
             catalogue,
             info,
         }
@@ -48,11 +56,7 @@ impl StationApi {
         Fut: Future<Output = Result<T>>,
     {
         rpc::handle(method, async move {
-            let station = self
-                .provisioning
-                .auth
-                .authenticate(&request, signed_as)
-                .await?;
+            let station = self.auth.authenticate(&request, signed_as).await?;
             tracing::Span::current().record("station", station.station_id.as_str());
             call(station, request.into_inner()).await
         })
@@ -76,11 +80,7 @@ impl StationService for StationApi {
         &self,
         request: Request<v1::EnrolRequest>,
     ) -> Result<Response<v1::EnrolResponse>, Status> {
-        rpc::handle(
-            "Enrol",
-            self.provisioning.auth.enrol(&request, methods::ENROL),
-        )
-        .await
+        rpc::handle("Enrol", self.auth.enrol(&request, methods::ENROL)).await
     }
 
     async fn list_assigned_orders(
@@ -133,7 +133,7 @@ impl StationService for StationApi {
             request,
             |station, req| async move {
                 Ok(v1::AcquireLeaseResponse {
-                    lease: Some(self.provisioning.leases.acquire(&station, &req).await?),
+                    lease: Some(self.leases.acquire(&station, &req).await?),
                 })
             },
         )
@@ -149,12 +149,7 @@ impl StationService for StationApi {
                 "ReportInstall",
                 methods::REPORT_INSTALL,
                 request,
-                |station, req| async move {
-                    self.provisioning
-                        .registry
-                        .report_install(&station, &req)
-                        .await
-                },
+                |station, req| async move { self.reports.report_install(&station, &req).await },
             )
             .await;
         crate::metrics::report(result.as_ref().map(|r| r.get_ref()));
@@ -169,12 +164,7 @@ impl StationService for StationApi {
             "ReturnLease",
             methods::RETURN_LEASE,
             request,
-            |station, req| async move {
-                self.provisioning
-                    .leases
-                    .return_lease(&station, &req.lease_id)
-                    .await
-            },
+            |station, req| async move { self.leases.return_lease(&station, &req.lease_id).await },
         )
         .await
     }

@@ -3,18 +3,24 @@
 use flashgate_proto::v1::{self, update_service_server::UpdateService};
 use tonic::{Request, Response, Status};
 
-use super::Updates;
+use super::campaigns::Campaigns;
+use super::delivery::Delivery;
 use crate::rpc::{self, OperatorToken};
 
 #[derive(Clone)]
 pub struct UpdateApi {
-    updates: Updates,
+    campaigns: Campaigns,
+    delivery: Delivery,
     token: OperatorToken,
 }
 
 impl UpdateApi {
-    pub fn new(updates: Updates, token: OperatorToken) -> Self {
-        Self { updates, token }
+    pub fn new(campaigns: Campaigns, delivery: Delivery, token: OperatorToken) -> Self {
+        Self {
+            campaigns,
+            delivery,
+            token,
+        }
     }
 }
 
@@ -25,7 +31,7 @@ impl UpdateService for UpdateApi {
         request: Request<v1::PublishUpdateRequest>,
     ) -> Result<Response<v1::PublishUpdateResponse>, Status> {
         rpc::operator_call("PublishUpdate", &self.token, request, |req| {
-            self.updates.campaigns.publish(req)
+            self.campaigns.publish(req)
         })
         .await
     }
@@ -37,7 +43,6 @@ impl UpdateService for UpdateApi {
         rpc::operator_call("GetUpdateStatus", &self.token, request, |req| async move {
             Ok(v1::GetUpdateStatusResponse {
                 devices: self
-                    .updates
                     .campaigns
                     .status(req.product_id, &req.campaign_id)
                     .await?,
@@ -51,10 +56,7 @@ impl UpdateService for UpdateApi {
         request: Request<v1::GetUpdatePackageRequest>,
     ) -> Result<Response<v1::UpdatePackage>, Status> {
         rpc::operator_call("GetUpdatePackage", &self.token, request, |req| async move {
-            self.updates
-                .delivery
-                .package(req.product_id, &req.serial)
-                .await
+            self.delivery.package(req.product_id, &req.serial).await
         })
         .await
     }
@@ -64,7 +66,7 @@ impl UpdateService for UpdateApi {
         request: Request<v1::ReportUpdateRequest>,
     ) -> Result<Response<v1::DeviceUpdateStatus>, Status> {
         rpc::operator_call("ReportUpdate", &self.token, request, |req| {
-            self.updates.delivery.report(req)
+            self.delivery.report(req)
         })
         .await
     }
@@ -74,8 +76,7 @@ impl UpdateService for UpdateApi {
         request: Request<v1::GetDeviceStatusRequest>,
     ) -> Result<Response<v1::DeviceUpdateStatus>, Status> {
         rpc::operator_call("GetDeviceStatus", &self.token, request, |req| async move {
-            self.updates
-                .campaigns
+            self.campaigns
                 .device_status(req.product_id, &req.serial)
                 .await
         })
