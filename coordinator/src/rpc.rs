@@ -33,14 +33,35 @@ pub async fn handle<T>(
             }
             Err(error) => {
                 let status = Status::from(error);
-                tracing::warn!(elapsed_us, code = ?status.code(), message = status.message(), "rpc refused");
-                crate::metrics::rpc(method, status.code(), elapsed.as_secs_f64());
+                let (code, message) = (status.code(), status.message());
+                if needs_attention(code) {
+                    tracing::warn!(elapsed_us, ?code, message, "rpc refused");
+                } else {
+                    tracing::info!(elapsed_us, ?code, message, "rpc refused");
+                }
+                crate::metrics::rpc(method, code, elapsed.as_secs_f64());
                 Err(status)
             }
         }
     }
     .instrument(span)
     .await
+}
+
+/// Refusals an operator should look at: our side failed, or someone presented bad credentials.
+/// The others (an order used up, a lease ended, a malformed request) are the caller's business
+/// and are logged at info.
+fn needs_attention(code: tonic::Code) -> bool {
+    use tonic::Code as C;
+    matches!(
+        code,
+        C::Internal
+            | C::DataLoss
+            | C::Unavailable
+            | C::Unknown
+            | C::Unauthenticated
+            | C::PermissionDenied
+    )
 }
 
 /// Serves an operator call: the bearer token is checked before `call` sees the request.

@@ -1,3 +1,5 @@
+//! Data-stream ingest on the embedded store: every refusal reason counted, duplicates in one batch.
+
 use flashgate_protocol::data_stream::{
     epoch_key, seal, Direction, RecordHeader, RecordKind, MAX_RECORD_LEN,
 };
