@@ -30,12 +30,19 @@ pub enum CoordinatorError {
     // A quota or a lease has no room left.
     #[error("{0}")]
     Exhausted(String),
-    // Our side: storage unreachable, too much contention; retrying may help.
+    // Our side: storage unreachable; retrying may help.
     #[error("storage is unavailable, retry later: {0}")]
     Store(#[from] StoreError),
+    /// Our side: other writers kept winning the compare-and-swap race on `what`.
+    #[error("{what} is heavily contended ({attempts} attempts); retry")]
+    Contended { what: &'static str, attempts: u32 },
     #[error("{0}")]
     Unavailable(String),
-    // Our side: a bug or corrupted state.
+    /// Our side: a stored record cannot be read (altered in the store, or written by an
+    /// incompatible version). Never answered with empty or default values instead.
+    #[error("stored record {key} is corrupt ({reason}); restore it from a backup or remove it")]
+    CorruptRecord { key: String, reason: String },
+    // Our side: a bug or an inconsistent store (a record another one needs is missing).
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -58,7 +65,8 @@ impl From<CoordinatorError> for Status {
             E::PermissionDenied(_) => Status::permission_denied(message),
             E::FailedPrecondition(_) => Status::failed_precondition(message),
             E::Exhausted(_) => Status::resource_exhausted(message),
-            E::Store(_) | E::Unavailable(_) => Status::unavailable(message),
+            E::Store(_) | E::Contended { .. } | E::Unavailable(_) => Status::unavailable(message),
+            E::CorruptRecord { .. } => Status::data_loss(message),
             E::Internal(_) => Status::internal(message),
         }
     }

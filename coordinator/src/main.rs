@@ -26,14 +26,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the operator and station gRPC API.
+    /// Serve the gRPC API (operator, station, update and data services) on one port.
     Serve(ServeArgs),
     /// Write a fresh random 32-byte key (KEK or lease signing key) as hex to a new file (mode 0600).
     GenKey {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Re-seal every stored secret under the current KEK (rotation step 2).
+    /// Re-seal every stored secret under the current KEK (rotation step 3).
     Rewrap(StoreArgs),
 }
 
@@ -67,7 +67,8 @@ struct StoreArgs {
 struct ServeArgs {
     #[command(flatten)]
     store: StoreArgs,
-    #[arg(long, env = "FLASHGATE_LISTEN", default_value = "127.0.0.1:7400")]
+    /// Address of the gRPC port (operator, station, update, data services).
+    #[arg(long, env = "FLASHGATE_LISTEN", default_value_t = format!("127.0.0.1:{}", flashgate_proto::DEFAULT_PORT))]
     listen: String,
     /// Also accept sealed data records as UDP datagrams on this address (e.g. 0.0.0.0:7401).
     #[arg(long, env = "FLASHGATE_DATA_UDP")]
@@ -81,6 +82,9 @@ struct ServeArgs {
     /// Seconds between leader sweeps (lease expiry, replay cache).
     #[arg(long, default_value_t = 2)]
     sweep_secs: u64,
+    /// This replica's name in the housekeeping leader election (default: random).
+    #[arg(long, env = "FLASHGATE_NODE_ID")]
+    node_id: Option<String>,
     /// Export traces over OTLP/gRPC to this collector, e.g. http://127.0.0.1:4317 (off by default).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
@@ -171,8 +175,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Coordinator::new(store, kek, signing_key, "", CoordinatorConfig::default());
             let report = coordinator.rewrap_all().await?;
             println!(
-                "re-sealed {} lease secrets and {} device keys under the current KEK",
-                report.leases, report.devices
+                "re-sealed {} lease secrets, {} device keys and {} update content keys under the current KEK",
+                report.leases, report.devices, report.campaigns
             );
             Ok(())
         }
@@ -192,10 +196,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = open_store(&args.store).await?;
             let (kek, signing_key) = load_keys(&args.store)?;
             tracing::info!(kek_id = %kek.current_id(), "keys loaded");
+            let defaults = CoordinatorConfig::default();
             let config = CoordinatorConfig {
                 report_grace: std::time::Duration::from_secs(args.report_grace_secs),
                 sweep_interval: std::time::Duration::from_secs(args.sweep_secs.max(1)),
-                ..CoordinatorConfig::default()
+                node_id: args.node_id.clone().unwrap_or(defaults.node_id.clone()),
+                ..defaults
             };
             let coordinator = Arc::new(Coordinator::new(
                 store,
@@ -207,7 +213,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
                 .with_context(|| format!("listening on {}", args.listen))?;
-            let data = flashgate_coordinator::data_stream::DataIngest::new(coordinator.clone());
+            let data = Arc::new(coordinator.data_ingest());
             if let Some(addr) = &args.data_udp {
                 let socket = tokio::net::UdpSocket::bind(addr)
                     .await

@@ -1,79 +1,103 @@
-//! KEK rotation: re-seal every stored secret (lease secrets, device keys) under the current KEK.
-//! Run with the new KEK as current and the old one as previous; afterwards the old KEK can be
-//! retired. Each record is rewritten by compare-and-swap, so this is safe while coordinators
-//! serve, and can be re-run after an interruption.
+//! KEK rotation: re-seal every stored secret (lease secrets, device keys, update content keys)
+//! under the current KEK. Run with the new KEK as current and the old one as previous;
+//! afterwards the old KEK can be retired. Each record is rewritten by compare-and-swap (retried
+//! if it changed meanwhile), so this is safe while coordinators serve, and can be re-run after
+//! an interruption.
 
-use crate::coordinator::{decode_hex, Coordinator};
-use crate::error::{CoordinatorError as E, Result};
-use crate::keys::{device_key_aad, lease_secret_aad};
-use crate::records::*;
-use crate::store::{Guard, Write};
+use crate::error::Result;
+use crate::keys::{device_key_aad, lease_secret_aad, KekRing};
+use crate::provisioning::{DeviceRecord, LeaseRecord};
+use crate::repository::{Attempt, CasRetry, Db, Record, Scope, Stored, Txn};
+use crate::update::records::{content_key_aad, CampaignRecord};
 
 /// Counts of records re-sealed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RewrapReport {
     pub leases: usize,
     pub devices: usize,
+    pub campaigns: usize,
 }
 
-impl Coordinator {
-    pub async fn rewrap_all(&self) -> Result<RewrapReport> {
-        let mut report = RewrapReport::default();
-        for _ in 0..10 {
-            let mut conflicts = 0;
-            for (mut lease, rev) in self.read_all::<LeaseRecord>("leases/").await? {
-                let sealed = decode_hex(&lease.sealed_secret, "sealed lease secret")?;
-                if self.kek.is_current(&sealed) {
-                    continue;
-                }
-                let aad = lease_secret_aad(&lease.lease_id);
-                let secret = self.kek.open(&aad, &sealed)?;
-                lease.sealed_secret = hex::encode(self.kek.seal(&aad, &secret));
-                let key = lease_key(&lease.lease_id);
-                if self
-                    .store
-                    .commit(
-                        vec![Guard::Revision(key.clone(), rev)],
-                        vec![Write::Put(key, encode(&lease))],
-                    )
-                    .await?
-                {
-                    report.leases += 1;
-                } else {
-                    conflicts += 1;
-                }
-            }
-            for (mut device, rev) in self.read_all::<DeviceRecord>("devices/").await? {
-                let sealed = decode_hex(&device.sealed_device_key, "sealed device key")?;
-                if self.kek.is_current(&sealed) {
-                    continue;
-                }
-                let serial: [u8; 16] = decode_hex(&device.serial, "serial")?
-                    .try_into()
-                    .map_err(|_| E::Internal("stored serial has the wrong length".into()))?;
-                let aad = device_key_aad(device.product_id, &serial);
-                let secret = self.kek.open(&aad, &sealed)?;
-                device.sealed_device_key = hex::encode(self.kek.seal(&aad, &secret));
-                let key = device_key(device.product_id, &device.serial);
-                if self
-                    .store
-                    .commit(
-                        vec![Guard::Revision(key.clone(), rev)],
-                        vec![Write::Put(key, encode(&device))],
-                    )
-                    .await?
-                {
-                    report.devices += 1;
-                } else {
-                    conflicts += 1;
-                }
-            }
-            if conflicts == 0 {
-                return Ok(report);
-            }
-        }
-        Err(E::Unavailable(
-            "records kept changing during the rewrap; run it again".into(),
-        ))
+/// A record kind holding one secret sealed under the KEK.
+trait Sealed: Record + Clone {
+    fn sealed(&self) -> &[u8];
+    fn aad(&self) -> Vec<u8>;
+    fn set_sealed(&mut self, sealed: Vec<u8>);
+}
+
+impl Sealed for LeaseRecord {
+    fn sealed(&self) -> &[u8] {
+        &self.sealed_secret
     }
+    fn aad(&self) -> Vec<u8> {
+        lease_secret_aad(self.lease_id.as_str())
+    }
+    fn set_sealed(&mut self, sealed: Vec<u8>) {
+        self.sealed_secret = sealed;
+    }
+}
+
+impl Sealed for DeviceRecord {
+    fn sealed(&self) -> &[u8] {
+        &self.sealed_device_key
+    }
+    fn aad(&self) -> Vec<u8> {
+        device_key_aad(self.product_id.0, &self.serial.0)
+    }
+    fn set_sealed(&mut self, sealed: Vec<u8>) {
+        self.sealed_device_key = sealed;
+    }
+}
+
+impl Sealed for CampaignRecord {
+    fn sealed(&self) -> &[u8] {
+        &self.sealed_content_key
+    }
+    fn aad(&self) -> Vec<u8> {
+        content_key_aad(&self.campaign_id)
+    }
+    fn set_sealed(&mut self, sealed: Vec<u8>) {
+        self.sealed_content_key = sealed;
+    }
+}
+
+/// Re-seals every lease secret, device key and update content key not sealed under the
+/// current KEK.
+pub async fn rewrap_all(db: &Db, kek: &KekRing) -> Result<RewrapReport> {
+    Ok(RewrapReport {
+        leases: rewrap::<LeaseRecord>(db, kek).await?,
+        devices: rewrap::<DeviceRecord>(db, kek).await?,
+        campaigns: rewrap::<CampaignRecord>(db, kek).await?,
+    })
+}
+
+async fn rewrap<R: Sealed>(db: &Db, kek: &KekRing) -> Result<usize> {
+    let mut rewrapped = 0;
+    for listed in db.list(Scope::<R>::all()).await? {
+        let done = CasRetry::new("a record being re-sealed")
+            .run(|| async {
+                // Read again: a retry must see what the winning writer stored.
+                match db.reread(&listed).await? {
+                    Some(stored) => rewrap_one(db, kek, stored).await,
+                    None => Ok(Attempt::Done(false)),
+                }
+            })
+            .await?;
+        rewrapped += usize::from(done);
+    }
+    Ok(rewrapped)
+}
+
+async fn rewrap_one<R: Sealed>(db: &Db, kek: &KekRing, stored: Stored<R>) -> Result<Attempt<bool>> {
+    if kek.is_current(stored.record.sealed()) {
+        return Ok(Attempt::Done(false));
+    }
+    let aad = stored.record.aad();
+    let secret = kek.open(&aad, stored.record.sealed())?;
+    let mut record = stored.record.clone();
+    record.set_sealed(kek.seal(&aad, &secret));
+    let committed = db
+        .commit(Txn::new().unchanged(&stored).replace(&stored, &record))
+        .await?;
+    Ok(Attempt::committed(committed, true))
 }

@@ -1,7 +1,9 @@
-//! Serving: the operator and station services plus gRPC health and reflection on one port.
+//! Serving: the operator, station, update and data services plus gRPC health and reflection
+//! on one port, and the housekeeping loop beside them.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use flashgate_proto::v1::data_service_server::DataServiceServer;
 use flashgate_proto::v1::operator_service_server::OperatorServiceServer;
@@ -12,7 +14,9 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::coordinator::Coordinator;
 use crate::data_stream::{DataApi, DataIngest};
-use crate::service::{OperatorApi, StationApi};
+use crate::operator_api::OperatorApi;
+use crate::provisioning::StationApi;
+use crate::update::UpdateApi;
 
 /// Largest operator request (release uploads carry whole images).
 pub const MAX_OPERATOR_MESSAGE: usize = 32 * 1024 * 1024;
@@ -21,6 +25,9 @@ pub const MAX_STATION_MESSAGE: usize = 64 * 1024;
 /// Largest data ingest request (a batch of up to `data_stream::MAX_BATCH` records).
 pub const MAX_DATA_MESSAGE: usize = 2 * 1024 * 1024;
 
+/// How long a stopping server waits for housekeeping to resign its leadership.
+const RESIGN_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Serves until `shutdown` resolves. Also runs the housekeeping loop (leader-elected lease
 /// expiry and nonce sweep).
 pub async fn serve(
@@ -28,7 +35,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let data = DataIngest::new(coordinator.clone());
+    let data = Arc::new(coordinator.data_ingest());
     serve_with_data(coordinator, data, listener, shutdown).await
 }
 
@@ -48,11 +55,13 @@ pub async fn serve_with_data(
         .set_serving::<StationServiceServer<StationApi>>()
         .await;
     health.set_serving::<DataServiceServer<DataApi>>().await;
+    health.set_serving::<UpdateServiceServer<UpdateApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(flashgate_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let housekeeping = tokio::spawn(coordinator.clone().run_housekeeping());
+    let (stop_housekeeping, stopped) = tokio::sync::watch::channel(false);
+    let housekeeping = tokio::spawn(coordinator.housekeeping().run(stopped));
     tracing::info!(
         addr = %listener.local_addr()?,
         store = %coordinator.store().describe(),
@@ -61,6 +70,16 @@ pub async fn serve_with_data(
     // Without TCP_NODELAY small unary replies wait for delayed ACKs (~40 ms each).
     let incoming = TcpIncoming::from_listener(listener, true, None)
         .map_err(|e| anyhow::anyhow!("cannot serve on the listener: {e}"))?;
+    let token = coordinator.operator_token().clone();
+    let provisioning = coordinator.provisioning();
+    let stations = StationApi::new(
+        provisioning.auth.clone(),
+        provisioning.leases.clone(),
+        provisioning.reports.clone(),
+        coordinator.catalogue().clone(),
+        coordinator.info(),
+    );
+    let updates = coordinator.updates();
     let result = tonic::transport::Server::builder()
         .trace_fn(|request| {
             // One span per RPC; a W3C `traceparent` in the metadata makes it (and everything the
@@ -76,18 +95,29 @@ pub async fn serve_with_data(
                 .max_decoding_message_size(MAX_OPERATOR_MESSAGE),
         )
         .add_service(
-            StationServiceServer::new(StationApi(coordinator.clone()))
-                .max_decoding_message_size(MAX_STATION_MESSAGE),
+            StationServiceServer::new(stations).max_decoding_message_size(MAX_STATION_MESSAGE),
         )
         .add_service(
-            DataServiceServer::new(DataApi(data)).max_decoding_message_size(MAX_DATA_MESSAGE),
+            DataServiceServer::new(DataApi::new(data, token.clone()))
+                .max_decoding_message_size(MAX_DATA_MESSAGE),
         )
         .add_service(
-            UpdateServiceServer::new(crate::update::UpdateApi(coordinator.clone()))
-                .max_encoding_message_size(MAX_OPERATOR_MESSAGE),
+            UpdateServiceServer::new(UpdateApi::new(
+                updates.campaigns.clone(),
+                updates.delivery.clone(),
+                token,
+            ))
+            .max_encoding_message_size(MAX_OPERATOR_MESSAGE),
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
-    housekeeping.abort();
+    // Hand leadership over now rather than after its lease expires.
+    let _ = stop_housekeeping.send(true);
+    if tokio::time::timeout(RESIGN_TIMEOUT, housekeeping)
+        .await
+        .is_err()
+    {
+        tracing::warn!("housekeeping did not stop in time; its leadership will expire instead");
+    }
     Ok(result?)
 }

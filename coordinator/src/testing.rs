@@ -24,7 +24,8 @@ use rand_core::OsRng;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-use crate::coordinator::{Coordinator, CoordinatorConfig};
+use crate::config::CoordinatorConfig;
+use crate::coordinator::Coordinator;
 use crate::data_stream::DataIngest;
 use crate::keys::{Kek, KekRing};
 use crate::store::{embedded::EmbeddedStore, KvStore};
@@ -90,7 +91,7 @@ impl TestCoordinator {
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let data = DataIngest::new(coordinator.clone());
+        let data = Arc::new(coordinator.data_ingest());
         let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
         let udp_addr = udp.local_addr()?;
         let (tx, rx) = oneshot::channel();
@@ -145,35 +146,32 @@ impl TestCoordinator {
         serial: &[u8; 16],
         device_key: &[u8; 32],
     ) -> anyhow::Result<()> {
-        use crate::records::{device_key as device_record_key, encode, DeviceRecord};
+        use crate::ids::{LeaseId, OrderId, ProductId, Serial, StationId};
+        use crate::provisioning::DeviceRecord;
+        use crate::repository::{Db, Txn};
         let c = &self.coordinator;
-        let sealed = c
-            .kek
-            .seal(&crate::keys::device_key_aad(product_id, serial), device_key);
-        let serial_hex = hex::encode(serial);
+        let now = flashgate_proto::clock::now_ms();
         let record = DeviceRecord {
-            serial: serial_hex.clone(),
-            product_id,
-            order_id: "test".into(),
-            lease_id: "test".into(),
-            station_id: "test".into(),
-            installed_at_ms: crate::coordinator::now_ms(),
-            registered_at_ms: crate::coordinator::now_ms(),
+            serial: Serial(*serial),
+            product_id: ProductId(product_id),
+            order_id: OrderId::parse("test")?,
+            lease_id: LeaseId::parse("test")?,
+            station_id: StationId::parse(&"0".repeat(32))?,
+            installed_at_ms: now,
+            registered_at_ms: now,
             bootloader_version: 1,
-            test_outcome: 0,
+            test_outcome: v1::TestOutcome::Unspecified,
             test_log: String::new(),
-            outcome: 0,
-            sealed_device_key: hex::encode(sealed),
+            outcome: v1::InstallOutcome::Unspecified,
+            sealed_device_key: c
+                .kek()
+                .seal(&crate::keys::device_key_aad(product_id, serial), device_key),
         };
-        let key = device_record_key(product_id, &serial_hex);
-        let done = c
-            .store
-            .commit(
-                vec![crate::store::Guard::Absent(key.clone())],
-                vec![crate::store::Write::Put(key, encode(&record))],
-            )
+        let key = record.key();
+        let done = Db::new(c.store().clone())
+            .commit(Txn::new().absent::<DeviceRecord>(&key).put(&key, &record))
             .await?;
-        anyhow::ensure!(done, "device {serial_hex} is already registered");
+        anyhow::ensure!(done, "device {} is already registered", Serial(*serial));
         Ok(())
     }
 

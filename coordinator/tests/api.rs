@@ -121,7 +121,13 @@ async fn happy_path_and_refusals(mut f: Fixture) {
         .unwrap();
     assert_eq!(reported.remaining_in_lease, 2);
     let station_key = derive_device_key(&secret, 7, &serial);
-    let recovered = f.tc.coordinator.device_key(7, &serial).await.unwrap();
+    let recovered =
+        f.tc.coordinator
+            .provisioning()
+            .registry
+            .device_key(7, &serial)
+            .await
+            .unwrap();
     assert_eq!(*station_key, *recovered);
     assert_eq!(snapshot(&f).await, (7, 2, 1, 1));
     // The signed lease names the product's vendor key.
@@ -187,6 +193,8 @@ async fn happy_path_and_refusals(mut f: Fixture) {
     assert_eq!(snapshot(&f).await, (7, 2, 1, 1));
     assert_eq!(
         f.tc.coordinator
+            .provisioning()
+            .registry
             .list_failures(&f.order.order_id)
             .await
             .unwrap()

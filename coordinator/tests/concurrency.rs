@@ -12,12 +12,13 @@ use ed25519_dalek::SigningKey;
 use flashgate_coordinator::testing::operator_request;
 use flashgate_proto::lease::verify_signed_lease;
 use flashgate_proto::v1::{self, operator_service_client::OperatorServiceClient};
-use flashgate_protocol::image::{sign_image, ImageKind};
 use rand::Rng;
 use rand_core::OsRng;
 use tonic::Code;
 
-use crate::support::{free_port, now_ms, random_serial, EtcdProcess, SimStation};
+use crate::support::{
+    free_port, now_ms, product_with_bootloader, random_serial, EtcdProcess, SimStation,
+};
 
 const TOKEN: &str = "concurrency-token";
 const ORDER_COUNT: u64 = 400;
@@ -118,23 +119,7 @@ async fn replicas_and_stations_race_and_the_count_stays_exact() {
 
     // Catalogue, order, 16 approved stations.
     let mut op = operator(&endpoints[0]).await;
-    let vendor = SigningKey::generate(&mut OsRng);
-    op.create_product(operator_request(
-        TOKEN,
-        v1::CreateProductRequest {
-            product_id: 42,
-            name: "race".into(),
-            vendor_public_key: vendor.verifying_key().to_bytes().to_vec(),
-        },
-    ))
-    .await
-    .unwrap();
-    let image = sign_image(ImageKind::Bootloader, 42, 1, 0, b"bl", &vendor);
-    let release = op
-        .upload_release(operator_request(TOKEN, v1::UploadReleaseRequest { image }))
-        .await
-        .unwrap()
-        .into_inner();
+    let (_vendor, release) = product_with_bootloader(&mut op, TOKEN, 42).await;
     let order = op
         .create_order(operator_request(
             TOKEN,

@@ -2,6 +2,7 @@
 //! and on a real etcd.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use flashgate_coordinator::store::{embedded::EmbeddedStore, Guard, KvStore, Write};
 
@@ -108,12 +109,52 @@ async fn contract_cas_race(store: Arc<dyn KvStore>) {
     assert_eq!(store.get("counter").await.unwrap().unwrap().value, b"200");
 }
 
+/// One leader at a time; a waiting candidate is elected once the leader resigns.
+async fn contract_election(store: Arc<dyn KvStore>) {
+    let ttl = Duration::from_secs(2);
+    let first = store.election("contract-election", "first", ttl);
+    let second = store.election("contract-election", "second", ttl);
+    let leading = tokio::time::timeout(Duration::from_secs(10), first.campaign())
+        .await
+        .expect("an uncontested campaign is elected")
+        .unwrap();
+    let waiting = tokio::spawn(async move { second.campaign().await.map(|l| (second, l)) });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a second candidate was elected while the first leads"
+    );
+    leading.resign().await;
+    let (_second, mut now_leading) = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiting candidate is elected once the leader resigns")
+        .unwrap()
+        .unwrap();
+    // It keeps leadership while nobody takes it away.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), now_leading.lost())
+            .await
+            .is_err(),
+        "leadership was lost for no reason"
+    );
+    // Another election is separate.
+    let other = store.election("contract-other", "first", ttl);
+    tokio::time::timeout(Duration::from_secs(10), other.campaign())
+        .await
+        .expect("another election does not wait for this one")
+        .unwrap()
+        .resign()
+        .await;
+    now_leading.resign().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_passes_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     contract_basic(store.as_ref()).await;
-    contract_cas_race(store).await;
+    contract_cas_race(store.clone()).await;
+    contract_election(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,7 +162,44 @@ async fn etcd_store_passes_the_contract() {
     let etcd = EtcdProcess::start();
     let store = Arc::new(etcd.store("/contract/").await);
     contract_basic(store.as_ref()).await;
-    contract_cas_race(store).await;
+    contract_cas_race(store.clone()).await;
+    contract_election(store).await;
+}
+
+/// An etcd leader whose lease is gone (expired, or revoked by an operator) learns it has lost
+/// leadership, and the next candidate is elected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_leadership_is_lost_with_its_lease() {
+    let etcd = EtcdProcess::start();
+    let store: Arc<dyn KvStore> = Arc::new(etcd.store("/lost/").await);
+    let ttl = Duration::from_secs(2);
+    let mut leading = store
+        .election("leader", "first", ttl)
+        .campaign()
+        .await
+        .unwrap();
+    let second = store.election("leader", "second", ttl);
+    let waiting = tokio::spawn(async move { second.campaign().await.map(|l| (second, l)) });
+    let mut client = etcd_client::Client::connect([etcd.url.as_str()], None)
+        .await
+        .unwrap();
+    let leader = client.leader("/lost/leader").await.unwrap();
+    let kv = leader.kv().unwrap();
+    assert_eq!(kv.value_str().unwrap(), "first");
+    client.lease_revoke(kv.lease()).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(10), leading.lost())
+        .await
+        .expect("the leader notices");
+    assert!(!reason.is_empty());
+    leading.resign().await;
+    let (_second, next) = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the next candidate is elected")
+        .unwrap()
+        .unwrap();
+    let leader = client.leader("/lost/leader").await.unwrap();
+    assert_eq!(leader.kv().unwrap().value_str().unwrap(), "second");
+    next.resign().await;
 }
 
 /// Acknowledged commits survive a crash; a torn final record is dropped, never half-applied;

@@ -6,8 +6,13 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use flashgate_coordinator::store::etcd::EtcdStore;
+use flashgate_coordinator::testing::operator_request;
 use flashgate_proto::station_auth::{methods, StationSigner};
-use flashgate_proto::v1::{self, station_service_client::StationServiceClient};
+use flashgate_proto::v1::{
+    self, operator_service_client::OperatorServiceClient,
+    station_service_client::StationServiceClient,
+};
+use flashgate_protocol::image::{sign_image, ImageKind};
 use rand_core::OsRng;
 use tonic::transport::Channel;
 use x25519_dalek::{PublicKey, StaticSecret};
@@ -219,8 +224,35 @@ impl SimStation {
     }
 }
 
+/// Creates product `product_id` (a fresh vendor key) and uploads a bootloader signed by it,
+/// over a raw operator client: the vendor key and the release.
+pub async fn product_with_bootloader(
+    op: &mut OperatorServiceClient<Channel>,
+    token: &str,
+    product_id: u32,
+) -> (SigningKey, v1::Release) {
+    let vendor = SigningKey::generate(&mut OsRng);
+    op.create_product(operator_request(
+        token,
+        v1::CreateProductRequest {
+            product_id,
+            name: format!("product {product_id}"),
+            vendor_public_key: vendor.verifying_key().to_bytes().to_vec(),
+        },
+    ))
+    .await
+    .unwrap();
+    let image = sign_image(ImageKind::Bootloader, product_id, 1, 0, b"bl", &vendor);
+    let release = op
+        .upload_release(operator_request(token, v1::UploadReleaseRequest { image }))
+        .await
+        .unwrap()
+        .into_inner();
+    (vendor, release)
+}
+
 pub fn now_ms() -> i64 {
-    flashgate_coordinator::coordinator::now_ms()
+    flashgate_proto::clock::now_ms()
 }
 
 pub fn random_serial() -> [u8; 16] {

@@ -328,6 +328,8 @@ impl Factory {
             .block_on(
                 self.coordinator
                     .coordinator
+                    .provisioning()
+                    .registry
                     .list_failures(&self.order.order_id),
             )
             .expect("failures listed")
@@ -336,7 +338,13 @@ impl Factory {
     /// The coordinator's copy of a registered device's key.
     pub fn device_key(&self, serial: &[u8; 16]) -> Zeroizing<[u8; 32]> {
         self.rt
-            .block_on(self.coordinator.coordinator.device_key(PRODUCT_ID, serial))
+            .block_on(
+                self.coordinator
+                    .coordinator
+                    .provisioning()
+                    .registry
+                    .device_key(PRODUCT_ID, serial),
+            )
             .expect("device registered")
     }
 

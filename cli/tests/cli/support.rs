@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ed25519_dalek::SigningKey;
-use flashgate_coordinator::records::{StationRecord, StationState};
+use flashgate_coordinator::ids::StationId;
+use flashgate_coordinator::provisioning::{StationRecord, StationState};
 use flashgate_coordinator::testing::TestCoordinator;
 use flashgate_proto::station_auth::{methods, StationSigner};
 use flashgate_proto::v1::{self, station_service_client::StationServiceClient};
@@ -328,9 +329,9 @@ impl Env {
         let tc = TestCoordinator::start_embedded().await.unwrap();
         let vendor = SigningKey::generate(&mut OsRng);
         let station = StationRecord {
-            station_id: "0123456789abcdef0123456789abcdef".into(),
-            ed25519_public_key: hex::encode([1u8; 32]),
-            x25519_public_key: hex::encode([9u8; 32]),
+            station_id: StationId::parse("0123456789abcdef0123456789abcdef").unwrap(),
+            ed25519_public_key: [1u8; 32],
+            x25519_public_key: [9u8; 32],
             name: "cli test".into(),
             factory: "f1".into(),
             state: StationState::Approved,
@@ -338,12 +339,14 @@ impl Env {
             approved_at_ms: 1,
         };
         let order = tc
-            .create_demo_order(7, &vendor, vec![station.station_id.clone()], 5)
+            .create_demo_order(7, &vendor, vec![station.station_id.to_string()], 5)
             .await
             .unwrap();
         let lease = tc
             .coordinator
-            .acquire_lease(
+            .provisioning()
+            .leases
+            .acquire(
                 &station,
                 &v1::AcquireLeaseRequest {
                     order_id: order.order_id.clone(),
@@ -361,10 +364,14 @@ impl Env {
         let now = flashgate_proto::clock::now_ms();
         let serial = [0x5a; 16];
         tc.coordinator
+            .provisioning()
+            .reports
             .report_install(&station, &provisioned(&body.lease_id, serial))
             .await
             .unwrap();
         tc.coordinator
+            .provisioning()
+            .reports
             .report_install(
                 &station,
                 &v1::ReportInstallRequest {

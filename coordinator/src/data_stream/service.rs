@@ -4,13 +4,29 @@
 use std::sync::Arc;
 
 use flashgate_proto::v1::{self, data_service_server::DataService};
+use flashgate_protocol::ErrorCode;
 use tonic::{Request, Response, Status};
 
-use super::{reason, DataIngest};
+use super::ingest::DataIngest;
+use crate::rpc::{self, OperatorToken};
+
+/// Text for a refusal code.
+fn reason(code: u32) -> String {
+    ErrorCode::from_u32(code).map_or_else(|| format!("code {code:#06x}"), |c| c.to_string())
+}
 
 /// The gRPC adapter over [`DataIngest`].
 #[derive(Clone)]
-pub struct DataApi(pub Arc<DataIngest>);
+pub struct DataApi {
+    ingest: Arc<DataIngest>,
+    token: OperatorToken,
+}
+
+impl DataApi {
+    pub fn new(ingest: Arc<DataIngest>, token: OperatorToken) -> Self {
+        Self { ingest, token }
+    }
+}
 
 #[tonic::async_trait]
 impl DataService for DataApi {
@@ -19,52 +35,60 @@ impl DataService for DataApi {
         request: Request<v1::IngestRecordsRequest>,
     ) -> Result<Response<v1::IngestRecordsResponse>, Status> {
         let req = request.into_inner();
-        let verdicts = self.0.ingest(&req.records, &req.source).await?;
-        Ok(Response::new(v1::IngestRecordsResponse {
-            verdicts: verdicts
-                .into_iter()
-                .map(|v| match v {
-                    Ok(()) => v1::RecordVerdict {
-                        accepted: true,
-                        error_code: 0,
-                        reason: String::new(),
-                    },
-                    Err(code) => v1::RecordVerdict {
-                        accepted: false,
-                        error_code: code as u32,
-                        reason: code.to_string(),
-                    },
-                })
-                .collect(),
-        }))
+        rpc::handle("IngestRecords", async {
+            let verdicts = self.ingest.ingest(&req.records, &req.source).await?;
+            Ok(v1::IngestRecordsResponse {
+                verdicts: verdicts
+                    .into_iter()
+                    .map(|v| match v {
+                        Ok(()) => v1::RecordVerdict {
+                            accepted: true,
+                            error_code: 0,
+                            reason: String::new(),
+                        },
+                        Err(code) => v1::RecordVerdict {
+                            accepted: false,
+                            error_code: code as u32,
+                            reason: code.to_string(),
+                        },
+                    })
+                    .collect(),
+            })
+        })
+        .await
     }
 
     async fn query_records(
         &self,
         request: Request<v1::QueryRecordsRequest>,
     ) -> Result<Response<v1::QueryRecordsResponse>, Status> {
-        self.0.coordinator.check_operator(&request)?;
-        let records = self.0.query(request.get_ref()).await?;
-        Ok(Response::new(v1::QueryRecordsResponse { records }))
+        rpc::operator_call("QueryRecords", &self.token, request, |req| async move {
+            Ok(v1::QueryRecordsResponse {
+                records: self.ingest.query(&req).await?,
+            })
+        })
+        .await
     }
 
     async fn get_ingest_stats(
         &self,
         request: Request<v1::GetIngestStatsRequest>,
     ) -> Result<Response<v1::IngestStats>, Status> {
-        self.0.coordinator.check_operator(&request)?;
-        let stats = self.0.stats();
-        Ok(Response::new(v1::IngestStats {
-            accepted: stats.accepted,
-            rejected: stats
-                .rejected
-                .into_iter()
-                .map(|(code, count)| v1::RejectCount {
-                    error_code: code,
-                    reason: reason(code),
-                    count,
-                })
-                .collect(),
-        }))
+        rpc::operator_call("GetIngestStats", &self.token, request, |_req| async {
+            let stats = self.ingest.stats();
+            Ok(v1::IngestStats {
+                accepted: stats.accepted,
+                rejected: stats
+                    .rejected
+                    .into_iter()
+                    .map(|(code, count)| v1::RejectCount {
+                        error_code: code,
+                        reason: reason(code),
+                        count,
+                    })
+                    .collect(),
+            })
+        })
+        .await
     }
 }

@@ -1,8 +1,13 @@
+//! Data-stream ingest on the embedded store: every refusal reason counted, duplicates in one batch.
+
 use flashgate_protocol::data_stream::{
     epoch_key, seal, Direction, RecordHeader, RecordKind, MAX_RECORD_LEN,
 };
 
-use super::*;
+use flashgate_proto::v1;
+use flashgate_protocol::data_stream::{self as data_stream};
+use flashgate_protocol::ErrorCode;
+
 use crate::testing::TestCoordinator;
 
 const SERIAL: [u8; 16] = [0xAB; 16];

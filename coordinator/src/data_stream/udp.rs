@@ -7,7 +7,7 @@ use std::sync::Arc;
 use flashgate_protocol::data_stream::MAX_RECORD_LEN;
 use tokio::net::UdpSocket;
 
-use super::DataIngest;
+use super::ingest::DataIngest;
 
 /// Receives datagrams until the task is dropped.
 pub async fn serve_udp(ingest: Arc<DataIngest>, socket: UdpSocket) -> anyhow::Result<()> {

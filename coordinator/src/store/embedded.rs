@@ -7,16 +7,21 @@
 //! acknowledged transaction survives a crash; a record torn by a crash fails its length or
 //! checksum and is cut off at replay, so a half-written transaction is never applied. At start
 //! the log is compacted (live keys rewritten to a temporary file, fsynced, renamed over the log).
+//!
+//! Leader election is local: one process uses the store, so leadership is a seat shared by the
+//! coordinators of this process (each clone of the store), held until given up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{Guard, KvStore, StoreError, Versioned, Write};
+use super::{Election, Guard, KvStore, Leadership, StoreError, Versioned, Write};
 
 const LOG_FILE: &str = "flashgate.log";
 const MAX_RECORD: u32 = 64 * 1024 * 1024;
@@ -37,6 +42,8 @@ struct State {
 pub struct EmbeddedStore {
     state: Arc<Mutex<State>>,
     dir: PathBuf,
+    /// One seat per election name.
+    elections: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
 }
 
 fn encode_record(revision: i64, writes: &[Write]) -> Vec<u8> {
@@ -197,6 +204,7 @@ impl EmbeddedStore {
                 broken: false,
             })),
             dir,
+            elections: Arc::default(),
         })
     }
 
@@ -269,6 +277,48 @@ impl KvStore for EmbeddedStore {
     fn describe(&self) -> String {
         format!("embedded {}", self.dir.display())
     }
+
+    fn election(&self, name: &str, _candidate: &str, _ttl: Duration) -> Box<dyn Election> {
+        let seat = self
+            .elections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(1)))
+            .clone();
+        Box::new(LocalElection { seat })
+    }
+}
+
+struct LocalElection {
+    seat: Arc<Semaphore>,
+}
+
+#[async_trait]
+impl Election for LocalElection {
+    async fn campaign(&self) -> Result<Box<dyn Leadership>, StoreError> {
+        let permit = self
+            .seat
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the seat is never closed");
+        Ok(Box::new(LocalLeadership { _seat: permit }))
+    }
+}
+
+/// Held until dropped or given up: nothing outside this process can take it away.
+struct LocalLeadership {
+    _seat: OwnedSemaphorePermit,
+}
+
+#[async_trait]
+impl Leadership for LocalLeadership {
+    async fn lost(&mut self) -> String {
+        std::future::pending().await
+    }
+
+    async fn resign(self: Box<Self>) {}
 }
 
 #[cfg(test)]

@@ -1,9 +1,13 @@
-//! The production backend: etcd v3, one etcd transaction per [`KvStore::commit`].
+//! The production backend: etcd v3, one etcd transaction per [`KvStore::commit`]; leader
+//! election through etcd's election API (`super::etcd_election`).
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 
-use super::{Guard, KvStore, StoreError, Versioned, Write};
+use super::etcd_election::EtcdElection;
+use super::{Election, Guard, KvStore, StoreError, Versioned, Write};
 
 /// Keys live under `namespace` (e.g. `/flashgate/`), so several deployments or test runs can
 /// share one etcd cluster.
@@ -94,5 +98,14 @@ impl KvStore for EtcdStore {
             self.endpoints.join(","),
             self.namespace
         )
+    }
+
+    fn election(&self, name: &str, candidate: &str, ttl: Duration) -> Box<dyn Election> {
+        Box::new(EtcdElection::new(
+            self.endpoints.clone(),
+            self.key(name),
+            candidate,
+            ttl,
+        ))
     }
 }

@@ -7,9 +7,16 @@
 //! Everything the coordinator keeps exact (quotas, leases, the registry) is written through
 //! [`KvStore::commit`]: a compare-and-swap transaction over several keys that either applies all
 //! its writes or none. Both backends pass the same contract suite (`tests/store_contract.rs`).
+//!
+//! Each backend also offers a leader election among the processes that share it
+//! ([`KvStore::election`]): etcd's own election API, or a local one for the embedded store
+//! (one process at a time uses it). Nothing the coordinator keeps exact depends on it.
 
 pub mod embedded;
 pub mod etcd;
+mod etcd_election;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -66,4 +73,26 @@ pub trait KvStore: Send + Sync + 'static {
     async fn commit(&self, guards: Vec<Guard>, writes: Vec<Write>) -> Result<bool, StoreError>;
     /// A short description for logs ("etcd http://…", "embedded /var/lib/…").
     fn describe(&self) -> String;
+    /// The election `name` among the processes sharing this store, entered as `candidate`.
+    /// A leader that stops renewing (it crashed, or lost the store) loses leadership within
+    /// about `ttl`.
+    fn election(&self, name: &str, candidate: &str, ttl: Duration) -> Box<dyn Election>;
+}
+
+/// One candidate's seat in an election.
+#[async_trait]
+pub trait Election: Send + Sync {
+    /// Waits until this candidate leads. At most one candidate of the election leads at a time
+    /// (up to the store's lease expiry after a leader is cut off).
+    async fn campaign(&self) -> Result<Box<dyn Leadership>, StoreError>;
+}
+
+/// Leadership held by this process, until lost or given up.
+#[async_trait]
+pub trait Leadership: Send {
+    /// Resolves, with the reason, when leadership is lost (the store's lease expired or could
+    /// not be renewed, or another candidate was elected).
+    async fn lost(&mut self) -> String;
+    /// Gives leadership up now, so another candidate takes over without waiting for expiry.
+    async fn resign(self: Box<Self>);
 }

@@ -1,30 +1,31 @@
-//! Who is calling: operators by bearer token, stations by per-request ed25519 signatures
-//! (format in `flashgate_proto::station_auth`), checked here:
+//! Who is calling the station API: per-request ed25519 signatures (format in
+//! `flashgate_proto::station_auth`), checked here:
 //! 1. the four headers are present and well-formed;
 //! 2. the timestamp is within `auth_window` of our clock;
 //! 3. the signature verifies (strict ed25519) against the key enrolled under the station id —
 //!    or, for `Enrol`, against the key in the request, whose fingerprint must be the station id;
-//! 4. the nonce was never seen for this station: one compare-and-swap in the store's replay
-//!    cache, shared by all replicas (entries are swept after twice the window, by which time an
-//!    old request fails check 2 anyway).
+//! 4. the nonce was never seen for this station ([`super::nonces`], one compare-and-swap shared
+//!    by all replicas).
 //!
 //! Then the station must be approved (except for `Enrol`).
 
+use std::time::Duration;
+
 use ed25519_dalek::{Signature, VerifyingKey};
+use flashgate_proto::clock::now_ms;
 use flashgate_proto::station_auth::{
     fingerprint, message_digest, signed_message, NONCE_HEADER, NONCE_LEN, SIGNATURE_HEADER,
     STATION_ID_HEADER, TIMESTAMP_HEADER,
 };
 use flashgate_proto::v1;
 use prost::Message;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tonic::Request;
 
-use crate::coordinator::{now_ms, Coordinator};
+use super::nonces;
+use super::stations::{StationRecord, StationState, Stations};
 use crate::error::{CoordinatorError as E, Result};
-use crate::records::*;
-use crate::store::{Guard, Write};
+use crate::ids::StationId;
+use crate::repository::Db;
 
 struct Claims {
     station_id: String,
@@ -64,26 +65,22 @@ fn claims<T>(request: &Request<T>) -> Result<Claims> {
     })
 }
 
-impl Coordinator {
-    /// Checks the operator bearer token.
-    pub fn check_operator<T>(&self, request: &Request<T>) -> Result<()> {
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                E::Unauthenticated(
-                    "operator calls need `authorization: Bearer <token>` (flashgate --token or FLASHGATE_TOKEN)".into(),
-                )
-            })?;
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if !bool::from(hash.ct_eq(&self.operator_token_hash)) {
-            return Err(E::PermissionDenied(
-                "the operator token is not valid".into(),
-            ));
+/// Checks signed station requests and enrols stations.
+#[derive(Clone)]
+pub struct StationAuth {
+    db: Db,
+    stations: Stations,
+    window: Duration,
+}
+
+impl StationAuth {
+    /// `window`: accepted clock difference, each side.
+    pub fn new(db: Db, stations: Stations, window: Duration) -> Self {
+        Self {
+            db,
+            stations,
+            window,
         }
-        Ok(())
     }
 
     fn check_signature<T: Message>(
@@ -94,7 +91,7 @@ impl Coordinator {
         key: &VerifyingKey,
     ) -> Result<()> {
         let now = now_ms();
-        let window = self.config.auth_window.as_millis() as i64;
+        let window = self.window.as_millis() as i64;
         if (claims.timestamp_ms as i64 - now).abs() > window {
             return Err(E::Unauthenticated(format!(
                 "request timestamp {} is more than {} ms from the coordinator's clock {}; fix the station's clock",
@@ -115,19 +112,8 @@ impl Coordinator {
         })
     }
 
-    async fn consume_nonce(&self, claims: &Claims) -> Result<()> {
-        let key = nonce_key(&claims.station_id, &hex::encode(claims.nonce));
-        let fresh = self
-            .store
-            .commit(
-                vec![Guard::Absent(key.clone())],
-                vec![Write::Put(
-                    key,
-                    claims.timestamp_ms.to_string().into_bytes(),
-                )],
-            )
-            .await?;
-        if !fresh {
+    async fn consume_nonce(&self, station: &StationId, claims: &Claims) -> Result<()> {
+        if !nonces::consume(&self.db, station, claims.nonce, claims.timestamp_ms).await? {
             return Err(E::Unauthenticated(
                 "replayed request: this nonce was already used".into(),
             ));
@@ -136,39 +122,36 @@ impl Coordinator {
     }
 
     /// Authenticates a signed station call; the station must exist and be approved.
-    pub async fn authenticate_station<T: Message>(
+    pub async fn authenticate<T: Message>(
         &self,
         request: &Request<T>,
         method: &str,
     ) -> Result<StationRecord> {
         let claims = claims(request)?;
-        let station = self
-            .read::<StationRecord>(&station_key(&claims.station_id))
-            .await?
-            .ok_or_else(|| {
-                E::Unauthenticated(format!(
-                    "station {} has not enrolled; run the station's enrol step first",
-                    claims.station_id
-                ))
-            })?
-            .0;
-        let key_bytes: [u8; 32] = hex::decode(&station.ed25519_public_key)
-            .ok()
-            .and_then(|k| k.try_into().ok())
-            .ok_or_else(|| E::Internal("stored station key is malformed".into()))?;
-        let key = VerifyingKey::from_bytes(&key_bytes)
-            .map_err(|_| E::Internal("stored station key is malformed".into()))?;
+        let not_enrolled = || {
+            E::Unauthenticated(format!(
+                "station {} has not enrolled; run the station's enrol step first",
+                claims.station_id
+            ))
+        };
+        let id = StationId::parse(&claims.station_id).map_err(|_| not_enrolled())?;
+        let stored = self.stations.get(&id).await?.ok_or_else(not_enrolled)?;
+        let key = VerifyingKey::from_bytes(&stored.record.ed25519_public_key).map_err(|_| {
+            E::CorruptRecord {
+                key: stored.key.clone(),
+                reason: "the ed25519 key is not a curve point".into(),
+            }
+        })?;
         self.check_signature(request, method, &claims, &key)?;
-        self.consume_nonce(&claims).await?;
+        self.consume_nonce(&id, &claims).await?;
+        let station = stored.record;
         match station.state {
             StationState::Approved => Ok(station),
             StationState::Pending => Err(E::PermissionDenied(format!(
-                "station {} is not approved yet; an operator must run `flashgate station approve {}`",
-                station.station_id, station.station_id
+                "station {id} is not approved yet; an operator must run `flashgate station approve {id}`"
             ))),
             StationState::Revoked => Err(E::PermissionDenied(format!(
-                "station {} has been revoked",
-                station.station_id
+                "station {id} has been revoked"
             ))),
         }
     }
@@ -205,24 +188,24 @@ impl Coordinator {
                 claims.station_id
             )));
         }
+        let id = StationId::parse(&station_id)?;
         self.check_signature(request, method, &claims, &key)?;
-        self.consume_nonce(&claims).await?;
-        let skey = station_key(&station_id);
-        if let Some((existing, _)) = self.read::<StationRecord>(&skey).await? {
-            if existing.x25519_public_key != hex::encode(x) {
+        self.consume_nonce(&id, &claims).await?;
+        if let Some(existing) = self.stations.get(&id).await? {
+            if existing.record.x25519_public_key != x {
                 return Err(E::AlreadyExists(format!(
-                    "station {station_id} is enrolled with another X25519 key; an operator must revoke it before it re-enrols with new keys"
+                    "station {id} is enrolled with another X25519 key; an operator must revoke it before it re-enrols with new keys"
                 )));
             }
             return Ok(v1::EnrolResponse {
                 station_id,
-                state: crate::coordinator::station_to_proto(&existing).state,
+                state: existing.record.state.to_proto() as i32,
             });
         }
         let record = StationRecord {
-            station_id: station_id.clone(),
-            ed25519_public_key: hex::encode(ed),
-            x25519_public_key: hex::encode(x),
+            station_id: id.clone(),
+            ed25519_public_key: ed,
+            x25519_public_key: x,
             name: req.name.clone(),
             factory: req.factory.clone(),
             state: StationState::Pending,
@@ -230,13 +213,8 @@ impl Coordinator {
             approved_at_ms: 0,
         };
         // A concurrent identical enrolment losing this race is harmless: same keys.
-        self.store
-            .commit(
-                vec![Guard::Absent(skey.clone())],
-                vec![Write::Put(skey, encode(&record))],
-            )
-            .await?;
-        tracing::info!(station = %station_id, name = %req.name, factory = %req.factory, "station enrolled, awaiting approval");
+        self.stations.insert(&record).await?;
+        tracing::info!(station = %id, name = %req.name, factory = %req.factory, "station enrolled, awaiting approval");
         Ok(v1::EnrolResponse {
             station_id,
             state: v1::StationState::Pending as i32,

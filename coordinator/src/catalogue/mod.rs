@@ -1,0 +1,42 @@
+//! The catalogue: what may be made. Products (a number, a name, the vendor's key), releases
+//! (vendor-signed images, checked on upload) and orders ("these stations or this factory may
+//! make N boards of product P with this bootloader"). Orders are immutable; how much of an
+//! order is left is the provisioning flow's quota (`crate::provisioning::quota`).
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `products/{product_id:010}` | [`products::ProductRecord`] |
+//! | `releases/{digest}` / `images/{digest}` | [`releases::ReleaseRecord`] / the signed image |
+//! | `orders/{order_id}` | [`orders::OrderRecord`] |
+
+mod names;
+pub mod orders;
+pub mod products;
+pub mod releases;
+
+use crate::repository::Db;
+
+pub use orders::{OrderRecord, Orders};
+pub use products::{ProductRecord, Products};
+pub use releases::{ReleaseKind, ReleaseRecord, Releases};
+
+/// The catalogue's three parts over one store.
+#[derive(Clone)]
+pub struct Catalogue {
+    pub products: Products,
+    pub releases: Releases,
+    pub orders: Orders,
+}
+
+impl Catalogue {
+    pub fn new(db: Db) -> Self {
+        let products = Products::new(db.clone());
+        let releases = Releases::new(db.clone(), products.clone());
+        let orders = Orders::new(db, products.clone(), releases.clone());
+        Self {
+            products,
+            releases,
+            orders,
+        }
+    }
+}

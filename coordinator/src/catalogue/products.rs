@@ -1,0 +1,102 @@
+//! Products: created once by an operator, never changed (leases and devices refer to them).
+
+use ed25519_dalek::VerifyingKey;
+use flashgate_proto::clock::now_ms;
+use flashgate_proto::v1;
+use serde::{Deserialize, Serialize};
+
+use super::names::valid_name;
+use crate::error::{CoordinatorError as E, Result};
+use crate::ids::ProductId;
+use crate::repository::{hex, Db, JsonRecord, Scope, Txn};
+
+/// `products/{product_id:010}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProductRecord {
+    pub product_id: ProductId,
+    pub name: String,
+    /// The ed25519 key that signs the product's releases.
+    #[serde(with = "hex")]
+    pub vendor_public_key: [u8; 32],
+    pub created_at_ms: i64,
+}
+
+impl JsonRecord for ProductRecord {
+    const PREFIX: &'static str = "products/";
+    type Key = ProductId;
+}
+
+impl ProductRecord {
+    pub fn to_proto(&self) -> v1::Product {
+        v1::Product {
+            product_id: self.product_id.0,
+            name: self.name.clone(),
+            vendor_public_key: self.vendor_public_key.to_vec(),
+            created_at_ms: self.created_at_ms,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Products {
+    db: Db,
+}
+
+impl Products {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    pub async fn create(&self, req: v1::CreateProductRequest) -> Result<v1::Product> {
+        valid_name(&req.name, "a product name")?;
+        let key: [u8; 32] = req.vendor_public_key.as_slice().try_into().map_err(|_| {
+            E::InvalidArgument(format!(
+                "the vendor public key must be a 32-byte ed25519 key; got {} bytes",
+                req.vendor_public_key.len()
+            ))
+        })?;
+        VerifyingKey::from_bytes(&key).map_err(|_| {
+            E::InvalidArgument("the vendor public key is not a valid ed25519 point".into())
+        })?;
+        let id = ProductId(req.product_id);
+        let record = ProductRecord {
+            product_id: id,
+            name: req.name,
+            vendor_public_key: key,
+            created_at_ms: now_ms(),
+        };
+        let created = self
+            .db
+            .commit(Txn::new().absent::<ProductRecord>(&id).put(&id, &record))
+            .await?;
+        if !created {
+            return Err(E::AlreadyExists(format!(
+                "product {id} already exists; products are immutable, pick another product id"
+            )));
+        }
+        Ok(record.to_proto())
+    }
+
+    pub async fn list(&self) -> Result<Vec<v1::Product>> {
+        Ok(self
+            .db
+            .list(Scope::<ProductRecord>::all())
+            .await?
+            .iter()
+            .map(|p| p.record.to_proto())
+            .collect())
+    }
+
+    pub async fn get(&self, id: ProductId) -> Result<ProductRecord> {
+        Ok(self
+            .db
+            .get::<ProductRecord>(&id)
+            .await?
+            .ok_or_else(|| {
+                E::NotFound(format!(
+                    "product {id} does not exist; create it with `flashgate product create`"
+                ))
+            })?
+            .record)
+    }
+}

@@ -1,0 +1,224 @@
+//! Releases: vendor-signed images. An upload is stored only if its signature verifies against
+//! the product's vendor key and its body matches the signed header; the digest (SHA-256 of the
+//! whole signed image) names it. Uploading the same bytes twice is harmless.
+
+use flashgate_proto::clock::now_ms;
+use flashgate_proto::v1;
+use flashgate_protocol::image::{BodyHasher, ImageKind, SignedImageHeader, SIGNED_HEADER_LEN};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::products::Products;
+use crate::error::{CoordinatorError as E, Result};
+use crate::ids::{Digest, ProductId};
+use crate::repository::{hex, Db, JsonRecord, Record, Scope, Txn};
+
+/// What a release is, stored as the image header's kind number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u16", into = "u16")]
+pub enum ReleaseKind {
+    Bootloader,
+    Os,
+    App,
+    TestApp,
+}
+
+impl From<ImageKind> for ReleaseKind {
+    fn from(kind: ImageKind) -> Self {
+        match kind {
+            ImageKind::Bootloader => Self::Bootloader,
+            ImageKind::Os => Self::Os,
+            ImageKind::App => Self::App,
+            ImageKind::TestApp => Self::TestApp,
+        }
+    }
+}
+
+impl From<ReleaseKind> for u16 {
+    fn from(kind: ReleaseKind) -> u16 {
+        match kind {
+            ReleaseKind::Bootloader => ImageKind::Bootloader as u16,
+            ReleaseKind::Os => ImageKind::Os as u16,
+            ReleaseKind::App => ImageKind::App as u16,
+            ReleaseKind::TestApp => ImageKind::TestApp as u16,
+        }
+    }
+}
+
+impl TryFrom<u16> for ReleaseKind {
+    type Error = String;
+    fn try_from(n: u16) -> Result<Self, String> {
+        [Self::Bootloader, Self::Os, Self::App, Self::TestApp]
+            .into_iter()
+            .find(|k| u16::from(*k) == n)
+            .ok_or_else(|| format!("{n} is not an image kind"))
+    }
+}
+
+impl ReleaseKind {
+    fn to_proto(self) -> v1::ImageKind {
+        match self {
+            Self::Bootloader => v1::ImageKind::Bootloader,
+            Self::Os => v1::ImageKind::Os,
+            Self::App => v1::ImageKind::App,
+            Self::TestApp => v1::ImageKind::TestApp,
+        }
+    }
+}
+
+/// `releases/{digest}`: the checked header of a stored image.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReleaseRecord {
+    pub digest: Digest,
+    pub product_id: ProductId,
+    pub kind: ReleaseKind,
+    pub version: u32,
+    pub load_address: u32,
+    pub body_size: u32,
+    #[serde(with = "hex")]
+    pub body_digest: [u8; 32],
+    #[serde(with = "hex")]
+    pub vendor_signature: [u8; 64],
+    pub uploaded_at_ms: i64,
+}
+
+impl JsonRecord for ReleaseRecord {
+    const PREFIX: &'static str = "releases/";
+    type Key = Digest;
+}
+
+impl ReleaseRecord {
+    pub fn to_proto(&self) -> v1::Release {
+        v1::Release {
+            digest: self.digest.0.to_vec(),
+            product_id: self.product_id.0,
+            kind: self.kind.to_proto() as i32,
+            version: self.version,
+            load_address: self.load_address,
+            body_size: self.body_size,
+            body_digest: self.body_digest.to_vec(),
+            vendor_signature: self.vendor_signature.to_vec(),
+            uploaded_at_ms: self.uploaded_at_ms,
+        }
+    }
+}
+
+/// `images/{digest}`: the signed image itself, as uploaded.
+pub struct ReleaseImage(pub Vec<u8>);
+
+impl Record for ReleaseImage {
+    const PREFIX: &'static str = "images/";
+    type Key = Digest;
+    fn encode(&self) -> Vec<u8> {
+        self.0.clone()
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        Ok(Self(bytes.to_vec()))
+    }
+}
+
+#[derive(Clone)]
+pub struct Releases {
+    db: Db,
+    products: Products,
+}
+
+impl Releases {
+    pub fn new(db: Db, products: Products) -> Self {
+        Self { db, products }
+    }
+
+    /// Stores a vendor-signed image after checking its signature (against the product's vendor
+    /// key) and its body digest.
+    pub async fn upload(&self, image: &[u8]) -> Result<v1::Release> {
+        let signed = SignedImageHeader::parse(image).map_err(|e| {
+            E::InvalidArgument(format!(
+                "not a flashgate signed image (header: {e:?}); sign releases with the vendor tooling"
+            ))
+        })?;
+        let product = self
+            .products
+            .get(ProductId(signed.header.product_id))
+            .await?;
+        let header = *signed.verify(&product.vendor_public_key).map_err(|_| {
+            E::InvalidArgument(format!(
+                "the image's vendor signature does not verify against product {}'s vendor key; the release was refused",
+                product.product_id
+            ))
+        })?;
+        let mut hasher = BodyHasher::new(header.body_size);
+        hasher
+            .update(&image[SIGNED_HEADER_LEN..])
+            .and_then(|()| hasher.finish(&header.body_digest))
+            .map_err(|e| {
+                E::InvalidArgument(format!(
+                    "the image body does not match its signed header ({e:?}): truncated or altered"
+                ))
+            })?;
+        let digest = Digest(Sha256::digest(image).into());
+        let record = ReleaseRecord {
+            digest,
+            product_id: ProductId(header.product_id),
+            kind: header.kind.into(),
+            version: header.version,
+            load_address: header.load_addr,
+            body_size: header.body_size,
+            body_digest: header.body_digest,
+            vendor_signature: signed.signature,
+            uploaded_at_ms: now_ms(),
+        };
+        let stored = self
+            .db
+            .commit(
+                Txn::new()
+                    .absent::<ReleaseRecord>(&digest)
+                    .put(&digest, &ReleaseImage(image.to_vec()))
+                    .put(&digest, &record),
+            )
+            .await?;
+        if !stored {
+            // Same bytes, same digest: uploading twice is harmless.
+            if let Some(existing) = self.db.get::<ReleaseRecord>(&digest).await? {
+                return Ok(existing.record.to_proto());
+            }
+        }
+        Ok(record.to_proto())
+    }
+
+    /// Every release, or those of one product (`product_id` ≠ 0).
+    pub async fn list(&self, product_id: u32) -> Result<Vec<v1::Release>> {
+        Ok(self
+            .db
+            .list(Scope::<ReleaseRecord>::all())
+            .await?
+            .iter()
+            .map(|r| &r.record)
+            .filter(|r| product_id == 0 || r.product_id.0 == product_id)
+            .map(ReleaseRecord::to_proto)
+            .collect())
+    }
+
+    pub async fn get(&self, digest: &Digest) -> Result<ReleaseRecord> {
+        Ok(self
+            .db
+            .get::<ReleaseRecord>(digest)
+            .await?
+            .ok_or_else(|| {
+                E::NotFound(format!("release {digest} does not exist; upload it first"))
+            })?
+            .record)
+    }
+
+    /// A release and its signed image, named by digest bytes from a request.
+    pub async fn with_image(&self, digest: &[u8]) -> Result<(ReleaseRecord, Vec<u8>)> {
+        let release = self.get(&Digest::parse(digest)?).await?;
+        let image = self
+            .db
+            .get::<ReleaseImage>(&release.digest)
+            .await?
+            .ok_or_else(|| {
+                E::Internal(format!("image of release {} is missing", release.digest))
+            })?;
+        Ok((release, image.record.0))
+    }
+}

@@ -1,0 +1,301 @@
+//! The ingest path shared by the gRPC service and the UDP listener: a batch of records is
+//! verified in memory against the devices' windows and committed in one transaction guarded
+//! by the revisions of the windows it read, so replicas sharing a store cannot accept one
+//! counter twice. Every refusal is counted by reason ([`IngestStats`]).
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+
+use flashgate_proto::clock::now_ms;
+use flashgate_proto::v1;
+use flashgate_protocol::data_stream::{self, Direction, RecordHeader, RecordKind, DEVICE_ID_LEN};
+use flashgate_protocol::ErrorCode;
+use tokio::sync::Mutex;
+use zeroize::Zeroizing;
+
+use super::records::{DataRecordEntry, EntryKey, WindowRecord};
+use crate::error::{CoordinatorError as E, Result};
+use crate::ids::{ProductId, Serial};
+use crate::provisioning::Registry;
+use crate::repository::{Attempt, CasRetry, Db, Scope, Stored, Txn};
+
+/// Largest batch one `IngestRecords` call may carry.
+pub const MAX_BATCH: usize = 1024;
+
+/// One verdict per record: accepted, or refused with its code.
+pub type Verdict = std::result::Result<(), ErrorCode>;
+
+/// Accepted records and refusals by reason since start.
+#[derive(Clone, Debug, Default)]
+pub struct IngestStats {
+    pub accepted: u64,
+    pub rejected: BTreeMap<u32, u64>,
+}
+
+/// Registered devices by data-stream id (several may share the 8-byte prefix).
+type Directory = HashMap<[u8; DEVICE_ID_LEN], Vec<(ProductId, Serial)>>;
+/// Stream keys by (serial, epoch).
+type KeyCache = HashMap<(Serial, u32), Zeroizing<[u8; 32]>>;
+
+/// A device's window as loaded for one batch.
+struct Loaded {
+    record: WindowRecord,
+    stored: Option<Stored<WindowRecord>>,
+    dirty: bool,
+}
+
+/// A batch verified in memory: its verdicts and what committing it writes.
+struct Verified {
+    verdicts: Vec<Verdict>,
+    txn: Txn,
+}
+
+pub struct DataIngest {
+    db: Db,
+    registry: Registry,
+    /// Serialises batches on this replica (replicas are kept apart by the store's CAS).
+    lock: Mutex<()>,
+    /// Device id → registered (product, serial) with that prefix.
+    directory: std::sync::Mutex<Directory>,
+    /// (serial, epoch) → stream key.
+    keys: std::sync::Mutex<KeyCache>,
+    stats: std::sync::Mutex<IngestStats>,
+}
+
+impl DataIngest {
+    pub fn new(db: Db, registry: Registry) -> Self {
+        Self {
+            db,
+            registry,
+            lock: Mutex::new(()),
+            directory: Default::default(),
+            keys: Default::default(),
+            stats: Default::default(),
+        }
+    }
+
+    pub fn stats(&self) -> IngestStats {
+        self.stats.lock().expect("stats lock").clone()
+    }
+
+    fn count(&self, verdict: &Verdict) {
+        let mut stats = self.stats.lock().expect("stats lock");
+        match verdict {
+            Ok(()) => stats.accepted += 1,
+            Err(code) => *stats.rejected.entry(*code as u32).or_default() += 1,
+        }
+    }
+
+    async fn candidates(&self, id: &[u8; DEVICE_ID_LEN]) -> Result<Vec<(ProductId, Serial)>> {
+        if let Some(found) = self.directory.lock().expect("directory lock").get(id) {
+            return Ok(found.clone());
+        }
+        // Unknown id: rescan the registry once (devices registered since the last scan).
+        let mut directory = Directory::new();
+        for device in self.registry.devices(None).await? {
+            let (product_id, serial) = device.record.key();
+            directory
+                .entry(data_stream::device_id(&serial.0))
+                .or_default()
+                .push((product_id, serial));
+        }
+        let found = directory.get(id).cloned().unwrap_or_default();
+        *self.directory.lock().expect("directory lock") = directory;
+        Ok(found)
+    }
+
+    async fn key(
+        &self,
+        product_id: ProductId,
+        serial: Serial,
+        epoch: u32,
+    ) -> Result<Zeroizing<[u8; 32]>> {
+        if let Some(k) = self.keys.lock().expect("keys lock").get(&(serial, epoch)) {
+            return Ok(k.clone());
+        }
+        let device_key = self.registry.device_key(product_id.0, &serial.0).await?;
+        let key = data_stream::epoch_key(&device_key, Direction::Up, epoch);
+        self.keys
+            .lock()
+            .expect("keys lock")
+            .insert((serial, epoch), key.clone());
+        Ok(key)
+    }
+
+    /// Verifies and stores a batch; one verdict per record, in order. Store failures are
+    /// errors of the whole call (nothing of the batch was stored).
+    pub async fn ingest(&self, records: &[Vec<u8>], source: &str) -> Result<Vec<Verdict>> {
+        if records.len() > MAX_BATCH {
+            return Err(E::InvalidArgument(format!(
+                "at most {MAX_BATCH} records per call"
+            )));
+        }
+        let _guard = self.lock.lock().await;
+        let verdicts = CasRetry::new("a device's data window")
+            .attempts(8)
+            .run(|| async {
+                let batch = self.verify_batch(records, source).await?;
+                if batch.txn.is_empty() {
+                    return Ok(Attempt::Done(batch.verdicts));
+                }
+                Ok(Attempt::committed(
+                    self.db.commit(batch.txn).await?,
+                    batch.verdicts,
+                ))
+            })
+            .await?;
+        for v in &verdicts {
+            self.count(v);
+        }
+        Ok(verdicts)
+    }
+
+    async fn verify_batch(&self, records: &[Vec<u8>], source: &str) -> Result<Verified> {
+        let now = now_ms();
+        let mut windows: HashMap<Serial, Loaded> = HashMap::new();
+        let mut verdicts = Vec::with_capacity(records.len());
+        let mut txn = Txn::new();
+        for raw in records {
+            let verdict = match self.verify_one(raw, source, now, &mut windows).await? {
+                Ok((key, entry)) => {
+                    txn = txn.put(&key, &entry);
+                    Ok(())
+                }
+                Err(code) => {
+                    tracing::debug!(code = %code, len = raw.len(), source, "data record refused");
+                    Err(code)
+                }
+            };
+            verdicts.push(verdict);
+        }
+        for (serial, loaded) in windows.into_iter().filter(|(_, l)| l.dirty) {
+            txn = match &loaded.stored {
+                Some(stored) => txn.unchanged(stored).replace(stored, &loaded.record),
+                None => txn
+                    .absent::<WindowRecord>(&serial)
+                    .put(&serial, &loaded.record),
+            };
+        }
+        Ok(Verified { verdicts, txn })
+    }
+
+    async fn load_window(
+        &self,
+        product_id: ProductId,
+        serial: Serial,
+        epoch: u32,
+    ) -> Result<Loaded> {
+        Ok(match self.db.get::<WindowRecord>(&serial).await? {
+            Some(stored) => Loaded {
+                record: stored.record.clone(),
+                stored: Some(stored),
+                dirty: false,
+            },
+            None => Loaded {
+                record: WindowRecord::new(product_id, epoch),
+                stored: None,
+                dirty: false,
+            },
+        })
+    }
+
+    /// Checks one record against the windows (updated in `windows` if it authenticates); the
+    /// entry to store, or why it is refused.
+    async fn verify_one(
+        &self,
+        raw: &[u8],
+        source: &str,
+        now: i64,
+        windows: &mut HashMap<Serial, Loaded>,
+    ) -> Result<std::result::Result<(EntryKey, DataRecordEntry), ErrorCode>> {
+        let header = match RecordHeader::decode(raw) {
+            Ok((h, _)) => h,
+            Err(code) => return Ok(Err(code)),
+        };
+        let candidates = self.candidates(&header.device_id).await?;
+        if candidates.is_empty() {
+            return Ok(Err(ErrorCode::DataUnknownDevice));
+        }
+        let mut last = ErrorCode::DataForged;
+        // Several devices may share the 8-byte id prefix: the one whose key opens it is the sender.
+        for (product_id, serial) in candidates {
+            if let Entry::Vacant(slot) = windows.entry(serial) {
+                slot.insert(self.load_window(product_id, serial, header.epoch).await?);
+            }
+            let loaded = windows.get_mut(&serial).expect("inserted above");
+            // Work on a copy: nothing changes unless the record authenticates.
+            let mut state = loaded.record.clone();
+            let slot = match state.slot(header.epoch) {
+                Ok(s) => s,
+                Err(code) => {
+                    last = code;
+                    continue;
+                }
+            };
+            let mut window = slot.window();
+            if let Err(code) = window.check(header.counter) {
+                last = code;
+                continue;
+            }
+            let key = self.key(product_id, serial, header.epoch).await?;
+            let mut buf = raw.to_vec();
+            let opened = match data_stream::open_in_place(&key, &mut buf) {
+                Ok(o) => o,
+                Err(code) => {
+                    last = code;
+                    continue;
+                }
+            };
+            window
+                .accept(header.counter)
+                .expect("checked above, nothing accepted in between");
+            slot.set(window);
+            if opened.kind == RecordKind::Rotation {
+                let body = &buf[opened.body.clone()];
+                let next = u32::from_le_bytes(body.try_into().expect("rotation body is 4 bytes"));
+                if next == header.epoch.wrapping_add(1) && state.current.epoch == header.epoch {
+                    state.open_epoch(next);
+                }
+            }
+            loaded.record = state;
+            loaded.dirty = true;
+            let entry_key = EntryKey {
+                serial,
+                received_ms: now,
+                epoch: header.epoch,
+                counter: header.counter,
+            };
+            let entry = DataRecordEntry {
+                product_id,
+                epoch: header.epoch,
+                counter: header.counter,
+                kind: opened.kind as u8,
+                body: buf[opened.body].to_vec(),
+                received_at_ms: now,
+                source: source.to_owned(),
+                wire_len: raw.len() as u32,
+            };
+            return Ok(Ok((entry_key, entry)));
+        }
+        Ok(Err(last))
+    }
+
+    /// Records of one device, oldest first (the newest `limit` when limited).
+    pub async fn query(&self, req: &v1::QueryRecordsRequest) -> Result<Vec<v1::DataRecord>> {
+        let serial = Serial::parse(&req.serial)?;
+        let mut out: Vec<v1::DataRecord> = self
+            .db
+            .list(Scope::<DataRecordEntry>::under(&serial))
+            .await?
+            .iter()
+            .map(|e| &e.record)
+            .filter(|r| req.from_ms == 0 || r.received_at_ms >= req.from_ms)
+            .filter(|r| req.to_ms == 0 || r.received_at_ms < req.to_ms)
+            .map(|r| r.to_proto(serial))
+            .collect();
+        if req.limit != 0 && out.len() > req.limit as usize {
+            out.drain(..out.len() - req.limit as usize);
+        }
+        Ok(out)
+    }
+}

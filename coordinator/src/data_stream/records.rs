@@ -1,0 +1,141 @@
+//! What the data stream stores.
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `data/windows/{serial}` | [`WindowRecord`]: the open epochs' replay windows |
+//! | `data/records/{serial}/{received_ms:013}-{epoch:010}-{counter:010}` | [`DataRecordEntry`] |
+
+use flashgate_proto::v1;
+use flashgate_protocol::data_stream::ReplayWindow;
+use flashgate_protocol::ErrorCode;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ProductId, Serial};
+use crate::repository::{hex, JsonRecord, KeyPart};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EpochWindow {
+    pub epoch: u32,
+    pub highest: Option<u32>,
+    pub bitmap: u64,
+}
+
+impl EpochWindow {
+    pub fn window(&self) -> ReplayWindow {
+        ReplayWindow {
+            highest: self.highest,
+            bitmap: self.bitmap,
+        }
+    }
+
+    pub fn set(&mut self, w: ReplayWindow) {
+        self.highest = w.highest;
+        self.bitmap = w.bitmap;
+    }
+}
+
+/// `data/windows/{serial}`: per device, the current epoch's replay window and the previous
+/// epoch's (records of the old epoch still in flight when the device rotated are accepted).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WindowRecord {
+    pub product_id: ProductId,
+    pub current: EpochWindow,
+    pub previous: Option<EpochWindow>,
+}
+
+impl JsonRecord for WindowRecord {
+    const PREFIX: &'static str = "data/windows/";
+    type Key = Serial;
+}
+
+impl WindowRecord {
+    pub fn new(product_id: ProductId, epoch: u32) -> Self {
+        Self {
+            product_id,
+            current: EpochWindow {
+                epoch,
+                ..EpochWindow::default()
+            },
+            previous: None,
+        }
+    }
+
+    pub fn open_epoch(&mut self, epoch: u32) {
+        let old = std::mem::replace(
+            &mut self.current,
+            EpochWindow {
+                epoch,
+                ..EpochWindow::default()
+            },
+        );
+        self.previous = Some(old);
+    }
+
+    /// The window of `epoch`; a valid record of `current + 1` opens that epoch (its rotation
+    /// record may have been lost on UDP). Older epochs are stale.
+    pub fn slot(&mut self, epoch: u32) -> Result<&mut EpochWindow, ErrorCode> {
+        if epoch == self.current.epoch.wrapping_add(1) && epoch != 0 {
+            self.open_epoch(epoch);
+        }
+        if self.current.epoch == epoch {
+            return Ok(&mut self.current);
+        }
+        match &mut self.previous {
+            Some(p) if p.epoch == epoch => Ok(p),
+            _ => Err(ErrorCode::DataStaleEpoch),
+        }
+    }
+}
+
+/// Where an accepted record is kept: per device, in arrival order.
+pub struct EntryKey {
+    pub serial: Serial,
+    pub received_ms: i64,
+    pub epoch: u32,
+    pub counter: u32,
+}
+
+impl KeyPart for EntryKey {
+    fn write_key(&self, out: &mut String) {
+        self.serial.write_key(out);
+        out.push_str(&format!(
+            "/{:013}-{:010}-{:010}",
+            self.received_ms, self.epoch, self.counter
+        ));
+    }
+}
+
+/// `data/records/…`: one accepted record, opened.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DataRecordEntry {
+    pub product_id: ProductId,
+    pub epoch: u32,
+    pub counter: u32,
+    pub kind: u8,
+    #[serde(rename = "body_hex", with = "hex")]
+    pub body: Vec<u8>,
+    pub received_at_ms: i64,
+    pub source: String,
+    pub wire_len: u32,
+}
+
+impl JsonRecord for DataRecordEntry {
+    const PREFIX: &'static str = "data/records/";
+    type Key = EntryKey;
+}
+
+impl DataRecordEntry {
+    pub fn to_proto(&self, serial: Serial) -> v1::DataRecord {
+        v1::DataRecord {
+            serial: serial.0.to_vec(),
+            product_id: self.product_id.0,
+            epoch: self.epoch,
+            counter: self.counter,
+            kind: u32::from(self.kind),
+            body: self.body.clone(),
+            received_at_ms: self.received_at_ms,
+            source: self.source.clone(),
+            wire_len: self.wire_len,
+        }
+    }
+}

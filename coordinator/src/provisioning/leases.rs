@@ -1,0 +1,355 @@
+//! Leases: a station's signed right to make up to `count` boards of an order before
+//! `not_after`. Acquiring moves slots from the order's quota into the lease; returning or
+//! expiring it gives the unused ones back, exactly once (see [`super::quota`] for the invariant).
+//!
+//! A lease carries a fresh lease secret, sealed to the station's X25519 key in the signed body
+//! and sealed under the KEK at rest; device keys are derived from it (`super::registry`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use flashgate_proto::clock::now_ms;
+use flashgate_proto::{lease::sign_lease, v1};
+use flashgate_protocol::lease_keys::seal_lease_secret;
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::quota::{Quota, QuotaRecord};
+use super::stations::StationRecord;
+use crate::catalogue::{Catalogue, OrderRecord};
+use crate::config::CoordinatorConfig;
+use crate::error::{CoordinatorError as E, Result};
+use crate::ids::{LeaseId, OrderId, ProductId, StationId};
+use crate::keys::{lease_secret_aad, KekRing};
+use crate::repository::{hex, Attempt, CasRetry, Db, JsonRecord, Scope, Stored, Txn};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseState {
+    Active,
+    Returned,
+    Expired,
+}
+
+impl LeaseState {
+    fn to_proto(self) -> v1::LeaseState {
+        match self {
+            Self::Active => v1::LeaseState::Active,
+            Self::Returned => v1::LeaseState::Returned,
+            Self::Expired => v1::LeaseState::Expired,
+        }
+    }
+}
+
+/// `leases/{lease_id}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub lease_id: LeaseId,
+    pub station_id: StationId,
+    pub order_id: OrderId,
+    pub product_id: ProductId,
+    pub count: u32,
+    pub used: u32,
+    pub state: LeaseState,
+    pub issued_at_ms: i64,
+    pub not_after_ms: i64,
+    /// The lease secret sealed under the KEK.
+    #[serde(with = "hex")]
+    pub sealed_secret: Vec<u8>,
+    /// Slots given back to the quota when the lease ended.
+    pub released: u32,
+}
+
+impl JsonRecord for LeaseRecord {
+    const PREFIX: &'static str = "leases/";
+    type Key = LeaseId;
+}
+
+impl LeaseRecord {
+    pub fn to_proto(&self) -> v1::LeaseInfo {
+        v1::LeaseInfo {
+            lease_id: self.lease_id.to_string(),
+            station_id: self.station_id.to_string(),
+            order_id: self.order_id.to_string(),
+            count: self.count,
+            used: self.used,
+            state: self.state.to_proto() as i32,
+            issued_at_ms: self.issued_at_ms,
+            not_after_ms: self.not_after_ms,
+            released: self.released,
+        }
+    }
+}
+
+/// Issues, returns and ends leases.
+#[derive(Clone)]
+pub struct Leases {
+    db: Db,
+    catalogue: Catalogue,
+    quota: Quota,
+    kek: Arc<KekRing>,
+    signing_key: Arc<SigningKey>,
+    config: Arc<CoordinatorConfig>,
+}
+
+impl Leases {
+    pub fn new(
+        db: Db,
+        catalogue: Catalogue,
+        quota: Quota,
+        kek: Arc<KekRing>,
+        signing_key: Arc<SigningKey>,
+        config: Arc<CoordinatorConfig>,
+    ) -> Self {
+        Self {
+            db,
+            catalogue,
+            quota,
+            kek,
+            signing_key,
+            config,
+        }
+    }
+
+    /// Reserves up to `req.count` slots of an order for `station` and returns the signed lease.
+    pub async fn acquire(
+        &self,
+        station: &StationRecord,
+        req: &v1::AcquireLeaseRequest,
+    ) -> Result<v1::SignedLease> {
+        let order = self.catalogue.orders.get(&req.order_id).await?;
+        if !order.admits(&station.station_id, &station.factory) {
+            return Err(E::PermissionDenied(format!(
+                "station {} is not assigned to order {}",
+                station.station_id, order.order_id
+            )));
+        }
+        if req.count == 0 || req.count > self.config.max_lease_count {
+            return Err(E::InvalidArgument(format!(
+                "a lease covers 1 to {} devices; asked for {}",
+                self.config.max_lease_count, req.count
+            )));
+        }
+        let validity = if req.validity_seconds == 0 {
+            self.config.default_lease_validity
+        } else {
+            Duration::from_secs(u64::from(req.validity_seconds)).min(self.config.max_lease_validity)
+        };
+        let vendor_public_key = self
+            .catalogue
+            .products
+            .get(order.product_id)
+            .await?
+            .vendor_public_key;
+        let grant = Grant {
+            station,
+            order: &order,
+            vendor_public_key,
+            count: req.count,
+            allow_partial: req.allow_partial,
+            validity,
+        };
+        CasRetry::new("the order's quota")
+            .run(|| self.try_acquire(&grant))
+            .await
+    }
+
+    async fn try_acquire(&self, grant: &Grant<'_>) -> Result<Attempt<v1::SignedLease>> {
+        let (order, station) = (grant.order, grant.station);
+        let quota = self.quota.get(&order.order_id).await?;
+        let remaining = quota.record.remaining;
+        let granted = if remaining >= u64::from(grant.count) {
+            grant.count
+        } else if grant.allow_partial && remaining > 0 {
+            remaining as u32
+        } else {
+            return Err(E::Exhausted(format!(
+                "order {} has {remaining} unreserved slots left, fewer than the {} asked for",
+                order.order_id, grant.count
+            )));
+        };
+        let lease_id = LeaseId::random();
+        let mut secret = Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(&mut secret[..]);
+        let sealed_for_station = seal_lease_secret(
+            &station.x25519_public_key,
+            &secret,
+            lease_id.as_str().as_bytes(),
+            &mut OsRng,
+        );
+        let issued_at_ms = now_ms();
+        let record = LeaseRecord {
+            lease_id: lease_id.clone(),
+            station_id: station.station_id.clone(),
+            order_id: order.order_id.clone(),
+            product_id: order.product_id,
+            count: granted,
+            used: 0,
+            state: LeaseState::Active,
+            issued_at_ms,
+            not_after_ms: issued_at_ms + grant.validity.as_millis() as i64,
+            sealed_secret: self
+                .kek
+                .seal(&lease_secret_aad(lease_id.as_str()), &secret[..]),
+            released: 0,
+        };
+        let left = remaining - u64::from(granted);
+        let committed = self
+            .db
+            .commit(
+                Txn::new()
+                    .unchanged(&quota)
+                    .absent::<LeaseRecord>(&lease_id)
+                    .replace(&quota, &QuotaRecord { remaining: left })
+                    .put(&lease_id, &record),
+            )
+            .await?;
+        if !committed {
+            return Ok(Attempt::Conflict);
+        }
+        tracing::info!(
+            lease = %lease_id, order = %order.order_id, station = %station.station_id,
+            count = granted, not_after_ms = record.not_after_ms, "lease granted"
+        );
+        crate::metrics::granted(order.order_id.as_str(), granted);
+        crate::metrics::quota_remaining(order.order_id.as_str(), left);
+        let body = v1::LeaseBody {
+            lease_id: lease_id.to_string(),
+            station_id: station.station_id.to_string(),
+            order_id: order.order_id.to_string(),
+            product_id: order.product_id.0,
+            bootloader_digest: order.bootloader_digest.0.to_vec(),
+            bootloader_version: order.bootloader_version,
+            test_app_digest: order
+                .test_app_digest
+                .map(|d| d.0.to_vec())
+                .unwrap_or_default(),
+            count: granted,
+            issued_at_ms,
+            not_after_ms: record.not_after_ms,
+            sealed_lease_secret: sealed_for_station.to_vec(),
+            vendor_public_key: grant.vendor_public_key.to_vec(),
+        };
+        Ok(Attempt::Done(sign_lease(&body, &self.signing_key)))
+    }
+
+    /// A lease of `station`, named by the station.
+    pub async fn own(
+        &self,
+        station: &StationRecord,
+        lease_id: &str,
+    ) -> Result<Stored<LeaseRecord>> {
+        let id = LeaseId::parse(lease_id)?;
+        let lease = self.db.get::<LeaseRecord>(&id).await?.ok_or_else(|| {
+            E::NotFound(format!(
+                "lease {id} does not exist (never issued by this coordinator)"
+            ))
+        })?;
+        if lease.record.station_id != station.station_id {
+            return Err(E::PermissionDenied(format!(
+                "lease {id} was issued to another station; a station may only use its own leases"
+            )));
+        }
+        Ok(lease)
+    }
+
+    /// Ends a lease at the station's request and gives its unused slots back.
+    pub async fn return_lease(
+        &self,
+        station: &StationRecord,
+        lease_id: &str,
+    ) -> Result<v1::ReturnLeaseResponse> {
+        CasRetry::new("the lease")
+            .run(|| async {
+                let lease = self.own(station, lease_id).await?;
+                self.try_end(lease, LeaseState::Returned).await
+            })
+            .await
+    }
+
+    /// Ends the lease `id` as expired (if still active), retrying on conflicts; whether this
+    /// call ended it.
+    pub async fn expire(&self, id: &LeaseId) -> Result<bool> {
+        CasRetry::new("the lease")
+            .run(|| async {
+                let Some(lease) = self.db.get::<LeaseRecord>(id).await? else {
+                    return Ok(Attempt::Done(false));
+                };
+                let was_active = lease.record.state == LeaseState::Active;
+                Ok(match self.try_end(lease, LeaseState::Expired).await? {
+                    Attempt::Done(_) => Attempt::Done(was_active),
+                    Attempt::Conflict => Attempt::Conflict,
+                })
+            })
+            .await
+    }
+
+    /// One attempt to end `lease` and give `count − used` back to the order's quota.
+    async fn try_end(
+        &self,
+        lease: Stored<LeaseRecord>,
+        state: LeaseState,
+    ) -> Result<Attempt<v1::ReturnLeaseResponse>> {
+        if lease.record.state != LeaseState::Active {
+            // Already ended: the slots were given back then, never twice.
+            return Ok(Attempt::Done(v1::ReturnLeaseResponse {
+                released: 0,
+                lease: Some(lease.record.to_proto()),
+            }));
+        }
+        let quota = self.quota.get(&lease.record.order_id).await?;
+        let mut ended = lease.record.clone();
+        let released = ended.count - ended.used;
+        ended.state = state;
+        ended.released = released;
+        let remaining = quota.record.remaining + u64::from(released);
+        let committed = self
+            .db
+            .commit(
+                Txn::new()
+                    .unchanged(&lease)
+                    .unchanged(&quota)
+                    .replace(&lease, &ended)
+                    .replace(&quota, &QuotaRecord { remaining }),
+            )
+            .await?;
+        if !committed {
+            return Ok(Attempt::Conflict);
+        }
+        tracing::info!(lease = %ended.lease_id, order = %ended.order_id, released, ?state, "lease ended");
+        crate::metrics::quota_remaining(ended.order_id.as_str(), remaining);
+        Ok(Attempt::Done(v1::ReturnLeaseResponse {
+            released,
+            lease: Some(ended.to_proto()),
+        }))
+    }
+
+    /// Every lease (`Stored`, for the expiry sweep).
+    pub async fn all(&self) -> Result<Vec<Stored<LeaseRecord>>> {
+        self.db.list(Scope::<LeaseRecord>::all()).await
+    }
+
+    /// Leases, optionally of one order and/or one station.
+    pub async fn list(&self, order_id: &str, station_id: &str) -> Result<Vec<v1::LeaseInfo>> {
+        Ok(self
+            .all()
+            .await?
+            .iter()
+            .map(|l| &l.record)
+            .filter(|l| order_id.is_empty() || l.order_id.as_str() == order_id)
+            .filter(|l| station_id.is_empty() || l.station_id.as_str() == station_id)
+            .map(LeaseRecord::to_proto)
+            .collect())
+    }
+}
+
+/// What an acquire asks for, fixed across its attempts.
+struct Grant<'a> {
+    station: &'a StationRecord,
+    order: &'a OrderRecord,
+    vendor_public_key: [u8; 32],
+    count: u32,
+    allow_partial: bool,
+    validity: Duration,
+}

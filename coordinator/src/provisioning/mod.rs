@@ -1,0 +1,94 @@
+//! Provisioning: from an approved station to a registered device, with the count kept exact.
+//!
+//! Read in this order to follow one job:
+//! 1. [`service`]: the `StationService` RPCs (each signed, checked by [`station_auth`]);
+//! 2. [`leases`]: `AcquireLease` takes slots from the order's [`quota`] into a signed lease;
+//! 3. [`reports`]: `ReportInstall` registers the device in the [`registry`] under the lease (or
+//!    records a failed target); `ReturnLease` ([`leases`]) gives the unused slots back.
+//!
+//! [`stations`] holds enrolment and approval, [`nonces`] the replay cache, [`progress`] the
+//! operators' view of each order. Expiry of abandoned
+//! leases runs in `crate::housekeeping`, through [`leases::Leases::expire`].
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `stations/{station_id}` | [`stations::StationRecord`] |
+//! | `quota/{order_id}` | [`quota::QuotaRecord`]: slots neither consumed nor leased |
+//! | `leases/{lease_id}` | [`leases::LeaseRecord`] (lease secret sealed under the KEK) |
+//! | `devices/{product_id:010}/{serial}` | [`registry::DeviceRecord`] (device key sealed under the KEK) |
+//! | `failures/{order_id}/{lease_id}/{failed_at_ms:013}-{serial or "unknown"}` | [`registry::FailureRecord`] |
+//! | `nonces/{station_id}/{nonce}` | [`nonces::NonceRecord`]: request timestamp |
+
+pub mod leases;
+pub mod nonces;
+pub mod progress;
+pub mod quota;
+pub mod registry;
+pub mod reports;
+pub mod service;
+pub mod station_auth;
+pub mod stations;
+
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+
+use crate::catalogue::Catalogue;
+use crate::config::CoordinatorConfig;
+use crate::keys::KekRing;
+use crate::repository::Db;
+
+pub use leases::{LeaseRecord, LeaseState, Leases};
+pub use progress::Progress;
+pub use quota::{Quota, QuotaRecord};
+pub use registry::{DeviceRecord, FailureRecord, Registry};
+pub use reports::Reports;
+pub use service::StationApi;
+pub use station_auth::StationAuth;
+pub use stations::{StationRecord, StationState, Stations};
+
+/// The provisioning flow's parts over one store.
+#[derive(Clone)]
+pub struct Provisioning {
+    pub stations: Stations,
+    pub auth: StationAuth,
+    pub quota: Quota,
+    pub progress: Progress,
+    pub leases: Leases,
+    pub reports: Reports,
+    pub registry: Registry,
+}
+
+impl Provisioning {
+    pub fn new(
+        db: Db,
+        catalogue: Catalogue,
+        kek: Arc<KekRing>,
+        signing_key: Arc<SigningKey>,
+        config: Arc<CoordinatorConfig>,
+    ) -> Self {
+        let stations = Stations::new(db.clone());
+        let auth = StationAuth::new(db.clone(), stations.clone(), config.auth_window);
+        let quota = Quota::new(db.clone(), catalogue.orders.clone());
+        let progress = Progress::new(db.clone(), catalogue.orders.clone(), quota.clone());
+        let leases = Leases::new(
+            db.clone(),
+            catalogue,
+            quota.clone(),
+            kek.clone(),
+            signing_key,
+            config.clone(),
+        );
+        let registry = Registry::new(db.clone(), kek.clone());
+        let reports = Reports::new(db, leases.clone(), kek, config);
+        Self {
+            stations,
+            auth,
+            quota,
+            progress,
+            leases,
+            reports,
+            registry,
+        }
+    }
+}

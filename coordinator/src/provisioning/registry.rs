@@ -1,0 +1,240 @@
+//! The device registry: one record per board made under a lease, with its device key sealed
+//! under the KEK, written once and never overwritten (by [`super::reports`]). A target that
+//! failed is recorded apart (a [`FailureRecord`]): counted in the order's yield, never
+//! registered, no slot consumed. The update and data flows find devices and their keys here.
+
+use std::sync::Arc;
+
+use flashgate_proto::v1;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::error::{CoordinatorError as E, Result};
+use crate::ids::{LeaseId, OrderId, ProductId, Serial, StationId};
+use crate::keys::{device_key_aad, KekRing};
+use crate::repository::{hex, proto_enum, Db, JsonRecord, KeyPart, Scope, Stored};
+
+/// `devices/{product_id:010}/{serial}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub serial: Serial,
+    pub product_id: ProductId,
+    pub order_id: OrderId,
+    pub lease_id: LeaseId,
+    pub station_id: StationId,
+    pub installed_at_ms: i64,
+    pub registered_at_ms: i64,
+    pub bootloader_version: u32,
+    #[serde(with = "proto_enum")]
+    pub test_outcome: v1::TestOutcome,
+    pub test_log: String,
+    #[serde(with = "proto_enum")]
+    pub outcome: v1::InstallOutcome,
+    /// The device key sealed under the KEK, AAD = product id + serial.
+    #[serde(with = "hex")]
+    pub sealed_device_key: Vec<u8>,
+}
+
+impl JsonRecord for DeviceRecord {
+    const PREFIX: &'static str = "devices/";
+    type Key = (ProductId, Serial);
+}
+
+impl DeviceRecord {
+    pub fn key(&self) -> (ProductId, Serial) {
+        (self.product_id, self.serial)
+    }
+
+    pub fn to_proto(&self) -> v1::Device {
+        v1::Device {
+            serial: self.serial.0.to_vec(),
+            product_id: self.product_id.0,
+            order_id: self.order_id.to_string(),
+            lease_id: self.lease_id.to_string(),
+            station_id: self.station_id.to_string(),
+            installed_at_ms: self.installed_at_ms,
+            registered_at_ms: self.registered_at_ms,
+            bootloader_version: self.bootloader_version,
+            test_result: Some(v1::TestResult {
+                outcome: self.test_outcome as i32,
+                log: self.test_log.clone(),
+            }),
+            outcome: self.outcome as i32,
+        }
+    }
+}
+
+/// A target that failed under a lease: recorded for the order's yield, never registered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    pub order_id: OrderId,
+    pub lease_id: LeaseId,
+    pub station_id: StationId,
+    pub product_id: ProductId,
+    /// `None` when the station never learnt it (stored as `""`).
+    #[serde(with = "hex::or_empty")]
+    pub serial: Option<Serial>,
+    pub reason: String,
+    pub failed_at_ms: i64,
+    pub recorded_at_ms: i64,
+    #[serde(with = "proto_enum")]
+    pub test_outcome: v1::TestOutcome,
+    pub test_log: String,
+}
+
+/// `failures/{order_id}/{lease_id}/{failed_at_ms:013}-{serial or "unknown"}`: one per failed
+/// target, so a re-sent report finds its record.
+pub struct FailureKey {
+    order_id: OrderId,
+    lease_id: LeaseId,
+    failed_at_ms: i64,
+    serial: Option<Serial>,
+}
+
+impl KeyPart for FailureKey {
+    fn write_key(&self, out: &mut String) {
+        let serial = self
+            .serial
+            .map_or_else(|| "unknown".to_owned(), |s| s.hex());
+        (&self.order_id, &self.lease_id).write_key(out);
+        out.push_str(&format!("/{:013}-{serial}", self.failed_at_ms));
+    }
+}
+
+impl JsonRecord for FailureRecord {
+    const PREFIX: &'static str = "failures/";
+    type Key = FailureKey;
+}
+
+impl FailureRecord {
+    pub fn key(&self) -> FailureKey {
+        FailureKey {
+            order_id: self.order_id.clone(),
+            lease_id: self.lease_id.clone(),
+            failed_at_ms: self.failed_at_ms,
+            serial: self.serial,
+        }
+    }
+
+    pub fn to_proto(&self) -> v1::InstallFailure {
+        v1::InstallFailure {
+            order_id: self.order_id.to_string(),
+            lease_id: self.lease_id.to_string(),
+            station_id: self.station_id.to_string(),
+            product_id: self.product_id.0,
+            serial: self.serial.map(|s| s.0.to_vec()).unwrap_or_default(),
+            reason: self.reason.clone(),
+            failed_at_ms: self.failed_at_ms,
+            recorded_at_ms: self.recorded_at_ms,
+            test_result: Some(v1::TestResult {
+                outcome: self.test_outcome as i32,
+                log: self.test_log.clone(),
+            }),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    db: Db,
+    kek: Arc<KekRing>,
+}
+
+impl Registry {
+    pub fn new(db: Db, kek: Arc<KekRing>) -> Self {
+        Self { db, kek }
+    }
+
+    /// Failures recorded under an order, oldest lease first.
+    pub async fn list_failures(&self, order_id: &str) -> Result<Vec<v1::InstallFailure>> {
+        let order_id = OrderId::parse(order_id)?;
+        Ok(self
+            .db
+            .list(Scope::<FailureRecord>::under(&order_id))
+            .await?
+            .iter()
+            .map(|f| f.record.to_proto())
+            .collect())
+    }
+
+    /// A registered device.
+    pub async fn device(
+        &self,
+        product_id: ProductId,
+        serial: Serial,
+    ) -> Result<Option<DeviceRecord>> {
+        Ok(self
+            .db
+            .get::<DeviceRecord>(&(product_id, serial))
+            .await?
+            .map(|d| d.record))
+    }
+
+    pub async fn get_device(&self, product_id: u32, serial: &[u8]) -> Result<v1::Device> {
+        let serial = Serial::parse(serial)?;
+        self.device(ProductId(product_id), serial)
+            .await?
+            .map(|d| d.to_proto())
+            .ok_or_else(|| {
+                E::NotFound(format!(
+                    "no device {serial} is registered for product {product_id}"
+                ))
+            })
+    }
+
+    /// Registered devices of one product, or of all (`None`).
+    pub async fn devices(
+        &self,
+        product_id: Option<ProductId>,
+    ) -> Result<Vec<Stored<DeviceRecord>>> {
+        let scope = match product_id {
+            Some(p) => Scope::under(&p),
+            None => Scope::all(),
+        };
+        self.db.list(scope).await
+    }
+
+    pub async fn list_devices(&self, req: &v1::ListDevicesRequest) -> Result<Vec<v1::Device>> {
+        let product = (req.product_id != 0).then_some(ProductId(req.product_id));
+        let serial = if req.serial.is_empty() {
+            None
+        } else {
+            Some(Serial::parse(&req.serial)?)
+        };
+        let limit = if req.limit == 0 {
+            usize::MAX
+        } else {
+            req.limit as usize
+        };
+        Ok(self
+            .devices(product)
+            .await?
+            .iter()
+            .map(|d| &d.record)
+            .filter(|d| req.order_id.is_empty() || d.order_id.as_str() == req.order_id)
+            .filter(|d| req.station_id.is_empty() || d.station_id.as_str() == req.station_id)
+            .filter(|d| req.from_ms == 0 || d.installed_at_ms >= req.from_ms)
+            .filter(|d| req.to_ms == 0 || d.installed_at_ms < req.to_ms)
+            .filter(|d| serial.is_none_or(|s| s == d.serial))
+            .take(limit)
+            .map(DeviceRecord::to_proto)
+            .collect())
+    }
+
+    /// Recovers a registered device's key (opened from its KEK-sealed form). For the update
+    /// and data paths; never sent over the API, never logged.
+    pub async fn device_key(
+        &self,
+        product_id: u32,
+        serial: &[u8; 16],
+    ) -> Result<Zeroizing<[u8; 32]>> {
+        let device = self
+            .device(ProductId(product_id), Serial(*serial))
+            .await?
+            .ok_or_else(|| E::NotFound("device is not registered".into()))?;
+        Ok(self.kek.open_key(
+            &device_key_aad(product_id, serial),
+            &device.sealed_device_key,
+        )?)
+    }
+}

@@ -1,0 +1,290 @@
+//! Install reports: `ReportInstall` registers a board made under one of the station's leases
+//! (the device record and the lease's `used + 1` in one transaction), or records a target that
+//! failed.
+//!
+//! A board is registered for the lease's own station, while `used < count`, when the install
+//! time is within the lease's lifetime and the report arrives within the grace period after
+//! `not_after`, for a serial not yet registered for the product.
+
+use std::sync::Arc;
+
+use flashgate_proto::clock::now_ms;
+use flashgate_proto::v1;
+use flashgate_protocol::lease_keys::derive_device_key;
+use tracing::Instrument;
+
+use super::leases::{LeaseRecord, LeaseState, Leases};
+use super::registry::{DeviceRecord, FailureRecord};
+use super::stations::StationRecord;
+use crate::config::CoordinatorConfig;
+use crate::error::{CoordinatorError as E, Result};
+use crate::ids::Serial;
+use crate::keys::{device_key_aad, lease_secret_aad, KekRing};
+use crate::repository::{Attempt, CasRetry, Db, Txn};
+
+fn duplicate(existing: &DeviceRecord) -> E {
+    E::AlreadyExists(format!(
+        "serial {} is already registered for product {} (order {}, station {}, at {}); a serial is registered once and never overwritten",
+        existing.serial, existing.product_id, existing.order_id, existing.station_id, existing.registered_at_ms
+    ))
+}
+
+/// A report checked and ready to register.
+struct Install<'a> {
+    station: &'a StationRecord,
+    req: &'a v1::ReportInstallRequest,
+    serial: Serial,
+    test: v1::TestOutcome,
+    log: &'a str,
+}
+
+#[derive(Clone)]
+pub struct Reports {
+    db: Db,
+    leases: Leases,
+    kek: Arc<KekRing>,
+    config: Arc<CoordinatorConfig>,
+}
+
+impl Reports {
+    pub fn new(db: Db, leases: Leases, kek: Arc<KekRing>, config: Arc<CoordinatorConfig>) -> Self {
+        Self {
+            db,
+            leases,
+            kek,
+            config,
+        }
+    }
+
+    /// Registers one install made under a lease, or records a failed target
+    /// ([`v1::InstallOutcome::Failed`]: see [`Self::report_failure`]).
+    pub async fn report_install(
+        &self,
+        station: &StationRecord,
+        req: &v1::ReportInstallRequest,
+    ) -> Result<v1::ReportInstallResponse> {
+        let test = req.test_result.clone().unwrap_or_default();
+        if test.log.len() > 16 * 1024 {
+            return Err(E::InvalidArgument("a test log is at most 16 KiB".into()));
+        }
+        let (test_outcome, outcome) = match (
+            v1::TestOutcome::try_from(test.outcome),
+            v1::InstallOutcome::try_from(req.outcome),
+        ) {
+            (Ok(test), Ok(outcome)) => (test, outcome),
+            _ => {
+                return Err(E::InvalidArgument(
+                    "unknown test or install outcome (INSTALL_OUTCOME_REJECTED is retired: report a board that failed its test as FAILED)".into(),
+                ))
+            }
+        };
+        if outcome == v1::InstallOutcome::Failed {
+            return self
+                .report_failure(station, req, test_outcome, &test.log)
+                .await;
+        }
+        if test_outcome == v1::TestOutcome::Fail {
+            return Err(E::InvalidArgument(
+                "a board that failed its factory test is not registered: report it as INSTALL_OUTCOME_FAILED".into(),
+            ));
+        }
+        if !req.failure_reason.is_empty() {
+            return Err(E::InvalidArgument(
+                "failure_reason is only for INSTALL_OUTCOME_FAILED".into(),
+            ));
+        }
+        let install = Install {
+            station,
+            req,
+            serial: Serial::parse(&req.serial)?,
+            test: test_outcome,
+            log: &test.log,
+        };
+        CasRetry::new("the lease")
+            .run(|| self.try_register(&install))
+            .await
+    }
+
+    async fn try_register(
+        &self,
+        install: &Install<'_>,
+    ) -> Result<Attempt<v1::ReportInstallResponse>> {
+        let (station, req, serial) = (install.station, install.req, install.serial);
+        let lease = self.leases.own(station, &req.lease_id).await?;
+        let l = &lease.record;
+        self.check_install_time(l, req.installed_at_ms)?;
+        if l.used >= l.count {
+            return Err(E::Exhausted(format!(
+                "lease {} covers {} installs and all {} are already reported; acquire a new lease",
+                l.lease_id, l.count, l.used
+            )));
+        }
+        let key = (l.product_id, serial);
+        if let Some(existing) = self.db.get::<DeviceRecord>(&key).await? {
+            return Err(duplicate(&existing.record));
+        }
+        let secret = self
+            .kek
+            .open_key(&lease_secret_aad(l.lease_id.as_str()), &l.sealed_secret)?;
+        let device_secret = derive_device_key(&secret, l.product_id.0, &serial.0);
+        let device = DeviceRecord {
+            serial,
+            product_id: l.product_id,
+            order_id: l.order_id.clone(),
+            lease_id: l.lease_id.clone(),
+            station_id: station.station_id.clone(),
+            installed_at_ms: req.installed_at_ms,
+            registered_at_ms: now_ms(),
+            bootloader_version: req.bootloader_version,
+            test_outcome: install.test,
+            test_log: install.log.to_owned(),
+            outcome: v1::InstallOutcome::try_from(req.outcome).expect("checked by report_install"),
+            sealed_device_key: self.kek.seal(
+                &device_key_aad(l.product_id.0, &serial.0),
+                &device_secret[..],
+            ),
+        };
+        let mut used = l.clone();
+        used.used += 1;
+        let committed = self
+            .db
+            .commit(
+                Txn::new()
+                    .unchanged(&lease)
+                    .absent::<DeviceRecord>(&key)
+                    .replace(&lease, &used)
+                    .put(&key, &device),
+            )
+            .instrument(
+                tracing::info_span!("registry_write", serial = %serial, lease = %l.lease_id),
+            )
+            .await?;
+        if !committed {
+            return Ok(Attempt::Conflict);
+        }
+        tracing::info!(
+            serial = %serial, product = %l.product_id, lease = %l.lease_id,
+            order = %l.order_id, station = %station.station_id, "device registered"
+        );
+        Ok(Attempt::Done(v1::ReportInstallResponse {
+            device: Some(device.to_proto()),
+            remaining_in_lease: used.count - used.used,
+            failure: None,
+        }))
+    }
+
+    /// An install is registered only under an active lease, done before its not-after, reported
+    /// within the grace period, and not dated before the lease or in the future.
+    fn check_install_time(&self, lease: &LeaseRecord, installed_at_ms: i64) -> Result<()> {
+        if lease.state != LeaseState::Active {
+            return Err(E::FailedPrecondition(format!(
+                "lease {} has ended ({:?}); its unused slots went back to the order",
+                lease.lease_id, lease.state
+            )));
+        }
+        let now = now_ms();
+        if installed_at_ms > lease.not_after_ms {
+            return Err(E::FailedPrecondition(format!(
+                "the install time {installed_at_ms} is after lease {}'s not-after {}: the lease had expired",
+                lease.lease_id, lease.not_after_ms
+            )));
+        }
+        let grace = self.config.report_grace.as_millis() as i64;
+        if now > lease.not_after_ms + grace {
+            return Err(E::FailedPrecondition(format!(
+                "lease {} expired at {}; installs under it had to be reported by {}",
+                lease.lease_id,
+                lease.not_after_ms,
+                lease.not_after_ms + grace
+            )));
+        }
+        let skew = self.config.auth_window.as_millis() as i64;
+        if installed_at_ms < lease.issued_at_ms - skew || installed_at_ms > now + skew {
+            return Err(E::InvalidArgument(format!(
+                "the install time {installed_at_ms} is outside lease {}'s lifetime",
+                lease.lease_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records a target that failed under one of the station's leases: one failure entry per
+    /// (order, lease, time, serial), counted in the order's `failed`. Nothing is registered and
+    /// the lease's `used` is not touched, so no slot is consumed (the station reuses the slot;
+    /// an ended lease gave it back already). Accepted under an ended lease too (reports are
+    /// re-sent after outages); re-sending the same failure is a no-op.
+    async fn report_failure(
+        &self,
+        station: &StationRecord,
+        req: &v1::ReportInstallRequest,
+        test_outcome: v1::TestOutcome,
+        test_log: &str,
+    ) -> Result<v1::ReportInstallResponse> {
+        let serial = if req.serial.is_empty() {
+            None
+        } else {
+            Some(Serial::parse(&req.serial)?)
+        };
+        let reason = req.failure_reason.trim();
+        if reason.is_empty() || reason.len() > 1024 {
+            return Err(E::InvalidArgument(
+                "a FAILED report carries a failure_reason of 1 to 1024 bytes".into(),
+            ));
+        }
+        let lease = self.leases.own(station, &req.lease_id).await?.record;
+        let now = now_ms();
+        let skew = self.config.auth_window.as_millis() as i64;
+        if req.installed_at_ms < lease.issued_at_ms - skew
+            || req.installed_at_ms > lease.not_after_ms
+            || req.installed_at_ms > now + skew
+        {
+            return Err(E::InvalidArgument(format!(
+                "the failure time {} is outside lease {}'s lifetime",
+                req.installed_at_ms, lease.lease_id
+            )));
+        }
+        let record = FailureRecord {
+            order_id: lease.order_id.clone(),
+            lease_id: lease.lease_id.clone(),
+            station_id: station.station_id.clone(),
+            product_id: lease.product_id,
+            serial,
+            reason: reason.to_owned(),
+            failed_at_ms: req.installed_at_ms,
+            recorded_at_ms: now,
+            test_outcome,
+            test_log: test_log.to_owned(),
+        };
+        let key = record.key();
+        let committed = self
+            .db
+            .commit(Txn::new().absent::<FailureRecord>(&key).put(&key, &record))
+            .await?;
+        let record = if committed {
+            tracing::info!(
+                serial = ?serial.map(|s| s.hex()), lease = %lease.lease_id, order = %lease.order_id,
+                station = %station.station_id, "failed target recorded (not registered)"
+            );
+            record
+        } else {
+            // A re-sent report: the first one got through.
+            self.db
+                .get::<FailureRecord>(&key)
+                .await?
+                .map(|r| r.record)
+                .ok_or_else(|| {
+                    E::Unavailable("the failure record is being written; retry".into())
+                })?
+        };
+        let remaining_in_lease = if lease.state == LeaseState::Active {
+            lease.count - lease.used
+        } else {
+            0
+        };
+        Ok(v1::ReportInstallResponse {
+            device: None,
+            remaining_in_lease,
+            failure: Some(record.to_proto()),
+        })
+    }
+}

@@ -1,0 +1,138 @@
+//! Stations: enrolled by themselves (pending), approved or revoked by an operator. A station
+//! is named by its fingerprint and keeps the two public keys it enrolled with: ed25519 for
+//! request signatures, X25519 for the lease secrets sealed to it.
+
+use flashgate_proto::clock::now_ms;
+use flashgate_proto::v1;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CoordinatorError as E, Result};
+use crate::ids::StationId;
+use crate::repository::{hex, Attempt, CasRetry, Db, JsonRecord, Scope, Stored, Txn};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StationState {
+    Pending,
+    Approved,
+    Revoked,
+}
+
+impl StationState {
+    pub fn to_proto(self) -> v1::StationState {
+        match self {
+            Self::Pending => v1::StationState::Pending,
+            Self::Approved => v1::StationState::Approved,
+            Self::Revoked => v1::StationState::Revoked,
+        }
+    }
+}
+
+/// `stations/{station_id}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StationRecord {
+    pub station_id: StationId,
+    #[serde(with = "hex")]
+    pub ed25519_public_key: [u8; 32],
+    #[serde(with = "hex")]
+    pub x25519_public_key: [u8; 32],
+    pub name: String,
+    pub factory: String,
+    pub state: StationState,
+    pub enrolled_at_ms: i64,
+    pub approved_at_ms: i64,
+}
+
+impl JsonRecord for StationRecord {
+    const PREFIX: &'static str = "stations/";
+    type Key = StationId;
+}
+
+impl StationRecord {
+    pub fn to_proto(&self) -> v1::Station {
+        v1::Station {
+            station_id: self.station_id.to_string(),
+            ed25519_public_key: self.ed25519_public_key.to_vec(),
+            x25519_public_key: self.x25519_public_key.to_vec(),
+            name: self.name.clone(),
+            factory: self.factory.clone(),
+            state: self.state.to_proto() as i32,
+            enrolled_at_ms: self.enrolled_at_ms,
+            approved_at_ms: self.approved_at_ms,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Stations {
+    db: Db,
+}
+
+impl Stations {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    pub async fn get(&self, id: &StationId) -> Result<Option<Stored<StationRecord>>> {
+        self.db.get(id).await
+    }
+
+    /// Stores a newly enrolled station; `false` if one with that id exists already.
+    pub(super) async fn insert(&self, record: &StationRecord) -> Result<bool> {
+        let id = &record.station_id;
+        self.db
+            .commit(Txn::new().absent::<StationRecord>(id).put(id, record))
+            .await
+    }
+
+    /// Every station, or those in one state (`state` ≠ 0, a `v1::StationState`).
+    pub async fn list(&self, state: i32) -> Result<Vec<v1::Station>> {
+        Ok(self
+            .db
+            .list(Scope::<StationRecord>::all())
+            .await?
+            .iter()
+            .map(|s| s.record.to_proto())
+            .filter(|s| state == 0 || s.state == state)
+            .collect())
+    }
+
+    pub async fn approve(&self, station_id: &str) -> Result<v1::Station> {
+        self.set_state(station_id, StationState::Approved).await
+    }
+
+    pub async fn revoke(&self, station_id: &str) -> Result<v1::Station> {
+        self.set_state(station_id, StationState::Revoked).await
+    }
+
+    async fn set_state(&self, station_id: &str, state: StationState) -> Result<v1::Station> {
+        let id = StationId::parse(station_id)?;
+        CasRetry::new("the station record")
+            .run(|| self.try_set_state(&id, state))
+            .await
+    }
+
+    async fn try_set_state(
+        &self,
+        id: &StationId,
+        state: StationState,
+    ) -> Result<Attempt<v1::Station>> {
+        let stored = self.get(id).await?.ok_or_else(|| {
+            E::NotFound(format!(
+                "no station with fingerprint {id} has enrolled; check the fingerprint the station printed"
+            ))
+        })?;
+        let mut station = stored.record.clone();
+        station.state = state;
+        if state == StationState::Approved {
+            station.approved_at_ms = now_ms();
+        }
+        let committed = self
+            .db
+            .commit(Txn::new().unchanged(&stored).replace(&stored, &station))
+            .await?;
+        if committed {
+            tracing::info!(station = %id, ?state, "station state changed");
+        }
+        Ok(Attempt::committed(committed, station.to_proto()))
+    }
+}

@@ -1,0 +1,117 @@
+//! The one way every gRPC method of every service (operator, station, update, data) is served:
+//! [`handle`] runs the call in a `tracing` span named after the method, logs and counts its
+//! outcome (status code, latency; never secrets) and maps a [`CoordinatorError`] to its status.
+//! Operator methods go through [`operator_call`], which checks the bearer token first.
+
+use std::future::Future;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::error::{CoordinatorError as E, Result};
+
+/// Serves one call. A `station` field in the span is filled in by station methods once the
+/// caller is authenticated.
+pub async fn handle<T>(
+    method: &'static str,
+    call: impl Future<Output = Result<T>>,
+) -> Result<Response<T>, Status> {
+    let span = tracing::info_span!("rpc", method, station = tracing::field::Empty);
+    async move {
+        let started = Instant::now();
+        let result = call.await;
+        let elapsed = started.elapsed();
+        let elapsed_us = elapsed.as_micros() as u64;
+        match result {
+            Ok(value) => {
+                tracing::info!(elapsed_us, code = "OK", "rpc done");
+                crate::metrics::rpc(method, tonic::Code::Ok, elapsed.as_secs_f64());
+                Ok(Response::new(value))
+            }
+            Err(error) => {
+                let status = Status::from(error);
+                let (code, message) = (status.code(), status.message());
+                if needs_attention(code) {
+                    tracing::warn!(elapsed_us, ?code, message, "rpc refused");
+                } else {
+                    tracing::info!(elapsed_us, ?code, message, "rpc refused");
+                }
+                crate::metrics::rpc(method, code, elapsed.as_secs_f64());
+                Err(status)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Refusals an operator should look at: our side failed, or someone presented bad credentials.
+/// The others (an order used up, a lease ended, a malformed request) are the caller's business
+/// and are logged at info.
+fn needs_attention(code: tonic::Code) -> bool {
+    use tonic::Code as C;
+    matches!(
+        code,
+        C::Internal
+            | C::DataLoss
+            | C::Unavailable
+            | C::Unknown
+            | C::Unauthenticated
+            | C::PermissionDenied
+    )
+}
+
+/// Serves an operator call: the bearer token is checked before `call` sees the request.
+pub async fn operator_call<Req, T, Fut>(
+    method: &'static str,
+    token: &OperatorToken,
+    request: Request<Req>,
+    call: impl FnOnce(Req) -> Fut,
+) -> Result<Response<T>, Status>
+where
+    Fut: Future<Output = Result<T>>,
+{
+    handle(method, async move {
+        token.check(&request)?;
+        call(request.into_inner()).await
+    })
+    .await
+}
+
+/// The operators' bearer token, kept as its SHA-256 and compared in constant time.
+#[derive(Clone)]
+pub struct OperatorToken {
+    hash: [u8; 32],
+}
+
+impl OperatorToken {
+    pub fn new(token: &str) -> Self {
+        Self {
+            hash: Sha256::digest(token.as_bytes()).into(),
+        }
+    }
+
+    /// Checks `authorization: Bearer <token>`.
+    pub fn check<T>(&self, request: &Request<T>) -> Result<()> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                E::Unauthenticated(
+                    "operator calls need `authorization: Bearer <token>` (flashgate --token or FLASHGATE_TOKEN)".into(),
+                )
+            })?;
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if !bool::from(hash.ct_eq(&self.hash)) {
+            return Err(E::PermissionDenied(
+                "the operator token is not valid".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+//! Publishing: an OS release is encrypted once into a campaign and the targeted devices are
+//! marked pending; operators follow them with the status queries.
+
+use std::sync::Arc;
+
+use flashgate_proto::clock::now_ms;
+use flashgate_proto::v1;
+use flashgate_protocol::update::package::SealedRelease;
+use rand_core::{OsRng, RngCore};
+use zeroize::Zeroizing;
+
+use super::records::{
+    content_key_aad, CampaignChunks, CampaignRecord, DeviceUpdateRecord, UpdateState,
+};
+use crate::catalogue::{ReleaseKind, Releases};
+use crate::error::{CoordinatorError as E, Result};
+use crate::ids::{CampaignId, ProductId, Serial};
+use crate::keys::KekRing;
+use crate::provisioning::Registry;
+use crate::repository::{Db, Scope, Txn};
+
+#[derive(Clone)]
+pub struct Campaigns {
+    db: Db,
+    releases: Releases,
+    registry: Registry,
+    kek: Arc<KekRing>,
+}
+
+impl Campaigns {
+    pub fn new(db: Db, releases: Releases, registry: Registry, kek: Arc<KekRing>) -> Self {
+        Self {
+            db,
+            releases,
+            registry,
+            kek,
+        }
+    }
+
+    /// Encrypts an uploaded OS release once and targets devices with it.
+    pub async fn publish(
+        &self,
+        req: v1::PublishUpdateRequest,
+    ) -> Result<v1::PublishUpdateResponse> {
+        let (release, image) = self.releases.with_image(&req.release_digest).await?;
+        if release.kind != ReleaseKind::Os {
+            return Err(E::InvalidArgument(
+                "only OS releases can be published as updates".into(),
+            ));
+        }
+        let mut serials = req
+            .serials
+            .iter()
+            .map(|s| Serial::parse(s))
+            .collect::<Result<Vec<_>>>()?;
+        if req.all_devices || !req.order_id.is_empty() {
+            serials.extend(
+                self.registry
+                    .devices(Some(release.product_id))
+                    .await?
+                    .into_iter()
+                    .map(|d| d.record)
+                    .filter(|d| req.all_devices || d.order_id.as_str() == req.order_id)
+                    .map(|d| d.serial),
+            );
+        }
+        serials.sort();
+        serials.dedup();
+        if serials.is_empty() {
+            return Err(E::InvalidArgument(
+                "no target devices: give serials, an order, or all devices".into(),
+            ));
+        }
+        let mut key = Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(&mut key[..]);
+        let sealed = SealedRelease::seal(&image, key)
+            .map_err(|e| E::Internal(format!("release cannot be sealed: {e}")))?;
+        let campaign_id = CampaignId::random();
+        let campaign = CampaignRecord {
+            campaign_id: campaign_id.clone(),
+            product_id: release.product_id,
+            release_digest: release.digest,
+            version: release.version,
+            signed_header: sealed.signed_header,
+            sealed_content_key: self
+                .kek
+                .seal(&content_key_aad(&campaign_id), sealed.content_key()),
+            created_at_ms: now_ms(),
+        };
+        let mut txn = Txn::new()
+            .absent::<CampaignRecord>(&campaign_id)
+            .put(&campaign_id, &campaign)
+            .put(&campaign_id, &CampaignChunks(sealed.chunks.concat()));
+        for serial in &serials {
+            let key = (release.product_id, *serial);
+            let record = match self.db.get::<DeviceUpdateRecord>(&key).await? {
+                // A device keeps what its receipts said across campaigns.
+                Some(existing) => DeviceUpdateRecord {
+                    campaign_id: campaign_id.clone(),
+                    target_version: release.version,
+                    state: UpdateState::Pending,
+                    challenge: None,
+                    detail: String::new(),
+                    ..existing.record
+                },
+                None => DeviceUpdateRecord {
+                    serial: *serial,
+                    product_id: release.product_id,
+                    campaign_id: campaign_id.clone(),
+                    target_version: release.version,
+                    state: UpdateState::Pending,
+                    challenge: None,
+                    bootloader_version: 0,
+                    os_version: 0,
+                    last_outcome: None,
+                    rollback_floor: 0,
+                    last_seen_ms: 0,
+                    updated_at_ms: 0,
+                    detail: String::new(),
+                },
+            };
+            txn = txn.put(&key, &record);
+        }
+        if !self.db.commit(txn).await? {
+            return Err(E::Internal("campaign id collision".into()));
+        }
+        tracing::info!(campaign = %campaign_id, devices = serials.len(), version = release.version, "update published");
+        Ok(v1::PublishUpdateResponse {
+            campaign_id: campaign_id.to_string(),
+            devices: serials.len() as u32,
+            version: release.version,
+        })
+    }
+
+    /// Every targeted device of a product (optionally of one campaign).
+    pub async fn status(
+        &self,
+        product_id: u32,
+        campaign_id: &str,
+    ) -> Result<Vec<v1::DeviceUpdateStatus>> {
+        Ok(self
+            .db
+            .list(Scope::<DeviceUpdateRecord>::under(&ProductId(product_id)))
+            .await?
+            .iter()
+            .map(|r| &r.record)
+            .filter(|r| campaign_id.is_empty() || r.campaign_id.as_str() == campaign_id)
+            .map(DeviceUpdateRecord::to_proto)
+            .collect())
+    }
+
+    /// One device's status (registered devices only; state "none" before any update).
+    pub async fn device_status(
+        &self,
+        product_id: u32,
+        serial: &[u8],
+    ) -> Result<v1::DeviceUpdateStatus> {
+        let device = self.registry.get_device(product_id, serial).await?;
+        let key = (ProductId(product_id), Serial::parse(serial)?);
+        Ok(match self.db.get::<DeviceUpdateRecord>(&key).await? {
+            Some(r) => r.record.to_proto(),
+            None => v1::DeviceUpdateStatus {
+                serial: serial.to_vec(),
+                product_id,
+                state: "none".into(),
+                bootloader_version: device.bootloader_version,
+                ..Default::default()
+            },
+        })
+    }
+}

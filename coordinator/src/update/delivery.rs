@@ -1,0 +1,195 @@
+//! Delivery: a device's package (its envelope, made now under its device key, the campaign's
+//! chunks and a fresh receipt challenge) and the check of the receipt it sends back. A device
+//! is marked updated only by a verified receipt that shows the target version running and
+//! confirmed.
+
+use std::sync::Arc;
+
+use flashgate_proto::clock::now_ms;
+use flashgate_proto::v1;
+use flashgate_protocol::hello::DeviceState;
+use flashgate_protocol::update::boot_state::Outcome;
+use flashgate_protocol::update::package::{SealedRelease, CHUNK_SIZE, TAG_LEN};
+use flashgate_protocol::update::receipt;
+use flashgate_protocol::ErrorCode;
+use rand_core::{OsRng, RngCore};
+
+use super::records::{
+    content_key_aad, CampaignChunks, CampaignRecord, DeviceUpdateRecord, UpdateState,
+};
+use crate::error::{CoordinatorError as E, Result};
+use crate::ids::{ProductId, Serial};
+use crate::keys::KekRing;
+use crate::provisioning::Registry;
+use crate::repository::{Attempt, CasRetry, Db, Stored, Txn};
+
+fn code_text(code: u32) -> String {
+    ErrorCode::from_u32(code).map_or_else(|| format!("code {code:#x}"), |c| c.to_string())
+}
+
+#[derive(Clone)]
+pub struct Delivery {
+    db: Db,
+    registry: Registry,
+    kek: Arc<KekRing>,
+}
+
+impl Delivery {
+    pub fn new(db: Db, registry: Registry, kek: Arc<KekRing>) -> Self {
+        Self { db, registry, kek }
+    }
+
+    async fn targeted(
+        &self,
+        product_id: ProductId,
+        serial: Serial,
+    ) -> Result<Stored<DeviceUpdateRecord>> {
+        self.db
+            .get::<DeviceUpdateRecord>(&(product_id, serial))
+            .await?
+            .ok_or_else(|| E::NotFound(format!("no update is published for device {serial}")))
+    }
+
+    /// The package of one device, with a fresh challenge for its receipt.
+    pub async fn package(&self, product_id: u32, serial: &[u8]) -> Result<v1::UpdatePackage> {
+        let (product_id, serial) = (ProductId(product_id), Serial::parse(serial)?);
+        CasRetry::new("the device's update record")
+            .run(|| self.try_package(product_id, serial))
+            .await
+    }
+
+    async fn try_package(
+        &self,
+        product_id: ProductId,
+        serial: Serial,
+    ) -> Result<Attempt<v1::UpdatePackage>> {
+        let stored = self.targeted(product_id, serial).await?;
+        let campaign_id = &stored.record.campaign_id;
+        let campaign = self
+            .db
+            .get::<CampaignRecord>(campaign_id)
+            .await?
+            .ok_or_else(|| E::Internal(format!("campaign {campaign_id} is missing")))?
+            .record;
+        let content_key = self
+            .kek
+            .open_key(&content_key_aad(campaign_id), &campaign.sealed_content_key)?;
+        let blob = self
+            .db
+            .get::<CampaignChunks>(campaign_id)
+            .await?
+            .ok_or_else(|| {
+                E::Internal(format!("the chunks of campaign {campaign_id} are missing"))
+            })?
+            .record
+            .0;
+        let chunks: Vec<Vec<u8>> = blob
+            .chunks(CHUNK_SIZE as usize + TAG_LEN)
+            .map(<[u8]>::to_vec)
+            .collect();
+        let release = SealedRelease::from_parts(campaign.signed_header, chunks, content_key);
+        let device_key = self.registry.device_key(product_id.0, &serial.0).await?;
+        let envelope = release
+            .envelope_for(&serial.0, product_id.0, &device_key)
+            .map_err(|e| E::Internal(format!("envelope: {e}")))?;
+        let mut challenge = [0u8; receipt::CHALLENGE_LEN];
+        OsRng.fill_bytes(&mut challenge);
+        let mut record = stored.record.clone();
+        record.challenge = Some(challenge);
+        if record.state == UpdateState::Pending {
+            record.state = UpdateState::Issued;
+        }
+        let committed = self
+            .db
+            .commit(Txn::new().unchanged(&stored).replace(&stored, &record))
+            .await?;
+        Ok(Attempt::committed(
+            committed,
+            v1::UpdatePackage {
+                campaign_id: campaign.campaign_id.to_string(),
+                version: campaign.version,
+                envelope: envelope.to_vec(),
+                chunks: release.chunks,
+                challenge: challenge.to_vec(),
+            },
+        ))
+    }
+
+    /// Checks a device's receipt against its key and the outstanding challenge, and records
+    /// what it says (or records the refusal the field tool reports instead).
+    pub async fn report(&self, req: v1::ReportUpdateRequest) -> Result<v1::DeviceUpdateStatus> {
+        let (product_id, serial) = (ProductId(req.product_id), Serial::parse(&req.serial)?);
+        let status = CasRetry::new("the device's update record")
+            .run(|| self.try_report(product_id, serial, &req))
+            .await?;
+        tracing::info!(%serial, state = %status.state, os_version = status.os_version, "update report");
+        Ok(status)
+    }
+
+    async fn try_report(
+        &self,
+        product_id: ProductId,
+        serial: Serial,
+        req: &v1::ReportUpdateRequest,
+    ) -> Result<Attempt<v1::DeviceUpdateStatus>> {
+        let stored = self.targeted(product_id, serial).await?;
+        let mut record = stored.record.clone();
+        if req.receipt.is_empty() {
+            record.state = UpdateState::Refused;
+            record.detail = format!(
+                "device refused the package (reported by the field tool): {}",
+                code_text(req.refused_code)
+            );
+        } else {
+            self.apply_receipt(&mut record, &req.receipt).await?;
+        }
+        let committed = self
+            .db
+            .commit(Txn::new().unchanged(&stored).replace(&stored, &record))
+            .await?;
+        Ok(Attempt::committed(committed, record.to_proto()))
+    }
+
+    async fn apply_receipt(&self, record: &mut DeviceUpdateRecord, raw: &[u8]) -> Result<()> {
+        let challenge = record.challenge.ok_or_else(|| {
+            E::FailedPrecondition(
+                "no receipt challenge outstanding: fetch the package first".into(),
+            )
+        })?;
+        let (product_id, serial) = (record.product_id, record.serial);
+        let device_key = self.registry.device_key(product_id.0, &serial.0).await?;
+        let r = receipt::verify(&device_key, &challenge, raw).map_err(|e| {
+            E::PermissionDenied(format!("the receipt does not verify for this device: {e}"))
+        })?;
+        if r.serial != serial.0 || r.product_id != product_id.0 {
+            return Err(E::PermissionDenied(
+                "the receipt names another device".into(),
+            ));
+        }
+        let now = now_ms();
+        record.challenge = None;
+        record.bootloader_version = r.bootloader_version;
+        record.os_version = match r.state {
+            DeviceState::OsRunning { version } => version,
+            DeviceState::NoValidImage { .. } => 0,
+        };
+        record.rollback_floor = r.floor;
+        record.last_outcome = Some(r.outcome.into());
+        record.last_seen_ms = now;
+        let confirmed = r.outcome == Outcome::Updated && !r.on_trial();
+        record.state = if confirmed && record.os_version == record.target_version {
+            record.updated_at_ms = now;
+            UpdateState::Updated
+        } else if r.outcome == Outcome::RolledBack && r.new_version == record.target_version {
+            UpdateState::RolledBack
+        } else {
+            UpdateState::InProgress
+        };
+        record.detail = match r.state {
+            DeviceState::NoValidImage { reason } => format!("no OS running: {reason}"),
+            DeviceState::OsRunning { .. } if r.last_error != 0 => code_text(r.last_error),
+            DeviceState::OsRunning { .. } => String::new(),
+        };
+        Ok(())
+    }
+}

@@ -1,0 +1,38 @@
+//! Updates in the field (`docs/protocol.md` §7): publishing an OS release to registered devices
+//! ([`campaigns`]), issuing each device its package and checking the status receipts devices
+//! send back ([`delivery`]). What is stored is in [`records`].
+//!
+//! The release is encrypted once at publish; a device's envelope (212 bytes: the content key
+//! wrapped under a key derived from its device key) is made when its package is asked for.
+
+pub mod campaigns;
+pub mod delivery;
+pub mod records;
+pub mod service;
+
+use std::sync::Arc;
+
+use crate::catalogue::Releases;
+use crate::keys::KekRing;
+use crate::provisioning::Registry;
+use crate::repository::Db;
+
+pub use campaigns::Campaigns;
+pub use delivery::Delivery;
+pub use service::UpdateApi;
+
+/// The update flow's two parts.
+#[derive(Clone)]
+pub struct Updates {
+    pub campaigns: Campaigns,
+    pub delivery: Delivery,
+}
+
+impl Updates {
+    pub fn new(db: Db, releases: Releases, registry: Registry, kek: Arc<KekRing>) -> Self {
+        Self {
+            campaigns: Campaigns::new(db.clone(), releases, registry.clone(), kek.clone()),
+            delivery: Delivery::new(db, registry, kek),
+        }
+    }
+}
