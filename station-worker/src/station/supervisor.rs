@@ -75,6 +75,25 @@ pub enum StopReason {
     Journal(#[from] JournalError),
 }
 
+/// Holds a retry back until its time (so the many re-evaluations a run makes do not turn a
+/// coordinator outage into a tight loop of calls).
+#[derive(Debug, Default)]
+struct RetryGate(Option<Instant>);
+
+impl RetryGate {
+    fn ready(&self) -> bool {
+        self.0.is_none_or(|at| Instant::now() >= at)
+    }
+
+    fn pause(&mut self, for_: Duration) {
+        self.0 = Some(Instant::now() + for_);
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
 /// One bay: a probe actor, its fixture, and the slot of the target it is working on.
 struct Bay {
     name: String,
@@ -121,10 +140,16 @@ pub struct Supervisor {
     releases: ReleaseCache,
     events: EventSink,
     lease: Option<Lease>,
+    /// How the current lease came (`acquired`, `resumed`), until it is announced: once its
+    /// plan is loaded and targets can start.
+    unannounced: Option<&'static str>,
     plan: Option<Arc<OrderPlan>>,
     acquiring: bool,
     loading_plan: bool,
     returning: bool,
+    lease_retry: RetryGate,
+    plan_retry: RetryGate,
+    report_retry: RetryGate,
     outbox: Outbox,
     bays: Vec<Bay>,
     stop: Option<StopReason>,
@@ -158,11 +183,15 @@ impl Supervisor {
             journal: parts.journal,
             releases: parts.releases,
             events: parts.events,
+            unannounced: parts.lease.as_ref().map(|_| "resumed"),
             lease: parts.lease,
             plan: None,
             acquiring: false,
             loading_plan: false,
             returning: false,
+            lease_retry: RetryGate::default(),
+            plan_retry: RetryGate::default(),
+            report_retry: RetryGate::default(),
             outbox: Outbox::new(parts.unreported),
             bays,
             stop: None,
@@ -274,7 +303,7 @@ impl Supervisor {
             self.lease = None;
             self.plan = None;
         }
-        if self.acquiring {
+        if self.acquiring || !self.lease_retry.ready() {
             return;
         }
         let want = match self.devices_left() {
@@ -313,6 +342,7 @@ impl Supervisor {
                 }
                 Err(status) if transient(&status) => {
                     tracing::warn!(error = %status.message(), "coordinator unreachable for a lease; retrying");
+                    act.lease_retry.pause(act.settings.retry_every);
                     ctx.run_later(act.settings.retry_every, |act, ctx| act.pump(ctx));
                     return;
                 }
@@ -329,21 +359,29 @@ impl Supervisor {
             at_ms: now_ms(),
         });
         if journaled {
-            self.events.emit(Event::Lease {
-                lease_id: lease.id().to_owned(),
-                count: lease.body().count,
-                used: 0,
-                not_after_ms: lease.body().not_after_ms,
-                how: "acquired".into(),
-            });
             self.lease = Some(lease);
+            self.unannounced = Some("acquired");
         }
+    }
+
+    /// Tells the operator the current lease is in use (its plan is loaded).
+    fn announce_lease(&mut self) {
+        let (Some(lease), Some(how)) = (&self.lease, self.unannounced.take()) else {
+            return;
+        };
+        self.events.emit(Event::Lease {
+            lease_id: lease.id().to_owned(),
+            count: lease.body().count,
+            used: lease.ledger().used(),
+            not_after_ms: lease.body().not_after_ms,
+            how: how.into(),
+        });
     }
 
     /// Fetches (or reads from the cache) and verifies the current lease's images.
     fn load_plan(&mut self, ctx: &mut Context<Self>) {
         let Some(lease) = &self.lease else { return };
-        if self.loading_plan {
+        if self.loading_plan || !self.plan_retry.ready() {
             return;
         }
         self.loading_plan = true;
@@ -354,9 +392,13 @@ impl Supervisor {
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
             act.loading_plan = false;
             match result {
-                Ok(plan) => act.plan = Some(Arc::new(plan)),
+                Ok(plan) => {
+                    act.plan = Some(Arc::new(plan));
+                    act.announce_lease();
+                }
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, "coordinator unreachable for the lease's releases; retrying");
+                    act.plan_retry.pause(act.settings.retry_every);
                     ctx.run_later(act.settings.retry_every, |act, ctx| act.pump(ctx));
                     return;
                 }
@@ -537,7 +579,7 @@ impl Supervisor {
     }
 
     fn flush_reports(&mut self, ctx: &mut Context<Self>) {
-        if self.done.is_none() {
+        if self.done.is_none() || !self.report_retry.ready() {
             return;
         }
         let Some(report) = self.outbox.next_to_send() else {
@@ -561,7 +603,10 @@ impl Supervisor {
                         Err(e) => {
                             act.journaled(Err(e));
                         }
-                        Ok(Settled::Reported(report)) => act.reported(report),
+                        Ok(Settled::Reported(report)) => {
+                            act.report_retry.clear();
+                            act.reported(report);
+                        }
                         Ok(Settled::Refused { report, reason }) => {
                             act.summary.report_refused += 1;
                             act.events.emit(Event::ReportRefused {
@@ -580,6 +625,7 @@ impl Supervisor {
                                     reason,
                                 });
                             }
+                            act.report_retry.pause(act.settings.retry_every);
                             ctx.run_later(act.settings.retry_every, |act, ctx| act.pump(ctx));
                             return;
                         }
@@ -643,15 +689,6 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if let Some(lease) = &self.lease {
-            self.events.emit(Event::Lease {
-                lease_id: lease.id().to_owned(),
-                count: lease.body().count,
-                used: lease.ledger().used(),
-                not_after_ms: lease.body().not_after_ms,
-                how: "resumed".into(),
-            });
-        }
         // Re-check stop conditions now and then (report deadlines while the coordinator is down).
         ctx.run_interval(Duration::from_millis(500), |act, ctx| act.pump(ctx));
         self.pump(ctx);
