@@ -224,6 +224,27 @@ impl Coordinator {
         let serial_hex = hex::encode(serial);
         for attempt in 0..MAX_ATTEMPTS {
             let (mut lease, lease_rev) = self.own_lease(station, &req.lease_id).await?;
+            let dev_key = device_key(lease.product_id, &serial_hex);
+            // A re-sent report whose first answer was lost (same station, lease and install
+            // time): answered as the first time, whatever became of the lease since. The
+            // station reads the record, not a message, to know it was its own install.
+            let existing = self.read::<DeviceRecord>(&dev_key).await?.map(|(d, _)| d);
+            if let Some(existing) = &existing {
+                if existing.station_id == station.station_id
+                    && existing.lease_id == lease.lease_id
+                    && existing.installed_at_ms == req.installed_at_ms
+                {
+                    return Ok(v1::ReportInstallResponse {
+                        device: Some(device_to_proto(existing)),
+                        remaining_in_lease: if lease.state == LeaseState::Active {
+                            lease.count - lease.used
+                        } else {
+                            0
+                        },
+                        failure: None,
+                    });
+                }
+            }
             if lease.state != LeaseState::Active {
                 return Err(E::FailedPrecondition(format!(
                     "lease {} has ended ({:?}); its unused slots went back to the order",
@@ -259,8 +280,7 @@ impl Coordinator {
                     lease.lease_id, lease.count, lease.used
                 )));
             }
-            let dev_key = device_key(lease.product_id, &serial_hex);
-            if let Some((existing, _)) = self.read::<DeviceRecord>(&dev_key).await? {
+            if let Some(existing) = existing {
                 return Err(duplicate(&existing));
             }
             let sealed_secret = decode_hex(&lease.sealed_secret, "sealed lease secret")?;

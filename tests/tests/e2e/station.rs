@@ -286,3 +286,73 @@ fn a_station_killed_mid_lease_resumes_from_its_journal_without_double_counting()
         (0, 0, 5)
     );
 }
+
+#[test]
+fn a_report_whose_answer_was_lost_is_accepted_when_re_sent_and_a_duplicate_is_not() {
+    use flashgate_station::coordinator_client::CoordinatorClient;
+    use flashgate_station::identity::{StationIdentity, StationKek};
+    use flashgate_station::provisioning::report::{Outcome, TestOutcome, TestRecord};
+    use flashgate_station::provisioning::{Delivery, Report};
+
+    let factory = Factory::embedded(2);
+    let kek = StationKek::from_hex(factory.station_kek_hex()).unwrap();
+    let identity = StationIdentity::load_or_create(factory.state_dir.path(), &kek).unwrap();
+    let (first, resent, other) = factory.rt.block_on(async {
+        let client =
+            CoordinatorClient::new(&factory.coordinator.endpoint, identity.signer()).unwrap();
+        let lease = client
+            .acquire_lease(&factory.order.order_id, 2, 0)
+            .await
+            .expect("a lease");
+        let body =
+            flashgate_proto::lease::verify_signed_lease(&lease, &client.lease_key().await.unwrap())
+                .unwrap();
+        let report = Report {
+            lease_id: body.lease_id.clone(),
+            serial: [0x5A; 16],
+            bootloader_version: BOOTLOADER_VERSION,
+            test: TestRecord {
+                outcome: TestOutcome::None,
+                log: String::new(),
+            },
+            outcome: Outcome::Provisioned,
+            installed_at_ms: flashgate_proto::clock::now_ms(),
+            failure_reason: None,
+            trace_parent: None,
+        };
+        let first = client.report_install(report.to_request()).await;
+        // The answer was lost: the station sends the same journaled report again.
+        let resent = client.report_install(report.to_request()).await;
+        // Another install claiming the same serial (a cloned board, a replayed journal line).
+        let mut clone = report.clone();
+        clone.installed_at_ms += 1;
+        let other = client.report_install(clone.to_request()).await;
+        (
+            Delivery::of(&report, &first),
+            Delivery::of(&report, &resent),
+            Delivery::of(&clone, &other),
+        )
+    });
+    assert_eq!(first, Delivery::Accepted);
+    assert_eq!(
+        resent,
+        Delivery::Accepted,
+        "the re-sent report is the same install"
+    );
+    assert!(
+        matches!(
+            other,
+            Delivery::Refused {
+                code: tonic::Code::AlreadyExists,
+                ..
+            }
+        ),
+        "{other:?}"
+    );
+    assert_eq!(factory.registered().len(), 1);
+    assert_eq!(
+        factory.order_status().consumed,
+        1,
+        "the re-send consumed nothing"
+    );
+}
