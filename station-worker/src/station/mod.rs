@@ -1,9 +1,10 @@
 //! One run of the station (`flashgate-station run`): identity, the coordinator's pinned lease
 //! key, enrolment, journal replay (resume the open lease, re-send unsettled reports), one fixture
-//! per probe, then the [`supervisor`] actor with one [`probe_actor`] per probe until the order's
+//! per probe, then the [`supervisor`] actor with one [`probe_actor`] per bay (`bays.rs`) until the order's
 //! quota is spent, the requested number of devices is made or every probe is retired. What each
 //! target goes through is the [`provisioning`](crate::provisioning) flow.
 
+mod bays;
 pub mod probe_actor;
 pub mod supervisor;
 

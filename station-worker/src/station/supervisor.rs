@@ -12,7 +12,8 @@ use actix::prelude::*;
 use flashgate_proto::clock::now_ms;
 use tokio::sync::oneshot;
 
-use super::probe_actor::{lost, ProbeActor, RunTarget, SharedFixture};
+use super::bays::Bays;
+use super::probe_actor::{lost, SharedFixture};
 use crate::coordinator_client::{transient, CoordinatorClient};
 use crate::events::{Event, EventSink, Summary};
 use crate::identity::StationIdentity;
@@ -94,16 +95,6 @@ impl RetryGate {
     }
 }
 
-/// One bay: a probe actor, its fixture, and the slot of the target it is working on.
-struct Bay {
-    name: String,
-    fixture: SharedFixture,
-    addr: Addr<ProbeActor>,
-    slot: Option<Slot>,
-    failures_in_a_row: u32,
-    retired: bool,
-}
-
 /// Everything the supervisor starts with.
 pub struct SupervisorParts {
     /// Settings.
@@ -151,7 +142,7 @@ pub struct Supervisor {
     plan_retry: RetryGate,
     report_retry: RetryGate,
     outbox: Outbox,
-    bays: Vec<Bay>,
+    bays: Bays,
     stop: Option<StopReason>,
     stopping_since: Option<Instant>,
     summary: Summary,
@@ -162,19 +153,12 @@ pub struct Supervisor {
 impl Supervisor {
     /// A supervisor (start it with `Actor::start`).
     pub fn new(parts: SupervisorParts) -> Self {
-        let step_timeout = parts.settings.step_timeout;
-        let bays = parts
-            .fixtures
-            .into_iter()
-            .map(|(name, fixture)| Bay {
-                addr: ProbeActor::new(fixture.clone(), parts.events.clone(), step_timeout).start(),
-                name,
-                fixture,
-                slot: None,
-                failures_in_a_row: 0,
-                retired: false,
-            })
-            .collect();
+        let bays = Bays::start(
+            parts.fixtures,
+            parts.events.clone(),
+            parts.settings.step_timeout,
+            parts.settings.retire_after,
+        );
         Self {
             settings: parts.settings,
             client: parts.client,
@@ -232,14 +216,10 @@ impl Supervisor {
         }
     }
 
-    fn in_flight(&self) -> u32 {
-        self.bays.iter().filter(|b| b.slot.is_some()).count() as u32
-    }
-
     fn devices_left(&self) -> Option<u32> {
         self.settings
             .max_devices
-            .map(|max| max.saturating_sub(self.summary.provisioned + self.in_flight()))
+            .map(|max| max.saturating_sub(self.summary.provisioned + self.bays.in_flight()))
     }
 
     /// Re-evaluates everything after any change.
@@ -252,7 +232,7 @@ impl Supervisor {
             self.manage_lease(ctx);
             self.assign(ctx);
         }
-        if self.stop.is_some() && self.in_flight() == 0 {
+        if self.stop.is_some() && self.bays.in_flight() == 0 {
             self.return_unused_lease(ctx);
             let deadline_passed = self
                 .stopping_since
@@ -272,12 +252,7 @@ impl Supervisor {
             .unwrap_or_default();
         self.summary.unreported = self.outbox.len() as u32;
         self.summary.elapsed_s = self.started.elapsed().as_secs_f64();
-        self.summary.retired_probes = self
-            .bays
-            .iter()
-            .filter(|b| b.retired)
-            .map(|b| b.name.clone())
-            .collect();
+        self.summary.retired_probes = self.bays.retired();
         self.events.emit(Event::Summary(self.summary.clone()));
         let _ = done.send(self.summary.clone());
     }
@@ -308,7 +283,7 @@ impl Supervisor {
         }
         let want = match self.devices_left() {
             Some(0) => {
-                if self.in_flight() == 0 {
+                if self.bays.in_flight() == 0 {
                     self.stop_with(StopReason::DevicesDone);
                 }
                 return;
@@ -409,10 +384,7 @@ impl Supervisor {
     }
 
     fn assign(&mut self, ctx: &mut Context<Self>) {
-        for index in 0..self.bays.len() {
-            if self.bays[index].slot.is_some() || self.bays[index].retired {
-                continue;
-            }
+        for index in self.bays.idle() {
             if self.devices_left() == Some(0) {
                 return;
             }
@@ -430,15 +402,12 @@ impl Supervisor {
                 keys: lease.device_keys(),
                 lease_id: lease.id().to_owned(),
             };
-            let bay = &mut self.bays[index];
-            bay.slot = Some(slot);
-            ctx.spawn(bay.addr.send(RunTarget(job)).into_actor(self).map(
-                move |result, act, ctx| {
-                    let result = result
-                        .unwrap_or_else(|e| Err(lost(format!("probe actor unreachable: {e}"))));
-                    act.target_finished(index, result, ctx);
-                },
-            ));
+            let request = self.bays.hand_out(index, slot, job);
+            ctx.spawn(request.into_actor(self).map(move |result, act, ctx| {
+                let result =
+                    result.unwrap_or_else(|e| Err(lost(format!("probe actor unreachable: {e}"))));
+                act.target_finished(index, result, ctx);
+            }));
         }
     }
 
@@ -463,17 +432,17 @@ impl Supervisor {
         result: Result<Provisioned, Failed>,
         ctx: &mut Context<Self>,
     ) {
-        let Some(slot) = self.bays[index].slot.take() else {
+        let Some(slot) = self.bays.finished(index) else {
             tracing::error!("a target finished on an idle probe");
             return;
         };
         let lease_id = slot.lease_id().to_owned();
-        let probe = self.bays[index].name.clone();
+        let probe = self.bays.name(index).to_owned();
         match result {
             // The board failed its factory test: not locked, to rework. Its slot goes back to the
             // lease; it is reported FAILED (not registered). Not the probe's fault.
             Ok(done) if done.test_failed() => {
-                self.bays[index].failures_in_a_row = 0;
+                self.bays.succeeded(index);
                 self.settle(slot, false);
                 let report = Report::of_target(&lease_id, &done, now_ms());
                 let reason = report.failure_reason.clone().unwrap_or_default();
@@ -488,7 +457,7 @@ impl Supervisor {
                 });
             }
             Ok(done) => {
-                self.bays[index].failures_in_a_row = 0;
+                self.bays.succeeded(index);
                 // The board is locked and programmed: its slot is spent even if the journal
                 // write below fails (the station then stops).
                 self.settle(slot, true);
@@ -535,47 +504,12 @@ impl Supervisor {
                     step: failed.step.as_str().into(),
                     reason: failed.error.to_string(),
                 });
-                self.probe_failed(index, &failed);
+                if self.bays.failed(index, &failed) {
+                    self.stop_with(StopReason::ProbesRetired);
+                }
             }
         }
         self.pump(ctx);
-    }
-
-    /// Restarts the bay's actor, or retires the bay after too many failures in a row.
-    fn probe_failed(&mut self, index: usize, failed: &Failed) {
-        let bay = &mut self.bays[index];
-        bay.failures_in_a_row += 1;
-        let probe = bay.name.clone();
-        if bay.failures_in_a_row >= self.settings.retire_after {
-            bay.retired = true;
-            let reason = format!(
-                "{} failures in a row, last ({} at fault): {}",
-                bay.failures_in_a_row,
-                failed.error.at_fault().as_str(),
-                failed.error
-            );
-            self.events.emit(Event::Probe {
-                probe,
-                action: "retired".into(),
-                reason,
-            });
-            if self.bays.iter().all(|b| b.retired) {
-                self.stop_with(StopReason::ProbesRetired);
-            }
-        } else {
-            // A fresh actor on the same fixture: nothing of the failed run survives.
-            let actor = ProbeActor::new(
-                bay.fixture.clone(),
-                self.events.clone(),
-                self.settings.step_timeout,
-            );
-            bay.addr = actor.start();
-            self.events.emit(Event::Probe {
-                probe,
-                action: "restarted".into(),
-                reason: failed.error.to_string(),
-            });
-        }
     }
 
     fn flush_reports(&mut self, ctx: &mut Context<Self>) {
