@@ -263,24 +263,7 @@ impl<'p, P: Probe + ?Sized> FlashLoaderSession<'p, P, SecretsSent> {
         mut self,
         plan: &OrderPlan,
     ) -> Result<FlashLoaderSession<'p, P, Committed>, ProvisioningError> {
-        let (signed, body) =
-            split_signed(plan.bootloader()).map_err(StationFault::BadBootloaderImage)?;
-        self.request(
-            "bootloader header",
-            &StationMessage::BeginBootloader {
-                signed_header: &signed.to_bytes(),
-            },
-            ack,
-        )?;
-        let chunk = plan.chunk_size().clamp(64, MAX_IMAGE_CHUNK);
-        for (i, data) in body.chunks(chunk).enumerate() {
-            let offset = (i * chunk) as u32;
-            self.request(
-                "image data",
-                &StationMessage::ImageData { offset, data },
-                ack,
-            )?;
-        }
+        let signed = self.upload(Upload::Bootloader, plan.bootloader(), plan.chunk_size())?;
         let receipt = self.request("commit", &StationMessage::Commit, |reply| match reply {
             TargetReply::Receipt(receipt) => Some(receipt),
             _ => None,
@@ -314,23 +297,7 @@ impl<'p, P: Probe + ?Sized> FlashLoaderSession<'p, P, Committed> {
         signed_app: &[u8],
         chunk_size: usize,
     ) -> Result<TestRun<'p, P>, ProvisioningError> {
-        let (signed, body) = split_signed(signed_app).map_err(StationFault::BadTestApp)?;
-        self.request(
-            "test app header",
-            &StationMessage::BeginTestApp {
-                signed_header: &signed.to_bytes(),
-            },
-            ack,
-        )?;
-        let chunk = chunk_size.clamp(64, MAX_IMAGE_CHUNK);
-        for (i, data) in body.chunks(chunk).enumerate() {
-            let offset = (i * chunk) as u32;
-            self.request(
-                "test app data",
-                &StationMessage::TestAppData { offset, data },
-                ack,
-            )?;
-        }
+        self.upload(Upload::TestApp, signed_app, chunk_size)?;
         let report = self.request(
             "test run",
             &StationMessage::RunTestApp,
@@ -349,19 +316,28 @@ impl<'p, P: Probe + ?Sized> FlashLoaderSession<'p, P, Committed> {
             TestRun::Failed(self.into_state(TestFailed { receipt, report }))
         })
     }
-
-    /// Locks the debug port (no factory test in this order).
-    pub fn lock(self) -> Result<FlashLoaderSession<'p, P, Locked>, ProvisioningError> {
-        let receipt = self.state.receipt;
-        self.lock_port(receipt)
-    }
 }
 
-impl<'p, P: Probe + ?Sized> FlashLoaderSession<'p, P, Tested> {
-    /// Locks the debug port of a board that passed its factory test.
-    pub fn lock(self) -> Result<FlashLoaderSession<'p, P, Locked>, ProvisioningError> {
-        let receipt = self.state.receipt;
-        self.lock_port(receipt)
+/// States from which the debug port may be locked: committed (no factory test in the order) or
+/// tested and passed. Not `TestFailed`: that board goes to rework.
+pub trait Lockable: Installed {}
+impl Lockable for Committed {}
+impl Lockable for Tested {}
+
+impl<'p, P: Probe + ?Sized, S: Lockable> FlashLoaderSession<'p, P, S> {
+    /// Asks the loader to lock the debug port; the loader answers with the board's serial.
+    pub fn lock(mut self) -> Result<FlashLoaderSession<'p, P, Locked>, ProvisioningError> {
+        let serial = self.serial();
+        self.request(
+            "debug lock",
+            &StationMessage::LockDebugPort,
+            |reply| match reply {
+                TargetReply::Locked { serial: s } if s == serial => Some(()),
+                _ => None,
+            },
+        )?;
+        let receipt = *self.state.receipt();
+        Ok(self.into_state(Locked { receipt }))
     }
 }
 
@@ -422,20 +398,46 @@ impl<'p, P: Probe + ?Sized, S> FlashLoaderSession<'p, P, S> {
         }
     }
 
-    fn lock_port(
-        mut self,
-        receipt: Receipt,
-    ) -> Result<FlashLoaderSession<'p, P, Locked>, ProvisioningError> {
-        let serial = self.serial();
-        self.request(
-            "debug lock",
-            &StationMessage::LockDebugPort,
-            |reply| match reply {
-                TargetReply::Locked { serial: s } if s == serial => Some(()),
-                _ => None,
-            },
-        )?;
-        Ok(self.into_state(Locked { receipt }))
+    /// Sends a vendor-signed image: its header, then its body in chunks. Returns the header.
+    fn upload(
+        &mut self,
+        upload: Upload,
+        image: &[u8],
+        chunk_size: usize,
+    ) -> Result<SignedImageHeader, ProvisioningError> {
+        let (signed, body) = split_signed(image).map_err(|code| match upload {
+            Upload::Bootloader => StationFault::BadBootloaderImage(code),
+            Upload::TestApp => StationFault::BadTestApp(code),
+        })?;
+        let header = signed.to_bytes();
+        let (request, begin) = match upload {
+            Upload::Bootloader => (
+                "bootloader header",
+                StationMessage::BeginBootloader {
+                    signed_header: &header,
+                },
+            ),
+            Upload::TestApp => (
+                "test app header",
+                StationMessage::BeginTestApp {
+                    signed_header: &header,
+                },
+            ),
+        };
+        self.request(request, &begin, ack)?;
+        let chunk = chunk_size.clamp(64, MAX_IMAGE_CHUNK);
+        for (i, data) in body.chunks(chunk).enumerate() {
+            let offset = (i * chunk) as u32;
+            let (request, msg) = match upload {
+                Upload::Bootloader => ("image data", StationMessage::ImageData { offset, data }),
+                Upload::TestApp => (
+                    "test app data",
+                    StationMessage::TestAppData { offset, data },
+                ),
+            };
+            self.request(request, &msg, ack)?;
+        }
+        Ok(signed)
     }
 
     /// Seals `msg`, exchanges it with the loader and opens the reply; `expect` picks the reply
@@ -471,6 +473,13 @@ impl<'p, P: Probe + ?Sized, S> FlashLoaderSession<'p, P, S> {
         self.mailbox.add_station_time(t.elapsed());
         Ok(answer?)
     }
+}
+
+/// Which image [`FlashLoaderSession::upload`] sends.
+#[derive(Clone, Copy)]
+enum Upload {
+    Bootloader,
+    TestApp,
 }
 
 /// The reply every step but the last of each phase gets.
