@@ -47,8 +47,16 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// `#[cfg(test)] mod tests { … }`.
 fn read_source(path: &Path) -> Source {
     let text = std::fs::read_to_string(path).unwrap();
-    let text = match text.find("#[cfg(test)]\nmod tests {") {
-        Some(at) => &text[..at],
+    // The test module closes the file, under its `#[cfg(…test…)]` line.
+    let text = match text.find("\nmod tests {") {
+        Some(at) => {
+            let cfg = text[..at].rfind('\n').map_or(0, |l| l + 1);
+            if text[cfg..at].starts_with("#[cfg(") && text[cfg..at].contains("test") {
+                &text[..cfg]
+            } else {
+                &text[..at]
+            }
+        }
         None => &text,
     };
     let mut code = String::new();
