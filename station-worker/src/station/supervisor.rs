@@ -48,8 +48,8 @@ pub struct SupervisorSettings {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StopReason {
-    /// The coordinator grants no more slots for the order.
-    #[error("quota spent: order {order_id} has no slots left ({detail})")]
+    /// The coordinator grants no more slots for the order (its words name the order).
+    #[error("quota spent: {detail}")]
     QuotaSpent {
         /// The order.
         order_id: String,
