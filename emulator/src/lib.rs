@@ -26,7 +26,7 @@
 mod board;
 mod error;
 mod network;
-mod qmp;
+pub mod qmp;
 
 pub use board::{BoardFiles, EmulatedBoard, StartOptions, Uid, FLASH_FILE, LOG_FILE, UID_FILE};
 pub use error::BoardError;

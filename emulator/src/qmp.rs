@@ -1,4 +1,5 @@
-//! A minimal QMP (QEMU Machine Protocol) client: one connection per command sequence.
+//! A minimal QMP (QEMU Machine Protocol) client: one connection per command sequence. Public so
+//! tests can act on a running board from another thread (e.g. `quit` it mid-transfer).
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -9,14 +10,14 @@ use std::{
 use serde_json::{json, Value};
 
 /// A QMP connection that has done the `qmp_capabilities` handshake.
-pub(crate) struct QmpConnection {
+pub struct QmpConnection {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
 }
 
 impl QmpConnection {
     /// Connects, reads the greeting and negotiates capabilities.
-    pub(crate) fn connect(addr: SocketAddr, timeout: Duration) -> Result<Self, String> {
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Self, String> {
         let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
         stream
             .set_read_timeout(Some(timeout))
@@ -50,11 +51,7 @@ impl QmpConnection {
     }
 
     /// Runs one command and returns its `return` value; events in between are skipped.
-    pub(crate) fn execute(
-        &mut self,
-        command: &str,
-        arguments: Option<Value>,
-    ) -> Result<Value, String> {
+    pub fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, String> {
         let mut request = json!({ "execute": command });
         if let Some(arguments) = arguments {
             request["arguments"] = arguments;

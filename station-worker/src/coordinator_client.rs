@@ -35,6 +35,19 @@ where
     result.map(tonic::Response::into_inner)
 }
 
+/// True when a call failed for want of the coordinator (unreachable, timed out, restarting):
+/// worth retrying. Every other code is the coordinator's answer.
+pub fn transient(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+            | tonic::Code::Aborted
+    )
+}
+
 /// A signed client of the coordinator's station service.
 #[derive(Clone)]
 pub struct CoordinatorClient {

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flashgate_proto::v1::{self, station_service_client::StationServiceClient};
 
+use crate::config::{ProbeBackend, ProbeSpec};
 use crate::identity::{StationIdentity, StationKek, IDENTITY_FILE, KEK_ENV};
-use crate::station::ProbeSpec;
 
 /// The coordinator accepts station signatures within ±120 s of its clock.
 pub const MAX_SKEW: Duration = Duration::from_secs(120);
@@ -118,16 +118,7 @@ fn reachable(addr: SocketAddr, timeout: Duration) -> Result<Duration, std::io::E
 fn check_probes(probes: &[ProbeSpec], timeout: Duration) -> Vec<Check> {
     let mut checks = Vec::new();
     for spec in probes {
-        let name = format!("probe {} GDB server {}", spec.name, spec.gdb);
-        checks.push(match reachable(spec.gdb, timeout) {
-            Ok(rtt) => Check::ok(name, format!("reachable ({} ms)", rtt.as_millis())),
-            Err(e) => Check::bad(
-                Status::Fail,
-                name,
-                format!("not reachable: {e}"),
-                "start the probe's GDB server (openocd / pyocd / JLinkGDBServer / st-util) on that address, or fix `gdb` in the [[probes]] entry",
-            ),
-        });
+        checks.push(check_backend(spec, timeout));
         if let Some(uart) = spec.uart {
             let name = format!("probe {} UART {uart}", spec.name);
             checks.push(match reachable(uart, timeout) {
@@ -179,6 +170,42 @@ fn check_probes(probes: &[ProbeSpec], timeout: Duration) -> Vec<Check> {
         ));
     }
     checks
+}
+
+fn check_backend(spec: &ProbeSpec, timeout: Duration) -> Check {
+    match &spec.backend {
+        ProbeBackend::Gdb(gdb) => {
+            let name = format!("probe {} GDB server {gdb}", spec.name);
+            match reachable(*gdb, timeout) {
+                Ok(rtt) => Check::ok(name, format!("reachable ({} ms)", rtt.as_millis())),
+                Err(e) => Check::bad(
+                    Status::Fail,
+                    name,
+                    format!("not reachable: {e}"),
+                    "start the probe's GDB server (openocd / pyocd / JLinkGDBServer / st-util) on that address, or fix `gdb` in the [[probes]] entry",
+                ),
+            }
+        }
+        ProbeBackend::ProbeRs(usb) => {
+            let name = format!(
+                "probe {} USB {} ({})",
+                spec.name,
+                usb.selector
+                    .as_ref()
+                    .map_or_else(|| "any".to_owned(), ToString::to_string),
+                usb.chip
+            );
+            match crate::fixture::for_probe(spec) {
+                Ok(_) => Check::ok(name, "probe-rs backend built in (see the USB probes line)"),
+                Err(e) => Check::bad(
+                    Status::Fail,
+                    name,
+                    e.to_string(),
+                    "rebuild with `--features probe-rs`, or drive the probe through a GDB server",
+                ),
+            }
+        }
+    }
 }
 
 fn check_coordinator(endpoint: &str, timeout: Duration) -> Vec<Check> {

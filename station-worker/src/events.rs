@@ -1,13 +1,14 @@
 //! What the operator (and a factory MES) sees: live per-probe progress, a summary at the end,
-//! and with `--json` one JSON object per line on stdout. Events carry no secret.
+//! and with `--json` one JSON object per line on stdout (they deserialize back into [`Event`]).
+//! Events carry no secret.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Time spent per phase of one device, in milliseconds.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct PhaseMillis {
     /// Board placed and debug link opened.
     pub connect: f64,
@@ -30,7 +31,7 @@ pub struct PhaseMillis {
 }
 
 /// Summary of one run.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     /// Why the station stopped.
     pub stop_reason: String,
@@ -54,8 +55,8 @@ pub struct Summary {
     pub elapsed_s: f64,
 }
 
-/// One event.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+/// One event (its JSON form is what `--json` prints, one per line).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// The station started.

@@ -228,19 +228,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Enrol { common } => {
             let r = resolve(&common)?;
             let identity = StationIdentity::load_or_create(&r.state_dir, &r.kek)?;
-            let client = CoordinatorClient::new(&r.coordinator, identity.signer())?;
             let name = r.config.name.clone().unwrap_or_else(|| "station".into());
             let factory = r.config.factory.clone().unwrap_or_default();
+            // The client's channel spawns onto the runtime it is made in: make it inside.
             let response = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-                .block_on(enrol(&client, &identity, &name, &factory))
-                .map_err(|e| anyhow::anyhow!("enrolment refused: {}", e.message()))?;
+                .block_on(async {
+                    let client = CoordinatorClient::new(&r.coordinator, identity.signer())?;
+                    enrol(&client, &identity, &name, &factory)
+                        .await
+                        .map_err(|e| {
+                            anyhow::anyhow!(
+                                "enrolment at {} failed: {} ({:?})",
+                                r.coordinator,
+                                e.message(),
+                                e.code()
+                            )
+                        })
+                })?;
+            let state = flashgate_proto::v1::StationState::try_from(response.state)
+                .unwrap_or(flashgate_proto::v1::StationState::Unspecified);
             println!(
-                "station {} enrolled ({:?}); the operator approves this fingerprint",
+                "station {} enrolled ({}){}",
                 response.station_id,
-                flashgate_proto::v1::StationState::try_from(response.state)
-                    .unwrap_or(flashgate_proto::v1::StationState::Unspecified)
+                state
+                    .as_str_name()
+                    .trim_start_matches("STATION_STATE_")
+                    .to_lowercase(),
+                if state == flashgate_proto::v1::StationState::Approved {
+                    ""
+                } else {
+                    "; the operator approves it with `flashgate station approve <id>`"
+                }
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use prometheus::{register_histogram_vec, register_int_counter_vec, HistogramVec, IntCounterVec};
 
-use crate::install_flow::{InstallDone, TargetFailure};
+use crate::provisioning::{Failed, Provisioned};
 
 /// The station's metric families.
 pub struct Metrics {
     /// `flashgate_station_devices_total{probe,outcome}`: installs journaled (per-probe
     /// throughput is its rate).
     pub devices: IntCounterVec,
-    /// `flashgate_station_targets_failed_total{probe,step}`.
+    /// `flashgate_station_targets_failed_total{probe,step,at_fault}`.
     pub failed: IntCounterVec,
     /// `flashgate_station_install_duration_seconds{probe}`.
     pub install_seconds: HistogramVec,
@@ -41,8 +41,8 @@ pub fn get() -> Option<&'static Metrics> {
         .expect("metric registers once"),
         failed: register_int_counter_vec!(
             "flashgate_station_targets_failed_total",
-            "targets that failed (nothing registered), by probe and failing step",
-            &["probe", "step"]
+            "targets that failed (nothing registered), by probe, failing step and who is at fault",
+            &["probe", "step", "at_fault"]
         )
         .expect("metric registers once"),
         install_seconds: register_histogram_vec!(
@@ -70,13 +70,14 @@ pub fn get() -> Option<&'static Metrics> {
 }
 
 /// A target finished on `probe`.
-pub fn target(probe: &str, result: &Result<InstallDone, TargetFailure>) {
+pub fn target(probe: &str, result: &Result<Provisioned, Failed>) {
     let Some(m) = get() else { return };
     match result {
         Ok(done) => {
-            let outcome = match &done.test {
-                Some(t) if !t.passed() => "test_failed",
-                _ => "provisioned",
+            let outcome = if done.test_failed() {
+                "test_failed"
+            } else {
+                "provisioned"
             };
             m.devices.with_label_values(&[probe, outcome]).inc();
             m.install_seconds
@@ -98,7 +99,14 @@ pub fn target(probe: &str, result: &Result<InstallDone, TargetFailure>) {
                 }
             }
         }
-        Err(failure) => m.failed.with_label_values(&[probe, failure.step]).inc(),
+        Err(failed) => m
+            .failed
+            .with_label_values(&[
+                probe,
+                failed.step.as_str(),
+                failed.error.at_fault().as_str(),
+            ])
+            .inc(),
     }
 }
 

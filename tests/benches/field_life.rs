@@ -32,8 +32,8 @@ use flashgate_protocol::data_stream::{
 use flashgate_protocol::uart::host::{HostLink, Transport};
 use flashgate_protocol::uart::{MsgType, OsStatus, Request, OVERHEAD};
 use flashgate_station::device_link::DeviceLink;
-use flashgate_station::provisioning::{provision, ProvisioningJob};
-use flashgate_tests::{firmware_dir, install_os_offline, Firmware, TestBoard, Vendor};
+use flashgate_station::provisioning::DeviceKeys;
+use flashgate_tests::{firmware_dir, Firmware, TestBoard, Vendor};
 use zeroize::Zeroizing;
 
 /// Instructions per SysTick tick under `-icount shift=0` on mps2 (1 GHz virtual / 25 MHz).
@@ -158,28 +158,16 @@ struct FirstRecord {
 fn demo_os_first_record() -> FirstRecord {
     let fw = Firmware::load();
     let vendor = Vendor::new(7);
-    let bootloader = vendor.sign_bootloader(&fw.bootloader, 1);
-    let mut tb = TestBoard::with_options(StartOptions {
+    let plan = vendor
+        .plan(&fw, 1)
+        .with_chunk_size(flashgate_protocol::provisioning::messages::MAX_IMAGE_CHUNK);
+    let keys = DeviceKeys::new(Zeroizing::new([1; 32]), 7);
+    let icount = StartOptions {
         icount: true,
         ..StartOptions::default()
-    });
-    let mut probe = tb.probe(None);
-    let job = ProvisioningJob {
-        bootloader: &bootloader,
-        product_id: vendor.product_id,
-        vendor_public: vendor.public(),
-        rollback_floor: 1,
-        device_key: &key,
-        test_app: None,
-        lock_debug_port: true,
-        chunk_size: flashgate_protocol::provisioning::messages::MAX_IMAGE_CHUNK,
-        fault: None,
     };
-    provision(&mut probe, &fw.loader, &job, WAIT).expect("provisioning succeeds");
-    drop(probe);
-    tb.board.power_off().unwrap();
-    install_os_offline(&tb.board, &vendor.sign_os(&fw.demo_os, 5));
-    tb.board.power_on_again().unwrap();
+    let os = vendor.sign_os(&fw.demo_os, 5);
+    let (mut tb, _) = TestBoard::provisioned(plan, keys, icount, Some(&os));
     let mut link =
         DeviceLink::connect_tcp(tb.board.serial_addr().unwrap(), Duration::from_secs(5)).unwrap();
     tb.board.resume().unwrap();

@@ -10,8 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use flashgate_emulator::StartOptions;
-use flashgate_station::provisioning::{provision, PhaseTimings, ProvisioningJob};
-use flashgate_tests::{firmware_dir, Firmware, TestBoard, Vendor};
+use flashgate_station::provisioning::{DeviceKeys, PhaseTimings};
+use flashgate_tests::bay::TestBay;
+use flashgate_tests::{firmware_dir, provision_within, Firmware, Vendor};
 use zeroize::Zeroizing;
 
 /// Instructions per SysTick tick under `-icount shift=0` on mps2 (1 GHz virtual / 25 MHz).
@@ -19,30 +20,14 @@ const INSTRUCTIONS_PER_TICK: u64 = 40;
 /// One SysTick tick of wall-clock emulated time without icount (25 MHz).
 const TICK: Duration = Duration::from_nanos(40);
 
-fn key(serial: &[u8; 16]) -> Zeroizing<[u8; 32]> {
-    flashgate_protocol::lease_keys::derive_device_key(&[1; 32], 7, serial)
-}
-
-fn provision_once(
-    fw: &Firmware,
-    vendor: &Vendor,
-    bootloader: &[u8],
-    options: StartOptions,
-) -> PhaseTimings {
-    let tb = TestBoard::with_options(options);
-    let mut probe = tb.probe(None);
-    let job = ProvisioningJob {
-        bootloader,
-        product_id: vendor.product_id,
-        vendor_public: vendor.public(),
-        rollback_floor: 1,
-        device_key: &key,
-        test_app: None,
-        lock_debug_port: true,
-        chunk_size: flashgate_protocol::provisioning::messages::MAX_IMAGE_CHUNK,
-        fault: None,
-    };
-    provision(&mut probe, &fw.loader, &job, Duration::from_secs(60))
+/// One board through the station's own per-target flow (the factory's); its debug-link timings.
+fn provision_once(fw: &Firmware, vendor: &Vendor, options: StartOptions) -> PhaseTimings {
+    let plan = vendor
+        .plan(fw, 1)
+        .with_chunk_size(flashgate_protocol::provisioning::messages::MAX_IMAGE_CHUNK);
+    let keys = DeviceKeys::new(Zeroizing::new([1; 32]), vendor.product_id);
+    let mut bay = TestBay::new("bench").with_options(options);
+    provision_within(&mut bay, plan, keys, Duration::from_secs(60))
         .expect("provisioning succeeds")
         .timings
 }
@@ -54,14 +39,13 @@ fn ms(d: Duration) -> f64 {
 fn main() {
     let fw = Firmware::load();
     let vendor = Vendor::new(7);
-    let bootloader = vendor.sign_bootloader(&fw.bootloader, 1);
 
     const RUNS: u32 = 5;
     let mut sum = PhaseTimings::default();
     let mut flash = Duration::ZERO;
     let mut busy = Duration::ZERO;
     for _ in 0..RUNS {
-        let t = provision_once(&fw, &vendor, &bootloader, StartOptions::default());
+        let t = provision_once(&fw, &vendor, StartOptions::default());
         sum.link += t.link;
         sum.target += t.target;
         sum.station += t.station;
@@ -106,7 +90,7 @@ fn main() {
         icount: true,
         ..StartOptions::default()
     };
-    let t = provision_once(&fw, &vendor, &bootloader, icount);
+    let t = provision_once(&fw, &vendor, icount);
     println!("== loader under -icount shift=0 (deterministic)");
     println!(
         "  handshake (entropy, x25519 keygen + DH, self-measurement SHA-256, HKDF): {} instructions",
@@ -114,7 +98,7 @@ fn main() {
     );
     println!(
         "  all frames ({} B image): {} instructions, of which flash {}",
-        bootloader.len(),
+        vendor.plan(&fw, 1).bootloader().len(),
         t.target_busy_ticks * INSTRUCTIONS_PER_TICK,
         t.target_flash_ticks * INSTRUCTIONS_PER_TICK
     );

@@ -1,17 +1,78 @@
 //! Shared pieces of flashgate's end-to-end tests: the built firmware, a test vendor, emulated
-//! boards with a GDB probe attached.
+//! boards (bare, or provisioned by the station's own flow), the station binary, and the test
+//! support the station keeps out of its production types: [`bay::TestBay`] (boards with faults),
+//! [`faults::FaultyProbe`] (a tampered debug link) and [`malicious_station`].
+
+pub mod bay;
+pub mod faults;
+pub mod malicious_station;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use flashgate_emulator::{EmulatedBoard, StartOptions, Uid};
+use flashgate_emulator::{BoardFiles, EmulatedBoard, StartOptions, Uid};
 use flashgate_protocol::flash::{NorFlash, RamFlash};
 use flashgate_protocol::image::{sign_image, ImageKind, SIGNED_HEADER_LEN};
 use flashgate_protocol::layout::{FLASH_SIZE, IMAGE_HEADER_SPACE, OS_SLOT_ADDR};
+use flashgate_station::events::{EventFormat, EventSink};
 use flashgate_station::probe::{GdbProbe, GdbProbeOptions, TrafficRecorder};
-use flashgate_station::provisioning::LoaderImage;
+use flashgate_station::provisioning::{
+    run_target, DeviceKeys, Failed, Job, LoaderImage, OrderPlan, Provisioned,
+};
+use zeroize::Zeroizing;
+
+use crate::bay::TestBay;
+
+/// Time allowed for one loader turn (the handshake is the longest, ~6 M instructions).
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `flashgate-station` binary next to this test binary (`cargo build -p flashgate-station`;
+/// `cargo nextest run --workspace` builds it).
+pub fn station_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .join("flashgate-station");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p flashgate-station`",
+        bin.display()
+    );
+    bin
+}
+
+/// Device keys from a fixed test lease secret, so a test can recompute any board's key.
+pub fn test_keys(product_id: u32) -> DeviceKeys {
+    DeviceKeys::new(Zeroizing::new([0x42; 32]), product_id)
+}
+
+/// Runs the station's per-target flow — the factory's — on the next board of `bay`.
+pub fn provision(
+    bay: &mut TestBay,
+    plan: OrderPlan,
+    keys: DeviceKeys,
+) -> Result<Provisioned, Failed> {
+    provision_within(bay, plan, keys, STEP_TIMEOUT)
+}
+
+/// [`provision`] with another time limit per loader turn (slow `-icount` boards).
+pub fn provision_within(
+    bay: &mut TestBay,
+    plan: OrderPlan,
+    keys: DeviceKeys,
+    step_timeout: Duration,
+) -> Result<Provisioned, Failed> {
+    let job = Job {
+        plan: Arc::new(plan),
+        keys,
+        lease_id: "e2e-lease".into(),
+    };
+    run_target(bay, &job, step_timeout, &EventSink::new(EventFormat::Quiet))
+}
 
 /// The firmware built by `cargo xtask firmware`.
 pub struct Firmware {
@@ -112,10 +173,22 @@ impl Vendor {
     }
 }
 
+impl Vendor {
+    /// A plan installing the firmware's bootloader signed as `version` by this vendor.
+    pub fn plan(&self, fw: &Firmware, version: u32) -> OrderPlan {
+        OrderPlan::new(
+            fw.loader.clone(),
+            self.sign_bootloader(&fw.bootloader, version),
+            self.product_id,
+            self.public(),
+        )
+        .expect("a signed bootloader parses")
+    }
+}
+
 /// A powered-off board's flash, read from its directory, as the protocol's flash model.
-pub fn persisted_flash(board: &EmulatedBoard) -> RamFlash {
+pub fn persisted_flash(board: &BoardFiles) -> RamFlash {
     let bytes = board
-        .files()
         .read_flash(0, FLASH_SIZE as usize)
         .expect("flash.bin readable");
     RamFlash {
@@ -125,7 +198,7 @@ pub fn persisted_flash(board: &EmulatedBoard) -> RamFlash {
 }
 
 /// Writes a signed OS image into a powered-off board's persisted flash, as an update would.
-pub fn install_os_offline(board: &EmulatedBoard, signed_os: &[u8]) {
+pub fn install_os_offline(board: &BoardFiles, signed_os: &[u8]) {
     let mut flash = persisted_flash(board);
     flash
         .erase_range(
@@ -142,7 +215,7 @@ pub fn install_os_offline(board: &EmulatedBoard, signed_os: &[u8]) {
             &signed_os[SIGNED_HEADER_LEN..],
         )
         .unwrap();
-    std::fs::write(board.files().flash_path(), &flash.bytes).unwrap();
+    std::fs::write(board.flash_path(), &flash.bytes).unwrap();
 }
 
 /// A new board in its own temporary directory, powered on (halted).
@@ -151,7 +224,7 @@ pub struct TestBoard {
     pub board: EmulatedBoard,
     /// Its unique ID.
     pub uid: Uid,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl TestBoard {
@@ -168,8 +241,38 @@ impl TestBoard {
         Self {
             board,
             uid,
-            _dir: dir,
+            _dir: Some(dir),
         }
+    }
+
+    /// A board provisioned by the station's flow with `plan` (locked, hello verified), then
+    /// `os` (a signed OS image) installed offline as an update would, powered on again and
+    /// still halted: connect the UART, then resume.
+    pub fn provisioned(
+        plan: OrderPlan,
+        keys: DeviceKeys,
+        options: StartOptions,
+        os: Option<&[u8]>,
+    ) -> (Self, Provisioned) {
+        let mut bay = TestBay::new("e2e").with_options(options.clone());
+        let done = provision_within(&mut bay, plan, keys, 2 * STEP_TIMEOUT)
+            .expect("the station's flow provisions the board");
+        assert!(
+            done.locked && done.hello.is_some(),
+            "locked, hello verified"
+        );
+        let files = bay.board_files(0);
+        if let Some(os) = os {
+            install_os_offline(&files, os);
+        }
+        let board = EmulatedBoard::start(files.dir(), options).expect("the board starts again");
+        let uid = files.uid().expect("the board's uid");
+        let tb = Self {
+            board,
+            uid,
+            _dir: bay.into_dir(),
+        };
+        (tb, done)
     }
 
     /// Attaches a GDB probe, optionally recording all traffic.

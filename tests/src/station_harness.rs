@@ -3,9 +3,10 @@
 //! order for one approved station, and a switchable TCP proxy in front of the coordinator to
 //! model network outages.
 
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use flashgate_station::identity::{StationIdentity, StationKek};
 use flashgate_station::station::{enrol, StationOptions};
 use zeroize::Zeroizing;
 
-use crate::{firmware_dir, Firmware, Vendor};
+use crate::{firmware_dir, station_binary, Firmware, Vendor};
 
 /// The etcd binary of the Debian package.
 pub const ETCD: &str = "/usr/bin/etcd";
@@ -357,7 +358,123 @@ impl Factory {
     pub fn journal_path(&self) -> PathBuf {
         self.state_dir
             .path()
-            .join(flashgate_station::journal::JOURNAL_FILE)
+            .join(flashgate_station::provisioning::journal::JOURNAL_FILE)
+    }
+}
+
+impl Factory {
+    /// `flashgate-station run` as its own process against this factory (through the proxy),
+    /// with `emulate` emulated boards and `--json` events on a pipe; `extra` are more flags.
+    pub fn spawn_station(&self, emulate: usize, extra: &[&str]) -> StationProcess {
+        let mut child = Command::new(station_binary())
+            .arg("run")
+            .args(["--coordinator", &self.proxy.endpoint()])
+            .arg("--state-dir")
+            .arg(self.state_dir.path())
+            .args(["--emulate", &emulate.to_string(), "--json"])
+            .args(["--order", &self.order.order_id])
+            .arg("--loader")
+            .arg(firmware_dir().join("loader.bin"))
+            .args(extra)
+            .env("FLASHGATE_STATION_KEK", self.station_kek_hex())
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("FLASHGATE_METRICS_LISTEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the station starts");
+        let events = BufReader::new(child.stdout.take().expect("piped stdout"));
+        StationProcess {
+            child,
+            events,
+            state_dir: self.state_dir.path().to_owned(),
+        }
+    }
+}
+
+/// A `flashgate-station run` process. Killed (and its boards with it) on drop.
+pub struct StationProcess {
+    child: Child,
+    events: BufReader<ChildStdout>,
+    state_dir: PathBuf,
+}
+
+impl StationProcess {
+    /// Reads `--json` events until one satisfies `want` (returned), or the station exits.
+    pub fn wait_for_event(
+        &mut self,
+        mut want: impl FnMut(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.events.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if want(&event) {
+                return Some(event);
+            }
+        }
+    }
+
+    /// Waits for the station to exit by itself (at most `timeout`).
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the station did not finish in {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A crash: SIGKILL, no chance to report or return anything. The emulated boards it had
+    /// started (its child QEMUs, now orphaned) are killed too, as a power cut of the line.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        kill_processes_using(&self.state_dir);
+    }
+}
+
+impl Drop for StationProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+    }
+}
+
+/// Kills every QEMU whose command line names a path under `dir` (the boards there).
+pub fn kill_processes_using(dir: &Path) {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if pid != std::process::id()
+            && cmdline.starts_with("qemu-system")
+            && cmdline.contains(&needle)
+        {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
     }
 }
 

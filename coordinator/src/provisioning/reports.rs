@@ -112,6 +112,26 @@ impl Reports {
         let (station, req, serial) = (install.station, install.req, install.serial);
         let lease = self.leases.own(station, &req.lease_id).await?;
         let l = &lease.record;
+        let key = (l.product_id, serial);
+        let existing = self.db.get::<DeviceRecord>(&key).await?.map(|d| d.record);
+        // A re-sent report whose first answer was lost (same station, lease and install time)
+        // is answered as the first time, whatever became of the lease since: the station reads
+        // the record, not a message, to know the install was its own.
+        if let Some(existing) = existing.as_ref().filter(|d| {
+            d.station_id == station.station_id
+                && d.lease_id == l.lease_id
+                && d.installed_at_ms == req.installed_at_ms
+        }) {
+            let remaining_in_lease = match l.state {
+                LeaseState::Active => l.count - l.used,
+                _ => 0,
+            };
+            return Ok(Attempt::Done(v1::ReportInstallResponse {
+                device: Some(existing.to_proto()),
+                remaining_in_lease,
+                failure: None,
+            }));
+        }
         self.check_install_time(l, req.installed_at_ms)?;
         if l.used >= l.count {
             return Err(E::Exhausted(format!(
@@ -119,9 +139,8 @@ impl Reports {
                 l.lease_id, l.count, l.used
             )));
         }
-        let key = (l.product_id, serial);
-        if let Some(existing) = self.db.get::<DeviceRecord>(&key).await? {
-            return Err(duplicate(&existing.record));
+        if let Some(existing) = existing {
+            return Err(duplicate(&existing));
         }
         let secret = self
             .kek

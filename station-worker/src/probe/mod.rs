@@ -2,7 +2,9 @@
 //!
 //! [`Probe`] is what the station's flows use: halt/run control, memory and core registers,
 //! breakpoints. [`gdb::GdbProbe`] implements it over the GDB remote serial protocol, spoken by
-//! QEMU's gdbstub in tests and by OpenOCD / probe gdb servers in the factory.
+//! QEMU's gdbstub in tests and by OpenOCD / probe gdb servers in the factory; `probe_rs`
+//! (cargo feature `probe-rs`) drives USB probes directly. Opening them per station bay is the
+//! [`fixture`](crate::fixture)'s job.
 //!
 //! All calls block (with timeouts): run them on a blocking thread.
 
@@ -10,11 +12,13 @@ pub mod error;
 pub mod gdb;
 #[cfg(feature = "probe-rs")]
 pub mod probe_rs;
+mod selector;
 
 use std::time::Duration;
 
 #[cfg(feature = "probe-rs")]
-pub use self::probe_rs::{list_probes, ProbeListing, ProbeRsProbe, ProbeSelector};
+pub use self::probe_rs::{list_probes, ProbeListing, ProbeRsProbe};
+pub use self::selector::ProbeSelector;
 pub use error::ProbeError;
 pub use gdb::{GdbProbe, GdbProbeOptions, LinkTap, ResetCommand, TrafficRecorder};
 
@@ -79,6 +83,17 @@ pub enum HaltReason {
     Exited(u8),
     /// The target was terminated by this signal.
     Terminated(u8),
+}
+
+/// The wire between a USB debug probe and the chip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DebugWire {
+    /// Serial Wire Debug (two wires; what Cortex-M boards usually expose).
+    #[default]
+    Swd,
+    /// JTAG.
+    Jtag,
 }
 
 /// Which comparator a breakpoint uses.

@@ -2,7 +2,7 @@ use flashgate_protocol::provisioning::LoaderImageHeader;
 use flashgate_protocol::ErrorCode;
 use sha2::{Digest, Sha256};
 
-use super::ProvisioningError;
+use super::StationFault;
 use flashgate_protocol::layout::LOADER_MAX;
 
 /// The RAM flash loader binary, with its header read and its digest computed once.
@@ -15,10 +15,10 @@ pub struct LoaderImage {
 
 impl LoaderImage {
     /// Checks a loader binary (as built by `cargo xtask firmware`).
-    pub fn new(bytes: Vec<u8>) -> Result<Self, ProvisioningError> {
-        let header = LoaderImageHeader::parse(&bytes).map_err(ProvisioningError::BadLoaderImage)?;
+    pub fn new(bytes: Vec<u8>) -> Result<Self, StationFault> {
+        let header = LoaderImageHeader::parse(&bytes).map_err(StationFault::BadLoaderImage)?;
         if bytes.len() > LOADER_MAX as usize {
-            return Err(ProvisioningError::BadLoaderImage(ErrorCode::ImageTooLarge));
+            return Err(StationFault::BadLoaderImage(ErrorCode::ImageTooLarge));
         }
         let digest = Sha256::digest(&bytes).into();
         Ok(Self {

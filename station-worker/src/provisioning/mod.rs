@@ -1,19 +1,52 @@
-//! Provisioning one target through its debug probe: the station's half of `docs/protocol.md`.
+//! One provisioning job, from a lease slot to a registered device. This folder is the whole
+//! per-target flow, and its only driver: the factory (`flashgate-station run` → the
+//! [`station`](crate::station) supervisor → a probe actor → [`run_target`]), the demo and every
+//! test run the same [`run_target`].
 //!
-//! [`FlashLoaderSession`] writes the RAM flash loader, runs the handshake through the mailbox
-//! and sends the bootloader, key and configuration as sealed frames, taking turns with the
-//! target at the loader's `host_yield` breakpoint (QEMU's gdbstub is all-stop).
+//! Read it in the order a job goes:
+//!
+//! | step | module | in → out |
+//! |---|---|---|
+//! | 1. lease | [`lease`] | the coordinator's `SignedLease` → [`Lease`] (signature, validity, station, opened secret) and its [`SlotLedger`]; one [`Slot`] per device, by value |
+//! | 2. images | [`releases`] | the lease's release digests → [`OrderPlan`] (fetched once, cached on disk, verified under the lease's vendor key) |
+//! | 3. job | [`plan`] | plan + the lease's [`DeviceKeys`] → [`Job`], what a probe actor's thread gets |
+//! | 4. target | [`flow`] | [`run_target`]: fixture → loader session → receipt → test → lock → verified `hello` → [`Provisioned`], or [`Failed`] (who is at fault: [`ProvisioningError`]) |
+//! | 5. session | [`session`] | the typestate [`FlashLoaderSession`] over the [`Probe`](crate::probe::Probe): `Started` → `KeyConfirmed` → `SecretsSent` → `Committed` → (`Tested`) → `Locked` |
+//! | 6. report | [`report`], [`outbox`], [`journal`] | outcome → [`Report`], journaled (fsync) before it is sent, re-sent after outages, its slot consumed or released |
+//!
+//! Each type marks a boundary: [`Lease`] what the coordinator signed, [`Slot`] the exact count,
+//! [`OrderPlan`] what the vendor signed, [`Job`] the hand-over to a probe thread, [`Provisioned`]
+//! / [`Failed`] what the target proved, [`Report`] what is durable before the coordinator hears
+//! of it. The wire types (`SignedLease`, `ReportInstallRequest`) are made and read at the two
+//! ends only.
+//!
+//! The station's half of `docs/protocol.md`: the loader is written over the debug link, the
+//! handshake runs through the mailbox, and the bootloader, key and configuration go as sealed
+//! frames, taking turns with the target at the loader's `host_yield` breakpoint (QEMU's gdbstub
+//! is all-stop).
 
 mod error;
-mod faults;
+pub mod flow;
+pub mod journal;
+pub mod lease;
 mod loader_image;
-mod session;
+pub mod outbox;
+pub mod plan;
+pub mod releases;
+pub mod report;
+pub mod session;
 mod timings;
 
-pub use error::ProvisioningError;
-pub use faults::LinkFault;
+pub use error::{AtFault, Failed, ProvisioningError, StationFault, Step, TargetFault};
+pub use flow::{run_target, Provisioned};
+pub use lease::{Lease, LeaseRefused, Slot, SlotLedger};
 pub use loader_image::LoaderImage;
+pub use outbox::{Delivery, Outbox, Settled};
+pub use plan::{DeviceKeys, Job, OrderPlan};
+pub use releases::{ReleaseCache, ReleaseError};
+pub use report::Report;
 pub use session::{
-    provision, FlashLoaderSession, ProvisioningJob, ProvisioningOutcome, TestAppReport,
+    Committed, FlashLoaderSession, KeyConfirmed, LoaderMailbox, Locked, SecretsSent, Started,
+    TestAppReport, TestFailed, TestRun, Tested,
 };
 pub use timings::PhaseTimings;

@@ -1,74 +1,44 @@
 //! End-to-end tests on the emulated board: real QEMU, the real firmware, the real GDB link.
-//! One test binary (one link step), one module per flow.
+//! One test binary (one link step), one module per flow. Every board is provisioned by the
+//! station's own per-target flow (`flashgate_station::provisioning::run_target`), the one the
+//! factory runs.
 
 mod boot;
 mod data_stream;
 mod provisioning;
 mod provisioning_refusals;
 mod station;
+mod station_binary;
 mod telemetry;
 mod update;
 
-use std::time::Duration;
-
+use flashgate_emulator::StartOptions;
 use flashgate_protocol::Serial;
-use flashgate_station::provisioning::{LinkFault, ProvisioningJob};
-use flashgate_tests::Vendor;
+use flashgate_tests::{test_keys, Firmware, TestBoard, Vendor};
 use zeroize::Zeroizing;
 
-/// Time allowed for one loader turn (the handshake is the longest, ~6 M instructions).
-pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The product of the foundation tests.
+pub const PRODUCT_ID: u32 = 7;
 
 /// The device key tests give every board: derived from the serial so a test can recompute it.
 pub fn test_device_key(serial: &Serial) -> Zeroizing<[u8; 32]> {
-    flashgate_protocol::lease_keys::derive_device_key(&[0x42; 32], 7, serial)
-}
-
-/// A provisioning job for `vendor`'s signed bootloader.
-pub fn job<'a>(
-    vendor: &Vendor,
-    bootloader: &'a [u8],
-    lock: bool,
-    fault: Option<LinkFault>,
-) -> ProvisioningJob<'a> {
-    ProvisioningJob {
-        bootloader,
-        product_id: vendor.product_id,
-        vendor_public: vendor.public(),
-        rollback_floor: 1,
-        device_key: &test_device_key,
-        test_app: None,
-        lock_debug_port: lock,
-        chunk_size: 4096,
-        fault,
-    }
+    test_keys(PRODUCT_ID).for_serial(serial)
 }
 
 /// A board provisioned with the vendor's bootloader (debug port locked), then `os` installed
 /// offline as an update would, powered on again and still halted (connect the UART, then
 /// resume). Returns the board, the vendor and the firmware.
 pub fn provisioned_board_with_os(
-    os: impl FnOnce(&Vendor, &flashgate_tests::Firmware) -> Vec<u8>,
-) -> (
-    flashgate_tests::TestBoard,
-    Vendor,
-    flashgate_tests::Firmware,
-) {
-    let fw = flashgate_tests::Firmware::load();
-    let vendor = Vendor::new(7);
-    let bootloader = vendor.sign_bootloader(&fw.bootloader, 3);
-    let mut tb = flashgate_tests::TestBoard::new();
-    let mut probe = tb.probe(None);
-    flashgate_station::provisioning::provision(
-        &mut probe,
-        &fw.loader,
-        &job(&vendor, &bootloader, true, None),
-        STEP_TIMEOUT,
-    )
-    .unwrap();
-    drop(probe);
-    tb.board.power_off().unwrap();
-    flashgate_tests::install_os_offline(&tb.board, &os(&vendor, &fw));
-    tb.board.power_on_again().unwrap();
+    os: impl FnOnce(&Vendor, &Firmware) -> Vec<u8>,
+) -> (TestBoard, Vendor, Firmware) {
+    let fw = Firmware::load();
+    let vendor = Vendor::new(PRODUCT_ID);
+    let image = os(&vendor, &fw);
+    let (tb, _) = TestBoard::provisioned(
+        vendor.plan(&fw, 3),
+        test_keys(PRODUCT_ID),
+        StartOptions::default(),
+        Some(&image),
+    );
     (tb, vendor, fw)
 }

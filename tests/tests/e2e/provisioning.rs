@@ -1,64 +1,64 @@
-//! The whole provisioning flow over the GDB link, then the provisioned board on its UART.
+//! The whole per-target flow the factory runs, over the GDB link, then the provisioned board on
+//! its UART.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use flashgate_emulator::{EmulatedBoard, StartOptions};
 use flashgate_protocol::boot::verify_installed_bootloader;
 use flashgate_protocol::hello::DeviceState;
 use flashgate_protocol::ErrorCode;
 use flashgate_station::device_link::DeviceLink;
 use flashgate_station::probe::TrafficRecorder;
-use flashgate_station::provisioning::provision;
-use flashgate_tests::{persisted_flash, Firmware, TestBoard, Vendor};
+use flashgate_station::provisioning::Step;
+use flashgate_tests::bay::TestBay;
+use flashgate_tests::{persisted_flash, provision, test_keys, Firmware, Vendor};
 
-use crate::{job, test_device_key, STEP_TIMEOUT};
+use crate::{test_device_key, PRODUCT_ID};
 
 #[test]
 fn provisioned_board_boots_its_bootloader_and_proves_its_key() {
     let fw = Firmware::load();
-    let vendor = Vendor::new(7);
-    let bootloader = vendor.sign_bootloader(&fw.bootloader, 3);
-    let mut tb = TestBoard::new();
-    let recorder = Arc::new(TrafficRecorder::new());
-    let mut probe = tb.probe(Some(recorder.clone()));
-
-    let outcome = provision(
-        &mut probe,
-        &fw.loader,
-        &job(&vendor, &bootloader, true, None),
-        STEP_TIMEOUT,
-    )
-    .expect("provisioning succeeds");
+    let vendor = Vendor::new(PRODUCT_ID);
+    let mut bay = TestBay::new("e2e");
+    let done = provision(&mut bay, vendor.plan(&fw, 3), test_keys(PRODUCT_ID))
+        .expect("provisioning succeeds");
+    let files = bay.board_files(0);
+    let uid = files.uid().unwrap();
+    assert_eq!(done.serial, uid.0, "the serial is the board's unique ID");
+    assert!(done.locked);
+    // The flow power-cycled the locked board and checked its hello under the lease's key.
+    let answer = done.hello.expect("the flow verified the hello");
     assert_eq!(
-        outcome.serial, tb.uid.0,
-        "the serial is the board's unique ID"
+        answer.verify(&test_device_key(&uid.0)).unwrap().serial,
+        uid.0
     );
-    assert!(outcome.locked);
-    drop(probe);
+    assert!(answer.verify(&[0u8; 32]).is_err());
 
-    // Power cycle: flash persists, the lock marker makes the launcher refuse a debugger.
-    tb.board.power_cycle().unwrap();
-    assert!(tb.board.is_debug_locked());
+    // Flash persists, the lock marker makes the launcher refuse a debugger.
+    assert!(files.is_debug_locked().unwrap());
+    let flash = &mut persisted_flash(&files);
+    let record = verify_installed_bootloader(flash).expect("bootloader installed and intact");
+    assert_eq!(*test_device_key(&uid.0), record.device_key);
+    let mut board = EmulatedBoard::start(files.dir(), StartOptions::default()).unwrap();
     assert_eq!(
-        tb.board.gdb_addr(),
+        board.gdb_addr(),
         None,
         "a locked board offers no debug link"
     );
-    let flash = &mut persisted_flash(&tb.board);
-    let record = verify_installed_bootloader(flash).expect("bootloader installed and intact");
-    assert_eq!(*test_device_key(&tb.uid.0), record.device_key);
 
+    // A fresh hello of our own, independent of the station's.
     let mut link =
-        DeviceLink::connect_tcp(tb.board.serial_addr().unwrap(), Duration::from_secs(5)).unwrap();
-    tb.board.resume().unwrap();
+        DeviceLink::connect_tcp(board.serial_addr().unwrap(), Duration::from_secs(5)).unwrap();
+    board.resume().unwrap();
     let answer = link
         .hello(Duration::from_secs(20))
         .expect("bootloader answers hello");
     let info = answer
-        .verify(&test_device_key(&tb.uid.0))
+        .verify(&test_device_key(&uid.0))
         .expect("proof verifies under the device key");
-    assert_eq!(info.serial, tb.uid.0);
-    assert_eq!(info.product_id, 7);
+    assert_eq!(info.serial, uid.0);
+    assert_eq!(info.product_id, PRODUCT_ID);
     assert_eq!(info.bootloader_version, 3);
     assert_eq!(
         info.state,
@@ -73,21 +73,12 @@ fn provisioned_board_boots_its_bootloader_and_proves_its_key() {
 #[test]
 fn nothing_secret_crosses_the_debug_link() {
     let fw = Firmware::load();
-    let vendor = Vendor::new(7);
-    let bootloader = vendor.sign_bootloader(&fw.bootloader, 3);
-    let tb = TestBoard::new();
+    let vendor = Vendor::new(PRODUCT_ID);
     let recorder = Arc::new(TrafficRecorder::new());
-    let mut probe = tb.probe(Some(recorder.clone()));
-    provision(
-        &mut probe,
-        &fw.loader,
-        &job(&vendor, &bootloader, false, None),
-        STEP_TIMEOUT,
-    )
-    .unwrap();
-    drop(probe);
+    let mut bay = TestBay::new("e2e").with_link_tap(recorder.clone());
+    let done = provision(&mut bay, vendor.plan(&fw, 3), test_keys(PRODUCT_ID)).unwrap();
 
-    let key = test_device_key(&tb.uid.0);
+    let key = test_device_key(&done.serial);
     assert!(
         recorder.len() > fw.bootloader.len(),
         "the recorder saw the transfer"
@@ -122,25 +113,28 @@ fn nothing_secret_crosses_the_debug_link() {
 #[test]
 fn factory_test_app_runs_on_the_target_before_the_lock() {
     let fw = Firmware::load();
-    let vendor = Vendor::new(7);
-    let bootloader = vendor.sign_bootloader(&fw.bootloader, 3);
-    let test_app = vendor.sign_test_app(&fw.test_app);
-    let tb = TestBoard::new();
-    let mut probe = tb.probe(None);
-    let mut j = job(&vendor, &bootloader, true, None);
-    j.test_app = Some(&test_app);
-    let outcome = provision(&mut probe, &fw.loader, &j, STEP_TIMEOUT).unwrap();
-    let report = outcome.test.expect("the test app ran");
+    let vendor = Vendor::new(PRODUCT_ID);
+    let plan = vendor
+        .plan(&fw, 3)
+        .with_test_app(vendor.sign_test_app(&fw.test_app))
+        .unwrap();
+    let mut bay = TestBay::new("e2e");
+    let done = provision(&mut bay, plan, test_keys(PRODUCT_ID)).unwrap();
+    let report = done.test.expect("the test app ran");
     assert!(report.passed(), "test app failed: {}", report.log);
     assert!(report.log.contains("device record"), "log: {}", report.log);
-    assert!(outcome.locked);
+    assert!(done.locked);
 
-    // A test app signed by someone else is refused by the loader.
-    let tb = TestBoard::new();
-    let mut probe = tb.probe(None);
-    let forged = Vendor::new(7).sign_test_app(&fw.test_app);
-    let mut j = job(&vendor, &bootloader, true, None);
-    j.test_app = Some(&forged);
-    let err = provision(&mut probe, &fw.loader, &j, STEP_TIMEOUT).unwrap_err();
-    assert!(err.to_string().contains("vendor signature"), "{err}");
+    // A test app signed by someone else is refused by the loader, with its own code.
+    let forged = Vendor::new(PRODUCT_ID).sign_test_app(&fw.test_app);
+    let plan = vendor.plan(&fw, 3).with_test_app(forged).unwrap();
+    let mut bay = TestBay::new("e2e");
+    let failed = provision(&mut bay, plan, test_keys(PRODUCT_ID)).unwrap_err();
+    assert_eq!(failed.step, Step::Test, "{failed}");
+    assert_eq!(
+        failed.error.refusal(),
+        Some(ErrorCode::BadSignature),
+        "{failed}"
+    );
+    assert!(!bay.board_files(0).is_debug_locked().unwrap(), "not locked");
 }

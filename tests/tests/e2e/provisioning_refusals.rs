@@ -1,41 +1,72 @@
-//! Tampering on the debug link, each refused by the real loader with its own error code, and
-//! the board left without a valid bootloader.
+//! Tampering on the debug link (a [`FaultyProbe`](flashgate_tests::faults::FaultyProbe) under
+//! the station's own flow) and a station that breaks the protocol on purpose: each refused by
+//! the real loader with its own error code, and the board left without a valid bootloader,
+//! unlocked, with no plaintext left in flash.
 
 use flashgate_protocol::boot::verify_installed_bootloader;
 use flashgate_protocol::image::SIGNED_HEADER_LEN;
 use flashgate_protocol::ErrorCode;
-use flashgate_station::provisioning::{provision, LinkFault, ProvisioningError};
-use flashgate_tests::{persisted_flash, Firmware, TestBoard, Vendor};
+use flashgate_station::fixture::TargetFixture;
+use flashgate_station::provisioning::{OrderPlan, ProvisioningError, Step};
+use flashgate_tests::bay::TestBay;
+use flashgate_tests::faults::{image_frame, LinkFault};
+use flashgate_tests::malicious_station::{provision_misbehaving, Misbehaviour};
+use flashgate_tests::{persisted_flash, provision, test_keys, Firmware, Vendor, STEP_TIMEOUT};
 
-use crate::{job, STEP_TIMEOUT};
+use crate::PRODUCT_ID;
 
-/// Provisions with `fault` (or with a corrupted image) and returns the error and whether the
-/// board ended up with a valid bootloader.
-fn refused(fault: Option<LinkFault>, corrupt_signature: bool) -> ProvisioningError {
+/// What an attack attempt is.
+enum Attack {
+    /// Through the factory's flow, with the link tampered with.
+    Link(LinkFault),
+    /// Through the factory's flow, with a bootloader whose signature is broken.
+    BadSignature,
+    /// A station misbehaving itself.
+    Station(Misbehaviour),
+}
+
+/// Runs `attack` on a fresh board; returns the error, after checking the board holds no valid
+/// bootloader, no plaintext, and stays unlocked.
+fn refused(attack: Attack) -> ProvisioningError {
     let fw = Firmware::load();
-    let vendor = Vendor::new(7);
-    let mut bootloader = vendor.sign_bootloader(&fw.bootloader, 3);
-    if corrupt_signature {
-        bootloader[SIGNED_HEADER_LEN - 5] ^= 0x01;
-    }
-    let mut tb = TestBoard::new();
-    let mut probe = tb.probe(None);
-    let err = provision(
-        &mut probe,
-        &fw.loader,
-        &job(&vendor, &bootloader, true, fault),
-        STEP_TIMEOUT,
-    )
-    .expect_err("the target must refuse");
-    drop(probe);
-    tb.board.power_off().unwrap();
-    let flash = &mut persisted_flash(&tb.board);
+    let vendor = Vendor::new(PRODUCT_ID);
+    let keys = test_keys(PRODUCT_ID);
+    let plan = vendor.plan(&fw, 3);
+    let (bay, err) = match attack {
+        Attack::Link(fault) => {
+            let mut bay = TestBay::new("e2e").with_fault(0, fault);
+            let failed = provision(&mut bay, plan, keys).expect_err("the target must refuse");
+            assert!(failed.serial.is_some(), "refused after the handshake");
+            (bay, failed.error)
+        }
+        Attack::BadSignature => {
+            let mut image = plan.bootloader().to_vec();
+            image[SIGNED_HEADER_LEN - 5] ^= 0x01;
+            let plan =
+                OrderPlan::new(fw.loader.clone(), image, PRODUCT_ID, vendor.public()).unwrap();
+            let mut bay = TestBay::new("e2e");
+            let failed = provision(&mut bay, plan, keys).expect_err("the target must refuse");
+            assert_eq!(failed.step, Step::Transfer);
+            (bay, failed.error)
+        }
+        Attack::Station(how) => {
+            let mut bay = TestBay::new("e2e");
+            let mut probe = bay.attach_next(STEP_TIMEOUT).unwrap();
+            let err = provision_misbehaving(&mut *probe, &plan, &keys, how, STEP_TIMEOUT)
+                .expect("the target must refuse");
+            drop(probe);
+            bay.detach();
+            (bay, err)
+        }
+    };
+    let files = bay.board_files(0);
+    let flash = &mut persisted_flash(&files);
     assert!(
         verify_installed_bootloader(flash).is_err(),
         "after {err} the board must not hold a valid bootloader"
     );
     assert!(
-        !tb.board.files().is_debug_locked().unwrap(),
+        !files.is_debug_locked().unwrap(),
         "a failed board stays unlocked"
     );
     // No plaintext bootloader piece may stay readable through the open debug port.
@@ -48,16 +79,19 @@ fn refused(fault: Option<LinkFault>, corrupt_signature: bool) -> ProvisioningErr
 }
 
 fn assert_target_refused(err: ProvisioningError, want: ErrorCode) {
-    match err {
-        ProvisioningError::TargetRefused { code, .. } => assert_eq!(code, want, "{err}"),
-        other => panic!("expected the target to refuse with {want}, got: {other}"),
-    }
+    assert_eq!(
+        err.refusal(),
+        Some(want),
+        "expected the target to refuse with {want}, got: {err}"
+    );
 }
 
 #[test]
 fn flipped_ciphertext_bit_is_refused() {
     assert_target_refused(
-        refused(Some(LinkFault::FlipCiphertextBit { chunk: 3 }), false),
+        refused(Attack::Link(LinkFault::FlipCiphertextBit {
+            frame: image_frame(3),
+        })),
         ErrorCode::BadTag,
     );
 }
@@ -65,7 +99,9 @@ fn flipped_ciphertext_bit_is_refused() {
 #[test]
 fn replayed_chunk_is_refused() {
     assert_target_refused(
-        refused(Some(LinkFault::ReplayChunk { chunk: 2 }), false),
+        refused(Attack::Link(LinkFault::ReplayFrame {
+            frame: image_frame(2),
+        })),
         ErrorCode::Replay,
     );
 }
@@ -73,7 +109,7 @@ fn replayed_chunk_is_refused() {
 #[test]
 fn reordered_chunk_is_refused() {
     assert_target_refused(
-        refused(Some(LinkFault::SwapChunks { chunk: 1 }), false),
+        refused(Attack::Station(Misbehaviour::SwapChunks { chunk: 1 })),
         ErrorCode::OutOfOrder,
     );
 }
@@ -81,7 +117,7 @@ fn reordered_chunk_is_refused() {
 #[test]
 fn wrong_station_key_is_refused() {
     assert_target_refused(
-        refused(Some(LinkFault::ImpostorStationKey), false),
+        refused(Attack::Link(LinkFault::ImpostorStationKey)),
         ErrorCode::KeyConfirmationFailed,
     );
 }
@@ -89,17 +125,14 @@ fn wrong_station_key_is_refused() {
 #[test]
 fn truncated_image_is_refused() {
     assert_target_refused(
-        refused(
-            Some(LinkFault::TruncateImage {
-                bytes_missing: 5000,
-            }),
-            false,
-        ),
+        refused(Attack::Station(Misbehaviour::TruncateImage {
+            bytes_missing: 5000,
+        })),
         ErrorCode::ImageIncomplete,
     );
 }
 
 #[test]
 fn bad_vendor_signature_is_refused() {
-    assert_target_refused(refused(None, true), ErrorCode::BadSignature);
+    assert_target_refused(refused(Attack::BadSignature), ErrorCode::BadSignature);
 }

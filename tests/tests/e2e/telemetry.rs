@@ -5,31 +5,14 @@
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flashgate_telemetry::receiver::{OtlpReceiver, ReceivedSpan};
 use flashgate_telemetry::{Telemetry, TelemetryOptions};
-use flashgate_tests::firmware_dir;
 use flashgate_tests::station_harness::{free_port, Factory};
+use flashgate_tests::{firmware_dir, station_binary};
 use tracing_subscriber::prelude::*;
-
-fn station_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("flashgate-station");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p flashgate-station`",
-        bin.display()
-    );
-    bin
-}
 
 /// `GET /metrics` on `addr`; `None` while nothing answers.
 fn scrape(addr: &str) -> Option<String> {

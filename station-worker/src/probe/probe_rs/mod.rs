@@ -22,7 +22,6 @@
 //! - `monitor` is not supported: there is no monitor to talk to.
 
 mod registers;
-mod selector;
 #[cfg(test)]
 mod tests;
 
@@ -39,8 +38,8 @@ use ::probe_rs::{
 };
 
 use self::registers::{CORE_REGISTER_IDS, CORE_REGISTER_NAMES};
-pub use self::selector::ProbeSelector;
-use super::{BreakpointKind, CoreRegisters, HaltReason, Probe, ProbeError, ProbeResult};
+pub use super::ProbeSelector;
+use super::{BreakpointKind, CoreRegisters, DebugWire, HaltReason, Probe, ProbeError, ProbeResult};
 
 /// Time limit of halting, reset and other waits on the target, unless set otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -139,9 +138,20 @@ impl ProbeRsProbe {
         speed_khz: Option<u32>,
     ) -> ProbeResult<Self> {
         let selector = selector.map(str::parse::<ProbeSelector>).transpose()?;
+        Self::open_with(selector.as_ref(), target_chip, DebugWire::Swd, speed_khz)
+    }
+
+    /// [`open`](Self::open) with a parsed selector and a choice of wire protocol (as a station
+    /// configuration gives them).
+    pub fn open_with(
+        selector: Option<&ProbeSelector>,
+        target_chip: &str,
+        wire: DebugWire,
+        speed_khz: Option<u32>,
+    ) -> ProbeResult<Self> {
         let registry = Registry::from_builtin_families();
         let target = find_cortex_m_target(&registry, target_chip)?;
-        let info = find_probe(&Lister::new(), selector.as_ref())?;
+        let info = find_probe(&Lister::new(), selector)?;
         let name = probe_name(&info);
         let open_failed = |err: DebugProbeError| match err {
             DebugProbeError::ProbeCouldNotBeCreated(ProbeCreationError::NotFound) => {
@@ -156,11 +166,14 @@ impl ProbeRsProbe {
         };
         let mut probe = info.open().map_err(open_failed)?;
         probe
-            .select_protocol(WireProtocol::Swd)
+            .select_protocol(match wire {
+                DebugWire::Swd => WireProtocol::Swd,
+                DebugWire::Jtag => WireProtocol::Jtag,
+            })
             .map_err(open_failed)?;
         if let Some(khz) = speed_khz {
             let actual = probe.set_speed(khz).map_err(open_failed)?;
-            tracing::debug!(probe = %name, requested_khz = khz, actual_khz = actual, "SWD speed set");
+            tracing::debug!(probe = %name, requested_khz = khz, actual_khz = actual, ?wire, "debug wire speed set");
         }
         let chip = target.name.clone();
         let session = probe
@@ -554,5 +567,16 @@ impl Probe for ProbeRsProbe {
     /// SWD reads memory through the memory AP without stopping the core.
     fn read_memory_while_running(&mut self, addr: u32, buf: &mut [u8]) -> ProbeResult<()> {
         self.read_memory(addr, buf)
+    }
+}
+
+impl From<&ProbeSelector> for DebugProbeSelector {
+    fn from(selector: &ProbeSelector) -> Self {
+        DebugProbeSelector {
+            vendor_id: selector.vid,
+            product_id: selector.pid,
+            interface: None,
+            serial_number: selector.serial.clone(),
+        }
     }
 }

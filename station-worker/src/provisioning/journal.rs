@@ -1,8 +1,8 @@
 //! The install journal: append-only JSON lines in `<state-dir>/journal.jsonl`, each record
-//! fsynced before the station acts on it. An install (or a failed target whose serial was known)
-//! is journaled before it is reported, so a coordinator outage or a station crash loses nothing;
-//! replaying the journal on start tells which reports still need sending and how many slots each
-//! lease has left, so nothing is counted twice.
+//! fsynced before the station acts on it. A [`Report`] is journaled before it is sent (see
+//! [`super::outbox`]), so a coordinator outage or a station crash loses nothing; replaying the
+//! journal on start tells which reports still need sending and how many slots each lease has
+//! left, so nothing is counted twice.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -11,59 +11,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use flashgate_protocol::Serial;
+
+use super::Report;
+
 /// File name of the journal inside the state directory.
 pub const JOURNAL_FILE: &str = "journal.jsonl";
-
-/// The factory test result as journaled and reported.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TestRecord {
-    /// `none`, `pass` or `fail`.
-    pub outcome: String,
-    /// The test application's log.
-    pub log: String,
-}
-
-/// One install made under a lease (or one failed target), waiting to be (or already) reported.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstallRecord {
-    /// The lease it used.
-    pub lease_id: String,
-    /// The device serial (32 hex chars).
-    pub serial: String,
-    /// The installed bootloader version.
-    pub bootloader_version: u32,
-    /// Test result.
-    pub test: TestRecord,
-    /// `provisioned` (verified, locked; consumes a slot) or `failed` (the flow failed after
-    /// the serial was known, or the factory test failed: reported FAILED, consumes nothing).
-    pub outcome: String,
-    /// When (unix ms): the install, or the failure.
-    pub installed_at_ms: i64,
-    /// For `failed`: why (operator-facing, no secret).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_reason: Option<String>,
-    /// W3C `traceparent` of the install's span (telemetry on): the report continues that trace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace_parent: Option<String>,
-}
-
-impl InstallRecord {
-    /// True for a failed target (reported as FAILED).
-    pub fn is_failure(&self) -> bool {
-        self.outcome == "failed"
-    }
-
-    /// Whether an `InstallReported` / `ReportRefused` record names this one. Records written
-    /// before `installed_at_ms` was journaled name (lease, serial) only, and only installs.
-    fn named_by(&self, lease_id: &str, serial: &str, at_ms: Option<i64>) -> bool {
-        self.lease_id == lease_id
-            && self.serial == serial
-            && match at_ms {
-                Some(at) => self.installed_at_ms == at,
-                None => !self.is_failure(),
-            }
-    }
-}
 
 /// One journal line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,16 +32,17 @@ pub enum JournalRecord {
         at_ms: i64,
     },
     /// A verified install consumed a slot.
-    InstallCompleted(InstallRecord),
+    InstallCompleted(Report),
     /// A target failed after its serial was known (or failed its factory test): its slot went
     /// back to the lease; it is reported as FAILED (nothing registered).
-    InstallFailed(InstallRecord),
+    InstallFailed(Report),
     /// The coordinator registered that install (or recorded that failure).
     InstallReported {
         /// Lease id.
         lease_id: String,
         /// Serial, hex.
-        serial: String,
+        #[serde(with = "super::report::serial_hex")]
+        serial: Serial,
         /// The record's `installed_at_ms` (absent in older journals).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         installed_at_ms: Option<i64>,
@@ -99,7 +53,8 @@ pub enum JournalRecord {
         /// Lease id.
         lease_id: String,
         /// Serial, hex.
-        serial: String,
+        #[serde(with = "super::report::serial_hex")]
+        serial: Serial,
         /// The coordinator's reason.
         reason: String,
         /// The record's `installed_at_ms` (absent in older journals).
@@ -109,7 +64,9 @@ pub enum JournalRecord {
     /// A target failed before its serial was known; its slot went back to the lease (nothing
     /// registered, nothing reported).
     TargetFailed {
-        /// Serial, hex, when it was learnt before the failure.
+        /// Always absent since failures with a known serial are [`Self::InstallFailed`]; kept
+        /// for journals written before.
+        #[serde(default)]
         serial: Option<String>,
         /// The probe.
         probe: String,
@@ -135,7 +92,7 @@ pub struct JournalState {
     /// Installs per lease (every lease ever seen).
     pub installs_per_lease: BTreeMap<String, u32>,
     /// Installs completed and failures journaled, not yet reported.
-    pub unreported: Vec<InstallRecord>,
+    pub unreported: Vec<Report>,
     /// Every install journaled.
     pub installs: u32,
     /// Failures journaled.
@@ -249,10 +206,21 @@ impl Journal {
     }
 }
 
+/// Whether an `InstallReported` / `ReportRefused` record names `report`. Records written before
+/// `installed_at_ms` was journaled name (lease, serial) only, and only installs.
+fn named_by(report: &Report, lease_id: &str, serial: &Serial, at_ms: Option<i64>) -> bool {
+    report.lease_id == lease_id
+        && report.serial == *serial
+        && match at_ms {
+            Some(at) => report.installed_at_ms == at,
+            None => !report.is_failure(),
+        }
+}
+
 /// Folds records into the state the station resumes from.
 pub fn replay(records: &[JournalRecord]) -> JournalState {
     let mut state = JournalState::default();
-    let mut pending: Vec<InstallRecord> = Vec::new();
+    let mut pending: Vec<Report> = Vec::new();
     for record in records {
         match record {
             JournalRecord::LeaseAcquired {
@@ -295,7 +263,7 @@ pub fn replay(records: &[JournalRecord]) -> JournalState {
             } => {
                 if let Some(i) = pending
                     .iter()
-                    .position(|p| p.named_by(lease_id, serial, *installed_at_ms))
+                    .position(|p| named_by(p, lease_id, serial, *installed_at_ms))
                 {
                     pending.remove(i);
                 }
@@ -313,17 +281,21 @@ pub fn replay(records: &[JournalRecord]) -> JournalState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provisioning::report::{Outcome, TestOutcome, TestRecord};
 
-    fn install(lease: &str, serial: &str) -> JournalRecord {
-        JournalRecord::InstallCompleted(InstallRecord {
+    const AA: Serial = [0xAA; 16];
+    const BB: Serial = [0xBB; 16];
+
+    fn install(lease: &str, serial: Serial) -> JournalRecord {
+        JournalRecord::InstallCompleted(Report {
             lease_id: lease.into(),
-            serial: serial.into(),
+            serial,
             bootloader_version: 1,
             test: TestRecord {
-                outcome: "none".into(),
+                outcome: TestOutcome::None,
                 log: String::new(),
             },
-            outcome: "provisioned".into(),
+            outcome: Outcome::Provisioned,
             installed_at_ms: 5,
             failure_reason: None,
             trace_parent: None,
@@ -342,13 +314,13 @@ mod tests {
                     signed_lease: "00".into(),
                     at_ms: 1,
                 },
-                install("l1", "aa"),
+                install("l1", AA),
                 JournalRecord::InstallReported {
                     lease_id: "l1".into(),
-                    serial: "aa".into(),
+                    serial: AA,
                     installed_at_ms: None,
                 },
-                install("l1", "bb"),
+                install("l1", BB),
             ] {
                 journal.append(&r).unwrap();
             }
@@ -362,29 +334,29 @@ mod tests {
         assert_eq!(state.installs, 2);
         assert_eq!(state.installs_per_lease["l1"], 2);
         assert_eq!(state.unreported.len(), 1);
-        assert_eq!(state.unreported[0].serial, "bb");
+        assert_eq!(state.unreported[0].serial, BB);
         assert_eq!(state.open_leases.len(), 1);
     }
 
     #[test]
     fn failures_are_re_sent_but_consume_no_slot_and_reports_match_exactly() {
         let failed = |at: i64| {
-            let JournalRecord::InstallCompleted(mut record) = install("l1", "aa") else {
+            let JournalRecord::InstallCompleted(mut record) = install("l1", AA) else {
                 unreachable!()
             };
-            record.test.outcome = "fail".into();
-            record.outcome = "failed".into();
+            record.test.outcome = TestOutcome::Fail;
+            record.outcome = Outcome::Failed;
             record.installed_at_ms = at;
             record.failure_reason = Some("factory test failed".into());
             JournalRecord::InstallFailed(record)
         };
         let reported = |at: Option<i64>| JournalRecord::InstallReported {
             lease_id: "l1".into(),
-            serial: "aa".into(),
+            serial: AA,
             installed_at_ms: at,
         };
         // The same board failed twice, was reworked, then installed: three reports to send.
-        let records = [failed(1), failed(3), install("l1", "aa")];
+        let records = [failed(1), failed(3), install("l1", AA)];
         let state = replay(&records);
         assert_eq!(
             state.installs_per_lease.get("l1"),
