@@ -18,8 +18,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+use flashgate_protocol::image::ImageKind;
 use flashgate_protocol::layout;
 use flashgate_protocol::provisioning::LoaderImageHeader;
+use flashgate_protocol::trust_anchors;
 
 const TARGET: &str = "thumbv7em-none-eabi";
 /// (binary name, what it is) in build order.
@@ -277,6 +279,34 @@ fn check_loader(elf: &Path, bin: &[u8]) -> Result<()> {
     }
 }
 
+/// Programs whose signed image pins trust anchors, and the image kind (slot) each is linked for.
+const ANCHORED: &[(&str, ImageKind)] = &[
+    ("bootloader", ImageKind::Bootloader),
+    ("demo-os", ImageKind::Os),
+];
+
+/// Checks that the trust-anchor block sits at `layout::TRUST_ANCHORS_OFFSET` into the image
+/// (the linker's symbol and the bytes of the .bin), as the placeholder the signing tool fills.
+fn check_trust_anchors(name: &str, kind: ImageKind, elf: &Path, bin: &[u8]) -> Result<()> {
+    let want = kind.slot().body_addr + layout::TRUST_ANCHORS_OFFSET;
+    let at = symbol(elf, "__trust_anchors")?;
+    if at != Some(want) {
+        return Err(Error(format!(
+            "{name}: .trust_anchors at {at:x?}, not at {want:#x} (slot body + TRUST_ANCHORS_OFFSET)"
+        )));
+    }
+    match trust_anchors::read(bin) {
+        Ok(anchors) if !anchors.is_filled() => Ok(()),
+        Ok(_) => Err(Error(format!(
+            "{name}.bin: the trust anchors are filled at build time; they must be zero"
+        ))),
+        Err(e) => Err(Error(format!(
+            "{name}.bin: no trust-anchor placeholder at offset {:#x}: {e}",
+            layout::TRUST_ANCHORS_OFFSET
+        ))),
+    }
+}
+
 fn firmware(check: bool) -> Result<()> {
     let root = repo_root();
     let fw_dir = root.join("device-fw");
@@ -314,6 +344,9 @@ fn firmware(check: bool) -> Result<()> {
             "{name:<11} {what:<18} {:>8} {:>6} {:>6} {:>8}",
             s.text, s.data, s.bss, bin_len
         );
+        if let Some((_, kind)) = ANCHORED.iter().find(|(n, _)| n == name) {
+            check_trust_anchors(name, *kind, &elf, &fs::read(&bin)?)?;
+        }
         if *name == "loader" {
             check_loader(&elf, &fs::read(&bin)?)?;
             let stack = u64::from(symbol(&elf, "__stack_reserve")?.unwrap_or(0));
