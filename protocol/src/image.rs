@@ -165,11 +165,46 @@ pub struct ImageHeader {
     pub body_digest: [u8; 32],
 }
 
+/// Length of what the vendor signs: the signature context, then the 64-byte header.
+pub const SIGNED_MESSAGE_LEN: usize = SIGNATURE_CONTEXT.len() + HEADER_LEN;
+
 impl ImageHeader {
+    /// The header of `body` (its size and SHA-256 filled in). A body over 4 GiB is
+    /// [`ErrorCode::ImageTooLarge`].
+    pub fn for_body(
+        kind: ImageKind,
+        product_id: u32,
+        version: u32,
+        load_addr: u32,
+        body: &[u8],
+    ) -> Result<Self, ErrorCode> {
+        Ok(Self {
+            kind,
+            product_id,
+            version,
+            load_addr,
+            body_size: u32::try_from(body.len()).map_err(|_| ErrorCode::ImageTooLarge)?,
+            body_digest: Sha256::digest(body).into(),
+        })
+    }
+
     /// The 64 signed bytes.
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
         codec::to_array(self)
     }
+
+    /// The exact bytes the vendor's ed25519 key signs: `"flashgate-image-v1" ‖ header`
+    /// (what an external signer, an HSM or a cloud KMS, receives).
+    pub fn signed_message(&self) -> [u8; SIGNED_MESSAGE_LEN] {
+        signed_message(&self.to_bytes())
+    }
+}
+
+fn signed_message(header_bytes: &[u8; HEADER_LEN]) -> [u8; SIGNED_MESSAGE_LEN] {
+    let mut msg = [0u8; SIGNED_MESSAGE_LEN];
+    msg[..SIGNATURE_CONTEXT.len()].copy_from_slice(SIGNATURE_CONTEXT);
+    msg[SIGNATURE_CONTEXT.len()..].copy_from_slice(header_bytes);
+    msg
 }
 
 /// The 64 signed bytes (decoding checks the format only, not the signature).
@@ -226,12 +261,20 @@ impl SignedImageHeader {
         Self::read(&mut Reader::new(bytes))
     }
 
+    /// `header` with a `signature` made over [`ImageHeader::signed_message`] elsewhere (an
+    /// external signer); check it with [`Self::verify`] before using it.
+    pub fn new(header: ImageHeader, signature: [u8; 64]) -> Self {
+        Self {
+            header,
+            header_bytes: header.to_bytes(),
+            signature,
+        }
+    }
+
     /// Verifies the vendor signature (strict ed25519: no malleable or small-order forms).
     pub fn verify(&self, vendor_public: &[u8; 32]) -> Result<&ImageHeader, ErrorCode> {
         let key = VerifyingKey::from_bytes(vendor_public).map_err(|_| ErrorCode::BadSignature)?;
-        let mut msg = [0u8; SIGNATURE_CONTEXT.len() + HEADER_LEN];
-        msg[..SIGNATURE_CONTEXT.len()].copy_from_slice(SIGNATURE_CONTEXT);
-        msg[SIGNATURE_CONTEXT.len()..].copy_from_slice(&self.header_bytes);
+        let msg = signed_message(&self.header_bytes);
         key.verify_strict(&msg, &Signature::from_bytes(&self.signature))
             .map_err(|_| ErrorCode::BadSignature)?;
         Ok(&self.header)
@@ -350,24 +393,12 @@ pub fn sign_image(
     vendor_key: &ed25519_dalek::SigningKey,
 ) -> std::vec::Vec<u8> {
     use ed25519_dalek::Signer;
-    let header = ImageHeader {
-        kind,
-        product_id,
-        version,
-        load_addr,
-        body_size: u32::try_from(body.len()).expect("image body over 4 GiB"),
-        body_digest: Sha256::digest(body).into(),
-    };
-    let header_bytes = header.to_bytes();
-    let mut msg = std::vec::Vec::from(SIGNATURE_CONTEXT);
-    msg.extend_from_slice(&header_bytes);
-    let signature = vendor_key.sign(&msg).to_bytes();
-    let signed = SignedImageHeader {
-        header,
-        header_bytes,
-        signature,
-    };
-    let mut out = signed.to_bytes().to_vec();
+    let header = ImageHeader::for_body(kind, product_id, version, load_addr, body)
+        .expect("image body over 4 GiB");
+    let signature = vendor_key.sign(&header.signed_message()).to_bytes();
+    let mut out = SignedImageHeader::new(header, signature)
+        .to_bytes()
+        .to_vec();
     out.extend_from_slice(body);
     out
 }
