@@ -86,6 +86,12 @@ pub struct Signed {
 /// Signs `input` as `request` says with `signer` (see the module documentation).
 pub fn sign(input: Input, request: &SignRequest, signer: &Signer) -> Result<Signed, SignError> {
     let kind = request.kind;
+    // The command line first: these are usage errors, whatever the body.
+    match (kind.pins_trust_anchors(), request.anchors) {
+        (true, None) => return Err(SignError::AnchorsRequired(kind)),
+        (false, Some(_)) => return Err(SignError::AnchorsNotPinned(kind)),
+        _ => {}
+    }
     let load_addr = match (request.load_addr, input.load_addr) {
         (Some(given), Some(elf)) if given != elf => {
             return Err(SignError::LoadAddressMismatch { given, elf })
@@ -97,22 +103,16 @@ pub fn sign(input: Input, request: &SignRequest, signer: &Signer) -> Result<Sign
     };
     let mut body = input.bytes;
     check_slot(kind, load_addr, &body).map_err(|p| SignError::Slot(p, kind))?;
-    match (kind.pins_trust_anchors(), request.anchors) {
-        (true, None) => return Err(SignError::AnchorsRequired(kind)),
-        (false, Some(_)) => return Err(SignError::AnchorsNotPinned(kind)),
-        (false, None) => {}
-        (true, Some(anchors)) => {
-            let signing = signer.public().to_bytes();
-            if anchors.vendor_public != signing {
-                return Err(SignError::VendorMismatch {
-                    pinned: hex::encode(anchors.vendor_public),
-                    signer: hex::encode(signing),
-                });
-            }
-            // Zero keys are what is filled here; only a missing block stops the signing.
-            trust_anchors::embed(&mut body, &anchors)
-                .map_err(|_| SignError::AnchorsMissing(kind))?;
+    if let Some(anchors) = request.anchors {
+        let signing = signer.public().to_bytes();
+        if anchors.vendor_public != signing {
+            return Err(SignError::VendorMismatch {
+                pinned: hex::encode(anchors.vendor_public),
+                signer: hex::encode(signing),
+            });
         }
+        // Zero keys are what is filled here; only a missing block stops the signing.
+        trust_anchors::embed(&mut body, &anchors).map_err(|_| SignError::AnchorsMissing(kind))?;
     }
     let header = ImageHeader::for_body(kind, request.product_id, request.version, load_addr, &body)
         .expect("the slot check bounds the body size");
