@@ -2,7 +2,8 @@
 //!
 //! The firmware (`device-fw/`) is its own Cargo workspace with its own `.cargo/config.toml`
 //! (target, linker, `link.x`) and its own target dir (`device-fw/target`), so this only picks a
-//! toolchain, runs cargo in that folder and packages the results in `target/firmware/`:
+//! toolchain, runs cargo in that folder and packages the results in `target/firmware/` (with
+//! the C demo OS, which `make` builds from `device-fw/c-demo-os/`):
 //!
 //! 1. rustup with `thumbv7em-none-eabi` installed: plain `cargo build` (prebuilt `core`).
 //! 2. otherwise Debian's `rustc`/`cargo` (`/usr/bin`, packages `rustc-web`, `cargo-web`,
@@ -283,6 +284,7 @@ fn check_loader(elf: &Path, bin: &[u8]) -> Result<()> {
 const ANCHORED: &[(&str, ImageKind)] = &[
     ("bootloader", ImageKind::Bootloader),
     ("demo-os", ImageKind::Os),
+    ("c-demo-os", ImageKind::Os),
 ];
 
 /// Checks that the trust-anchor block sits at `layout::TRUST_ANCHORS_OFFSET` into the image
@@ -329,11 +331,24 @@ fn firmware(check: bool) -> Result<()> {
         "{:<11} {:<18} {:>8} {:>6} {:>6} {:>8}",
         "program", "", "text", "data", "bss", "bin"
     );
+    // The C demo OS has its own Makefile (GNU make and arm-none-eabi-gcc only); it is packaged
+    // and checked like the Rust programs.
+    let c_build = out_dir.join("c-demo-os.build");
+    output(
+        Command::new("make")
+            .args(["-s", "-C"])
+            .arg(fw_dir.join("c-demo-os"))
+            .arg(format!("OUT={}", c_build.display())),
+    )?;
+    let programs = PROGRAMS
+        .iter()
+        .map(|(name, what)| (*name, *what, built.join(name)))
+        .chain([("c-demo-os", "C demo OS", c_build.join("c-demo-os.elf"))]);
     let mut loader_footprint = None;
-    for (name, what) in PROGRAMS {
+    for (name, what, built_elf) in programs {
         let elf = out_dir.join(format!("{name}.elf"));
         let bin = out_dir.join(format!("{name}.bin"));
-        fs::copy(built.join(name), &elf)?;
+        fs::copy(built_elf, &elf)?;
         run(Command::new("arm-none-eabi-objcopy")
             .args(["-O", "binary"])
             .arg(&elf)
@@ -344,10 +359,10 @@ fn firmware(check: bool) -> Result<()> {
             "{name:<11} {what:<18} {:>8} {:>6} {:>6} {:>8}",
             s.text, s.data, s.bss, bin_len
         );
-        if let Some((_, kind)) = ANCHORED.iter().find(|(n, _)| n == name) {
+        if let Some((_, kind)) = ANCHORED.iter().find(|(n, _)| *n == name) {
             check_trust_anchors(name, *kind, &elf, &fs::read(&bin)?)?;
         }
-        if *name == "loader" {
+        if name == "loader" {
             check_loader(&elf, &fs::read(&bin)?)?;
             let stack = u64::from(symbol(&elf, "__stack_reserve")?.unwrap_or(0));
             loader_footprint = Some((bin_len, s.data, s.bss, stack));
