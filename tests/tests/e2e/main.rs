@@ -2,6 +2,7 @@
 //! One test binary (one link step), one module per flow.
 
 mod boot;
+mod c_demo_os;
 mod data_stream;
 mod provisioning;
 mod provisioning_refusals;
@@ -57,18 +58,30 @@ pub fn provisioned_board_with_os(
     let fw = flashgate_tests::Firmware::load();
     let vendor = Vendor::new(7);
     let bootloader = vendor.sign_bootloader(&fw.bootloader, 3);
+    let (tb, fw) = provisioned_board(&vendor, &bootloader, fw, |fw| os(&vendor, fw));
+    (tb, vendor, fw)
+}
+
+/// Like [`provisioned_board_with_os`] for a given vendor and signed bootloader (made with
+/// `flashgate image sign`, say).
+pub fn provisioned_board(
+    vendor: &Vendor,
+    bootloader: &[u8],
+    fw: flashgate_tests::Firmware,
+    os: impl FnOnce(&flashgate_tests::Firmware) -> Vec<u8>,
+) -> (flashgate_tests::TestBoard, flashgate_tests::Firmware) {
     let mut tb = flashgate_tests::TestBoard::new();
     let mut probe = tb.probe(None);
     flashgate_station::provisioning::provision(
         &mut probe,
         &fw.loader,
-        &job(&vendor, &bootloader, true, None),
+        &job(vendor, bootloader, true, None),
         STEP_TIMEOUT,
     )
     .unwrap();
     drop(probe);
     tb.board.power_off().unwrap();
-    flashgate_tests::install_os_offline(&tb.board, &os(&vendor, &fw));
+    flashgate_tests::install_os_offline(&tb.board, &os(&fw));
     tb.board.power_on_again().unwrap();
-    (tb, vendor, fw)
+    (tb, fw)
 }
