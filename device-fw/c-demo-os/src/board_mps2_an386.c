@@ -84,6 +84,10 @@ void board_enter_bootloader(void)
     SYST_CSR = 0;
     SCB_VTOR = FG_BOOTLOADER_BASE;
     __asm volatile("dsb\n isb" ::: "memory");
+    /* CONTROL.SPSEL = 0 (the main stack), then MSP and the reset vector. */
+    uint32_t control;
+    __asm volatile("mrs %0, control\n bic %0, %0, #2\n msr control, %0\n isb"
+                   : "=r"(control) : : "memory");
     __asm volatile("msr msp, %0\n bx %1" : : "r"(sp), "r"(reset) : "memory");
     __builtin_unreachable();
 }
