@@ -134,7 +134,7 @@ pub use flashgate_protocol::trust_anchors::{
 pub fn trust_anchors(
 ) -> Result<flashgate_protocol::trust_anchors::TrustAnchors, flashgate_protocol::ErrorCode> {
     use flashgate_protocol::codec::Codec;
-    let start = core::ptr::addr_of!(__trust_anchors) as *const u8;
+    let start = core::ptr::addr_of!(__trust_anchors);
     let end = core::ptr::addr_of!(__etrust_anchors) as usize;
     if end - start as usize != TRUST_ANCHORS_LEN {
         return Err(flashgate_protocol::ErrorCode::NoTrustAnchors);
