@@ -497,43 +497,29 @@ fn verify_refuses_tampered_foreign_and_unexpected_images() {
         "it pins authority key",
     );
     // Signed by other tooling without filling the anchors.
-    let vendor_seed: [u8; 32] = hex::decode(
-        std::fs::read_to_string(tool.path("vendor.key"))
-            .unwrap()
-            .trim(),
-    )
-    .unwrap()
-    .try_into()
-    .unwrap();
-    let vendor = ed25519_dalek::SigningKey::from_bytes(&vendor_seed);
-    let unfilled = sign_image(
-        ImageKind::Os,
-        7,
-        3,
-        OS_BODY,
-        &body(OS_BODY, 4096, true),
-        &vendor,
-    );
-    let unfilled = tool.file("unfilled.img", &unfilled);
-    verify(
-        &unfilled,
-        &[],
-        "its trust anchors are not filled (zero keys)",
-    );
-    let missing = sign_image(
-        ImageKind::Os,
-        7,
-        3,
-        OS_BODY,
-        &body(OS_BODY, 4096, false),
-        &vendor,
-    );
-    let missing = tool.file("missing.img", &missing);
-    verify(
-        &missing,
-        &[],
-        "it has no trust-anchor block at body + 0x400",
-    );
+    let vendor = flashgate_cli::image_tool::key_file::load(&tool.path("vendor.key")).unwrap();
+    for (anchors, name, says) in [
+        (
+            true,
+            "unfilled.img",
+            "its trust anchors are not filled (zero keys)",
+        ),
+        (
+            false,
+            "missing.img",
+            "it has no trust-anchor block at body + 0x400",
+        ),
+    ] {
+        let image = sign_image(
+            ImageKind::Os,
+            7,
+            3,
+            OS_BODY,
+            &body(OS_BODY, 4096, anchors),
+            &vendor,
+        );
+        verify(&tool.file(name, &image), &[], says);
+    }
     // Not an image at all; not there.
     let junk = tool.file("junk.img", b"hello");
     verify(&junk, &[], "junk.img is not a signed flashgate image");
@@ -545,7 +531,7 @@ fn verify_refuses_tampered_foreign_and_unexpected_images() {
     // inspect shows what is wrong without refusing.
     let doc = json(&tool.run(&["image", "inspect", "-o", "json", &tampered]));
     assert_eq!(doc["digest_ok"], false);
-    let table = stdout(&tool.run(&["image", "inspect", &missing]));
+    let table = stdout(&tool.run(&["image", "inspect", &tool.arg("missing.img")]));
     assert!(table.contains("trust anchors:       MISSING"), "{table}");
 }
 

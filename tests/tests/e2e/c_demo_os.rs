@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use ed25519_dalek::SigningKey;
 use flashgate_cli::device_update::Uart;
+use flashgate_cli::image_tool::key_file;
 use flashgate_coordinator::testing::TestCoordinator;
 use flashgate_protocol::hello::{self, DeviceState};
 use flashgate_protocol::image::SignedImageHeader;
@@ -132,9 +132,8 @@ async fn a_c_os_signed_by_the_image_tool_is_installed_over_the_uart_and_stays_co
         vendor: keygen("vendor.key"),
         authority: keygen("authority.key"),
     };
-    let seed = std::fs::read_to_string(cli.path("vendor.key")).unwrap();
     let vendor = Vendor {
-        key: SigningKey::from_bytes(&hex::decode(seed.trim()).unwrap().try_into().unwrap()),
+        key: key_file::load(Path::new(&cli.path("vendor.key"))).unwrap(),
         product_id: 7,
     };
 
