@@ -4,7 +4,8 @@
 #   scripts/setup.sh            as root, or as a user with sudo
 #
 # - Debian packages: QEMU (the emulated board), the Arm GNU toolchain (linker, objcopy, size)
-#   and newlib, gdb-multiarch, protoc (gRPC code generation), etcd (coordinator tests).
+#   and newlib, gdb-multiarch, protoc (gRPC code generation), etcd (coordinator tests), make
+#   (the C demo OS) and openssl (an independent ed25519 signer in the image-tool tests).
 #   `apt-get update` runs only when a package is missing.
 # - A Cortex-M Rust toolchain: `rustup target add thumbv7em-none-eabi` where rustup can do
 #   it; otherwise Debian's rustc with its library sources (rustc-web, rust-web-src,
@@ -18,6 +19,8 @@ APT_PACKAGES=(
   gdb-multiarch
   protobuf-compiler
   etcd-server
+  make
+  openssl
 )
 DEBIAN_RUST_PACKAGES=(rustc-web rust-web-src cargo-web rust-web-clippy)
 TARGET=thumbv7em-none-eabi

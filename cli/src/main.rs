@@ -7,7 +7,8 @@
 //! One file per command group, named after it: `product.rs`, `release.rs`, `order.rs`
 //! (`order create`), `orders.rs` (`orders status`), `station.rs`, `devices.rs`, `leases.rs`,
 //! `update.rs` (`update publish|status`), `device.rs` (`device update`, the field tool),
-//! `data.rs`, `config.rs` (contexts), `completion.rs`. Each holds its arguments, its handler and
+//! `data.rs`, `config.rs` (contexts), `image.rs` (`image keygen|sign|verify|inspect`, files
+//! only), `completion.rs`. Each holds its arguments, its handler and
 //! how its results look (`output::ToJson`, `output::TableRow`). Shared by all of them: the global
 //! flags and client set-up (`global.rs`), exit codes (`exit.rs`), printing (`output/`, one
 //! printer per format) and argument values (`parse.rs`). The gRPC clients and their credentials
@@ -24,6 +25,7 @@ mod device;
 mod devices;
 mod exit;
 mod global;
+mod image;
 mod leases;
 mod order;
 mod orders;
@@ -62,6 +64,9 @@ enum Command {
     /// Named contexts (endpoint + token file), like kubectl's.
     #[command(subcommand)]
     Config(config::ConfigCmd),
+    /// Vendor image tool: signing keys, sign, verify and inspect images (files only).
+    #[command(subcommand)]
+    Image(image::ImageCmd),
     /// Print a shell completion script, e.g. `source <(flashgate completion bash)`.
     Completion(completion::CompletionArgs),
 }
@@ -105,6 +110,7 @@ async fn dispatch(cli: Cli, endpoint_typed: Option<String>) -> Result<(), Failur
     let out = cli.global.printer();
     let command = match cli.command {
         Command::Config(cmd) => return config::run(cmd, endpoint_typed, &out),
+        Command::Image(cmd) => return image::run(cmd, &out),
         Command::Completion(args) => {
             completion::run(args, Cli::command());
             return Ok(());

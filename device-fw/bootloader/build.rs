@@ -2,7 +2,9 @@
 
 use std::{env, fs, path::PathBuf};
 
-use flashgate_protocol::layout::{BOOTLOADER_BASE, BOOTLOADER_MAX, LOADER_BASE};
+use flashgate_protocol::layout::{
+    BOOTLOADER_BASE, BOOTLOADER_MAX, LOADER_BASE, TRUST_ANCHORS_OFFSET,
+};
 
 /// SRAM of mps2-an386 (4 MiB at 0x2000_0000). The layout module names its start only through
 /// LOADER_BASE (the loader sits at the start of SRAM); the bootloader owns all of it.
@@ -19,6 +21,8 @@ MEMORY
   RAM : ORIGIN = {SRAM_BASE:#010x}, LENGTH = {SRAM_SIZE:#x}
 }}
 __stack_top = {stack_top:#010x};
+/* The trust-anchor block the signing tool fills: layout::TRUST_ANCHORS_OFFSET into the image. */
+__trust_anchors_offset = {TRUST_ANCHORS_OFFSET:#x};
 ",
         stack_top = SRAM_BASE + SRAM_SIZE,
     );

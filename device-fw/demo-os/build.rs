@@ -3,7 +3,9 @@
 
 use std::{env, fs, path::PathBuf};
 
-use flashgate_protocol::layout::{IMAGE_HEADER_SPACE, LOADER_BASE, OS_SLOT_ADDR, OS_SLOT_SIZE};
+use flashgate_protocol::layout::{
+    IMAGE_HEADER_SPACE, LOADER_BASE, OS_SLOT_ADDR, OS_SLOT_SIZE, TRUST_ANCHORS_OFFSET,
+};
 
 /// SRAM of mps2-an386 (4 MiB at 0x2000_0000, whose start LOADER_BASE names); the OS owns it.
 const SRAM_BASE: u32 = LOADER_BASE;
@@ -26,6 +28,8 @@ MEMORY
   RAM : ORIGIN = {SRAM_BASE:#010x}, LENGTH = {SRAM_SIZE:#x}
 }}
 __stack_top = {stack_top:#010x};
+/* The trust-anchor block the signing tool fills: layout::TRUST_ANCHORS_OFFSET into the image. */
+__trust_anchors_offset = {TRUST_ANCHORS_OFFSET:#x};
 ",
         len = OS_SLOT_SIZE - IMAGE_HEADER_SPACE,
         stack_top = SRAM_BASE + SRAM_SIZE,

@@ -85,6 +85,9 @@ error_codes! {
     BadOffset = 0x0308 => "image data at an unexpected offset",
     /// The image's load address is not where this slot expects it.
     BadLoadAddress = 0x0309 => "image load address does not match its slot",
+    /// A bootloader or OS body without a trust-anchor block at its fixed offset (not linked
+    /// with a `.trust_anchors` section), or one that cannot be read.
+    NoTrustAnchors = 0x030A => "image has no trust-anchor block at its fixed offset",
     // Device state.
     /// No valid OS image is installed.
     NoValidImage = 0x0401 => "no valid image installed",

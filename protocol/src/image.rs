@@ -14,6 +14,10 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::codec::{self, Codec, Reader, Writer};
+use crate::layout::{
+    APP_SLOT_ADDR, APP_SLOT_SIZE, BOOTLOADER_BASE, BOOTLOADER_MAX, IMAGE_HEADER_SPACE,
+    OS_SLOT_ADDR, OS_SLOT_SIZE, TEST_APP_ADDR, TEST_APP_MAX,
+};
 use crate::ErrorCode;
 
 /// Magic at the start of every image header ("FGIM").
@@ -42,6 +46,9 @@ pub enum ImageKind {
 }
 
 impl ImageKind {
+    /// Every kind, in header order.
+    pub const ALL: [ImageKind; 4] = [Self::Bootloader, Self::Os, Self::App, Self::TestApp];
+
     fn from_u16(v: u16) -> Result<Self, ErrorCode> {
         Ok(match v {
             1 => Self::Bootloader,
@@ -50,6 +57,94 @@ impl ImageKind {
             4 => Self::TestApp,
             _ => return Err(ErrorCode::WrongImageKind),
         })
+    }
+
+    /// The kind's name as the tools spell it (`bootloader`, `os`, `app`, `test-app`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bootloader => "bootloader",
+            Self::Os => "os",
+            Self::App => "app",
+            Self::TestApp => "test-app",
+        }
+    }
+
+    /// Where an image of this kind goes on the device (from [`crate::layout`]).
+    pub fn slot(self) -> Slot {
+        match self {
+            Self::Bootloader => Slot {
+                base: BOOTLOADER_BASE,
+                body_addr: BOOTLOADER_BASE,
+                max_body: BOOTLOADER_MAX,
+                storage: SlotStorage::Flash,
+            },
+            Self::Os => Slot {
+                base: OS_SLOT_ADDR,
+                body_addr: OS_SLOT_ADDR + IMAGE_HEADER_SPACE,
+                max_body: OS_SLOT_SIZE - IMAGE_HEADER_SPACE,
+                storage: SlotStorage::FlashWithHeader,
+            },
+            Self::App => Slot {
+                base: APP_SLOT_ADDR,
+                body_addr: APP_SLOT_ADDR + IMAGE_HEADER_SPACE,
+                max_body: APP_SLOT_SIZE - IMAGE_HEADER_SPACE,
+                storage: SlotStorage::FlashWithHeader,
+            },
+            Self::TestApp => Slot {
+                base: TEST_APP_ADDR,
+                body_addr: TEST_APP_ADDR,
+                max_body: TEST_APP_MAX,
+                storage: SlotStorage::Ram,
+            },
+        }
+    }
+
+    /// Kinds whose body carries a filled trust-anchor block ([`crate::trust_anchors`]): the
+    /// bootloader and the OS pin the vendor and authority keys.
+    pub fn pins_trust_anchors(self) -> bool {
+        matches!(self, Self::Bootloader | Self::Os)
+    }
+}
+
+/// How a slot keeps its image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotStorage {
+    /// In flash, body only (the loader checks the signed header as it installs; the device
+    /// record keeps the body's digest).
+    Flash,
+    /// In flash, the signed header in the slot's first [`IMAGE_HEADER_SPACE`] bytes, then the
+    /// body (checked again at every start).
+    FlashWithHeader,
+    /// Copied to RAM and run from there (the factory test app).
+    Ram,
+}
+
+/// The slot of an image kind: where its body is linked and how large it may be. A device
+/// refuses an image whose `load_addr` is not `body_addr` or whose body exceeds `max_body`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    /// Start of the slot.
+    pub base: u32,
+    /// Address the body is linked for: the header's `load_addr`, and the vector table's
+    /// address for the bootloader and the OS.
+    pub body_addr: u32,
+    /// Largest body the slot holds.
+    pub max_body: u32,
+    /// Flash or RAM, with or without the signed header.
+    pub storage: SlotStorage,
+}
+
+impl Slot {
+    /// Checks that a body of `body_size` bytes loaded at `load_addr` fits this slot
+    /// ([`ErrorCode::BadLoadAddress`], [`ErrorCode::ImageTooLarge`]; an empty body does not fit).
+    pub fn check(&self, load_addr: u32, body_size: usize) -> Result<(), ErrorCode> {
+        if load_addr != self.body_addr {
+            return Err(ErrorCode::BadLoadAddress);
+        }
+        if body_size == 0 || body_size > self.max_body as usize {
+            return Err(ErrorCode::ImageTooLarge);
+        }
+        Ok(())
     }
 }
 
@@ -70,11 +165,46 @@ pub struct ImageHeader {
     pub body_digest: [u8; 32],
 }
 
+/// Length of what the vendor signs: the signature context, then the 64-byte header.
+pub const SIGNED_MESSAGE_LEN: usize = SIGNATURE_CONTEXT.len() + HEADER_LEN;
+
 impl ImageHeader {
+    /// The header of `body` (its size and SHA-256 filled in). A body over 4 GiB is
+    /// [`ErrorCode::ImageTooLarge`].
+    pub fn for_body(
+        kind: ImageKind,
+        product_id: u32,
+        version: u32,
+        load_addr: u32,
+        body: &[u8],
+    ) -> Result<Self, ErrorCode> {
+        Ok(Self {
+            kind,
+            product_id,
+            version,
+            load_addr,
+            body_size: u32::try_from(body.len()).map_err(|_| ErrorCode::ImageTooLarge)?,
+            body_digest: Sha256::digest(body).into(),
+        })
+    }
+
     /// The 64 signed bytes.
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
         codec::to_array(self)
     }
+
+    /// The exact bytes the vendor's ed25519 key signs: `"flashgate-image-v1" ‖ header`
+    /// (what an external signer, an HSM or a cloud KMS, receives).
+    pub fn signed_message(&self) -> [u8; SIGNED_MESSAGE_LEN] {
+        signed_message(&self.to_bytes())
+    }
+}
+
+fn signed_message(header_bytes: &[u8; HEADER_LEN]) -> [u8; SIGNED_MESSAGE_LEN] {
+    let mut msg = [0u8; SIGNED_MESSAGE_LEN];
+    msg[..SIGNATURE_CONTEXT.len()].copy_from_slice(SIGNATURE_CONTEXT);
+    msg[SIGNATURE_CONTEXT.len()..].copy_from_slice(header_bytes);
+    msg
 }
 
 /// The 64 signed bytes (decoding checks the format only, not the signature).
@@ -131,12 +261,20 @@ impl SignedImageHeader {
         Self::read(&mut Reader::new(bytes))
     }
 
+    /// `header` with a `signature` made over [`ImageHeader::signed_message`] elsewhere (an
+    /// external signer); check it with [`Self::verify`] before using it.
+    pub fn new(header: ImageHeader, signature: [u8; 64]) -> Self {
+        Self {
+            header,
+            header_bytes: header.to_bytes(),
+            signature,
+        }
+    }
+
     /// Verifies the vendor signature (strict ed25519: no malleable or small-order forms).
     pub fn verify(&self, vendor_public: &[u8; 32]) -> Result<&ImageHeader, ErrorCode> {
         let key = VerifyingKey::from_bytes(vendor_public).map_err(|_| ErrorCode::BadSignature)?;
-        let mut msg = [0u8; SIGNATURE_CONTEXT.len() + HEADER_LEN];
-        msg[..SIGNATURE_CONTEXT.len()].copy_from_slice(SIGNATURE_CONTEXT);
-        msg[SIGNATURE_CONTEXT.len()..].copy_from_slice(&self.header_bytes);
+        let msg = signed_message(&self.header_bytes);
         key.verify_strict(&msg, &Signature::from_bytes(&self.signature))
             .map_err(|_| ErrorCode::BadSignature)?;
         Ok(&self.header)
@@ -255,24 +393,12 @@ pub fn sign_image(
     vendor_key: &ed25519_dalek::SigningKey,
 ) -> std::vec::Vec<u8> {
     use ed25519_dalek::Signer;
-    let header = ImageHeader {
-        kind,
-        product_id,
-        version,
-        load_addr,
-        body_size: u32::try_from(body.len()).expect("image body over 4 GiB"),
-        body_digest: Sha256::digest(body).into(),
-    };
-    let header_bytes = header.to_bytes();
-    let mut msg = std::vec::Vec::from(SIGNATURE_CONTEXT);
-    msg.extend_from_slice(&header_bytes);
-    let signature = vendor_key.sign(&msg).to_bytes();
-    let signed = SignedImageHeader {
-        header,
-        header_bytes,
-        signature,
-    };
-    let mut out = signed.to_bytes().to_vec();
+    let header = ImageHeader::for_body(kind, product_id, version, load_addr, body)
+        .expect("image body over 4 GiB");
+    let signature = vendor_key.sign(&header.signed_message()).to_bytes();
+    let mut out = SignedImageHeader::new(header, signature)
+        .to_bytes()
+        .to_vec();
     out.extend_from_slice(body);
     out
 }
@@ -335,6 +461,45 @@ mod tests {
         let mut h = BodyHasher::new(4);
         h.update(b"abce").unwrap();
         assert_eq!(h.finish(&digest), Err(ErrorCode::DigestMismatch));
+    }
+
+    #[test]
+    fn slot_map_follows_the_layout() {
+        use crate::layout::{FLASH_BASE, FLASH_SIZE, TRUST_ANCHORS_OFFSET};
+        for kind in ImageKind::ALL {
+            let slot = kind.slot();
+            assert_eq!(ImageKind::from_u16(kind as u16), Ok(kind));
+            assert!(slot.body_addr >= slot.base, "{kind:?}");
+            if kind.pins_trust_anchors() {
+                // Started through their vector table: VTOR alignment, and the anchors fit.
+                assert_eq!(slot.body_addr % 256, 0, "{kind:?}");
+                assert!(slot.max_body > TRUST_ANCHORS_OFFSET, "{kind:?}");
+            }
+            if slot.storage != SlotStorage::Ram {
+                let end = slot.body_addr + slot.max_body;
+                assert!((FLASH_BASE..FLASH_BASE + FLASH_SIZE).contains(&slot.base));
+                assert!(end <= FLASH_BASE + FLASH_SIZE, "{kind:?}");
+                for other in ImageKind::ALL.iter().filter(|o| **o != kind) {
+                    let o = other.slot();
+                    if o.storage != SlotStorage::Ram {
+                        let o_end = o.body_addr + o.max_body;
+                        assert!(
+                            end <= o.base || o_end <= slot.base,
+                            "{kind:?} and {other:?}"
+                        );
+                    }
+                }
+            }
+        }
+        let os = ImageKind::Os.slot();
+        assert_eq!(os.check(os.body_addr, 1), Ok(()));
+        assert_eq!(os.check(os.body_addr, os.max_body as usize), Ok(()));
+        assert_eq!(
+            os.check(os.body_addr, os.max_body as usize + 1),
+            Err(ErrorCode::ImageTooLarge)
+        );
+        assert_eq!(os.check(os.body_addr, 0), Err(ErrorCode::ImageTooLarge));
+        assert_eq!(os.check(os.base, 1), Err(ErrorCode::BadLoadAddress));
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub const BOOT_STATE_PAGES: u32 = 2;
 pub const DATA_COUNTER_ADDR: u32 = 0x0002_4000;
 pub const DATA_COUNTER_PAGES: u32 = 2;
 
+/// Offset of the trust-anchor block (`trust_anchors`, linker section `.trust_anchors`) from the
+/// start of a bootloader or OS image body: after the vector table, which must end before it.
+pub const TRUST_ANCHORS_OFFSET: u32 = 0x400;
+
 /// Installed operating system: a 512-byte signed header, then the image (vector table first).
 pub const OS_SLOT_ADDR: u32 = 0x0004_0000;
 pub const OS_SLOT_SIZE: u32 = 0x0008_0000;

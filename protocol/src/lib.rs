@@ -9,7 +9,7 @@
 //! Where each flow lives:
 //! - provisioning over the debug link: [`provisioning`] (station and loader sides),
 //!   [`key_schedule`], [`sealed_frame`], [`mailbox`], [`device_record`];
-//! - boot: [`boot`], [`image`];
+//! - boot: [`boot`], [`image`], the keys a signed image pins: [`trust_anchors`];
 //! - the UART (hello, update transfer, apps, data requests): [`uart`] — framing, [`uart::MsgType`],
 //!   the device's services and, with `std`, the one host link;
 //! - updates: [`update`] (package, transfer, install, boot state, receipt);
@@ -43,6 +43,7 @@ pub mod provisioning;
 #[cfg(test)]
 mod round_trips;
 pub mod sealed_frame;
+pub mod trust_anchors;
 pub mod uart;
 pub mod update;
 

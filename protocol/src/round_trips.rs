@@ -15,6 +15,7 @@ use crate::image::{sign_image, ImageKind, SignedImageHeader};
 use crate::mailbox;
 use crate::provisioning::messages::{Receipt, StationMessage, TargetReply};
 use crate::provisioning::{LoaderHello, LoaderImageHeader, ParamBlock};
+use crate::trust_anchors::TrustAnchors;
 use crate::uart::OsStatus;
 use crate::update::boot_state::{BootState, Outcome, Phase};
 use crate::update::package::{Envelope, SealedRelease};
@@ -173,6 +174,10 @@ fn every_wire_type_round_trips() {
         CounterState { epoch: 1, mark: 64 },
         AppHeader { entry: 0x0020_0221 },
         OsStatus::default(),
+        TrustAnchors {
+            vendor_public: [2; 32],
+            authority_public: [3; 32],
+        },
     ];
     // The device record has no `PartialEq` (it holds the key): compare encodings.
     let record = DeviceRecord {

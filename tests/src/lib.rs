@@ -114,6 +114,23 @@ impl Firmware {
     }
 }
 
+/// The `flashgate` CLI binary next to the test binaries (`cargo build -p flashgate-cli`;
+/// `cargo nextest run --workspace` builds it).
+pub fn flashgate_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binaries live in target/<profile>/deps");
+    let cli = dir.join("flashgate");
+    assert!(
+        cli.exists(),
+        "{} is missing: build it with `cargo build -p flashgate-cli`",
+        cli.display()
+    );
+    cli
+}
+
 /// A vendor with a signing key and one product.
 pub struct Vendor {
     /// The vendor's ed25519 key.

@@ -2,7 +2,8 @@
 //!
 //! The firmware (`device-fw/`) is its own Cargo workspace with its own `.cargo/config.toml`
 //! (target, linker, `link.x`) and its own target dir (`device-fw/target`), so this only picks a
-//! toolchain, runs cargo in that folder and packages the results in `target/firmware/`:
+//! toolchain, runs cargo in that folder and packages the results in `target/firmware/` (with
+//! the C demo OS, which `make` builds from `device-fw/c-demo-os/`):
 //!
 //! 1. rustup with `thumbv7em-none-eabi` installed: plain `cargo build` (prebuilt `core`).
 //! 2. otherwise Debian's `rustc`/`cargo` (`/usr/bin`, packages `rustc-web`, `cargo-web`,
@@ -18,8 +19,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+use flashgate_protocol::image::ImageKind;
 use flashgate_protocol::layout;
 use flashgate_protocol::provisioning::LoaderImageHeader;
+use flashgate_protocol::trust_anchors;
 
 const TARGET: &str = "thumbv7em-none-eabi";
 /// (binary name, what it is) in build order.
@@ -277,6 +280,35 @@ fn check_loader(elf: &Path, bin: &[u8]) -> Result<()> {
     }
 }
 
+/// Programs whose signed image pins trust anchors, and the image kind (slot) each is linked for.
+const ANCHORED: &[(&str, ImageKind)] = &[
+    ("bootloader", ImageKind::Bootloader),
+    ("demo-os", ImageKind::Os),
+    ("c-demo-os", ImageKind::Os),
+];
+
+/// Checks that the trust-anchor block sits at `layout::TRUST_ANCHORS_OFFSET` into the image
+/// (the linker's symbol and the bytes of the .bin), as the placeholder the signing tool fills.
+fn check_trust_anchors(name: &str, kind: ImageKind, elf: &Path, bin: &[u8]) -> Result<()> {
+    let want = kind.slot().body_addr + layout::TRUST_ANCHORS_OFFSET;
+    let at = symbol(elf, "__trust_anchors")?;
+    if at != Some(want) {
+        return Err(Error(format!(
+            "{name}: .trust_anchors at {at:x?}, not at {want:#x} (slot body + TRUST_ANCHORS_OFFSET)"
+        )));
+    }
+    match trust_anchors::read(bin) {
+        Ok(anchors) if !anchors.is_filled() => Ok(()),
+        Ok(_) => Err(Error(format!(
+            "{name}.bin: the trust anchors are filled at build time; they must be zero"
+        ))),
+        Err(e) => Err(Error(format!(
+            "{name}.bin: no trust-anchor placeholder at offset {:#x}: {e}",
+            layout::TRUST_ANCHORS_OFFSET
+        ))),
+    }
+}
+
 fn firmware(check: bool) -> Result<()> {
     let root = repo_root();
     let fw_dir = root.join("device-fw");
@@ -299,11 +331,24 @@ fn firmware(check: bool) -> Result<()> {
         "{:<11} {:<18} {:>8} {:>6} {:>6} {:>8}",
         "program", "", "text", "data", "bss", "bin"
     );
+    // The C demo OS has its own Makefile (GNU make and arm-none-eabi-gcc only); it is packaged
+    // and checked like the Rust programs.
+    let c_build = out_dir.join("c-demo-os.build");
+    output(
+        Command::new("make")
+            .args(["-s", "-C"])
+            .arg(fw_dir.join("c-demo-os"))
+            .arg(format!("OUT={}", c_build.display())),
+    )?;
+    let programs = PROGRAMS
+        .iter()
+        .map(|(name, what)| (*name, *what, built.join(name)))
+        .chain([("c-demo-os", "C demo OS", c_build.join("c-demo-os.elf"))]);
     let mut loader_footprint = None;
-    for (name, what) in PROGRAMS {
+    for (name, what, built_elf) in programs {
         let elf = out_dir.join(format!("{name}.elf"));
         let bin = out_dir.join(format!("{name}.bin"));
-        fs::copy(built.join(name), &elf)?;
+        fs::copy(built_elf, &elf)?;
         run(Command::new("arm-none-eabi-objcopy")
             .args(["-O", "binary"])
             .arg(&elf)
@@ -314,7 +359,10 @@ fn firmware(check: bool) -> Result<()> {
             "{name:<11} {what:<18} {:>8} {:>6} {:>6} {:>8}",
             s.text, s.data, s.bss, bin_len
         );
-        if *name == "loader" {
+        if let Some((_, kind)) = ANCHORED.iter().find(|(n, _)| *n == name) {
+            check_trust_anchors(name, *kind, &elf, &fs::read(&bin)?)?;
+        }
+        if name == "loader" {
             check_loader(&elf, &fs::read(&bin)?)?;
             let stack = u64::from(symbol(&elf, "__stack_reserve")?.unwrap_or(0));
             loader_footprint = Some((bin_len, s.data, s.bss, stack));

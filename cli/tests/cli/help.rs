@@ -32,6 +32,10 @@ const DOCUMENTED: &[&str] = &[
     "config get-contexts",
     "config current-context",
     "config delete-context",
+    "image keygen",
+    "image sign",
+    "image verify",
+    "image inspect",
     "completion",
 ];
 

@@ -8,6 +8,7 @@ mod device;
 mod devices;
 mod global;
 mod help;
+mod image;
 mod leases;
 mod order;
 mod product;

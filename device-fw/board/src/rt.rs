@@ -106,7 +106,51 @@ macro_rules! vector_table {
     };
 }
 
+/// Places this program's trust-anchor block ([`flashgate_protocol::trust_anchors`]) in
+/// `.trust_anchors`, which `link.x` puts at `layout::TRUST_ANCHORS_OFFSET` into the image when
+/// the program's `memory.x` sets `__trust_anchors_offset` (bootloader, demo OS). It is linked
+/// as the placeholder (zero keys); `flashgate image sign` fills it before signing. Read it with
+/// [`trust_anchors`], never through the static: the compiler would fold its zero keys.
+#[macro_export]
+macro_rules! trust_anchors {
+    () => {
+        #[link_section = ".trust_anchors"]
+        #[used]
+        static __FG_TRUST_ANCHORS: [u8; $crate::rt::TRUST_ANCHORS_LEN] =
+            $crate::rt::TRUST_ANCHORS_PLACEHOLDER;
+    };
+}
+
+#[doc(hidden)]
+pub use flashgate_protocol::trust_anchors::{
+    ANCHORS_LEN as TRUST_ANCHORS_LEN, PLACEHOLDER as TRUST_ANCHORS_PLACEHOLDER,
+};
+
+/// The trust anchors this program's signed image carries (what the signing tool embedded),
+/// read with volatile reads from the block [`trust_anchors!`] placed. An error for a program
+/// without the block; zero keys ([`TrustAnchors::is_filled`] false) for an unsigned build.
+///
+/// [`TrustAnchors::is_filled`]: flashgate_protocol::trust_anchors::TrustAnchors::is_filled
+pub fn trust_anchors(
+) -> Result<flashgate_protocol::trust_anchors::TrustAnchors, flashgate_protocol::ErrorCode> {
+    use flashgate_protocol::codec::Codec;
+    let start = core::ptr::addr_of!(__trust_anchors);
+    let end = core::ptr::addr_of!(__etrust_anchors) as usize;
+    if end - start as usize != TRUST_ANCHORS_LEN {
+        return Err(flashgate_protocol::ErrorCode::NoTrustAnchors);
+    }
+    let mut block = [0u8; TRUST_ANCHORS_LEN];
+    for (i, byte) in block.iter_mut().enumerate() {
+        // SAFETY: `link.x` places the 80-byte block at `__trust_anchors` inside the loaded
+        // image (checked just above); the image is never written while it runs.
+        *byte = unsafe { core::ptr::read_volatile(start.add(i)) };
+    }
+    flashgate_protocol::trust_anchors::TrustAnchors::read_bytes(&block)
+}
+
 extern "C" {
+    static __trust_anchors: u8;
+    static __etrust_anchors: u8;
     static __image_start: u8;
     static __image_end: u8;
     static __vector_table: u8;

@@ -19,6 +19,8 @@ use flashgate_protocol::update::install::{self, BootDecision, Steps};
 use flashgate_protocol::ErrorCode;
 
 flashgate_board::vector_table!();
+// The keys this image pins, filled by the signing tool (protocol `trust_anchors`).
+flashgate_board::trust_anchors!();
 
 #[no_mangle]
 extern "C" fn main() -> ! {

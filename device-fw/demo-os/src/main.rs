@@ -30,6 +30,8 @@ use flashgate_protocol::ErrorCode;
 use flashgate_board::text::TextBuf;
 
 flashgate_board::vector_table!();
+// The keys this image pins, filled by the signing tool (protocol `trust_anchors`).
+flashgate_board::trust_anchors!();
 
 /// A telemetry record every 2^26 ticks (about 2.7 s at 25 MHz).
 const HEARTBEAT_TICKS: u64 = 1 << 26;

@@ -5,7 +5,6 @@
 //! window, forgeries and truncations are refused and counted. An app is installed into the app
 //! slot and started without a reset while the OS keeps its state.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -37,19 +36,6 @@ fn demo_app() -> Vec<u8> {
             path.display()
         )
     })
-}
-
-/// The `flashgate` CLI next to this test binary (`cargo build -p flashgate-cli`).
-fn flashgate_cli() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let cli = dir.join("flashgate");
-    assert!(
-        cli.exists(),
-        "{} is missing: build it with `cargo build -p flashgate-cli`",
-        cli.display()
-    );
-    cli
 }
 
 fn receive_until(
@@ -108,7 +94,7 @@ async fn sealed_records_reach_data_tail_through_the_relay_and_udp() {
     let uart = tb.board.serial_addr().unwrap();
 
     // The relay holds the UART before the board runs, so it sees the boot record.
-    let mut relay = Command::new(flashgate_cli());
+    let mut relay = Command::new(flashgate_tests::flashgate_binary());
     relay
         .args(["--endpoint", &tc.endpoint, "data", "relay", "--port"])
         .arg(format!("tcp:{uart}"))
@@ -128,7 +114,7 @@ async fn sealed_records_reach_data_tail_through_the_relay_and_udp() {
         "relay: {stdout}"
     );
 
-    let tail = Command::new(flashgate_cli())
+    let tail = Command::new(flashgate_tests::flashgate_binary())
         .args(["--endpoint", &tc.endpoint, "--token", &tc.operator_token])
         .args([
             "-o",

@@ -4,6 +4,7 @@
 //! factory runs.
 
 mod boot;
+mod c_demo_os;
 mod data_stream;
 mod provisioning;
 mod provisioning_refusals;
@@ -33,12 +34,32 @@ pub fn provisioned_board_with_os(
 ) -> (TestBoard, Vendor, Firmware) {
     let fw = Firmware::load();
     let vendor = Vendor::new(PRODUCT_ID);
-    let image = os(&vendor, &fw);
+    let bootloader = vendor.sign_bootloader(&fw.bootloader, 3);
+    let (tb, fw) = provisioned_board(&vendor, &bootloader, fw, |fw| os(&vendor, fw));
+    (tb, vendor, fw)
+}
+
+/// Like [`provisioned_board_with_os`] for a given vendor and signed bootloader (made with
+/// `flashgate image sign`, say).
+pub fn provisioned_board(
+    vendor: &Vendor,
+    bootloader: &[u8],
+    fw: Firmware,
+    os: impl FnOnce(&Firmware) -> Vec<u8>,
+) -> (TestBoard, Firmware) {
+    let plan = flashgate_station::provisioning::OrderPlan::new(
+        fw.loader.clone(),
+        bootloader.to_vec(),
+        vendor.product_id,
+        vendor.public(),
+    )
+    .expect("a signed bootloader parses");
+    let image = os(&fw);
     let (tb, _) = TestBoard::provisioned(
-        vendor.plan(&fw, 3),
+        plan,
         test_keys(PRODUCT_ID),
         StartOptions::default(),
         Some(&image),
     );
-    (tb, vendor, fw)
+    (tb, fw)
 }
