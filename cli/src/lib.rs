@@ -6,7 +6,6 @@
 //! - [`device_update`]: the field update of one device over its UART (`flashgate device update`).
 //!
 //! The commands themselves live in the binary, one file per command group (see `main.rs`).
-#![forbid(unsafe_code)]
 
 pub mod context;
 pub mod device_update;
