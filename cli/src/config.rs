@@ -101,7 +101,7 @@ pub fn run(cmd: ConfigCmd, endpoint_typed: Option<String>, out: &Printer) -> Res
         },
         ConfigCmd::GetContexts => {
             let current = config.current_context.as_deref();
-            let rows: Vec<ContextRow> = config
+            let rows: Vec<ContextRow<'_>> = config
                 .contexts
                 .iter()
                 .map(|(name, context)| ContextRow {

@@ -4,6 +4,11 @@
 //!
 //! `cargo bench -p flashgate-coordinator --bench quota` (needs /usr/bin/etcd). `QUOTA_BENCH_N`
 //! sets the number of operations per measurement (default 300).
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "a bench: a panic is how it reports a failure"
+)]
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use rand_core::{OsRng, RngCore};
 
+/// Limits and timings of one coordinator replica (leases, request signatures, housekeeping).
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
     /// Validity of a lease when the station asks for none.

@@ -19,6 +19,8 @@ use crate::rpc::OperatorToken;
 use crate::store::KvStore;
 use crate::update::Updates;
 
+/// One coordinator replica: the catalogue, provisioning and update flows over one store, with
+/// the KEK ring, the lease-signing key and the operators' bearer token they need.
 pub struct Coordinator {
     db: Db,
     kek: Arc<KekRing>,
@@ -108,10 +110,12 @@ impl Coordinator {
         self.lease_verifying_key
     }
 
+    /// The bearer token operator calls must carry.
     pub fn operator_token(&self) -> &OperatorToken {
         &self.operator_token
     }
 
+    /// The tunables this replica was started with.
     pub fn config(&self) -> &CoordinatorConfig {
         &self.config
     }
@@ -125,6 +129,7 @@ impl Coordinator {
         &self.kek
     }
 
+    /// What `GetCoordinatorInfo` answers: the lease-verifying key and this build's version.
     pub fn info(&self) -> v1::CoordinatorInfo {
         v1::CoordinatorInfo {
             lease_signing_public_key: self.lease_verifying_key.to_bytes().to_vec(),

@@ -9,40 +9,52 @@ use crate::store::StoreError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CoordinatorError {
-    // The caller sent something malformed.
+    /// The caller sent something malformed.
     #[error("{0}")]
     InvalidArgument(String),
-    // The caller named something that does not exist.
+    /// The caller named something that does not exist.
     #[error("{0}")]
     NotFound(String),
-    // The caller tried to create something that already exists.
+    /// The caller tried to create something that already exists.
     #[error("{0}")]
     AlreadyExists(String),
-    // The caller could not prove who it is.
+    /// The caller could not prove who it is.
     #[error("{0}")]
     Unauthenticated(String),
-    // The caller is known but may not do this.
+    /// The caller is known but may not do this.
     #[error("{0}")]
     PermissionDenied(String),
-    // The system is not in a state that allows this (lease ended, expired, …).
+    /// The system is not in a state that allows this (lease ended, expired, …).
     #[error("{0}")]
     FailedPrecondition(String),
-    // A quota or a lease has no room left.
+    /// A quota or a lease has no room left.
     #[error("{0}")]
     Exhausted(String),
-    // Our side: storage unreachable; retrying may help.
+    /// Our side: storage unreachable; retrying may help.
     #[error("storage is unavailable, retry later: {0}")]
     Store(#[from] StoreError),
     /// Our side: other writers kept winning the compare-and-swap race on `what`.
     #[error("{what} is heavily contended ({attempts} attempts); retry")]
-    Contended { what: &'static str, attempts: u32 },
+    Contended {
+        /// The record (or group of records) being updated.
+        what: &'static str,
+        /// How many compare-and-swap rounds were tried.
+        attempts: u32,
+    },
+    /// Our side: something this call needs is briefly not ready (a record being written
+    /// concurrently); retrying soon will do.
     #[error("{0}")]
     Unavailable(String),
     /// Our side: a stored record cannot be read (altered in the store, or written by an
     /// incompatible version). Never answered with empty or default values instead.
     #[error("stored record {key} is corrupt ({reason}); restore it from a backup or remove it")]
-    CorruptRecord { key: String, reason: String },
-    // Our side: a bug or an inconsistent store (a record another one needs is missing).
+    CorruptRecord {
+        /// The store key of the unreadable record.
+        key: String,
+        /// What the decoder found wrong.
+        reason: String,
+    },
+    /// Our side: a bug or an inconsistent store (a record another one needs is missing).
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -72,4 +84,5 @@ impl From<CoordinatorError> for Status {
     }
 }
 
+/// A coordinator result: [`CoordinatorError`] unless said otherwise.
 pub type Result<T, E = CoordinatorError> = std::result::Result<T, E>;

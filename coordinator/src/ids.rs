@@ -50,6 +50,7 @@ macro_rules! text_id {
                 Ok(Self(text.to_owned()))
             }
 
+            /// The id as text.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -111,18 +112,21 @@ pub(crate) fn random_text_id(prefix: &str) -> String {
 }
 
 impl OrderId {
+    /// A fresh random order id (`ord-` and 24 hex characters).
     pub fn random() -> Self {
         Self(random_text_id("ord-"))
     }
 }
 
 impl LeaseId {
+    /// A fresh random lease id (`lease-` and 24 hex characters).
     pub fn random() -> Self {
         Self(random_text_id("lease-"))
     }
 }
 
 impl CampaignId {
+    /// A fresh random campaign id (`upd-` and 24 hex characters).
     pub fn random() -> Self {
         Self(random_text_id("upd-"))
     }
@@ -142,6 +146,7 @@ fn valid_fingerprint(text: &str) -> bool {
 }
 
 impl StationId {
+    /// Parses a fingerprint given by a caller: 32 lowercase hex characters.
     pub fn parse(text: &str) -> Result<Self> {
         if !valid_fingerprint(text) {
             return Err(E::InvalidArgument(format!(
@@ -151,6 +156,7 @@ impl StationId {
         Ok(Self(text.to_owned()))
     }
 
+    /// The fingerprint as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -188,6 +194,7 @@ macro_rules! byte_id {
         pub struct $name(pub [u8; $len]);
 
         impl $name {
+            /// The id as lowercase hex.
             pub fn hex(&self) -> String {
                 ::hex::encode(self.0)
             }

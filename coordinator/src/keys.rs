@@ -21,15 +21,24 @@ const SEAL_FORMAT: u8 = 1;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
+    /// A key file could not be read.
     #[error("cannot read key file {path}: {source}")]
     Read {
+        /// The file's path.
         path: String,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// A key is not 32 bytes written as 64 hex characters.
     #[error("{what} must be 32 bytes written as 64 hex characters")]
-    Format { what: &'static str },
+    Format {
+        /// Which key it was (as the command line names it).
+        what: &'static str,
+    },
+    /// A sealed blob names a KEK (by its hex id) that is not loaded.
     #[error("sealed data names KEK {0}, which is not loaded: start the coordinator with that KEK as --previous-kek-file (see the rotation procedure)")]
     UnknownKek(String),
+    /// A sealed blob failed authentication.
     #[error("sealed data failed authentication (wrong KEK, or the stored record was altered)")]
     Tampered,
 }
@@ -59,6 +68,7 @@ pub struct Kek {
 }
 
 impl Kek {
+    /// A KEK from its 32 secret bytes; its id is derived from them.
     pub fn new(key: Zeroizing<[u8; 32]>) -> Self {
         let mut hasher = Sha256::new();
         hasher.update(b"flashgate-kek-id-v1");
@@ -89,10 +99,12 @@ pub struct KekRing {
 }
 
 impl KekRing {
+    /// A ring sealing with `current` and opening with it or any of `previous`.
     pub fn new(current: Kek, previous: Vec<Kek>) -> Self {
         Self { current, previous }
     }
 
+    /// The hex id of the KEK new blobs are sealed under.
     pub fn current_id(&self) -> String {
         self.current.id_hex()
     }

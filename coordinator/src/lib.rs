@@ -20,7 +20,6 @@
 //!
 //! To follow one board from lease to registry: `provisioning/service.rs` (`AcquireLease`) →
 //! `provisioning/leases.rs` → `provisioning/registry.rs` (`ReportInstall`).
-#![forbid(unsafe_code)]
 
 pub mod catalogue;
 pub mod config;

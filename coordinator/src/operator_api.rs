@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::coordinator::Coordinator;
 use crate::rpc;
 
+/// The gRPC adapter of `OperatorService` over a [`Coordinator`].
 #[derive(Clone)]
 pub struct OperatorApi(pub Arc<Coordinator>);
 

@@ -13,8 +13,11 @@ use crate::update::records::{content_key_aad, CampaignRecord};
 /// Counts of records re-sealed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RewrapReport {
+    /// Lease records whose secret was re-sealed.
     pub leases: usize,
+    /// Device records whose key was re-sealed.
     pub devices: usize,
+    /// Update campaigns whose content key was re-sealed.
     pub campaigns: usize,
 }
 

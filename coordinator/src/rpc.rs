@@ -1,7 +1,8 @@
 //! The one way every gRPC method of every service (operator, station, update, data) is served:
 //! [`handle`] runs the call in a `tracing` span named after the method, logs and counts its
-//! outcome (status code, latency; never secrets) and maps a [`CoordinatorError`] to its status.
-//! Operator methods go through [`operator_call`], which checks the bearer token first.
+//! outcome (status code, latency; never secrets) and maps a
+//! [`CoordinatorError`](crate::error::CoordinatorError) to its status. Operator methods go
+//! through [`operator_call`], which checks the bearer token first.
 
 use std::future::Future;
 use std::time::Instant;
@@ -88,6 +89,7 @@ pub struct OperatorToken {
 }
 
 impl OperatorToken {
+    /// Keeps the hash of `token`, never the token itself.
     pub fn new(token: &str) -> Self {
         Self {
             hash: Sha256::digest(token.as_bytes()).into(),

@@ -32,10 +32,13 @@ use crate::store::{embedded::EmbeddedStore, KvStore};
 
 /// A running coordinator; stops when dropped or on [`TestCoordinator::stop`].
 pub struct TestCoordinator {
+    /// The gRPC address it listens on (loopback, a free port).
     pub addr: SocketAddr,
     /// `http://127.0.0.1:PORT`
     pub endpoint: String,
+    /// The bearer token its operator calls take.
     pub operator_token: String,
+    /// The coordinator itself, for checks that look past the API.
     pub coordinator: Arc<Coordinator>,
     /// The data ingest shared by gRPC and UDP.
     pub data: Arc<DataIngest>,
@@ -60,6 +63,7 @@ impl TestCoordinator {
         Self::start_embedded_with(test_config()).await
     }
 
+    /// Embedded store in a fresh temporary directory, random KEK and signing key, `config`.
     pub async fn start_embedded_with(config: CoordinatorConfig) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let store = Arc::new(EmbeddedStore::open(dir.path())?);
@@ -128,10 +132,12 @@ impl TestCoordinator {
         }
     }
 
+    /// A station-service client connected to it (requests still need signing).
     pub async fn station_client(&self) -> anyhow::Result<StationServiceClient<Channel>> {
         Ok(StationServiceClient::connect(self.endpoint.clone()).await?)
     }
 
+    /// An operator-service client connected to it, taking the largest operator messages.
     pub async fn operator_client(&self) -> anyhow::Result<OperatorServiceClient<Channel>> {
         Ok(OperatorServiceClient::connect(self.endpoint.clone())
             .await?

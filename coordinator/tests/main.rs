@@ -1,4 +1,9 @@
 //! Coordinator integration tests: one binary (one link step), one module per topic.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "a test binary: a panic is how it reports a failure"
+)]
 
 mod api;
 mod binary;

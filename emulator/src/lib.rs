@@ -20,8 +20,6 @@
 //! board.power_off()?; // code memory saved into flash.bin
 //! # Ok(()) }
 //! ```
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 mod board;
 mod error;

@@ -1,4 +1,9 @@
 //! The launcher against a real QEMU.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "a test binary: a panic is how it reports a failure"
+)]
 
 use std::{
     io::{Read, Write},

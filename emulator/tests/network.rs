@@ -2,6 +2,11 @@
 //! `cargo xtask firmware`): UDP echo through the frame link, 256 KiB each way over a guest
 //! TCP forward, and a connection to an unforwarded host port that must be refused. Every
 //! socket here is on 127.0.0.1.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "a test binary: a panic is how it reports a failure"
+)]
 
 use std::{
     collections::HashMap,

@@ -14,14 +14,23 @@ pub const LEASE_SIGNATURE_CONTEXT: &[u8] = b"flashgate-lease-v1";
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LeaseError {
+    /// The signature field is not an ed25519 signature (64 bytes).
     #[error("the lease signature is not 64 bytes")]
     MalformedSignature,
+    /// The signature does not verify against the coordinator's key.
     #[error("the lease signature does not verify against the coordinator key: the lease was forged, altered, or signed by another coordinator")]
     BadSignature,
+    /// The signed body does not decode as a [`LeaseBody`].
     #[error("the lease body is not a valid LeaseBody encoding")]
     MalformedBody,
+    /// The lease's validity ended before `now_ms`.
     #[error("the lease expired at {not_after_ms} (now {now_ms})")]
-    Expired { not_after_ms: i64, now_ms: i64 },
+    Expired {
+        /// The end of the lease's validity (Unix milliseconds).
+        not_after_ms: i64,
+        /// The time it was checked at (Unix milliseconds).
+        now_ms: i64,
+    },
 }
 
 fn signed_bytes(body: &[u8]) -> Vec<u8> {

@@ -5,7 +5,6 @@
 //! - [`lease`]: how a lease is signed and checked;
 //! - [`serial`]: how a device serial is written;
 //! - [`clock`]: the hosts' one wall clock.
-#![forbid(unsafe_code)]
 
 /// Generated code for package `flashgate.v1`.
 pub mod v1 {

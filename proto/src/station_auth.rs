@@ -36,12 +36,19 @@ pub const NONCE_LEN: usize = 16;
 
 /// Full gRPC method paths of the station service, as signed.
 pub mod methods {
+    /// The coordinator's identity and public keys, asked before anything else.
     pub const GET_COORDINATOR_INFO: &str = "/flashgate.v1.StationService/GetCoordinatorInfo";
+    /// Registers the station's public keys (it stays pending until an operator approves it).
     pub const ENROL: &str = "/flashgate.v1.StationService/Enrol";
+    /// The orders this station may work on.
     pub const LIST_ASSIGNED_ORDERS: &str = "/flashgate.v1.StationService/ListAssignedOrders";
+    /// An order's release, its images sealed to this station.
     pub const FETCH_RELEASE: &str = "/flashgate.v1.StationService/FetchRelease";
+    /// Reserves install slots of an order (a signed lease).
     pub const ACQUIRE_LEASE: &str = "/flashgate.v1.StationService/AcquireLease";
+    /// Reports one install (a device's record, or a failure) against a lease's slot.
     pub const REPORT_INSTALL: &str = "/flashgate.v1.StationService/ReportInstall";
+    /// Gives a lease's unused slots back to the order's quota.
     pub const RETURN_LEASE: &str = "/flashgate.v1.StationService/ReturnLease";
 }
 

@@ -16,8 +16,6 @@
 //! - data streams: [`data_stream`]; applications: [`app`]; leases: [`lease_keys`];
 //! - every wire type's encoding: [`codec::Codec`].
 #![no_std]
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 #[cfg(feature = "std")]
 extern crate std;

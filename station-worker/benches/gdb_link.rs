@@ -3,6 +3,11 @@
 //!
 //! Each figure is the best of a few runs, timed around the transfer only (gdb's own connect and
 //! target-description exchange are outside its timer, which runs inside gdb's Python).
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "a bench: a panic is how it reports a failure"
+)]
 
 #[path = "../tests/support/qemu.rs"]
 mod qemu;

@@ -1,4 +1,9 @@
 //! The GDB client against a real QEMU `mps2-an386` gdbstub.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "a test binary: a panic is how it reports a failure"
+)]
 
 mod support;
 

@@ -6,6 +6,11 @@
 //! comments (intra-doc links), `mod` declarations, the `pub use` lines by which a folder's
 //! `mod.rs` shows its children (a name reached through such a re-export is followed to the
 //! module that defines it), and `#[cfg(test)]` test modules.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "a test binary: a panic is how it reports a failure"
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

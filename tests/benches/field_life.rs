@@ -14,6 +14,11 @@
 //!   records sealed on the host by the protocol crate.
 //!
 //! `cargo bench -p flashgate-tests --bench field_life` (firmware built by `cargo xtask firmware`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "a bench: a panic is how it reports a failure"
+)]
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};

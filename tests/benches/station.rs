@@ -5,6 +5,11 @@
 //!    unencrypted load of the same image through the same GDB probe backend.
 //!
 //! `cargo bench -p flashgate-tests --bench station` (build the firmware first).
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "a bench: a panic is how it reports a failure"
+)]
 
 use std::time::Instant;
 
@@ -24,7 +29,7 @@ fn run(probes: usize) -> (f64, Vec<PhaseMillis>) {
     let options = factory.station_options(probes);
     let events = options.events.clone();
     let summary = run_station(options).expect("station runs");
-    assert_eq!(summary.provisioned as u64, DEVICES, "{summary:?}");
+    assert_eq!(u64::from(summary.provisioned), DEVICES, "{summary:?}");
     let events = events.events();
     let phases = events
         .iter()
@@ -112,7 +117,7 @@ fn main() {
                 .unwrap();
         }
     }
-    let plain_ms = started.elapsed().as_secs_f64() * 1000.0 / rounds as f64;
+    let plain_ms = started.elapsed().as_secs_f64() * 1000.0 / f64::from(rounds);
     let kib = image.len() as f64 / 1024.0;
     println!(
         "image {kib:.1} KiB: secure path (sealed frames, flashed, receipt) {:.0} KiB/s; plain GDB load {:.0} KiB/s; ratio {:.2} (goal ≥ 0.9)",

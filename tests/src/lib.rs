@@ -2,6 +2,11 @@
 //! boards (bare, or provisioned by the station's own flow), the station binary, and the test
 //! support the station keeps out of its production types: [`bay::TestBay`] (boards with faults),
 //! [`faults::FaultyProbe`] (a tampered debug link) and [`malicious_station`].
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "a test-support crate: a panic is how it reports a failure"
+)]
 
 pub mod bay;
 pub mod faults;

@@ -1,5 +1,10 @@
 //! The real `flashgate` binary, run as a process, against a real coordinator on loopback: one
 //! module per command group (named like the CLI's own files), `help` for every subcommand.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "a test binary: a panic is how it reports a failure"
+)]
 
 mod completion;
 mod config;

@@ -23,12 +23,16 @@ pub use releases::{ReleaseKind, ReleaseRecord, Releases};
 /// The catalogue's three parts over one store.
 #[derive(Clone)]
 pub struct Catalogue {
+    /// The products (number, name, vendor key).
     pub products: Products,
+    /// The vendor-signed images of every product.
     pub releases: Releases,
+    /// The orders: who may make how many boards of which product.
     pub orders: Orders,
 }
 
 impl Catalogue {
+    /// The catalogue over `db`, its parts sharing it.
     pub fn new(db: Db) -> Self {
         let products = Products::new(db.clone());
         let releases = Releases::new(db.clone(), products.clone());

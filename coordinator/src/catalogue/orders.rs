@@ -20,17 +20,24 @@ const MAX_ORDER_COUNT: u64 = 1_000_000_000;
 /// `orders/{order_id}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OrderRecord {
+    /// The order's id, chosen by the coordinator when it is created.
     pub order_id: OrderId,
+    /// The product every board of the order is.
     pub product_id: ProductId,
+    /// The bootloader release installed on every board (a `Bootloader` release of the product).
     pub bootloader_digest: Digest,
+    /// That bootloader's version, copied from its release when the order was drafted.
     pub bootloader_version: u32,
     /// The factory test app the loader runs, if any (stored as `""` when none).
     #[serde(with = "hex::or_empty")]
     pub test_app_digest: Option<Digest>,
     /// The stations that may make it; empty: any station of `factory`.
     pub station_ids: Vec<StationId>,
+    /// The factory whose stations may make it when `station_ids` is empty (`""`: none named).
     pub factory: String,
+    /// How many boards the order allows, in all.
     pub count: u64,
+    /// When the order was created (Unix milliseconds).
     pub created_at_ms: i64,
 }
 
@@ -49,6 +56,7 @@ impl OrderRecord {
         }
     }
 
+    /// The order as the API shows it.
     pub fn to_proto(&self) -> v1::Order {
         v1::Order {
             order_id: self.order_id.to_string(),
@@ -66,6 +74,7 @@ impl OrderRecord {
     }
 }
 
+/// Drafts, stores and reads orders, each checked against the products and releases.
 #[derive(Clone)]
 pub struct Orders {
     db: Db,
@@ -74,6 +83,7 @@ pub struct Orders {
 }
 
 impl Orders {
+    /// Orders over `db`, checked against `products` and `releases`.
     pub fn new(db: Db, products: Products, releases: Releases) -> Self {
         Self {
             db,
@@ -168,6 +178,7 @@ impl Orders {
             .record)
     }
 
+    /// Every order, in key order.
     pub async fn list(&self) -> Result<Vec<OrderRecord>> {
         Ok(self
             .db

@@ -13,11 +13,14 @@ use crate::repository::{hex, Db, JsonRecord, Scope, Txn};
 /// `products/{product_id:010}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProductRecord {
+    /// The product number, chosen by the operator; unique.
     pub product_id: ProductId,
+    /// A human name (checked by `valid_name`).
     pub name: String,
     /// The ed25519 key that signs the product's releases.
     #[serde(with = "hex")]
     pub vendor_public_key: [u8; 32],
+    /// When the product was created (Unix milliseconds).
     pub created_at_ms: i64,
 }
 
@@ -27,6 +30,7 @@ impl JsonRecord for ProductRecord {
 }
 
 impl ProductRecord {
+    /// The product as the API shows it.
     pub fn to_proto(&self) -> v1::Product {
         v1::Product {
             product_id: self.product_id.0,
@@ -37,16 +41,19 @@ impl ProductRecord {
     }
 }
 
+/// Creates and reads products.
 #[derive(Clone)]
 pub struct Products {
     db: Db,
 }
 
 impl Products {
+    /// Products over `db`.
     pub fn new(db: Db) -> Self {
         Self { db }
     }
 
+    /// Creates a product; refused if its id is taken or its vendor key is not an ed25519 point.
     pub async fn create(&self, req: v1::CreateProductRequest) -> Result<v1::Product> {
         valid_name(&req.name, "a product name")?;
         let key: [u8; 32] = req.vendor_public_key.as_slice().try_into().map_err(|_| {
@@ -77,6 +84,7 @@ impl Products {
         Ok(record.to_proto())
     }
 
+    /// Every product, in id order.
     pub async fn list(&self) -> Result<Vec<v1::Product>> {
         Ok(self
             .db
@@ -87,6 +95,7 @@ impl Products {
             .collect())
     }
 
+    /// One product; `NotFound` if it does not exist.
     pub async fn get(&self, id: ProductId) -> Result<ProductRecord> {
         Ok(self
             .db

@@ -17,9 +17,13 @@ use crate::repository::{hex, Db, JsonRecord, Record, Scope, Txn};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "u16", into = "u16")]
 pub enum ReleaseKind {
+    /// The secure bootloader, installed by the station under a lease.
     Bootloader,
+    /// The operating system the bootloader verifies and starts.
     Os,
+    /// An application the OS installs into its app slot.
     App,
+    /// The factory self-test the RAM loader runs before the board is locked.
     TestApp,
 }
 
@@ -69,16 +73,25 @@ impl ReleaseKind {
 /// `releases/{digest}`: the checked header of a stored image.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReleaseRecord {
+    /// SHA-256 of the whole signed image: the release's name.
     pub digest: Digest,
+    /// The product whose vendor key signed it.
     pub product_id: ProductId,
+    /// What the image is (from its header).
     pub kind: ReleaseKind,
+    /// The image's version (from its header; anti-rollback compares it).
     pub version: u32,
+    /// Where the image is written on the target (from its header).
     pub load_address: u32,
+    /// Length of the body after the signed header, in bytes.
     pub body_size: u32,
+    /// SHA-256 of the body, as signed in the header.
     #[serde(with = "hex")]
     pub body_digest: [u8; 32],
+    /// The vendor's ed25519 signature over the header.
     #[serde(with = "hex")]
     pub vendor_signature: [u8; 64],
+    /// When it was uploaded (Unix milliseconds).
     pub uploaded_at_ms: i64,
 }
 
@@ -88,6 +101,7 @@ impl JsonRecord for ReleaseRecord {
 }
 
 impl ReleaseRecord {
+    /// The release as the API shows it.
     pub fn to_proto(&self) -> v1::Release {
         v1::Release {
             digest: self.digest.0.to_vec(),
@@ -117,6 +131,7 @@ impl Record for ReleaseImage {
     }
 }
 
+/// Checks, stores and reads releases.
 #[derive(Clone)]
 pub struct Releases {
     db: Db,
@@ -124,6 +139,7 @@ pub struct Releases {
 }
 
 impl Releases {
+    /// Releases over `db`, checked against the `products`' vendor keys.
     pub fn new(db: Db, products: Products) -> Self {
         Self { db, products }
     }
@@ -198,6 +214,7 @@ impl Releases {
             .collect())
     }
 
+    /// One release's record; `NotFound` if no image has that digest.
     pub async fn get(&self, digest: &Digest) -> Result<ReleaseRecord> {
         Ok(self
             .db

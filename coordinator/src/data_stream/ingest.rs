@@ -28,7 +28,9 @@ pub type Verdict = std::result::Result<(), ErrorCode>;
 /// Accepted records and refusals by reason since start.
 #[derive(Clone, Debug, Default)]
 pub struct IngestStats {
+    /// Records accepted (opened, fresh, from a registered device).
     pub accepted: u64,
+    /// Records refused, counted by their [`ErrorCode`] number.
     pub rejected: BTreeMap<u32, u64>,
 }
 
@@ -50,6 +52,8 @@ struct Verified {
     txn: Txn,
 }
 
+/// Verifies, de-duplicates and stores sealed data records from devices, batch by batch,
+/// caching the device directory and stream keys of this replica.
 pub struct DataIngest {
     db: Db,
     registry: Registry,
@@ -63,6 +67,7 @@ pub struct DataIngest {
 }
 
 impl DataIngest {
+    /// An ingest over `db`, finding devices and their keys in `registry`.
     pub fn new(db: Db, registry: Registry) -> Self {
         Self {
             db,
@@ -74,6 +79,7 @@ impl DataIngest {
         }
     }
 
+    /// Accepted and refused counts since this ingest was made.
     pub fn stats(&self) -> IngestStats {
         self.stats.lock().expect("stats lock").clone()
     }

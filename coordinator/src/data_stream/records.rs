@@ -13,14 +13,19 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{ProductId, Serial};
 use crate::repository::{hex, JsonRecord, KeyPart};
 
+/// One epoch's replay window, as stored.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct EpochWindow {
+    /// The epoch whose stream key the window's records were sealed with.
     pub epoch: u32,
+    /// Highest counter accepted in this epoch, if any.
     pub highest: Option<u32>,
+    /// Bit `i` set: counter `highest - i` was accepted.
     pub bitmap: u64,
 }
 
 impl EpochWindow {
+    /// The window in the protocol crate's form, to check a counter against.
     pub fn window(&self) -> ReplayWindow {
         ReplayWindow {
             highest: self.highest,
@@ -28,6 +33,7 @@ impl EpochWindow {
         }
     }
 
+    /// Stores `w` after a record was accepted.
     pub fn set(&mut self, w: ReplayWindow) {
         self.highest = w.highest;
         self.bitmap = w.bitmap;
@@ -38,8 +44,11 @@ impl EpochWindow {
 /// epoch's (records of the old epoch still in flight when the device rotated are accepted).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WindowRecord {
+    /// The device's product.
     pub product_id: ProductId,
+    /// The newest epoch seen.
     pub current: EpochWindow,
+    /// The epoch before it, kept open for records still in flight.
     pub previous: Option<EpochWindow>,
 }
 
@@ -49,6 +58,7 @@ impl JsonRecord for WindowRecord {
 }
 
 impl WindowRecord {
+    /// A device's first window, opened at `epoch`.
     pub fn new(product_id: ProductId, epoch: u32) -> Self {
         Self {
             product_id,
@@ -60,6 +70,8 @@ impl WindowRecord {
         }
     }
 
+    /// Moves to `epoch` (the device rotated its stream key): the current window becomes the
+    /// previous one and the older one is dropped.
     pub fn open_epoch(&mut self, epoch: u32) {
         let old = std::mem::replace(
             &mut self.current,
@@ -89,9 +101,13 @@ impl WindowRecord {
 
 /// Where an accepted record is kept: per device, in arrival order.
 pub struct EntryKey {
+    /// The device that sent it.
     pub serial: Serial,
+    /// When the coordinator received it (Unix milliseconds): records list in arrival order.
     pub received_ms: i64,
+    /// The record's epoch.
     pub epoch: u32,
+    /// The record's counter within its epoch.
     pub counter: u32,
 }
 
@@ -108,14 +124,22 @@ impl KeyPart for EntryKey {
 /// `data/records/…`: one accepted record, opened.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DataRecordEntry {
+    /// The sending device's product.
     pub product_id: ProductId,
+    /// The stream-key epoch it was sealed under.
     pub epoch: u32,
+    /// Its counter within that epoch (unique: the replay window refused repeats).
     pub counter: u32,
+    /// The record's kind (1 telemetry, 2 rotation).
     pub kind: u8,
+    /// The opened body.
     #[serde(rename = "body_hex", with = "hex")]
     pub body: Vec<u8>,
+    /// When the coordinator received it (Unix milliseconds).
     pub received_at_ms: i64,
+    /// Who forwarded it, as the relay said (free text).
     pub source: String,
+    /// Bytes of the sealed record on the wire.
     pub wire_len: u32,
 }
 
@@ -125,6 +149,7 @@ impl JsonRecord for DataRecordEntry {
 }
 
 impl DataRecordEntry {
+    /// The record as the API shows it, for the device `serial`.
     pub fn to_proto(&self, serial: Serial) -> v1::DataRecord {
         v1::DataRecord {
             serial: serial.0.to_vec(),

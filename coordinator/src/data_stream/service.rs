@@ -23,6 +23,7 @@ pub struct DataApi {
 }
 
 impl DataApi {
+    /// The data service over `ingest`; operator queries must present `token`.
     pub fn new(ingest: Arc<DataIngest>, token: OperatorToken) -> Self {
         Self { ingest, token }
     }

@@ -28,10 +28,15 @@ pub const ELECTION: &str = "leader";
 /// What one sweep did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Swept {
+    /// Leases whose validity (plus the report grace) had ended, now expired and their unused
+    /// slots returned.
     pub expired_leases: u32,
+    /// Replay-cache entries (station request nonces) old enough to drop.
     pub nonces: usize,
 }
 
+/// The periodic sweeps (lease expiry, replay-cache cleanup), run only by the replica that
+/// wins the [`ELECTION`].
 pub struct Housekeeping {
     db: Db,
     leases: Leases,
@@ -43,6 +48,7 @@ pub struct Housekeeping {
 }
 
 impl Housekeeping {
+    /// Housekeeping over `db` and `leases`, timed by `config`.
     pub fn new(db: Db, leases: Leases, config: &CoordinatorConfig) -> Self {
         Self {
             db,

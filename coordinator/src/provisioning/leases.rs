@@ -25,10 +25,15 @@ use crate::ids::{LeaseId, OrderId, ProductId, StationId};
 use crate::keys::{lease_secret_aad, KekRing};
 use crate::repository::{hex, Attempt, CasRetry, Db, JsonRecord, Scope, Stored, Txn};
 
+/// Where a lease is in its life; only an `Active` lease accepts reports of new installs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LeaseState {
+    /// Issued and not yet ended: its unused slots are reserved for its station.
     Active,
+    /// Given back by its station; its unused slots went back to the quota.
     Returned,
+    /// Ended by housekeeping after its validity and the report grace; its unused slots went
+    /// back to the quota.
     Expired,
 }
 
@@ -45,14 +50,24 @@ impl LeaseState {
 /// `leases/{lease_id}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LeaseRecord {
+    /// The lease's id, chosen by the coordinator.
     pub lease_id: LeaseId,
+    /// The station it was issued to (the only one that may report under it).
     pub station_id: StationId,
+    /// The order its slots were taken from.
     pub order_id: OrderId,
+    /// The order's product.
     pub product_id: ProductId,
+    /// How many boards it allows (slots taken from the order's quota).
     pub count: u32,
+    /// How many of them are consumed by registered devices.
     pub used: u32,
+    /// Whether it is active, returned or expired.
     pub state: LeaseState,
+    /// When it was issued (Unix milliseconds).
     pub issued_at_ms: i64,
+    /// End of its validity (Unix milliseconds); reports of installs done by then are taken
+    /// for a grace period after.
     pub not_after_ms: i64,
     /// The lease secret sealed under the KEK.
     #[serde(with = "hex")]
@@ -67,6 +82,7 @@ impl JsonRecord for LeaseRecord {
 }
 
 impl LeaseRecord {
+    /// The lease as the API shows it (without its secret).
     pub fn to_proto(&self) -> v1::LeaseInfo {
         v1::LeaseInfo {
             lease_id: self.lease_id.to_string(),
@@ -94,6 +110,8 @@ pub struct Leases {
 }
 
 impl Leases {
+    /// Leases over `db`, taking slots from `quota` for orders in `catalogue`; secrets are sealed
+    /// with `kek` and lease bodies signed with `signing_key`.
     pub fn new(
         db: Db,
         catalogue: Catalogue,

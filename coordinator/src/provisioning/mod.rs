@@ -50,16 +50,25 @@ pub use stations::{StationRecord, StationState, Stations};
 /// The provisioning flow's parts over one store.
 #[derive(Clone)]
 pub struct Provisioning {
+    /// Enrolment, approval and revocation of stations.
     pub stations: Stations,
+    /// Checks the signature, clock and nonce of every station request.
     pub auth: StationAuth,
+    /// What is left of each order.
     pub quota: Quota,
+    /// How far each order has come (consumed, reserved, remaining, failed).
     pub progress: Progress,
+    /// Issuing, returning and expiring leases.
     pub leases: Leases,
+    /// Install reports: a device registered, or a failure recorded.
     pub reports: Reports,
+    /// The registered devices and recorded failures.
     pub registry: Registry,
 }
 
 impl Provisioning {
+    /// The provisioning flow over `db` and `catalogue`; device and lease secrets are sealed with
+    /// `kek`, leases signed with `signing_key`.
     pub fn new(
         db: Db,
         catalogue: Catalogue,

@@ -23,6 +23,8 @@ impl KeyPart for Nonce {
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct NonceRecord {
+    /// The signed request's timestamp (Unix milliseconds): the entry may go once it is older
+    /// than the auth window.
     pub timestamp_ms: u64,
 }
 

@@ -11,6 +11,7 @@ use crate::catalogue::{OrderRecord, Orders};
 use crate::error::Result;
 use crate::repository::{Db, Scope, Stored};
 
+/// Answers how far orders have come, from their quota, leases and recorded failures.
 #[derive(Clone)]
 pub struct Progress {
     db: Db,
@@ -19,6 +20,7 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Progress over `db`, reading `orders` and their `quota`.
     pub fn new(db: Db, orders: Orders, quota: Quota) -> Self {
         Self { db, orders, quota }
     }
@@ -30,6 +32,7 @@ impl Progress {
         self.status_of(&order, &leases).await
     }
 
+    /// The status of every order.
     pub async fn list(&self) -> Result<Vec<v1::OrderStatus>> {
         let leases = self.db.list(Scope::<LeaseRecord>::all()).await?;
         let mut out = Vec::new();

@@ -28,6 +28,7 @@ use crate::repository::{Db, JsonRecord, Stored, Txn};
 /// `quota/{order_id}`: slots of the order neither leased nor consumed.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct QuotaRecord {
+    /// Slots left to lease.
     pub remaining: u64,
 }
 
@@ -36,6 +37,8 @@ impl JsonRecord for QuotaRecord {
     type Key = OrderId;
 }
 
+/// Opens orders with their full quota and takes or gives back slots, each change one
+/// compare-and-swap on the quota record.
 #[derive(Clone)]
 pub struct Quota {
     db: Db,
@@ -43,6 +46,7 @@ pub struct Quota {
 }
 
 impl Quota {
+    /// The quota over `db` for `orders`.
     pub fn new(db: Db, orders: Orders) -> Self {
         Self { db, orders }
     }

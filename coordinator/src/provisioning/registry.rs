@@ -17,17 +17,28 @@ use crate::repository::{hex, proto_enum, Db, JsonRecord, KeyPart, Scope, Stored}
 /// `devices/{product_id:010}/{serial}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DeviceRecord {
+    /// The device's 16-byte unique id, read from the board.
     pub serial: Serial,
+    /// The product the board was made as.
     pub product_id: ProductId,
+    /// The order it was made under.
     pub order_id: OrderId,
+    /// The lease whose slot it consumed.
     pub lease_id: LeaseId,
+    /// The station that installed it.
     pub station_id: StationId,
+    /// When the station finished the install (Unix milliseconds, the station's clock).
     pub installed_at_ms: i64,
+    /// When the coordinator recorded it (Unix milliseconds).
     pub registered_at_ms: i64,
+    /// The bootloader version installed (the order's).
     pub bootloader_version: u32,
+    /// What the factory test app said.
     #[serde(with = "proto_enum")]
     pub test_outcome: v1::TestOutcome,
+    /// The test app's log, as the station reported it.
     pub test_log: String,
+    /// How the install ended (only `Provisioned` devices are registered).
     #[serde(with = "proto_enum")]
     pub outcome: v1::InstallOutcome,
     /// The device key sealed under the KEK, AAD = product id + serial.
@@ -41,10 +52,12 @@ impl JsonRecord for DeviceRecord {
 }
 
 impl DeviceRecord {
+    /// The record's store key: product and serial.
     pub fn key(&self) -> (ProductId, Serial) {
         (self.product_id, self.serial)
     }
 
+    /// The device as the API shows it (without its key).
     pub fn to_proto(&self) -> v1::Device {
         v1::Device {
             serial: self.serial.0.to_vec(),
@@ -67,18 +80,27 @@ impl DeviceRecord {
 /// A target that failed under a lease: recorded for the order's yield, never registered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureRecord {
+    /// The order the target was being made under.
     pub order_id: OrderId,
+    /// The lease it was made under (no slot of it is consumed).
     pub lease_id: LeaseId,
+    /// The station that reported it.
     pub station_id: StationId,
+    /// The order's product.
     pub product_id: ProductId,
     /// `None` when the station never learnt it (stored as `""`).
     #[serde(with = "hex::or_empty")]
     pub serial: Option<Serial>,
+    /// Why the target failed, as the station reported it.
     pub reason: String,
+    /// When the target failed (Unix milliseconds, the station's clock).
     pub failed_at_ms: i64,
+    /// When the coordinator recorded it (Unix milliseconds).
     pub recorded_at_ms: i64,
+    /// What the factory test app said, if it ran.
     #[serde(with = "proto_enum")]
     pub test_outcome: v1::TestOutcome,
+    /// The test app's log, as the station reported it.
     pub test_log: String,
 }
 
@@ -107,6 +129,7 @@ impl JsonRecord for FailureRecord {
 }
 
 impl FailureRecord {
+    /// The record's store key (one per failed target, so a re-sent report finds it).
     pub fn key(&self) -> FailureKey {
         FailureKey {
             order_id: self.order_id.clone(),
@@ -116,6 +139,7 @@ impl FailureRecord {
         }
     }
 
+    /// The failure as the API shows it.
     pub fn to_proto(&self) -> v1::InstallFailure {
         v1::InstallFailure {
             order_id: self.order_id.to_string(),
@@ -134,6 +158,8 @@ impl FailureRecord {
     }
 }
 
+/// Reads registered devices and recorded failures, and opens device keys for the update and
+/// data flows (written by [`super::reports`]).
 #[derive(Clone)]
 pub struct Registry {
     db: Db,
@@ -141,6 +167,7 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The registry over `db`; device keys are opened with `kek`.
     pub fn new(db: Db, kek: Arc<KekRing>) -> Self {
         Self { db, kek }
     }
@@ -170,6 +197,7 @@ impl Registry {
             .map(|d| d.record))
     }
 
+    /// A registered device as the API shows it; `NotFound` if none has that serial.
     pub async fn get_device(&self, product_id: u32, serial: &[u8]) -> Result<v1::Device> {
         let serial = Serial::parse(serial)?;
         self.device(ProductId(product_id), serial)
@@ -194,6 +222,8 @@ impl Registry {
         self.db.list(scope).await
     }
 
+    /// Registered devices matching the request's filters (product, order, station, install
+    /// time, serial), at most `limit` (0: all).
     pub async fn list_devices(&self, req: &v1::ListDevicesRequest) -> Result<Vec<v1::Device>> {
         let product = (req.product_id != 0).then_some(ProductId(req.product_id));
         let serial = if req.serial.is_empty() {

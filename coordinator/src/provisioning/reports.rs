@@ -38,6 +38,8 @@ struct Install<'a> {
     log: &'a str,
 }
 
+/// Takes the stations' install reports: registers the device and consumes its lease slot in
+/// one transaction, or records a failure; a re-sent report is answered with its record.
 #[derive(Clone)]
 pub struct Reports {
     db: Db,
@@ -47,6 +49,7 @@ pub struct Reports {
 }
 
 impl Reports {
+    /// Reports over `db`, against `leases`; device keys are sealed with `kek`.
     pub fn new(db: Db, leases: Leases, kek: Arc<KekRing>, config: Arc<CoordinatorConfig>) -> Self {
         Self {
             db,

@@ -10,14 +10,19 @@ use crate::error::{CoordinatorError as E, Result};
 use crate::ids::StationId;
 use crate::repository::{hex, Attempt, CasRetry, Db, JsonRecord, Scope, Stored, Txn};
 
+/// What a station may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StationState {
+    /// Enrolled, waiting for an operator to approve its fingerprint: may not lease.
     Pending,
+    /// Approved by an operator: may lease and report.
     Approved,
+    /// Revoked by an operator: every request is refused.
     Revoked,
 }
 
 impl StationState {
+    /// The state as the API shows it.
     pub fn to_proto(self) -> v1::StationState {
         match self {
             Self::Pending => v1::StationState::Pending,
@@ -30,15 +35,23 @@ impl StationState {
 /// `stations/{station_id}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StationRecord {
+    /// The station's fingerprint (from its ed25519 key).
     pub station_id: StationId,
+    /// Verifies the station's signed requests.
     #[serde(with = "hex")]
     pub ed25519_public_key: [u8; 32],
+    /// The key lease secrets are sealed to.
     #[serde(with = "hex")]
     pub x25519_public_key: [u8; 32],
+    /// The name the station enrolled with (for operators).
     pub name: String,
+    /// The factory it says it is in; orders naming a factory admit its stations.
     pub factory: String,
+    /// Pending, approved or revoked.
     pub state: StationState,
+    /// When it enrolled (Unix milliseconds).
     pub enrolled_at_ms: i64,
+    /// When it was last approved (Unix milliseconds; 0: never).
     pub approved_at_ms: i64,
 }
 
@@ -48,6 +61,7 @@ impl JsonRecord for StationRecord {
 }
 
 impl StationRecord {
+    /// The station as the API shows it.
     pub fn to_proto(&self) -> v1::Station {
         v1::Station {
             station_id: self.station_id.to_string(),
@@ -62,16 +76,19 @@ impl StationRecord {
     }
 }
 
+/// Enrolled stations and their state changes.
 #[derive(Clone)]
 pub struct Stations {
     db: Db,
 }
 
 impl Stations {
+    /// Stations over `db`.
     pub fn new(db: Db) -> Self {
         Self { db }
     }
 
+    /// A station's record with its revision, if it has enrolled.
     pub async fn get(&self, id: &StationId) -> Result<Option<Stored<StationRecord>>> {
         self.db.get(id).await
     }
@@ -96,10 +113,12 @@ impl Stations {
             .collect())
     }
 
+    /// Approves an enrolled station (also one revoked before).
     pub async fn approve(&self, station_id: &str) -> Result<v1::Station> {
         self.set_state(station_id, StationState::Approved).await
     }
 
+    /// Revokes a station: its requests are refused from now on.
     pub async fn revoke(&self, station_id: &str) -> Result<v1::Station> {
         self.set_state(station_id, StationState::Revoked).await
     }

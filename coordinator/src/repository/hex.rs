@@ -9,10 +9,12 @@
 use serde::de::{Error as _, IntoDeserializer};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Writes bytes as one lowercase hex string.
 pub fn serialize<S: Serializer, T: AsRef<[u8]>>(bytes: &T, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&hex::encode(bytes))
 }
 
+/// Reads a hex string into `T`; wrong characters or a wrong length are an error.
 pub fn deserialize<'de, D: Deserializer<'de>, T: TryFrom<Vec<u8>>>(d: D) -> Result<T, D::Error> {
     let text = String::deserialize(d)?;
     decode(&text).map_err(D::Error::custom)
@@ -29,6 +31,7 @@ pub fn decode<T: TryFrom<Vec<u8>>>(text: &str) -> Result<T, String> {
 pub mod or_empty {
     use super::*;
 
+    /// Writes `Some(v)` as `v` does, `None` as `""`.
     pub fn serialize<S: Serializer, T: Serialize>(
         value: &Option<T>,
         s: S,
@@ -39,6 +42,7 @@ pub mod or_empty {
         }
     }
 
+    /// Reads `""` as `None`, any other string as `T`.
     pub fn deserialize<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
     where
         D: Deserializer<'de>,
@@ -56,6 +60,7 @@ pub mod or_empty {
 pub mod optional {
     use super::*;
 
+    /// Writes `Some(bytes)` as hex, `None` as `""`.
     pub fn serialize<S: Serializer, T: AsRef<[u8]>>(
         value: &Option<T>,
         s: S,
@@ -66,6 +71,7 @@ pub mod optional {
         }
     }
 
+    /// Reads `""` as `None`, any other string as hex bytes of `T`'s length.
     pub fn deserialize<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
     where
         D: Deserializer<'de>,

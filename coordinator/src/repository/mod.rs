@@ -30,6 +30,7 @@ pub use retry::{Attempt, CasRetry};
 
 /// Something that can be written into a key (after the record kind's prefix).
 pub trait KeyPart {
+    /// Appends this part to `out` (which already holds the prefix and any earlier parts).
     fn write_key(&self, out: &mut String);
 }
 
@@ -61,6 +62,7 @@ pub trait Record: Sized {
     const PREFIX: &'static str;
     /// What follows the prefix.
     type Key: KeyPart + ?Sized;
+    /// The value as stored.
     fn encode(&self) -> Vec<u8>;
     /// Why the bytes are not a record of this kind, if they are not.
     fn decode(bytes: &[u8]) -> Result<Self, String>;
@@ -75,7 +77,9 @@ pub trait Record: Sized {
 
 /// Records stored as JSON (all of them but raw blobs): implementing this implements [`Record`].
 pub trait JsonRecord: Serialize + DeserializeOwned {
+    /// Every key of this kind starts with this; no other kind's prefix starts with it.
     const PREFIX: &'static str;
+    /// What follows the prefix.
     type Key: KeyPart + ?Sized;
 }
 
@@ -95,8 +99,11 @@ impl<T: JsonRecord> Record for T {
 /// A record as read, with what a guard on it needs.
 #[derive(Clone, Debug)]
 pub struct Stored<R> {
+    /// The decoded record.
     pub record: R,
+    /// The full key it was read from.
     pub key: String,
+    /// The store revision of its last write, for [`Txn::unchanged`].
     pub revision: i64,
 }
 
@@ -145,14 +152,17 @@ fn decode<R: Record>(key: String, value: &[u8], revision: i64) -> Result<Stored<
 }
 
 impl Db {
+    /// Typed records over `store`.
     pub fn new(store: Arc<dyn KvStore>) -> Self {
         Self { store }
     }
 
+    /// The raw store underneath (for tools and tests; flows use typed records).
     pub fn store(&self) -> &Arc<dyn KvStore> {
         &self.store
     }
 
+    /// The record named `key`, if stored; `CorruptRecord` if its bytes do not decode.
     pub async fn get<R: Record>(&self, key: &R::Key) -> Result<Option<Stored<R>>> {
         let key = R::key_of(key);
         match self.store.get(&key).await? {
@@ -199,6 +209,7 @@ pub struct Txn {
 }
 
 impl Txn {
+    /// An empty transaction: no guards, no writes.
     pub fn new() -> Self {
         Self::default()
     }
@@ -216,6 +227,7 @@ impl Txn {
         self
     }
 
+    /// Writes `record` under `key` (created, or overwritten).
     pub fn put<R: Record>(mut self, key: &R::Key, record: &R) -> Self {
         self.writes
             .push(Write::Put(R::key_of(key), record.encode()));
@@ -229,11 +241,13 @@ impl Txn {
         self
     }
 
+    /// Deletes a record read before.
     pub fn delete<R>(mut self, stored: &Stored<R>) -> Self {
         self.writes.push(Write::Delete(stored.key.clone()));
         self
     }
 
+    /// Whether it has neither guards nor writes (committing it would do nothing).
     pub fn is_empty(&self) -> bool {
         self.guards.is_empty() && self.writes.is_empty()
     }

@@ -55,10 +55,13 @@ impl CasRetry {
         }
     }
 
+    /// Gives up after `attempts` conflicts instead of [`Self::DEFAULT_ATTEMPTS`].
     pub const fn attempts(self, attempts: u32) -> Self {
         Self { attempts, ..self }
     }
 
+    /// Runs `attempt` until it is done, pausing with a random backoff after each conflict;
+    /// [`CoordinatorError::Contended`] after the last one. An error from `attempt` ends it at once.
     pub async fn run<T, F, Fut>(self, mut attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,

@@ -23,7 +23,9 @@ use async_trait::async_trait;
 /// A stored value with the revision of its last write (etcd's `mod_revision`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Versioned {
+    /// The bytes stored.
     pub value: Vec<u8>,
+    /// The store's revision of the last write to this key.
     pub revision: i64,
 }
 
@@ -39,7 +41,9 @@ pub enum Guard {
 /// A write a transaction applies.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
+    /// Sets a key to a value.
     Put(String, Vec<u8>),
+    /// Removes a key (nothing if it does not exist).
     Delete(String),
 }
 
@@ -47,10 +51,13 @@ pub enum Write {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// etcd failed or could not be reached.
     #[error("etcd is unreachable or refused the request: {0}")]
     Etcd(Box<etcd_client::Error>),
+    /// The embedded store's file could not be read or written.
     #[error("the store file could not be read or written: {0}")]
     Io(#[from] std::io::Error),
+    /// The embedded store's file holds something this version cannot read.
     #[error("the store holds a record this coordinator cannot read: {0}")]
     Corrupt(String),
 }

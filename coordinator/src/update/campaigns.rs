@@ -19,6 +19,8 @@ use crate::keys::KekRing;
 use crate::provisioning::Registry;
 use crate::repository::{Db, Scope, Txn};
 
+/// Publishes OS releases as update campaigns: the release encrypted once under a fresh
+/// content key, and the devices it targets.
 #[derive(Clone)]
 pub struct Campaigns {
     db: Db,
@@ -28,6 +30,8 @@ pub struct Campaigns {
 }
 
 impl Campaigns {
+    /// Campaigns over `db`, reading `releases` and `registry`; content keys are sealed with
+    /// `kek`.
     pub fn new(db: Db, releases: Releases, registry: Registry, kek: Arc<KekRing>) -> Self {
         Self {
             db,

@@ -27,6 +27,7 @@ fn code_text(code: u32) -> String {
     ErrorCode::from_u32(code).map_or_else(|| format!("code {code:#x}"), |c| c.to_string())
 }
 
+/// Makes each targeted device's package and checks the receipts devices send back.
 #[derive(Clone)]
 pub struct Delivery {
     db: Db,
@@ -35,6 +36,7 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// Delivery over `db`; device keys come from `registry`, content keys are opened with `kek`.
     pub fn new(db: Db, registry: Registry, kek: Arc<KekRing>) -> Self {
         Self { db, registry, kek }
     }

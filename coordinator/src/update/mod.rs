@@ -24,11 +24,15 @@ pub use service::UpdateApi;
 /// The update flow's two parts.
 #[derive(Clone)]
 pub struct Updates {
+    /// Publishing releases to devices.
     pub campaigns: Campaigns,
+    /// Packages for devices and the receipts they send back.
     pub delivery: Delivery,
 }
 
 impl Updates {
+    /// The update flow over `db`, publishing `releases` to devices in `registry`; secrets are
+    /// sealed with `kek`.
     pub fn new(db: Db, releases: Releases, registry: Registry, kek: Arc<KekRing>) -> Self {
         Self {
             campaigns: Campaigns::new(db.clone(), releases, registry.clone(), kek.clone()),

@@ -27,15 +27,21 @@ pub fn content_key_aad(campaign_id: &CampaignId) -> Vec<u8> {
 /// `update_campaigns/{campaign_id}`: one OS release encrypted once, for a set of devices.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CampaignRecord {
+    /// The campaign's id, chosen by the coordinator.
     pub campaign_id: CampaignId,
+    /// The product whose devices it targets.
     pub product_id: ProductId,
+    /// The OS release it delivers.
     pub release_digest: Digest,
+    /// That release's version: a device is updated once it runs it, confirmed.
     pub version: u32,
+    /// The release's vendor-signed header, sent in clear in every package.
     #[serde(with = "hex")]
     pub signed_header: [u8; SIGNED_HEADER_LEN],
     /// The content key sealed under the KEK, AAD [`content_key_aad`].
     #[serde(with = "hex")]
     pub sealed_content_key: Vec<u8>,
+    /// When it was published (Unix milliseconds).
     pub created_at_ms: i64,
 }
 
@@ -78,6 +84,7 @@ pub enum UpdateState {
 }
 
 impl UpdateState {
+    /// The state's name as the API and the CLI show it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -94,9 +101,13 @@ impl UpdateState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReportedOutcome {
+    /// No update yet.
     None,
+    /// The new image runs and confirmed itself.
     Updated,
+    /// The new image failed; the bootloader restored the old one.
     RolledBack,
+    /// An install was under way when the receipt was made.
     InProgress,
 }
 
@@ -126,22 +137,33 @@ impl ReportedOutcome {
 /// receipts said.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DeviceUpdateRecord {
+    /// The device.
     pub serial: Serial,
+    /// Its product.
     pub product_id: ProductId,
+    /// The latest campaign that targets it.
     pub campaign_id: CampaignId,
+    /// The OS version that campaign delivers.
     pub target_version: u32,
+    /// Where the device is in that update.
     pub state: UpdateState,
     /// The challenge the next receipt must answer (`""` when none is outstanding).
     #[serde(with = "hex::optional")]
     pub challenge: Option<[u8; CHALLENGE_LEN]>,
+    /// The bootloader version its last verified receipt showed.
     pub bootloader_version: u32,
+    /// The OS version its last verified receipt showed running (0: none runs).
     pub os_version: u32,
     /// `""` until a receipt was verified.
     #[serde(with = "hex::or_empty")]
     pub last_outcome: Option<ReportedOutcome>,
+    /// The lowest OS version its bootloader still accepts (anti-rollback), per its last receipt.
     pub rollback_floor: u32,
+    /// When its last receipt was verified (Unix milliseconds; 0: never).
     pub last_seen_ms: i64,
+    /// When a receipt last showed the target version running, confirmed (0: not yet).
     pub updated_at_ms: i64,
+    /// What went wrong, if anything: a refusal, the device's last error, why no OS runs.
     pub detail: String,
 }
 
@@ -151,6 +173,7 @@ impl JsonRecord for DeviceUpdateRecord {
 }
 
 impl DeviceUpdateRecord {
+    /// The device's update status as the API shows it.
     pub fn to_proto(&self) -> v1::DeviceUpdateStatus {
         v1::DeviceUpdateStatus {
             serial: self.serial.0.to_vec(),

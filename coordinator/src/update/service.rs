@@ -7,6 +7,7 @@ use super::campaigns::Campaigns;
 use super::delivery::Delivery;
 use crate::rpc::{self, OperatorToken};
 
+/// The gRPC adapter of `UpdateService` over [`Campaigns`] and [`Delivery`].
 #[derive(Clone)]
 pub struct UpdateApi {
     campaigns: Campaigns,
@@ -15,6 +16,7 @@ pub struct UpdateApi {
 }
 
 impl UpdateApi {
+    /// The update service; every call must present the operators' `token`.
     pub fn new(campaigns: Campaigns, delivery: Delivery, token: OperatorToken) -> Self {
         Self {
             campaigns,

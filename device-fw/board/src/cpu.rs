@@ -1,5 +1,9 @@
 //! Cortex-M core services that are the same on every board: reset, SysTick as an instruction
 //! counter, and handing the core to another image.
+#![allow(
+    unsafe_code,
+    reason = "SysTick/SCB registers and the jump into another image"
+)]
 
 use cortex_m::peripheral::{SCB, SYST};
 

@@ -6,7 +6,6 @@
 //! programs. Flash is the protocol crate's [`NorFlash`]/[`LoaderPlatform`] so that the
 //! target-side state machines program through the same trait the host tests use.
 #![no_std]
-#![warn(missing_docs)]
 
 #[cfg(not(any(feature = "board-mps2-an386")))]
 compile_error!("flashgate-board: enable exactly one board feature (`board-mps2-an386`)");

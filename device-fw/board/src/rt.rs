@@ -16,6 +16,10 @@
 //!   (AAPCS: uses r0-r3 only), for entry trampolines such as the test app's.
 //! - `HardFault`, `DefaultHandler`: spin forever, so a debugger (or the station, which sees the
 //!   loader stop answering) finds the core parked at a known address.
+#![allow(
+    unsafe_code,
+    reason = "reset and vectors in assembly; link.x symbols read as memory"
+)]
 
 core::arch::global_asm!(
     ".syntax unified",

@@ -1,4 +1,5 @@
 //! Stack high-water marks: paint the free stack once, find the deepest overwritten word later.
+#![allow(unsafe_code, reason = "reads SP and paints the free stack below it")]
 
 const PAINT: u32 = 0x5EA1_57AC;
 /// Words just below the caller's stack pointer left unpainted: `paint`'s own frame.

@@ -22,6 +22,7 @@ flashgate_board::vector_table!();
 // The keys this image pins, filled by the signing tool (protocol `trust_anchors`).
 flashgate_board::trust_anchors!();
 
+#[allow(unsafe_code, reason = "the runtime's Reset calls `main` by name")]
 #[no_mangle]
 extern "C" fn main() -> ! {
     let Some(mut board) = Board::take() else {
@@ -40,6 +41,7 @@ extern "C" fn main() -> ! {
 
 /// Finishes or reverts an interrupted install, counts a trial boot, verifies the OS slot
 /// (`update::install::boot`) and starts the OS; returns only when there is none to start.
+#[allow(unsafe_code, reason = "jumps into the verified OS image")]
 fn start_os_or_say_why(board: &mut Board, record: &DeviceRecord) -> DeviceState {
     match install::boot(&mut board.flash, record, &mut Steps::unlimited()) {
         // SAFETY: the image passed signature and digest checks, and its vector table is where
@@ -50,6 +52,7 @@ fn start_os_or_say_why(board: &mut Board, record: &DeviceRecord) -> DeviceState 
 }
 
 /// One frame in, the service's answer out.
+#[allow(unsafe_code, reason = "jumps into the OS image the service verified")]
 fn serve(board: &mut Board, record: Option<&DeviceRecord>, state: DeviceState) -> ! {
     let boot = boot_state::read(&mut board.flash).unwrap_or_default();
     let mut service = BootloaderService::new(record, state, boot);

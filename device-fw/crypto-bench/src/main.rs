@@ -31,7 +31,6 @@ use p256::PublicKey;
 
 flashgate_board::vector_table!();
 
-
 /// How far below the caller's stack pointer the stack is painted before each measurement.
 const PAINT_BYTES: u32 = 48 * 1024;
 /// Painted words start this far below the caller's SP (room for `paint`'s own frame).
@@ -70,6 +69,7 @@ impl RngCore for FixedRng {
 
 impl CryptoRng for FixedRng {}
 
+#[allow(unsafe_code, reason = "reads SP with inline assembly")]
 fn stack_pointer() -> u32 {
     let sp: u32;
     // SAFETY: reads SP into a register; no memory access, no side effect.
@@ -78,6 +78,7 @@ fn stack_pointer() -> u32 {
 }
 
 /// Fills `[bottom, top)` (word aligned, below every live frame) with [`PAINT`].
+#[allow(unsafe_code, reason = "writes free stack below SP")]
 #[inline(never)]
 fn paint(bottom: u32, top: u32) {
     let mut at = bottom;
@@ -91,6 +92,7 @@ fn paint(bottom: u32, top: u32) {
 }
 
 /// Lowest address in `[bottom, top)` whose word no longer holds [`PAINT`].
+#[allow(unsafe_code, reason = "reads free stack below SP")]
 #[inline(never)]
 fn lowest_touched(bottom: u32, top: u32) -> u32 {
     let mut at = bottom;
@@ -177,6 +179,7 @@ fn certificate_verify_content() -> [u8; 130] {
     m
 }
 
+#[allow(unsafe_code, reason = "the runtime's Reset calls `main` by name")]
 #[no_mangle]
 extern "C" fn main() -> ! {
     let Some(mut board) = Board::take() else {
@@ -253,7 +256,10 @@ extern "C" fn main() -> ! {
     bench.note("p256_ecdsa_verify_ok", usize::from(ok));
 
     let mut frame = [0u8; 1536 + OVERHEAD];
-    if let Ok(n) = encode_frame(&DeviceMessage::BenchReport(bench.report.as_bytes()), &mut frame) {
+    if let Ok(n) = encode_frame(
+        &DeviceMessage::BenchReport(bench.report.as_bytes()),
+        &mut frame,
+    ) {
         board.uart.write_all(&frame[..n]);
     }
     loop {

@@ -12,35 +12,42 @@ use core::fmt::Write as _;
 use flashgate_board as _;
 use flashgate_protocol::app::{AppCallTable, APP_ABI_VERSION, APP_MAGIC};
 
-core::arch::global_asm!(
-    // The app header, first in the image (link.x keeps `.loader_header` at ORIGIN(FLASH)).
-    ".section .loader_header, \"a\", %progbits",
-    ".p2align 2",
-    ".word {magic}",
-    ".word {abi}",
-    ".word __fg_demo_app_entry",
-    ".word 0",
-    "",
-    // Initialise the app's RAM, keeping the call table pointer in r4 (callee-saved; two
-    // registers pushed keep the stack 8-byte aligned), then run.
-    ".section .text.__fg_demo_app_entry, \"ax\", %progbits",
-    ".global __fg_demo_app_entry",
-    ".type __fg_demo_app_entry, %function",
-    ".thumb_func",
-    "__fg_demo_app_entry:",
-    "    push {{r4, lr}}",
-    "    mov r4, r0",
-    "    bl __fg_init_memory",
-    "    mov r0, r4",
-    "    bl demo_app_run",
-    "    pop {{r4, pc}}",
-    ".size __fg_demo_app_entry, . - __fg_demo_app_entry",
-    magic = const APP_MAGIC,
-    abi = const APP_ABI_VERSION,
-);
+/// The app header (first in the image) and the entry stub that initialises RAM before Rust runs.
+#[allow(unsafe_code, reason = "the header and entry stub, in assembly")]
+mod app_header {
+    use super::{APP_ABI_VERSION, APP_MAGIC};
+
+    core::arch::global_asm!(
+        // The app header, first in the image (link.x keeps `.loader_header` at ORIGIN(FLASH)).
+        ".section .loader_header, \"a\", %progbits",
+        ".p2align 2",
+        ".word {magic}",
+        ".word {abi}",
+        ".word __fg_demo_app_entry",
+        ".word 0",
+        "",
+        // Initialise the app's RAM, keeping the call table pointer in r4 (callee-saved; two
+        // registers pushed keep the stack 8-byte aligned), then run.
+        ".section .text.__fg_demo_app_entry, \"ax\", %progbits",
+        ".global __fg_demo_app_entry",
+        ".type __fg_demo_app_entry, %function",
+        ".thumb_func",
+        "__fg_demo_app_entry:",
+        "    push {{r4, lr}}",
+        "    mov r4, r0",
+        "    bl __fg_init_memory",
+        "    mov r0, r4",
+        "    bl demo_app_run",
+        "    pop {{r4, pc}}",
+        ".size __fg_demo_app_entry, . - __fg_demo_app_entry",
+        magic = const APP_MAGIC,
+        abi = const APP_ABI_VERSION,
+    );
+}
 
 /// `main` is never called (nothing resets into this image); the runtime's `Reset` references
 /// it, so it exists and parks the core.
+#[allow(unsafe_code, reason = "the runtime's Reset references `main` by name")]
 #[no_mangle]
 extern "C" fn main() -> ! {
     loop {
@@ -68,6 +75,10 @@ impl core::fmt::Write for Line {
 static mut RUNS: u32 = 0;
 
 /// The app, after `__fg_demo_app_entry` has initialised its RAM.
+#[allow(
+    unsafe_code,
+    reason = "the OS calls this by name with a raw call-table pointer"
+)]
 #[no_mangle]
 extern "C" fn demo_app_run(table: *const AppCallTable) -> u32 {
     // SAFETY: the OS passes a pointer to its static call table, valid for the whole call.

@@ -3,6 +3,10 @@
 //! back a verified [`AppImage`]; [`start`] calls its entry
 //! with [`AppCallTable`]: no reset, the OS keeps its state (uptime, record counter, open
 //! link).
+#![allow(
+    unsafe_code,
+    reason = "the app ABI: raw pointers across the call into an app"
+)]
 
 use core::sync::atomic::{AtomicPtr, Ordering};
 

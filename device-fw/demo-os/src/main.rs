@@ -157,6 +157,7 @@ impl Os {
     }
 }
 
+#[allow(unsafe_code, reason = "the runtime's Reset calls `main` by name")]
 #[no_mangle]
 extern "C" fn main() -> ! {
     let Some(mut board) = Board::take() else {

@@ -5,6 +5,10 @@
 //! `host_yield`. Header words are written volatile; `out`/`in` are lent out as slices for the
 //! length of one `LoaderSession` call, between two `host_yield`s, when the station cannot
 //! touch them.
+#![allow(
+    unsafe_code,
+    reason = "the mailbox: RAM the station reads and writes over SWD"
+)]
 
 use flashgate_protocol::layout::MAILBOX_ADDR;
 use flashgate_protocol::mailbox::{offset, State, IN_MAX, IN_OFFSET, MAGIC, OUT_MAX, OUT_OFFSET};

@@ -37,19 +37,25 @@ use zeroize::Zeroizing;
 use mailbox::Mailbox;
 use timed_platform::TimedPlatform;
 
-core::arch::global_asm!(
-    ".section .loader_header, \"a\", %progbits",
-    ".p2align 2",
-    ".global __loader_header",
-    "__loader_header:",
-    ".word {magic}",
-    ".word {version}",
-    ".word Reset",
-    ".word host_yield",
-    ".word __image_end",
-    magic = const LOADER_IMAGE_MAGIC,
-    version = const LOADER_IMAGE_VERSION,
-);
+/// The header the station reads at the loader's base: magic, version, entry, yield, end.
+#[allow(unsafe_code, reason = "the header the station reads, in assembly")]
+mod loader_header {
+    use super::{LOADER_IMAGE_MAGIC, LOADER_IMAGE_VERSION};
+
+    core::arch::global_asm!(
+        ".section .loader_header, \"a\", %progbits",
+        ".p2align 2",
+        ".global __loader_header",
+        "__loader_header:",
+        ".word {magic}",
+        ".word {version}",
+        ".word Reset",
+        ".word host_yield",
+        ".word __image_end",
+        magic = const LOADER_IMAGE_MAGIC,
+        version = const LOADER_IMAGE_VERSION,
+    );
+}
 
 // The loader's own vector table (right after the header): `main` points VTOR at it, so a fault
 // in the loader parks the core in the loader's `HardFault` loop, whatever is in flash at 0x0.
@@ -58,6 +64,10 @@ flashgate_board::vector_table!();
 /// The station's turn: it has a breakpoint here, reads `out`, writes the next request into
 /// `in` and resumes. The `nop` keeps the function (and every call to it) in the binary; the
 /// asm block is also a compiler barrier, so mailbox memory is re-read after it.
+#[allow(
+    unsafe_code,
+    reason = "the station breaks here by name; a `nop` in asm"
+)]
 #[inline(never)]
 #[no_mangle]
 pub extern "C" fn host_yield() {
@@ -67,6 +77,10 @@ pub extern "C" fn host_yield() {
     compiler_fence(Ordering::SeqCst);
 }
 
+#[allow(
+    unsafe_code,
+    reason = "entry by name; sets VTOR, reads the mailbox and params"
+)]
 #[no_mangle]
 extern "C" fn main() -> ! {
     // SAFETY: the table `vector_table!` emitted above is complete and VTOR-aligned (link.x).
@@ -124,6 +138,7 @@ fn park(mailbox: &mut Mailbox, code: ErrorCode) -> ! {
     }
 }
 
+#[allow(unsafe_code, reason = "takes the mailbox back for the error report")]
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
     // SAFETY: `main` no longer runs; this is the last access to the mailbox.

@@ -1,6 +1,7 @@
 //! The loader's platform: the board's flash, timed (SysTick ticks spent in flash operations, so
 //! the station's bench can tell flash programming from crypto on the target), and the runner of
 //! the factory test application in RAM.
+#![allow(unsafe_code, reason = "calls into the test app in RAM")]
 
 use flashgate_board::cpu::SysTickCounter;
 use flashgate_protocol::flash::{FlashError, LoaderPlatform, NorFlash};
@@ -39,9 +40,7 @@ impl<'a, P: LoaderPlatform> TimedPlatform<'a, P> {
     fn timed<T>(&mut self, op: impl FnOnce(&mut P) -> T) -> T {
         let began = self.ticks.now();
         let result = op(self.inner);
-        self.flash_ticks = self
-            .flash_ticks
-            .wrapping_add(self.ticks.ticks_since(began));
+        self.flash_ticks = self.flash_ticks.wrapping_add(self.ticks.ticks_since(began));
         result
     }
 }
@@ -93,7 +92,8 @@ impl<P: LoaderPlatform> LoaderPlatform for TimedPlatform<'_, P> {
             return Err(ErrorCode::BadMagic);
         }
         let entry = word(2);
-        if entry & 1 == 0 || !(TEST_APP_ADDR..TEST_APP_ADDR + TEST_APP_MAX).contains(&(entry & !1)) {
+        if entry & 1 == 0 || !(TEST_APP_ADDR..TEST_APP_ADDR + TEST_APP_MAX).contains(&(entry & !1))
+        {
             return Err(ErrorCode::BadLoadAddress);
         }
         // SAFETY: the image's vendor signature and digest were verified before this call, and its

@@ -146,6 +146,8 @@ fn fail(uart: &mut impl SerialPort, what: core::fmt::Arguments<'_>) -> ! {
     park()
 }
 
+/// Brings the network up, serves the checks and sends the report.
+#[allow(unsafe_code, reason = "the runtime's Reset calls `main` by name")]
 #[no_mangle]
 pub extern "C" fn main() -> ! {
     let paint = StackPaint::below_sp(PAINT_DEPTH);

@@ -1,4 +1,5 @@
 //! `'static` buffers handed out once (socket storage), without `static mut`.
+#![allow(unsafe_code, reason = "a Sync cell that hands out one `&'static mut`")]
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};

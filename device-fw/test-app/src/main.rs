@@ -28,35 +28,42 @@ use flashgate_protocol::layout::DEVICE_RECORD_ADDR;
 const TEST_APP_MAGIC: u32 = 0x4154_4746;
 const TEST_APP_VERSION: u32 = 1;
 
-core::arch::global_asm!(
-    ".section .test_app_header, \"a\", %progbits",
-    ".p2align 2",
-    ".word {magic}",
-    ".word {version}",
-    ".word __fg_test_app_entry",
-    "",
-    // Initialise RAM before any Rust code runs, keeping the caller's arguments in r4-r6
-    // (callee-saved; 4 registers pushed keep the stack 8-byte aligned), then run the checks.
-    ".section .text.__fg_test_app_entry, \"ax\", %progbits",
-    ".global __fg_test_app_entry",
-    ".type __fg_test_app_entry, %function",
-    ".thumb_func",
-    "__fg_test_app_entry:",
-    "    push {{r4, r5, r6, lr}}",
-    "    mov r4, r0",
-    "    mov r5, r1",
-    "    bl __fg_init_memory",
-    "    mov r0, r4",
-    "    mov r1, r5",
-    "    bl test_app_run",
-    "    pop {{r4, r5, r6, pc}}",
-    ".size __fg_test_app_entry, . - __fg_test_app_entry",
-    magic = const TEST_APP_MAGIC,
-    version = const TEST_APP_VERSION,
-);
+/// The test app header the loader checks, and the entry stub that initialises RAM first.
+#[allow(unsafe_code, reason = "the header and entry stub, in assembly")]
+mod test_app_header {
+    use super::{TEST_APP_MAGIC, TEST_APP_VERSION};
+
+    core::arch::global_asm!(
+        ".section .test_app_header, \"a\", %progbits",
+        ".p2align 2",
+        ".word {magic}",
+        ".word {version}",
+        ".word __fg_test_app_entry",
+        "",
+        // Initialise RAM before any Rust code runs, keeping the caller's arguments in r4-r6
+        // (callee-saved; 4 registers pushed keep the stack 8-byte aligned), then run the checks.
+        ".section .text.__fg_test_app_entry, \"ax\", %progbits",
+        ".global __fg_test_app_entry",
+        ".type __fg_test_app_entry, %function",
+        ".thumb_func",
+        "__fg_test_app_entry:",
+        "    push {{r4, r5, r6, lr}}",
+        "    mov r4, r0",
+        "    mov r5, r1",
+        "    bl __fg_init_memory",
+        "    mov r0, r4",
+        "    mov r1, r5",
+        "    bl test_app_run",
+        "    pop {{r4, r5, r6, pc}}",
+        ".size __fg_test_app_entry, . - __fg_test_app_entry",
+        magic = const TEST_APP_MAGIC,
+        version = const TEST_APP_VERSION,
+    );
+}
 
 /// `main` is never called (there is no reset into this image); the runtime's `Reset`
 /// references it, so it exists and parks the core.
+#[allow(unsafe_code, reason = "the runtime's Reset references `main` by name")]
 #[no_mangle]
 extern "C" fn main() -> ! {
     loop {
@@ -65,6 +72,10 @@ extern "C" fn main() -> ! {
 }
 
 /// The checks, after `__fg_test_app_entry` has initialised RAM.
+#[allow(
+    unsafe_code,
+    reason = "the loader calls this by name with a raw report buffer"
+)]
 #[no_mangle]
 extern "C" fn test_app_run(report: *mut u8, report_len: u32) -> u32 {
     let mut log = TextBuf::<480>::new();

@@ -246,7 +246,7 @@ impl LoaderSession {
         self.seal_reply(&reply, reply_out)
     }
 
-    fn seal_reply(&mut self, reply: &TargetReply, out: &mut [u8]) -> Result<usize, ErrorCode> {
+    fn seal_reply(&mut self, reply: &TargetReply<'_>, out: &mut [u8]) -> Result<usize, ErrorCode> {
         let body = out
             .get_mut(sealed_frame::HEADER_LEN..)
             .ok_or(ErrorCode::BadLength)?;

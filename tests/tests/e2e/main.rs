@@ -2,6 +2,11 @@
 //! One test binary (one link step), one module per flow. Every board is provisioned by the
 //! station's own per-target flow (`flashgate_station::provisioning::run_target`), the one the
 //! factory runs.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "a test binary: a panic is how it reports a failure"
+)]
 
 mod boot;
 mod c_demo_os;

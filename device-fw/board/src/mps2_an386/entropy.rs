@@ -3,6 +3,7 @@
 //! No mps2/mps3 board emulates an RNG. With `-semihosting-config enable=on,target=native`
 //! QEMU serves `bkpt 0xab` calls itself: SYS_OPEN on "/dev/urandom", SYS_READ into our buffer.
 //! Without that option the `bkpt` is a HardFault. A real MCU reads its TRNG here instead.
+#![allow(unsafe_code, reason = "semihosting calls (bkpt 0xab) that QEMU serves")]
 
 use crate::hal::{EntropyError, EntropySource};
 

@@ -7,6 +7,10 @@
 //! only writes cells that read 0xFF and fails, writing nothing, otherwise. All accesses are
 //! volatile: this memory is outside every Rust allocation (it may even hold the running
 //! bootloader).
+#![allow(
+    unsafe_code,
+    reason = "volatile access to code memory (outside every allocation)"
+)]
 
 use flashgate_protocol::flash::{FlashError, LoaderPlatform, NorFlash};
 use flashgate_protocol::layout;

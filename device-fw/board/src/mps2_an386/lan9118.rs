@@ -11,6 +11,10 @@
 //!   4-byte end alignment and no start offset (no padding on either);
 //! - the RX FIFO drops frames silently when full (no overflow status), so a caller that
 //!   wants no loss keeps its receive window below the 10 KiB of RX FIFO.
+#![allow(
+    unsafe_code,
+    reason = "the Ethernet controller's memory-mapped registers"
+)]
 
 use crate::hal::{EthernetDevice, EthernetError, MacAddress, MAX_FRAME_LEN};
 

@@ -34,6 +34,7 @@ pub struct LoadedUid {
 }
 
 impl UniqueId for LoadedUid {
+    #[allow(unsafe_code, reason = "reads the ID the launcher loaded")]
     fn unique_id(&self) -> Serial {
         let mut uid = [0u8; SERIAL_LEN];
         for (i, byte) in uid.iter_mut().enumerate() {

@@ -1,4 +1,5 @@
 //! CMSDK APB UART0 at 0x4000_4000, the first `-serial` of the mps2 boards.
+#![allow(unsafe_code, reason = "memory-mapped registers of UART0")]
 
 use flashgate_protocol::layout;
 use flashgate_protocol::uart::FrameSink;

@@ -63,7 +63,7 @@ impl<'r> BootloaderService<'r> {
         flash: &mut F,
         link: &mut S,
     ) -> Result<BootloaderAction, ErrorCode> {
-        match frame?.read::<Request>()? {
+        match frame?.read::<Request<'_>>()? {
             Request::Hello { challenge } => self.identity.hello(&challenge, link)?,
             Request::Status { challenge } => self.identity.status(&challenge, link)?,
             // Already serving: say so (the OS sends the same before it hands over).

@@ -105,7 +105,7 @@ impl<'r> OsService<'r> {
         flash: &mut F,
         link: &mut S,
     ) -> Result<OsAction, ErrorCode> {
-        let action = match frame?.read::<Request>()? {
+        let action = match frame?.read::<Request<'_>>()? {
             Request::Hello { challenge } => {
                 self.identity.hello(&challenge, link)?;
                 OsAction::Continue
