@@ -98,11 +98,7 @@ impl OperatorToken {
 
     /// Checks `authorization: Bearer <token>`.
     pub fn check<T>(&self, request: &Request<T>) -> Result<()> {
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+        let token = flashgate_proto::operator_auth::bearer_token(request.metadata())
             .ok_or_else(|| {
                 E::Unauthenticated(
                     "operator calls need `authorization: Bearer <token>` (flashgate --token or FLASHGATE_TOKEN)".into(),

@@ -262,11 +262,21 @@ impl Drop for TestCoordinator {
     }
 }
 
-/// Wraps an operator request with `authorization: Bearer <token>`.
+/// Wraps an operator request with the operator's credentials, added by the one interceptor
+/// every client uses ([`OperatorCredentials`](flashgate_proto::operator_auth::OperatorCredentials)).
 pub fn operator_request<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.metadata_mut().insert("authorization", value);
+    use tonic::service::Interceptor as _;
+    let request = tonic::Request::new(message);
+    let Ok(mut credentials) = flashgate_proto::operator_auth::OperatorCredentials::bearer(token)
+    else {
+        return request;
+    };
+    let (metadata, extensions, message) = request.into_parts();
+    match credentials.call(tonic::Request::from_parts(metadata, extensions, ())) {
+        Ok(with) => {
+            let (metadata, extensions, ()) = with.into_parts();
+            tonic::Request::from_parts(metadata, extensions, message)
+        }
+        Err(_) => tonic::Request::new(message),
     }
-    request
 }

@@ -251,9 +251,7 @@ pub async fn product_with_bootloader(
     (vendor, release)
 }
 
-pub fn now_ms() -> i64 {
-    flashgate_proto::clock::now_ms()
-}
+pub use flashgate_proto::clock::now_ms;
 
 pub fn random_serial() -> [u8; 16] {
     use rand_core::RngCore;

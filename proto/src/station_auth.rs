@@ -80,14 +80,6 @@ pub fn message_digest<T: Message>(message: &T) -> [u8; 32] {
     Sha256::digest(message.encode_to_vec()).into()
 }
 
-/// Current unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Signs station requests with the station's ed25519 key.
 pub struct StationSigner {
     key: SigningKey,
@@ -119,7 +111,7 @@ impl StationSigner {
     pub fn sign<T: Message>(&self, method: &str, message: T) -> tonic::Request<T> {
         let mut nonce = [0u8; NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
-        self.sign_with(method, message, now_ms(), nonce)
+        self.sign_with(method, message, crate::clock::now_ms().max(0) as u64, nonce)
     }
 
     /// Like [`Self::sign`] with a chosen timestamp and nonce (tests of the replay window use it).
