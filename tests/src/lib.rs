@@ -9,8 +9,12 @@
 )]
 
 pub mod bay;
+pub mod chaos;
+pub mod etcd_cluster;
+pub mod fault_proxy;
 pub mod faults;
 pub mod malicious_station;
+pub mod replicas;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,0 +1,434 @@
+//! The exact quota under chaos: a three-member etcd cluster (real processes, a fault proxy on
+//! every link), three `flashgate-coordinator` replicas (real processes) and sixteen stations
+//! racing for one order through the real gRPC quota path, while members are killed and
+//! restarted, paused, cut off, slowed, and replicas SIGKILLed and restarted (each checked to
+//! serve again). The order is sized to run out during the faults, and the run asserts it did.
+//! Afterwards every invariant of `coordinator/src/provisioning/quota.rs` is checked against
+//! what the stations saw (`flashgate_tests::chaos::check_invariants`).
+//!
+//! Seeded: the seed is printed; `FLASHGATE_CHAOS_SEED=N` replays the same fault schedule and
+//! station choices (timing still varies). A longer soak:
+//! `FLASHGATE_CHAOS_SOAK_SECS=600 cargo nextest run -p flashgate-tests --run-ignored only -E 'test(chaos_soak)'`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flashgate_coordinator::testing::operator_request;
+use flashgate_proto::v1::{self, operator_service_client::OperatorServiceClient};
+use flashgate_station::coordinator_client::CoordinatorClient;
+use flashgate_station::identity::{StationIdentity, StationKek};
+use flashgate_tests::chaos::{check_invariants, seed, Final, Ledger, RacingStation};
+use flashgate_tests::etcd_cluster::EtcdCluster;
+use flashgate_tests::fault_proxy::Fault;
+use flashgate_tests::replicas::{wait_serving, Replicas};
+use flashgate_tests::Vendor;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tonic::transport::Channel;
+
+const STATIONS: usize = 16;
+const REPLICAS: usize = 3;
+const MEMBERS: usize = 3;
+const PRODUCT: u32 = 51;
+
+/// How big and how long one run is.
+struct Size {
+    order: u64,
+    /// Faults go on at least this long, and until the order has run out.
+    min_faults: Duration,
+    /// The order must run out within this.
+    max_faults: Duration,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_on_three_etcd_members_runs_the_order_out_and_the_count_stays_exact() {
+    run(
+        "chaos_on_three_etcd_members",
+        Size {
+            order: 240,
+            min_faults: Duration::from_secs(20),
+            max_faults: Duration::from_secs(150),
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a soak: FLASHGATE_CHAOS_SOAK_SECS (default 600) of faults"]
+async fn chaos_soak() {
+    let secs = std::env::var("FLASHGATE_CHAOS_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    run(
+        "chaos_soak",
+        Size {
+            order: 40 * secs,
+            min_faults: Duration::from_secs(secs),
+            max_faults: Duration::from_secs(secs * 3),
+        },
+    )
+    .await;
+}
+
+async fn operator(endpoint: &str) -> Option<OperatorServiceClient<Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .unwrap()
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .ok()?;
+    Some(OperatorServiceClient::new(channel))
+}
+
+/// The order's status from any replica that answers.
+async fn status(replicas: &Replicas, order_id: &str) -> Option<v1::OrderStatus> {
+    for i in 0..REPLICAS {
+        let Some(mut op) = operator(&replicas.endpoint(i)).await else {
+            continue;
+        };
+        let request = v1::GetOrderStatusRequest {
+            order_id: order_id.to_owned(),
+        };
+        if let Ok(s) = op
+            .get_order_status(operator_request(&replicas.token, request))
+            .await
+        {
+            return Some(s.into_inner());
+        }
+    }
+    None
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    KillMember,
+    PauseMember,
+    BlackholeMember,
+    DropMember,
+    DelayMember,
+    /// Two members paused at once: no quorum for a moment.
+    LoseQuorum,
+    KillReplica,
+}
+
+const ACTIONS: [Action; 7] = [
+    Action::KillMember,
+    Action::PauseMember,
+    Action::BlackholeMember,
+    Action::DropMember,
+    Action::DelayMember,
+    Action::LoseQuorum,
+    Action::KillReplica,
+];
+
+async fn run(test: &str, size: Size) {
+    let seed = seed(test);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let started = Instant::now();
+    let mut etcd = EtcdCluster::start(MEMBERS).await;
+    let store = format!("etcd:{}", etcd.client_urls().join(","));
+    let mut replicas = Replicas::start(
+        REPLICAS,
+        &store,
+        &[
+            "--etcd-namespace",
+            "/chaos/",
+            "--report-grace-secs",
+            "1",
+            "--sweep-secs",
+            "1",
+        ],
+    );
+    for i in 0..REPLICAS {
+        wait_serving(&replicas.endpoint(i), Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|| panic!("replica {i} never served"));
+    }
+    let endpoints: Vec<String> = (0..REPLICAS).map(|i| replicas.endpoint(i)).collect();
+
+    // Catalogue, sixteen enrolled and approved stations, one order for all of them.
+    let token = replicas.token.clone();
+    let mut op = operator(&endpoints[0]).await.expect("operator client");
+    let vendor = Vendor::new(PRODUCT);
+    op.create_product(operator_request(
+        &token,
+        v1::CreateProductRequest {
+            product_id: PRODUCT,
+            name: "chaos board".into(),
+            vendor_public_key: vendor.public().to_vec(),
+        },
+    ))
+    .await
+    .unwrap();
+    let image = vendor.sign_bootloader(b"chaos bootloader", 1);
+    let release = op
+        .upload_release(operator_request(&token, v1::UploadReleaseRequest { image }))
+        .await
+        .unwrap()
+        .into_inner();
+    let state_dirs: Vec<tempfile::TempDir> = (0..STATIONS)
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect();
+    let mut stations = Vec::new();
+    for (i, dir) in state_dirs.iter().enumerate() {
+        let identity =
+            StationIdentity::load_or_create(dir.path(), &StationKek::generate()).unwrap();
+        let clients: Vec<CoordinatorClient> = endpoints
+            .iter()
+            .map(|e| CoordinatorClient::new(e, identity.signer()).unwrap())
+            .collect();
+        flashgate_station::station::enrol(&clients[i % REPLICAS], &identity, "chaos", "f1")
+            .await
+            .expect("enrol");
+        op.approve_station(operator_request(
+            &token,
+            v1::ApproveStationRequest {
+                station_id: identity.station_id(),
+            },
+        ))
+        .await
+        .unwrap();
+        stations.push(RacingStation {
+            identity,
+            clients,
+            rng: StdRng::seed_from_u64(seed.wrapping_add(1 + i as u64)),
+        });
+    }
+    let order = op
+        .create_order(operator_request(
+            &token,
+            v1::CreateOrderRequest {
+                product_id: PRODUCT,
+                bootloader_digest: release.digest,
+                station_ids: stations.iter().map(|s| s.identity.station_id()).collect(),
+                factory: "f1".into(),
+                count: size.order,
+                order_id: "chaos-order".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let lease_key = replicas.signing.verifying_key();
+
+    // The race.
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = stations
+        .into_iter()
+        .map(|s| {
+            tokio::spawn(s.race(
+                order.order_id.clone(),
+                lease_key,
+                ledger.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+
+    // The faults, one at a time on the cluster (a replica kill may come on top), until the
+    // order has run out and the minimum time has passed.
+    let faults_started = Instant::now();
+    let mut injected: BTreeMap<String, u32> = BTreeMap::new();
+    let mut restarts = Vec::new();
+    let mut ran_out_at = None;
+    loop {
+        let elapsed = faults_started.elapsed();
+        if ran_out_at.is_none() {
+            if let Some(s) = status(&replicas, &order.order_id).await {
+                if s.consumed == size.order {
+                    ran_out_at = Some(elapsed);
+                }
+            }
+        }
+        if ran_out_at.is_some() && elapsed >= size.min_faults {
+            break;
+        }
+        assert!(
+            elapsed < size.max_faults,
+            "the order did not run out in {:?} of faults (seed {seed}); etcd logs in {}, replica logs in {}",
+            size.max_faults,
+            etcd.log_dir().display(),
+            replicas.log_dir().display()
+        );
+        for i in 0..REPLICAS {
+            if replicas.revive_if_exited(i) {
+                *injected
+                    .entry("replica exited by itself, restarted".into())
+                    .or_default() += 1;
+            }
+        }
+        let action = ACTIONS[rng.gen_range(0..ACTIONS.len())];
+        let member = rng.gen_range(0..MEMBERS);
+        let hold = Duration::from_millis(rng.gen_range(500..2500));
+        *injected.entry(format!("{action:?}")).or_default() += 1;
+        match action {
+            Action::KillMember => {
+                etcd.kill(member);
+                tokio::time::sleep(hold).await;
+                etcd.restart(member);
+            }
+            Action::PauseMember => {
+                etcd.pause(member);
+                tokio::time::sleep(hold).await;
+                etcd.resume(member);
+            }
+            Action::BlackholeMember | Action::DropMember | Action::DelayMember => {
+                let fault = match action {
+                    Action::BlackholeMember => Fault::Blackhole,
+                    Action::DropMember => Fault::Drop,
+                    _ => Fault::Delay(Duration::from_millis(rng.gen_range(20..200))),
+                };
+                etcd.isolate(member, fault);
+                tokio::time::sleep(hold).await;
+                etcd.heal_member(member);
+            }
+            Action::LoseQuorum => {
+                let other = (member + 1) % MEMBERS;
+                etcd.pause(member);
+                etcd.pause(other);
+                tokio::time::sleep(hold / 2).await;
+                etcd.resume(member);
+                etcd.resume(other);
+            }
+            Action::KillReplica => {
+                let victim = rng.gen_range(0..REPLICAS);
+                replicas.restart(victim);
+                let endpoint = replicas.endpoint(victim);
+                restarts.push((
+                    victim,
+                    tokio::spawn(
+                        async move { wait_serving(&endpoint, Duration::from_secs(60)).await },
+                    ),
+                ));
+                tokio::time::sleep(hold / 2).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(100..600))).await;
+    }
+    let fault_time = faults_started.elapsed();
+    let first_exhausted = ledger.lock().unwrap().first_exhausted;
+    stop.store(true, Ordering::Relaxed);
+    etcd.heal();
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("a station hung")
+            .expect("a station panicked");
+    }
+
+    // Every restarted replica served again.
+    let mut back_in = Vec::new();
+    for (victim, wait) in restarts {
+        let took = wait.await.unwrap();
+        assert!(
+            took.is_some(),
+            "replica {victim} did not serve within 60 s of its restart; logs in {}",
+            replicas.log_dir().display()
+        );
+        back_in.push(took.unwrap());
+    }
+    for i in 0..REPLICAS {
+        replicas.revive_if_exited(i);
+        assert!(
+            wait_serving(&replicas.endpoint(i), Duration::from_secs(60))
+                .await
+                .is_some(),
+            "replica {i} does not serve after the run"
+        );
+    }
+
+    // Every lease ended (returned or expired: validity ≤ 4 s, grace 1 s, sweep 1 s).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = status(&replicas, &order.order_id).await {
+            if s.active_leases == 0 {
+                break s;
+            }
+        }
+        assert!(Instant::now() < deadline, "leases never all ended");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let mut op = operator(&endpoints[0]).await.unwrap();
+    let devices = op
+        .list_devices(operator_request(
+            &token,
+            v1::ListDevicesRequest {
+                order_id: order.order_id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .devices;
+    let leases = op
+        .list_leases(operator_request(
+            &token,
+            v1::ListLeasesRequest {
+                order_id: order.order_id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .leases;
+    let end = Final {
+        status,
+        leases,
+        devices,
+    };
+    let ledger = ledger.lock().unwrap();
+    let max_back_in = back_in.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "chaos seed {seed}: {:.1?} of faults {injected:?}; order of {} ran out after {:.1?} \
+         (first RESOURCE_EXHAUSTED at {:.1?}, {} in all); {} leases ({} received, {} returned, \
+         {} by expiry), {} devices, {} acknowledged reports, {} transient errors retried; \
+         {} replica restarts, slowest back in {:.1?}; whole test {:.1?}",
+        fault_time,
+        size.order,
+        ran_out_at.unwrap_or_default(),
+        first_exhausted
+            .map(|t| t - faults_started)
+            .unwrap_or_default(),
+        ledger.exhausted,
+        end.leases.len(),
+        ledger.leases.len(),
+        ledger.returned,
+        end.leases
+            .iter()
+            .filter(|l| l.state == v1::LeaseState::Expired as i32)
+            .count(),
+        end.devices.len(),
+        ledger.acknowledged.len(),
+        ledger.transient,
+        back_in.len(),
+        max_back_in,
+        started.elapsed()
+    );
+    let violations = check_invariants(size.order, &end, &ledger);
+    assert!(
+        violations.is_empty(),
+        "invariants broken (seed {seed}):\n  {}",
+        violations.join("\n  ")
+    );
+    assert!(
+        ledger.unexpected.is_empty(),
+        "unexpected answers: {:?}",
+        ledger.unexpected
+    );
+    // The limit was reached while the faults went on, not after.
+    assert_eq!(end.status.consumed, size.order, "the order ran out");
+    assert!(
+        first_exhausted.is_some_and(|t| t - faults_started < fault_time),
+        "no lease request was refused for want of quota during the faults"
+    );
+    assert!(injected.values().sum::<u32>() >= 10, "{injected:?}");
+    assert!(!back_in.is_empty(), "no replica was killed: {injected:?}");
+}
