@@ -241,7 +241,7 @@ async fn run(test: &str, size: Size) {
         let elapsed = faults_started.elapsed();
         if ran_out_at.is_none() {
             if let Some(s) = status(&replicas, &order.order_id).await {
-                if s.consumed == size.order {
+                if s.consumed >= size.order {
                     ran_out_at = Some(elapsed);
                 }
             }

@@ -1,0 +1,234 @@
+//! Real kills: the `flashgate-station` process SIGKILLed at seeded points of an install —
+//! each step of the flow (connect, handshake, mid-transfer, test, lock, verify: after the
+//! target committed but before the journal) and after the journal (before or after the
+//! report) — and started again on the same state directory, over and over. Afterwards nothing
+//! is lost, nothing counted twice and every board's state is truthful: registry, journal and
+//! the boards' own flash agree.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use flashgate_emulator::BoardFiles;
+use flashgate_protocol::boot::verify_installed_bootloader;
+use flashgate_station::provisioning::journal::{Journal, JournalRecord};
+use flashgate_tests::chaos::seed;
+use flashgate_tests::persisted_flash;
+use flashgate_tests::station_harness::{Factory, StationProcess};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Where a kill lands: after the event `trigger` (a flow step, or `installed`: journaled),
+/// plus a delay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct KillPoint {
+    trigger: &'static str,
+    delay_ms: u64,
+}
+
+/// The triggers, and the longest delay after each (so most kills land inside that step).
+const TRIGGERS: [(&str, u64); 8] = [
+    ("connect", 400),
+    ("handshake", 1500),
+    ("transfer", 300),
+    ("transfer", 3000),
+    ("test", 800),
+    ("lock", 500),
+    ("verify", 600),
+    ("installed", 300),
+];
+
+const KILLS: usize = 30;
+const ORDER: u64 = 60;
+
+fn matches(event: &serde_json::Value, trigger: &str) -> bool {
+    match trigger {
+        "installed" => event["event"] == "installed",
+        step => event["event"] == "step" && event["step"] == step,
+    }
+}
+
+/// Moves the boards of the run that was just killed aside, so the next run (which creates
+/// its boards afresh under the same names) leaves them for inspection.
+fn keep_boards(state_dir: &Path, kept: &Path, run: usize) -> Vec<PathBuf> {
+    let boards = state_dir.join("boards");
+    let mut moved = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&boards) else {
+        return moved;
+    };
+    for entry in entries.flatten() {
+        let to = kept.join(format!("run{run:02}-{}", entry.file_name().to_string_lossy()));
+        std::fs::rename(entry.path(), &to).unwrap();
+        moved.push(to);
+    }
+    moved
+}
+
+fn drain(station: &mut StationProcess, events: &mut Vec<serde_json::Value>) {
+    while let Some(event) = station.wait_for_event(|_| true) {
+        events.push(event);
+    }
+}
+
+#[test]
+fn station_sigkilled_at_thirty_points_of_an_install_loses_nothing_and_counts_nothing_twice() {
+    let seed = seed("station_sigkilled_at_thirty_points");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let started = Instant::now();
+    let factory = Factory::embedded(ORDER);
+    let kept = tempfile::tempdir().unwrap();
+    let mut points = BTreeSet::new();
+    let mut boards = Vec::new();
+    let mut events = Vec::new();
+    // Per run: the kill point and the boards it left.
+    let mut runs: Vec<(KillPoint, Vec<PathBuf>)> = Vec::new();
+    for run in 0..KILLS {
+        let (trigger, max_delay) = TRIGGERS[run % TRIGGERS.len()];
+        let point = KillPoint {
+            trigger,
+            delay_ms: rng.gen_range(0..=max_delay),
+        };
+        let mut station = factory.spawn_station(1, &["--lease-size", "4"]);
+        let seen = station.wait_for_event(|e| {
+            events.push(e.clone());
+            matches(e, trigger)
+        });
+        assert!(
+            seen.is_some(),
+            "run {run}: the station exited before {trigger} (seed {seed})"
+        );
+        std::thread::sleep(Duration::from_millis(point.delay_ms));
+        station.kill();
+        drain(&mut station, &mut events);
+        points.insert(point);
+        let left = keep_boards(factory.state_dir.path(), kept.path(), run);
+        boards.extend(left.iter().cloned());
+        runs.push((point, left));
+    }
+    assert!(points.len() >= 30, "{} distinct kill points", points.len());
+
+    // A last run, not killed: re-sends what the journal holds, makes one more device, stops.
+    let mut station = factory.spawn_station(1, &["--lease-size", "4", "--max-devices", "1"]);
+    let status = station.wait(Duration::from_secs(120));
+    drain(&mut station, &mut events);
+    assert!(status.success(), "the last run failed: {status}");
+    boards.extend(keep_boards(factory.state_dir.path(), kept.path(), KILLS));
+
+    // Journal: every install journaled is registered, and nothing else is.
+    let journal = Journal::read(&factory.journal_path()).unwrap();
+    let mut completed = BTreeMap::new();
+    let mut reported = BTreeSet::new();
+    for record in &journal {
+        match record {
+            JournalRecord::InstallCompleted(report) => {
+                assert!(
+                    completed
+                        .insert(report.serial, report.lease_id.clone())
+                        .is_none(),
+                    "serial {} journaled twice",
+                    hex::encode(report.serial)
+                );
+            }
+            JournalRecord::InstallReported { serial, .. } => {
+                reported.insert(*serial);
+            }
+            _ => {}
+        }
+    }
+    let devices = factory.registered();
+    let registered: BTreeMap<[u8; 16], String> = devices
+        .iter()
+        .map(|d| {
+            (
+                d.serial.as_slice().try_into().unwrap(),
+                d.lease_id.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(registered.len(), devices.len(), "a serial registered twice");
+    assert_eq!(
+        registered, completed,
+        "registry and journal disagree (seed {seed})"
+    );
+    let unreported: Vec<_> = completed.keys().filter(|s| !reported.contains(*s)).collect();
+    assert!(
+        unreported.is_empty(),
+        "journaled but never reported: {unreported:?}"
+    );
+    let status = factory.order_status();
+    assert_eq!(status.consumed, registered.len() as u64);
+    assert_eq!(
+        status.consumed + status.remaining + status.reserved,
+        ORDER,
+        "every slot accounted for"
+    );
+    assert_eq!(status.reserved, 0, "the last run returned its lease");
+
+    // Boards: a registered serial is a locked board with a verified bootloader and the key
+    // the coordinator holds; an unlocked board is not registered; a locked, valid board that
+    // is not registered was cut between its commit and the journal.
+    let mut by_serial = BTreeMap::new();
+    let mut committed_unjournaled = Vec::new();
+    let mut blank_or_partial = 0;
+    for dir in &boards {
+        let files = BoardFiles::new(dir);
+        let Ok(uid) = files.uid() else { continue };
+        let serial = uid.0;
+        let locked = files.is_debug_locked().unwrap();
+        let record = verify_installed_bootloader(&mut persisted_flash(&files)).ok();
+        assert!(
+            by_serial.insert(serial, dir.clone()).is_none(),
+            "two boards with one uid"
+        );
+        match (registered.contains_key(&serial), locked, record) {
+            (true, true, Some(record)) => {
+                assert_eq!(record.config.serial, serial);
+                assert_eq!(*factory.device_key(&serial), record.device_key);
+            }
+            (true, ..) => panic!(
+                "registered serial {} is not a locked, valid board ({})",
+                hex::encode(serial),
+                dir.display()
+            ),
+            (false, true, Some(_)) => committed_unjournaled.push(dir.clone()),
+            (false, false, _) => blank_or_partial += 1,
+            (false, true, None) => panic!(
+                "{} is locked without a valid bootloader",
+                dir.display()
+            ),
+        }
+    }
+    for serial in registered.keys() {
+        assert!(
+            by_serial.contains_key(serial),
+            "registered serial {} has no board",
+            hex::encode(serial)
+        );
+    }
+    // A commit without a journal entry can only come from a kill after `lock` began.
+    for dir in &committed_unjournaled {
+        let (point, _) = runs
+            .iter()
+            .find(|(_, left)| left.contains(dir))
+            .expect("a killed run's board");
+        assert!(
+            matches!(point.trigger, "lock" | "verify" | "test" | "transfer"),
+            "{} committed but not journaled after a kill at {point:?}",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "station kills (seed {seed}): {} runs killed at {} distinct points; {} boards: {} registered \
+         (= journaled), {} committed but cut before the journal (not registered, not counted), \
+         {} blank or partial; order {ORDER}: consumed {}, remaining {}; {:.1?}",
+        KILLS,
+        points.len(),
+        boards.len(),
+        registered.len(),
+        committed_unjournaled.len(),
+        blank_or_partial,
+        status.consumed,
+        status.remaining,
+        started.elapsed()
+    );
+}
