@@ -262,6 +262,13 @@ impl Supervisor {
             let ledger = lease.ledger();
             let expired = lease.expired(now_ms());
             if ledger.out() > 0 || (ledger.free() > 0 && !expired) {
+                // `--max-devices` reached with slots left: stop (the rest goes back).
+                if self.devices_left() == Some(0) {
+                    if self.bays.in_flight() == 0 {
+                        self.stop_with(StopReason::DevicesDone);
+                    }
+                    return;
+                }
                 if self.plan.is_none() {
                     self.load_plan(ctx);
                 }
