@@ -7,12 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use flashgate_coordinator::testing::operator_request;
 use flashgate_proto::lease::verify_signed_lease;
-use flashgate_proto::v1;
+use flashgate_proto::v1::{self, operator_service_client::OperatorServiceClient};
 use flashgate_station::coordinator_client::{transient, CoordinatorClient};
-use flashgate_station::identity::StationIdentity;
+use flashgate_station::identity::{StationIdentity, StationKek};
 use rand::rngs::StdRng;
-use rand::{Rng, RngCore};
+use rand::{Rng, RngCore, SeedableRng};
+use tonic::transport::Channel;
 use tonic::Code;
 
 /// The run's seed: `FLASHGATE_CHAOS_SEED` (to replay a run), else a fresh one. Printed.
@@ -339,4 +341,205 @@ pub fn check_invariants(ordered: u64, end: &Final, ledger: &Ledger) -> Vec<Strin
         );
     }
     bad
+}
+
+/// An operator client of `endpoint` (short timeouts: a replica may be down).
+pub async fn operator(endpoint: &str) -> Option<OperatorServiceClient<Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .ok()?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .ok()?;
+    Some(OperatorServiceClient::new(channel))
+}
+
+/// The order's status from the first of `endpoints` that answers.
+pub async fn order_status(
+    endpoints: &[String],
+    token: &str,
+    order_id: &str,
+) -> Option<v1::OrderStatus> {
+    for endpoint in endpoints {
+        let Some(mut op) = operator(endpoint).await else {
+            continue;
+        };
+        let request = v1::GetOrderStatusRequest {
+            order_id: order_id.to_owned(),
+        };
+        if let Ok(s) = op.get_order_status(operator_request(token, request)).await {
+            return Some(s.into_inner());
+        }
+    }
+    None
+}
+
+/// Stations racing for one order (see [`Race::open`]).
+pub struct Race {
+    /// The order.
+    pub order_id: String,
+    /// What the stations saw.
+    pub ledger: Arc<Mutex<Ledger>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _state_dirs: Vec<tempfile::TempDir>,
+}
+
+impl Race {
+    /// A product and release, `stations` enrolled and approved stations (each with a client
+    /// per endpoint), an order of `count` for them; the stations start racing.
+    pub async fn open(
+        endpoints: &[String],
+        token: &str,
+        lease_key: ed25519_dalek::VerifyingKey,
+        stations: usize,
+        count: u64,
+        seed: u64,
+    ) -> Self {
+        const PRODUCT: u32 = 51;
+        let mut op = operator(&endpoints[0]).await.expect("operator client");
+        let vendor = crate::Vendor::new(PRODUCT);
+        op.create_product(operator_request(
+            token,
+            v1::CreateProductRequest {
+                product_id: PRODUCT,
+                name: "chaos board".into(),
+                vendor_public_key: vendor.public().to_vec(),
+            },
+        ))
+        .await
+        .unwrap();
+        let image = vendor.sign_bootloader(b"chaos bootloader", 1);
+        let release = op
+            .upload_release(operator_request(token, v1::UploadReleaseRequest { image }))
+            .await
+            .unwrap()
+            .into_inner();
+        let state_dirs: Vec<tempfile::TempDir> = (0..stations)
+            .map(|_| tempfile::tempdir().unwrap())
+            .collect();
+        let mut racers = Vec::new();
+        for (i, dir) in state_dirs.iter().enumerate() {
+            let identity =
+                StationIdentity::load_or_create(dir.path(), &StationKek::generate()).unwrap();
+            let clients: Vec<CoordinatorClient> = endpoints
+                .iter()
+                .map(|e| CoordinatorClient::new(e, identity.signer()).unwrap())
+                .collect();
+            flashgate_station::station::enrol(
+                &clients[i % clients.len()],
+                &identity,
+                "chaos",
+                "f1",
+            )
+            .await
+            .expect("enrol");
+            op.approve_station(operator_request(
+                token,
+                v1::ApproveStationRequest {
+                    station_id: identity.station_id(),
+                },
+            ))
+            .await
+            .unwrap();
+            racers.push(RacingStation {
+                identity,
+                clients,
+                rng: StdRng::seed_from_u64(seed.wrapping_add(1 + i as u64)),
+            });
+        }
+        let order = op
+            .create_order(operator_request(
+                token,
+                v1::CreateOrderRequest {
+                    product_id: PRODUCT,
+                    bootloader_digest: release.digest,
+                    station_ids: racers.iter().map(|s| s.identity.station_id()).collect(),
+                    factory: "f1".into(),
+                    count,
+                    order_id: "chaos-order".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = racers
+            .into_iter()
+            .map(|s| {
+                tokio::spawn(s.race(
+                    order.order_id.clone(),
+                    lease_key,
+                    ledger.clone(),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        Self {
+            order_id: order.order_id,
+            ledger,
+            stop,
+            tasks,
+            _state_dirs: state_dirs,
+        }
+    }
+
+    /// Stops the stations and waits for them.
+    pub async fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks.drain(..) {
+            tokio::time::timeout(Duration::from_secs(60), task)
+                .await
+                .expect("a station hung")
+                .expect("a station panicked");
+        }
+    }
+
+    /// Once every lease has ended (returned or expired), the coordinator's records of the
+    /// order, read through `endpoints`.
+    pub async fn settle(&self, endpoints: &[String], token: &str, limit: Duration) -> Final {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(s) = order_status(endpoints, token, &self.order_id).await {
+                if s.active_leases == 0 {
+                    break s;
+                }
+            }
+            assert!(Instant::now() < deadline, "leases never all ended");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        let mut op = operator(&endpoints[0]).await.expect("operator client");
+        let devices = op
+            .list_devices(operator_request(
+                token,
+                v1::ListDevicesRequest {
+                    order_id: self.order_id.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .devices;
+        let leases = op
+            .list_leases(operator_request(
+                token,
+                v1::ListLeasesRequest {
+                    order_id: self.order_id.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .leases;
+        Final {
+            status,
+            leases,
+            devices,
+        }
+    }
 }

@@ -59,7 +59,10 @@ fn keep_boards(state_dir: &Path, kept: &Path, run: usize) -> Vec<PathBuf> {
         return moved;
     };
     for entry in entries.flatten() {
-        let to = kept.join(format!("run{run:02}-{}", entry.file_name().to_string_lossy()));
+        let to = kept.join(format!(
+            "run{run:02}-{}",
+            entry.file_name().to_string_lossy()
+        ));
         std::fs::rename(entry.path(), &to).unwrap();
         moved.push(to);
     }
@@ -110,7 +113,10 @@ fn station_sigkilled_at_thirty_two_points_of_an_install_loses_nothing_and_counts
         std::thread::sleep(Duration::from_millis(point.delay_ms));
         station.kill();
         drain(&mut station, &mut events);
-        eprintln!("run {run}: killed at {point:?}, {:.1?} after the start", spawned.elapsed());
+        eprintln!(
+            "run {run}: killed at {point:?}, {:.1?} after the start",
+            spawned.elapsed()
+        );
         let left = keep_boards(factory.state_dir.path(), kept.path(), run);
         boards.extend(left.iter().cloned());
         runs.push((point, left));
@@ -152,19 +158,17 @@ fn station_sigkilled_at_thirty_two_points_of_an_install_loses_nothing_and_counts
     let devices = factory.registered();
     let registered: BTreeMap<[u8; 16], String> = devices
         .iter()
-        .map(|d| {
-            (
-                d.serial.as_slice().try_into().unwrap(),
-                d.lease_id.clone(),
-            )
-        })
+        .map(|d| (d.serial.as_slice().try_into().unwrap(), d.lease_id.clone()))
         .collect();
     assert_eq!(registered.len(), devices.len(), "a serial registered twice");
     assert_eq!(
         registered, completed,
         "registry and journal disagree (seed {seed})"
     );
-    let unreported: Vec<_> = completed.keys().filter(|s| !reported.contains(*s)).collect();
+    let unreported: Vec<_> = completed
+        .keys()
+        .filter(|s| !reported.contains(*s))
+        .collect();
     assert!(
         unreported.is_empty(),
         "journaled but never reported: {unreported:?}"
@@ -206,10 +210,7 @@ fn station_sigkilled_at_thirty_two_points_of_an_install_loses_nothing_and_counts
             ),
             (false, true, Some(_)) => committed_unjournaled.push(dir.clone()),
             (false, false, _) => blank_or_partial += 1,
-            (false, true, None) => panic!(
-                "{} is locked without a valid bootloader",
-                dir.display()
-            ),
+            (false, true, None) => panic!("{} is locked without a valid bootloader", dir.display()),
         }
     }
     for serial in registered.keys() {
