@@ -16,6 +16,7 @@ mod provisioning;
 mod provisioning_refusals;
 mod station;
 mod station_binary;
+mod station_disk_full;
 mod station_kills;
 mod telemetry;
 mod update;
