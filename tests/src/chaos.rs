@@ -48,6 +48,9 @@ pub struct Ledger {
     pub transient: u64,
     /// Leases given back by `ReturnLease`.
     pub returned: u64,
+    /// Per lease received: its `issued_at_ms` minus the station's clock (the granting
+    /// replica's clock skew, plus the call's latency).
+    pub issued_skew_ms: Vec<i64>,
 }
 
 /// A simulated station: the station crate's identity and signed client (real gRPC), one client
@@ -103,11 +106,15 @@ impl RacingStation {
             let lease = verify_signed_lease(&signed, &lease_key).expect("leases verify");
             assert!(lease.count >= 1 && lease.count <= count, "{lease:?}");
             assert_eq!(lease.station_id, station_id);
-            ledger
-                .lock()
-                .unwrap()
-                .leases
-                .insert(lease.lease_id.clone(), (station_id.clone(), lease.count));
+            {
+                let mut ledger = ledger.lock().unwrap();
+                ledger
+                    .leases
+                    .insert(lease.lease_id.clone(), (station_id.clone(), lease.count));
+                ledger
+                    .issued_skew_ms
+                    .push(lease.issued_at_ms - flashgate_proto::clock::now_ms());
+            }
             let installs = self.rng.gen_range(0..=lease.count);
             for _ in 0..installs {
                 let serial: [u8; 16] = self.rng.gen();

@@ -30,6 +30,9 @@ pub fn coordinator_binary() -> PathBuf {
     bin
 }
 
+/// libfaketime's preload library (Debian's `libfaketime`).
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
 /// One replica.
 pub struct Replica {
     /// Its port on 127.0.0.1.
@@ -47,6 +50,7 @@ pub struct Replicas {
     pub signing: SigningKey,
     /// The operator token.
     pub token: String,
+    skew_secs: Vec<i64>,
     dir: tempfile::TempDir,
 }
 
@@ -54,6 +58,13 @@ impl Replicas {
     /// `n` replicas on `store` (`--store` syntax) with `extra` flags, started (not yet waited
     /// for: see [`Replicas::wait_serving`]).
     pub fn start(n: usize, store: &str, extra: &[&str]) -> Self {
+        Self::start_skewed(&vec![0; n], store, extra)
+    }
+
+    /// Like [`Replicas::start`], one replica per entry of `skew_secs`, each with its clock
+    /// that many seconds off (libfaketime, `LD_PRELOAD`; 0 = the real clock).
+    pub fn start_skewed(skew_secs: &[i64], store: &str, extra: &[&str]) -> Self {
+        let n = skew_secs.len();
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("kek"), hex::encode([0x11u8; 32])).unwrap();
         let signing = SigningKey::generate(&mut rand::rngs::OsRng);
@@ -69,6 +80,7 @@ impl Replicas {
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             signing,
             token: "chaos-operator-token".into(),
+            skew_secs: skew_secs.to_vec(),
             dir,
         };
         for i in 0..n {
@@ -83,7 +95,20 @@ impl Replicas {
             .append(true)
             .open(self.dir.path().join(format!("replica{i}.log")))
             .expect("replica log");
-        Command::new(coordinator_binary())
+        let mut command = Command::new(coordinator_binary());
+        let skew = self.skew_secs[i];
+        if skew != 0 {
+            assert!(
+                Path::new(LIBFAKETIME).exists(),
+                "{LIBFAKETIME} is missing: apt-get install libfaketime (scripts/setup.sh does)"
+            );
+            command
+                .env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME", format!("{skew:+}s"))
+                // Wall clock only: tokio's timers keep the real monotonic clock.
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        command
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{}", self.replicas[i].port)])
             .args(["--store", &self.store])

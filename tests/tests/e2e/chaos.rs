@@ -367,3 +367,110 @@ async fn chaos_embedded_store_coordinator_sigkilled_mid_write_loses_nothing_ackn
         "the load was too light to mean anything"
     );
 }
+
+/// Three replicas whose clocks disagree by ±20 s (libfaketime), on one etcd, eight stations
+/// racing with short leases (2–4 s) while the replicas are killed and restarted, so leases are
+/// issued, checked and expired by different clocks and the housekeeping leader changes. No
+/// slot is granted twice (every quota invariant holds), no device is registered with an
+/// install time past its lease's deadline, and every lease ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_skewed_replica_clocks_grant_nothing_twice_and_honour_lease_expiry() {
+    const SKEW_SECS: [i64; 3] = [-20, 0, 20];
+    const ORDER: u64 = 300;
+    let seed = seed("chaos_skewed_replica_clocks");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let started = Instant::now();
+    let etcd = EtcdCluster::start(1).await;
+    let store = format!("etcd:{}", etcd.client_urls().join(","));
+    let mut replicas = Replicas::start_skewed(
+        &SKEW_SECS,
+        &store,
+        &[
+            "--etcd-namespace",
+            "/skew/",
+            "--report-grace-secs",
+            "1",
+            "--sweep-secs",
+            "1",
+        ],
+    );
+    let endpoints: Vec<String> = (0..SKEW_SECS.len()).map(|i| replicas.endpoint(i)).collect();
+    for endpoint in &endpoints {
+        wait_serving(endpoint, Duration::from_secs(60))
+            .await
+            .expect("a replica serves");
+    }
+    let token = replicas.token.clone();
+    let mut race = Race::open(
+        &endpoints,
+        &token,
+        replicas.signing.verifying_key(),
+        8,
+        ORDER,
+        seed,
+    )
+    .await;
+    let mut kills = Vec::new();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(2000..4000))).await;
+        let victim = rng.gen_range(0..SKEW_SECS.len());
+        replicas.restart(victim);
+        wait_serving(&endpoints[victim], Duration::from_secs(60))
+            .await
+            .expect("a restarted replica serves");
+        kills.push(victim);
+    }
+    race.stop().await;
+    let end = race
+        .settle(&endpoints, &token, Duration::from_secs(90))
+        .await;
+    let ledger = race.ledger.lock().unwrap();
+    let (min_skew, max_skew) = ledger
+        .issued_skew_ms
+        .iter()
+        .fold((i64::MAX, i64::MIN), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
+    let late: Vec<&v1::Device> = end
+        .devices
+        .iter()
+        .filter(|d| {
+            end.leases
+                .iter()
+                .find(|l| l.lease_id == d.lease_id)
+                .is_none_or(|l| d.installed_at_ms > l.not_after_ms)
+        })
+        .collect();
+    eprintln!(
+        "skewed clocks (seed {seed}): replicas at {SKEW_SECS:?} s, lease issue times seen from \
+         {min_skew} to {max_skew} ms off the stations' clock; replicas killed {kills:?}; {} \
+         leases ({} expired), {} devices, order {ORDER}: consumed {}, remaining {}; {:.1?}",
+        end.leases.len(),
+        end.leases
+            .iter()
+            .filter(|l| l.state == v1::LeaseState::Expired as i32)
+            .count(),
+        end.devices.len(),
+        end.status.consumed,
+        end.status.remaining,
+        started.elapsed()
+    );
+    assert!(
+        min_skew < -15_000 && max_skew > 15_000,
+        "the replicas' clocks were not skewed (libfaketime not applied?)"
+    );
+    let violations = check_invariants(ORDER, &end, &ledger);
+    assert!(
+        violations.is_empty(),
+        "invariants broken (seed {seed}):\n  {}",
+        violations.join("\n  ")
+    );
+    assert!(
+        late.is_empty(),
+        "devices registered after their lease's deadline: {late:?}"
+    );
+    assert!(
+        ledger.unexpected.is_empty(),
+        "unexpected answers: {:?}",
+        ledger.unexpected
+    );
+    assert!(end.devices.len() > 20, "the race did too little");
+}
