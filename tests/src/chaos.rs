@@ -394,6 +394,25 @@ pub struct Race {
 }
 
 impl Race {
+    /// [`Race::open`] through every replica of `replicas`, with their token and lease key.
+    pub async fn open_on(
+        replicas: &crate::replicas::Replicas,
+        stations: usize,
+        count: u64,
+        seed: u64,
+    ) -> Self {
+        let key = replicas.signing.verifying_key();
+        Self::open(
+            &replicas.endpoints(),
+            &replicas.token,
+            key,
+            stations,
+            count,
+            seed,
+        )
+        .await
+    }
+
     /// A product and release, `stations` enrolled and approved stations (each with a client
     /// per endpoint), an order of `count` for them; the stations start racing.
     pub async fn open(
@@ -549,4 +568,19 @@ impl Race {
             devices,
         }
     }
+}
+
+/// Panics with every broken invariant ([`check_invariants`]) or unexpected answer of a run.
+pub fn assert_exact(ordered: u64, end: &Final, ledger: &Ledger, seed: u64) {
+    let violations = check_invariants(ordered, end, ledger);
+    assert!(
+        violations.is_empty(),
+        "invariants broken (seed {seed}):\n  {}",
+        violations.join("\n  ")
+    );
+    assert!(
+        ledger.unexpected.is_empty(),
+        "unexpected answers (seed {seed}): {:?}",
+        ledger.unexpected
+    );
 }

@@ -13,21 +13,9 @@ use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
 use crate::station_harness::free_port;
 
-/// The `flashgate-coordinator` binary next to the test binaries (`cargo build -p
-/// flashgate-coordinator`; `cargo nextest run --workspace` builds it).
+/// The `flashgate-coordinator` binary next to the test binaries.
 pub fn coordinator_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps")
-        .join("flashgate-coordinator");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p flashgate-coordinator`",
-        bin.display()
-    );
-    bin
+    crate::workspace_binary("flashgate-coordinator", "flashgate-coordinator")
 }
 
 /// libfaketime's preload library (Debian's `libfaketime`).
@@ -158,6 +146,11 @@ impl Replicas {
             self.restart(i);
         }
         exited
+    }
+
+    /// Every replica's endpoint.
+    pub fn endpoints(&self) -> Vec<String> {
+        (0..self.replicas.len()).map(|i| self.endpoint(i)).collect()
     }
 
     /// Where the replicas' logs are.

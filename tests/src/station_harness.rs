@@ -323,6 +323,21 @@ impl Factory {
         })
     }
 
+    /// Every lease of the order.
+    pub fn leases(&self) -> Vec<v1::LeaseInfo> {
+        self.rt.block_on(async {
+            let mut op = self.coordinator.operator_client().await.unwrap();
+            op.list_leases(self.coordinator.operator_request(v1::ListLeasesRequest {
+                order_id: self.order.order_id.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .leases
+        })
+    }
+
     /// Failed targets the coordinator recorded under the order.
     pub fn failures(&self) -> Vec<v1::InstallFailure> {
         self.rt

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use flashgate_proto::v1;
-use flashgate_tests::chaos::{check_invariants, order_status, seed, Race};
+use flashgate_tests::chaos::{assert_exact, order_status, seed, Race};
 use flashgate_tests::etcd_cluster::EtcdCluster;
 use flashgate_tests::fault_proxy::Fault;
 use flashgate_tests::replicas::{wait_serving, Replicas};
@@ -112,15 +112,7 @@ async fn run(test: &str, size: Size) {
     }
     let endpoints: Vec<String> = (0..REPLICAS).map(|i| replicas.endpoint(i)).collect();
     let token = replicas.token.clone();
-    let mut race = Race::open(
-        &endpoints,
-        &token,
-        replicas.signing.verifying_key(),
-        STATIONS,
-        size.order,
-        seed,
-    )
-    .await;
+    let mut race = Race::open_on(&replicas, STATIONS, size.order, seed).await;
     let ledger = race.ledger.clone();
 
     // The faults, one at a time on the cluster (a replica kill may come on top), until the
@@ -261,17 +253,7 @@ async fn run(test: &str, size: Size) {
         max_back_in,
         started.elapsed()
     );
-    let violations = check_invariants(size.order, &end, &ledger);
-    assert!(
-        violations.is_empty(),
-        "invariants broken (seed {seed}):\n  {}",
-        violations.join("\n  ")
-    );
-    assert!(
-        ledger.unexpected.is_empty(),
-        "unexpected answers: {:?}",
-        ledger.unexpected
-    );
+    assert_exact(size.order, &end, &ledger, seed);
     // The limit was reached while the faults went on, not after.
     assert_eq!(end.status.consumed, size.order, "the order ran out");
     assert!(
@@ -305,15 +287,7 @@ async fn chaos_embedded_store_coordinator_sigkilled_mid_write_loses_nothing_ackn
         .expect("the coordinator serves");
     let endpoints = vec![replicas.endpoint(0)];
     let token = replicas.token.clone();
-    let mut race = Race::open(
-        &endpoints,
-        &token,
-        replicas.signing.verifying_key(),
-        8,
-        ORDER,
-        seed,
-    )
-    .await;
+    let mut race = Race::open_on(&replicas, 8, ORDER, seed).await;
     let mut back_in = Vec::new();
     for kill in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(200..1200))).await;
@@ -351,17 +325,7 @@ async fn chaos_embedded_store_coordinator_sigkilled_mid_write_loses_nothing_ackn
         end.status.remaining,
         started.elapsed()
     );
-    let violations = check_invariants(ORDER, &end, &ledger);
-    assert!(
-        violations.is_empty(),
-        "invariants broken (seed {seed}):\n  {}",
-        violations.join("\n  ")
-    );
-    assert!(
-        ledger.unexpected.is_empty(),
-        "unexpected answers: {:?}",
-        ledger.unexpected
-    );
+    assert_exact(ORDER, &end, &ledger, seed);
     assert!(
         ledger.acknowledged.len() > 50 && ledger.transient > 0,
         "the load was too light to mean anything"
@@ -401,15 +365,7 @@ async fn chaos_skewed_replica_clocks_grant_nothing_twice_and_honour_lease_expiry
             .expect("a replica serves");
     }
     let token = replicas.token.clone();
-    let mut race = Race::open(
-        &endpoints,
-        &token,
-        replicas.signing.verifying_key(),
-        8,
-        ORDER,
-        seed,
-    )
-    .await;
+    let mut race = Race::open_on(&replicas, 8, ORDER, seed).await;
     let mut kills = Vec::new();
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(2000..4000))).await;
@@ -457,20 +413,10 @@ async fn chaos_skewed_replica_clocks_grant_nothing_twice_and_honour_lease_expiry
         min_skew < -15_000 && max_skew > 15_000,
         "the replicas' clocks were not skewed (libfaketime not applied?)"
     );
-    let violations = check_invariants(ORDER, &end, &ledger);
-    assert!(
-        violations.is_empty(),
-        "invariants broken (seed {seed}):\n  {}",
-        violations.join("\n  ")
-    );
+    assert_exact(ORDER, &end, &ledger, seed);
     assert!(
         late.is_empty(),
         "devices registered after their lease's deadline: {late:?}"
-    );
-    assert!(
-        ledger.unexpected.is_empty(),
-        "unexpected answers: {:?}",
-        ledger.unexpected
     );
     assert!(end.devices.len() > 20, "the race did too little");
 }

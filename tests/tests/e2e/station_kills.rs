@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use flashgate_emulator::BoardFiles;
+use flashgate_proto::v1;
 use flashgate_protocol::boot::verify_installed_bootloader;
 use flashgate_station::provisioning::journal::{Journal, JournalRecord};
 use flashgate_tests::chaos::seed;
@@ -180,7 +181,50 @@ fn station_sigkilled_at_thirty_two_points_of_an_install_loses_nothing_and_counts
         ORDER,
         "every slot accounted for"
     );
-    assert_eq!(status.reserved, 0, "the last run returned its lease");
+    // A lease still active holds nothing (used up; it ends at expiry), or is one whose grant
+    // a kill cut off before the journal had it: never used, its slots back at expiry.
+    let journaled_leases: BTreeSet<String> = journal
+        .iter()
+        .filter_map(|r| match r {
+            JournalRecord::LeaseAcquired { lease_id, .. } => Some(lease_id.clone()),
+            _ => None,
+        })
+        .collect();
+    let leases = factory.leases();
+    let active: Vec<_> = leases
+        .iter()
+        .filter(|l| l.state == v1::LeaseState::Active as i32)
+        .collect();
+    let mut lost_grants = 0;
+    for lease in &active {
+        if journaled_leases.contains(&lease.lease_id) {
+            assert_eq!(
+                lease.used, lease.count,
+                "the last run left a lease with free slots active: {lease:?}"
+            );
+        } else {
+            assert_eq!(lease.used, 0, "an unjournaled lease was used: {lease:?}");
+            lost_grants += 1;
+        }
+    }
+    assert_eq!(
+        status.reserved,
+        active
+            .iter()
+            .map(|l| u64::from(l.count - l.used))
+            .sum::<u64>()
+    );
+    for lease in &leases {
+        let devices = registered
+            .values()
+            .filter(|l| **l == lease.lease_id)
+            .count();
+        assert_eq!(
+            devices, lease.used as usize,
+            "lease {} used",
+            lease.lease_id
+        );
+    }
 
     // Boards: a registered serial is a locked board with a verified bootloader and the key
     // the coordinator holds; an unlocked board is not registered; a locked, valid board that
@@ -235,13 +279,16 @@ fn station_sigkilled_at_thirty_two_points_of_an_install_loses_nothing_and_counts
     eprintln!(
         "station kills (seed {seed}): {} runs killed at {} distinct points; {} boards: {} registered \
          (= journaled), {} committed but cut before the journal (not registered, not counted), \
-         {} blank or partial; order {ORDER}: consumed {}, remaining {}; {:.1?}",
+         {} blank or partial; {} leases ({} granted but cut off before the journal); order \
+         {ORDER}: consumed {}, remaining {}; {:.1?}",
         KILLS,
         points.len(),
         boards.len(),
         registered.len(),
         committed_unjournaled.len(),
         blank_or_partial,
+        leases.len(),
+        lost_grants,
         status.consumed,
         status.remaining,
         started.elapsed()
