@@ -394,6 +394,11 @@ mod tests {
             Journal::open(dir.path()),
             Err(JournalError::Corrupt { line: 1, .. })
         ));
+        // Refused as it was: nothing appended, nothing cut.
+        assert_eq!(
+            std::fs::read(dir.path().join(JOURNAL_FILE)).unwrap(),
+            b"garbage\n{}\n"
+        );
     }
 
     mod properties {
