@@ -129,9 +129,14 @@ async fn a_field_of_the_wrong_wire_type_is_refused_and_changes_nothing() {
 #[tokio::test]
 async fn an_unknown_method_is_unimplemented() {
     let tc = TestCoordinator::start_embedded().await.unwrap();
-    let status = raw_call(&tc, "/flashgate.v1.OperatorService/DropAll", Vec::new(), true)
-        .await
-        .expect_err("no such method");
+    let status = raw_call(
+        &tc,
+        "/flashgate.v1.OperatorService/DropAll",
+        Vec::new(),
+        true,
+    )
+    .await
+    .expect_err("no such method");
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
     tc.stop().await;
 }
@@ -149,11 +154,31 @@ async fn malformed_operator_credentials_are_refused_and_change_nothing() {
     let token = tc.operator_token.clone();
     let cases: Vec<(&str, Option<String>, Code)> = vec![
         ("no authorization header", None, Code::Unauthenticated),
-        ("another scheme", Some(format!("Basic {token}")), Code::Unauthenticated),
-        ("the scheme in lower case", Some(format!("bearer {token}")), Code::Unauthenticated),
-        ("no space after the scheme", Some(format!("Bearer{token}")), Code::Unauthenticated),
-        ("a wrong token", Some("Bearer guess".into()), Code::PermissionDenied),
-        ("the token with a suffix", Some(format!("Bearer {token}x")), Code::PermissionDenied),
+        (
+            "another scheme",
+            Some(format!("Basic {token}")),
+            Code::Unauthenticated,
+        ),
+        (
+            "the scheme in lower case",
+            Some(format!("bearer {token}")),
+            Code::Unauthenticated,
+        ),
+        (
+            "no space after the scheme",
+            Some(format!("Bearer{token}")),
+            Code::Unauthenticated,
+        ),
+        (
+            "a wrong token",
+            Some("Bearer guess".into()),
+            Code::PermissionDenied,
+        ),
+        (
+            "the token with a suffix",
+            Some(format!("Bearer {token}x")),
+            Code::PermissionDenied,
+        ),
     ];
     for (what, value, code) in cases {
         let mut request = tonic::Request::new(create());
@@ -163,7 +188,10 @@ async fn malformed_operator_credentials_are_refused_and_change_nothing() {
         }
         let status = op.create_product(request).await.expect_err(what);
         assert_eq!(status.code(), code, "{what}: {status:?}");
-        assert!(!status.message().contains(&token), "{what}: the token echoed");
+        assert!(
+            !status.message().contains(&token),
+            "{what}: the token echoed"
+        );
     }
     // A binary header of the same name is not the ASCII one the coordinator reads.
     let mut request = tonic::Request::new(create());
@@ -198,7 +226,11 @@ async fn malformed_station_headers_are_refused_with_what_is_wrong() {
     for (header, value, needle) in cases {
         let mut request = tonic::Request::new(v1::ListAssignedOrdersRequest {});
         for (name, good_value) in &good {
-            let v = if *name == header { value } else { good_value.as_str() };
+            let v = if *name == header {
+                value
+            } else {
+                good_value.as_str()
+            };
             request
                 .metadata_mut()
                 .insert(*name, v.parse::<AsciiMetadataValue>().unwrap());
@@ -207,14 +239,18 @@ async fn malformed_station_headers_are_refused_with_what_is_wrong() {
             .list_assigned_orders(request)
             .await
             .expect_err(header);
-        assert_eq!(status.code(), Code::Unauthenticated, "{header}={value}: {status:?}");
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "{header}={value}: {status:?}"
+        );
         assert!(
             status.message().contains(needle),
             "{header}={value}: {status:?}"
         );
     }
     // Each header missing in turn.
-    for missing in good.map(|(name, _)| name) {
+    for missing in good.each_ref().map(|(name, _)| *name) {
         let mut request = tonic::Request::new(v1::ListAssignedOrdersRequest {});
         for (name, value) in good.iter().filter(|(n, _)| *n != missing) {
             request
@@ -225,7 +261,11 @@ async fn malformed_station_headers_are_refused_with_what_is_wrong() {
             .list_assigned_orders(request)
             .await
             .expect_err(missing);
-        assert_eq!(status.code(), Code::Unauthenticated, "{missing}: {status:?}");
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "{missing}: {status:?}"
+        );
         assert!(status.message().contains(missing), "{missing}: {status:?}");
     }
     tc.stop().await;
@@ -234,7 +274,7 @@ async fn malformed_station_headers_are_refused_with_what_is_wrong() {
 async fn rejected(tc: &TestCoordinator) -> u64 {
     let mut data = tc.coordinator_data_client().await;
     let stats = data
-        .get_ingest_stats(v1::GetIngestStatsRequest {})
+        .get_ingest_stats(tc.operator_request(v1::GetIngestStatsRequest {}))
         .await
         .unwrap()
         .into_inner();

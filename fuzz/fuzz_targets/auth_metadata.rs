@@ -27,7 +27,11 @@ fn rig() -> &'static Rig {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("a runtime starts");
-        Rig { runtime, auth, _dir: dir }
+        Rig {
+            runtime,
+            auth,
+            _dir: dir,
+        }
     })
 }
 
@@ -47,7 +51,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     }
     let _ = flashgate_proto::operator_auth::bearer_token(request.metadata());
     let rig = rig();
-    let _ = rig
-        .runtime
-        .block_on(rig.auth.authenticate(&request, "/flashgate.v1.StationService/AcquireLease"));
+    let _ = rig.runtime.block_on(
+        rig.auth
+            .authenticate(&request, "/flashgate.v1.StationService/AcquireLease"),
+    );
 });

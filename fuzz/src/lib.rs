@@ -27,9 +27,7 @@ pub fn codec<'a, T: Codec<'a> + PartialEq + Debug>(data: &'a [u8]) {
     let Ok(value) = T::read_bytes(data) else {
         return;
     };
-    let encoded = value
-        .get_encoding()
-        .expect("a value that decoded encodes");
+    let encoded = value.get_encoding().expect("a value that decoded encodes");
     let again = T::read_bytes(&encoded).expect("an encoding decodes");
     assert_eq!(again, value, "decode(encode(x)) != x");
 }

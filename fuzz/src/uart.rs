@@ -42,7 +42,8 @@ pub fn check_sent(sent: &[u8]) {
     for b in sent {
         if let Some(frame) = decoder.push(*b) {
             let frame = frame.expect("the device sends good frames");
-            DeviceMessage::read_bytes(frame.body()).expect("the device sends messages the host reads");
+            DeviceMessage::read_bytes(frame.body())
+                .expect("the device sends messages the host reads");
         }
     }
 }

@@ -188,7 +188,10 @@ fn refused_config(config: &str, needle: &str) {
     let err = text(&out.stderr);
     assert!(err.contains("station.toml"), "{config:?}: {err}");
     assert!(err.contains(needle), "{config:?}: {err}");
-    assert!(!state.join("journal.jsonl").exists(), "{config:?} left a journal");
+    assert!(
+        !state.join("journal.jsonl").exists(),
+        "{config:?} left a journal"
+    );
 }
 
 #[test]

@@ -413,7 +413,11 @@ mod tests {
         fn record() -> impl Strategy<Value = JournalRecord> {
             prop_oneof![
                 (text(), text(), any::<i64>()).prop_map(|(lease_id, signed_lease, at_ms)| {
-                    JournalRecord::LeaseAcquired { lease_id, signed_lease, at_ms }
+                    JournalRecord::LeaseAcquired {
+                        lease_id,
+                        signed_lease,
+                        at_ms,
+                    }
                 }),
                 (text(), any::<Serial>(), proptest::option::of(any::<i64>())).prop_map(
                     |(lease_id, serial, installed_at_ms)| JournalRecord::InstallReported {
@@ -422,30 +426,38 @@ mod tests {
                         installed_at_ms,
                     }
                 ),
-                (text(), any::<Serial>(), text(), proptest::option::of(any::<i64>())).prop_map(
-                    |(lease_id, serial, reason, installed_at_ms)| JournalRecord::ReportRefused {
-                        lease_id,
-                        serial,
-                        reason,
-                        installed_at_ms,
-                    }
-                ),
-                (text(), text(), any::<i64>()).prop_map(|(probe, reason, at_ms)| {
-                    JournalRecord::TargetFailed { serial: None, probe, reason, at_ms }
-                }),
-                (text(), text()).prop_map(|(lease_id, reason)| JournalRecord::LeaseClosed {
-                    lease_id,
-                    reason
-                }),
-                (text(), any::<Serial>(), any::<i64>())
-                    .prop_map(|(lease, serial, at)| {
-                        let JournalRecord::InstallCompleted(mut report) = install(&lease, serial)
-                        else {
-                            unreachable!("install() makes an InstallCompleted")
-                        };
-                        report.installed_at_ms = at;
-                        JournalRecord::InstallFailed(report)
+                (
+                    text(),
+                    any::<Serial>(),
+                    text(),
+                    proptest::option::of(any::<i64>())
+                )
+                    .prop_map(|(lease_id, serial, reason, installed_at_ms)| {
+                        JournalRecord::ReportRefused {
+                            lease_id,
+                            serial,
+                            reason,
+                            installed_at_ms,
+                        }
                     }),
+                (text(), text(), any::<i64>()).prop_map(|(probe, reason, at_ms)| {
+                    JournalRecord::TargetFailed {
+                        serial: None,
+                        probe,
+                        reason,
+                        at_ms,
+                    }
+                }),
+                (text(), text())
+                    .prop_map(|(lease_id, reason)| JournalRecord::LeaseClosed { lease_id, reason }),
+                (text(), any::<Serial>(), any::<i64>()).prop_map(|(lease, serial, at)| {
+                    let JournalRecord::InstallCompleted(mut report) = install(&lease, serial)
+                    else {
+                        unreachable!("install() makes an InstallCompleted")
+                    };
+                    report.installed_at_ms = at;
+                    JournalRecord::InstallFailed(report)
+                }),
             ]
         }
 
