@@ -1,13 +1,16 @@
 #![no_main]
 //! A signed image as the bootloader, the loader and the coordinator's release upload read it:
 //! header, vendor signature, slot checks, body digest, and the trust anchors an OS body pins.
-use flashgate_fuzz::{codec, device};
+use flashgate_fuzz::device;
 use flashgate_protocol::image::{BodyHasher, ImageKind, SignedImageHeader, SIGNED_HEADER_LEN};
 use flashgate_protocol::layout::{IMAGE_HEADER_SPACE, OS_SLOT_ADDR, OS_SLOT_SIZE};
 use flashgate_protocol::trust_anchors;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    codec::<SignedImageHeader>(data.get(..SIGNED_HEADER_LEN).unwrap_or(data));
+    flashgate_fuzz::check_codec!(
+        SignedImageHeader,
+        data.get(..SIGNED_HEADER_LEN).unwrap_or(data)
+    );
     let Ok(signed) = SignedImageHeader::parse(data) else {
         return;
     };

@@ -1,7 +1,7 @@
 #![no_main]
 //! The UART frame decoder, fed the line in reads of varying size; every frame it accepts is
 //! decoded as the device (a request) and the station (a device message) would.
-use flashgate_fuzz::{codec, pieces};
+use flashgate_fuzz::pieces;
 use flashgate_protocol::uart::{DeviceMessage, FrameDecoder, Request, MAX_FRAME};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
@@ -11,8 +11,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             if let Some(Ok(frame)) = decoder.push(*b) {
                 assert!(frame.body().len() + 6 <= MAX_FRAME);
                 let _ = frame.msg_type();
-                codec::<Request<'_>>(frame.body());
-                codec::<DeviceMessage<'_>>(frame.body());
+                flashgate_fuzz::check_codec!(Request<'_>, frame.body());
+                flashgate_fuzz::check_codec!(DeviceMessage<'_>, frame.body());
             }
         }
     }

@@ -2,7 +2,7 @@
 //! parser and picks one of three kinds of harness:
 //!
 //! - [`codec_target!`]: a wire type with a `Codec` impl — any bytes are decoded, and what
-//!   decodes must encode back to a value that decodes the same ([`codec`]);
+//!   decodes must encode back to a value that decodes the same ([`codec_check`]);
 //! - a byte-stream decoder (UART frames, GDB packets): the input is fed in pieces as it would
 //!   arrive ([`pieces`]);
 //! - a stateful session (the device's UART services, the update transfer, the loader): the input
@@ -13,23 +13,34 @@
 //! Fixtures ([`device`]) reuse the keys of `protocol/vectors/`, so the committed seeds (real
 //! encoded messages from those vectors) are accepted by the targets as they are.
 
-use core::fmt::Debug;
-
-use flashgate_protocol::codec::Codec;
-
 pub mod device;
 pub mod uart;
 
-/// Decodes `data` as `T`; a value that decodes must encode, and its encoding must decode to the
-/// same value (a parser that accepts what its encoder cannot produce is a second, unreviewed
-/// format).
-pub fn codec<'a, T: Codec<'a> + PartialEq + Debug>(data: &'a [u8]) {
-    let Ok(value) = T::read_bytes(data) else {
+pub use flashgate_protocol::codec::Codec;
+use flashgate_protocol::ErrorCode;
+
+/// The `Codec` oracle: `decode` reads bytes as one type and returns the value (as its `Debug`
+/// text) and its re-encoding. A value that decodes must encode, and its encoding must decode to
+/// the same value (a parser that accepts what its encoder cannot produce is a second,
+/// unreviewed format). Use it through [`check_codec!`], which writes `decode` for a type.
+pub fn codec_check(data: &[u8], decode: impl Fn(&[u8]) -> Result<(String, Vec<u8>), ErrorCode>) {
+    let Ok((value, encoding)) = decode(data) else {
         return;
     };
-    let encoded = value.get_encoding().expect("a value that decoded encodes");
-    let again = T::read_bytes(&encoded).expect("an encoding decodes");
+    let (again, _) = decode(&encoding).expect("an encoding decodes");
     assert_eq!(again, value, "decode(encode(x)) != x");
+}
+
+/// Runs [`codec_check`] on `data` for the `Codec` type `ty` (lifetimes as `'_`).
+#[macro_export]
+macro_rules! check_codec {
+    ($ty:ty, $data:expr) => {
+        $crate::codec_check($data, |bytes| {
+            let value = <$ty as $crate::Codec<'_>>::read_bytes(bytes)?;
+            let encoding = $crate::Codec::get_encoding(&value)?;
+            Ok((format!("{value:?}"), encoding))
+        })
+    };
 }
 
 /// A fuzz target for one `Codec` type: `codec_target!(BootState);` (lifetimes as `'_`).
@@ -37,7 +48,7 @@ pub fn codec<'a, T: Codec<'a> + PartialEq + Debug>(data: &'a [u8]) {
 macro_rules! codec_target {
     ($ty:ty) => {
         libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-            $crate::codec::<$ty>(data);
+            $crate::check_codec!($ty, data);
         });
     };
 }
