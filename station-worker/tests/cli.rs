@@ -168,9 +168,9 @@ fn a_probe_rs_probe_is_refused_by_a_build_without_probe_rs() {
 /// `run` with `config` as its config file: it must fail before anything is sent, naming the
 /// file and what is wrong in it, and leave the state directory without a journal.
 fn refused_config(config: &str, needle: &str) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temp dir");
     let path = dir.path().join("station.toml");
-    std::fs::write(&path, config).unwrap();
+    std::fs::write(&path, config).expect("the config is written");
     let state = dir.path().join("state");
     let out = station(
         &[
