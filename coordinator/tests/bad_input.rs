@@ -83,15 +83,16 @@ async fn product_count(tc: &TestCoordinator) -> usize {
 
 const CREATE_PRODUCT: &str = "/flashgate.v1.OperatorService/CreateProduct";
 
-#[tokio::test]
-async fn bytes_that_are_not_protobuf_are_refused_and_change_nothing() {
-    let tc = TestCoordinator::start_embedded().await.unwrap();
+/// Sends each body to `CreateProduct`: each must fail to decode, and no product appear.
+async fn assert_undecodable(bodies: &[&[u8]]) {
+    let tc = TestCoordinator::start_embedded()
+        .await
+        .expect("a coordinator starts");
     let before = product_count(&tc).await;
-    // A truncated varint, then a field number 0 (never valid), then a length past the end.
-    for body in [vec![0x08, 0xFF], vec![0x00, 0x01], vec![0x1A, 0x7F, 0x01]] {
-        let status = raw_call(&tc, CREATE_PRODUCT, body.clone(), true)
+    for body in bodies {
+        let status = raw_call(&tc, CREATE_PRODUCT, body.to_vec(), true)
             .await
-            .expect_err("not a message");
+            .expect_err("not a CreateProductRequest");
         assert_eq!(status.code(), Code::Internal, "{body:02x?}: {status:?}");
         assert!(
             status.message().contains("decode"),
@@ -103,27 +104,21 @@ async fn bytes_that_are_not_protobuf_are_refused_and_change_nothing() {
 }
 
 #[tokio::test]
+async fn bytes_that_are_not_protobuf_are_refused_and_change_nothing() {
+    // A truncated varint, then a field number 0 (never valid), then a length past the end.
+    assert_undecodable(&[&[0x08, 0xFF], &[0x00, 0x01], &[0x1A, 0x7F, 0x01]]).await;
+}
+
+#[tokio::test]
 async fn a_field_of_the_wrong_wire_type_is_refused_and_changes_nothing() {
-    let tc = TestCoordinator::start_embedded().await.unwrap();
-    let before = product_count(&tc).await;
-    // product_id (field 1, a varint) sent length-delimited; name (field 2, a string) sent as
-    // a varint; vendor_public_key as a string of invalid UTF-8 is fine (bytes), but name is not.
-    for body in [
-        vec![0x0A, 0x02, b'a', b'b'],
-        vec![0x10, 0x05],
-        vec![0x08, 0x07, 0x12, 0x02, 0xC3, 0x28],
-    ] {
-        let status = raw_call(&tc, CREATE_PRODUCT, body.clone(), true)
-            .await
-            .expect_err("a wrong type");
-        assert_eq!(status.code(), Code::Internal, "{body:02x?}: {status:?}");
-        assert!(
-            status.message().contains("decode"),
-            "{body:02x?}: {status:?}"
-        );
-    }
-    assert_eq!(product_count(&tc).await, before);
-    tc.stop().await;
+    // product_id (field 1, a varint) sent length-delimited; name (field 2, a string) sent as a
+    // varint, then as invalid UTF-8.
+    assert_undecodable(&[
+        &[0x0A, 0x02, b'a', b'b'],
+        &[0x10, 0x05],
+        &[0x08, 0x07, 0x12, 0x02, 0xC3, 0x28],
+    ])
+    .await;
 }
 
 #[tokio::test]
