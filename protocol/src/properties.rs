@@ -22,7 +22,7 @@ use crate::provisioning::messages::{Receipt, StationMessage, TargetReply};
 use crate::provisioning::{LoaderHello, LoaderImageHeader, ParamBlock};
 use crate::trust_anchors::TrustAnchors;
 use crate::uart::{DeviceMessage, MsgType, OsStatus, Request, MAX_PAYLOAD};
-use crate::update::boot_state::{BootState, Outcome};
+use crate::update::boot_state::{BootState, Outcome, Phase};
 use crate::update::package::{chunk_count, Envelope, CHUNK_SIZE};
 use crate::update::receipt::StatusReceipt;
 use crate::{hello, update::receipt as status, ErrorCode};
@@ -59,6 +59,30 @@ fn image_kind() -> impl Strategy<Value = ImageKind> {
 
 fn outcome() -> impl Strategy<Value = Outcome> {
     (0u8..4).prop_map(|v| Outcome::from_u8(v).expect("0..4 are outcomes"))
+}
+
+fn phase() -> impl Strategy<Value = Phase> {
+    proptest::sample::select(
+        &[
+            Phase::Idle,
+            Phase::Backup,
+            Phase::Copy,
+            Phase::Trial,
+            Phase::Revert,
+        ][..],
+    )
+}
+
+prop_compose! {
+    fn boot_state()(seq in any::<u32>(), phase in phase(), attempts in any::<u8>(),
+        outcome in outcome(), versions in any::<[u32; 4]>(), pages in any::<[u16; 2]>())
+        -> BootState {
+        BootState {
+            seq, phase, attempts, outcome,
+            floor: versions[0], new_version: versions[1], old_version: versions[2],
+            old_pages: pages[0], new_pages: pages[1], last_error: versions[3],
+        }
+    }
 }
 
 fn device_state() -> impl Strategy<Value = DeviceState> {
@@ -143,7 +167,9 @@ proptest! {
         small in (any::<u8>(), any::<u8>()),
         versions in (any::<u32>(), any::<u32>(), any::<u32>()),
         record in (any::<[u8; 8]>(), any::<u32>(), any::<u32>()),
+        boot in boot_state(),
     ) {
+        round_trips(&boot, &mut Vec::new());
         round_trips(&header.header, &mut Vec::new());
         round_trips(&header, &mut Vec::new());
         round_trips(&HelloInfo { serial, product_id, bootloader_version, state }, &mut Vec::new());
