@@ -80,7 +80,12 @@ for t in "${targets[@]}"; do
   mkdir -p "$seeds" "$work" "$artifacts"
   log="$work.log"
   set +e
-  "$bin_dir/$t" "$work" "$seeds" \
+  # Past crashes run first, with the seeds: a fixed bug that comes back fails here too.
+  regressions=()
+  if [ -d "fuzz/regressions/$t" ]; then
+    regressions=("fuzz/regressions/$t")
+  fi
+  "$bin_dir/$t" "$work" "$seeds" "${regressions[@]}" \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
     -print_final_stats=1 -artifact_prefix="$artifacts" >"$log" 2>&1
   rc=$?
