@@ -6,6 +6,7 @@
 )]
 
 mod api;
+mod bad_input;
 mod binary;
 mod concurrency;
 mod corrupt_records;
