@@ -22,7 +22,7 @@ use flashgate_proto::clock::now_ms;
 use flashgate_proto::v1;
 
 use self::progress::{Step, WaveProgress};
-use self::record::{PauseReason, RolloutRecord, RolloutState, Threshold, WaveLabel};
+use self::record::{PauseReason, RolloutRecord, RolloutState, Threshold, WaveLabel, WaveSize};
 use super::campaigns::{Campaigns, Targets};
 use super::records::DeviceUpdateRecord;
 use crate::error::{CoordinatorError as E, Result};
@@ -350,7 +350,8 @@ fn to_proto(r: &RolloutRecord, progress: &[WaveProgress]) -> v1::RolloutStatus {
             index: i as u32 + 1,
             label: match &wave.label {
                 WaveLabel::Group(order) => format!("group {order}"),
-                WaveLabel::Size(size) => plan::describe(*size),
+                WaveLabel::Size(WaveSize::Percent(p)) => format!("{p}%"),
+                WaveLabel::Size(WaveSize::Count(c)) => format!("first {c}"),
                 WaveLabel::Rest => "the rest".into(),
             },
             open: i < r.open_waves as usize,

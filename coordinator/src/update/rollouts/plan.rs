@@ -67,11 +67,11 @@ pub fn sizes(given: &[v1::WaveSize]) -> Result<Vec<WaveSize>> {
     Ok(sizes)
 }
 
-/// `10%`, `5 devices`.
+/// `10%`, `5`: as the operator wrote it.
 pub fn describe(size: WaveSize) -> String {
     match size {
         WaveSize::Percent(p) => format!("{p}%"),
-        WaveSize::Count(c) => format!("{c} devices"),
+        WaveSize::Count(c) => c.to_string(),
     }
 }
 
