@@ -408,3 +408,54 @@ async fn replicas_racing_on_one_rollout_take_each_step_once() {
         tc.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_housekeeping_sweep_steps_what_no_report_stepped() {
+    use v1::wave_size::Size::Count;
+    let f = Fleet::start("/rollout-sweep/", test_config()).await;
+    let id = f
+        .start_rollout(
+            vec![Count(2), Count(20)],
+            v1::failure_threshold::Limit::Count(0),
+        )
+        .await
+        .rollout_id;
+    let waves = f.waves(&id).await;
+    let (fleet, id) = (&f, id.as_str());
+    // Receipts through the library, not the RPC: only the leader's sweep (200 ms) can step.
+    let library_update = |serial: [u8; 16], ends| async move {
+        let delivery = &fleet.replicas[1].coordinator.updates().delivery;
+        let package = delivery.package(PRODUCT, &serial).await.unwrap();
+        delivery
+            .report(fleet.report(&serial, &package.challenge, ends))
+            .await
+            .unwrap();
+    };
+    let eventually = |check: fn(&v1::RolloutStatus) -> bool| async move {
+        for _ in 0..50 {
+            let s = fleet.rollout(0, id).await;
+            if check(&s) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the sweep did not step the rollout: {:?}",
+            fleet.rollout(0, id).await
+        );
+    };
+    for serial in &waves[0] {
+        library_update(*serial, Ends::Confirmed).await;
+    }
+    eventually(|s| s.open_waves == 2).await;
+    library_update(waves[1][0], Ends::RolledBack).await;
+    let s = eventually(|s| s.state == "paused").await;
+    assert!(
+        s.pause_reason.contains("1 failed of 20"),
+        "{}",
+        s.pause_reason
+    );
+    for tc in f.replicas {
+        tc.stop().await;
+    }
+}

@@ -157,21 +157,12 @@ impl Campaigns {
                     detail: String::new(),
                     ..existing.record
                 },
-                None => DeviceUpdateRecord {
-                    serial: *serial,
-                    product_id: release.product_id,
-                    campaign_id: campaign_id.clone(),
-                    target_version: release.version,
-                    state: UpdateState::Pending,
-                    challenge: None,
-                    bootloader_version: 0,
-                    os_version: 0,
-                    last_outcome: None,
-                    rollback_floor: 0,
-                    last_seen_ms: 0,
-                    updated_at_ms: 0,
-                    detail: String::new(),
-                },
+                None => DeviceUpdateRecord::first_target(
+                    *serial,
+                    release.product_id,
+                    campaign_id.clone(),
+                    release.version,
+                ),
             };
             txn = txn.put(&key, &record);
         }

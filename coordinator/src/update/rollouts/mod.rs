@@ -28,7 +28,7 @@ use super::records::DeviceUpdateRecord;
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::{CampaignId, OrderId, Serial};
 use crate::provisioning::Registry;
-use crate::repository::{Db, Scope, Stored, Txn};
+use crate::repository::{Attempt, CasRetry, Db, Scope, Stored, Txn};
 
 /// Steps at most this many times per call: more than enough for every wave and the
 /// completion; the bound only keeps a call from spinning under endless contention.
@@ -134,12 +134,9 @@ impl Rollouts {
         self.change(rollout_id, |r| match r.state {
             RolloutState::Completed => Err(completed(r)),
             RolloutState::Paused { .. } => Ok(None),
-            RolloutState::Running => {
-                // audit: rollout paused by the operator.
-                Ok(Some(RolloutState::Paused {
-                    reason: PauseReason::Operator,
-                }))
-            }
+            RolloutState::Running => Ok(Some(RolloutState::Paused {
+                reason: PauseReason::Operator,
+            })),
         })
         .await?;
         self.status(rollout_id).await
@@ -149,34 +146,36 @@ impl Rollouts {
     /// counts only later ones), and takes the steps its gates allow now.
     pub async fn resume(&self, rollout_id: &str) -> Result<v1::RolloutStatus> {
         let id = CampaignId::parse(rollout_id)?;
-        for _ in 0..MAX_ROUNDS {
-            let stored = self.get(rollout_id).await?;
-            let r = &stored.record;
-            match r.state {
-                RolloutState::Completed => return Err(completed(r)),
-                RolloutState::Running => break,
-                RolloutState::Paused { .. } => {}
-            }
-            let progress = progress::count(r, &devices_of(&self.db, r).await?);
-            let failed: u32 = progress[..r.open_waves as usize]
-                .iter()
-                .map(|p| p.failed)
-                .sum();
-            let resumed = RolloutRecord {
-                state: RolloutState::Running,
-                accepted_failures: failed.max(r.accepted_failures),
-                updated_at_ms: now_ms(),
-                ..r.clone()
-            };
-            let txn = Txn::new().unchanged(&stored).replace(&stored, &resumed);
-            if self.db.commit(txn).await? {
-                // audit: rollout resumed by the operator (failures accepted: `failed`).
-                tracing::info!(rollout = %id, accepted_failures = resumed.accepted_failures, "rollout resumed");
-                break;
-            }
-        }
+        CasRetry::new("the rollout")
+            .run(|| self.try_resume(rollout_id))
+            .await?;
         advance(&self.db, &id).await?;
         self.status(rollout_id).await
+    }
+
+    async fn try_resume(&self, rollout_id: &str) -> Result<Attempt<()>> {
+        let stored = self.get(rollout_id).await?;
+        let r = &stored.record;
+        match r.state {
+            RolloutState::Completed => return Err(completed(r)),
+            RolloutState::Running => return Ok(Attempt::Done(())),
+            RolloutState::Paused { .. } => {}
+        }
+        let (failed, _) =
+            progress::failures(r, &progress::count(r, &devices_of(&self.db, r).await?));
+        let resumed = RolloutRecord {
+            state: RolloutState::Running,
+            accepted_failures: r.accepted_failures + failed,
+            updated_at_ms: now_ms(),
+            ..r.clone()
+        };
+        let txn = Txn::new().unchanged(&stored).replace(&stored, &resumed);
+        let committed = self.db.commit(txn).await?;
+        if committed {
+            // audit: rollout resumed by the operator (failures accepted: `failed`).
+            tracing::info!(rollout = %r.rollout_id, accepted_failures = resumed.accepted_failures, "rollout resumed");
+        }
+        Ok(Attempt::committed(committed, ()))
     }
 
     /// Applies `decide` (a new state, or none) to the rollout in one guarded transaction.
@@ -185,29 +184,26 @@ impl Rollouts {
         rollout_id: &str,
         decide: impl Fn(&RolloutRecord) -> Result<Option<RolloutState>>,
     ) -> Result<()> {
-        for _ in 0..MAX_ROUNDS {
-            let stored = self.get(rollout_id).await?;
-            let Some(state) = decide(&stored.record)? else {
-                return Ok(());
-            };
-            let next = RolloutRecord {
-                state,
-                updated_at_ms: now_ms(),
-                ..stored.record.clone()
-            };
-            if self
-                .db
-                .commit(Txn::new().unchanged(&stored).replace(&stored, &next))
-                .await?
-            {
-                tracing::info!(rollout = %next.rollout_id, state = state_name(&next.state), "rollout changed");
-                return Ok(());
-            }
-        }
-        Err(E::Contended {
-            what: "the rollout",
-            attempts: MAX_ROUNDS as u32,
-        })
+        CasRetry::new("the rollout")
+            .run(|| async {
+                let stored = self.get(rollout_id).await?;
+                let Some(state) = decide(&stored.record)? else {
+                    return Ok(Attempt::Done(()));
+                };
+                let next = RolloutRecord {
+                    state,
+                    updated_at_ms: now_ms(),
+                    ..stored.record.clone()
+                };
+                let txn = Txn::new().unchanged(&stored).replace(&stored, &next);
+                let committed = self.db.commit(txn).await?;
+                if committed {
+                    // audit: the operator's change (rollout paused by an operator).
+                    tracing::info!(rollout = %next.rollout_id, state = state_name(&next.state), "rollout changed");
+                }
+                Ok(Attempt::committed(committed, ()))
+            })
+            .await
     }
 
     /// The rollout's waves with their counts, and its state.

@@ -160,19 +160,13 @@ mod tests {
             .map(|(i, state)| {
                 let serial = Serial([*i; 16]);
                 let record = DeviceUpdateRecord {
-                    serial,
-                    product_id: r.product_id,
-                    campaign_id: r.rollout_id.clone(),
-                    target_version: 2,
                     state: *state,
-                    challenge: None,
-                    bootloader_version: 0,
-                    os_version: 0,
-                    last_outcome: None,
-                    rollback_floor: 0,
-                    last_seen_ms: 0,
-                    updated_at_ms: 0,
-                    detail: String::new(),
+                    ..DeviceUpdateRecord::first_target(
+                        serial,
+                        r.product_id,
+                        r.rollout_id.clone(),
+                        2,
+                    )
                 };
                 (serial, record)
             })
