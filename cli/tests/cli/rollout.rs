@@ -122,6 +122,15 @@ async fn a_rollout_is_started_paused_resumed_and_followed() {
         said.contains("--waves \"ten\" must be a percentage (10%) or a count (3)"),
         "{said}"
     );
+    // Groups are orders: every test device is under order "test".
+    let mut grouped = rollout(&digest, "50%,100%", "1").to_vec();
+    grouped.extend(["--group", "test"]);
+    let said = w.cli.fails(&grouped, 7).await;
+    assert!(said.contains("the groups hold every target"), "{said}");
+    grouped.truncate(grouped.len() - 1);
+    grouped.push("nope");
+    let said = w.cli.fails(&grouped, 7).await;
+    assert!(said.contains("group nope: no targeted device"), "{said}");
     let untouched = w.cli.json(&["update", "status", "--product", "7"]).await;
     assert_eq!(
         untouched,
