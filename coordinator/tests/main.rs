@@ -10,5 +10,6 @@ mod bad_input;
 mod binary;
 mod concurrency;
 mod corrupt_records;
+mod rollouts;
 mod store_contract;
 mod support;
