@@ -318,3 +318,4 @@ impl Default for TestBoard {
     }
 }
 pub mod station_harness;
+pub mod webdriver;

@@ -10,6 +10,7 @@
 
 mod boot;
 mod c_demo_os;
+mod console;
 mod data_stream;
 mod provisioning;
 mod provisioning_refusals;
