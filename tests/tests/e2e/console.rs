@@ -130,13 +130,13 @@ fn console_in_chromium() {
     let mut station = factory.spawn_station(2, &[]);
     let moved = browser.wait_until(
         &format!(
-            "return window.notReloaded === true && {consumed_cell}.textContent === '1' &&
+            "return window.notReloaded === true && {consumed_cell}.textContent !== '0' &&
                  parseFloat(document.querySelector('#bar-{order} rect.consumed').getAttribute('width')) > 0;"
         ),
         Duration::from_secs(240),
     );
     browser.screenshot(&shots.join("orders-in-progress-desktop.png"));
-    assert!(moved, "the consumed count never showed 1 without a reload");
+    assert!(moved, "the consumed count never moved without a reload");
     let done = browser.wait_until(
         &format!(
             "return window.notReloaded === true && {consumed_cell}.textContent === '2' &&
