@@ -419,21 +419,26 @@ pub async fn new_order(State(console): State<Shared>, user: LoggedIn) -> Respons
     .into_response()
 }
 
+/// The order a posted form asks for, or the page refusing it (a stale form, a bad field).
+fn checked_order(user: &LoggedIn, form: &OrderForm) -> Result<v1::CreateOrderRequest, Response> {
+    if !user.session.csrf_ok(&form.csrf) {
+        return Err(stale_form(user));
+    }
+    form.request().map_err(|problem| {
+        refused_page(
+            user,
+            "New order",
+            "/orders/new",
+            &Status::invalid_argument(problem),
+        )
+    })
+}
+
 /// `POST /orders/new/confirm`: what the order will be; nothing is created yet.
 pub async fn confirm_order(user: LoggedIn, Form(form): Form<OrderForm>) -> Response {
-    if !user.session.csrf_ok(&form.csrf) {
-        return stale_form(&user);
-    }
-    let request = match form.request() {
+    let request = match checked_order(&user, &form) {
         Ok(r) => r,
-        Err(problem) => {
-            return refused_page(
-                &user,
-                "New order",
-                "/orders/new",
-                &Status::invalid_argument(problem),
-            )
-        }
+        Err(refused) => return refused,
     };
     let stations = if request.station_ids.is_empty() {
         format!(
@@ -478,19 +483,9 @@ pub async fn create_order(
     user: LoggedIn,
     Form(form): Form<OrderForm>,
 ) -> Response {
-    if !user.session.csrf_ok(&form.csrf) {
-        return stale_form(&user);
-    }
-    let request = match form.request() {
+    let request = match checked_order(&user, &form) {
         Ok(r) => r,
-        Err(problem) => {
-            return refused_page(
-                &user,
-                "New order",
-                "/orders/new",
-                &Status::invalid_argument(problem),
-            )
-        }
+        Err(refused) => return refused,
     };
     match console
         .api
