@@ -420,17 +420,20 @@ pub async fn new_order(State(console): State<Shared>, user: LoggedIn) -> Respons
 }
 
 /// The order a posted form asks for, or the page refusing it (a stale form, a bad field).
-fn checked_order(user: &LoggedIn, form: &OrderForm) -> Result<v1::CreateOrderRequest, Response> {
+fn checked_order(
+    user: &LoggedIn,
+    form: &OrderForm,
+) -> Result<v1::CreateOrderRequest, Box<Response>> {
     if !user.session.csrf_ok(&form.csrf) {
-        return Err(stale_form(user));
+        return Err(Box::new(stale_form(user)));
     }
     form.request().map_err(|problem| {
-        refused_page(
+        Box::new(refused_page(
             user,
             "New order",
             "/orders/new",
             &Status::invalid_argument(problem),
-        )
+        ))
     })
 }
 
@@ -438,7 +441,7 @@ fn checked_order(user: &LoggedIn, form: &OrderForm) -> Result<v1::CreateOrderReq
 pub async fn confirm_order(user: LoggedIn, Form(form): Form<OrderForm>) -> Response {
     let request = match checked_order(&user, &form) {
         Ok(r) => r,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let stations = if request.station_ids.is_empty() {
         format!(
@@ -485,7 +488,7 @@ pub async fn create_order(
 ) -> Response {
     let request = match checked_order(&user, &form) {
         Ok(r) => r,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     match console
         .api

@@ -48,8 +48,12 @@ impl ConsoleApi {
 
 /// `message` with the operator's credentials in its metadata, as the CLI's interceptor adds
 /// them on the wire.
-fn request<T>(credentials: &OperatorCredentials, message: T) -> ApiResult<Request<T>> {
-    let (metadata, extensions, ()) = credentials.clone().call(Request::new(()))?.into_parts();
+fn request<T>(credentials: &OperatorCredentials, message: T) -> Result<Request<T>, Box<Status>> {
+    let (metadata, extensions, ()) = credentials
+        .clone()
+        .call(Request::new(()))
+        .map_err(Box::new)?
+        .into_parts();
     Ok(Request::from_parts(metadata, extensions, message))
 }
 
@@ -65,7 +69,7 @@ macro_rules! calls {
             $(
                 $(#[$doc])*
                 pub async fn $name(&self, message: $req) -> ApiResult<$resp> {
-                    let request = request(self.credentials, message)?;
+                    let request = request(self.credentials, message).map_err(|e| *e)?;
                     Ok(self.api.$service.$method(request).await?.into_inner())
                 }
             )*

@@ -60,6 +60,21 @@ fn log_in(browser: &Browser, base: &str, token: &str) {
     browser.goto(&format!("{base}/login"));
     browser.type_into(&browser.find("#token"), token);
     browser.click(&browser.find("form.login button[type=submit]"));
+    settled(
+        browser,
+        "location.pathname === '/orders' || document.querySelector('.refused') !== null",
+    );
+}
+
+/// Waits until the page a click led to has loaded and `condition` holds (a click on a submit
+/// button returns before the navigation ends).
+fn settled(browser: &Browser, condition: &str) {
+    let script = format!("return document.readyState === 'complete' && ({condition});");
+    assert!(
+        browser.wait_until(&script, Duration::from_secs(20)),
+        "{} never met {condition}",
+        browser.url()
+    );
 }
 
 /// Every `src` and `href` of the page, and every resource it loaded, is on the console itself.
@@ -160,7 +175,7 @@ fn console_in_chromium() {
     browser.screenshot(&shots.join("station-approve-confirm-desktop.png"));
     assert!(browser.text(&browser.find("main")).contains("line 2"));
     browser.click(&browser.find("form.confirm button[type=submit]"));
-    assert!(browser.url().ends_with("/stations"), "{}", browser.url());
+    settled(&browser, "location.pathname === '/stations'");
     let approved = browser.execute(
         &format!(
             "return Array.from(document.querySelectorAll('tbody tr'))
@@ -179,17 +194,13 @@ fn console_in_chromium() {
     browser.type_into(&browser.find("#order_id"), "console-order-1");
     browser.screenshot(&shots.join("order-new-desktop.png"));
     browser.click(&browser.find("form.order button[type=submit]"));
-    assert!(browser.url().ends_with("/orders/new/confirm"));
+    settled(&browser, "location.pathname === '/orders/new/confirm'");
     assert!(browser
         .text(&browser.find("main"))
         .contains("Create an order for 3 devices"));
     browser.screenshot(&shots.join("order-confirm-desktop.png"));
     browser.click(&browser.find("form.confirm button[type=submit]"));
-    assert!(
-        browser.url().ends_with("/orders/console-order-1"),
-        "{}",
-        browser.url()
-    );
+    settled(&browser, "location.pathname === '/orders/console-order-1'");
     assert_eq!(browser.text(&browser.find("#ordered-console-order-1")), "3");
     assert_eq!(
         browser.text(&browser.find("#remaining-console-order-1")),
@@ -203,7 +214,9 @@ fn console_in_chromium() {
     browser.type_into(&browser.find("#count"), "1");
     browser.type_into(&browser.find("#order_id"), "console-order-1");
     browser.click(&browser.find("form.order button[type=submit]"));
+    settled(&browser, "location.pathname === '/orders/new/confirm'");
     browser.click(&browser.find("form.confirm button[type=submit]"));
+    settled(&browser, "document.querySelector('.refused') !== null");
     let refusal = browser.text(&browser.find(".refused"));
     assert!(refusal.contains("The coordinator refused"), "{refusal}");
     browser.screenshot(&shots.join("order-refused-desktop.png"));
@@ -270,7 +283,7 @@ fn console_in_chromium() {
     browser.resize(DESKTOP.0, DESKTOP.1);
     browser.goto(&format!("{base}/orders"));
     browser.click(&browser.find("form.logout button"));
-    assert!(browser.url().ends_with("/login"));
+    settled(&browser, "location.pathname === '/login'");
     browser.goto(&format!("{base}/orders"));
     assert!(browser.url().ends_with("/login"), "logged out");
 }
