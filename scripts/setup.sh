@@ -23,6 +23,9 @@ APT_PACKAGES=(
   make
   openssl
   libfaketime
+  # the console's browser tests (tests/tests/e2e/console.rs): headless Chromium over WebDriver
+  chromium
+  chromium-driver
 )
 DEBIAN_RUST_PACKAGES=(rustc-web rust-web-src cargo-web rust-web-clippy)
 TARGET=thumbv7em-none-eabi

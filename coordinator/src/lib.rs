@@ -23,6 +23,7 @@
 
 pub mod catalogue;
 pub mod config;
+pub mod console;
 pub mod coordinator;
 pub mod data_stream;
 pub mod error;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ed25519_dalek::SigningKey;
+use flashgate_coordinator::console::{self, ConsoleApi, ConsoleOptions};
 use flashgate_coordinator::keys::{parse_hex_key, read_hex_key_file, Kek, KekRing};
 use flashgate_coordinator::store::{embedded::EmbeddedStore, etcd::EtcdStore, KvStore};
 use flashgate_coordinator::{Coordinator, CoordinatorConfig};
@@ -91,6 +92,10 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 0.0.0.0:9464 (off by default).
     #[arg(long, env = "FLASHGATE_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// Serve the operations console (web pages over the operator API) at http://ADDR/,
+    /// e.g. 127.0.0.1:7480 (off by default). Plain HTTP: keep it on loopback or behind TLS.
+    #[arg(long, env = "FLASHGATE_CONSOLE_LISTEN")]
+    console_listen: Option<String>,
 }
 
 async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn KvStore>> {
@@ -222,6 +227,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     data.clone(),
                     socket,
                 ));
+            }
+            if let Some(addr) = &args.console_listen {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listening on {addr} for the console"))?;
+                tracing::info!(addr = %listener.local_addr()?, "serving the console");
+                let api = ConsoleApi::new(coordinator.clone(), data.clone());
+                tokio::spawn(async move {
+                    let shutdown = async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    };
+                    if let Err(error) =
+                        console::serve(api, ConsoleOptions::default(), listener, shutdown).await
+                    {
+                        tracing::error!(%error, "the console stopped");
+                    }
+                });
             }
             let served = flashgate_coordinator::server::serve_with_data(
                 coordinator,

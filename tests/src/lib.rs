@@ -315,3 +315,4 @@ impl Default for TestBoard {
     }
 }
 pub mod station_harness;
+pub mod webdriver;

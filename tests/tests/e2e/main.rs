@@ -11,6 +11,7 @@
 mod boot;
 mod c_demo_os;
 mod chaos;
+mod console;
 mod data_stream;
 mod provisioning;
 mod provisioning_refusals;

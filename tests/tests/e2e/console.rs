@@ -1,0 +1,357 @@
+//! The operations console in real headless Chromium (Debian's `chromium` through
+//! `chromedriver`): log in, watch an order's bar move while a `flashgate-station` process
+//! provisions emulated boards, approve a station, create an order, refusals, keyboard
+//! navigation, both viewports, and no URL outside the coordinator. Screenshots of every page
+//! go to `target/console-screenshots/`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flashgate_coordinator::console::{self, ConsoleApi, ConsoleOptions};
+use flashgate_station::coordinator_client::CoordinatorClient;
+use flashgate_station::identity::{StationIdentity, StationKek};
+use flashgate_station::station::enrol;
+use flashgate_tests::station_harness::Factory;
+use flashgate_tests::webdriver::{http, Browser, ChromeDriver, ENTER, TAB};
+use serde_json::json;
+
+const DESKTOP: (u32, u32) = (1280, 800);
+const PHONE: (u32, u32) = (390, 844);
+
+fn screenshots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The console of `factory`'s coordinator on a free loopback port; its address.
+fn start_console(factory: &Factory) -> String {
+    let api = ConsoleApi::new(
+        factory.coordinator.coordinator.clone(),
+        factory.coordinator.data.clone(),
+    );
+    let listener = factory
+        .rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    factory.rt.spawn(console::serve(
+        api,
+        ConsoleOptions::default(),
+        listener,
+        std::future::pending(),
+    ));
+    addr
+}
+
+/// A second station, enrolled but not approved; its id.
+fn pending_station(factory: &Factory, dir: &std::path::Path) -> String {
+    let kek = StationKek::generate();
+    let identity = StationIdentity::load_or_create(dir, &kek).unwrap();
+    factory.rt.block_on(async {
+        let client =
+            CoordinatorClient::new(&factory.coordinator.endpoint, identity.signer()).unwrap();
+        enrol(&client, &identity, "line 2", "f1").await.unwrap();
+    });
+    identity.station_id()
+}
+
+fn log_in(browser: &Browser, base: &str, token: &str) {
+    browser.goto(&format!("{base}/login"));
+    browser.type_into(&browser.find("#token"), token);
+    browser.click(&browser.find("form.login button[type=submit]"));
+    settled(
+        browser,
+        "location.pathname === '/orders' || document.querySelector('.refused') !== null",
+    );
+}
+
+/// Waits until the page a click led to has loaded and `condition` holds (a click on a submit
+/// button returns before the navigation ends).
+fn settled(browser: &Browser, condition: &str) {
+    let script = format!("return document.readyState === 'complete' && ({condition});");
+    assert!(
+        browser.wait_until(&script, Duration::from_secs(20)),
+        "{} never met {condition}",
+        browser.url()
+    );
+}
+
+/// Every `src` and `href` of the page, and every resource it loaded, is on the console itself.
+fn assert_only_local_urls(browser: &Browser, base: &str) {
+    let urls = browser.execute(
+        "return Array.from(document.querySelectorAll('[src],[href]'))
+             .map(e => e.getAttribute('src') || e.getAttribute('href'))
+             .concat(performance.getEntriesByType('resource').map(r => r.name));",
+        json!([]),
+    );
+    for url in urls.as_array().unwrap() {
+        let url = url.as_str().unwrap();
+        let local = (url.starts_with('/') && !url.starts_with("//"))
+            || url.starts_with('#')
+            || url.starts_with(&format!("{base}/"));
+        assert!(local, "{} references {url:?}", browser.url());
+    }
+}
+
+/// The page fits the viewport's width (wide tables scroll inside their own box).
+fn assert_fits(browser: &Browser) {
+    let fits = browser.execute(
+        "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+        json!([]),
+    );
+    assert_eq!(
+        fits,
+        json!(true),
+        "{} is wider than the viewport",
+        browser.url()
+    );
+}
+
+#[test]
+fn console_in_chromium() {
+    let factory = Factory::embedded(2);
+    let addr = start_console(&factory);
+    let base = format!("http://{addr}");
+    let order = factory.order.order_id.clone();
+    let other_dir = tempfile::tempdir().unwrap();
+    let pending = pending_station(&factory, other_dir.path());
+    let shots = screenshots();
+    let driver = ChromeDriver::start();
+    let browser = driver.browser(DESKTOP.0, DESKTOP.1);
+
+    // Not logged in: every page leads to the login page; a wrong token is the API's refusal.
+    browser.goto(&format!("{base}/stations"));
+    assert!(browser.url().ends_with("/login"), "{}", browser.url());
+    browser.screenshot(&shots.join("login-desktop.png"));
+    log_in(&browser, &base, "not-the-token");
+    let refusal = browser.text(&browser.find(".refused"));
+    assert!(
+        refusal.contains("the operator token is not valid"),
+        "{refusal}"
+    );
+    browser.screenshot(&shots.join("login-refused-desktop.png"));
+
+    log_in(&browser, &base, &factory.coordinator.operator_token);
+    assert!(browser.url().ends_with("/orders"), "{}", browser.url());
+    let consumed_cell = format!("document.getElementById('consumed-{order}')");
+    assert_eq!(
+        browser.text(&browser.find(&format!("#consumed-{order}"))),
+        "0"
+    );
+
+    // The bar moves while a station provisions, without a reload.
+    browser.execute("window.notReloaded = true; return null;", json!([]));
+    let mut station = factory.spawn_station(2, &[]);
+    let moved = browser.wait_until(
+        &format!(
+            "return window.notReloaded === true && {consumed_cell}.textContent !== '0' &&
+                 parseFloat(document.querySelector('#bar-{order} rect.consumed').getAttribute('width')) > 0;"
+        ),
+        Duration::from_secs(240),
+    );
+    browser.screenshot(&shots.join("orders-in-progress-desktop.png"));
+    assert!(moved, "the consumed count never moved without a reload");
+    let done = browser.wait_until(
+        &format!(
+            "return window.notReloaded === true && {consumed_cell}.textContent === '2' &&
+                 document.getElementById('remaining-{order}').textContent === '0' &&
+                 document.querySelector('#bar-{order} rect.consumed').getAttribute('width') === '100.00';"
+        ),
+        Duration::from_secs(240),
+    );
+    browser.screenshot(&shots.join("orders-desktop.png"));
+    assert!(done, "the order never showed 2 of 2 consumed");
+    let status = station.wait(Duration::from_secs(120));
+    assert!(status.success(), "station exit {status}");
+
+    // Approve the pending station, through its confirmation page.
+    browser.goto(&format!("{base}/stations"));
+    browser.screenshot(&shots.join("stations-desktop.png"));
+    browser.click(&browser.find(&format!("a[href='/stations/{pending}/approve']")));
+    assert!(browser
+        .url()
+        .ends_with(&format!("/stations/{pending}/approve")));
+    browser.screenshot(&shots.join("station-approve-confirm-desktop.png"));
+    assert!(browser.text(&browser.find("main")).contains("line 2"));
+    browser.click(&browser.find("form.confirm button[type=submit]"));
+    settled(&browser, "location.pathname === '/stations'");
+    let approved = browser.execute(
+        &format!(
+            "return Array.from(document.querySelectorAll('tbody tr'))
+                 .find(r => r.textContent.includes('{pending}'))
+                 .querySelector('td.state-approved') !== null;"
+        ),
+        json!([]),
+    );
+    assert_eq!(approved, json!(true), "the station shows approved");
+
+    // Create an order: form, confirmation, the new order's page.
+    browser.goto(&format!("{base}/orders/new"));
+    browser.type_into(&browser.find("#factory"), "f1");
+    browser.type_into(&browser.find("#stations"), &pending);
+    browser.type_into(&browser.find("#count"), "3");
+    browser.type_into(&browser.find("#order_id"), "console-order-1");
+    browser.screenshot(&shots.join("order-new-desktop.png"));
+    browser.click(&browser.find("form.order button[type=submit]"));
+    settled(&browser, "location.pathname === '/orders/new/confirm'");
+    assert!(browser
+        .text(&browser.find("main"))
+        .contains("Create an order for 3 devices"));
+    browser.screenshot(&shots.join("order-confirm-desktop.png"));
+    browser.click(&browser.find("form.confirm button[type=submit]"));
+    settled(&browser, "location.pathname === '/orders/console-order-1'");
+    assert_eq!(browser.text(&browser.find("#ordered-console-order-1")), "3");
+    assert_eq!(
+        browser.text(&browser.find("#remaining-console-order-1")),
+        "3"
+    );
+    browser.screenshot(&shots.join("order-desktop.png"));
+
+    // The API's refusal comes through: the same order id again.
+    browser.goto(&format!("{base}/orders/new"));
+    browser.type_into(&browser.find("#factory"), "f1");
+    browser.type_into(&browser.find("#count"), "1");
+    browser.type_into(&browser.find("#order_id"), "console-order-1");
+    browser.click(&browser.find("form.order button[type=submit]"));
+    settled(&browser, "location.pathname === '/orders/new/confirm'");
+    browser.click(&browser.find("form.confirm button[type=submit]"));
+    settled(&browser, "document.querySelector('.refused') !== null");
+    let refusal = browser.text(&browser.find(".refused"));
+    assert!(refusal.contains("The coordinator refused"), "{refusal}");
+    browser.screenshot(&shots.join("order-refused-desktop.png"));
+
+    // Device search and a device's page.
+    let device = factory.registered().into_iter().next().unwrap();
+    let serial = hex::encode(&device.serial);
+    browser.goto(&format!("{base}/devices"));
+    browser.type_into(&browser.find("#serial"), &serial);
+    browser.click(&browser.find("form.search button"));
+    assert!(browser.wait_until(
+        "return location.search.includes('serial=') && document.readyState === 'complete';",
+        Duration::from_secs(10)
+    ));
+    browser.click(&browser.find(&format!(
+        "a[href='/devices/{}/{serial}']",
+        device.product_id
+    )));
+    assert!(browser
+        .text(&browser.find("main"))
+        .contains(&device.station_id));
+    browser.screenshot(&shots.join("device-desktop.png"));
+
+    // Keyboard: the first Tab reaches the skip link, which moves focus to the content.
+    browser.goto(&format!("{base}/orders"));
+    browser.send_keys(TAB);
+    let focused = browser.execute(
+        "const e = document.activeElement;
+         return [e.textContent, getComputedStyle(e).outlineStyle];",
+        json!([]),
+    );
+    assert_eq!(focused[0], "Skip to content", "{focused}");
+    assert_ne!(focused[1], "none", "focus is visible");
+    browser.send_keys(ENTER);
+    let on_main = browser.execute("return document.activeElement.id;", json!([]));
+    assert_eq!(on_main, "main");
+
+    // Every page at both sizes: screenshots, nothing from elsewhere, nothing wider than the screen.
+    let pages = [
+        ("orders", "/orders".to_owned()),
+        ("order", format!("/orders/{order}")),
+        ("stations", "/stations".to_owned()),
+        ("devices", "/devices".to_owned()),
+        ("device", format!("/devices/{}/{serial}", device.product_id)),
+        ("updates", "/updates".to_owned()),
+        ("audit", "/audit".to_owned()),
+        ("ingest", "/ingest".to_owned()),
+        ("order-new", "/orders/new".to_owned()),
+    ];
+    for (size, (w, h)) in [("desktop", DESKTOP), ("phone", PHONE)] {
+        browser.resize(w, h);
+        for (name, path) in &pages {
+            browser.goto(&format!("{base}{path}"));
+            assert!(!browser.title().is_empty());
+            assert_only_local_urls(&browser, &base);
+            if size == "phone" {
+                assert_fits(&browser);
+            }
+            browser.screenshot(&shots.join(format!("{name}-{size}.png")));
+        }
+    }
+
+    // Log out: the session is gone.
+    browser.resize(DESKTOP.0, DESKTOP.1);
+    browser.goto(&format!("{base}/orders"));
+    browser.click(&browser.find("form.logout button"));
+    settled(&browser, "location.pathname === '/login'");
+    browser.goto(&format!("{base}/orders"));
+    assert!(browser.url().ends_with("/login"), "logged out");
+}
+
+/// Cookie flags, a forged form and a forged session, spoken to the console directly.
+#[test]
+fn console_sessions_and_forms() {
+    let factory = Factory::embedded(1);
+    let addr = start_console(&factory);
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let (status, headers, _) = http(
+        &addr,
+        "POST",
+        "/login",
+        &form,
+        format!("token={}", factory.coordinator.operator_token).as_bytes(),
+    );
+    assert_eq!(status, 303);
+    let cookie = headers
+        .iter()
+        .find(|(n, _)| n == "set-cookie")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_owned();
+
+    // A form without the session's CSRF token changes nothing.
+    let with_cookie = [form[0], ("Cookie", session.as_str())];
+    let station = &factory.station_id;
+    let (status, _, body) = http(
+        &addr,
+        "POST",
+        &format!("/stations/{station}/revoke"),
+        &with_cookie,
+        b"csrf=forged",
+    );
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&body).contains("CSRF"));
+    let (_, _, page) = http(&addr, "GET", "/stations", &[("Cookie", &session)], b"");
+    assert!(
+        String::from_utf8_lossy(&page).contains("state-approved"),
+        "still approved"
+    );
+
+    // A made-up session is no session; pages carry the strict content policy.
+    let (status, headers, _) = http(
+        &addr,
+        "GET",
+        "/orders",
+        &[("Cookie", "flashgate_session=00ff")],
+        b"",
+    );
+    assert_eq!(status, 303);
+    let csp = headers
+        .iter()
+        .find(|(n, _)| n == "content-security-policy")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    let (status, _, _) = http(
+        &addr,
+        "GET",
+        "/live/orders.json",
+        &[("Cookie", "flashgate_session=00ff")],
+        b"",
+    );
+    assert_eq!(status, 303);
+}
