@@ -35,11 +35,7 @@ impl ConsoleApi {
         let token = coordinator.operator_token().clone();
         let updates = coordinator.updates();
         Self {
-            updates: UpdateApi::new(
-                updates.campaigns.clone(),
-                updates.delivery.clone(),
-                token.clone(),
-            ),
+            updates: UpdateApi::new(updates.clone(), token.clone()),
             data: DataApi::new(data, token),
             operator: OperatorApi(coordinator),
         }
