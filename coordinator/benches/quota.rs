@@ -20,7 +20,7 @@ use flashgate_coordinator::keys::Kek;
 use flashgate_coordinator::store::etcd::EtcdStore;
 use flashgate_coordinator::testing::{test_config, TestCoordinator};
 use flashgate_proto::station_auth::{methods, StationSigner};
-use flashgate_proto::v1::{self, station_service_client::StationServiceClient};
+use flashgate_proto::v1;
 use rand_core::OsRng;
 use x25519_dalek::{PublicKey, StaticSecret};
 
@@ -121,7 +121,7 @@ async fn run(n: u32, url: &str) -> anyhow::Result<()> {
     let signing_key = SigningKey::generate(&mut OsRng);
     let signer = StationSigner::new(signing_key.clone());
     let x = StaticSecret::random_from_rng(OsRng);
-    let mut station = StationServiceClient::connect(tc.endpoint.clone()).await?;
+    let mut station = tc.station_client_for(&signing_key).await?;
     station
         .enrol(signer.sign(
             methods::ENROL,
@@ -130,6 +130,7 @@ async fn run(n: u32, url: &str) -> anyhow::Result<()> {
                 x25519_public_key: PublicKey::from(&x).to_bytes().to_vec(),
                 name: "bench".into(),
                 factory: "bench".into(),
+                ..Default::default()
             },
         ))
         .await?;

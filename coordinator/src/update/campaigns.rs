@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 use super::records::{
     content_key_aad, CampaignChunks, CampaignRecord, DeviceUpdateRecord, UpdateState,
 };
+use crate::audit::{Actor, AuditLog, Entry};
 use crate::catalogue::{ReleaseKind, Releases};
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::{CampaignId, ProductId, Serial};
@@ -27,23 +28,32 @@ pub struct Campaigns {
     releases: Releases,
     registry: Registry,
     kek: Arc<KekRing>,
+    audit: AuditLog,
 }
 
 impl Campaigns {
     /// Campaigns over `db`, reading `releases` and `registry`; content keys are sealed with
     /// `kek`.
-    pub fn new(db: Db, releases: Releases, registry: Registry, kek: Arc<KekRing>) -> Self {
+    pub fn new(
+        db: Db,
+        releases: Releases,
+        registry: Registry,
+        kek: Arc<KekRing>,
+        audit: AuditLog,
+    ) -> Self {
         Self {
             db,
             releases,
             registry,
             kek,
+            audit,
         }
     }
 
     /// Encrypts an uploaded OS release once and targets devices with it.
     pub async fn publish(
         &self,
+        by: &Actor,
         req: v1::PublishUpdateRequest,
     ) -> Result<v1::PublishUpdateResponse> {
         let (release, image) = self.releases.with_image(&req.release_digest).await?;
@@ -125,8 +135,17 @@ impl Campaigns {
             };
             txn = txn.put(&key, &record);
         }
+        let entry = Entry::new(by, "update published", &campaign_id).detail(format!(
+            "release {} (version {}) to {} devices",
+            release.digest,
+            release.version,
+            serials.len()
+        ));
+        let txn = self.audit.append_global(txn, entry).await?;
         if !self.db.commit(txn).await? {
-            return Err(E::Internal("campaign id collision".into()));
+            return Err(E::Unavailable(
+                "another trust change was recorded at the same moment; publish again".into(),
+            ));
         }
         tracing::info!(campaign = %campaign_id, devices = serials.len(), version = release.version, "update published");
         Ok(v1::PublishUpdateResponse {

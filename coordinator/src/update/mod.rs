@@ -12,6 +12,7 @@ pub mod service;
 
 use std::sync::Arc;
 
+use crate::audit::AuditLog;
 use crate::catalogue::Releases;
 use crate::keys::KekRing;
 use crate::provisioning::Registry;
@@ -33,9 +34,15 @@ pub struct Updates {
 impl Updates {
     /// The update flow over `db`, publishing `releases` to devices in `registry`; secrets are
     /// sealed with `kek`.
-    pub fn new(db: Db, releases: Releases, registry: Registry, kek: Arc<KekRing>) -> Self {
+    pub fn new(
+        db: Db,
+        releases: Releases,
+        registry: Registry,
+        kek: Arc<KekRing>,
+        audit: AuditLog,
+    ) -> Self {
         Self {
-            campaigns: Campaigns::new(db.clone(), releases, registry.clone(), kek.clone()),
+            campaigns: Campaigns::new(db.clone(), releases, registry.clone(), kek.clone(), audit),
             delivery: Delivery::new(db, registry, kek),
         }
     }

@@ -1,27 +1,29 @@
-//! `flashgate.v1.UpdateService` (the operator token on every call).
+//! `flashgate.v1.UpdateService` (an operator credential on every call: release role to publish,
+//! field role for packages and receipts, any role to read).
 
 use flashgate_proto::v1::{self, update_service_server::UpdateService};
 use tonic::{Request, Response, Status};
 
 use super::campaigns::Campaigns;
 use super::delivery::Delivery;
-use crate::rpc::{self, OperatorToken};
+use crate::access::Access;
+use crate::rpc;
 
 /// The gRPC adapter of `UpdateService` over [`Campaigns`] and [`Delivery`].
 #[derive(Clone)]
 pub struct UpdateApi {
     campaigns: Campaigns,
     delivery: Delivery,
-    token: OperatorToken,
+    access: Access,
 }
 
 impl UpdateApi {
-    /// The update service; every call must present the operators' `token`.
-    pub fn new(campaigns: Campaigns, delivery: Delivery, token: OperatorToken) -> Self {
+    /// The update service; every call is checked by `access` (role per method).
+    pub fn new(campaigns: Campaigns, delivery: Delivery, access: Access) -> Self {
         Self {
             campaigns,
             delivery,
-            token,
+            access,
         }
     }
 }
@@ -32,9 +34,12 @@ impl UpdateService for UpdateApi {
         &self,
         request: Request<v1::PublishUpdateRequest>,
     ) -> Result<Response<v1::PublishUpdateResponse>, Status> {
-        rpc::operator_call("PublishUpdate", &self.token, request, |req| {
-            self.campaigns.publish(req)
-        })
+        rpc::operator_call(
+            "PublishUpdate",
+            &self.access,
+            request,
+            |caller, req| async move { self.campaigns.publish(&caller.actor(), req).await },
+        )
         .await
     }
 
@@ -42,14 +47,19 @@ impl UpdateService for UpdateApi {
         &self,
         request: Request<v1::GetUpdateStatusRequest>,
     ) -> Result<Response<v1::GetUpdateStatusResponse>, Status> {
-        rpc::operator_call("GetUpdateStatus", &self.token, request, |req| async move {
-            Ok(v1::GetUpdateStatusResponse {
-                devices: self
-                    .campaigns
-                    .status(req.product_id, &req.campaign_id)
-                    .await?,
-            })
-        })
+        rpc::operator_call(
+            "GetUpdateStatus",
+            &self.access,
+            request,
+            |_caller, req| async move {
+                Ok(v1::GetUpdateStatusResponse {
+                    devices: self
+                        .campaigns
+                        .status(req.product_id, &req.campaign_id)
+                        .await?,
+                })
+            },
+        )
         .await
     }
 
@@ -57,9 +67,12 @@ impl UpdateService for UpdateApi {
         &self,
         request: Request<v1::GetUpdatePackageRequest>,
     ) -> Result<Response<v1::UpdatePackage>, Status> {
-        rpc::operator_call("GetUpdatePackage", &self.token, request, |req| async move {
-            self.delivery.package(req.product_id, &req.serial).await
-        })
+        rpc::operator_call(
+            "GetUpdatePackage",
+            &self.access,
+            request,
+            |_caller, req| async move { self.delivery.package(req.product_id, &req.serial).await },
+        )
         .await
     }
 
@@ -67,7 +80,7 @@ impl UpdateService for UpdateApi {
         &self,
         request: Request<v1::ReportUpdateRequest>,
     ) -> Result<Response<v1::DeviceUpdateStatus>, Status> {
-        rpc::operator_call("ReportUpdate", &self.token, request, |req| {
+        rpc::operator_call("ReportUpdate", &self.access, request, |_caller, req| {
             self.delivery.report(req)
         })
         .await
@@ -77,11 +90,16 @@ impl UpdateService for UpdateApi {
         &self,
         request: Request<v1::GetDeviceStatusRequest>,
     ) -> Result<Response<v1::DeviceUpdateStatus>, Status> {
-        rpc::operator_call("GetDeviceStatus", &self.token, request, |req| async move {
-            self.campaigns
-                .device_status(req.product_id, &req.serial)
-                .await
-        })
+        rpc::operator_call(
+            "GetDeviceStatus",
+            &self.access,
+            request,
+            |_caller, req| async move {
+                self.campaigns
+                    .device_status(req.product_id, &req.serial)
+                    .await
+            },
+        )
         .await
     }
 }
