@@ -245,6 +245,31 @@ impl TestCoordinator {
         ))
     }
 
+    /// An enrolment bundle for one station (as `flashgate station bundle` makes it): this
+    /// coordinator's endpoint, CA and lease key, and a fresh one-time token valid for an hour.
+    pub async fn enrolment_bundle(
+        &self,
+        note: &str,
+    ) -> anyhow::Result<flashgate_proto::bundle::EnrolmentBundle> {
+        let mut client = self.access_client().await?;
+        let made = client
+            .create_enrolment_token(self.operator_request(v1::CreateEnrolmentTokenRequest {
+                valid_seconds: 3600,
+                note: note.to_owned(),
+            }))
+            .await?
+            .into_inner();
+        Ok(flashgate_proto::bundle::EnrolmentBundle {
+            format: flashgate_proto::bundle::FORMAT,
+            endpoint: self.endpoint.clone(),
+            ca_pem: self.ca_pem.clone(),
+            lease_signing_public_key: hex::encode(&made.lease_signing_public_key),
+            vendor_public_keys: Vec::new(),
+            enrolment_token: made.token,
+            expires_at_ms: made.expires_at_ms,
+        })
+    }
+
     /// A new operator credential with `role`, made by the bootstrap admin; its token.
     pub async fn operator_with_role(
         &self,

@@ -30,6 +30,8 @@ pub fn flashgate(config_home: &Path, envs: &[(String, String)], args: &[String])
         "FLASHGATE_TOKEN",
         "FLASHGATE_CONTEXT",
         "FLASHGATE_CONFIG",
+        "FLASHGATE_TOKEN_FILE",
+        "FLASHGATE_CA_FILE",
     ] {
         cmd.env_remove(var);
     }
@@ -57,20 +59,28 @@ pub fn json(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).expect("JSON on stdout")
 }
 
-/// The binary, pointed at one coordinator with the operator token (as flags), with a config
-/// directory of its own.
+/// The binary, pointed at one coordinator trusting its CA, with the operator token in a file
+/// (as flags), with a config directory of its own.
 pub struct Flashgate {
     base: Vec<String>,
     home: tempfile::TempDir,
 }
 
 impl Flashgate {
-    pub fn new(endpoint: &str, token: &str) -> Self {
+    pub fn new(endpoint: &str, ca_file: &Path, token: &str) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let token_file = home.path().join("operator.token");
+        std::fs::write(&token_file, token).unwrap();
         Self {
-            base: ["--endpoint", endpoint, "--token", token]
-                .map(String::from)
-                .to_vec(),
-            home: tempfile::tempdir().unwrap(),
+            base: vec![
+                "--endpoint".into(),
+                endpoint.into(),
+                "--ca-file".into(),
+                ca_file.display().to_string(),
+                "--token-file".into(),
+                token_file.display().to_string(),
+            ],
+            home,
         }
     }
 
@@ -94,9 +104,9 @@ impl Flashgate {
             .unwrap()
     }
 
-    /// `flashgate --endpoint … ARGS` with no token at all.
+    /// `flashgate --endpoint … --ca-file … ARGS` with no token at all.
     pub async fn run_anonymous(&self, args: &[&str]) -> Output {
-        let mut all = self.base[..2].to_vec();
+        let mut all = self.base[..4].to_vec();
         all.extend(args.iter().map(|a| a.to_string()));
         self.run_raw(all).await
     }
@@ -181,7 +191,7 @@ impl World {
     /// A fresh coordinator (embedded store) and a runner pointed at it.
     pub async fn start() -> Self {
         let tc = TestCoordinator::start_embedded().await.unwrap();
-        let cli = Flashgate::new(&tc.endpoint, &tc.operator_token);
+        let cli = Flashgate::new(&tc.endpoint, &tc.ca_file, &tc.operator_token);
         Self {
             tc,
             cli,
@@ -234,9 +244,10 @@ impl World {
             x25519_public_key: [9u8; 32].to_vec(),
             name: name.into(),
             factory: "factory-1".into(),
+            ..Default::default()
         };
         let station = StationSigner::new(key);
-        self.stations()
+        self.stations(&station)
             .await
             .enrol(station.sign(methods::ENROL, request))
             .await
@@ -244,8 +255,18 @@ impl World {
         station
     }
 
-    pub async fn stations(&self) -> StationServiceClient<tonic::transport::Channel> {
-        self.tc.station_client().await.unwrap()
+    /// A station-service client connected as `station` (mutual TLS with its identity).
+    pub async fn stations(
+        &self,
+        station: &StationSigner,
+    ) -> StationServiceClient<tonic::transport::Channel> {
+        let security = station.security(&self.tc.security()).unwrap();
+        let channel = flashgate_proto::transport::endpoint(&self.tc.endpoint, &security)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        StationServiceClient::new(channel)
     }
 
     /// Product, bootloader release, an approved station and an order of `count` for it.
@@ -284,7 +305,7 @@ impl World {
             count,
             ..Default::default()
         };
-        self.stations()
+        self.stations(station)
             .await
             .acquire_lease(station.sign(methods::ACQUIRE_LEASE, request))
             .await
@@ -294,7 +315,7 @@ impl World {
     /// The station reports `serial` provisioned (test passed) under `lease` (signed gRPC).
     pub async fn install(&self, station: &StationSigner, lease: &str, serial: [u8; 16]) {
         let request = provisioned(lease, serial);
-        self.stations()
+        self.stations(station)
             .await
             .report_install(station.sign(methods::REPORT_INSTALL, request))
             .await
