@@ -109,15 +109,48 @@ async fn run(n: u32, url: &str) -> anyhow::Result<()> {
     }
     let raw = f64::from(n) / started.elapsed().as_secs_f64();
 
-    // Through the coordinator.
-    let store = Arc::new(EtcdStore::connect(&[url.to_owned()], "/bench/coordinator/").await?);
-    let tc = TestCoordinator::start(
-        store,
-        test_config(),
-        SigningKey::generate(&mut OsRng),
-        Kek::generate(),
-    )
-    .await?;
+    println!("exact-quota reservations, {n} sequential operations each, one etcd, loopback");
+    println!(
+        "{:<44} {:>14} {:>14} {:>8}",
+        "case", "ops/s", "slots/s", "vs raw"
+    );
+    println!(
+        "{:<44} {:>14.0} {:>14.0} {:>8}",
+        "raw etcd CAS txn", raw, raw, "1.00"
+    );
+    // Through the coordinator: TLS (mutual, station certificate) and plain text, same run.
+    for tls in [true, false] {
+        let namespace = if tls {
+            "/bench/coordinator-tls/"
+        } else {
+            "/bench/coordinator-plain/"
+        };
+        let store = Arc::new(EtcdStore::connect(&[url.to_owned()], namespace).await?);
+        let start = if tls {
+            TestCoordinator::start(
+                store,
+                test_config(),
+                SigningKey::generate(&mut OsRng),
+                Kek::generate(),
+            )
+            .await
+        } else {
+            TestCoordinator::start_insecure_plaintext_on(
+                store,
+                test_config(),
+                SigningKey::generate(&mut OsRng),
+                Kek::generate(),
+            )
+            .await
+        };
+        let tc = start?;
+        grants(&tc, n, raw, if tls { "TLS" } else { "plain text" }).await?;
+        tc.stop().await;
+    }
+    Ok(())
+}
+
+async fn grants(tc: &TestCoordinator, n: u32, raw: f64, transport: &str) -> anyhow::Result<()> {
     let signing_key = SigningKey::generate(&mut OsRng);
     let signer = StationSigner::new(signing_key.clone());
     let x = StaticSecret::random_from_rng(OsRng);
@@ -145,15 +178,6 @@ async fn run(n: u32, url: &str) -> anyhow::Result<()> {
         )
         .await?;
 
-    println!("exact-quota reservations, {n} sequential operations each, one etcd, loopback");
-    println!(
-        "{:<34} {:>14} {:>14} {:>8}",
-        "case", "ops/s", "slots/s", "vs raw"
-    );
-    println!(
-        "{:<34} {:>14.0} {:>14.0} {:>8}",
-        "raw etcd CAS txn", raw, raw, "1.00"
-    );
     for batch in [1u32, 100] {
         let started = Instant::now();
         for _ in 0..n {
@@ -171,13 +195,12 @@ async fn run(n: u32, url: &str) -> anyhow::Result<()> {
         let ops = f64::from(n) / started.elapsed().as_secs_f64();
         let slots = ops * f64::from(batch);
         println!(
-            "{:<34} {:>14.0} {:>14.0} {:>8.2}",
-            format!("coordinator AcquireLease count={batch}"),
+            "{:<44} {:>14.0} {:>14.0} {:>8.2}",
+            format!("coordinator AcquireLease count={batch} ({transport})"),
             ops,
             slots,
             slots / raw
         );
     }
-    tc.stop().await;
     Ok(())
 }

@@ -111,6 +111,21 @@ impl TestCoordinator {
         Ok(this)
     }
 
+    /// Any store, given keys, plain text (`--insecure-plaintext`): for the tests and benches
+    /// that measure or exercise that mode only.
+    pub async fn start_insecure_plaintext_on(
+        store: Arc<dyn KvStore>,
+        config: CoordinatorConfig,
+        signing_key: SigningKey,
+        kek: Kek,
+    ) -> anyhow::Result<Self> {
+        let config = CoordinatorConfig {
+            station_mtls: false,
+            ..config
+        };
+        Self::start_with_transport(store, config, signing_key, kek, false).await
+    }
+
     /// Any store, given keys; TLS.
     pub async fn start(
         store: Arc<dyn KvStore>,

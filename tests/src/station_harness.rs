@@ -132,9 +132,9 @@ impl FlakyProxy {
         Self { addr, up, open }
     }
 
-    /// `http://` endpoint of the proxy.
+    /// `https://` endpoint of the proxy (TLS passes through it end to end).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
     }
 
     /// Cuts every connection and refuses new ones.

@@ -21,6 +21,14 @@ pub const DEAD: &str = "http://127.0.0.1:1";
 /// The product every [`World`] makes.
 pub const PRODUCT: u32 = 7;
 
+/// The CA of this test process's coordinator (nextest runs each test in its own process):
+/// every run trusts it through `FLASHGATE_CA_FILE` unless `envs` say otherwise.
+static CA_FILE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+fn trust(tc: &TestCoordinator) {
+    *CA_FILE.lock().unwrap() = Some(tc.ca_file.clone());
+}
+
 /// Runs `flashgate ARGS` with only `envs` set among the flashgate variables and the config
 /// under `config_home`.
 pub fn flashgate(config_home: &Path, envs: &[(String, String)], args: &[String]) -> Output {
@@ -36,6 +44,9 @@ pub fn flashgate(config_home: &Path, envs: &[(String, String)], args: &[String])
         cmd.env_remove(var);
     }
     cmd.env("XDG_CONFIG_HOME", config_home);
+    if let Some(ca) = CA_FILE.lock().unwrap().as_ref() {
+        cmd.env("FLASHGATE_CA_FILE", ca);
+    }
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -191,6 +202,7 @@ impl World {
     /// A fresh coordinator (embedded store) and a runner pointed at it.
     pub async fn start() -> Self {
         let tc = TestCoordinator::start_embedded().await.unwrap();
+        trust(&tc);
         let cli = Flashgate::new(&tc.endpoint, &tc.ca_file, &tc.operator_token);
         Self {
             tc,
@@ -348,6 +360,7 @@ pub struct Env {
 impl Env {
     pub async fn start() -> Self {
         let tc = TestCoordinator::start_embedded().await.unwrap();
+        trust(&tc);
         let vendor = SigningKey::generate(&mut OsRng);
         let station = StationRecord {
             station_id: StationId::parse("0123456789abcdef0123456789abcdef").unwrap(),

@@ -11,6 +11,7 @@
 mod boot;
 mod c_demo_os;
 mod data_stream;
+mod network_capture;
 mod provisioning;
 mod provisioning_refusals;
 mod station;
