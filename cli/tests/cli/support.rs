@@ -16,7 +16,7 @@ use rand_core::OsRng;
 use serde_json::Value;
 
 /// Never reachable: nothing listens on port 1.
-pub const DEAD: &str = "http://127.0.0.1:1";
+pub const DEAD: &str = "https://127.0.0.1:1";
 
 /// The product every [`World`] makes.
 pub const PRODUCT: u32 = 7;
