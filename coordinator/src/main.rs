@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the gRPC API (operator, station, update and data services) on one port.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a fresh random 32-byte key (KEK or lease signing key) as hex to a new file (mode 0600).
     GenKey {
         #[arg(long)]
