@@ -86,9 +86,9 @@ impl FaultProxy {
         Self { addr, state }
     }
 
-    /// `http://` URL of the proxy.
+    /// `https://` URL of the proxy (TLS passes through).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
     }
 
     /// Sets the fault of every connection (a per-sender fault still wins).

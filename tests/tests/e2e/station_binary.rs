@@ -49,10 +49,16 @@ fn enrol_registers_the_station_with_a_real_coordinator_and_is_idempotent() {
     // Without a bundle and never enrolled: refused, saying how.
     let out = station(&["enrol"], state.path(), &kek_hex);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("--bundle"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--bundle"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // With the operator's bundle: enrolled over mutual TLS and approved by its token.
-    let bundle = rt.block_on(coordinator.enrolment_bundle("binary test")).unwrap();
+    let bundle = rt
+        .block_on(coordinator.enrolment_bundle("binary test"))
+        .unwrap();
     let bundle_file = kek.path().join("station.bundle");
     std::fs::write(&bundle_file, bundle.to_json()).unwrap();
     let with_bundle = ["enrol", "--bundle", bundle_file.to_str().unwrap()];
