@@ -283,7 +283,7 @@ async fn provisioning_records() {
     assert_corrupt_error(tc.coordinator.housekeeping().sweep().await, &bad.0);
     w.restore(bad).await;
 
-    let devices = format!("devices/{:010}/{}", 7, hex::encode(DATA_SERIAL));
+    let devices = format!("devices/{:010}/{}", 7, hex::encode(w.serial));
     for (field, value) in [("serial", json!("zz")), ("test_outcome", json!(99))] {
         let bad = w.corrupt(&devices, field, value).await;
         assert_corrupt(
