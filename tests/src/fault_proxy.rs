@@ -86,9 +86,9 @@ impl FaultProxy {
         Self { addr, state }
     }
 
-    /// `https://` URL of the proxy (TLS passes through).
+    /// `http://` URL of the proxy.
     pub fn url(&self) -> String {
-        format!("https://{}", self.addr)
+        format!("http://{}", self.addr)
     }
 
     /// Sets the fault of every connection (a per-sender fault still wins).
