@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/flashgate/v1/station.proto",
         "proto/flashgate/v1/update.proto",
         "proto/flashgate/v1/data.proto",
+        "proto/flashgate/v1/access.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -14,13 +14,10 @@ use crate::output::{Printer, TableRow, ToJson};
 
 #[derive(Subcommand)]
 pub enum ConfigCmd {
-    /// Create or update a context: `set-context NAME --endpoint URL [--token-file FILE]`.
-    SetContext {
-        name: String,
-        /// File holding the operator token (the token itself is never written to the config).
-        #[arg(long)]
-        token_file: Option<PathBuf>,
-    },
+    /// Create or update a context: `set-context NAME --endpoint URL [--token-file FILE]
+    /// [--ca-file FILE | --insecure-plaintext]` (the token itself is never written to the
+    /// config, only its file).
+    SetContext { name: String },
     /// Make NAME the current context.
     UseContext { name: String },
     /// List the contexts (the current one is marked with *).
@@ -31,14 +28,35 @@ pub enum ConfigCmd {
     DeleteContext { name: String },
 }
 
-/// Runs `cmd`; `endpoint_typed` is `--endpoint` only if typed on the command line.
-pub fn run(cmd: ConfigCmd, endpoint_typed: Option<String>, out: &Printer) -> Result<(), Failure> {
+/// The global flags `set-context` stores.
+pub struct Typed {
+    /// `--endpoint`, only if typed on the command line.
+    pub endpoint: Option<String>,
+    /// `--token-file`.
+    pub token_file: Option<PathBuf>,
+    /// `--ca-file`.
+    pub ca_file: Option<PathBuf>,
+    /// `--insecure-plaintext`.
+    pub insecure_plaintext: bool,
+}
+
+fn absolute(path: Option<PathBuf>, flag: &str) -> Result<Option<PathBuf>, Failure> {
+    path.map(|f| {
+        std::path::absolute(&f)
+            .map_err(|e| Failure::usage(format_args!("{flag} {}: {e}", f.display())))
+    })
+    .transpose()
+}
+
+/// Runs `cmd` with the global flags `typed`.
+pub fn run(cmd: ConfigCmd, typed: Typed, out: &Printer) -> Result<(), Failure> {
+    let endpoint_typed = typed.endpoint;
     let path = context::config_path().map_err(config_failure)?;
     let mut config = Config::load(&path).map_err(config_failure)?;
     let not_found =
         |name: &str| Failure::not_found(format_args!("no context {name:?} in {}", path.display()));
     match cmd {
-        ConfigCmd::SetContext { name, token_file } => {
+        ConfigCmd::SetContext { name } => {
             if name.trim().is_empty() {
                 return Err(Failure::usage("a context needs a name"));
             }
@@ -48,7 +66,7 @@ pub fn run(cmd: ConfigCmd, endpoint_typed: Option<String>, out: &Printer) -> Res
                 (None, Some(c)) => c.endpoint.clone(),
                 (None, None) => {
                     return Err(Failure::usage(format_args!(
-                        "a new context needs --endpoint: flashgate config set-context {name} --endpoint http://host:7400"
+                        "a new context needs --endpoint: flashgate config set-context {name} --endpoint https://host:7400 --ca-file CA.pem"
                     )))
                 }
             };
@@ -57,17 +75,17 @@ pub fn run(cmd: ConfigCmd, endpoint_typed: Option<String>, out: &Printer) -> Res
                     "--endpoint {endpoint:?} is not a URL like http://host:7400"
                 )));
             }
-            let token_file = match token_file {
-                Some(f) => Some(std::path::absolute(&f).map_err(|e| {
-                    Failure::usage(format_args!("--token-file {}: {e}", f.display()))
-                })?),
-                None => existing.and_then(|c| c.token_file),
-            };
+            let token_file = absolute(typed.token_file, "--token-file")?
+                .or(existing.as_ref().and_then(|c| c.token_file.clone()));
+            let ca_file = absolute(typed.ca_file, "--ca-file")?
+                .or(existing.as_ref().and_then(|c| c.ca_file.clone()));
             config.contexts.insert(
                 name.clone(),
                 Context {
                     endpoint,
                     token_file,
+                    ca_file,
+                    insecure_plaintext: typed.insecure_plaintext,
                 },
             );
             config.save(&path)?;

@@ -7,7 +7,11 @@
 //! [contexts.prod]
 //! endpoint = "https://coordinator.example:7400"
 //! token-file = "/home/op/.flashgate/prod.token"
+//! ca-file = "/home/op/.flashgate/prod-ca.pem"
 //! ```
+//!
+//! The CA (`ca-file`, `--ca-file`, `FLASHGATE_CA_FILE`) is the only one the CLI trusts for that
+//! coordinator; plain text only with `insecure-plaintext = true` or `--insecure-plaintext`.
 //!
 //! A context names the token's *file*, never the token. Precedence for the endpoint and the
 //! token: command-line flag > environment (`FLASHGATE_ENDPOINT`, `FLASHGATE_TOKEN`) > the
@@ -31,6 +35,12 @@ pub struct Context {
     /// File holding the operator token (read at each call; the token is never stored here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// The coordinator's CA certificate (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Plain text to a coordinator served with `--insecure-plaintext`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_plaintext: bool,
 }
 
 /// The configuration file.
@@ -168,6 +178,26 @@ pub fn resolve(
     })
 }
 
+/// How to reach the coordinator: `--insecure-plaintext` (flag or context) for plain text,
+/// else TLS trusting the CA of `--ca-file` (flag or env) or of the context.
+pub fn security(
+    config: &Config,
+    context: Option<&str>,
+    ca_file: Option<&Path>,
+    insecure_plaintext: bool,
+) -> anyhow::Result<flashgate_proto::transport::Security> {
+    use flashgate_proto::transport::{ClientTls, Security};
+    let selected = config.select(context)?.map(|(_, c)| c);
+    if insecure_plaintext || selected.is_some_and(|c| c.insecure_plaintext && ca_file.is_none()) {
+        return Ok(Security::InsecurePlaintext);
+    }
+    let ca = ca_file.or(selected.and_then(|c| c.ca_file.as_deref()));
+    Ok(Security::Tls(match ca {
+        Some(path) => ClientTls::from_ca_file(path)?,
+        None => ClientTls::new(Vec::new()),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +213,7 @@ mod tests {
             Context {
                 endpoint: "http://a:1".into(),
                 token_file: Some(token_file),
+                ..Default::default()
             },
         );
         let r = resolve(&config, None, None, None).unwrap();

@@ -6,7 +6,11 @@
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use flashgate_cli::grpc::Clients;
-//! let clients = Clients::connect("http://127.0.0.1:7400", "operator-token").await?;
+//! use flashgate_proto::transport::{ClientTls, Security};
+//! let ca = std::fs::read("ca.pem")?;
+//! let clients =
+//!     Clients::connect("https://127.0.0.1:7400", &Security::Tls(ClientTls::new(ca)), "operator-token")
+//!         .await?;
 //! let products = clients
 //!     .operator()
 //!     .list_products(flashgate_proto::v1::ListProductsRequest {})
@@ -15,12 +19,13 @@
 //! ```
 
 pub use flashgate_proto::operator_auth::{InvalidToken, OperatorCredentials};
+use flashgate_proto::transport::{self, Security, TransportError};
 use flashgate_proto::v1::{
-    data_service_client::DataServiceClient, operator_service_client::OperatorServiceClient,
-    update_service_client::UpdateServiceClient,
+    access_service_client::AccessServiceClient, data_service_client::DataServiceClient,
+    operator_service_client::OperatorServiceClient, update_service_client::UpdateServiceClient,
 };
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Largest reply a client accepts: release images and update packages travel whole.
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
@@ -33,13 +38,18 @@ pub type OperatorClient = OperatorServiceClient<Authorized>;
 pub type UpdateClient = UpdateServiceClient<Authorized>;
 /// `flashgate.v1.DataService` (ingest, queries, stats).
 pub type DataClient = DataServiceClient<Authorized>;
+/// `flashgate.v1.AccessService` (credentials, enrolment tokens, audit).
+pub type AccessClient = AccessServiceClient<Authorized>;
 
 /// Why [`Clients::connect`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The endpoint does not parse as a URL.
-    #[error("--endpoint {0:?} is not a URL like http://host:7400")]
+    #[error("--endpoint {0:?} is not a URL like https://host:7400")]
     BadEndpoint(String),
+    /// The endpoint and the TLS settings do not go together (plain text refused, no CA…).
+    #[error(transparent)]
+    Transport(TransportError),
     /// Nothing answered at the endpoint.
     #[error("cannot reach the coordinator at {endpoint}")]
     Unreachable {
@@ -59,6 +69,8 @@ pub enum ConnectError {
 pub struct Clients {
     channel: Channel,
     credentials: OperatorCredentials,
+    endpoint: String,
+    ca_pem: Vec<u8>,
 }
 
 impl Clients {
@@ -67,20 +79,23 @@ impl Clients {
         Self {
             channel,
             credentials,
+            endpoint: String::new(),
+            ca_pem: Vec::new(),
         }
     }
 
-    /// Connects to `endpoint` (eagerly, so an unreachable coordinator is reported here) with
-    /// `token` as the operator's bearer token (empty: none).
-    pub async fn connect(endpoint: &str, token: &str) -> Result<Self, ConnectError> {
+    /// Connects to `endpoint` over `security` (eagerly, so an unreachable coordinator is
+    /// reported here) with `token` as the operator's bearer token (empty: none).
+    pub async fn connect(
+        endpoint: &str,
+        security: &Security,
+        token: &str,
+    ) -> Result<Self, ConnectError> {
         let credentials = OperatorCredentials::bearer(token)?;
-        let bad = || ConnectError::BadEndpoint(endpoint.to_owned());
-        let target = Endpoint::from_shared(endpoint.to_owned()).map_err(|_| bad())?;
-        // `host:7400` parses as a URI too, but names no transport: say so instead of failing
-        // to connect.
-        if target.uri().scheme().is_none() || target.uri().host().is_none() {
-            return Err(bad());
-        }
+        let target = transport::endpoint(endpoint, security).map_err(|e| match e {
+            TransportError::BadEndpoint(_) => ConnectError::BadEndpoint(endpoint.to_owned()),
+            other => ConnectError::Transport(other),
+        })?;
         let channel = target
             .connect()
             .await
@@ -88,7 +103,22 @@ impl Clients {
                 endpoint: endpoint.to_owned(),
                 source,
             })?;
-        Ok(Self::new(channel, credentials))
+        let mut this = Self::new(channel, credentials);
+        this.endpoint = endpoint.to_owned();
+        if let Security::Tls(tls) = security {
+            this.ca_pem = tls.ca_pem().to_vec();
+        }
+        Ok(this)
+    }
+
+    /// The endpoint connected to (empty for [`Clients::new`]).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The CA trusted for it (PEM; empty for plain text or [`Clients::new`]).
+    pub fn ca_pem(&self) -> &[u8] {
+        &self.ca_pem
     }
 
     fn authorized(&self) -> Authorized {
@@ -103,6 +133,11 @@ impl Clients {
     /// A client of the update service.
     pub fn update(&self) -> UpdateClient {
         UpdateServiceClient::new(self.authorized()).max_decoding_message_size(MAX_MESSAGE_SIZE)
+    }
+
+    /// A client of the access service.
+    pub fn access(&self) -> AccessClient {
+        AccessServiceClient::new(self.authorized())
     }
 
     /// A client of the data service.

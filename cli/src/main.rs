@@ -18,6 +18,7 @@
 //! 4 not found; 5 not authenticated or not allowed; 6 already exists; 7 refused as invalid or
 //! not possible now (bad input, quota exhausted, failed precondition); 1 anything else.
 
+mod audit;
 mod completion;
 mod config;
 mod data;
@@ -27,6 +28,7 @@ mod exit;
 mod global;
 mod image;
 mod leases;
+mod operator;
 mod order;
 mod orders;
 mod output;
@@ -87,9 +89,15 @@ enum CoordinatorCommand {
     /// Where orders stand.
     #[command(subcommand)]
     Orders(orders::OrdersCmd),
-    /// Station enrolment and approval.
+    /// Station enrolment bundles and approval.
     #[command(subcommand)]
     Station(station::StationCmd),
+    /// Operator credentials and their roles.
+    #[command(subcommand)]
+    Operator(operator::OperatorCmd),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
     /// The device registry.
     #[command(subcommand)]
     Devices(devices::DevicesCmd),
@@ -110,7 +118,15 @@ enum CoordinatorCommand {
 async fn dispatch(cli: Cli, endpoint_typed: Option<String>) -> Result<(), Failure> {
     let out = cli.global.printer();
     let command = match cli.command {
-        Command::Config(cmd) => return config::run(cmd, endpoint_typed, &out),
+        Command::Config(cmd) => {
+            let typed = config::Typed {
+                endpoint: endpoint_typed,
+                token_file: cli.global.token_file.clone(),
+                ca_file: cli.global.ca_file.clone(),
+                insecure_plaintext: cli.global.insecure_plaintext,
+            };
+            return config::run(cmd, typed, &out);
+        }
         Command::Image(cmd) => return image::run(cmd, &out),
         Command::Completion(args) => {
             completion::run(args, Cli::command());
@@ -126,6 +142,8 @@ async fn dispatch(cli: Cli, endpoint_typed: Option<String>) -> Result<(), Failur
         CoordinatorCommand::Order(cmd) => order::run(cmd, c, &out).await,
         CoordinatorCommand::Orders(cmd) => orders::run(cmd, c, &out).await,
         CoordinatorCommand::Station(cmd) => station::run(cmd, c, &out).await,
+        CoordinatorCommand::Operator(cmd) => operator::run(cmd, c, &out).await,
+        CoordinatorCommand::Audit(cmd) => audit::run(cmd, c, &out).await,
         CoordinatorCommand::Devices(cmd) => devices::run(cmd, c, &out).await,
         CoordinatorCommand::Leases(cmd) => leases::run(cmd, c, &out).await,
         CoordinatorCommand::Data(cmd) => data::run(cmd, c, &out).await,
@@ -139,6 +157,7 @@ async fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let endpoint_typed = cli.global.endpoint_typed(&matches);
+    cli.global.warn_token_flag(&matches);
     match dispatch(cli, endpoint_typed).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

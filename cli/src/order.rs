@@ -34,18 +34,40 @@ pub enum OrderCmd {
         #[arg(long, default_value = "")]
         id: String,
     },
+    /// End an order: no new lease; unreserved slots are taken away (the orders role; audited).
+    Cancel { order_id: String },
 }
 
 pub async fn run(cmd: OrderCmd, clients: &Clients, out: &Printer) -> Result<(), Failure> {
-    let OrderCmd::Create {
-        product,
-        bootloader,
-        test_app,
-        stations,
-        factory,
-        count,
-        id,
-    } = cmd;
+    let (product, bootloader, test_app, stations, factory, count, id) = match cmd {
+        OrderCmd::Create {
+            product,
+            bootloader,
+            test_app,
+            stations,
+            factory,
+            count,
+            id,
+        } => (product, bootloader, test_app, stations, factory, count, id),
+        OrderCmd::Cancel { order_id } => {
+            let status = clients
+                .operator()
+                .cancel_order(v1::CancelOrderRequest {
+                    order_id: order_id.clone(),
+                })
+                .await?
+                .into_inner();
+            out.done(
+                &json!({"order_id": order_id, "remaining": status.remaining,
+                    "reserved": status.reserved, "consumed": status.consumed}),
+                format_args!(
+                    "order {order_id} cancelled: {} consumed, {} still reserved by active leases",
+                    status.consumed, status.reserved
+                ),
+            );
+            return Ok(());
+        }
+    };
     let test_app_digest = match test_app {
         Some(t) => hex32(&t, "--test-app")?,
         None => vec![],

@@ -20,7 +20,7 @@ use flashgate_coordinator::keys::Kek;
 use flashgate_coordinator::store::etcd::EtcdStore;
 use flashgate_coordinator::testing::{test_config, TestCoordinator};
 use flashgate_proto::station_auth::{methods, StationSigner};
-use flashgate_proto::v1::{self, station_service_client::StationServiceClient};
+use flashgate_proto::v1;
 use rand_core::OsRng;
 use x25519_dalek::{PublicKey, StaticSecret};
 
@@ -109,19 +109,52 @@ async fn run(n: u32, url: &str) -> anyhow::Result<()> {
     }
     let raw = f64::from(n) / started.elapsed().as_secs_f64();
 
-    // Through the coordinator.
-    let store = Arc::new(EtcdStore::connect(&[url.to_owned()], "/bench/coordinator/").await?);
-    let tc = TestCoordinator::start(
-        store,
-        test_config(),
-        SigningKey::generate(&mut OsRng),
-        Kek::generate(),
-    )
-    .await?;
+    println!("exact-quota reservations, {n} sequential operations each, one etcd, loopback");
+    println!(
+        "{:<44} {:>14} {:>14} {:>8}",
+        "case", "ops/s", "slots/s", "vs raw"
+    );
+    println!(
+        "{:<44} {:>14.0} {:>14.0} {:>8}",
+        "raw etcd CAS txn", raw, raw, "1.00"
+    );
+    // Through the coordinator: TLS (mutual, station certificate) and plain text, same run.
+    for tls in [true, false] {
+        let namespace = if tls {
+            "/bench/coordinator-tls/"
+        } else {
+            "/bench/coordinator-plain/"
+        };
+        let store = Arc::new(EtcdStore::connect(&[url.to_owned()], namespace).await?);
+        let start = if tls {
+            TestCoordinator::start(
+                store,
+                test_config(),
+                SigningKey::generate(&mut OsRng),
+                Kek::generate(),
+            )
+            .await
+        } else {
+            TestCoordinator::start_insecure_plaintext_on(
+                store,
+                test_config(),
+                SigningKey::generate(&mut OsRng),
+                Kek::generate(),
+            )
+            .await
+        };
+        let tc = start?;
+        grants(&tc, n, raw, if tls { "TLS" } else { "plain text" }).await?;
+        tc.stop().await;
+    }
+    Ok(())
+}
+
+async fn grants(tc: &TestCoordinator, n: u32, raw: f64, transport: &str) -> anyhow::Result<()> {
     let signing_key = SigningKey::generate(&mut OsRng);
     let signer = StationSigner::new(signing_key.clone());
     let x = StaticSecret::random_from_rng(OsRng);
-    let mut station = StationServiceClient::connect(tc.endpoint.clone()).await?;
+    let mut station = tc.station_client_for(&signing_key).await?;
     station
         .enrol(signer.sign(
             methods::ENROL,
@@ -130,6 +163,7 @@ async fn run(n: u32, url: &str) -> anyhow::Result<()> {
                 x25519_public_key: PublicKey::from(&x).to_bytes().to_vec(),
                 name: "bench".into(),
                 factory: "bench".into(),
+                ..Default::default()
             },
         ))
         .await?;
@@ -144,15 +178,6 @@ async fn run(n: u32, url: &str) -> anyhow::Result<()> {
         )
         .await?;
 
-    println!("exact-quota reservations, {n} sequential operations each, one etcd, loopback");
-    println!(
-        "{:<34} {:>14} {:>14} {:>8}",
-        "case", "ops/s", "slots/s", "vs raw"
-    );
-    println!(
-        "{:<34} {:>14.0} {:>14.0} {:>8}",
-        "raw etcd CAS txn", raw, raw, "1.00"
-    );
     for batch in [1u32, 100] {
         let started = Instant::now();
         for _ in 0..n {
@@ -170,13 +195,12 @@ async fn run(n: u32, url: &str) -> anyhow::Result<()> {
         let ops = f64::from(n) / started.elapsed().as_secs_f64();
         let slots = ops * f64::from(batch);
         println!(
-            "{:<34} {:>14.0} {:>14.0} {:>8.2}",
-            format!("coordinator AcquireLease count={batch}"),
+            "{:<44} {:>14.0} {:>14.0} {:>8.2}",
+            format!("coordinator AcquireLease count={batch} ({transport})"),
             ops,
             slots,
             slots / raw
         );
     }
-    tc.stop().await;
     Ok(())
 }

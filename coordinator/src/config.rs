@@ -21,6 +21,9 @@ pub struct CoordinatorConfig {
     pub node_id: String,
     /// How often the leader looks for expired leases and stale nonces.
     pub sweep_interval: Duration,
+    /// Station calls must come over mutual TLS with the station's identity certificate. Off
+    /// only for a coordinator served with `--insecure-plaintext`.
+    pub station_mtls: bool,
 }
 
 impl Default for CoordinatorConfig {
@@ -35,6 +38,7 @@ impl Default for CoordinatorConfig {
             auth_window: Duration::from_secs(120),
             node_id: format!("coordinator-{}", hex::encode(id)),
             sweep_interval: Duration::from_secs(2),
+            station_mtls: true,
         }
     }
 }

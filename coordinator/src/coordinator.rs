@@ -6,6 +6,8 @@ use std::sync::Arc;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use flashgate_proto::v1;
 
+use crate::access::Access;
+use crate::audit::AuditLog;
 use crate::catalogue::Catalogue;
 use crate::config::CoordinatorConfig;
 use crate::data_stream::DataIngest;
@@ -15,17 +17,17 @@ use crate::keys::KekRing;
 use crate::provisioning::Provisioning;
 use crate::repository::Db;
 use crate::rotation::{rewrap_all, RewrapReport};
-use crate::rpc::OperatorToken;
 use crate::store::KvStore;
 use crate::update::Updates;
 
 /// One coordinator replica: the catalogue, provisioning and update flows over one store, with
-/// the KEK ring, the lease-signing key and the operators' bearer token they need.
+/// the KEK ring, the lease-signing key, the audit log and operator access they need.
 pub struct Coordinator {
     db: Db,
     kek: Arc<KekRing>,
     lease_verifying_key: VerifyingKey,
-    operator_token: OperatorToken,
+    access: Access,
+    audit: AuditLog,
     config: Arc<CoordinatorConfig>,
     catalogue: Catalogue,
     provisioning: Provisioning,
@@ -33,37 +35,44 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// A coordinator over `store`. `operator_token` is the bearer token operators present.
+    /// A coordinator over `store`. `bootstrap_token` (empty: none) is an admin credential held
+    /// in memory only (`serve --operator-token-file`); every other credential is in the store.
     pub fn new(
         store: Arc<dyn KvStore>,
         kek: KekRing,
         signing_key: SigningKey,
-        operator_token: &str,
+        bootstrap_token: &str,
         config: CoordinatorConfig,
     ) -> Self {
         let db = Db::new(store);
         let kek = Arc::new(kek);
         let config = Arc::new(config);
         let lease_verifying_key = signing_key.verifying_key();
-        let catalogue = Catalogue::new(db.clone());
+        let audit = AuditLog::new(db.clone(), kek.clone());
+        let access = Access::new(db.clone(), audit.clone(), Some(bootstrap_token));
+        let catalogue = Catalogue::new(db.clone(), kek.clone(), audit.clone());
         let provisioning = Provisioning::new(
             db.clone(),
             catalogue.clone(),
             kek.clone(),
             Arc::new(signing_key),
             config.clone(),
+            audit.clone(),
+            access.enrolment.clone(),
         );
         let updates = Updates::new(
             db.clone(),
             catalogue.releases.clone(),
             provisioning.registry.clone(),
             kek.clone(),
+            audit.clone(),
         );
         Self {
             db,
             kek,
             lease_verifying_key,
-            operator_token: OperatorToken::new(operator_token),
+            access,
+            audit,
             config,
             catalogue,
             provisioning,
@@ -88,7 +97,11 @@ impl Coordinator {
 
     /// The data-stream ingest (one per replica: it caches the device directory and keys).
     pub fn data_ingest(&self) -> DataIngest {
-        DataIngest::new(self.db.clone(), self.provisioning.registry.clone())
+        DataIngest::new(
+            self.db.clone(),
+            self.provisioning.registry.clone(),
+            crate::data_stream::IngestLimits::default(),
+        )
     }
 
     /// Lease expiry and the replay-cache sweep, run by the elected replica.
@@ -105,14 +118,46 @@ impl Coordinator {
         rewrap_all(&self.db, &self.kek).await
     }
 
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Checks every chain of the audit log, with the heads the quota and lease records hold.
+    pub async fn verify_audit(&self) -> Result<crate::audit::Verification> {
+        use crate::audit::ChainScope;
+        use crate::provisioning::{LeaseRecord, QuotaRecord};
+        use crate::repository::Scope;
+        let mut heads = std::collections::BTreeMap::new();
+        for quota in self.db.list(Scope::<QuotaRecord>::all()).await? {
+            let order = quota
+                .key
+                .trim_start_matches(<QuotaRecord as crate::repository::Record>::PREFIX)
+                .to_owned();
+            heads.insert(
+                ChainScope::order(&order).as_str().to_owned(),
+                quota.record.audit,
+            );
+        }
+        for lease in self.db.list(Scope::<LeaseRecord>::all()).await? {
+            heads.insert(
+                ChainScope::lease(&lease.record.lease_id)
+                    .as_str()
+                    .to_owned(),
+                lease.record.audit,
+            );
+        }
+        crate::audit::verify(&self.audit, heads).await
+    }
+
     /// The key stations verify leases with.
     pub fn lease_verifying_key(&self) -> VerifyingKey {
         self.lease_verifying_key
     }
 
-    /// The bearer token operator calls must carry.
-    pub fn operator_token(&self) -> &OperatorToken {
-        &self.operator_token
+    /// Operator credentials, roles and enrolment tokens.
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     /// The tunables this replica was started with.

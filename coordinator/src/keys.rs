@@ -180,6 +180,13 @@ pub fn device_key_aad(product_id: u32, serial: &[u8; 16]) -> Vec<u8> {
     aad
 }
 
+/// AAD binding a sealed release image to its digest.
+pub fn release_image_aad(digest: &[u8; 32]) -> Vec<u8> {
+    let mut aad = b"flashgate-release-image-v1".to_vec();
+    aad.extend_from_slice(digest);
+    aad
+}
+
 /// AAD binding a sealed lease secret to its lease.
 pub fn lease_secret_aad(lease_id: &str) -> Vec<u8> {
     let mut aad = b"flashgate-lease-secret-v1".to_vec();

@@ -21,6 +21,8 @@
 //! To follow one board from lease to registry: `provisioning/service.rs` (`AcquireLease`) →
 //! `provisioning/leases.rs` → `provisioning/registry.rs` (`ReportInstall`).
 
+pub mod access;
+pub mod audit;
 pub mod catalogue;
 pub mod config;
 pub mod console;
@@ -39,6 +41,7 @@ pub mod rpc;
 pub mod server;
 pub mod store;
 pub mod testing;
+pub mod tls;
 pub mod update;
 
 pub use config::CoordinatorConfig;

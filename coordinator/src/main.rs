@@ -9,7 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use ed25519_dalek::SigningKey;
 use flashgate_coordinator::console::{self, ConsoleApi, ConsoleOptions};
 use flashgate_coordinator::keys::{parse_hex_key, read_hex_key_file, Kek, KekRing};
+use flashgate_coordinator::server::Transport;
 use flashgate_coordinator::store::{embedded::EmbeddedStore, etcd::EtcdStore, KvStore};
+use flashgate_coordinator::tls::ServerTls;
 use flashgate_coordinator::{Coordinator, CoordinatorConfig};
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
@@ -28,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the gRPC API (operator, station, update and data services) on one port.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a fresh random 32-byte key (KEK or lease signing key) as hex to a new file (mode 0600).
     GenKey {
         #[arg(long)]
@@ -36,6 +38,26 @@ enum Command {
     },
     /// Re-seal every stored secret under the current KEK (rotation step 3).
     Rewrap(StoreArgs),
+    /// TLS certificates for one machine.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Subcommand)]
+enum TlsCommand {
+    /// Make a self-signed CA and a server certificate signed by it: DIR/ca.pem (give it to
+    /// clients), DIR/ca.key (keep offline), DIR/server.pem and DIR/server.key (serve with them).
+    Init {
+        /// Directory to write into (made if missing; existing files are never overwritten).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Names and addresses clients reach the coordinator by, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1,localhost")]
+        san: Vec<String>,
+        /// Validity of both certificates, in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
 }
 
 #[derive(Args)]
@@ -74,9 +96,20 @@ struct ServeArgs {
     /// Also accept sealed data records as UDP datagrams on this address (e.g. 0.0.0.0:7401).
     #[arg(long, env = "FLASHGATE_DATA_UDP")]
     data_udp: Option<String>,
-    /// Bearer token operators must present.
-    #[arg(long, env = "FLASHGATE_OPERATOR_TOKEN", hide_env_values = true)]
-    operator_token: String,
+    /// File holding the bootstrap admin's token (kept in memory only, as its hash): use it to
+    /// make per-person credentials (`flashgate operator create`), then keep it offline.
+    #[arg(long, env = "FLASHGATE_OPERATOR_TOKEN_FILE")]
+    operator_token_file: Option<PathBuf>,
+    /// The server certificate chain (PEM), e.g. from `tls init` or cert-manager.
+    #[arg(long, env = "FLASHGATE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The server certificate's private key (PEM).
+    #[arg(long, env = "FLASHGATE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain text instead of TLS: everything on the port becomes readable and station
+    /// connections are not bound to station keys. For a test bench only.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    insecure_plaintext: bool,
     /// Seconds a station has after a lease's not-after to report installs made before it.
     #[arg(long, default_value_t = 3600)]
     report_grace_secs: u64,
@@ -180,12 +213,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Coordinator::new(store, kek, signing_key, "", CoordinatorConfig::default());
             let report = coordinator.rewrap_all().await?;
             println!(
-                "re-sealed {} lease secrets, {} device keys and {} update content keys under the current KEK",
-                report.leases, report.devices, report.campaigns
+                "re-sealed {} lease secrets, {} device keys, {} update content keys, {} release images and {} audit keys under the current KEK",
+                report.leases, report.devices, report.campaigns, report.images, report.audit_keys
+            );
+            Ok(())
+        }
+        Command::Tls(TlsCommand::Init { dir, san, days }) => {
+            flashgate_coordinator::tls::init(&dir, &san, days)?;
+            println!(
+                "wrote {d}/ca.pem, {d}/ca.key, {d}/server.pem and {d}/server.key for {}\n\
+                 serve with: --tls-cert {d}/server.pem --tls-key {d}/server.key\n\
+                 clients trust {d}/ca.pem; keep {d}/ca.key offline",
+                san.join(", "),
+                d = dir.display()
             );
             Ok(())
         }
         Command::Serve(args) => {
+            let transport = match (&args.tls_cert, &args.tls_key, args.insecure_plaintext) {
+                (Some(cert), Some(key), false) => Transport::Tls(
+                    ServerTls::from_files(cert, key).context("loading the TLS certificate")?,
+                ),
+                (None, None, true) => Transport::InsecurePlaintext,
+                _ => anyhow::bail!(
+                    "no TLS certificate: {}",
+                    flashgate_proto::transport::TLS_SETUP
+                ),
+            };
+            let bootstrap = match &args.operator_token_file {
+                Some(path) => {
+                    let text =
+                        Zeroizing::new(std::fs::read_to_string(path).with_context(|| {
+                            format!("reading the operator token file {}", path.display())
+                        })?);
+                    let token = text.trim().to_owned();
+                    anyhow::ensure!(
+                        !token.is_empty(),
+                        "the operator token file {} is empty",
+                        path.display()
+                    );
+                    Zeroizing::new(token)
+                }
+                None => Zeroizing::new(String::new()),
+            };
             let telemetry = flashgate_telemetry::Telemetry::start(
                 &flashgate_telemetry::TelemetryOptions::new(
                     "flashgate-coordinator",
@@ -206,13 +276,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 report_grace: std::time::Duration::from_secs(args.report_grace_secs),
                 sweep_interval: std::time::Duration::from_secs(args.sweep_secs.max(1)),
                 node_id: args.node_id.clone().unwrap_or(defaults.node_id.clone()),
+                station_mtls: !args.insecure_plaintext,
                 ..defaults
             };
             let coordinator = Arc::new(Coordinator::new(
                 store,
                 kek,
                 signing_key,
-                &args.operator_token,
+                &bootstrap,
                 config,
             ));
             let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -249,6 +320,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 coordinator,
                 data,
                 listener,
+                transport,
                 async {
                     let _ = tokio::signal::ctrl_c().await;
                     tracing::info!("shutting down");

@@ -1,12 +1,13 @@
 //! `flashgate.v1.OperatorService`: the operators' API, the one service that spans flows
 //! (catalogue and provisioning), so it lives beside them rather than in either. Every call
-//! checks the bearer token ([`crate::rpc::operator_call`]).
+//! checks the caller's credential and role ([`crate::rpc::operator_call`]).
 
 use std::sync::Arc;
 
 use flashgate_proto::v1::{self, operator_service_server::OperatorService};
 use tonic::{Request, Response, Status};
 
+use crate::audit::Actor;
 use crate::coordinator::Coordinator;
 use crate::rpc;
 
@@ -19,13 +20,16 @@ impl OperatorApi {
         &'a self,
         method: &'static str,
         request: Request<Req>,
-        call: impl FnOnce(&'a Coordinator, Req) -> Fut,
+        call: impl FnOnce(&'a Coordinator, Actor, Req) -> Fut,
     ) -> Result<Response<T>, Status>
     where
         Fut: std::future::Future<Output = crate::error::Result<T>>,
     {
         let c = &*self.0;
-        rpc::operator_call(method, c.operator_token(), request, |req| call(c, req)).await
+        rpc::operator_call(method, c.access(), request, |caller, req| {
+            call(c, caller.actor(), req)
+        })
+        .await
     }
 }
 
@@ -35,8 +39,8 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::CreateProductRequest>,
     ) -> Result<Response<v1::Product>, Status> {
-        self.call("CreateProduct", request, |c, req| {
-            c.catalogue().products.create(req)
+        self.call("CreateProduct", request, |c, by, req| async move {
+            c.catalogue().products.create(&by, req).await
         })
         .await
     }
@@ -45,7 +49,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::ListProductsRequest>,
     ) -> Result<Response<v1::ListProductsResponse>, Status> {
-        self.call("ListProducts", request, |c, _req| async move {
+        self.call("ListProducts", request, |c, _by, _req| async move {
             Ok(v1::ListProductsResponse {
                 products: c.catalogue().products.list().await?,
             })
@@ -57,8 +61,8 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::UploadReleaseRequest>,
     ) -> Result<Response<v1::Release>, Status> {
-        self.call("UploadRelease", request, |c, req| async move {
-            c.catalogue().releases.upload(&req.image).await
+        self.call("UploadRelease", request, |c, by, req| async move {
+            c.catalogue().releases.upload(&by, &req.image).await
         })
         .await
     }
@@ -67,7 +71,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::ListReleasesRequest>,
     ) -> Result<Response<v1::ListReleasesResponse>, Status> {
-        self.call("ListReleases", request, |c, req| async move {
+        self.call("ListReleases", request, |c, _by, req| async move {
             Ok(v1::ListReleasesResponse {
                 releases: c.catalogue().releases.list(req.product_id).await?,
             })
@@ -79,8 +83,8 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::CreateOrderRequest>,
     ) -> Result<Response<v1::Order>, Status> {
-        self.call("CreateOrder", request, |c, req| {
-            c.provisioning().quota.open_order(req)
+        self.call("CreateOrder", request, |c, by, req| async move {
+            c.provisioning().quota.open_order(&by, req).await
         })
         .await
     }
@@ -89,7 +93,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::GetOrderStatusRequest>,
     ) -> Result<Response<v1::OrderStatus>, Status> {
-        self.call("GetOrderStatus", request, |c, req| async move {
+        self.call("GetOrderStatus", request, |c, _by, req| async move {
             c.provisioning().progress.status(&req.order_id).await
         })
         .await
@@ -99,7 +103,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::ListOrdersRequest>,
     ) -> Result<Response<v1::ListOrdersResponse>, Status> {
-        self.call("ListOrders", request, |c, _req| async move {
+        self.call("ListOrders", request, |c, _by, _req| async move {
             Ok(v1::ListOrdersResponse {
                 orders: c.provisioning().progress.list().await?,
             })
@@ -111,7 +115,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::ListStationsRequest>,
     ) -> Result<Response<v1::ListStationsResponse>, Status> {
-        self.call("ListStations", request, |c, req| async move {
+        self.call("ListStations", request, |c, _by, req| async move {
             Ok(v1::ListStationsResponse {
                 stations: c.provisioning().stations.list(req.state).await?,
             })
@@ -123,8 +127,11 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::ApproveStationRequest>,
     ) -> Result<Response<v1::Station>, Status> {
-        self.call("ApproveStation", request, |c, req| async move {
-            c.provisioning().stations.approve(&req.station_id).await
+        self.call("ApproveStation", request, |c, by, req| async move {
+            c.provisioning()
+                .stations
+                .approve(&by, &req.station_id)
+                .await
         })
         .await
     }
@@ -133,8 +140,8 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::RevokeStationRequest>,
     ) -> Result<Response<v1::Station>, Status> {
-        self.call("RevokeStation", request, |c, req| async move {
-            c.provisioning().stations.revoke(&req.station_id).await
+        self.call("RevokeStation", request, |c, by, req| async move {
+            c.provisioning().stations.revoke(&by, &req.station_id).await
         })
         .await
     }
@@ -143,7 +150,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::GetDeviceRequest>,
     ) -> Result<Response<v1::Device>, Status> {
-        self.call("GetDevice", request, |c, req| async move {
+        self.call("GetDevice", request, |c, _by, req| async move {
             c.provisioning()
                 .registry
                 .get_device(req.product_id, &req.serial)
@@ -156,7 +163,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::ListDevicesRequest>,
     ) -> Result<Response<v1::ListDevicesResponse>, Status> {
-        self.call("ListDevices", request, |c, req| async move {
+        self.call("ListDevices", request, |c, _by, req| async move {
             Ok(v1::ListDevicesResponse {
                 devices: c.provisioning().registry.list_devices(&req).await?,
             })
@@ -168,7 +175,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::ListLeasesRequest>,
     ) -> Result<Response<v1::ListLeasesResponse>, Status> {
-        self.call("ListLeases", request, |c, req| async move {
+        self.call("ListLeases", request, |c, _by, req| async move {
             Ok(v1::ListLeasesResponse {
                 leases: c
                     .provisioning()
@@ -184,8 +191,22 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::GetCoordinatorInfoRequest>,
     ) -> Result<Response<v1::CoordinatorInfo>, Status> {
-        self.call("GetCoordinatorInfo", request, |c, _req| async move {
+        self.call("GetCoordinatorInfo", request, |c, _by, _req| async move {
             Ok(c.info())
+        })
+        .await
+    }
+
+    async fn cancel_order(
+        &self,
+        request: Request<v1::CancelOrderRequest>,
+    ) -> Result<Response<v1::OrderStatus>, Status> {
+        self.call("CancelOrder", request, |c, by, req| async move {
+            c.provisioning()
+                .quota
+                .cancel_order(&by, &req.order_id)
+                .await?;
+            c.provisioning().progress.status(&req.order_id).await
         })
         .await
     }

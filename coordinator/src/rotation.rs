@@ -1,11 +1,14 @@
-//! KEK rotation: re-seal every stored secret (lease secrets, device keys, update content keys)
+//! KEK rotation: re-seal every stored secret (lease secrets, device keys, update content keys,
+//! release images, the audit log's MAC key)
 //! under the current KEK. Run with the new KEK as current and the old one as previous;
 //! afterwards the old KEK can be retired. Each record is rewritten by compare-and-swap (retried
 //! if it changed meanwhile), so this is safe while coordinators serve, and can be re-run after
 //! an interruption.
 
+use crate::audit::key::{SealedAuditKey, AAD as AUDIT_KEY_AAD};
+use crate::catalogue::releases::ReleaseImage;
 use crate::error::Result;
-use crate::keys::{device_key_aad, lease_secret_aad, KekRing};
+use crate::keys::{device_key_aad, lease_secret_aad, release_image_aad, KekRing};
 use crate::provisioning::{DeviceRecord, LeaseRecord};
 use crate::repository::{Attempt, CasRetry, Db, Record, Scope, Stored, Txn};
 use crate::update::records::{content_key_aad, CampaignRecord};
@@ -19,20 +22,52 @@ pub struct RewrapReport {
     pub devices: usize,
     /// Update campaigns whose content key was re-sealed.
     pub campaigns: usize,
+    /// Release images re-sealed.
+    pub images: usize,
+    /// The audit log's MAC key (0 or 1).
+    pub audit_keys: usize,
 }
 
 /// A record kind holding one secret sealed under the KEK.
 trait Sealed: Record + Clone {
     fn sealed(&self) -> &[u8];
-    fn aad(&self) -> Vec<u8>;
+    /// The AAD it is sealed with; `key` is the record's full store key.
+    fn aad(&self, key: &str) -> Vec<u8>;
     fn set_sealed(&mut self, sealed: Vec<u8>);
+}
+
+impl Sealed for ReleaseImage {
+    fn sealed(&self) -> &[u8] {
+        &self.0
+    }
+    fn aad(&self, key: &str) -> Vec<u8> {
+        let mut digest = [0u8; 32];
+        // A key that does not name a digest gets an AAD nothing opens with: reported Tampered.
+        let _ = ::hex::decode_to_slice(key.trim_start_matches(Self::PREFIX), &mut digest);
+        release_image_aad(&digest)
+    }
+    fn set_sealed(&mut self, sealed: Vec<u8>) {
+        self.0 = sealed;
+    }
+}
+
+impl Sealed for SealedAuditKey {
+    fn sealed(&self) -> &[u8] {
+        &self.sealed
+    }
+    fn aad(&self, _key: &str) -> Vec<u8> {
+        AUDIT_KEY_AAD.to_vec()
+    }
+    fn set_sealed(&mut self, sealed: Vec<u8>) {
+        self.sealed = sealed;
+    }
 }
 
 impl Sealed for LeaseRecord {
     fn sealed(&self) -> &[u8] {
         &self.sealed_secret
     }
-    fn aad(&self) -> Vec<u8> {
+    fn aad(&self, _key: &str) -> Vec<u8> {
         lease_secret_aad(self.lease_id.as_str())
     }
     fn set_sealed(&mut self, sealed: Vec<u8>) {
@@ -44,7 +79,7 @@ impl Sealed for DeviceRecord {
     fn sealed(&self) -> &[u8] {
         &self.sealed_device_key
     }
-    fn aad(&self) -> Vec<u8> {
+    fn aad(&self, _key: &str) -> Vec<u8> {
         device_key_aad(self.product_id.0, &self.serial.0)
     }
     fn set_sealed(&mut self, sealed: Vec<u8>) {
@@ -56,7 +91,7 @@ impl Sealed for CampaignRecord {
     fn sealed(&self) -> &[u8] {
         &self.sealed_content_key
     }
-    fn aad(&self) -> Vec<u8> {
+    fn aad(&self, _key: &str) -> Vec<u8> {
         content_key_aad(&self.campaign_id)
     }
     fn set_sealed(&mut self, sealed: Vec<u8>) {
@@ -71,6 +106,8 @@ pub async fn rewrap_all(db: &Db, kek: &KekRing) -> Result<RewrapReport> {
         leases: rewrap::<LeaseRecord>(db, kek).await?,
         devices: rewrap::<DeviceRecord>(db, kek).await?,
         campaigns: rewrap::<CampaignRecord>(db, kek).await?,
+        images: rewrap::<ReleaseImage>(db, kek).await?,
+        audit_keys: rewrap::<SealedAuditKey>(db, kek).await?,
     })
 }
 
@@ -95,7 +132,7 @@ async fn rewrap_one<R: Sealed>(db: &Db, kek: &KekRing, stored: Stored<R>) -> Res
     if kek.is_current(stored.record.sealed()) {
         return Ok(Attempt::Done(false));
     }
-    let aad = stored.record.aad();
+    let aad = stored.record.aad(&stored.key);
     let secret = kek.open(&aad, stored.record.sealed())?;
     let mut record = stored.record.clone();
     record.set_sealed(kek.seal(&aad, &secret));

@@ -2,17 +2,16 @@
 //! [`handle`] runs the call in a `tracing` span named after the method, logs and counts its
 //! outcome (status code, latency; never secrets) and maps a
 //! [`CoordinatorError`](crate::error::CoordinatorError) to its status. Operator methods go
-//! through [`operator_call`], which checks the bearer token first.
+//! through [`operator_call`], which checks the caller's credential and role first.
 
 use std::future::Future;
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::error::{CoordinatorError as E, Result};
+use crate::access::{Access, Caller};
+use crate::error::Result;
 
 /// Serves one call. A `station` field in the span is filled in by station methods once the
 /// caller is authenticated.
@@ -20,7 +19,12 @@ pub async fn handle<T>(
     method: &'static str,
     call: impl Future<Output = Result<T>>,
 ) -> Result<Response<T>, Status> {
-    let span = tracing::info_span!("rpc", method, station = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "rpc",
+        method,
+        station = tracing::field::Empty,
+        operator = tracing::field::Empty
+    );
     async move {
         let started = Instant::now();
         let result = call.await;
@@ -65,51 +69,22 @@ fn needs_attention(code: tonic::Code) -> bool {
     )
 }
 
-/// Serves an operator call: the bearer token is checked before `call` sees the request.
+/// Serves an operator call: the caller's credential and its role are checked against
+/// [`crate::access::roles`] before `call` sees the request (a refused call runs nothing and
+/// writes nothing); `call` gets the caller, for the audit log.
 pub async fn operator_call<Req, T, Fut>(
     method: &'static str,
-    token: &OperatorToken,
+    access: &Access,
     request: Request<Req>,
-    call: impl FnOnce(Req) -> Fut,
+    call: impl FnOnce(Caller, Req) -> Fut,
 ) -> Result<Response<T>, Status>
 where
     Fut: Future<Output = Result<T>>,
 {
     handle(method, async move {
-        token.check(&request)?;
-        call(request.into_inner()).await
+        let caller = access.authorize(&request, method).await?;
+        tracing::Span::current().record("operator", caller.name.as_str());
+        call(caller, request.into_inner()).await
     })
     .await
-}
-
-/// The operators' bearer token, kept as its SHA-256 and compared in constant time.
-#[derive(Clone)]
-pub struct OperatorToken {
-    hash: [u8; 32],
-}
-
-impl OperatorToken {
-    /// Keeps the hash of `token`, never the token itself.
-    pub fn new(token: &str) -> Self {
-        Self {
-            hash: Sha256::digest(token.as_bytes()).into(),
-        }
-    }
-
-    /// Checks `authorization: Bearer <token>`.
-    pub fn check<T>(&self, request: &Request<T>) -> Result<()> {
-        let token = flashgate_proto::operator_auth::bearer_token(request.metadata())
-            .ok_or_else(|| {
-                E::Unauthenticated(
-                    "operator calls need `authorization: Bearer <token>` (flashgate --token or FLASHGATE_TOKEN)".into(),
-                )
-            })?;
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if !bool::from(hash.ct_eq(&self.hash)) {
-            return Err(E::PermissionDenied(
-                "the operator token is not valid".into(),
-            ));
-        }
-        Ok(())
-    }
 }

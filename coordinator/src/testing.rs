@@ -1,20 +1,27 @@
 //! Start an in-process coordinator on a loopback port, for end-to-end tests (the station
-//! worker's included).
+//! worker's included). It serves TLS like a real one: a fresh CA and server certificate for
+//! `127.0.0.1`/`localhost` per coordinator ([`TestCoordinator::ca_pem`], written to
+//! [`TestCoordinator::ca_file`] for binaries); station clients present their identity
+//! certificate ([`TestCoordinator::station_client_for`]). Tests of plain text say so with
+//! [`TestCoordinator::start_insecure_plaintext`].
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! let coordinator = flashgate_coordinator::testing::TestCoordinator::start_embedded().await?;
-//! let mut stations = coordinator.station_client().await?;
-//! // … enrol with flashgate_proto::station_auth::StationSigner, then:
+//! let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+//! let mut stations = coordinator.station_client_for(&key).await?;
+//! // … enrol with flashgate_proto::station_auth::StationSigner::new(key), then:
 //! coordinator.approve(&"<station id>".to_string()).await?;
 //! # Ok(()) }
 //! ```
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
+use flashgate_proto::transport::{endpoint, ClientTls, Security};
 use flashgate_proto::v1::{
     self, operator_service_client::OperatorServiceClient,
     station_service_client::StationServiceClient,
@@ -28,15 +35,20 @@ use crate::config::CoordinatorConfig;
 use crate::coordinator::Coordinator;
 use crate::data_stream::DataIngest;
 use crate::keys::{Kek, KekRing};
+use crate::server::Transport;
 use crate::store::{embedded::EmbeddedStore, KvStore};
 
 /// A running coordinator; stops when dropped or on [`TestCoordinator::stop`].
 pub struct TestCoordinator {
     /// The gRPC address it listens on (loopback, a free port).
     pub addr: SocketAddr,
-    /// `http://127.0.0.1:PORT`
+    /// `https://127.0.0.1:PORT` (`http://` when started with plain text).
     pub endpoint: String,
-    /// The bearer token its operator calls take.
+    /// The CA its server certificate is signed by (PEM); empty for plain text.
+    pub ca_pem: String,
+    /// The same CA in a file (for binaries: `--ca-file`).
+    pub ca_file: PathBuf,
+    /// The bearer token of its bootstrap admin.
     pub operator_token: String,
     /// The coordinator itself, for checks that look past the API.
     pub coordinator: Arc<Coordinator>,
@@ -46,6 +58,7 @@ pub struct TestCoordinator {
     pub udp_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _tls_dir: tempfile::TempDir,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -78,13 +91,74 @@ impl TestCoordinator {
         Ok(this)
     }
 
-    /// Any store, given keys.
+    /// Plain text (`--insecure-plaintext`): only for the tests of that mode. Embedded store.
+    pub async fn start_insecure_plaintext() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let store = Arc::new(EmbeddedStore::open(dir.path())?);
+        let config = CoordinatorConfig {
+            station_mtls: false,
+            ..test_config()
+        };
+        let mut this = Self::start_with_transport(
+            store,
+            config,
+            SigningKey::generate(&mut OsRng),
+            Kek::generate(),
+            false,
+        )
+        .await?;
+        this._dir = Some(dir);
+        Ok(this)
+    }
+
+    /// Any store, given keys, plain text (`--insecure-plaintext`): for the tests and benches
+    /// that measure or exercise that mode only.
+    pub async fn start_insecure_plaintext_on(
+        store: Arc<dyn KvStore>,
+        config: CoordinatorConfig,
+        signing_key: SigningKey,
+        kek: Kek,
+    ) -> anyhow::Result<Self> {
+        let config = CoordinatorConfig {
+            station_mtls: false,
+            ..config
+        };
+        Self::start_with_transport(store, config, signing_key, kek, false).await
+    }
+
+    /// Any store, given keys; TLS.
     pub async fn start(
         store: Arc<dyn KvStore>,
         config: CoordinatorConfig,
         signing_key: SigningKey,
         kek: Kek,
     ) -> anyhow::Result<Self> {
+        Self::start_with_transport(store, config, signing_key, kek, true).await
+    }
+
+    async fn start_with_transport(
+        store: Arc<dyn KvStore>,
+        config: CoordinatorConfig,
+        signing_key: SigningKey,
+        kek: Kek,
+        tls: bool,
+    ) -> anyhow::Result<Self> {
+        let tls_dir = tempfile::tempdir()?;
+        let ca_file = tls_dir.path().join("ca.pem");
+        let (transport, ca_pem) = if tls {
+            let set = crate::tls::init(
+                tls_dir.path(),
+                &["127.0.0.1".to_owned(), "localhost".to_owned()],
+                1,
+            )?;
+            let server = crate::tls::ServerTls::from_pem(
+                set.server_pem.as_bytes(),
+                set.server_key_pem.as_bytes(),
+            )?;
+            (Transport::Tls(server), set.ca_pem)
+        } else {
+            (Transport::InsecurePlaintext, String::new())
+        };
         let operator_token = "test-operator-token".to_owned();
         let coordinator = Arc::new(Coordinator::new(
             store,
@@ -104,22 +178,52 @@ impl TestCoordinator {
             coordinator.clone(),
             data.clone(),
             listener,
+            transport,
             async move {
                 let _ = rx.await;
                 udp_task.abort();
             },
         ));
+        let scheme = if tls { "https" } else { "http" };
         Ok(Self {
             addr,
-            endpoint: format!("http://{addr}"),
+            endpoint: format!("{scheme}://{addr}"),
+            ca_pem,
+            ca_file,
             operator_token,
             coordinator,
             data,
             udp_addr,
             shutdown: Some(tx),
             task: Some(task),
+            _tls_dir: tls_dir,
             _dir: None,
         })
+    }
+
+    /// How a client reaches it: its CA, or plain text.
+    pub fn security(&self) -> Security {
+        if self.ca_pem.is_empty() {
+            Security::InsecurePlaintext
+        } else {
+            Security::Tls(ClientTls::new(self.ca_pem.clone()))
+        }
+    }
+
+    /// A channel to it (TLS, no client certificate: an operator's).
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        Ok(endpoint(&self.endpoint, &self.security())?
+            .connect()
+            .await?)
+    }
+
+    /// A channel presenting the station identity certificate of `key` (mutual TLS).
+    pub async fn station_channel(&self, key: &SigningKey) -> anyhow::Result<Channel> {
+        let security = match self.security() {
+            Security::Tls(tls) => Security::Tls(tls.with_station_key(key)?),
+            plain => plain,
+        };
+        Ok(endpoint(&self.endpoint, &security)?.connect().await?)
     }
 
     /// Stops serving and waits for the server to end.
@@ -132,16 +236,70 @@ impl TestCoordinator {
         }
     }
 
-    /// A station-service client connected to it (requests still need signing).
-    pub async fn station_client(&self) -> anyhow::Result<StationServiceClient<Channel>> {
-        Ok(StationServiceClient::connect(self.endpoint.clone()).await?)
+    /// A station-service client connected as the station whose identity key is `key`
+    /// (requests still need signing with it).
+    pub async fn station_client_for(
+        &self,
+        key: &SigningKey,
+    ) -> anyhow::Result<StationServiceClient<Channel>> {
+        Ok(StationServiceClient::new(self.station_channel(key).await?))
     }
 
     /// An operator-service client connected to it, taking the largest operator messages.
     pub async fn operator_client(&self) -> anyhow::Result<OperatorServiceClient<Channel>> {
-        Ok(OperatorServiceClient::connect(self.endpoint.clone())
-            .await?
+        Ok(OperatorServiceClient::new(self.channel().await?)
             .max_decoding_message_size(crate::server::MAX_OPERATOR_MESSAGE))
+    }
+
+    /// An access-service client (credentials, enrolment tokens, audit).
+    pub async fn access_client(
+        &self,
+    ) -> anyhow::Result<v1::access_service_client::AccessServiceClient<Channel>> {
+        Ok(v1::access_service_client::AccessServiceClient::new(
+            self.channel().await?,
+        ))
+    }
+
+    /// An enrolment bundle for one station (as `flashgate station bundle` makes it): this
+    /// coordinator's endpoint, CA and lease key, and a fresh one-time token valid for an hour.
+    pub async fn enrolment_bundle(
+        &self,
+        note: &str,
+    ) -> anyhow::Result<flashgate_proto::bundle::EnrolmentBundle> {
+        let mut client = self.access_client().await?;
+        let made = client
+            .create_enrolment_token(self.operator_request(v1::CreateEnrolmentTokenRequest {
+                valid_seconds: 3600,
+                note: note.to_owned(),
+            }))
+            .await?
+            .into_inner();
+        Ok(flashgate_proto::bundle::EnrolmentBundle {
+            format: flashgate_proto::bundle::FORMAT,
+            endpoint: self.endpoint.clone(),
+            ca_pem: self.ca_pem.clone(),
+            lease_signing_public_key: hex::encode(&made.lease_signing_public_key),
+            vendor_public_keys: Vec::new(),
+            enrolment_token: made.token,
+            expires_at_ms: made.expires_at_ms,
+        })
+    }
+
+    /// A new operator credential with `role`, made by the bootstrap admin; its token.
+    pub async fn operator_with_role(
+        &self,
+        name: &str,
+        role: crate::access::Role,
+    ) -> anyhow::Result<String> {
+        let mut client = self.access_client().await?;
+        Ok(client
+            .create_operator(self.operator_request(v1::CreateOperatorRequest {
+                name: name.to_owned(),
+                role: role.to_proto() as i32,
+            }))
+            .await?
+            .into_inner()
+            .token)
     }
 
     /// Registers a device directly in the store (as a station's install report would), with
@@ -174,9 +332,10 @@ impl TestCoordinator {
                 .seal(&crate::keys::device_key_aad(product_id, serial), device_key),
         };
         let key = record.key();
-        let done = Db::new(c.store().clone())
-            .commit(Txn::new().absent::<DeviceRecord>(&key).put(&key, &record))
-            .await?;
+        let txn = Txn::new().absent::<DeviceRecord>(&key).put(&key, &record);
+        let txn =
+            crate::data_stream::index::DeviceIdIndex::add(txn, record.product_id, record.serial);
+        let done = Db::new(c.store().clone()).commit(txn).await?;
         anyhow::ensure!(done, "device {} is already registered", Serial(*serial));
         Ok(())
     }
@@ -185,9 +344,11 @@ impl TestCoordinator {
     pub async fn coordinator_data_client(
         &self,
     ) -> flashgate_proto::v1::data_service_client::DataServiceClient<Channel> {
-        flashgate_proto::v1::data_service_client::DataServiceClient::connect(self.endpoint.clone())
-            .await
-            .expect("the test coordinator accepts connections")
+        flashgate_proto::v1::data_service_client::DataServiceClient::new(
+            self.channel()
+                .await
+                .expect("the test coordinator accepts connections"),
+        )
     }
 
     /// Wraps an operator request with the bearer token.

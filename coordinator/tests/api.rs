@@ -69,7 +69,7 @@ async fn failed_count(f: &Fixture) -> u64 {
 
 async fn fixture(tc: TestCoordinator) -> Fixture {
     let vendor = SigningKey::generate(&mut OsRng);
-    let mut station = SimStation::connect(&tc.endpoint).await;
+    let mut station = SimStation::to(&tc).await;
     let enrolled = station.enrol().await.unwrap();
     assert_eq!(enrolled.station_id, station.id());
     assert_eq!(enrolled.state, v1::StationState::Pending as i32);
@@ -353,7 +353,7 @@ async fn happy_path_and_refusals(mut f: Fixture) {
     assert_eq!(snapshot(&f).await, before);
 
     // Another station's lease.
-    let mut other = SimStation::connect(&f.tc.endpoint).await;
+    let mut other = SimStation::to(&f.tc).await;
     other.enrol().await.unwrap();
     // Unapproved station.
     assert_refused(
@@ -523,7 +523,7 @@ async fn happy_path_and_refusals(mut f: Fixture) {
         flashgate_coordinator::testing::operator_request("guess", v1::ListOrdersRequest {});
     assert_refused(
         op_as_station.list_orders(wrong_token).await,
-        Code::PermissionDenied,
+        Code::Unauthenticated,
         "token",
     );
 

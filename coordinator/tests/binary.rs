@@ -21,7 +21,7 @@ use rand_core::OsRng;
 use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
 
 use crate::support::{
-    free_port, now_ms, product_with_bootloader, random_serial, EtcdProcess, SimStation,
+    channel, free_port, now_ms, product_with_bootloader, random_serial, EtcdProcess, SimStation,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_flashgate-coordinator");
@@ -52,7 +52,22 @@ impl Keys {
             let out = run(&["gen-key", "--out", dir.path().join(name).to_str().unwrap()]);
             assert!(out.status.success(), "gen-key: {}", text(&out.stderr));
         }
+        let tls = dir.path().join("tls");
+        let out = run(&[
+            "tls",
+            "init",
+            "--dir",
+            tls.to_str().unwrap(),
+            "--san",
+            "127.0.0.1,localhost",
+        ]);
+        assert!(out.status.success(), "tls init: {}", text(&out.stderr));
+        std::fs::write(dir.path().join("token"), TOKEN).unwrap();
         Self { dir }
+    }
+
+    fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.path("tls/ca.pem")).unwrap()
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -83,6 +98,7 @@ impl Keys {
 struct Served {
     child: Child,
     endpoint: String,
+    ca_pem: String,
     log: PathBuf,
 }
 
@@ -95,7 +111,12 @@ impl Served {
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(keys.store_args(store))
-            .args(["--operator-token", TOKEN])
+            .args([
+                "--operator-token-file",
+                keys.path("token").to_str().unwrap(),
+            ])
+            .args(["--tls-cert", keys.path("tls/server.pem").to_str().unwrap()])
+            .args(["--tls-key", keys.path("tls/server.key").to_str().unwrap()])
             .args(extra)
             .env("RUST_LOG", "info")
             .env_remove("FLASHGATE_KEK")
@@ -105,7 +126,8 @@ impl Served {
             .expect("serve starts");
         Self {
             child,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: format!("https://127.0.0.1:{port}"),
+            ca_pem: keys.ca_pem(),
             log,
         }
     }
@@ -114,10 +136,7 @@ impl Served {
     async fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let channel = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
-                .unwrap()
-                .connect()
-                .await;
+            let channel = channel(&self.endpoint, &self.ca_pem, None).await;
             if let Ok(channel) = channel {
                 let mut health = HealthClient::new(channel);
                 let answer = health
@@ -140,9 +159,7 @@ impl Served {
     }
 
     async fn operator(&self) -> OperatorServiceClient<tonic::transport::Channel> {
-        OperatorServiceClient::connect(self.endpoint.clone())
-            .await
-            .unwrap()
+        OperatorServiceClient::new(channel(&self.endpoint, &self.ca_pem, None).await.unwrap())
     }
 
     async fn wait_for_log(&self, needle: &str) {
@@ -245,10 +262,15 @@ fn every_documented_flag_exists() {
         documented.len() >= 8,
         "found too few flags in the doc: {documented:?}"
     );
-    let help: String = ["serve", "gen-key", "rewrap"]
-        .iter()
-        .map(|c| text(&run(&[c, "--help"]).stdout))
-        .collect();
+    let help: String = [
+        vec!["serve"],
+        vec!["gen-key"],
+        vec!["rewrap"],
+        vec!["tls", "init"],
+    ]
+    .iter()
+    .map(|c| text(&run(&[c.as_slice(), &["--help"]].concat()).stdout))
+    .collect();
     for flag in &documented {
         assert!(
             help.contains(&format!("--{flag}")),
@@ -293,7 +315,7 @@ fn serve_without_a_kek_says_how_to_make_one() {
         .args(["--store", &format!("embedded:{}", dir.path().display())])
         .arg("--signing-key-file")
         .arg(keys.signing())
-        .args(["--operator-token", TOKEN])
+        .arg("--insecure-plaintext")
         .env_remove("FLASHGATE_KEK")
         .output()
         .unwrap();
@@ -328,7 +350,7 @@ async fn operator_round_trip(served: &Served, product_id: u32) {
         .list_products(operator_request("wrong", v1::ListProductsRequest {}))
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,7 +482,7 @@ async fn rewrap_reseals_every_secret_under_the_new_kek() {
     served.wait_healthy().await;
     let mut op = served.operator().await;
     let (_vendor, release) = product_with_bootloader(&mut op, TOKEN, 7).await;
-    let mut station = SimStation::connect(&served.endpoint).await;
+    let mut station = SimStation::connect(&served.endpoint, &served.ca_pem).await;
     station.enrol().await.unwrap();
     op.approve_station(operator_request(
         TOKEN,

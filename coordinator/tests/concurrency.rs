@@ -17,7 +17,8 @@ use rand_core::OsRng;
 use tonic::Code;
 
 use crate::support::{
-    free_port, now_ms, product_with_bootloader, random_serial, EtcdProcess, SimStation,
+    channel, free_port, loopback_tls, now_ms, product_with_bootloader, random_serial, EtcdProcess,
+    SimStation,
 };
 
 const TOKEN: &str = "concurrency-token";
@@ -45,7 +46,12 @@ impl Cluster {
             .arg(self.dir.path().join("kek"))
             .arg("--signing-key-file")
             .arg(self.dir.path().join("signing"))
-            .args(["--operator-token", TOKEN])
+            .arg("--operator-token-file")
+            .arg(self.dir.path().join("token"))
+            .arg("--tls-cert")
+            .arg(self.dir.path().join("server.pem"))
+            .arg("--tls-key")
+            .arg(self.dir.path().join("server.key"))
             .args(["--report-grace-secs", "1", "--sweep-secs", "1"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -55,7 +61,7 @@ impl Cluster {
     }
 
     fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.replicas[i].port)
+        format!("https://127.0.0.1:{}", self.replicas[i].port)
     }
 
     fn kill(&mut self, i: usize) {
@@ -80,11 +86,11 @@ impl Drop for Cluster {
     }
 }
 
-async fn operator(endpoint: &str) -> OperatorServiceClient<tonic::transport::Channel> {
+async fn operator(endpoint: &str, ca: &str) -> OperatorServiceClient<tonic::transport::Channel> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(client) = OperatorServiceClient::connect(endpoint.to_owned()).await {
-            return client;
+        if let Ok(channel) = channel(endpoint, ca, None).await {
+            return OperatorServiceClient::new(channel);
         }
         assert!(
             Instant::now() < deadline,
@@ -102,6 +108,8 @@ async fn replicas_and_stations_race_and_the_count_stays_exact() {
     std::fs::write(dir.path().join("kek"), hex::encode([0x11u8; 32])).unwrap();
     let signing = SigningKey::generate(&mut OsRng);
     std::fs::write(dir.path().join("signing"), hex::encode(signing.to_bytes())).unwrap();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    let ca = loopback_tls(dir.path());
     let mut cluster = Cluster {
         replicas: (0..3)
             .map(|_| Replica {
@@ -118,7 +126,7 @@ async fn replicas_and_stations_race_and_the_count_stays_exact() {
     let endpoints: Vec<String> = (0..3).map(|i| cluster.endpoint(i)).collect();
 
     // Catalogue, order, 16 approved stations.
-    let mut op = operator(&endpoints[0]).await;
+    let mut op = operator(&endpoints[0], &ca).await;
     let (_vendor, release) = product_with_bootloader(&mut op, TOKEN, 42).await;
     let order = op
         .create_order(operator_request(
@@ -137,7 +145,7 @@ async fn replicas_and_stations_race_and_the_count_stays_exact() {
         .into_inner();
     let mut stations = Vec::new();
     for i in 0..16 {
-        let mut station = SimStation::connect(&endpoints[i % 3]).await;
+        let mut station = SimStation::connect(&endpoints[i % 3], &ca).await;
         station.enrol().await.unwrap();
         op.approve_station(operator_request(
             TOKEN,
@@ -157,6 +165,7 @@ async fn replicas_and_stations_race_and_the_count_stays_exact() {
     let mut tasks = Vec::new();
     for mut station in stations {
         let endpoints = endpoints.clone();
+        let ca = ca.clone();
         let stop = stop.clone();
         let acknowledged = acknowledged.clone();
         let order_id = order.order_id.clone();
@@ -166,8 +175,8 @@ async fn replicas_and_stations_race_and_the_count_stays_exact() {
                     let mut rng = rand::thread_rng();
                     (rng.gen_range(0..3), rng.gen_range(1..=8u32), rng.gen_range(1..=3u32))
                 };
-                if let Ok(client) = flashgate_proto::v1::station_service_client::StationServiceClient::connect(endpoints[pick].clone()).await {
-                    station.client = client;
+                if let Ok(channel) = channel(&endpoints[pick], &ca, Some(&station.signing_key)).await {
+                    station.client = flashgate_proto::v1::station_service_client::StationServiceClient::new(channel);
                 } else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -200,8 +209,8 @@ async fn replicas_and_stations_race_and_the_count_stays_exact() {
                             Err(s) if s.code() == Code::FailedPrecondition => break,
                             Err(_) => {
                                 let pick = rand::thread_rng().gen_range(0..3);
-                                if let Ok(c) = flashgate_proto::v1::station_service_client::StationServiceClient::connect(endpoints[pick].clone()).await {
-                                    station.client = c;
+                                if let Ok(c) = channel(&endpoints[pick], &ca, Some(&station.signing_key)).await {
+                                    station.client = flashgate_proto::v1::station_service_client::StationServiceClient::new(c);
                                 }
                             }
                         }
@@ -231,7 +240,7 @@ async fn replicas_and_stations_race_and_the_count_stays_exact() {
     assert!(kills >= 5);
 
     // Wait for every lease to be returned or expired (validity ≤ 3 s, grace 1 s, sweep 1 s).
-    let mut op = operator(&endpoints[0]).await;
+    let mut op = operator(&endpoints[0], &ca).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Ok(status) = op
@@ -250,7 +259,7 @@ async fn replicas_and_stations_race_and_the_count_stays_exact() {
         }
         assert!(Instant::now() < deadline, "leases never all ended");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        op = operator(&endpoints[0]).await;
+        op = operator(&endpoints[0], &ca).await;
     };
     let devices = op
         .list_devices(operator_request(

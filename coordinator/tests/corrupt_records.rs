@@ -36,7 +36,7 @@ struct World {
 async fn world() -> World {
     let tc = TestCoordinator::start_embedded().await.unwrap();
     let vendor = SigningKey::generate(&mut OsRng);
-    let mut station = SimStation::connect(&tc.endpoint).await;
+    let mut station = SimStation::to(&tc).await;
     station.enrol().await.unwrap();
     tc.approve(&station.id()).await.unwrap();
     let order = tc
@@ -68,9 +68,7 @@ async fn world() -> World {
         .await
         .unwrap()
         .into_inner();
-    let mut updates = UpdateServiceClient::connect(tc.endpoint.clone())
-        .await
-        .unwrap();
+    let mut updates = UpdateServiceClient::new(tc.channel().await.unwrap());
     updates
         .publish_update(tc.operator_request(v1::PublishUpdateRequest {
             release_digest: os.digest,
@@ -219,7 +217,13 @@ async fn catalogue_records() {
         &bad.0,
     );
     let digest = hex::decode(bad.0.trim_start_matches("releases/")).unwrap();
-    let fetch = w.signed(methods::FETCH_RELEASE, v1::FetchReleaseRequest { digest });
+    let fetch = w.signed(
+        methods::FETCH_RELEASE,
+        v1::FetchReleaseRequest {
+            digest,
+            order_id: w.order.order_id.clone(),
+        },
+    );
     assert_corrupt(w.station.client.fetch_release(fetch).await, &bad.0);
     w.restore(bad).await;
 
@@ -328,9 +332,7 @@ async fn provisioning_records() {
 async fn update_and_data_records() {
     let w = world().await;
     let tc = &w.tc;
-    let mut updates = UpdateServiceClient::connect(tc.endpoint.clone())
-        .await
-        .unwrap();
+    let mut updates = UpdateServiceClient::new(tc.channel().await.unwrap());
     let device_updates = format!("device_updates/{:010}/{}", 7, hex::encode(w.serial));
 
     for (field, value) in [("challenge", json!("xyz")), ("state", json!("exploded"))] {
@@ -414,13 +416,12 @@ async fn update_and_data_records() {
     assert_corrupt_error(tc.data.ingest(&[telemetry(2)], "test").await, &bad.0);
     w.restore(bad).await;
 
-    // A corrupt registry entry stops the device directory scan too (a record from a device
-    // not seen yet triggers it).
-    let devices = format!("devices/{:010}/{}", 7, hex::encode(w.serial));
-    let bad = w.corrupt(&devices, "sealed_device_key", json!("--")).await;
-    let mut unknown = telemetry(3);
-    unknown[1] ^= 0xFF;
-    assert_corrupt_error(tc.data.ingest(&[unknown], "test").await, &bad.0);
+    // A corrupt registry entry fails the records of its device (a fresh ingest, whose key
+    // cache is empty, reads it through the device-id index; no registry scan).
+    let devices = format!("devices/{:010}/{}", 7, hex::encode(DATA_SERIAL));
+    let bad = w.corrupt(&devices, "product_id", json!("seven")).await;
+    let fresh = tc.coordinator.data_ingest();
+    assert_corrupt_error(fresh.ingest(&[telemetry(3)], "test").await, &bad.0);
     w.restore(bad).await;
     assert_eq!(
         tc.data.ingest(&[telemetry(4)], "test").await.unwrap(),

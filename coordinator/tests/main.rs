@@ -5,6 +5,7 @@
     reason = "a test binary: a panic is how it reports a failure"
 )]
 
+mod access;
 mod api;
 mod bad_input;
 mod binary;

@@ -101,9 +101,7 @@ impl Fleet {
     }
 
     async fn client(&self, replica: usize) -> UpdateServiceClient<Channel> {
-        UpdateServiceClient::connect(self.replicas[replica].endpoint.clone())
-            .await
-            .unwrap()
+        UpdateServiceClient::new(self.replicas[replica].channel().await.unwrap())
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {

@@ -8,6 +8,7 @@ use ed25519_dalek::SigningKey;
 use flashgate_coordinator::store::etcd::EtcdStore;
 use flashgate_coordinator::testing::operator_request;
 use flashgate_proto::station_auth::{methods, StationSigner};
+use flashgate_proto::transport::{ClientTls, Security};
 use flashgate_proto::v1::{
     self, operator_service_client::OperatorServiceClient,
     station_service_client::StationServiceClient,
@@ -111,13 +112,56 @@ pub struct SimStation {
     pub client: StationServiceClient<Channel>,
 }
 
+/// How tests reach a coordinator: TLS trusting `ca_pem` (empty: plain text), optionally as the
+/// station whose identity key is `station`.
+pub fn security(ca_pem: &str, station: Option<&SigningKey>) -> Security {
+    if ca_pem.is_empty() {
+        return Security::InsecurePlaintext;
+    }
+    let tls = ClientTls::new(ca_pem.as_bytes().to_vec());
+    Security::Tls(match station {
+        Some(key) => tls
+            .with_station_key(key)
+            .expect("a station identity certificate"),
+        None => tls,
+    })
+}
+
+/// A channel to `endpoint` (see [`security`]).
+pub async fn channel(
+    endpoint: &str,
+    ca_pem: &str,
+    station: Option<&SigningKey>,
+) -> Result<Channel, tonic::transport::Error> {
+    flashgate_proto::transport::endpoint(endpoint, &security(ca_pem, station))
+        .expect("the endpoint matches its security")
+        .connect()
+        .await
+}
+
+/// A CA and server certificate for loopback, in `dir` (`ca.pem`, `server.pem`, `server.key`);
+/// the CA's PEM.
+pub fn loopback_tls(dir: &std::path::Path) -> String {
+    flashgate_coordinator::tls::init(dir, &["127.0.0.1".to_owned(), "localhost".to_owned()], 1)
+        .expect("a loopback certificate")
+        .ca_pem
+}
+
 impl SimStation {
-    pub async fn connect(endpoint: &str) -> Self {
+    /// A station reaching the test coordinator `tc` (mutual TLS with its own identity).
+    pub async fn to(tc: &flashgate_coordinator::testing::TestCoordinator) -> Self {
+        Self::connect(&tc.endpoint, &tc.ca_pem).await
+    }
+
+    /// A station reaching `endpoint` over TLS trusting `ca_pem` (empty: plain text).
+    pub async fn connect(endpoint: &str, ca_pem: &str) -> Self {
         let signing_key = SigningKey::generate(&mut OsRng);
         let x25519 = StaticSecret::random_from_rng(OsRng);
-        let client = StationServiceClient::connect(endpoint.to_owned())
-            .await
-            .expect("coordinator reachable");
+        let client = StationServiceClient::new(
+            channel(endpoint, ca_pem, Some(&signing_key))
+                .await
+                .expect("coordinator reachable"),
+        );
         Self {
             signer: StationSigner::new(signing_key.clone()),
             signing_key,
@@ -136,6 +180,7 @@ impl SimStation {
             x25519_public_key: PublicKey::from(&self.x25519).to_bytes().to_vec(),
             name: "test station".into(),
             factory: "f1".into(),
+            ..Default::default()
         }
     }
 

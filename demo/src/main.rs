@@ -17,10 +17,9 @@ use flashgate_coordinator::testing::TestCoordinator;
 use flashgate_coordinator::CoordinatorConfig;
 use flashgate_proto::v1;
 use flashgate_protocol::image::{sign_image, ImageKind};
-use flashgate_station::coordinator_client::CoordinatorClient;
 use flashgate_station::events::{EventFormat, EventSink};
 use flashgate_station::identity::{StationIdentity, StationKek};
-use flashgate_station::station::{enrol, run_station, StationOptions};
+use flashgate_station::station::{run_station, StationOptions};
 
 #[derive(Parser)]
 #[command(
@@ -83,7 +82,7 @@ fn main() -> anyhow::Result<()> {
         Kek::generate(),
     ))?;
     println!(
-        "coordinator (embedded store in {}) at {}",
+        "coordinator (embedded store in {}) at {} (TLS, its own CA)",
         dir.display(),
         coordinator.endpoint
     );
@@ -135,10 +134,19 @@ fn main() -> anyhow::Result<()> {
             }))
             .await?
             .into_inner();
-        let client = CoordinatorClient::new(&coordinator.endpoint, identity.signer())?;
-        enrol(&client, &identity, "demo station", "demo-factory").await?;
-        coordinator.approve(&station_id).await?;
-        println!("station {station_id} enrolled and approved");
+        // What `flashgate station bundle` writes and `flashgate-station enrol --bundle` reads.
+        let mut bundle = coordinator.enrolment_bundle("demo station").await?;
+        bundle.vendor_public_keys = vec![hex::encode(vendor.verifying_key().to_bytes())];
+        flashgate_station::enrolment::enrol_with_bundle(
+            &identity,
+            &station_dir,
+            &bundle,
+            None,
+            "demo station",
+            "demo-factory",
+        )
+        .await?;
+        println!("station {station_id} enrolled with a one-time bundle (mutual TLS) and approved");
         let order = op
             .create_order(coordinator.operator_request(v1::CreateOrderRequest {
                 product_id: PRODUCT_ID,
@@ -168,8 +176,6 @@ fn main() -> anyhow::Result<()> {
         kek,
         cli.firmware.join("loader.bin"),
     );
-    // The vendor key comes in the signed lease; pinning it is an optional cross-check.
-    options.vendor_public = Some(vendor.verifying_key().to_bytes());
     options.emulate = cli.emulate;
     options.order = Some(order.order_id.clone());
     options.name = "demo station".into();

@@ -95,6 +95,19 @@ impl std::fmt::Debug for StationSigner {
 }
 
 impl StationSigner {
+    /// The station's TLS settings: `tls` presenting this station's identity certificate
+    /// ([`crate::transport::station_identity`]); plain text stays plain text.
+    pub fn security(
+        &self,
+        security: &crate::transport::Security,
+    ) -> Result<crate::transport::Security, crate::transport::TransportError> {
+        use crate::transport::Security;
+        Ok(match security {
+            Security::Tls(tls) => Security::Tls(tls.clone().with_station_key(&self.key)?),
+            Security::InsecurePlaintext => Security::InsecurePlaintext,
+        })
+    }
+
     /// A signer for the station that owns `key`.
     pub fn new(key: SigningKey) -> Self {
         let station_id = fingerprint(&key.verifying_key().to_bytes());

@@ -122,6 +122,8 @@ error_codes! {
     DataStaleEpoch = 0x0507 => "data record is for an epoch that is not open",
     /// The device cannot seal another record in this epoch without persisting or rotating.
     DataCounterExhausted = 0x0508 => "record counter not reserved or exhausted",
+    /// The receiver dropped the record unread: its source sent more than its rate limit allows.
+    DataRateLimited = 0x0509 => "data record dropped: its source exceeds its rate limit",
     /// The install stopped at the step the host asked for (power-cut tests).
     InstallHalted = 0x0409 => "install halted at the requested step",
     /// A newly installed image did not confirm itself within its boot attempts; the previous

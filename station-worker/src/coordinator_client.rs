@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use flashgate_proto::station_auth::{methods, StationSigner};
+use flashgate_proto::transport::{self, Security, TransportError};
 use flashgate_proto::v1::{self, station_service_client::StationServiceClient};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Deadline of one call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,10 +66,15 @@ impl std::fmt::Debug for CoordinatorClient {
 }
 
 impl CoordinatorClient {
-    /// A client of `endpoint` (`http://host:port`). Does not connect until the first call.
-    pub fn new(endpoint: &str, signer: StationSigner) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|e| anyhow::anyhow!("coordinator endpoint {endpoint:?} is not a URL: {e}"))?
+    /// A client of `endpoint` (`https://host:port`) over `security` (TLS presenting the
+    /// station's identity certificate, or plain text when asked for by name). Does not
+    /// connect until the first call.
+    pub fn new(
+        endpoint: &str,
+        security: &Security,
+        signer: StationSigner,
+    ) -> Result<Self, TransportError> {
+        let channel = transport::endpoint(endpoint, &signer.security(security)?)?
             .connect_timeout(Duration::from_secs(3))
             .timeout(CALL_TIMEOUT)
             .tcp_nodelay(true)
@@ -83,24 +89,6 @@ impl CoordinatorClient {
     /// The endpoint.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
-    }
-
-    /// The coordinator's lease-signing key.
-    pub async fn lease_key(&self) -> Result<ed25519_dalek::VerifyingKey, tonic::Status> {
-        let mut client = self.client.clone();
-        let info = call(
-            "GetCoordinatorInfo",
-            tonic::Request::new(v1::GetCoordinatorInfoRequest {}),
-            |r| async move { client.get_coordinator_info(r).await },
-        )
-        .await?;
-        let bytes: [u8; 32] = info
-            .lease_signing_public_key
-            .as_slice()
-            .try_into()
-            .map_err(|_| tonic::Status::internal("coordinator lease key is not 32 bytes"))?;
-        ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-            .map_err(|_| tonic::Status::internal("coordinator lease key is not a valid key"))
     }
 
     /// Registers this station's public keys (idempotent).
@@ -127,12 +115,18 @@ impl CoordinatorClient {
         .orders)
     }
 
-    /// A release image by digest.
-    pub async fn fetch_release(&self, digest: &[u8]) -> Result<Vec<u8>, tonic::Status> {
+    /// A release image of `order_id` by digest, sealed to this station's X25519 key
+    /// ([`flashgate_proto::sealed_release`]).
+    pub async fn fetch_release(
+        &self,
+        digest: &[u8],
+        order_id: &str,
+    ) -> Result<Vec<u8>, tonic::Status> {
         let request = self.signer.sign(
             methods::FETCH_RELEASE,
             v1::FetchReleaseRequest {
                 digest: digest.to_vec(),
+                order_id: order_id.to_owned(),
             },
         );
         let mut client = self
@@ -143,7 +137,7 @@ impl CoordinatorClient {
             client.fetch_release(r).await
         })
         .await?
-        .image)
+        .sealed_image)
     }
 
     /// Asks for a lease of up to `count` devices (partial grants allowed).

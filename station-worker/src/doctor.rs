@@ -66,7 +66,7 @@ impl Check {
 
 /// What the doctor looks at.
 pub struct DoctorInput {
-    /// Coordinator endpoint.
+    /// Coordinator endpoint (empty: the one the enrolment bundle named).
     pub coordinator: String,
     /// State directory (identity file).
     pub state_dir: PathBuf,
@@ -82,7 +82,26 @@ pub struct DoctorInput {
 pub fn run_checks(input: &DoctorInput) -> Vec<Check> {
     let mut checks = Vec::new();
     checks.extend(check_probes(&input.probes, input.timeout));
-    checks.extend(check_coordinator(&input.coordinator, input.timeout));
+    match crate::enrolment::StationTrust::load(&input.state_dir) {
+        Ok(trust) => {
+            let endpoint = if input.coordinator.is_empty() {
+                trust.endpoint.clone()
+            } else {
+                input.coordinator.clone()
+            };
+            checks.extend(check_coordinator(
+                &endpoint,
+                &trust.security(),
+                input.timeout,
+            ));
+        }
+        Err(e) => checks.push(Check::bad(
+            Status::Fail,
+            "coordinator trust",
+            e.to_string(),
+            "enrol with the operator's bundle: `flashgate-station enrol --bundle FILE`",
+        )),
+    }
     checks.extend(check_keys(&input.state_dir, input.kek_file.as_deref()));
     checks
 }
@@ -208,7 +227,11 @@ fn check_backend(spec: &ProbeSpec, timeout: Duration) -> Check {
     }
 }
 
-fn check_coordinator(endpoint: &str, timeout: Duration) -> Vec<Check> {
+fn check_coordinator(
+    endpoint: &str,
+    security: &flashgate_proto::transport::Security,
+    timeout: Duration,
+) -> Vec<Check> {
     let name = format!("coordinator {endpoint}");
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -218,8 +241,8 @@ fn check_coordinator(endpoint: &str, timeout: Duration) -> Vec<Check> {
         Err(e) => return vec![Check::bad(Status::Fail, name, e.to_string(), "—")],
     };
     let answer = runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|e| format!("not a URL: {e}"))?
+        let channel = flashgate_proto::transport::endpoint(endpoint, security)
+            .map_err(|e| e.to_string())?
             .connect_timeout(timeout)
             .timeout(timeout)
             .connect()

@@ -24,6 +24,7 @@ pub mod config;
 pub mod coordinator_client;
 pub mod device_link;
 pub mod doctor;
+pub mod enrolment;
 pub mod events;
 pub mod fixture;
 pub mod identity;

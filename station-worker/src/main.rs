@@ -2,21 +2,25 @@
 //!
 //! ```text
 //! flashgate-station identity --state-dir DIR            # prints the fingerprint
-//! flashgate-station enrol --coordinator URL --state-dir DIR
-//! flashgate-station run --coordinator URL --emulate 4 [--order ID] [--json] [--max-devices N]
+//! flashgate-station enrol --bundle FILE --state-dir DIR [--insecure-plaintext]
+//! flashgate-station run --emulate 4 [--order ID] [--json] [--max-devices N]
 //!     [--otlp-endpoint URL] [--metrics-listen ADDR]
 //! flashgate-station doctor [--config FILE] [--coordinator URL] [--kek-file FILE]
 //! ```
 //! The identity is sealed under the station KEK: `$FLASHGATE_STATION_KEK` (64 hex) or
 //! `--kek-file` (a systemd encrypted credential, e.g. `$CREDENTIALS_DIRECTORY/station-kek`).
+//! What the station trusts (coordinator endpoint and CA, lease-signing key, vendor keys) comes
+//! only from the operator's enrolment bundle, kept in `<state-dir>/trust.json` by `enrol`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use flashgate_proto::bundle::EnrolmentBundle;
 use flashgate_station::config::StationConfig;
 use flashgate_station::coordinator_client::CoordinatorClient;
+use flashgate_station::enrolment::{enrol_with_bundle, StationTrust};
 use flashgate_station::events::{EventFormat, EventSink};
 use flashgate_station::identity::{StationIdentity, StationKek};
 use flashgate_station::station::{enrol, run_station, StationOptions};
@@ -37,7 +41,7 @@ struct Common {
     /// TOML configuration (coordinator, state dir, probes…).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Coordinator endpoint [default: http://127.0.0.1:7400, the coordinator's own default].
+    /// Coordinator endpoint [default: the enrolment bundle's].
     #[arg(long, env = "FLASHGATE_COORDINATOR")]
     coordinator: Option<String>,
     /// Identity, journal, cached releases.
@@ -92,10 +96,18 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         timeout_secs: u64,
     },
-    /// Register this station's public keys with the coordinator.
+    /// Enrol with the operator's bundle (`flashgate station bundle`): trust its CA and keys,
+    /// register this station's public keys, approved by the bundle's one-time token. Without
+    /// --bundle: enrol again with the trust kept from the first time (shows the state).
     Enrol {
         #[command(flatten)]
         common: Common,
+        /// The enrolment bundle file.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// Accept a bundle without a CA (a coordinator served with --insecure-plaintext).
+        #[arg(long)]
+        insecure_plaintext: bool,
     },
     /// Print this station's fingerprint (making the identity on first use).
     Identity {
@@ -120,7 +132,7 @@ fn resolve(common: &Common) -> anyhow::Result<Resolved> {
         .coordinator
         .clone()
         .or(config.coordinator.clone())
-        .unwrap_or_else(|| flashgate_proto::DEFAULT_ENDPOINT.into());
+        .unwrap_or_default();
     let state_dir = common
         .state_dir
         .clone()
@@ -198,7 +210,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .coordinator
                     .clone()
                     .or(config.coordinator.clone())
-                    .unwrap_or_else(|| flashgate_proto::DEFAULT_ENDPOINT.into()),
+                    .unwrap_or_default(),
                 state_dir: common
                     .state_dir
                     .clone()
@@ -225,27 +237,69 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", identity.station_id());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Enrol { common } => {
+        Command::Enrol {
+            common,
+            bundle,
+            insecure_plaintext,
+        } => {
             let r = resolve(&common)?;
             let identity = StationIdentity::load_or_create(&r.state_dir, &r.kek)?;
             let name = r.config.name.clone().unwrap_or_else(|| "station".into());
             let factory = r.config.factory.clone().unwrap_or_default();
+            let endpoint = (!r.coordinator.is_empty()).then_some(r.coordinator.as_str());
+            let bundle = match &bundle {
+                Some(path) => {
+                    let text =
+                        zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                            anyhow::anyhow!("reading the bundle {}: {e}", path.display())
+                        })?);
+                    let bundle = EnrolmentBundle::parse(&text)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    if bundle.ca_pem.is_empty() && !insecure_plaintext {
+                        anyhow::bail!(
+                            "the bundle {} names no CA (a plain-text coordinator): refused without --insecure-plaintext; {}",
+                            path.display(),
+                            flashgate_proto::transport::TLS_SETUP
+                        );
+                    }
+                    Some(bundle)
+                }
+                None => None,
+            };
             // The client's channel spawns onto the runtime it is made in: make it inside.
             let response = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
                 .block_on(async {
-                    let client = CoordinatorClient::new(&r.coordinator, identity.signer())?;
-                    enrol(&client, &identity, &name, &factory)
-                        .await
-                        .map_err(|e| {
-                            anyhow::anyhow!(
-                                "enrolment at {} failed: {} ({:?})",
-                                r.coordinator,
-                                e.message(),
-                                e.code()
-                            )
-                        })
+                    match &bundle {
+                        Some(bundle) => Ok(enrol_with_bundle(
+                            &identity,
+                            &r.state_dir,
+                            bundle,
+                            endpoint,
+                            &name,
+                            &factory,
+                        )
+                        .await?),
+                        None => {
+                            let trust = StationTrust::load(&r.state_dir)?;
+                            let endpoint = endpoint.unwrap_or(&trust.endpoint).to_owned();
+                            let client = CoordinatorClient::new(
+                                &endpoint,
+                                &trust.security(),
+                                identity.signer(),
+                            )?;
+                            enrol(&client, &identity, &name, &factory)
+                                .await
+                                .map_err(|e| {
+                                    anyhow::anyhow!(
+                                        "enrolment at {endpoint} failed: {} ({:?})",
+                                        e.message(),
+                                        e.code()
+                                    )
+                                })
+                        }
+                    }
                 })?;
             let state = flashgate_proto::v1::StationState::try_from(response.state)
                 .unwrap_or(flashgate_proto::v1::StationState::Unspecified);

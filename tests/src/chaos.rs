@@ -352,8 +352,7 @@ pub fn check_invariants(ordered: u64, end: &Final, ledger: &Ledger) -> Vec<Strin
 
 /// An operator client of `endpoint` (short timeouts: a replica may be down).
 pub async fn operator(endpoint: &str) -> Option<OperatorServiceClient<Channel>> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-        .ok()?
+    let channel = crate::replicas::endpoint_for(endpoint, None)?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(5))
         .connect()
@@ -451,7 +450,10 @@ impl Race {
                 StationIdentity::load_or_create(dir.path(), &StationKek::generate()).unwrap();
             let clients: Vec<CoordinatorClient> = endpoints
                 .iter()
-                .map(|e| CoordinatorClient::new(e, identity.signer()).unwrap())
+                .map(|e| {
+                    CoordinatorClient::new(e, &crate::replicas::security(), identity.signer())
+                        .unwrap()
+                })
                 .collect();
             flashgate_station::station::enrol(
                 &clients[i % clients.len()],

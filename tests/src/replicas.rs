@@ -42,6 +42,29 @@ pub struct Replicas {
     dir: tempfile::TempDir,
 }
 
+/// The CA of the replicas this test process started (nextest runs each test in its own
+/// process): every client here trusts it.
+static CA_PEM: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// How this process's clients reach the replicas: TLS trusting their CA.
+pub fn security() -> flashgate_proto::transport::Security {
+    flashgate_proto::transport::Security::Tls(flashgate_proto::transport::ClientTls::new(
+        CA_PEM.lock().expect("CA lock").clone().into_bytes(),
+    ))
+}
+
+/// A channel to `endpoint` (TLS, see [`security`]; `station`: with its identity certificate).
+pub fn endpoint_for(
+    endpoint: &str,
+    station: Option<&flashgate_proto::station_auth::StationSigner>,
+) -> Option<tonic::transport::Endpoint> {
+    let security = match station {
+        Some(signer) => signer.security(&security()).ok()?,
+        None => security(),
+    };
+    flashgate_proto::transport::endpoint(endpoint, &security).ok()
+}
+
 impl Replicas {
     /// `n` replicas on `store` (`--store` syntax) with `extra` flags, started (not yet waited
     /// for: see [`Replicas::wait_serving`]).
@@ -57,6 +80,15 @@ impl Replicas {
         std::fs::write(dir.path().join("kek"), hex::encode([0x11u8; 32])).unwrap();
         let signing = SigningKey::generate(&mut rand::rngs::OsRng);
         std::fs::write(dir.path().join("signing"), hex::encode(signing.to_bytes())).unwrap();
+        let token = "chaos-operator-token".to_owned();
+        std::fs::write(dir.path().join("token"), &token).unwrap();
+        let tls = flashgate_coordinator::tls::init(
+            &dir.path().join("tls"),
+            &["127.0.0.1".to_owned(), "localhost".to_owned()],
+            1,
+        )
+        .expect("a loopback certificate");
+        *CA_PEM.lock().expect("CA lock") = tls.ca_pem;
         let mut this = Self {
             replicas: (0..n)
                 .map(|_| Replica {
@@ -67,7 +99,7 @@ impl Replicas {
             store: store.to_owned(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             signing,
-            token: "chaos-operator-token".into(),
+            token,
             skew_secs: skew_secs.to_vec(),
             dir,
         };
@@ -105,8 +137,13 @@ impl Replicas {
             .arg("--signing-key-file")
             .arg(self.dir.path().join("signing"))
             .args(["--node-id", &format!("replica{i}")])
+            .arg("--operator-token-file")
+            .arg(self.dir.path().join("token"))
+            .arg("--tls-cert")
+            .arg(self.dir.path().join("tls/server.pem"))
+            .arg("--tls-key")
+            .arg(self.dir.path().join("tls/server.key"))
             .args(&self.extra)
-            .env("FLASHGATE_OPERATOR_TOKEN", &self.token)
             .env("RUST_LOG", "warn")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(Stdio::null())
@@ -115,9 +152,9 @@ impl Replicas {
             .expect("the coordinator binary starts")
     }
 
-    /// `http://127.0.0.1:PORT` of replica `i`.
+    /// `https://127.0.0.1:PORT` of replica `i`.
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.replicas[i].port)
+        format!("https://127.0.0.1:{}", self.replicas[i].port)
     }
 
     /// SIGKILL.
@@ -181,7 +218,7 @@ pub async fn wait_serving(endpoint: &str, limit: Duration) -> Option<Duration> {
 }
 
 async fn serving(endpoint: &str) -> bool {
-    let Ok(channel) = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+    let Ok(channel) = endpoint_for(endpoint, None)
         .expect("endpoint URL")
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(3))

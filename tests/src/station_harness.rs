@@ -17,10 +17,9 @@ use flashgate_coordinator::store::etcd::EtcdStore;
 use flashgate_coordinator::store::KvStore;
 use flashgate_coordinator::testing::{test_config, TestCoordinator};
 use flashgate_proto::v1;
-use flashgate_station::coordinator_client::CoordinatorClient;
 use flashgate_station::events::{EventFormat, EventSink};
 use flashgate_station::identity::{StationIdentity, StationKek};
-use flashgate_station::station::{enrol, StationOptions};
+use flashgate_station::station::StationOptions;
 use zeroize::Zeroizing;
 
 use crate::{firmware_dir, station_binary, Firmware, Vendor};
@@ -133,9 +132,9 @@ impl FlakyProxy {
         Self { addr, up, open }
     }
 
-    /// `http://` endpoint of the proxy.
+    /// `https://` endpoint of the proxy (TLS passes through it end to end).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
     }
 
     /// Cuts every connection and refuses new ones.
@@ -230,11 +229,18 @@ impl Factory {
         let station_id = identity.station_id();
         let proxy = FlakyProxy::start(coordinator.addr);
         let order = rt.block_on(async {
-            let client = CoordinatorClient::new(&coordinator.endpoint, identity.signer()).unwrap();
-            enrol(&client, &identity, "e2e station", "f1")
-                .await
-                .expect("enrol");
-            coordinator.approve(&station_id).await.expect("approve");
+            let bundle = coordinator.enrolment_bundle("e2e station").await.unwrap();
+            let enrolled = flashgate_station::enrolment::enrol_with_bundle(
+                &identity,
+                state_dir.path(),
+                &bundle,
+                None,
+                "e2e station",
+                "f1",
+            )
+            .await
+            .expect("enrol with the bundle");
+            assert_eq!(enrolled.state, v1::StationState::Approved as i32);
             let mut op = coordinator.operator_client().await.unwrap();
             op.create_product(coordinator.operator_request(v1::CreateProductRequest {
                 product_id: PRODUCT_ID,

@@ -15,7 +15,7 @@ async fn endpoints_and_tokens_that_cannot_work_are_usage_errors() {
         let out = run(&["--endpoint", endpoint, "product", "list"]);
         assert_eq!(code(&out), 2, "{endpoint}: {}", stderr(&out));
         assert!(
-            stderr(&out).contains("is not a URL like http://host:7400"),
+            stderr(&out).contains("is not a URL like https://host:7400"),
             "{}",
             stderr(&out)
         );

@@ -16,10 +16,18 @@ use rand_core::OsRng;
 use serde_json::Value;
 
 /// Never reachable: nothing listens on port 1.
-pub const DEAD: &str = "http://127.0.0.1:1";
+pub const DEAD: &str = "https://127.0.0.1:1";
 
 /// The product every [`World`] makes.
 pub const PRODUCT: u32 = 7;
+
+/// The CA of this test process's coordinator (nextest runs each test in its own process):
+/// every run trusts it through `FLASHGATE_CA_FILE` unless `envs` say otherwise.
+static CA_FILE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+fn trust(tc: &TestCoordinator) {
+    *CA_FILE.lock().unwrap() = Some(tc.ca_file.clone());
+}
 
 /// Runs `flashgate ARGS` with only `envs` set among the flashgate variables and the config
 /// under `config_home`.
@@ -30,10 +38,15 @@ pub fn flashgate(config_home: &Path, envs: &[(String, String)], args: &[String])
         "FLASHGATE_TOKEN",
         "FLASHGATE_CONTEXT",
         "FLASHGATE_CONFIG",
+        "FLASHGATE_TOKEN_FILE",
+        "FLASHGATE_CA_FILE",
     ] {
         cmd.env_remove(var);
     }
     cmd.env("XDG_CONFIG_HOME", config_home);
+    if let Some(ca) = CA_FILE.lock().unwrap().as_ref() {
+        cmd.env("FLASHGATE_CA_FILE", ca);
+    }
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -57,20 +70,28 @@ pub fn json(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).expect("JSON on stdout")
 }
 
-/// The binary, pointed at one coordinator with the operator token (as flags), with a config
-/// directory of its own.
+/// The binary, pointed at one coordinator trusting its CA, with the operator token in a file
+/// (as flags), with a config directory of its own.
 pub struct Flashgate {
     base: Vec<String>,
     home: tempfile::TempDir,
 }
 
 impl Flashgate {
-    pub fn new(endpoint: &str, token: &str) -> Self {
+    pub fn new(endpoint: &str, ca_file: &Path, token: &str) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let token_file = home.path().join("operator.token");
+        std::fs::write(&token_file, token).unwrap();
         Self {
-            base: ["--endpoint", endpoint, "--token", token]
-                .map(String::from)
-                .to_vec(),
-            home: tempfile::tempdir().unwrap(),
+            base: vec![
+                "--endpoint".into(),
+                endpoint.into(),
+                "--ca-file".into(),
+                ca_file.display().to_string(),
+                "--token-file".into(),
+                token_file.display().to_string(),
+            ],
+            home,
         }
     }
 
@@ -94,9 +115,9 @@ impl Flashgate {
             .unwrap()
     }
 
-    /// `flashgate --endpoint … ARGS` with no token at all.
+    /// `flashgate --endpoint … --ca-file … ARGS` with no token at all.
     pub async fn run_anonymous(&self, args: &[&str]) -> Output {
-        let mut all = self.base[..2].to_vec();
+        let mut all = self.base[..4].to_vec();
         all.extend(args.iter().map(|a| a.to_string()));
         self.run_raw(all).await
     }
@@ -181,7 +202,8 @@ impl World {
     /// A fresh coordinator (embedded store) and a runner pointed at it.
     pub async fn start() -> Self {
         let tc = TestCoordinator::start_embedded().await.unwrap();
-        let cli = Flashgate::new(&tc.endpoint, &tc.operator_token);
+        trust(&tc);
+        let cli = Flashgate::new(&tc.endpoint, &tc.ca_file, &tc.operator_token);
         Self {
             tc,
             cli,
@@ -234,9 +256,10 @@ impl World {
             x25519_public_key: [9u8; 32].to_vec(),
             name: name.into(),
             factory: "factory-1".into(),
+            ..Default::default()
         };
         let station = StationSigner::new(key);
-        self.stations()
+        self.stations(&station)
             .await
             .enrol(station.sign(methods::ENROL, request))
             .await
@@ -244,8 +267,18 @@ impl World {
         station
     }
 
-    pub async fn stations(&self) -> StationServiceClient<tonic::transport::Channel> {
-        self.tc.station_client().await.unwrap()
+    /// A station-service client connected as `station` (mutual TLS with its identity).
+    pub async fn stations(
+        &self,
+        station: &StationSigner,
+    ) -> StationServiceClient<tonic::transport::Channel> {
+        let security = station.security(&self.tc.security()).unwrap();
+        let channel = flashgate_proto::transport::endpoint(&self.tc.endpoint, &security)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        StationServiceClient::new(channel)
     }
 
     /// Product, bootloader release, an approved station and an order of `count` for it.
@@ -284,7 +317,7 @@ impl World {
             count,
             ..Default::default()
         };
-        self.stations()
+        self.stations(station)
             .await
             .acquire_lease(station.sign(methods::ACQUIRE_LEASE, request))
             .await
@@ -294,7 +327,7 @@ impl World {
     /// The station reports `serial` provisioned (test passed) under `lease` (signed gRPC).
     pub async fn install(&self, station: &StationSigner, lease: &str, serial: [u8; 16]) {
         let request = provisioned(lease, serial);
-        self.stations()
+        self.stations(station)
             .await
             .report_install(station.sign(methods::REPORT_INSTALL, request))
             .await
@@ -327,6 +360,7 @@ pub struct Env {
 impl Env {
     pub async fn start() -> Self {
         let tc = TestCoordinator::start_embedded().await.unwrap();
+        trust(&tc);
         let vendor = SigningKey::generate(&mut OsRng);
         let station = StationRecord {
             station_id: StationId::parse("0123456789abcdef0123456789abcdef").unwrap(),

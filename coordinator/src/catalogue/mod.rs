@@ -6,7 +6,7 @@
 //! | key | value |
 //! | --- | --- |
 //! | `products/{product_id:010}` | [`products::ProductRecord`] |
-//! | `releases/{digest}` / `images/{digest}` | [`releases::ReleaseRecord`] / the signed image |
+//! | `releases/{digest}` / `images/{digest}` | [`releases::ReleaseRecord`] / the signed image sealed under the KEK |
 //! | `orders/{order_id}` | [`orders::OrderRecord`] |
 
 mod names;
@@ -14,6 +14,10 @@ pub mod orders;
 pub mod products;
 pub mod releases;
 
+use std::sync::Arc;
+
+use crate::audit::AuditLog;
+use crate::keys::KekRing;
 use crate::repository::Db;
 
 pub use orders::{OrderRecord, Orders};
@@ -32,10 +36,11 @@ pub struct Catalogue {
 }
 
 impl Catalogue {
-    /// The catalogue over `db`, its parts sharing it.
-    pub fn new(db: Db) -> Self {
-        let products = Products::new(db.clone());
-        let releases = Releases::new(db.clone(), products.clone());
+    /// The catalogue over `db`, its parts sharing it; images are sealed with `kek`, changes
+    /// audited in `audit`.
+    pub fn new(db: Db, kek: Arc<KekRing>, audit: AuditLog) -> Self {
+        let products = Products::new(db.clone(), audit.clone());
+        let releases = Releases::new(db.clone(), products.clone(), kek, audit);
         let orders = Orders::new(db, products.clone(), releases.clone());
         Self {
             products,

@@ -6,9 +6,10 @@ use flashgate_proto::v1;
 use serde::{Deserialize, Serialize};
 
 use super::names::valid_name;
+use crate::audit::{Actor, AuditLog, Entry};
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::ProductId;
-use crate::repository::{hex, Db, JsonRecord, Scope, Txn};
+use crate::repository::{hex, Attempt, CasRetry, Db, JsonRecord, Scope, Txn};
 
 /// `products/{product_id:010}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -45,16 +46,17 @@ impl ProductRecord {
 #[derive(Clone)]
 pub struct Products {
     db: Db,
+    audit: AuditLog,
 }
 
 impl Products {
-    /// Products over `db`.
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    /// Products over `db`, created under the audit log `audit`.
+    pub fn new(db: Db, audit: AuditLog) -> Self {
+        Self { db, audit }
     }
 
     /// Creates a product; refused if its id is taken or its vendor key is not an ed25519 point.
-    pub async fn create(&self, req: v1::CreateProductRequest) -> Result<v1::Product> {
+    pub async fn create(&self, by: &Actor, req: v1::CreateProductRequest) -> Result<v1::Product> {
         valid_name(&req.name, "a product name")?;
         let key: [u8; 32] = req.vendor_public_key.as_slice().try_into().map_err(|_| {
             E::InvalidArgument(format!(
@@ -72,15 +74,23 @@ impl Products {
             vendor_public_key: key,
             created_at_ms: now_ms(),
         };
-        let created = self
-            .db
-            .commit(Txn::new().absent::<ProductRecord>(&id).put(&id, &record))
+        CasRetry::new("the audit log")
+            .run(|| async {
+                if self.db.get::<ProductRecord>(&id).await?.is_some() {
+                    return Err(E::AlreadyExists(format!(
+                        "product {id} already exists; products are immutable, pick another product id"
+                    )));
+                }
+                let txn = Txn::new().absent::<ProductRecord>(&id).put(&id, &record);
+                let entry = Entry::new(by, "product created", id).detail(format!(
+                    "name {:?}, vendor key {}",
+                    record.name,
+                    ::hex::encode(record.vendor_public_key)
+                ));
+                let txn = self.audit.append_global(txn, entry).await?;
+                Ok(Attempt::committed(self.db.commit(txn).await?, ()))
+            })
             .await?;
-        if !created {
-            return Err(E::AlreadyExists(format!(
-                "product {id} already exists; products are immutable, pick another product id"
-            )));
-        }
         Ok(record.to_proto())
     }
 

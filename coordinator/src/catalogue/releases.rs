@@ -8,10 +8,16 @@ use flashgate_protocol::image::{BodyHasher, ImageKind, SignedImageHeader, SIGNED
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
 use super::products::Products;
+use crate::audit::{Actor, AuditLog, Entry};
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::{Digest, ProductId};
-use crate::repository::{hex, Db, JsonRecord, Record, Scope, Txn};
+use crate::keys::{release_image_aad, KekRing};
+use crate::repository::{hex, Attempt, CasRetry, Db, JsonRecord, Record, Scope, Txn};
 
 /// What a release is, stored as the image header's kind number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,7 +123,10 @@ impl ReleaseRecord {
     }
 }
 
-/// `images/{digest}`: the signed image itself, as uploaded.
+/// `images/{digest}`: the signed image, sealed under the KEK (AAD names the digest). Its
+/// plaintext exists only in the coordinator's memory while it is re-sealed for a station or
+/// encrypted into an update campaign.
+#[derive(Clone)]
 pub struct ReleaseImage(pub Vec<u8>);
 
 impl Record for ReleaseImage {
@@ -136,17 +145,25 @@ impl Record for ReleaseImage {
 pub struct Releases {
     db: Db,
     products: Products,
+    kek: Arc<KekRing>,
+    audit: AuditLog,
 }
 
 impl Releases {
-    /// Releases over `db`, checked against the `products`' vendor keys.
-    pub fn new(db: Db, products: Products) -> Self {
-        Self { db, products }
+    /// Releases over `db`, checked against the `products`' vendor keys; images are sealed with
+    /// `kek`, uploads audited in `audit`.
+    pub fn new(db: Db, products: Products, kek: Arc<KekRing>, audit: AuditLog) -> Self {
+        Self {
+            db,
+            products,
+            kek,
+            audit,
+        }
     }
 
-    /// Stores a vendor-signed image after checking its signature (against the product's vendor
-    /// key) and its body digest.
-    pub async fn upload(&self, image: &[u8]) -> Result<v1::Release> {
+    /// Stores a vendor-signed image (sealed under the KEK) after checking its signature
+    /// (against the product's vendor key) and its body digest.
+    pub async fn upload(&self, by: &Actor, image: &[u8]) -> Result<v1::Release> {
         let signed = SignedImageHeader::parse(image).map_err(|e| {
             E::InvalidArgument(format!(
                 "not a flashgate signed image (header: {e:?}); sign releases with the vendor tooling"
@@ -183,22 +200,28 @@ impl Releases {
             vendor_signature: signed.signature,
             uploaded_at_ms: now_ms(),
         };
-        let stored = self
-            .db
-            .commit(
-                Txn::new()
+        let sealed = ReleaseImage(self.kek.seal(&release_image_aad(&digest.0), image));
+        CasRetry::new("the audit log")
+            .run(|| async {
+                // Same bytes, same digest: uploading twice is harmless.
+                if let Some(existing) = self.db.get::<ReleaseRecord>(&digest).await? {
+                    return Ok(Attempt::Done(existing.record.to_proto()));
+                }
+                let txn = Txn::new()
                     .absent::<ReleaseRecord>(&digest)
-                    .put(&digest, &ReleaseImage(image.to_vec()))
-                    .put(&digest, &record),
-            )
-            .await?;
-        if !stored {
-            // Same bytes, same digest: uploading twice is harmless.
-            if let Some(existing) = self.db.get::<ReleaseRecord>(&digest).await? {
-                return Ok(existing.record.to_proto());
-            }
-        }
-        Ok(record.to_proto())
+                    .put(&digest, &sealed)
+                    .put(&digest, &record);
+                let entry = Entry::new(by, "release uploaded", digest).detail(format!(
+                    "product {}, {:?} version {}, {} bytes",
+                    record.product_id, record.kind, record.version, record.body_size
+                ));
+                let txn = self.audit.append_global(txn, entry).await?;
+                Ok(Attempt::committed(
+                    self.db.commit(txn).await?,
+                    record.to_proto(),
+                ))
+            })
+            .await
     }
 
     /// Every release, or those of one product (`product_id` ≠ 0).
@@ -226,8 +249,9 @@ impl Releases {
             .record)
     }
 
-    /// A release and its signed image, named by digest bytes from a request.
-    pub async fn with_image(&self, digest: &[u8]) -> Result<(ReleaseRecord, Vec<u8>)> {
+    /// A release and its signed image (opened from its sealed form; wiped when dropped), named by
+    /// digest bytes from a request.
+    pub async fn with_image(&self, digest: &[u8]) -> Result<(ReleaseRecord, Zeroizing<Vec<u8>>)> {
         let release = self.get(&Digest::parse(digest)?).await?;
         let image = self
             .db
@@ -236,6 +260,9 @@ impl Releases {
             .ok_or_else(|| {
                 E::Internal(format!("image of release {} is missing", release.digest))
             })?;
-        Ok((release, image.record.0))
+        let image = self
+            .kek
+            .open(&release_image_aad(&release.digest.0), &image.record.0)?;
+        Ok((release, image))
     }
 }

@@ -32,11 +32,10 @@ pub type ApiResult<T> = Result<T, Status>;
 impl ConsoleApi {
     /// The services of `coordinator`, with `data` the ingest the gRPC and UDP ports share.
     pub fn new(coordinator: Arc<Coordinator>, data: Arc<DataIngest>) -> Self {
-        let token = coordinator.operator_token().clone();
-        let updates = coordinator.updates();
+        let access = coordinator.access().clone();
         Self {
-            updates: UpdateApi::new(updates.clone(), token.clone()),
-            data: DataApi::new(data, token),
+            updates: UpdateApi::new(coordinator.updates().clone(), access.clone()),
+            data: DataApi::new(data, access),
             operator: OperatorApi(coordinator),
         }
     }

@@ -1,18 +1,27 @@
 //! The ingest path shared by the gRPC service and the UDP listener: a batch of records is
 //! verified in memory against the devices' windows and committed in one transaction guarded
-//! by the revisions of the windows it read, so replicas sharing a store cannot accept one
-//! counter twice. Every refusal is counted by reason ([`IngestStats`]).
+//! by the revisions of the windows it read, so replicas (and concurrent batches of one
+//! replica: there is no lock across store calls) cannot accept one counter twice. Every
+//! refusal is counted by reason ([`IngestStats`]).
+//!
+//! Built to take a flood ([`super::limits`]): a record from a source over its rate limit is
+//! dropped unread; a device id is found through the index (`super::index`, one prefix read),
+//! and an unknown one is remembered as unknown for a while, so a flood of made-up ids costs no
+//! store read after the first; stream keys are cached with a bound; epochs more than one ahead
+//! are refused before any key is derived.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 
 use flashgate_proto::clock::now_ms;
 use flashgate_proto::v1;
 use flashgate_protocol::data_stream::{self, Direction, RecordHeader, RecordKind, DEVICE_ID_LEN};
 use flashgate_protocol::ErrorCode;
-use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
+use super::index::DeviceIdIndex;
+use super::limits::{BoundedMap, IngestLimits, RateLimiter};
 use super::records::{DataRecordEntry, EntryKey, WindowRecord};
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::{ProductId, Serial};
@@ -34,10 +43,11 @@ pub struct IngestStats {
     pub rejected: BTreeMap<u32, u64>,
 }
 
-/// Registered devices by data-stream id (several may share the 8-byte prefix).
-type Directory = HashMap<[u8; DEVICE_ID_LEN], Vec<(ProductId, Serial)>>;
+/// Registered devices by data-stream id (several may share the 8-byte prefix); an empty list
+/// is an id known to be unknown.
+type Directory = BoundedMap<[u8; DEVICE_ID_LEN], Vec<(ProductId, Serial)>>;
 /// Stream keys by (serial, epoch).
-type KeyCache = HashMap<(Serial, u32), Zeroizing<[u8; 32]>>;
+type KeyCache = BoundedMap<(Serial, u32), Zeroizing<[u8; 32]>>;
 
 /// A device's window as loaded for one batch.
 struct Loaded {
@@ -57,26 +67,40 @@ struct Verified {
 pub struct DataIngest {
     db: Db,
     registry: Registry,
-    /// Serialises batches on this replica (replicas are kept apart by the store's CAS).
-    lock: Mutex<()>,
     /// Device id → registered (product, serial) with that prefix.
     directory: std::sync::Mutex<Directory>,
+    /// Device ids no registered device has, for a while.
+    unknown: std::sync::Mutex<BoundedMap<[u8; DEVICE_ID_LEN], ()>>,
     /// (serial, epoch) → stream key.
     keys: std::sync::Mutex<KeyCache>,
+    limiter: std::sync::Mutex<RateLimiter>,
     stats: std::sync::Mutex<IngestStats>,
 }
 
 impl DataIngest {
-    /// An ingest over `db`, finding devices and their keys in `registry`.
-    pub fn new(db: Db, registry: Registry) -> Self {
+    /// An ingest over `db`, finding devices and their keys in `registry`, within `limits`.
+    pub fn new(db: Db, registry: Registry, limits: IngestLimits) -> Self {
         Self {
             db,
             registry,
-            lock: Mutex::new(()),
-            directory: Default::default(),
-            keys: Default::default(),
+            directory: std::sync::Mutex::new(BoundedMap::new(limits.directory_entries, None)),
+            unknown: std::sync::Mutex::new(BoundedMap::new(
+                limits.unknown_entries,
+                Some(limits.unknown_ttl),
+            )),
+            keys: std::sync::Mutex::new(BoundedMap::new(limits.key_entries, None)),
+            limiter: std::sync::Mutex::new(RateLimiter::new(&limits)),
             stats: Default::default(),
         }
+    }
+
+    /// Entries in the bounded caches: (device ids, unknown ids, stream keys).
+    pub fn cache_sizes(&self) -> (usize, usize, usize) {
+        (
+            self.directory.lock().expect("directory lock").len(),
+            self.unknown.lock().expect("unknown lock").len(),
+            self.keys.lock().expect("keys lock").len(),
+        )
     }
 
     /// Accepted and refused counts since this ingest was made.
@@ -94,19 +118,20 @@ impl DataIngest {
 
     async fn candidates(&self, id: &[u8; DEVICE_ID_LEN]) -> Result<Vec<(ProductId, Serial)>> {
         if let Some(found) = self.directory.lock().expect("directory lock").get(id) {
-            return Ok(found.clone());
+            return Ok(found);
         }
-        // Unknown id: rescan the registry once (devices registered since the last scan).
-        let mut directory = Directory::new();
-        for device in self.registry.devices(None).await? {
-            let (product_id, serial) = device.record.key();
-            directory
-                .entry(data_stream::device_id(&serial.0))
-                .or_default()
-                .push((product_id, serial));
+        if self.unknown.lock().expect("unknown lock").get(id).is_some() {
+            return Ok(Vec::new());
         }
-        let found = directory.get(id).cloned().unwrap_or_default();
-        *self.directory.lock().expect("directory lock") = directory;
+        let found = DeviceIdIndex::lookup(&self.db, id).await?;
+        if found.is_empty() {
+            self.unknown.lock().expect("unknown lock").insert(*id, ());
+        } else {
+            self.directory
+                .lock()
+                .expect("directory lock")
+                .insert(*id, found.clone());
+        }
         Ok(found)
     }
 
@@ -117,7 +142,7 @@ impl DataIngest {
         epoch: u32,
     ) -> Result<Zeroizing<[u8; 32]>> {
         if let Some(k) = self.keys.lock().expect("keys lock").get(&(serial, epoch)) {
-            return Ok(k.clone());
+            return Ok(k);
         }
         let device_key = self.registry.device_key(product_id.0, &serial.0).await?;
         let key = data_stream::epoch_key(&device_key, Direction::Up, epoch);
@@ -131,13 +156,32 @@ impl DataIngest {
     /// Verifies and stores a batch; one verdict per record, in order. Store failures are
     /// errors of the whole call (nothing of the batch was stored).
     pub async fn ingest(&self, records: &[Vec<u8>], source: &str) -> Result<Vec<Verdict>> {
+        self.ingest_from(None, records, source).await
+    }
+
+    /// [`Self::ingest`] for records sent from `peer`: those beyond the peer's rate limit are
+    /// refused unread ([`ErrorCode::DataRateLimited`]).
+    pub async fn ingest_from(
+        &self,
+        peer: Option<IpAddr>,
+        records: &[Vec<u8>],
+        source: &str,
+    ) -> Result<Vec<Verdict>> {
         if records.len() > MAX_BATCH {
             return Err(E::InvalidArgument(format!(
                 "at most {MAX_BATCH} records per call"
             )));
         }
-        let _guard = self.lock.lock().await;
-        let verdicts = CasRetry::new("a device's data window")
+        let admitted = match peer {
+            Some(ip) => self
+                .limiter
+                .lock()
+                .expect("limiter lock")
+                .admit(ip, records.len()),
+            None => records.len(),
+        };
+        let (records, dropped) = records.split_at(admitted);
+        let mut verdicts = CasRetry::new("a device's data window")
             .attempts(8)
             .run(|| async {
                 let batch = self.verify_batch(records, source).await?;
@@ -150,6 +194,7 @@ impl DataIngest {
                 ))
             })
             .await?;
+        verdicts.extend(dropped.iter().map(|_| Err(ErrorCode::DataRateLimited)));
         for v in &verdicts {
             self.count(v);
         }
@@ -168,7 +213,7 @@ impl DataIngest {
                     Ok(())
                 }
                 Err(code) => {
-                    tracing::debug!(code = %code, len = raw.len(), source, "data record refused");
+                    tracing::trace!(code = %code, len = raw.len(), source, "data record refused");
                     Err(code)
                 }
             };

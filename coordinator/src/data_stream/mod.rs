@@ -9,12 +9,15 @@
 //! Epoch changes: a `Rotation` record (sealed under the current epoch) opens `epoch + 1`; a
 //! valid record of `current + 1` opens it too (its rotation record may have been lost on UDP).
 
+pub mod index;
 pub mod ingest;
+pub mod limits;
 pub mod records;
 mod service;
 mod udp;
 
 pub use ingest::{DataIngest, IngestStats, Verdict, MAX_BATCH};
+pub use limits::IngestLimits;
 pub use service::DataApi;
 pub use udp::serve_udp;
 

@@ -8,7 +8,8 @@ use flashgate_protocol::ErrorCode;
 use tonic::{Request, Response, Status};
 
 use super::ingest::DataIngest;
-use crate::rpc::{self, OperatorToken};
+use crate::access::Access;
+use crate::rpc;
 
 /// Text for a refusal code.
 fn reason(code: u32) -> String {
@@ -19,13 +20,13 @@ fn reason(code: u32) -> String {
 #[derive(Clone)]
 pub struct DataApi {
     ingest: Arc<DataIngest>,
-    token: OperatorToken,
+    access: Access,
 }
 
 impl DataApi {
-    /// The data service over `ingest`; operator queries must present `token`.
-    pub fn new(ingest: Arc<DataIngest>, token: OperatorToken) -> Self {
-        Self { ingest, token }
+    /// The data service over `ingest`; operator queries are checked by `access`.
+    pub fn new(ingest: Arc<DataIngest>, access: Access) -> Self {
+        Self { ingest, access }
     }
 }
 
@@ -35,9 +36,13 @@ impl DataService for DataApi {
         &self,
         request: Request<v1::IngestRecordsRequest>,
     ) -> Result<Response<v1::IngestRecordsResponse>, Status> {
+        let peer = request.remote_addr().map(|a| a.ip());
         let req = request.into_inner();
         rpc::handle("IngestRecords", async {
-            let verdicts = self.ingest.ingest(&req.records, &req.source).await?;
+            let verdicts = self
+                .ingest
+                .ingest_from(peer, &req.records, &req.source)
+                .await?;
             Ok(v1::IngestRecordsResponse {
                 verdicts: verdicts
                     .into_iter()
@@ -63,11 +68,16 @@ impl DataService for DataApi {
         &self,
         request: Request<v1::QueryRecordsRequest>,
     ) -> Result<Response<v1::QueryRecordsResponse>, Status> {
-        rpc::operator_call("QueryRecords", &self.token, request, |req| async move {
-            Ok(v1::QueryRecordsResponse {
-                records: self.ingest.query(&req).await?,
-            })
-        })
+        rpc::operator_call(
+            "QueryRecords",
+            &self.access,
+            request,
+            |_caller, req| async move {
+                Ok(v1::QueryRecordsResponse {
+                    records: self.ingest.query(&req).await?,
+                })
+            },
+        )
         .await
     }
 
@@ -75,21 +85,26 @@ impl DataService for DataApi {
         &self,
         request: Request<v1::GetIngestStatsRequest>,
     ) -> Result<Response<v1::IngestStats>, Status> {
-        rpc::operator_call("GetIngestStats", &self.token, request, |_req| async {
-            let stats = self.ingest.stats();
-            Ok(v1::IngestStats {
-                accepted: stats.accepted,
-                rejected: stats
-                    .rejected
-                    .into_iter()
-                    .map(|(code, count)| v1::RejectCount {
-                        error_code: code,
-                        reason: reason(code),
-                        count,
-                    })
-                    .collect(),
-            })
-        })
+        rpc::operator_call(
+            "GetIngestStats",
+            &self.access,
+            request,
+            |_caller, _req| async {
+                let stats = self.ingest.stats();
+                Ok(v1::IngestStats {
+                    accepted: stats.accepted,
+                    rejected: stats
+                        .rejected
+                        .into_iter()
+                        .map(|(code, count)| v1::RejectCount {
+                            error_code: code,
+                            reason: reason(code),
+                            count,
+                        })
+                        .collect(),
+                })
+            },
+        )
         .await
     }
 }

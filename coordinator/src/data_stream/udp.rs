@@ -1,7 +1,9 @@
 //! Plain UDP ingest: one sealed record per datagram, no reply (a record authenticates itself;
 //! refusals are counted, see `GetIngestStats`). Datagrams waiting in the socket are taken in
-//! batches of up to 64 per store commit.
+//! batches of up to 64, grouped by source address: each source's records are rate-limited on
+//! their own (`super::limits`), so one flooding address cannot crowd out the others.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use flashgate_protocol::data_stream::MAX_RECORD_LEN;
@@ -14,16 +16,22 @@ pub async fn serve_udp(ingest: Arc<DataIngest>, socket: UdpSocket) -> anyhow::Re
     tracing::info!(addr = %socket.local_addr()?, "data UDP ingest listening");
     let mut buf = vec![0u8; MAX_RECORD_LEN + 1];
     loop {
-        let (n, _) = socket.recv_from(&mut buf).await?;
-        let mut batch = vec![buf[..n].to_vec()];
-        while batch.len() < 64 {
-            match socket.try_recv_from(&mut buf) {
-                Ok((n, _)) => batch.push(buf[..n].to_vec()),
-                Err(_) => break,
+        let (n, from) = socket.recv_from(&mut buf).await?;
+        let mut batches: Vec<(IpAddr, Vec<Vec<u8>>)> = vec![(from.ip(), vec![buf[..n].to_vec()])];
+        for _ in 1..64 {
+            let Ok((n, from)) = socket.try_recv_from(&mut buf) else {
+                break;
+            };
+            let record = buf[..n].to_vec();
+            match batches.iter_mut().find(|(ip, _)| *ip == from.ip()) {
+                Some((_, batch)) => batch.push(record),
+                None => batches.push((from.ip(), vec![record])),
             }
         }
-        if let Err(error) = ingest.ingest(&batch, "udp").await {
-            tracing::warn!(%error, records = batch.len(), "data UDP batch not stored");
+        for (from, batch) in batches {
+            if let Err(error) = ingest.ingest_from(Some(from), &batch, "udp").await {
+                tracing::warn!(%error, records = batch.len(), "data UDP batch not stored");
+            }
         }
     }
 }

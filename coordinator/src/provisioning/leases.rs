@@ -16,8 +16,9 @@ use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::quota::{Quota, QuotaRecord};
+use super::quota::Quota;
 use super::stations::StationRecord;
+use crate::audit::{Actor, ChainHead, ChainScope, Entry};
 use crate::catalogue::{Catalogue, OrderRecord};
 use crate::config::CoordinatorConfig;
 use crate::error::{CoordinatorError as E, Result};
@@ -74,6 +75,9 @@ pub struct LeaseRecord {
     pub sealed_secret: Vec<u8>,
     /// Slots given back to the quota when the lease ended.
     pub released: u32,
+    /// The head of the `lease/{id}` audit chain (its slots consumed).
+    #[serde(default)]
+    pub audit: ChainHead,
 }
 
 impl JsonRecord for LeaseRecord {
@@ -176,6 +180,12 @@ impl Leases {
     async fn try_acquire(&self, grant: &Grant<'_>) -> Result<Attempt<v1::SignedLease>> {
         let (order, station) = (grant.order, grant.station);
         let quota = self.quota.get(&order.order_id).await?;
+        if quota.record.cancelled() {
+            return Err(E::FailedPrecondition(format!(
+                "order {} was cancelled; no new lease is granted under it",
+                order.order_id
+            )));
+        }
         let remaining = quota.record.remaining;
         let granted = if remaining >= u64::from(grant.count) {
             grant.count
@@ -211,17 +221,35 @@ impl Leases {
                 .kek
                 .seal(&lease_secret_aad(lease_id.as_str()), &secret[..]),
             released: 0,
+            audit: ChainHead::default(),
         };
         let left = remaining - u64::from(granted);
-        let committed = self
-            .db
-            .commit(
+        let mut next = quota.record.clone();
+        next.remaining = left;
+        let entry = Entry::new(
+            &Actor::station(&station.station_id),
+            "lease granted",
+            &lease_id,
+        )
+        .detail(format!(
+            "{granted} slots, not after {}, {left} left",
+            record.not_after_ms
+        ));
+        let txn = self
+            .quota
+            .audit()
+            .append(
                 Txn::new()
                     .unchanged(&quota)
-                    .absent::<LeaseRecord>(&lease_id)
-                    .replace(&quota, &QuotaRecord { remaining: left })
-                    .put(&lease_id, &record),
+                    .absent::<LeaseRecord>(&lease_id),
+                &ChainScope::order(&order.order_id),
+                &mut next.audit,
+                entry,
             )
+            .await?;
+        let committed = self
+            .db
+            .commit(txn.replace(&quota, &next).put(&lease_id, &record))
             .await?;
         if !committed {
             return Ok(Attempt::Conflict);
@@ -281,7 +309,12 @@ impl Leases {
         CasRetry::new("the lease")
             .run(|| async {
                 let lease = self.own(station, lease_id).await?;
-                self.try_end(lease, LeaseState::Returned).await
+                self.try_end(
+                    lease,
+                    LeaseState::Returned,
+                    &Actor::station(&station.station_id),
+                )
+                .await
             })
             .await
     }
@@ -295,10 +328,15 @@ impl Leases {
                     return Ok(Attempt::Done(false));
                 };
                 let was_active = lease.record.state == LeaseState::Active;
-                Ok(match self.try_end(lease, LeaseState::Expired).await? {
-                    Attempt::Done(_) => Attempt::Done(was_active),
-                    Attempt::Conflict => Attempt::Conflict,
-                })
+                Ok(
+                    match self
+                        .try_end(lease, LeaseState::Expired, &Actor::coordinator())
+                        .await?
+                    {
+                        Attempt::Done(_) => Attempt::Done(was_active),
+                        Attempt::Conflict => Attempt::Conflict,
+                    },
+                )
             })
             .await
     }
@@ -308,6 +346,7 @@ impl Leases {
         &self,
         lease: Stored<LeaseRecord>,
         state: LeaseState,
+        by: &Actor,
     ) -> Result<Attempt<v1::ReturnLeaseResponse>> {
         if lease.record.state != LeaseState::Active {
             // Already ended: the slots were given back then, never twice.
@@ -321,16 +360,34 @@ impl Leases {
         let released = ended.count - ended.used;
         ended.state = state;
         ended.released = released;
-        let remaining = quota.record.remaining + u64::from(released);
+        let mut next = quota.record.give_back(u64::from(released));
+        let remaining = next.remaining;
+        let action = match state {
+            LeaseState::Expired => "lease expired",
+            _ => "lease returned",
+        };
+        let entry = Entry::new(by, action, &ended.lease_id).detail(format!(
+            "{released} unused slots {}, {} used",
+            if quota.record.cancelled() {
+                "withdrawn (order cancelled)"
+            } else {
+                "back to the order"
+            },
+            ended.used
+        ));
+        let txn = self
+            .quota
+            .audit()
+            .append(
+                Txn::new().unchanged(&lease).unchanged(&quota),
+                &ChainScope::order(&ended.order_id),
+                &mut next.audit,
+                entry,
+            )
+            .await?;
         let committed = self
             .db
-            .commit(
-                Txn::new()
-                    .unchanged(&lease)
-                    .unchanged(&quota)
-                    .replace(&lease, &ended)
-                    .replace(&quota, &QuotaRecord { remaining }),
-            )
+            .commit(txn.replace(&lease, &ended).replace(&quota, &next))
             .await?;
         if !committed {
             return Ok(Attempt::Conflict);

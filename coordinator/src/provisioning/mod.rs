@@ -33,6 +33,8 @@ use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 
+use crate::access::EnrolmentTokens;
+use crate::audit::AuditLog;
 use crate::catalogue::Catalogue;
 use crate::config::CoordinatorConfig;
 use crate::keys::KekRing;
@@ -68,17 +70,26 @@ pub struct Provisioning {
 
 impl Provisioning {
     /// The provisioning flow over `db` and `catalogue`; device and lease secrets are sealed with
-    /// `kek`, leases signed with `signing_key`.
+    /// `kek`, leases signed with `signing_key`, changes audited in `audit`; stations may enrol
+    /// with `tokens`.
     pub fn new(
         db: Db,
         catalogue: Catalogue,
         kek: Arc<KekRing>,
         signing_key: Arc<SigningKey>,
         config: Arc<CoordinatorConfig>,
+        audit: AuditLog,
+        tokens: EnrolmentTokens,
     ) -> Self {
-        let stations = Stations::new(db.clone());
-        let auth = StationAuth::new(db.clone(), stations.clone(), config.auth_window);
-        let quota = Quota::new(db.clone(), catalogue.orders.clone());
+        let stations = Stations::new(db.clone(), audit.clone());
+        let auth = StationAuth::new(
+            db.clone(),
+            stations.clone(),
+            tokens,
+            config.auth_window,
+            config.station_mtls,
+        );
+        let quota = Quota::new(db.clone(), catalogue.orders.clone(), audit.clone());
         let progress = Progress::new(db.clone(), catalogue.orders.clone(), quota.clone());
         let leases = Leases::new(
             db.clone(),
@@ -89,7 +100,7 @@ impl Provisioning {
             config.clone(),
         );
         let registry = Registry::new(db.clone(), kek.clone());
-        let reports = Reports::new(db, leases.clone(), kek, config);
+        let reports = Reports::new(db, leases.clone(), kek, config, audit);
         Self {
             stations,
             auth,

@@ -2,7 +2,8 @@
 //! neither leased nor consumed); leases take slots from it and give the unused ones back.
 //!
 //! Invariant per order, held by every transaction of this flow:
-//! `quota.remaining + Σ active leases (count − used) + Σ all leases used == order.count`,
+//! `quota.remaining + quota.withdrawn + Σ active leases (count − used) + Σ all leases used == order.count`
+//! (`withdrawn` is non-zero only for a cancelled order),
 //! and `Σ used == devices registered under the order`.
 //! - open ([`Quota::open_order`]): the order and a quota of `count`, in one transaction;
 //! - acquire (`leases.rs`): one transaction guarded by the quota's revision moves n slots from
@@ -17,19 +18,51 @@
 //! A guard that fails means another writer won the race: the attempt is re-run from a fresh
 //! read (`crate::repository::retry`). Nothing here depends on which replica leads.
 
+use flashgate_proto::clock::now_ms;
 use flashgate_proto::v1;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{Actor, AuditLog, ChainHead, ChainScope, Entry};
 use crate::catalogue::{OrderRecord, Orders};
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::OrderId;
-use crate::repository::{Db, JsonRecord, Stored, Txn};
+use crate::repository::{Attempt, CasRetry, Db, JsonRecord, Stored, Txn};
 
-/// `quota/{order_id}`: slots of the order neither leased nor consumed.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// `quota/{order_id}`: slots of the order neither leased nor consumed, and the head of the
+/// order's audit chain (every change of the quota is audited in the transaction that makes it).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct QuotaRecord {
     /// Slots left to lease.
     pub remaining: u64,
+    /// Slots withdrawn by cancelling the order (unreserved ones at cancellation, and unused
+    /// ones of leases that ended after it): with them the invariant stays exact.
+    #[serde(default)]
+    pub withdrawn: u64,
+    /// When the order was cancelled (Unix milliseconds; 0: it was not).
+    #[serde(default)]
+    pub cancelled_at_ms: i64,
+    /// The head of the `order/{id}` audit chain.
+    #[serde(default)]
+    pub audit: ChainHead,
+}
+
+impl QuotaRecord {
+    /// Whether the order was cancelled (no new lease; unused slots are withdrawn).
+    pub fn cancelled(&self) -> bool {
+        self.cancelled_at_ms != 0
+    }
+
+    /// This record with `released` slots of an ended lease given back: to the quota, or
+    /// withdrawn if the order was cancelled.
+    pub fn give_back(&self, released: u64) -> Self {
+        let mut next = self.clone();
+        if self.cancelled() {
+            next.withdrawn += released;
+        } else {
+            next.remaining += released;
+        }
+        next
+    }
 }
 
 impl JsonRecord for QuotaRecord {
@@ -43,37 +76,83 @@ impl JsonRecord for QuotaRecord {
 pub struct Quota {
     db: Db,
     orders: Orders,
+    audit: AuditLog,
 }
 
 impl Quota {
-    /// The quota over `db` for `orders`.
-    pub fn new(db: Db, orders: Orders) -> Self {
-        Self { db, orders }
+    /// The quota over `db` for `orders`, audited in `audit`.
+    pub fn new(db: Db, orders: Orders, audit: AuditLog) -> Self {
+        Self { db, orders, audit }
+    }
+
+    /// The audit log the order chains are kept in.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
     }
 
     /// Checks a new order against the catalogue and stores it with its full quota.
-    pub async fn open_order(&self, req: v1::CreateOrderRequest) -> Result<v1::Order> {
+    pub async fn open_order(&self, by: &Actor, req: v1::CreateOrderRequest) -> Result<v1::Order> {
         let order = self.orders.draft(req).await?;
         let id = &order.order_id;
-        let created = self
-            .db
-            .commit(
-                Txn::new()
-                    .absent::<OrderRecord>(id)
-                    .absent::<QuotaRecord>(id)
-                    .put(id, &order)
-                    .put(
-                        id,
-                        &QuotaRecord {
-                            remaining: order.count,
-                        },
-                    ),
-            )
+        let mut quota = QuotaRecord {
+            remaining: order.count,
+            ..QuotaRecord::default()
+        };
+        let entry = Entry::new(by, "order created", id).detail(format!(
+            "product {}, {} devices, bootloader {}, stations {:?}, factory {:?}",
+            order.product_id,
+            order.count,
+            order.bootloader_digest,
+            order
+                .station_ids
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            order.factory
+        ));
+        let txn = Txn::new()
+            .absent::<OrderRecord>(id)
+            .absent::<QuotaRecord>(id)
+            .put(id, &order);
+        let txn = self
+            .audit
+            .append(txn, &ChainScope::order(id), &mut quota.audit, entry)
             .await?;
-        if !created {
+        if !self.db.commit(txn.put(id, &quota)).await? {
             return Err(E::AlreadyExists(format!("order {id} already exists")));
         }
         Ok(order.to_proto())
+    }
+
+    /// Cancels an order: its unreserved slots are withdrawn at once, and the unused slots of its
+    /// active leases are withdrawn when those end (instead of coming back). Idempotent.
+    pub async fn cancel_order(&self, by: &Actor, order_id: &str) -> Result<QuotaRecord> {
+        let order = self.orders.get(order_id).await?;
+        CasRetry::new("the order's quota")
+            .run(|| async {
+                let stored = self.get(&order.order_id).await?;
+                if stored.record.cancelled() {
+                    return Ok(Attempt::Done(stored.record));
+                }
+                let mut next = stored.record.clone();
+                next.withdrawn += next.remaining;
+                let entry = Entry::new(by, "order cancelled", &order.order_id)
+                    .detail(format!("{} unreserved slots withdrawn", next.remaining));
+                next.remaining = 0;
+                next.cancelled_at_ms = now_ms();
+                let txn = self
+                    .audit
+                    .append(
+                        Txn::new().unchanged(&stored),
+                        &ChainScope::order(&order.order_id),
+                        &mut next.audit,
+                        entry,
+                    )
+                    .await?
+                    .replace(&stored, &next);
+                Ok(Attempt::committed(self.db.commit(txn).await?, next))
+            })
+            .await
     }
 
     /// The quota of a stored order.

@@ -16,7 +16,9 @@ use tracing::Instrument;
 use super::leases::{LeaseRecord, LeaseState, Leases};
 use super::registry::{DeviceRecord, FailureRecord};
 use super::stations::StationRecord;
+use crate::audit::{Actor, AuditLog, ChainScope, Entry};
 use crate::config::CoordinatorConfig;
+use crate::data_stream::index::DeviceIdIndex;
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::Serial;
 use crate::keys::{device_key_aad, lease_secret_aad, KekRing};
@@ -46,16 +48,25 @@ pub struct Reports {
     leases: Leases,
     kek: Arc<KekRing>,
     config: Arc<CoordinatorConfig>,
+    audit: AuditLog,
 }
 
 impl Reports {
-    /// Reports over `db`, against `leases`; device keys are sealed with `kek`.
-    pub fn new(db: Db, leases: Leases, kek: Arc<KekRing>, config: Arc<CoordinatorConfig>) -> Self {
+    /// Reports over `db`, against `leases`; device keys are sealed with `kek`, registrations
+    /// audited in `audit` (the lease's chain).
+    pub fn new(
+        db: Db,
+        leases: Leases,
+        kek: Arc<KekRing>,
+        config: Arc<CoordinatorConfig>,
+        audit: AuditLog,
+    ) -> Self {
         Self {
             db,
             leases,
             kek,
             config,
+            audit,
         }
     }
 
@@ -168,15 +179,28 @@ impl Reports {
         };
         let mut used = l.clone();
         used.used += 1;
+        let entry = Entry::new(
+            &Actor::station(&station.station_id),
+            "install registered",
+            serial,
+        )
+        .detail(format!(
+            "product {}, slot {} of {}",
+            l.product_id, used.used, used.count
+        ));
+        let txn = self
+            .audit
+            .append(
+                Txn::new().unchanged(&lease).absent::<DeviceRecord>(&key),
+                &ChainScope::lease(&l.lease_id),
+                &mut used.audit,
+                entry,
+            )
+            .await?;
+        let txn = DeviceIdIndex::add(txn, l.product_id, serial);
         let committed = self
             .db
-            .commit(
-                Txn::new()
-                    .unchanged(&lease)
-                    .absent::<DeviceRecord>(&key)
-                    .replace(&lease, &used)
-                    .put(&key, &device),
-            )
+            .commit(txn.replace(&lease, &used).put(&key, &device))
             .instrument(
                 tracing::info_span!("registry_write", serial = %serial, lease = %l.lease_id),
             )

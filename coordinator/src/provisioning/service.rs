@@ -64,6 +64,70 @@ impl StationApi {
     }
 }
 
+impl StationApi {
+    /// A bootloader or test application of an order assigned to `station`, sealed to the
+    /// station's X25519 key and bound to release, station and order. Anything else — an order
+    /// not assigned to it, a release that is not that order's, an OS or app image — is refused
+    /// (PERMISSION_DENIED) before the image is even read.
+    async fn sealed_release(
+        &self,
+        station: &StationRecord,
+        req: &v1::FetchReleaseRequest,
+    ) -> Result<v1::FetchReleaseResponse> {
+        use crate::catalogue::ReleaseKind;
+        use crate::error::CoordinatorError as E;
+        if req.order_id.is_empty() {
+            return Err(E::InvalidArgument(
+                "FetchRelease names the order the release is for (order_id)".into(),
+            ));
+        }
+        let order = self.catalogue.orders.get(&req.order_id).await?;
+        if !order.admits(&station.station_id, &station.factory) {
+            return Err(E::PermissionDenied(format!(
+                "station {} is not assigned to order {}: it gets no release of it",
+                station.station_id, order.order_id
+            )));
+        }
+        let digest = crate::ids::Digest::parse(&req.digest)?;
+        let release = self.catalogue.releases.get(&digest).await?;
+        if !matches!(release.kind, ReleaseKind::Bootloader | ReleaseKind::TestApp) {
+            return Err(E::PermissionDenied(format!(
+                "release {digest} is a {:?} image: OS and app bodies never go to stations (they travel as per-device packages)",
+                release.kind
+            )));
+        }
+        if order.bootloader_digest != digest && order.test_app_digest != Some(digest) {
+            return Err(E::PermissionDenied(format!(
+                "release {digest} is neither the bootloader nor the test app of order {}",
+                order.order_id
+            )));
+        }
+        let (release, image) = self.catalogue.releases.with_image(&req.digest).await?;
+        let aad = flashgate_proto::sealed_release::aad(
+            &digest.0,
+            station.station_id.as_str(),
+            order.order_id.as_str(),
+        );
+        let sealed = flashgate_proto::sealed_release::seal(
+            &station.x25519_public_key,
+            &aad,
+            &image,
+            &mut rand_core::OsRng,
+        )
+        .ok_or_else(|| {
+            E::FailedPrecondition(format!(
+                "station {} enrolled an X25519 key nothing can be sealed to; revoke it and enrol a new identity",
+                station.station_id
+            ))
+        })?;
+        tracing::info!(release = %digest, order = %order.order_id, station = %station.station_id, "release sealed to station");
+        Ok(v1::FetchReleaseResponse {
+            release: Some(release.to_proto()),
+            sealed_image: sealed,
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl StationService for StationApi {
     async fn get_coordinator_info(
@@ -112,13 +176,7 @@ impl StationService for StationApi {
             "FetchRelease",
             methods::FETCH_RELEASE,
             request,
-            |_station, req| async move {
-                let (release, image) = self.catalogue.releases.with_image(&req.digest).await?;
-                Ok(v1::FetchReleaseResponse {
-                    release: Some(release.to_proto()),
-                    image,
-                })
-            },
+            |station, req| async move { self.sealed_release(&station, &req).await },
         )
         .await
     }

@@ -8,6 +8,14 @@
 //!    by all replicas).
 //!
 //! Then the station must be approved (except for `Enrol`).
+//!
+//! Over TLS (the default) the connection itself must also be the station's: the client
+//! certificate's ed25519 key ([`crate::tls::station_key`], whose possession the handshake
+//! proved) must be the key enrolled under the claimed station id. The per-request signatures
+//! stay because they add what mutual TLS does not: each request is bound to its method, body
+//! and a nonce used once (a recorded request cannot be replayed, even on the same connection),
+//! and the request authenticates itself wherever it was carried (through a TLS-terminating
+//! proxy, or a plain-text test setup started with `--insecure-plaintext`).
 
 use std::time::Duration;
 
@@ -23,6 +31,7 @@ use tonic::Request;
 
 use super::nonces;
 use super::stations::{StationRecord, StationState, Stations};
+use crate::access::EnrolmentTokens;
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::StationId;
 use crate::repository::Db;
@@ -70,16 +79,48 @@ fn claims<T>(request: &Request<T>) -> Result<Claims> {
 pub struct StationAuth {
     db: Db,
     stations: Stations,
+    tokens: EnrolmentTokens,
     window: Duration,
+    require_mtls: bool,
+}
+
+/// The station key a connection proved in its TLS handshake, if it presented one.
+fn connection_key<T>(request: &Request<T>) -> Option<[u8; 32]> {
+    let certs = request.peer_certs()?;
+    certs.first().and_then(|c| crate::tls::station_key(c))
 }
 
 impl StationAuth {
-    /// `window`: accepted clock difference, each side.
-    pub fn new(db: Db, stations: Stations, window: Duration) -> Self {
+    /// `window`: accepted clock difference, each side. `require_mtls`: station calls must come
+    /// over TLS with the station's own client certificate (off only for a coordinator served
+    /// with `--insecure-plaintext`).
+    pub fn new(
+        db: Db,
+        stations: Stations,
+        tokens: EnrolmentTokens,
+        window: Duration,
+        require_mtls: bool,
+    ) -> Self {
         Self {
             db,
             stations,
+            tokens,
             window,
+            require_mtls,
+        }
+    }
+
+    /// Over TLS, the connection must have proved `key` (the enrolled or enrolling key).
+    fn check_connection<T>(&self, request: &Request<T>, key: &[u8; 32]) -> Result<()> {
+        match connection_key(request) {
+            Some(proved) if &proved == key => Ok(()),
+            Some(_) => Err(E::Unauthenticated(
+                "the TLS client certificate is not this station's key: a station connects with the certificate of its own identity".into(),
+            )),
+            None if self.require_mtls => Err(E::Unauthenticated(
+                "station calls need mutual TLS with the station's identity certificate (flashgate-station does this; a station started with --insecure-plaintext cannot reach a TLS coordinator)".into(),
+            )),
+            None => Ok(()),
         }
     }
 
@@ -142,6 +183,7 @@ impl StationAuth {
                 reason: "the ed25519 key is not a curve point".into(),
             }
         })?;
+        self.check_connection(request, &stored.record.ed25519_public_key)?;
         self.check_signature(request, method, &claims, &key)?;
         self.consume_nonce(&id, &claims).await?;
         let station = stored.record;
@@ -189,7 +231,14 @@ impl StationAuth {
             )));
         }
         let id = StationId::parse(&station_id)?;
+        self.check_connection(request, &ed)?;
         self.check_signature(request, method, &claims, &key)?;
+        // A bad token is refused before anything is written, the nonce included.
+        let token = if req.enrolment_token.is_empty() {
+            None
+        } else {
+            Some(self.tokens.usable(&req.enrolment_token).await?)
+        };
         self.consume_nonce(&id, &claims).await?;
         if let Some(existing) = self.stations.get(&id).await? {
             if existing.record.x25519_public_key != x {
@@ -202,16 +251,32 @@ impl StationAuth {
                 state: existing.record.state.to_proto() as i32,
             });
         }
-        let record = StationRecord {
+        let now = now_ms();
+        let mut record = StationRecord {
             station_id: id.clone(),
             ed25519_public_key: ed,
             x25519_public_key: x,
             name: req.name.clone(),
             factory: req.factory.clone(),
             state: StationState::Pending,
-            enrolled_at_ms: now_ms(),
+            enrolled_at_ms: now,
             approved_at_ms: 0,
         };
+        if let Some(token) = token {
+            // The operator who made the bundle approved this enrolment in advance.
+            record.state = StationState::Approved;
+            record.approved_at_ms = now;
+            if !self.stations.insert_with_token(&record, &token).await? {
+                return Err(E::Unavailable(
+                    "the station or its enrolment token changed meanwhile; enrol again".into(),
+                ));
+            }
+            tracing::info!(station = %id, name = %req.name, factory = %req.factory, "station enrolled with a token and approved");
+            return Ok(v1::EnrolResponse {
+                station_id,
+                state: v1::StationState::Approved as i32,
+            });
+        }
         // A concurrent identical enrolment losing this race is harmless: same keys.
         self.stations.insert(&record).await?;
         tracing::info!(station = %id, name = %req.name, factory = %req.factory, "station enrolled, awaiting approval");

@@ -6,6 +6,8 @@ use flashgate_proto::clock::now_ms;
 use flashgate_proto::v1;
 use serde::{Deserialize, Serialize};
 
+use crate::access::enrolment::EnrolmentTokenRecord;
+use crate::audit::{Actor, AuditLog, Entry};
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::StationId;
 use crate::repository::{hex, Attempt, CasRetry, Db, JsonRecord, Scope, Stored, Txn};
@@ -80,12 +82,13 @@ impl StationRecord {
 #[derive(Clone)]
 pub struct Stations {
     db: Db,
+    audit: AuditLog,
 }
 
 impl Stations {
-    /// Stations over `db`.
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    /// Stations over `db`, approvals and revocations audited in `audit`.
+    pub fn new(db: Db, audit: AuditLog) -> Self {
+        Self { db, audit }
     }
 
     /// A station's record with its revision, if it has enrolled.
@@ -101,6 +104,28 @@ impl Stations {
             .await
     }
 
+    /// Stores a station enrolled with a one-time token, approved, consuming the token in the
+    /// same audited transaction; `false` if the station or the token changed meanwhile.
+    pub(super) async fn insert_with_token(
+        &self,
+        record: &StationRecord,
+        token: &Stored<EnrolmentTokenRecord>,
+    ) -> Result<bool> {
+        let id = &record.station_id;
+        let txn = Txn::new()
+            .absent::<StationRecord>(id)
+            .put(id, record)
+            .unchanged(token)
+            .delete(token);
+        let entry =
+            Entry::new(&Actor::station(id), "station enrolled with a token", id).detail(format!(
+                "name {:?}, factory {:?}, token of {} ({:?})",
+                record.name, record.factory, token.record.created_by, token.record.note
+            ));
+        let txn = self.audit.append_global(txn, entry).await?;
+        self.db.commit(txn).await
+    }
+
     /// Every station, or those in one state (`state` ≠ 0, a `v1::StationState`).
     pub async fn list(&self, state: i32) -> Result<Vec<v1::Station>> {
         Ok(self
@@ -114,24 +139,30 @@ impl Stations {
     }
 
     /// Approves an enrolled station (also one revoked before).
-    pub async fn approve(&self, station_id: &str) -> Result<v1::Station> {
-        self.set_state(station_id, StationState::Approved).await
+    pub async fn approve(&self, by: &Actor, station_id: &str) -> Result<v1::Station> {
+        self.set_state(by, station_id, StationState::Approved).await
     }
 
     /// Revokes a station: its requests are refused from now on.
-    pub async fn revoke(&self, station_id: &str) -> Result<v1::Station> {
-        self.set_state(station_id, StationState::Revoked).await
+    pub async fn revoke(&self, by: &Actor, station_id: &str) -> Result<v1::Station> {
+        self.set_state(by, station_id, StationState::Revoked).await
     }
 
-    async fn set_state(&self, station_id: &str, state: StationState) -> Result<v1::Station> {
+    async fn set_state(
+        &self,
+        by: &Actor,
+        station_id: &str,
+        state: StationState,
+    ) -> Result<v1::Station> {
         let id = StationId::parse(station_id)?;
         CasRetry::new("the station record")
-            .run(|| self.try_set_state(&id, state))
+            .run(|| self.try_set_state(by, &id, state))
             .await
     }
 
     async fn try_set_state(
         &self,
+        by: &Actor,
         id: &StationId,
         state: StationState,
     ) -> Result<Attempt<v1::Station>> {
@@ -145,10 +176,20 @@ impl Stations {
         if state == StationState::Approved {
             station.approved_at_ms = now_ms();
         }
-        let committed = self
-            .db
-            .commit(Txn::new().unchanged(&stored).replace(&stored, &station))
+        let action = match state {
+            StationState::Approved => "station approved",
+            StationState::Revoked => "station revoked",
+            StationState::Pending => "station set pending",
+        };
+        let txn = Txn::new().unchanged(&stored).replace(&stored, &station);
+        let txn = self
+            .audit
+            .append_global(
+                txn,
+                Entry::new(by, action, id).detail(format!("name {:?}", station.name)),
+            )
             .await?;
+        let committed = self.db.commit(txn).await?;
         if committed {
             tracing::info!(station = %id, ?state, "station state changed");
         }

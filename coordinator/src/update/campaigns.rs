@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 use super::records::{
     content_key_aad, CampaignChunks, CampaignRecord, DeviceUpdateRecord, UpdateState,
 };
+use crate::audit::{Actor, AuditLog, Entry};
 use crate::catalogue::{ReleaseKind, ReleaseRecord, Releases};
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::{CampaignId, ProductId, Serial};
@@ -37,23 +38,32 @@ pub struct Campaigns {
     releases: Releases,
     registry: Registry,
     kek: Arc<KekRing>,
+    audit: AuditLog,
 }
 
 impl Campaigns {
     /// Campaigns over `db`, reading `releases` and `registry`; content keys are sealed with
     /// `kek`.
-    pub fn new(db: Db, releases: Releases, registry: Registry, kek: Arc<KekRing>) -> Self {
+    pub fn new(
+        db: Db,
+        releases: Releases,
+        registry: Registry,
+        kek: Arc<KekRing>,
+        audit: AuditLog,
+    ) -> Self {
         Self {
             db,
             releases,
             registry,
             kek,
+            audit,
         }
     }
 
     /// Encrypts an uploaded OS release once and targets devices with it.
     pub async fn publish(
         &self,
+        by: &Actor,
         req: v1::PublishUpdateRequest,
     ) -> Result<v1::PublishUpdateResponse> {
         let (release, image) = self.os_release(&req.release_digest).await?;
@@ -64,7 +74,7 @@ impl Campaigns {
         };
         let serials = self.targets(&release, &targets).await?;
         let campaign_id = CampaignId::random();
-        self.launch(&campaign_id, &release, &image, &serials, Txn::new())
+        self.launch(by, &campaign_id, &release, &image, &serials, Txn::new())
             .await?;
         Ok(v1::PublishUpdateResponse {
             campaign_id: campaign_id.to_string(),
@@ -74,7 +84,10 @@ impl Campaigns {
     }
 
     /// An uploaded OS release and its image (any other kind is refused).
-    pub(super) async fn os_release(&self, digest: &[u8]) -> Result<(ReleaseRecord, Vec<u8>)> {
+    pub(super) async fn os_release(
+        &self,
+        digest: &[u8],
+    ) -> Result<(ReleaseRecord, Zeroizing<Vec<u8>>)> {
         let (release, image) = self.releases.with_image(digest).await?;
         if release.kind != ReleaseKind::Os {
             return Err(E::InvalidArgument(
@@ -120,6 +133,7 @@ impl Campaigns {
     /// pending, in one transaction with `txn`'s guards and writes (a rollout's record).
     pub(super) async fn launch(
         &self,
+        by: &Actor,
         campaign_id: &CampaignId,
         release: &ReleaseRecord,
         image: &[u8],
@@ -166,8 +180,17 @@ impl Campaigns {
             };
             txn = txn.put(&key, &record);
         }
+        let entry = Entry::new(by, "update published", campaign_id).detail(format!(
+            "release {} (version {}) to {} devices",
+            release.digest,
+            release.version,
+            serials.len()
+        ));
+        let txn = self.audit.append_global(txn, entry).await?;
         if !self.db.commit(txn).await? {
-            return Err(E::Internal("campaign id collision".into()));
+            return Err(E::Unavailable(
+                "another trust change was recorded at the same moment; publish again".into(),
+            ));
         }
         tracing::info!(campaign = %campaign_id, devices = serials.len(), version = release.version, "update published");
         Ok(())

@@ -14,6 +14,7 @@ pub mod service;
 
 use std::sync::Arc;
 
+use crate::audit::AuditLog;
 use crate::catalogue::Releases;
 use crate::keys::KekRing;
 use crate::provisioning::Registry;
@@ -24,7 +25,7 @@ pub use delivery::Delivery;
 pub use rollouts::Rollouts;
 pub use service::UpdateApi;
 
-/// The update flow's two parts.
+/// The update flow's parts.
 #[derive(Clone)]
 pub struct Updates {
     /// Publishing releases to devices.
@@ -38,8 +39,14 @@ pub struct Updates {
 impl Updates {
     /// The update flow over `db`, publishing `releases` to devices in `registry`; secrets are
     /// sealed with `kek`.
-    pub fn new(db: Db, releases: Releases, registry: Registry, kek: Arc<KekRing>) -> Self {
-        let campaigns = Campaigns::new(db.clone(), releases, registry.clone(), kek.clone());
+    pub fn new(
+        db: Db,
+        releases: Releases,
+        registry: Registry,
+        kek: Arc<KekRing>,
+        audit: AuditLog,
+    ) -> Self {
+        let campaigns = Campaigns::new(db.clone(), releases, registry.clone(), kek.clone(), audit);
         Self {
             rollouts: Rollouts::new(db.clone(), campaigns.clone(), registry.clone()),
             campaigns,

@@ -1,24 +1,26 @@
-//! `flashgate.v1.UpdateService` (the operator token on every call).
+//! `flashgate.v1.UpdateService` (an operator credential on every call: release role to publish,
+//! field role for packages and receipts, any role to read).
 
 use flashgate_proto::v1::{self, update_service_server::UpdateService};
 use tonic::{Request, Response, Status};
 
 use super::rollouts;
 use super::Updates;
+use crate::access::Access;
 use crate::ids::CampaignId;
-use crate::rpc::{self, OperatorToken};
+use crate::rpc;
 
 /// The gRPC adapter of `UpdateService` over the [`Updates`] flow.
 #[derive(Clone)]
 pub struct UpdateApi {
     updates: Updates,
-    token: OperatorToken,
+    access: Access,
 }
 
 impl UpdateApi {
-    /// The update service; every call must present the operators' `token`.
-    pub fn new(updates: Updates, token: OperatorToken) -> Self {
-        Self { updates, token }
+    /// The update service; every call is checked by `access` (role per method).
+    pub fn new(updates: Updates, access: Access) -> Self {
+        Self { updates, access }
     }
 
     /// A receipt may pass a rollout's gate or trip its threshold: step it now rather than at
@@ -40,9 +42,12 @@ impl UpdateService for UpdateApi {
         &self,
         request: Request<v1::PublishUpdateRequest>,
     ) -> Result<Response<v1::PublishUpdateResponse>, Status> {
-        rpc::operator_call("PublishUpdate", &self.token, request, |req| {
-            self.updates.campaigns.publish(req)
-        })
+        rpc::operator_call(
+            "PublishUpdate",
+            &self.access,
+            request,
+            |caller, req| async move { self.updates.campaigns.publish(&caller.actor(), req).await },
+        )
         .await
     }
 
@@ -50,15 +55,20 @@ impl UpdateService for UpdateApi {
         &self,
         request: Request<v1::GetUpdateStatusRequest>,
     ) -> Result<Response<v1::GetUpdateStatusResponse>, Status> {
-        rpc::operator_call("GetUpdateStatus", &self.token, request, |req| async move {
-            Ok(v1::GetUpdateStatusResponse {
-                devices: self
-                    .updates
-                    .campaigns
-                    .status(req.product_id, &req.campaign_id)
-                    .await?,
-            })
-        })
+        rpc::operator_call(
+            "GetUpdateStatus",
+            &self.access,
+            request,
+            |_caller, req| async move {
+                Ok(v1::GetUpdateStatusResponse {
+                    devices: self
+                        .updates
+                        .campaigns
+                        .status(req.product_id, &req.campaign_id)
+                        .await?,
+                })
+            },
+        )
         .await
     }
 
@@ -66,12 +76,17 @@ impl UpdateService for UpdateApi {
         &self,
         request: Request<v1::GetUpdatePackageRequest>,
     ) -> Result<Response<v1::UpdatePackage>, Status> {
-        rpc::operator_call("GetUpdatePackage", &self.token, request, |req| async move {
-            self.updates
-                .delivery
-                .package(req.product_id, &req.serial)
-                .await
-        })
+        rpc::operator_call(
+            "GetUpdatePackage",
+            &self.access,
+            request,
+            |_caller, req| async move {
+                self.updates
+                    .delivery
+                    .package(req.product_id, &req.serial)
+                    .await
+            },
+        )
         .await
     }
 
@@ -79,11 +94,16 @@ impl UpdateService for UpdateApi {
         &self,
         request: Request<v1::ReportUpdateRequest>,
     ) -> Result<Response<v1::DeviceUpdateStatus>, Status> {
-        rpc::operator_call("ReportUpdate", &self.token, request, |req| async move {
-            let status = self.updates.delivery.report(req).await?;
-            self.step_rollout(&status.campaign_id).await;
-            Ok(status)
-        })
+        rpc::operator_call(
+            "ReportUpdate",
+            &self.access,
+            request,
+            |_caller, req| async move {
+                let status = self.updates.delivery.report(req).await?;
+                self.step_rollout(&status.campaign_id).await;
+                Ok(status)
+            },
+        )
         .await
     }
 
@@ -91,12 +111,17 @@ impl UpdateService for UpdateApi {
         &self,
         request: Request<v1::GetDeviceStatusRequest>,
     ) -> Result<Response<v1::DeviceUpdateStatus>, Status> {
-        rpc::operator_call("GetDeviceStatus", &self.token, request, |req| async move {
-            self.updates
-                .campaigns
-                .device_status(req.product_id, &req.serial)
-                .await
-        })
+        rpc::operator_call(
+            "GetDeviceStatus",
+            &self.access,
+            request,
+            |_caller, req| async move {
+                self.updates
+                    .campaigns
+                    .device_status(req.product_id, &req.serial)
+                    .await
+            },
+        )
         .await
     }
 
@@ -104,9 +129,12 @@ impl UpdateService for UpdateApi {
         &self,
         request: Request<v1::StartRolloutRequest>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
-        rpc::operator_call("StartRollout", &self.token, request, |req| {
-            self.updates.rollouts.start(req)
-        })
+        rpc::operator_call(
+            "StartRollout",
+            &self.access,
+            request,
+            |caller, req| async move { self.updates.rollouts.start(&caller.actor(), req).await },
+        )
         .await
     }
 
@@ -114,9 +142,12 @@ impl UpdateService for UpdateApi {
         &self,
         request: Request<v1::RolloutRequest>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
-        rpc::operator_call("PauseRollout", &self.token, request, |req| async move {
-            self.updates.rollouts.pause(&req.rollout_id).await
-        })
+        rpc::operator_call(
+            "PauseRollout",
+            &self.access,
+            request,
+            |_caller, req| async move { self.updates.rollouts.pause(&req.rollout_id).await },
+        )
         .await
     }
 
@@ -124,9 +155,12 @@ impl UpdateService for UpdateApi {
         &self,
         request: Request<v1::RolloutRequest>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
-        rpc::operator_call("ResumeRollout", &self.token, request, |req| async move {
-            self.updates.rollouts.resume(&req.rollout_id).await
-        })
+        rpc::operator_call(
+            "ResumeRollout",
+            &self.access,
+            request,
+            |_caller, req| async move { self.updates.rollouts.resume(&req.rollout_id).await },
+        )
         .await
     }
 
@@ -134,9 +168,12 @@ impl UpdateService for UpdateApi {
         &self,
         request: Request<v1::RolloutRequest>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
-        rpc::operator_call("GetRollout", &self.token, request, |req| async move {
-            self.updates.rollouts.status(&req.rollout_id).await
-        })
+        rpc::operator_call(
+            "GetRollout",
+            &self.access,
+            request,
+            |_caller, req| async move { self.updates.rollouts.status(&req.rollout_id).await },
+        )
         .await
     }
 }

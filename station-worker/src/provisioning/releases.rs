@@ -1,9 +1,15 @@
 //! The release cache: a lease names its bootloader (and test application) by digest; the images
-//! are fetched from the coordinator once, checked against their digest, kept under
-//! `<state-dir>/releases/` (so a journaled lease can resume while the coordinator is down) and
-//! verified under the lease's vendor key before they become an [`OrderPlan`].
+//! are fetched from the coordinator once — sealed to this station's X25519 key and bound to
+//! release, station and order ([`flashgate_proto::sealed_release`]) — and kept under
+//! `<state-dir>/releases/` exactly as they came, still sealed (so a journaled lease can resume
+//! while the coordinator is down). The station's X25519 secret lives only in the identity file,
+//! sealed under the station KEK, which is not in the state directory: a copied state directory
+//! holds no plaintext image. Opened images live in memory only (wiped on drop), are checked
+//! against their digest and verified under the lease's vendor key before they become an
+//! [`OrderPlan`].
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use flashgate_proto::v1::LeaseBody;
 use flashgate_protocol::image::SignedImageHeader;
@@ -12,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::{LoaderImage, OrderPlan};
 use crate::coordinator_client::CoordinatorClient;
+use crate::identity::StationIdentity;
 
 /// Why a lease's images cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +38,7 @@ pub enum ReleaseError {
         /// Its length.
         len: usize,
     },
-    /// The lease names another vendor key than the station's pin.
+    /// The lease names another vendor key than the station's pins.
     #[error("lease {lease_id} names vendor key {named} but this station is pinned to {pinned}: refusing to install")]
     VendorKeyPin {
         /// The lease.
@@ -48,6 +55,14 @@ pub enum ReleaseError {
         digest: String,
         /// The coordinator's answer.
         status: Box<tonic::Status>,
+    },
+    /// The sealed image does not open for this station, release and order.
+    #[error("release {digest} does not open with this station's key for this order: {reason}")]
+    Sealed {
+        /// The digest, hex.
+        digest: String,
+        /// Why.
+        reason: flashgate_proto::sealed_release::SealError,
     },
     /// The coordinator's image does not hash to the digest the lease names.
     #[error("release {digest} does not hash to its digest")]
@@ -88,20 +103,24 @@ impl ReleaseError {
 pub struct ReleaseCache {
     dir: PathBuf,
     loader: LoaderImage,
-    pinned_vendor: Option<[u8; 32]>,
+    pinned_vendors: Vec<[u8; 32]>,
+    identity: Arc<StationIdentity>,
 }
 
 impl ReleaseCache {
-    /// A cache in `dir`; `pinned_vendor` is the station's optional cross-check of the vendor key.
+    /// A cache in `dir`; `pinned_vendors` are the vendor keys this station accepts (from its
+    /// enrolment bundle; empty: the lease's); `identity` opens the sealed images.
     pub fn new(
         dir: impl Into<PathBuf>,
         loader: LoaderImage,
-        pinned_vendor: Option<[u8; 32]>,
+        pinned_vendors: Vec<[u8; 32]>,
+        identity: Arc<StationIdentity>,
     ) -> Self {
         Self {
             dir: dir.into(),
             loader,
-            pinned_vendor,
+            pinned_vendors,
+            identity,
         }
     }
 
@@ -112,19 +131,23 @@ impl ReleaseCache {
         client: &CoordinatorClient,
         lease: &LeaseBody,
     ) -> Result<OrderPlan, ReleaseError> {
-        let vendor_public = lease_vendor_key(lease, self.pinned_vendor)?;
-        let bootloader = self.image(client, &lease.bootloader_digest).await?;
+        let vendor_public = lease_vendor_key(lease, &self.pinned_vendors)?;
+        let mut bootloader = self
+            .image(client, &lease.bootloader_digest, &lease.order_id)
+            .await?;
         verify(&bootloader, &vendor_public, "bootloader")?;
         let mut plan = OrderPlan::new(
             self.loader.clone(),
-            bootloader,
+            std::mem::take(&mut *bootloader),
             lease.product_id,
             vendor_public,
         )?;
         if !lease.test_app_digest.is_empty() {
-            let app = self.image(client, &lease.test_app_digest).await?;
+            let mut app = self
+                .image(client, &lease.test_app_digest, &lease.order_id)
+                .await?;
             verify(&app, &vendor_public, "test application")?;
-            plan = plan.with_test_app(app)?;
+            plan = plan.with_test_app(std::mem::take(&mut *app))?;
         }
         Ok(plan)
     }
@@ -133,37 +156,65 @@ impl ReleaseCache {
         &self,
         client: &CoordinatorClient,
         digest: &[u8],
-    ) -> Result<Vec<u8>, ReleaseError> {
-        let path = self.dir.join(format!("{}.img", hex::encode(digest)));
-        if let Ok(bytes) = std::fs::read(&path) {
-            if Sha256::digest(&bytes).as_slice() == digest {
-                return Ok(bytes);
+        order_id: &str,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, ReleaseError> {
+        let path = self.dir.join(format!(
+            "{}-{}.sealed",
+            hex::encode(digest),
+            hex::encode(order_id.as_bytes())
+        ));
+        if let Ok(sealed) = std::fs::read(&path) {
+            if let Ok(image) = self.open(digest, order_id, &sealed) {
+                return Ok(image);
             }
         }
-        let image = client
-            .fetch_release(digest)
+        let sealed = client
+            .fetch_release(digest, order_id)
             .await
             .map_err(|status| ReleaseError::Fetch {
                 digest: hex::encode(digest),
                 status: Box::new(status),
             })?;
-        if Sha256::digest(&image).as_slice() != digest {
-            return Err(ReleaseError::DigestMismatch {
-                digest: hex::encode(digest),
-            });
+        let image = self.open(digest, order_id, &sealed)?;
+        write_cached(&self.dir, &path, &sealed)?;
+        Ok(image)
+    }
+
+    /// Opens a sealed image and checks its digest; the plaintext is wiped when dropped.
+    fn open(
+        &self,
+        digest: &[u8],
+        order_id: &str,
+        sealed: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, ReleaseError> {
+        use flashgate_proto::sealed_release;
+        let digest_hex = hex::encode(digest);
+        let digest32: [u8; 32] = digest
+            .try_into()
+            .map_err(|_| ReleaseError::DigestMismatch {
+                digest: digest_hex.clone(),
+            })?;
+        let aad = sealed_release::aad(&digest32, &self.identity.station_id(), order_id);
+        let image = sealed_release::open(self.identity.x25519_secret(), &aad, sealed).map_err(
+            |reason| ReleaseError::Sealed {
+                digest: digest_hex.clone(),
+                reason,
+            },
+        )?;
+        if Sha256::digest(&image[..]).as_slice() != digest {
+            return Err(ReleaseError::DigestMismatch { digest: digest_hex });
         }
-        write_cached(&self.dir, &path, &image)?;
         Ok(image)
     }
 }
 
-fn write_cached(dir: &Path, path: &Path, image: &[u8]) -> Result<(), ReleaseError> {
+fn write_cached(dir: &Path, path: &Path, sealed: &[u8]) -> Result<(), ReleaseError> {
     let io = |source| ReleaseError::Io {
         path: path.to_owned(),
         source,
     };
     std::fs::create_dir_all(dir).map_err(io)?;
-    std::fs::write(path, image).map_err(io)
+    std::fs::write(path, sealed).map_err(io)
 }
 
 fn verify(image: &[u8], vendor_public: &[u8; 32], what: &'static str) -> Result<(), ReleaseError> {
@@ -173,16 +224,16 @@ fn verify(image: &[u8], vendor_public: &[u8; 32], what: &'static str) -> Result<
 }
 
 /// The vendor key the lease's releases must verify under: the one the coordinator signed into
-/// the lease, cross-checked against the station's pin when there is one.
-pub fn lease_vendor_key(
-    body: &LeaseBody,
-    pinned: Option<[u8; 32]>,
-) -> Result<[u8; 32], ReleaseError> {
+/// the lease, which must be one of the station's pins when it has any.
+pub fn lease_vendor_key(body: &LeaseBody, pinned: &[[u8; 32]]) -> Result<[u8; 32], ReleaseError> {
     if body.vendor_public_key.is_empty() {
         // A journaled lease from a coordinator that did not sign the key in yet.
-        return pinned.ok_or_else(|| ReleaseError::NoVendorKey {
-            lease_id: body.lease_id.clone(),
-        });
+        return match pinned {
+            [only] => Ok(*only),
+            _ => Err(ReleaseError::NoVendorKey {
+                lease_id: body.lease_id.clone(),
+            }),
+        };
     }
     let from_lease: [u8; 32] =
         body.vendor_public_key
@@ -192,14 +243,18 @@ pub fn lease_vendor_key(
                 lease_id: body.lease_id.clone(),
                 len: body.vendor_public_key.len(),
             })?;
-    match pinned {
-        Some(pinned) if pinned != from_lease => Err(ReleaseError::VendorKeyPin {
+    if !pinned.is_empty() && !pinned.contains(&from_lease) {
+        return Err(ReleaseError::VendorKeyPin {
             lease_id: body.lease_id.clone(),
             named: hex::encode(from_lease),
-            pinned: hex::encode(pinned),
-        }),
-        _ => Ok(from_lease),
+            pinned: pinned
+                .iter()
+                .map(hex::encode)
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
     }
+    Ok(from_lease)
 }
 
 #[cfg(test)]
@@ -217,21 +272,25 @@ mod tests {
     #[test]
     fn the_vendor_key_comes_from_the_lease_and_a_pin_must_match() {
         let key = [7u8; 32];
-        assert_eq!(lease_vendor_key(&lease_with(&key), None).unwrap(), key);
-        assert_eq!(lease_vendor_key(&lease_with(&key), Some(key)).unwrap(), key);
+        assert_eq!(lease_vendor_key(&lease_with(&key), &[]).unwrap(), key);
+        assert_eq!(lease_vendor_key(&lease_with(&key), &[key]).unwrap(), key);
+        assert_eq!(
+            lease_vendor_key(&lease_with(&key), &[[8u8; 32], key]).unwrap(),
+            key
+        );
         assert!(matches!(
-            lease_vendor_key(&lease_with(&key), Some([8u8; 32])),
+            lease_vendor_key(&lease_with(&key), &[[8u8; 32]]),
             Err(ReleaseError::VendorKeyPin { .. })
         ));
         assert!(matches!(
-            lease_vendor_key(&lease_with(&[7u8; 31]), None),
+            lease_vendor_key(&lease_with(&[7u8; 31]), &[]),
             Err(ReleaseError::BadVendorKey { len: 31, .. })
         ));
         // An older lease without the key: only the pin can stand in.
         assert!(matches!(
-            lease_vendor_key(&lease_with(&[]), None),
+            lease_vendor_key(&lease_with(&[]), &[]),
             Err(ReleaseError::NoVendorKey { .. })
         ));
-        assert_eq!(lease_vendor_key(&lease_with(&[]), Some(key)).unwrap(), key);
+        assert_eq!(lease_vendor_key(&lease_with(&[]), &[key]).unwrap(), key);
     }
 }

@@ -1,5 +1,5 @@
-//! One run of the station (`flashgate-station run`): identity, the coordinator's pinned lease
-//! key, enrolment, journal replay (resume the open lease, re-send unsettled reports), one fixture
+//! One run of the station (`flashgate-station run`): identity, the trust its enrolment bundle
+//! left (CA, lease key, vendor keys: [`crate::enrolment`]), enrolment, journal replay (resume the open lease, re-send unsettled reports), one fixture
 //! per probe, then the [`supervisor`] actor with one [`probe_actor`] per bay (`bays.rs`) until the order's
 //! quota is spent, the requested number of devices is made or every probe is retired. What each
 //! target goes through is the [`provisioning`](crate::provisioning) flow.
@@ -8,7 +8,7 @@ mod bays;
 pub mod probe_actor;
 pub mod supervisor;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use flashgate_proto::v1;
 pub use self::supervisor::{StopReason, Supervisor, SupervisorParts, SupervisorSettings};
 use crate::config::ProbeSpec;
 use crate::coordinator_client::CoordinatorClient;
+use crate::enrolment::StationTrust;
 use crate::events::{Event, EventFormat, EventSink, Summary};
 use crate::fixture::{EmulatedFixture, TargetFixture};
 use crate::identity::{StationIdentity, StationKek};
@@ -27,7 +28,7 @@ use crate::provisioning::{Lease, LoaderImage, ReleaseCache};
 
 /// Everything one run needs.
 pub struct StationOptions {
-    /// Coordinator endpoint (`http://host:port`).
+    /// Coordinator endpoint (`https://host:port`); empty: the one of the enrolment bundle.
     pub coordinator: String,
     /// Identity, journal, cached releases, emulated boards.
     pub state_dir: PathBuf,
@@ -115,41 +116,9 @@ pub async fn enrol(
             x25519_public_key: identity.x25519_public().to_vec(),
             name: name.to_owned(),
             factory: factory.to_owned(),
+            enrolment_token: String::new(),
         })
         .await
-}
-
-const COORDINATOR_KEY_FILE: &str = "coordinator-lease-key.hex";
-
-/// The coordinator's lease key: asked for, and pinned in the state directory on first contact
-/// (later runs refuse a different key, and can start while the coordinator is down).
-async fn coordinator_key(
-    client: &CoordinatorClient,
-    state_dir: &Path,
-) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
-    let path = state_dir.join(COORDINATOR_KEY_FILE);
-    let pinned = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| hex::decode(t.trim()).ok())
-        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-        .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok());
-    match (client.lease_key().await, pinned) {
-        (Ok(key), Some(pinned)) if key != pinned => bail!(
-            "the coordinator at {} signs leases with another key than the one pinned in {}: wrong coordinator?",
-            client.endpoint(),
-            path.display()
-        ),
-        (Ok(key), _) => {
-            std::fs::write(&path, hex::encode(key.to_bytes()))?;
-            Ok(key)
-        }
-        (Err(_), Some(pinned)) => Ok(pinned),
-        (Err(e), None) => bail!(
-            "coordinator {} unreachable ({}) and no lease key pinned yet",
-            client.endpoint(),
-            e.message()
-        ),
-    }
 }
 
 /// Resumes the newest open lease of the journal that is still valid and has slots left; closes
@@ -218,8 +187,20 @@ async fn run(mut options: StationOptions) -> anyhow::Result<Summary> {
             .context("station identity")?,
     );
     let station_id = identity.station_id();
-    let client = CoordinatorClient::new(&options.coordinator, identity.signer())?;
-    let coordinator_key = coordinator_key(&client, &options.state_dir).await?;
+    let trust = StationTrust::load(&options.state_dir)?;
+    let coordinator_key = trust
+        .lease_key()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", crate::enrolment::TRUST_FILE))?;
+    let mut pinned_vendors = trust
+        .vendor_keys()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", crate::enrolment::TRUST_FILE))?;
+    pinned_vendors.extend(options.vendor_public);
+    let endpoint = if options.coordinator.is_empty() {
+        trust.endpoint.clone()
+    } else {
+        options.coordinator.clone()
+    };
+    let client = CoordinatorClient::new(&endpoint, &trust.security(), identity.signer())?;
     match enrol(&client, &identity, &options.name, &options.factory).await {
         Ok(r) if r.state == v1::StationState::Approved as i32 => {}
         Ok(_) => bail!(
@@ -231,7 +212,8 @@ async fn run(mut options: StationOptions) -> anyhow::Result<Summary> {
     let releases = ReleaseCache::new(
         options.state_dir.join("releases"),
         loader,
-        options.vendor_public,
+        pinned_vendors,
+        identity.clone(),
     );
     let (mut journal, state) = Journal::open(&options.state_dir)?;
     let resumed = resume_lease(&mut journal, &state, &coordinator_key, &identity)?;

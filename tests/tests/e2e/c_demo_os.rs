@@ -29,6 +29,7 @@ struct Flashgate {
     dir: tempfile::TempDir,
     endpoint: String,
     token: String,
+    ca_file: std::path::PathBuf,
 }
 
 impl Flashgate {
@@ -39,7 +40,10 @@ impl Flashgate {
     fn run(&self, args: &[&str]) -> Output {
         Command::new(flashgate_binary())
             .env("XDG_CONFIG_HOME", self.dir.path())
-            .args(["--endpoint", &self.endpoint, "--token", &self.token])
+            .args(["--endpoint", &self.endpoint])
+            .arg("--ca-file")
+            .arg(&self.ca_file)
+            .env("FLASHGATE_TOKEN", &self.token)
             .args(args)
             .output()
             .expect("the flashgate binary runs")
@@ -119,6 +123,7 @@ async fn a_c_os_signed_by_the_image_tool_is_installed_over_the_uart_and_stays_co
         dir: tempfile::tempdir().unwrap(),
         endpoint: tc.endpoint.clone(),
         token: tc.operator_token.clone(),
+        ca_file: tc.ca_file.clone(),
     };
     // The vendor's keys, made by the tool. (The product authority key is the coordinator's
     // once per-product authorities exist; here it is one more key pair.)

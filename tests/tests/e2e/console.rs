@@ -49,8 +49,12 @@ fn pending_station(factory: &Factory, dir: &std::path::Path) -> String {
     let kek = StationKek::generate();
     let identity = StationIdentity::load_or_create(dir, &kek).unwrap();
     factory.rt.block_on(async {
-        let client =
-            CoordinatorClient::new(&factory.coordinator.endpoint, identity.signer()).unwrap();
+        let client = CoordinatorClient::new(
+            &factory.coordinator.endpoint,
+            &factory.coordinator.security(),
+            identity.signer(),
+        )
+        .unwrap();
         enrol(&client, &identity, "line 2", "f1").await.unwrap();
     });
     identity.station_id()

@@ -97,6 +97,7 @@ async fn sealed_records_reach_data_tail_through_the_relay_and_udp() {
     let mut relay = Command::new(flashgate_tests::flashgate_binary());
     relay
         .args(["--endpoint", &tc.endpoint, "data", "relay", "--port"])
+        .env("FLASHGATE_CA_FILE", &tc.ca_file)
         .arg(format!("tcp:{uart}"))
         .args(["--count", "2", "--timeout-secs", "60"]);
     let relay = tokio::task::spawn_blocking(move || relay.output());
@@ -115,7 +116,9 @@ async fn sealed_records_reach_data_tail_through_the_relay_and_udp() {
     );
 
     let tail = Command::new(flashgate_tests::flashgate_binary())
-        .args(["--endpoint", &tc.endpoint, "--token", &tc.operator_token])
+        .args(["--endpoint", &tc.endpoint])
+        .env("FLASHGATE_CA_FILE", &tc.ca_file)
+        .env("FLASHGATE_TOKEN", &tc.operator_token)
         .args([
             "-o",
             "json",

@@ -298,15 +298,21 @@ fn a_report_whose_answer_was_lost_is_accepted_when_re_sent_and_a_duplicate_is_no
     let kek = StationKek::from_hex(factory.station_kek_hex()).unwrap();
     let identity = StationIdentity::load_or_create(factory.state_dir.path(), &kek).unwrap();
     let (first, resent, other) = factory.rt.block_on(async {
-        let client =
-            CoordinatorClient::new(&factory.coordinator.endpoint, identity.signer()).unwrap();
+        let client = CoordinatorClient::new(
+            &factory.coordinator.endpoint,
+            &factory.coordinator.security(),
+            identity.signer(),
+        )
+        .unwrap();
         let lease = client
             .acquire_lease(&factory.order.order_id, 2, 0)
             .await
             .expect("a lease");
-        let body =
-            flashgate_proto::lease::verify_signed_lease(&lease, &client.lease_key().await.unwrap())
-                .unwrap();
+        let body = flashgate_proto::lease::verify_signed_lease(
+            &lease,
+            &factory.coordinator.coordinator.lease_verifying_key(),
+        )
+        .unwrap();
         let report = Report {
             lease_id: body.lease_id.clone(),
             serial: [0x5A; 16],

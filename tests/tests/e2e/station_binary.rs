@@ -46,12 +46,27 @@ fn enrol_registers_the_station_with_a_real_coordinator_and_is_idempotent() {
     let station_id = text(&out.stdout).trim().to_owned();
     assert_eq!(station_id.len(), 32, "a fingerprint: {station_id}");
 
-    let enrol = ["enrol", "--coordinator", coordinator.endpoint.as_str()];
-    let out = station(&enrol, state.path(), &kek_hex);
+    // Without a bundle and never enrolled: refused, saying how.
+    let out = station(&["enrol"], state.path(), &kek_hex);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--bundle"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // With the operator's bundle: enrolled over mutual TLS and approved by its token.
+    let bundle = rt
+        .block_on(coordinator.enrolment_bundle("binary test"))
+        .unwrap();
+    let bundle_file = kek.path().join("station.bundle");
+    std::fs::write(&bundle_file, bundle.to_json()).unwrap();
+    let with_bundle = ["enrol", "--bundle", bundle_file.to_str().unwrap()];
+    let out = station(&with_bundle, state.path(), &kek_hex);
     assert!(out.status.success(), "enrol failed: {}", text(&out.stderr));
     let said = text(&out.stdout);
     assert!(
-        said.contains(&station_id) && said.contains("(pending)"),
+        said.contains(&station_id) && said.contains("(approved)"),
         "{said}"
     );
     let stations = rt.block_on(async {
@@ -66,11 +81,10 @@ fn enrol_registers_the_station_with_a_real_coordinator_and_is_idempotent() {
         .iter()
         .find(|s| s.station_id == station_id)
         .expect("the coordinator knows the station");
-    assert_eq!(enrolled.state, v1::StationState::Pending as i32);
+    assert_eq!(enrolled.state, v1::StationState::Approved as i32);
 
-    // Approved by the operator, enrolled again: same station, now approved.
-    rt.block_on(coordinator.approve(&station_id)).unwrap();
-    let out = station(&enrol, state.path(), &kek_hex);
+    // Enrolled again from the trust it kept: the same station, still approved.
+    let out = station(&["enrol"], state.path(), &kek_hex);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("(approved)"),
@@ -78,9 +92,37 @@ fn enrol_registers_the_station_with_a_real_coordinator_and_is_idempotent() {
         text(&out.stdout)
     );
 
+    // The same bundle on another station: its token was used.
+    let other = tempfile::tempdir().unwrap();
+    let out = station(&with_bundle, other.path(), &kek_hex);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("already used"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A bundle without a CA is refused without --insecure-plaintext.
+    let mut plain = bundle.clone();
+    plain.ca_pem.clear();
+    plain.endpoint = plain.endpoint.replace("https://", "http://");
+    let plain_file = kek.path().join("plain.bundle");
+    std::fs::write(&plain_file, plain.to_json()).unwrap();
+    let out = station(
+        &["enrol", "--bundle", plain_file.to_str().unwrap()],
+        other.path(),
+        &kek_hex,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--insecure-plaintext"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // Nothing listening: a clear error and a failing exit code, no panic.
     let port = flashgate_tests::station_harness::free_port();
-    let nowhere = format!("http://127.0.0.1:{port}");
+    let nowhere = format!("https://127.0.0.1:{port}");
     let out = station(
         &["enrol", "--coordinator", &nowhere],
         state.path(),

@@ -49,7 +49,7 @@ impl Setup {
             .await
             .unwrap();
         // The CLI's own client: the operator token rides on every call.
-        let client = Clients::connect(&tc.endpoint, &tc.operator_token)
+        let client = Clients::connect(&tc.endpoint, &tc.security(), &tc.operator_token)
             .await
             .unwrap()
             .update();

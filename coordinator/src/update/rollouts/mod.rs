@@ -25,6 +25,7 @@ use self::progress::{Step, WaveProgress};
 use self::record::{PauseReason, RolloutRecord, RolloutState, Threshold, WaveLabel, WaveSize};
 use super::campaigns::{Campaigns, Targets};
 use super::records::DeviceUpdateRecord;
+use crate::audit::Actor;
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::{CampaignId, OrderId, Serial};
 use crate::provisioning::Registry;
@@ -54,7 +55,11 @@ impl Rollouts {
 
     /// Checks the plan, then publishes the release as a campaign whose first wave is open, in
     /// one transaction with the rollout's record: a refused plan creates nothing.
-    pub async fn start(&self, req: v1::StartRolloutRequest) -> Result<v1::RolloutStatus> {
+    pub async fn start(
+        &self,
+        by: &Actor,
+        req: v1::StartRolloutRequest,
+    ) -> Result<v1::RolloutStatus> {
         let threshold = plan::threshold(req.failure_threshold.as_ref())?;
         let sizes = plan::sizes(&req.waves)?;
         let (release, image) = self.campaigns.os_release(&req.release_digest).await?;
@@ -85,9 +90,10 @@ impl Rollouts {
             .absent::<RolloutRecord>(&rollout_id)
             .put(&rollout_id, &record);
         self.campaigns
-            .launch(&rollout_id, &release, &image, &serials, txn)
+            .launch(by, &rollout_id, &release, &image, &serials, txn)
             .await?;
-        // audit: rollout started (id, release, targets, waves, threshold) by the operator.
+        // The launch's "update published" entry records who started it; the waves are in the
+        // rollout record written in the same transaction.
         tracing::info!(rollout = %rollout_id, waves = record.waves.len(), devices = serials.len(), "rollout started");
         self.status(rollout_id.as_str()).await
     }
