@@ -75,6 +75,7 @@ pub fn provision_within(
         plan: Arc::new(plan),
         keys,
         lease_id: "e2e-lease".into(),
+        os: None,
     };
     run_target(bay, &job, step_timeout, &EventSink::new(EventFormat::Quiet))
 }

@@ -8,12 +8,13 @@ use flashgate_proto::v1::{self, station_service_server::StationService};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use super::factory_packages::FactoryPackages;
 use super::leases::Leases;
 use super::reports::Reports;
 use super::station_auth::StationAuth;
 use super::stations::StationRecord;
-use crate::catalogue::Catalogue;
-use crate::error::Result;
+use crate::catalogue::{Catalogue, ReleaseKind};
+use crate::error::{CoordinatorError, Result};
 use crate::rpc;
 
 /// The station API over the provisioning flow (and the catalogue, for orders and releases).
@@ -21,6 +22,7 @@ use crate::rpc;
 pub struct StationApi {
     auth: StationAuth,
     leases: Leases,
+    factory_packages: FactoryPackages,
     reports: Reports,
     catalogue: Catalogue,
     info: v1::CoordinatorInfo,
@@ -31,6 +33,7 @@ impl StationApi {
     pub fn new(
         auth: StationAuth,
         leases: Leases,
+        factory_packages: FactoryPackages,
         reports: Reports,
         catalogue: Catalogue,
         info: v1::CoordinatorInfo,
@@ -38,6 +41,7 @@ impl StationApi {
         Self {
             auth,
             leases,
+            factory_packages,
             reports,
             catalogue,
             info,
@@ -114,6 +118,15 @@ impl StationService for StationApi {
             request,
             |_station, req| async move {
                 let (release, image) = self.catalogue.releases.with_image(&req.digest).await?;
+                if matches!(release.kind, ReleaseKind::Os | ReleaseKind::App) {
+                    // The station writes bootloaders and test apps; an OS reaches a board only
+                    // as its per-device package (GetFactoryPackage).
+                    return Err(CoordinatorError::PermissionDenied(format!(
+                        "release {} is {}: OS and app images are never sent to a station",
+                        release.digest,
+                        release.kind.described()
+                    )));
+                }
                 Ok(v1::FetchReleaseResponse {
                     release: Some(release.to_proto()),
                     image,
@@ -165,6 +178,19 @@ impl StationService for StationApi {
             methods::RETURN_LEASE,
             request,
             |station, req| async move { self.leases.return_lease(&station, &req.lease_id).await },
+        )
+        .await
+    }
+
+    async fn get_factory_package(
+        &self,
+        request: Request<v1::GetFactoryPackageRequest>,
+    ) -> Result<Response<v1::UpdatePackage>, Status> {
+        self.signed(
+            "GetFactoryPackage",
+            methods::GET_FACTORY_PACKAGE,
+            request,
+            |station, req| async move { self.factory_packages.package(&station, &req).await },
         )
         .await
     }

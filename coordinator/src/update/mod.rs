@@ -2,7 +2,7 @@
 //! ([`campaigns`]), issuing each device its package and checking the status receipts devices
 //! send back ([`delivery`]). What is stored is in [`records`].
 //!
-//! The release is encrypted once at publish; a device's envelope (212 bytes: the content key
+//! The release is encrypted once at publish; a device's envelope (228 bytes: the content key
 //! wrapped under a key derived from its device key) is made when its package is asked for.
 
 pub mod campaigns;

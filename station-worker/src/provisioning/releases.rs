@@ -1,5 +1,6 @@
 //! The release cache: a lease names its bootloader (and test application) by digest; the images
-//! are fetched from the coordinator once, checked against their digest, kept under
+//! are fetched from the coordinator once (never the order's OS: boards get it as per-device
+//! packages, `super::os_install`), checked against their digest, kept under
 //! `<state-dir>/releases/` (so a journaled lease can resume while the coordinator is down) and
 //! verified under the lease's vendor key before they become an [`OrderPlan`].
 
@@ -125,6 +126,10 @@ impl ReleaseCache {
             let app = self.image(client, &lease.test_app_digest).await?;
             verify(&app, &vendor_public, "test application")?;
             plan = plan.with_test_app(app)?;
+        }
+        // The OS is never fetched: each board's package is asked for when it is installed.
+        if !lease.os_release_digest.is_empty() {
+            plan = plan.with_os(lease.os_version);
         }
         Ok(plan)
     }
