@@ -9,8 +9,10 @@
 )]
 
 pub mod bay;
+pub mod factory_os;
 pub mod faults;
 pub mod malicious_station;
+pub mod uart_tap;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -11,6 +11,7 @@
 mod boot;
 mod c_demo_os;
 mod data_stream;
+mod factory_os;
 mod provisioning;
 mod provisioning_refusals;
 mod station;
