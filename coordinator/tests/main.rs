@@ -9,5 +9,6 @@ mod api;
 mod binary;
 mod concurrency;
 mod corrupt_records;
+mod factory_packages;
 mod store_contract;
 mod support;
