@@ -267,7 +267,7 @@ pub fn human(event: &Event) -> String {
             step,
             elapsed_ms,
         } => format!(
-            "[{probe:>8}] {} {step:<9} {:>6.1}s",
+            "[{probe:>8}] {} {step:<10} {:>6.1}s",
             short(serial),
             *elapsed_ms as f64 / 1000.0
         ),
