@@ -81,6 +81,19 @@ if [ "$rust_done" -eq 0 ]; then
   apt_install "${DEBIAN_RUST_PACKAGES[@]}"
 fi
 
+# cargo-fuzz drives the fuzz targets (scripts/fuzz.sh); libFuzzer itself is built from the
+# libfuzzer-sys crate with the system C++ compiler (g++, installed here if missing).
+if cargo fuzz --version >/dev/null 2>&1; then
+  log "cargo-fuzz already installed"
+else
+  log "cargo install cargo-fuzz"
+  cargo install --locked cargo-fuzz
+  did+=("cargo install cargo-fuzz")
+fi
+if ! command -v c++ >/dev/null 2>&1; then
+  apt_install g++
+fi
+
 if [ ${#did[@]} -eq 0 ]; then
   log "nothing to do: everything was already installed"
 else

@@ -2,7 +2,9 @@
 # flashgate's test command (the README's second command; `.ci/run` calls exactly this).
 # On a fresh Debian machine: installs what is missing, builds the Cortex-M firmware, checks
 # formatting and lints (host crates and firmware), then runs every test with cargo-nextest:
-# unit tests, and end-to-end tests on real QEMU boards, a real etcd, real gRPC on loopback.
+# unit tests, and end-to-end tests on real QEMU boards, a real etcd, real gRPC on loopback;
+# then the bounded fuzz run (scripts/fuzz.sh: every target in fuzz/ for
+# FLASHGATE_FUZZ_SECONDS seconds each, 10 by default, about 6 minutes for 30 targets; 0 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,3 +21,8 @@ echo "== clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== tests"
 cargo nextest run --workspace --no-fail-fast "$@"
+fuzz_seconds="${FLASHGATE_FUZZ_SECONDS:-10}"
+if [ "$fuzz_seconds" != 0 ]; then
+  echo "== fuzz"
+  scripts/fuzz.sh --seconds "$fuzz_seconds"
+fi

@@ -6,7 +6,7 @@
 //!
 //! One file per command group, named after it: `product.rs`, `release.rs`, `order.rs`
 //! (`order create`), `orders.rs` (`orders status`), `station.rs`, `devices.rs`, `leases.rs`,
-//! `update.rs` (`update publish|status`), `device.rs` (`device update`, the field tool),
+//! `update.rs` (`update publish|status`), `rollout.rs` (`update rollout|pause|resume`), `device.rs` (`device update`, the field tool),
 //! `data.rs`, `config.rs` (contexts), `image.rs` (`image keygen|sign|verify|inspect`, files
 //! only), `completion.rs`. Each holds its arguments, its handler and
 //! how its results look (`output::ToJson`, `output::TableRow`). Shared by all of them: the global
@@ -33,6 +33,7 @@ mod output;
 mod parse;
 mod product;
 mod release;
+mod rollout;
 mod station;
 mod update;
 

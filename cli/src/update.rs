@@ -1,5 +1,6 @@
 //! `flashgate update publish|status`: publish an uploaded OS release to devices (encrypted once,
-//! one envelope per device) and follow where each device stands. Pushing a package to one
+//! one envelope per device) and follow where each device stands. Staged rollouts
+//! (`update rollout|pause|resume|status ROLLOUT`) are `rollout.rs`. Pushing a package to one
 //! device over its UART is `flashgate device update` (`device.rs`).
 
 use clap::{ArgGroup, Subcommand};
@@ -10,6 +11,7 @@ use serde_json::{json, Value};
 use crate::exit::Failure;
 use crate::output::{cell, Printer, TableRow, ToJson};
 use crate::parse;
+use crate::rollout::{self, Action, RolloutArgs};
 
 #[derive(Subcommand)]
 pub enum UpdateCmd {
@@ -29,8 +31,25 @@ pub enum UpdateCmd {
         #[arg(long)]
         all: bool,
     },
-    /// Where each targeted device stands (all products, or one order's devices).
+    /// Publish in waves: each opens once the one before confirmed; failures above the
+    /// threshold pause it. Prints the rollout id.
+    Rollout(RolloutArgs),
+    /// Stop a rollout from issuing packages (devices of open waves too) until resumed.
+    Pause {
+        /// The rollout (as printed by `update rollout`).
+        rollout: String,
+    },
+    /// Continue a paused rollout: the failures so far are accepted, later ones count again.
+    Resume {
+        /// The rollout (as printed by `update rollout`).
+        rollout: String,
+    },
+    /// A rollout's waves and state (with ROLLOUT), or where each targeted device stands (all
+    /// products, or one order's devices).
     Status {
+        /// Show this rollout's waves (targeted/confirmed/failed/pending) and state.
+        #[arg(conflicts_with_all = ["order", "product", "campaign"])]
+        rollout: Option<String>,
         /// Only the devices of this order.
         #[arg(long)]
         order: Option<String>,
@@ -74,7 +93,17 @@ pub async fn run(cmd: UpdateCmd, clients: &Clients, out: &Printer) -> Result<(),
                 ),
             );
         }
+        UpdateCmd::Rollout(args) => rollout::start(args, clients, out).await?,
+        UpdateCmd::Pause { rollout } => rollout::act(Action::Pause, rollout, clients, out).await?,
+        UpdateCmd::Resume { rollout } => {
+            rollout::act(Action::Resume, rollout, clients, out).await?
+        }
         UpdateCmd::Status {
+            rollout: Some(rollout),
+            ..
+        } => rollout::act(Action::Status, rollout, clients, out).await?,
+        UpdateCmd::Status {
+            rollout: None,
             order,
             product,
             campaign,

@@ -103,12 +103,8 @@ pub async fn serve_with_data(
                 .max_decoding_message_size(MAX_DATA_MESSAGE),
         )
         .add_service(
-            UpdateServiceServer::new(UpdateApi::new(
-                updates.campaigns.clone(),
-                updates.delivery.clone(),
-                token,
-            ))
-            .max_encoding_message_size(MAX_OPERATOR_MESSAGE),
+            UpdateServiceServer::new(UpdateApi::new(updates.clone(), token))
+                .max_encoding_message_size(MAX_OPERATOR_MESSAGE),
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

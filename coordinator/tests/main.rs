@@ -6,9 +6,11 @@
 )]
 
 mod api;
+mod bad_input;
 mod binary;
 mod concurrency;
 mod corrupt_records;
 mod factory_packages;
+mod rollouts;
 mod store_contract;
 mod support;

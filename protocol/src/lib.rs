@@ -37,6 +37,8 @@ pub mod key_schedule;
 pub mod layout;
 pub mod lease_keys;
 pub mod mailbox;
+#[cfg(test)]
+mod properties;
 pub mod provisioning;
 #[cfg(test)]
 mod round_trips;

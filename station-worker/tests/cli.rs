@@ -164,3 +164,44 @@ fn a_probe_rs_probe_is_refused_by_a_build_without_probe_rs() {
     );
     assert!(err.contains("bay-2"), "{err}");
 }
+
+/// `run` with `config` as its config file: it must fail before anything is sent, naming the
+/// file and what is wrong in it, and leave the state directory without a journal.
+fn refused_config(config: &str, needle: &str) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("station.toml");
+    std::fs::write(&path, config).expect("the config is written");
+    let state = dir.path().join("state");
+    let out = station(
+        &[
+            "run",
+            "--config",
+            dir_arg(&path),
+            "--coordinator",
+            "http://127.0.0.1:9",
+            "--state-dir",
+            dir_arg(&state),
+        ],
+        Some(KEK),
+    );
+    assert!(!out.status.success(), "{config:?} was accepted");
+    let err = text(&out.stderr);
+    assert!(err.contains("station.toml"), "{config:?}: {err}");
+    assert!(err.contains(needle), "{config:?}: {err}");
+    assert!(
+        !state.join("journal.jsonl").exists(),
+        "{config:?} left a journal"
+    );
+}
+
+#[test]
+fn a_config_file_that_is_not_toml_is_refused_with_its_line() {
+    refused_config("[[probes]\nname = \"bay-1\"\n", "line 1");
+    refused_config("[[probes]]\nname = \"bay-1\nemulate = true\n", "line 2");
+}
+
+#[test]
+fn a_config_file_with_an_unknown_field_or_a_wrong_type_is_refused() {
+    refused_config("coordinatr = \"http://127.0.0.1:9\"\n", "unknown field");
+    refused_config("[[probes]]\nname = 7\n", "invalid type");
+}

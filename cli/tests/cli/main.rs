@@ -18,6 +18,7 @@ mod leases;
 mod order;
 mod product;
 mod release;
+mod rollout;
 mod station;
 mod support;
 mod update;

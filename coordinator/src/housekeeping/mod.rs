@@ -1,6 +1,7 @@
 //! Housekeeping: the periodic work one replica does for all, while it leads ([`leader`]):
 //! ending leases abandoned past their report grace ([`expiry`]) and pruning the replay cache
-//! ([`nonce_sweep`]).
+//! ([`nonce_sweep`]), and taking the steps of staged rollouts whose gates passed (or whose
+//! failures tripped) without a report to step them (`update::rollouts::advance_all`).
 //!
 //! Correctness never depends on it: each lease end is a guarded transaction (a racing return,
 //! or a second replica sweeping after a leadership change, finds the lease ended and gives
@@ -33,6 +34,8 @@ pub struct Swept {
     pub expired_leases: u32,
     /// Replay-cache entries (station request nonces) old enough to drop.
     pub nonces: usize,
+    /// Rollout steps taken (waves opened, pauses, completions).
+    pub rollout_steps: usize,
 }
 
 /// The periodic sweeps (lease expiry, replay-cache cleanup), run only by the replica that
@@ -78,9 +81,11 @@ impl Housekeeping {
             expiry::expire_leases(&self.leases, now_ms(), self.report_grace).await?;
         let cutoff = now_ms() - self.nonce_age.as_millis() as i64;
         let nonces = nonce_sweep::sweep_nonces(&self.db, cutoff).await?;
+        let rollout_steps = crate::update::rollouts::advance_all(&self.db).await?;
         Ok(Swept {
             expired_leases,
             nonces,
+            rollout_steps,
         })
     }
 

@@ -253,7 +253,7 @@ impl FactoryPackages {
             return Ok(existing.record);
         }
         let (release, image) = self.catalogue.releases.with_image(&os_digest.0).await?;
-        let (campaign, chunks) = seal_campaign(&self.kek, &release, &image)?;
+        let (campaign, chunks) = seal_campaign(&self.kek, CampaignId::random(), &release, &image)?;
         let record = FactoryReleaseRecord {
             order_id: order.order_id.clone(),
             campaign_id: campaign.campaign_id.clone(),

@@ -19,12 +19,13 @@ use crate::keys::KekRing;
 use crate::provisioning::Registry;
 use crate::repository::{Db, Scope, Txn};
 
-/// Encrypts an OS release once under a fresh random content key, as a new campaign (the key
-/// sealed under the KEK, AAD [`content_key_aad`]) and its ciphertext chunks, ready to be
-/// written. The field updates' campaigns and the factory's OS installs
+/// Encrypts an OS release once under a fresh random content key, as campaign `campaign_id`
+/// (the key sealed under the KEK, AAD [`content_key_aad`]) and its ciphertext chunks, ready to
+/// be written. The field updates' campaigns and the factory's OS installs
 /// (`crate::provisioning::factory_packages`) are both made here.
 pub fn seal_campaign(
     kek: &KekRing,
+    campaign_id: CampaignId,
     release: &ReleaseRecord,
     image: &[u8],
 ) -> Result<(CampaignRecord, CampaignChunks)> {
@@ -32,7 +33,6 @@ pub fn seal_campaign(
     OsRng.fill_bytes(&mut key[..]);
     let sealed = SealedRelease::seal(image, key)
         .map_err(|e| E::Internal(format!("release cannot be sealed: {e}")))?;
-    let campaign_id = CampaignId::random();
     let campaign = CampaignRecord {
         sealed_content_key: kek.seal(&content_key_aad(&campaign_id), sealed.content_key()),
         campaign_id,
@@ -43,6 +43,16 @@ pub fn seal_campaign(
         created_at_ms: now_ms(),
     };
     Ok((campaign, CampaignChunks(sealed.chunks.concat())))
+}
+
+/// Which devices a campaign targets, as a request names them.
+pub struct Targets<'a> {
+    /// These devices (16-byte serials) …
+    pub serials: &'a [Vec<u8>],
+    /// … and every device registered under this order (when not empty) …
+    pub order_id: &'a str,
+    /// … or every registered device of the release's product.
+    pub all_devices: bool,
 }
 
 /// Publishes OS releases as update campaigns: the release encrypted once under a fresh
@@ -72,25 +82,53 @@ impl Campaigns {
         &self,
         req: v1::PublishUpdateRequest,
     ) -> Result<v1::PublishUpdateResponse> {
-        let (release, image) = self.releases.with_image(&req.release_digest).await?;
+        let (release, image) = self.os_release(&req.release_digest).await?;
+        let targets = Targets {
+            serials: &req.serials,
+            order_id: &req.order_id,
+            all_devices: req.all_devices,
+        };
+        let serials = self.targets(&release, &targets).await?;
+        let campaign_id = CampaignId::random();
+        self.launch(&campaign_id, &release, &image, &serials, Txn::new())
+            .await?;
+        Ok(v1::PublishUpdateResponse {
+            campaign_id: campaign_id.to_string(),
+            devices: serials.len() as u32,
+            version: release.version,
+        })
+    }
+
+    /// An uploaded OS release and its image (any other kind is refused).
+    pub(super) async fn os_release(&self, digest: &[u8]) -> Result<(ReleaseRecord, Vec<u8>)> {
+        let (release, image) = self.releases.with_image(digest).await?;
         if release.kind != ReleaseKind::Os {
             return Err(E::InvalidArgument(
                 "only OS releases can be published as updates".into(),
             ));
         }
-        let mut serials = req
+        Ok((release, image))
+    }
+
+    /// The devices `targets` names, sorted, each once; refused if there are none.
+    pub(super) async fn targets(
+        &self,
+        release: &ReleaseRecord,
+        targets: &Targets<'_>,
+    ) -> Result<Vec<Serial>> {
+        let mut serials = targets
             .serials
             .iter()
             .map(|s| Serial::parse(s))
             .collect::<Result<Vec<_>>>()?;
-        if req.all_devices || !req.order_id.is_empty() {
+        if targets.all_devices || !targets.order_id.is_empty() {
             serials.extend(
                 self.registry
                     .devices(Some(release.product_id))
                     .await?
                     .into_iter()
                     .map(|d| d.record)
-                    .filter(|d| req.all_devices || d.order_id.as_str() == req.order_id)
+                    .filter(|d| targets.all_devices || d.order_id.as_str() == targets.order_id)
                     .map(|d| d.serial),
             );
         }
@@ -101,13 +139,25 @@ impl Campaigns {
                 "no target devices: give serials, an order, or all devices".into(),
             ));
         }
-        let (campaign, chunks) = seal_campaign(&self.kek, &release, &image)?;
-        let campaign_id = campaign.campaign_id.clone();
-        let mut txn = Txn::new()
-            .absent::<CampaignRecord>(&campaign_id)
-            .put(&campaign_id, &campaign)
-            .put(&campaign_id, &chunks);
-        for serial in &serials {
+        Ok(serials)
+    }
+
+    /// Seals `image` under a fresh content key as campaign `campaign_id` and marks `serials`
+    /// pending, in one transaction with `txn`'s guards and writes (a rollout's record).
+    pub(super) async fn launch(
+        &self,
+        campaign_id: &CampaignId,
+        release: &ReleaseRecord,
+        image: &[u8],
+        serials: &[Serial],
+        txn: Txn,
+    ) -> Result<()> {
+        let (campaign, chunks) = seal_campaign(&self.kek, campaign_id.clone(), release, image)?;
+        let mut txn = txn
+            .absent::<CampaignRecord>(campaign_id)
+            .put(campaign_id, &campaign)
+            .put(campaign_id, &chunks);
+        for serial in serials {
             let key = (release.product_id, *serial);
             let record = match self.db.get::<DeviceUpdateRecord>(&key).await? {
                 // A device keeps what its receipts said across campaigns.
@@ -119,21 +169,12 @@ impl Campaigns {
                     detail: String::new(),
                     ..existing.record
                 },
-                None => DeviceUpdateRecord {
-                    serial: *serial,
-                    product_id: release.product_id,
-                    campaign_id: campaign_id.clone(),
-                    target_version: release.version,
-                    state: UpdateState::Pending,
-                    challenge: None,
-                    bootloader_version: 0,
-                    os_version: 0,
-                    last_outcome: None,
-                    rollback_floor: 0,
-                    last_seen_ms: 0,
-                    updated_at_ms: 0,
-                    detail: String::new(),
-                },
+                None => DeviceUpdateRecord::first_target(
+                    *serial,
+                    release.product_id,
+                    campaign_id.clone(),
+                    release.version,
+                ),
             };
             txn = txn.put(&key, &record);
         }
@@ -141,11 +182,7 @@ impl Campaigns {
             return Err(E::Internal("campaign id collision".into()));
         }
         tracing::info!(campaign = %campaign_id, devices = serials.len(), version = release.version, "update published");
-        Ok(v1::PublishUpdateResponse {
-            campaign_id: campaign_id.to_string(),
-            devices: serials.len() as u32,
-            version: release.version,
-        })
+        Ok(())
     }
 
     /// Every targeted device of a product (optionally of one campaign).

@@ -17,6 +17,7 @@ use rand_core::{OsRng, RngCore};
 use super::records::{
     content_key_aad, CampaignChunks, CampaignRecord, DeviceUpdateRecord, UpdateState,
 };
+use super::rollouts;
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::{CampaignId, ProductId, Serial};
 use crate::keys::KekRing;
@@ -66,6 +67,7 @@ impl Delivery {
         serial: Serial,
     ) -> Result<Attempt<v1::UpdatePackage>> {
         let stored = self.targeted(product_id, serial).await?;
+        let rollout = rollouts::gate(&self.db, &stored.record).await?;
         let (campaign, release) =
             sealed_release(&self.db, &self.kek, &stored.record.campaign_id).await?;
         let device_key = self.registry.device_key(product_id.0, &serial.0).await?;
@@ -76,10 +78,12 @@ impl Delivery {
         if record.state == UpdateState::Pending {
             record.state = UpdateState::Issued;
         }
-        let committed = self
-            .db
-            .commit(Txn::new().unchanged(&stored).replace(&stored, &record))
-            .await?;
+        let mut txn = Txn::new().unchanged(&stored).replace(&stored, &record);
+        if let Some(rollout) = &rollout {
+            // Issued only while its wave is still open and the rollout not paused.
+            txn = txn.unchanged(rollout);
+        }
+        let committed = self.db.commit(txn).await?;
         Ok(Attempt::committed(
             committed,
             v1::UpdatePackage {

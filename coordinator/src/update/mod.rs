@@ -1,6 +1,7 @@
 //! Updates in the field (`docs/protocol.md` §7): publishing an OS release to registered devices
 //! ([`campaigns`]), issuing each device its package and checking the status receipts devices
-//! send back ([`delivery`]). What is stored is in [`records`].
+//! send back ([`delivery`]), in waves when it is a staged rollout ([`rollouts`]). What is
+//! stored is in [`records`] (and [`rollouts::record`]).
 //!
 //! The release is encrypted once at publish; a device's envelope (228 bytes: the content key
 //! wrapped under a key derived from its device key) is made when its package is asked for.
@@ -8,6 +9,7 @@
 pub mod campaigns;
 pub mod delivery;
 pub mod records;
+pub mod rollouts;
 pub mod service;
 
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use crate::repository::Db;
 
 pub use campaigns::Campaigns;
 pub use delivery::Delivery;
+pub use rollouts::Rollouts;
 pub use service::UpdateApi;
 
 /// The update flow's two parts.
@@ -28,14 +31,18 @@ pub struct Updates {
     pub campaigns: Campaigns,
     /// Packages for devices and the receipts they send back.
     pub delivery: Delivery,
+    /// Campaigns delivered in waves.
+    pub rollouts: Rollouts,
 }
 
 impl Updates {
     /// The update flow over `db`, publishing `releases` to devices in `registry`; secrets are
     /// sealed with `kek`.
     pub fn new(db: Db, releases: Releases, registry: Registry, kek: Arc<KekRing>) -> Self {
+        let campaigns = Campaigns::new(db.clone(), releases, registry.clone(), kek.clone());
         Self {
-            campaigns: Campaigns::new(db.clone(), releases, registry.clone(), kek.clone()),
+            rollouts: Rollouts::new(db.clone(), campaigns.clone(), registry.clone()),
+            campaigns,
             delivery: Delivery::new(db, registry, kek),
         }
     }

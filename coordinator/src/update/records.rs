@@ -173,6 +173,30 @@ impl JsonRecord for DeviceUpdateRecord {
 }
 
 impl DeviceUpdateRecord {
+    /// A device targeted for the first time: pending, nothing known from receipts yet.
+    pub fn first_target(
+        serial: Serial,
+        product_id: ProductId,
+        campaign_id: CampaignId,
+        target_version: u32,
+    ) -> Self {
+        Self {
+            serial,
+            product_id,
+            campaign_id,
+            target_version,
+            state: UpdateState::Pending,
+            challenge: None,
+            bootloader_version: 0,
+            os_version: 0,
+            last_outcome: None,
+            rollback_floor: 0,
+            last_seen_ms: 0,
+            updated_at_ms: 0,
+            detail: String::new(),
+        }
+    }
+
     /// The device's update status as the API shows it.
     pub fn to_proto(&self) -> v1::DeviceUpdateStatus {
         v1::DeviceUpdateStatus {

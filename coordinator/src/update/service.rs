@@ -3,25 +3,33 @@
 use flashgate_proto::v1::{self, update_service_server::UpdateService};
 use tonic::{Request, Response, Status};
 
-use super::campaigns::Campaigns;
-use super::delivery::Delivery;
+use super::rollouts;
+use super::Updates;
+use crate::ids::CampaignId;
 use crate::rpc::{self, OperatorToken};
 
-/// The gRPC adapter of `UpdateService` over [`Campaigns`] and [`Delivery`].
+/// The gRPC adapter of `UpdateService` over the [`Updates`] flow.
 #[derive(Clone)]
 pub struct UpdateApi {
-    campaigns: Campaigns,
-    delivery: Delivery,
+    updates: Updates,
     token: OperatorToken,
 }
 
 impl UpdateApi {
     /// The update service; every call must present the operators' `token`.
-    pub fn new(campaigns: Campaigns, delivery: Delivery, token: OperatorToken) -> Self {
-        Self {
-            campaigns,
-            delivery,
-            token,
+    pub fn new(updates: Updates, token: OperatorToken) -> Self {
+        Self { updates, token }
+    }
+
+    /// A receipt may pass a rollout's gate or trip its threshold: step it now rather than at
+    /// the next sweep. The report is committed already, so a failure here only delays the step
+    /// to the sweep.
+    async fn step_rollout(&self, campaign_id: &str) {
+        let Ok(id) = CampaignId::parse(campaign_id) else {
+            return;
+        };
+        if let Err(error) = rollouts::advance(self.updates.rollouts.db(), &id).await {
+            tracing::warn!(rollout = %id, %error, "rollout step after a report failed; the sweep retries");
         }
     }
 }
@@ -33,7 +41,7 @@ impl UpdateService for UpdateApi {
         request: Request<v1::PublishUpdateRequest>,
     ) -> Result<Response<v1::PublishUpdateResponse>, Status> {
         rpc::operator_call("PublishUpdate", &self.token, request, |req| {
-            self.campaigns.publish(req)
+            self.updates.campaigns.publish(req)
         })
         .await
     }
@@ -45,6 +53,7 @@ impl UpdateService for UpdateApi {
         rpc::operator_call("GetUpdateStatus", &self.token, request, |req| async move {
             Ok(v1::GetUpdateStatusResponse {
                 devices: self
+                    .updates
                     .campaigns
                     .status(req.product_id, &req.campaign_id)
                     .await?,
@@ -58,7 +67,10 @@ impl UpdateService for UpdateApi {
         request: Request<v1::GetUpdatePackageRequest>,
     ) -> Result<Response<v1::UpdatePackage>, Status> {
         rpc::operator_call("GetUpdatePackage", &self.token, request, |req| async move {
-            self.delivery.package(req.product_id, &req.serial).await
+            self.updates
+                .delivery
+                .package(req.product_id, &req.serial)
+                .await
         })
         .await
     }
@@ -67,8 +79,10 @@ impl UpdateService for UpdateApi {
         &self,
         request: Request<v1::ReportUpdateRequest>,
     ) -> Result<Response<v1::DeviceUpdateStatus>, Status> {
-        rpc::operator_call("ReportUpdate", &self.token, request, |req| {
-            self.delivery.report(req)
+        rpc::operator_call("ReportUpdate", &self.token, request, |req| async move {
+            let status = self.updates.delivery.report(req).await?;
+            self.step_rollout(&status.campaign_id).await;
+            Ok(status)
         })
         .await
     }
@@ -78,9 +92,50 @@ impl UpdateService for UpdateApi {
         request: Request<v1::GetDeviceStatusRequest>,
     ) -> Result<Response<v1::DeviceUpdateStatus>, Status> {
         rpc::operator_call("GetDeviceStatus", &self.token, request, |req| async move {
-            self.campaigns
+            self.updates
+                .campaigns
                 .device_status(req.product_id, &req.serial)
                 .await
+        })
+        .await
+    }
+
+    async fn start_rollout(
+        &self,
+        request: Request<v1::StartRolloutRequest>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
+        rpc::operator_call("StartRollout", &self.token, request, |req| {
+            self.updates.rollouts.start(req)
+        })
+        .await
+    }
+
+    async fn pause_rollout(
+        &self,
+        request: Request<v1::RolloutRequest>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
+        rpc::operator_call("PauseRollout", &self.token, request, |req| async move {
+            self.updates.rollouts.pause(&req.rollout_id).await
+        })
+        .await
+    }
+
+    async fn resume_rollout(
+        &self,
+        request: Request<v1::RolloutRequest>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
+        rpc::operator_call("ResumeRollout", &self.token, request, |req| async move {
+            self.updates.rollouts.resume(&req.rollout_id).await
+        })
+        .await
+    }
+
+    async fn get_rollout(
+        &self,
+        request: Request<v1::RolloutRequest>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
+        rpc::operator_call("GetRollout", &self.token, request, |req| async move {
+            self.updates.rollouts.status(&req.rollout_id).await
         })
         .await
     }

@@ -435,5 +435,98 @@ mod tests {
             Journal::open(dir.path()),
             Err(JournalError::Corrupt { line: 1, .. })
         ));
+        // Refused as it was: nothing appended, nothing cut.
+        assert_eq!(
+            std::fs::read(dir.path().join(JOURNAL_FILE)).unwrap(),
+            b"garbage\n{}\n"
+        );
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            "\\PC{0,40}"
+        }
+
+        fn record() -> impl Strategy<Value = JournalRecord> {
+            prop_oneof![
+                (text(), text(), any::<i64>()).prop_map(|(lease_id, signed_lease, at_ms)| {
+                    JournalRecord::LeaseAcquired {
+                        lease_id,
+                        signed_lease,
+                        at_ms,
+                    }
+                }),
+                (text(), any::<Serial>(), proptest::option::of(any::<i64>())).prop_map(
+                    |(lease_id, serial, installed_at_ms)| JournalRecord::InstallReported {
+                        lease_id,
+                        serial,
+                        installed_at_ms,
+                    }
+                ),
+                (
+                    text(),
+                    any::<Serial>(),
+                    text(),
+                    proptest::option::of(any::<i64>())
+                )
+                    .prop_map(|(lease_id, serial, reason, installed_at_ms)| {
+                        JournalRecord::ReportRefused {
+                            lease_id,
+                            serial,
+                            reason,
+                            installed_at_ms,
+                        }
+                    }),
+                (text(), text(), any::<i64>()).prop_map(|(probe, reason, at_ms)| {
+                    JournalRecord::TargetFailed {
+                        serial: None,
+                        probe,
+                        reason,
+                        at_ms,
+                    }
+                }),
+                (text(), text())
+                    .prop_map(|(lease_id, reason)| JournalRecord::LeaseClosed { lease_id, reason }),
+                (text(), any::<Serial>(), any::<i64>()).prop_map(|(lease, serial, at)| {
+                    let JournalRecord::InstallCompleted(mut report) = install(&lease, serial)
+                    else {
+                        unreachable!("install() makes an InstallCompleted")
+                    };
+                    report.installed_at_ms = at;
+                    JournalRecord::InstallFailed(report)
+                }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+            /// Every record appended (one fsynced JSON line each) reads back as itself.
+            #[test]
+            fn appended_records_read_back(records in proptest::collection::vec(record(), 0..8)) {
+                let dir = tempfile::tempdir().unwrap();
+                let (mut journal, _) = Journal::open(dir.path()).unwrap();
+                for r in &records {
+                    journal.append(r).unwrap();
+                }
+                prop_assert_eq!(Journal::read(journal.path()).unwrap(), records);
+            }
+
+            /// Any bytes on disk: records, a torn last line skipped, or `Corrupt` — no panic.
+            #[test]
+            fn any_journal_file_reads_or_is_refused(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join(JOURNAL_FILE);
+                std::fs::write(&path, &bytes).unwrap();
+                match Journal::read(&path) {
+                    Ok(records) => drop(replay(&records)),
+                    Err(JournalError::Corrupt { .. } | JournalError::Io { .. }) => {}
+                }
+            }
+        }
     }
 }

@@ -320,4 +320,55 @@ mod tests {
         assert_eq!(error_code(b"e2"), None);
         assert_eq!(error_code(b"OK"), None);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+            /// Whatever the station sends (escaped and framed) a server's decoder gets back
+            /// byte for byte, however the stream is split.
+            #[test]
+            fn framed_payloads_decode_to_themselves(
+                data in proptest::collection::vec(any::<u8>(), 0..600),
+                split in any::<usize>(),
+            ) {
+                let mut escaped = Vec::new();
+                escape_into(&data, &mut escaped);
+                let wire = frame(&escaped);
+                let at = split % (wire.len() + 1);
+                let mut d = Decoder::new();
+                d.feed(&wire[..at]);
+                d.feed(&wire[at..]);
+                prop_assert_eq!(d.next_event(), Some(Event::Packet(data)));
+                prop_assert_eq!(d.next_event(), None);
+            }
+
+            #[test]
+            fn hex_round_trips(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let mut hex = Vec::new();
+                hex_into(&data, &mut hex);
+                prop_assert_eq!(unhex(&hex), Some(data));
+            }
+
+            /// Any bytes from a server: events, never a panic; run-length expansion stays
+            /// bounded by its encoding (each `*n` repeats at most 97 bytes).
+            #[test]
+            fn any_reply_bytes_are_decoded_safely(
+                wire in proptest::collection::vec(any::<u8>(), 0..2000),
+            ) {
+                let mut d = Decoder::new();
+                d.feed(&wire);
+                while let Some(event) = d.next_event() {
+                    if let Event::Packet(p) = event {
+                        prop_assert!(p.len() <= wire.len() * 113);
+                    }
+                }
+                prop_assert!(expand(&wire).len() <= wire.len() * 113);
+            }
+        }
+    }
 }
