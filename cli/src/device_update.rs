@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use flashgate_proto::v1;
 use flashgate_protocol::hello::{self, CHALLENGE_LEN};
-use flashgate_protocol::uart::host::{HostLink, InstallOutcome, LinkError, Port};
+use flashgate_protocol::uart::host::{HostLink, LinkError, Port, RelayLimits, Relayed};
 use flashgate_protocol::uart::{MsgType, Request};
 use flashgate_protocol::update::receipt::{self, StatusReceipt};
 use flashgate_protocol::ErrorCode;
@@ -223,26 +223,17 @@ fn push(
     package: &v1::UpdatePackage,
     options: &UpdateOptions,
 ) -> anyhow::Result<()> {
-    let t = options.timeout;
-    let link = &mut uart.link;
-    let ready = link.begin_update(&package.envelope, t).map_err(stopped)?;
-    for (sent, (i, chunk)) in package
-        .chunks
-        .iter()
-        .enumerate()
-        .skip(ready.next as usize)
-        .enumerate()
-    {
-        if options.max_chunks == Some(sent) {
-            return Err(Stopped::Truncated(sent).into());
-        }
-        let index = u32::try_from(i).context("more chunks than a package can hold")?;
-        link.send_chunk(index, chunk, t).map_err(stopped)?;
-    }
-    link.finish_update(t).map_err(stopped)?;
-    let halt_after = options.halt_after_step.and_then(NonZeroU32::new);
-    match link.install(halt_after, t).map_err(stopped)? {
-        InstallOutcome::Installed { .. } => Ok(()),
-        InstallOutcome::Halted { step } => Err(Stopped::Halted(step).into()),
+    let limits = RelayLimits {
+        max_chunks: options.max_chunks,
+        halt_after: options.halt_after_step.and_then(NonZeroU32::new),
+    };
+    let relayed = uart
+        .link
+        .relay_package(&package.envelope, &package.chunks, limits, options.timeout)
+        .map_err(stopped)?;
+    match relayed {
+        Relayed::Installed { .. } => Ok(()),
+        Relayed::Halted { step } => Err(Stopped::Halted(step).into()),
+        Relayed::Truncated { sent } => Err(Stopped::Truncated(sent).into()),
     }
 }

@@ -114,10 +114,9 @@ async fn show(
         .await?
         .into_inner();
     // The device's own report (a receipt) is newer than what the station registered.
-    let bootloader = match update.bootloader_version {
-        0 => device.bootloader_version,
-        v => v,
-    };
+    let newer = |reported: u32, registered: u32| if reported == 0 { registered } else { reported };
+    let bootloader = newer(update.bootloader_version, device.bootloader_version);
+    let os = newer(update.os_version, device.os_version);
     let fields = [
         ("serial", hex::encode(&device.serial)),
         ("product", device.product_id.to_string()),
@@ -125,7 +124,8 @@ async fn show(
         ("station", device.station_id.clone()),
         ("installed", cell::time(device.installed_at_ms)),
         ("bootloader version", cell::version(bootloader)),
-        ("os version", cell::version(update.os_version)),
+        ("os version", cell::version(os)),
+        ("factory os version", cell::version(device.os_version)),
         ("test result", test_outcome(&device.test_result).to_owned()),
         ("update state", cell::text(&update.state)),
         ("update campaign", cell::text(&update.campaign_id)),
@@ -185,7 +185,8 @@ impl ToJson for v1::Device {
         json!({"serial": hex::encode(&self.serial), "product_id": self.product_id,
             "order_id": self.order_id, "lease_id": self.lease_id, "station_id": self.station_id,
             "installed_at_ms": self.installed_at_ms, "registered_at_ms": self.registered_at_ms,
-            "bootloader_version": self.bootloader_version, "test_result": test_outcome(&self.test_result),
+            "bootloader_version": self.bootloader_version, "os_version": self.os_version,
+            "test_result": test_outcome(&self.test_result),
             "outcome": install_outcome(self.outcome),
             "test_log": self.test_result.as_ref().map(|t| t.log.clone()).unwrap_or_default()})
     }
@@ -199,6 +200,7 @@ impl TableRow for v1::Device {
         "STATION",
         "INSTALLED",
         "BOOTLOADER",
+        "OS",
         "TEST",
     ];
     fn cells(&self) -> Vec<String> {
@@ -209,6 +211,7 @@ impl TableRow for v1::Device {
             self.station_id.clone(),
             cell::time(self.installed_at_ms),
             self.bootloader_version.to_string(),
+            cell::version(self.os_version),
             test_outcome(&self.test_result).into(),
         ]
     }

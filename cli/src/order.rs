@@ -22,6 +22,10 @@ pub enum OrderCmd {
         /// Test app release digest (hex).
         #[arg(long)]
         test_app: Option<String>,
+        /// OS release digest (hex): every board leaves the factory running it. The station
+        /// installs it from per-device packages and never holds it in clear.
+        #[arg(long)]
+        os: Option<String>,
         /// Station fingerprint allowed to work on the order. Repeatable.
         #[arg(long = "station")]
         stations: Vec<String>,
@@ -39,16 +43,19 @@ pub enum OrderCmd {
 }
 
 pub async fn run(cmd: OrderCmd, clients: &Clients, out: &Printer) -> Result<(), Failure> {
-    let (product, bootloader, test_app, stations, factory, count, id) = match cmd {
+    let (product, bootloader, test_app, os, stations, factory, count, id) = match cmd {
         OrderCmd::Create {
             product,
             bootloader,
             test_app,
+            os,
             stations,
             factory,
             count,
             id,
-        } => (product, bootloader, test_app, stations, factory, count, id),
+        } => (
+            product, bootloader, test_app, os, stations, factory, count, id,
+        ),
         OrderCmd::Cancel { order_id } => {
             let status = clients
                 .operator()
@@ -68,10 +75,9 @@ pub async fn run(cmd: OrderCmd, clients: &Clients, out: &Printer) -> Result<(), 
             return Ok(());
         }
     };
-    let test_app_digest = match test_app {
-        Some(t) => hex32(&t, "--test-app")?,
-        None => vec![],
-    };
+    let optional = |digest: Option<String>, flag| digest.map_or(Ok(vec![]), |d| hex32(&d, flag));
+    let test_app_digest = optional(test_app, "--test-app")?;
+    let os_release_digest = optional(os, "--os")?;
     let o = clients
         .operator()
         .create_order(v1::CreateOrderRequest {
@@ -82,14 +88,21 @@ pub async fn run(cmd: OrderCmd, clients: &Clients, out: &Printer) -> Result<(), 
             factory,
             count,
             order_id: id,
+            os_release_digest,
         })
         .await?
         .into_inner();
     out.done(
         &o,
         format_args!(
-            "order {} created: {} devices of product {}",
-            o.order_id, o.count, o.product_id
+            "order {} created: {} devices of product {}{}",
+            o.order_id,
+            o.count,
+            o.product_id,
+            match o.os_version {
+                0 => String::new(),
+                v => format!(", leaving with OS version {v}"),
+            }
         ),
     );
     Ok(())
@@ -99,7 +112,9 @@ impl ToJson for v1::Order {
     fn json(&self) -> Value {
         json!({"order_id": self.order_id, "product_id": self.product_id,
             "bootloader_digest": hex::encode(&self.bootloader_digest),
-            "test_app_digest": hex::encode(&self.test_app_digest), "station_ids": self.station_ids,
+            "test_app_digest": hex::encode(&self.test_app_digest),
+            "os_release_digest": hex::encode(&self.os_release_digest), "os_version": self.os_version,
+            "station_ids": self.station_ids,
             "factory": self.factory, "count": self.count, "created_at_ms": self.created_at_ms})
     }
 }

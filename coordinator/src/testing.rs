@@ -324,6 +324,7 @@ impl TestCoordinator {
             installed_at_ms: now,
             registered_at_ms: now,
             bootloader_version: 1,
+            os_version: 0,
             test_outcome: v1::TestOutcome::Unspecified,
             test_log: String::new(),
             outcome: v1::InstallOutcome::Unspecified,

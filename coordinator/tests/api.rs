@@ -149,6 +149,7 @@ async fn happy_path_and_refusals(mut f: Fixture) {
         outcome: v1::InstallOutcome::Failed as i32,
         installed_at_ms: at,
         failure_reason: reason.into(),
+        os_status_receipt: Vec::new(),
     };
     let failed_at = now_ms();
     let response = f

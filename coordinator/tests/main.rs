@@ -11,6 +11,7 @@ mod bad_input;
 mod binary;
 mod concurrency;
 mod corrupt_records;
+mod factory_packages;
 mod rollouts;
 mod store_contract;
 mod support;

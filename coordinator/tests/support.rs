@@ -232,6 +232,7 @@ impl SimStation {
                 outcome: v1::InstallOutcome::Provisioned as i32,
                 installed_at_ms,
                 failure_reason: String::new(),
+                os_status_receipt: Vec::new(),
             },
         );
         self.client

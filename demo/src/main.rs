@@ -1,8 +1,10 @@
 //! `flashgate-demo`: the whole main job in one process, on the embedded default.
 //!
-//! Starts a coordinator on its embedded file store, creates a product, uploads the bootloader
-//! and factory test application signed by a freshly generated vendor key, creates an order
-//! (6 devices by default), enrols and approves a station, runs it with 4 emulated boards, and
+//! Starts a coordinator on its embedded file store, creates a product, uploads the bootloader,
+//! the factory test application and the demo OS signed by a freshly generated vendor key,
+//! creates an order (6 devices by default) whose boards leave running that OS, enrols and
+//! approves a station, runs it with 4 emulated boards (each board gets the OS as its own
+//! encrypted package after the lock, and counts only once its receipt shows the OS running), and
 //! prints the registry and the summary. Build the firmware first (`cargo xtask firmware`).
 
 use std::path::PathBuf;
@@ -45,7 +47,13 @@ struct Cli {
     /// Run a factory test application on every board.
     #[arg(long, default_value_t = true)]
     test_app: bool,
+    /// Boards leave with the bootloader only (no OS in the order).
+    #[arg(long)]
+    no_os: bool,
 }
+
+/// The demo OS's release version.
+const OS_VERSION: u32 = 2;
 
 const PRODUCT_ID: u32 = 7;
 
@@ -73,6 +81,7 @@ fn main() -> anyhow::Result<()> {
     };
     let bootloader_body = read("bootloader.bin")?;
     let test_app_body = read("test-app.bin")?;
+    let os_body = read("demo-os.bin")?;
 
     let rt = tokio::runtime::Runtime::new()?;
     let coordinator = rt.block_on(TestCoordinator::start(
@@ -134,6 +143,20 @@ fn main() -> anyhow::Result<()> {
             }))
             .await?
             .into_inner();
+        let os = op
+            .upload_release(coordinator.operator_request(v1::UploadReleaseRequest {
+                image: sign_image(
+                    ImageKind::Os,
+                    PRODUCT_ID,
+                    OS_VERSION,
+                    flashgate_protocol::layout::OS_SLOT_ADDR
+                        + flashgate_protocol::layout::IMAGE_HEADER_SPACE,
+                    &os_body,
+                    &vendor,
+                ),
+            }))
+            .await?
+            .into_inner();
         // What `flashgate station bundle` writes and `flashgate-station enrol --bundle` reads.
         let mut bundle = coordinator.enrolment_bundle("demo station").await?;
         bundle.vendor_public_keys = vec![hex::encode(vendor.verifying_key().to_bytes())];
@@ -159,6 +182,7 @@ fn main() -> anyhow::Result<()> {
                 station_ids: vec![station_id.clone()],
                 factory: "demo-factory".into(),
                 count: cli.devices,
+                os_release_digest: if cli.no_os { vec![] } else { os.digest },
                 ..Default::default()
             }))
             .await?
@@ -166,8 +190,14 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok(order)
     })?;
     println!(
-        "order {} for {} devices of product {PRODUCT_ID}; running the station with {} emulated boards\n",
-        order.order_id, order.count, cli.emulate
+        "order {} for {} devices of product {PRODUCT_ID}{}; running the station with {} emulated boards\n",
+        order.order_id,
+        order.count,
+        match order.os_version {
+            0 => String::new(),
+            v => format!(", leaving with OS version {v}"),
+        },
+        cli.emulate
     );
 
     let mut options = StationOptions::new(
@@ -209,8 +239,8 @@ fn main() -> anyhow::Result<()> {
     })?;
     println!("\nregistry of order {}:", order.order_id);
     println!(
-        "{:<34} {:<34} {:>10} {:<6} {:<12}",
-        "serial", "station", "bootloader", "test", "outcome"
+        "{:<34} {:<34} {:>10} {:>4} {:<6} {:<12}",
+        "serial", "station", "bootloader", "os", "test", "outcome"
     );
     for d in &devices {
         let test = d
@@ -230,28 +260,39 @@ fn main() -> anyhow::Result<()> {
                     .to_lowercase()
             })
             .unwrap_or_default();
+        let os = match d.os_version {
+            0 => "-".to_owned(),
+            v => v.to_string(),
+        };
         println!(
-            "{:<34} {:<34} {:>10} {:<6} {:<12}",
+            "{:<34} {:<34} {:>10} {:>4} {:<6} {:<12}",
             hex::encode(&d.serial),
             d.station_id,
             d.bootloader_version,
+            os,
             test,
             outcome
         );
     }
+    // The station's own summary line is above; this adds what only the coordinator knows.
+    let running_os = devices
+        .iter()
+        .filter(|d| d.os_version != 0 && d.os_version == order.os_version)
+        .count();
     println!(
-        "\norder: {} ordered, {} consumed, {} reserved, {} remaining",
-        order.count, status.consumed, status.reserved, status.remaining
-    );
-    println!(
-        "station: {} provisioned, {} failed, {} reported, {} unreported in {:.1}s ({:.0} devices/hour); stopped: {}",
-        summary.provisioned,
-        summary.failed,
-        summary.reported,
-        summary.unreported,
-        summary.elapsed_s,
+        "\norder: {} ordered, {} consumed, {} reserved, {} remaining{}; {:.0} devices/hour",
+        order.count,
+        status.consumed,
+        status.reserved,
+        status.remaining,
+        match order.os_version {
+            0 => String::new(),
+            v => format!(
+                "; {running_os} of {} registered boards boot OS version {v} (their receipts verified)",
+                devices.len()
+            ),
+        },
         f64::from(summary.provisioned) * 3600.0 / summary.elapsed_s.max(0.001),
-        summary.stop_reason
     );
     rt.block_on(coordinator.stop());
     Ok(())

@@ -50,6 +50,8 @@ pub mod methods {
     pub const REPORT_INSTALL: &str = "/flashgate.v1.StationService/ReportInstall";
     /// Gives a lease's unused slots back to the order's quota.
     pub const RETURN_LEASE: &str = "/flashgate.v1.StationService/ReturnLease";
+    /// The per-device package of the order's OS for one board of a lease.
+    pub const GET_FACTORY_PACKAGE: &str = "/flashgate.v1.StationService/GetFactoryPackage";
 }
 
 /// A station's id: the first 16 bytes of SHA-256(ed25519 public key), lowercase hex.

@@ -193,6 +193,7 @@ proptest! {
         header in signed_image_header(),
         serial in any::<[u8; 16]>(),
         product_id in any::<u32>(),
+        package_nonce in any::<[u8; 16]>(),
         wrapped_key in proptest::collection::vec(any::<u8>(), 48),
     ) {
         let envelope = Envelope {
@@ -200,6 +201,7 @@ proptest! {
             product_id,
             chunk_size: CHUNK_SIZE,
             chunk_count: chunk_count(header.header.body_size),
+            package_nonce,
             signed_header: header,
             wrapped_key: wrapped_key.try_into().expect("48 bytes"),
         };

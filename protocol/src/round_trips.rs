@@ -65,8 +65,12 @@ fn every_wire_type_round_trips() {
     let signed = SignedImageHeader::parse(&image).unwrap();
     let header_bytes = signed.to_bytes();
     let release = SealedRelease::seal(&image, zeroize::Zeroizing::new([5; 32])).unwrap();
-    let envelope =
-        Envelope::read_bytes(&release.envelope_for(&[1; 16], 7, &[3; 32]).unwrap()).unwrap();
+    let envelope = Envelope::read_bytes(
+        &release
+            .envelope_for(&[1; 16], 7, &[3; 32], &[8; 16])
+            .unwrap(),
+    )
+    .unwrap();
     round_trips![
         signed.header,
         signed,

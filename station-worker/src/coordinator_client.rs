@@ -10,6 +10,8 @@ use tonic::transport::Channel;
 
 /// Deadline of one call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest answer carrying an image or a package.
+const MAX_IMAGE_MESSAGE: usize = 32 * 1024 * 1024;
 
 /// One call: a client span (its W3C `traceparent` goes into the request metadata, so the
 /// coordinator's spans join the caller's trace) and a latency metric; neither when telemetry is
@@ -132,7 +134,7 @@ impl CoordinatorClient {
         let mut client = self
             .client
             .clone()
-            .max_decoding_message_size(32 * 1024 * 1024);
+            .max_decoding_message_size(MAX_IMAGE_MESSAGE);
         Ok(call("FetchRelease", request, |r| async move {
             client.fetch_release(r).await
         })
@@ -174,6 +176,30 @@ impl CoordinatorClient {
         let mut client = self.client.clone();
         call("ReportInstall", request, |r| async move {
             client.report_install(r).await
+        })
+        .await
+    }
+
+    /// The per-device package of the order's OS for board `serial` of `lease_id`: envelope,
+    /// ciphertext chunks, status challenge (never the image or its key).
+    pub async fn get_factory_package(
+        &self,
+        lease_id: &str,
+        serial: &[u8; 16],
+    ) -> Result<v1::UpdatePackage, tonic::Status> {
+        let request = self.signer.sign(
+            methods::GET_FACTORY_PACKAGE,
+            v1::GetFactoryPackageRequest {
+                lease_id: lease_id.to_owned(),
+                serial: serial.to_vec(),
+            },
+        );
+        let mut client = self
+            .client
+            .clone()
+            .max_decoding_message_size(MAX_IMAGE_MESSAGE);
+        call("GetFactoryPackage", request, |r| async move {
+            client.get_factory_package(r).await
         })
         .await
     }

@@ -1,14 +1,16 @@
 //! The station's end of a device's UART (a serial port, or `tcp:HOST:PORT` for an emulated
 //! board): the protocol crate's one host link (`flashgate_protocol::uart::host::HostLink`),
-//! with the endpoint named in errors, a fresh random challenge per `hello`, and boot banners.
+//! with the endpoint named in errors, a fresh random challenge per `hello`, boot banners, and
+//! the update path a factory OS install relays its package through.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use flashgate_protocol::hello::{self, HelloInfo, CHALLENGE_LEN};
-use flashgate_protocol::uart::host::{HostLink, LinkError, Transport};
+use flashgate_protocol::uart::host::{HostLink, LinkError, RelayLimits, Relayed, Transport};
 use flashgate_protocol::uart::{MsgType, Request};
+use flashgate_protocol::update::receipt;
 use flashgate_protocol::ErrorCode;
 use rand::RngCore;
 
@@ -41,6 +43,32 @@ pub enum DeviceLinkError {
         /// Why.
         code: ErrorCode,
     },
+}
+
+impl DeviceLinkError {
+    /// True when the link itself failed (closed, I/O, no answer in time): a board that lost its
+    /// power, or a cable pulled. The device refused nothing.
+    pub fn link_lost(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. }
+                | Self::Link {
+                    source: LinkError::Io(_) | LinkError::Closed | LinkError::Timeout { .. },
+                    ..
+                }
+        )
+    }
+
+    /// The request the device refused and its code, when it answered with an error frame.
+    pub fn refusal(&self) -> Option<(Option<MsgType>, ErrorCode)> {
+        match self {
+            Self::Link {
+                source: LinkError::Refused { request, code },
+                ..
+            } => Some((*request, *code)),
+            _ => None,
+        }
+    }
 }
 
 /// A hello answer: the identity (unverified until [`HelloAnswer::verify`]) and the raw bytes.
@@ -138,5 +166,35 @@ impl<S: Transport> DeviceLink<S> {
             claimed: reply.claimed,
             raw: reply.raw.to_vec(),
         })
+    }
+
+    /// Asks a running OS to hand over to the bootloader's update service.
+    pub fn enter_update(&mut self, timeout: Duration) -> Result<(), DeviceLinkError> {
+        let entered = self.link.enter_update(timeout);
+        entered.map_err(self.failed("enter update"))
+    }
+
+    /// Relays an update package (envelope and ciphertext chunks) through the bootloader's
+    /// update path, resuming a transfer the device holds for the same envelope.
+    pub fn relay_package(
+        &mut self,
+        envelope: &[u8],
+        chunks: &[Vec<u8>],
+        timeout: Duration,
+    ) -> Result<Relayed, DeviceLinkError> {
+        let relayed = self
+            .link
+            .relay_package(envelope, chunks, RelayLimits::default(), timeout);
+        relayed.map_err(self.failed("update package"))
+    }
+
+    /// The device's status receipt answering `challenge` (the coordinator's; it verifies it).
+    pub fn status_receipt(
+        &mut self,
+        challenge: [u8; receipt::CHALLENGE_LEN],
+        timeout: Duration,
+    ) -> Result<[u8; receipt::RECEIPT_LEN], DeviceLinkError> {
+        let raw = self.link.status_receipt(challenge, timeout);
+        raw.map_err(self.failed("status receipt"))
     }
 }

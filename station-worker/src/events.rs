@@ -22,6 +22,15 @@ pub struct PhaseMillis {
     pub lock: f64,
     /// Reset and verified `hello`.
     pub verify: f64,
+    /// OS install: asking the coordinator for the board's package.
+    #[serde(default)]
+    pub os_package: f64,
+    /// OS install: the package over the UART (transfer, staging checks, install, restarts).
+    #[serde(default)]
+    pub os_install: f64,
+    /// OS install: the status request and the device's receipt.
+    #[serde(default)]
+    pub os_receipt: f64,
     /// Of handshake + transfer + test + lock: time on the debug link.
     pub link: f64,
     /// Of handshake + transfer + test + lock: time the target computed or flashed.
@@ -37,6 +46,10 @@ pub struct Summary {
     pub stop_reason: String,
     /// Devices provisioned and verified in this run.
     pub provisioned: u32,
+    /// Of those, boards that left running the order's OS (its install confirmed by the board's
+    /// status receipt).
+    #[serde(default)]
+    pub os_installed: u32,
     /// Targets that failed (not registered, slot given back).
     pub failed: u32,
     /// Of those, boards that failed their factory test (not locked, to rework).
@@ -112,6 +125,10 @@ pub enum Event {
         hello_challenge: Option<String>,
         /// The hello response (hex).
         hello_response: Option<String>,
+        /// The OS version the board now runs, confirmed by its (yet unverified) receipt; the
+        /// coordinator verifies the receipt when the install is reported.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        os_version: Option<u32>,
     },
     /// A target failed; nothing registered, slot given back.
     TargetFailed {
@@ -250,7 +267,7 @@ pub fn human(event: &Event) -> String {
             step,
             elapsed_ms,
         } => format!(
-            "[{probe:>8}] {} {step:<9} {:>6.1}s",
+            "[{probe:>8}] {} {step:<10} {:>6.1}s",
             short(serial),
             *elapsed_ms as f64 / 1000.0
         ),
@@ -259,9 +276,13 @@ pub fn human(event: &Event) -> String {
             serial,
             test,
             total_ms,
+            os_version,
             ..
         } => format!(
-            "[{probe:>8}] {serial} provisioned, locked, hello verified (test {test}) in {:.1}s",
+            "[{probe:>8}] {serial} provisioned, locked, hello verified{} (test {test}) in {:.1}s",
+            os_version
+                .map(|v| format!(", OS {v} running"))
+                .unwrap_or_default(),
             total_ms / 1000.0
         ),
         Event::TargetFailed {
@@ -288,8 +309,13 @@ pub fn human(event: &Event) -> String {
             reason,
         } => format!("[{probe:>8}] probe {action}: {reason}"),
         Event::Summary(s) => format!(
-            "summary: {} provisioned, {} failed ({} by their factory test), {} reported ({} failures), {} unreported, {} refused in {:.1}s; stopped: {}{}",
+            "summary: {} provisioned{}, {} failed ({} by their factory test), {} reported ({} failures), {} unreported, {} refused in {:.1}s; stopped: {}{}",
             s.provisioned,
+            if s.os_installed > 0 {
+                format!(" ({} running the order's OS)", s.os_installed)
+            } else {
+                String::new()
+            },
             s.failed,
             s.test_failed,
             s.reported,

@@ -2,7 +2,10 @@
 //! 1. per-device time split by phase (and link / target / station);
 //! 2. devices per hour with 1, 2 and 4 probes (one actor each) and the 1→4 speed-up;
 //! 3. the secure path's throughput (sealed frames, flashed by the loader) beside a plain,
-//!    unencrypted load of the same image through the same GDB probe backend.
+//!    unencrypted load of the same image through the same GDB probe backend;
+//! 4. an order whose boards leave with the demo OS (issue 18): the per-board split (bootloader
+//!    install, restart, OS install over the UART, package and receipt) and devices per hour with
+//!    1 and 4 probes, beside the same run's no-OS figures of step 2.
 //!
 //! `cargo bench -p flashgate-tests --bench station` (build the firmware first).
 #![allow(
@@ -24,8 +27,14 @@ const DEVICES: u64 = 8;
 /// Reads one phase of a device.
 type PhaseOf = fn(&PhaseMillis) -> f64;
 
+/// OS version of the order in step 4.
+const OS_VERSION: u32 = 2;
+
 fn run(probes: usize) -> (f64, Vec<PhaseMillis>) {
-    let factory = Factory::embedded(DEVICES);
+    run_order(Factory::embedded(DEVICES), probes)
+}
+
+fn run_order(factory: Factory, probes: usize) -> (f64, Vec<PhaseMillis>) {
     let options = factory.station_options(probes);
     let events = options.events.clone();
     let summary = run_station(options).expect("station runs");
@@ -55,7 +64,7 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("station bench: {DEVICES} devices per run, {cores} core(s)\n");
 
-    let mut rates = Vec::new();
+    let mut rates: Vec<f64> = Vec::new();
     let mut single = Vec::new();
     for probes in [1usize, 2, 4] {
         let (elapsed, phases) = run(probes);
@@ -124,5 +133,39 @@ fn main() {
         kib / (secure_ms / 1000.0),
         kib / (plain_ms / 1000.0),
         plain_ms / secure_ms
+    );
+
+    // An order with an OS, beside the no-OS runs above.
+    println!("\norder with the demo OS (version {OS_VERSION}) installed after the lock:");
+    let mut os_single = Vec::new();
+    for (probes, reference) in [(1usize, rates[0]), (4, rates[2])] {
+        let (elapsed, phases) = run_order(Factory::embedded_with_os(DEVICES, OS_VERSION), probes);
+        let per_hour = DEVICES as f64 * 3600.0 / elapsed;
+        println!(
+            "{probes} probe(s): {DEVICES} devices in {elapsed:.2}s = {per_hour:.0} devices/hour with the OS, {reference:.0} without ({:.2}x)",
+            per_hour / reference
+        );
+        if probes == 1 {
+            os_single = phases;
+        }
+    }
+    let os_bytes = Firmware::load().demo_os.len() as f64 / 1024.0;
+    println!("per-board split with 1 probe (mean ms; demo OS {os_bytes:.1} KiB):");
+    let rows: [(&str, PhaseOf); 6] = [
+        ("connect (board + gdb)", |p| p.connect),
+        ("bootloader install", |p| {
+            p.handshake + p.transfer_flash + p.test + p.lock
+        }),
+        ("restart + hello verify", |p| p.verify),
+        ("OS package (coordinator)", |p| p.os_package),
+        ("OS install over the UART", |p| p.os_install),
+        ("status receipt", |p| p.os_receipt),
+    ];
+    for (name, f) in rows {
+        println!("  {name:<26} {:>8.1}", mean(&os_single, f));
+    }
+    println!(
+        "  OS install throughput: {:.1} KiB/s over the emulated UART",
+        os_bytes / (mean(&os_single, |p| p.os_install) / 1000.0)
     );
 }

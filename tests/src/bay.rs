@@ -16,6 +16,7 @@ use flashgate_station::fixture::{BoxedProbe, EmulatedFixture, FixtureError, Targ
 use flashgate_station::probe::LinkTap;
 
 use crate::faults::{FaultyProbe, LinkFault, PowerCut};
+use crate::uart_tap::UartTap;
 
 /// A bay of emulated boards for tests.
 pub struct TestBay {
@@ -23,6 +24,7 @@ pub struct TestBay {
     faults: HashMap<usize, LinkFault>,
     made: usize,
     dir: Option<tempfile::TempDir>,
+    uart_tap: Option<Arc<UartTap>>,
 }
 
 impl TestBay {
@@ -41,6 +43,7 @@ impl TestBay {
             faults: HashMap::new(),
             made: 0,
             dir: None,
+            uart_tap: None,
         }
     }
 
@@ -59,6 +62,12 @@ impl TestBay {
     /// Records every board's whole GDB link.
     pub fn with_link_tap(mut self, tap: Arc<dyn LinkTap>) -> Self {
         self.inner = self.inner.with_link_tap(tap);
+        self
+    }
+
+    /// Puts `tap` between the station and every board's UART (records it; may cut the power).
+    pub fn with_uart_tap(mut self, tap: Arc<UartTap>) -> Self {
+        self.uart_tap = Some(tap);
         self
     }
 
@@ -114,7 +123,23 @@ impl TargetFixture for TestBay {
         &mut self,
         timeout: Duration,
     ) -> Result<Option<DeviceLink<TcpStream>>, FixtureError> {
-        self.inner.restart_for_hello(timeout)
+        let Some(tap) = self.uart_tap.clone() else {
+            return self.inner.restart_for_hello(timeout);
+        };
+        // The emulated fixture's restart, with the link through the tap.
+        let reset = |e: &dyn std::fmt::Display| FixtureError::Reset(e.to_string());
+        let board = self
+            .inner
+            .board()
+            .ok_or_else(|| reset(&"no board in the fixture"))?;
+        board.power_cycle().map_err(|e| reset(&e))?;
+        let uart = board
+            .serial_addr()
+            .ok_or_else(|| reset(&"the board has no UART after the power cycle"))?;
+        let relay = tap.relay(uart, board.qmp_addr());
+        let link = DeviceLink::connect_tcp(relay, timeout).map_err(|e| reset(&e))?;
+        board.resume().map_err(|e| reset(&e))?;
+        Ok(Some(link))
     }
 
     fn detach(&mut self) {

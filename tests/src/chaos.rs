@@ -160,6 +160,7 @@ impl RacingStation {
                 outcome: v1::InstallOutcome::Provisioned as i32,
                 installed_at_ms: flashgate_proto::clock::now_ms(),
                 failure_reason: String::new(),
+                os_status_receipt: Vec::new(),
             };
             match self.client().report_install(request).await {
                 Ok(_) => {

@@ -11,10 +11,12 @@
 pub mod bay;
 pub mod chaos;
 pub mod etcd_cluster;
+pub mod factory_os;
 pub mod fault_proxy;
 pub mod faults;
 pub mod malicious_station;
 pub mod replicas;
+pub mod uart_tap;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -84,6 +86,7 @@ pub fn provision_within(
         plan: Arc::new(plan),
         keys,
         lease_id: "e2e-lease".into(),
+        os: None,
     };
     run_target(bay, &job, step_timeout, &EventSink::new(EventFormat::Quiet))
 }

@@ -3,7 +3,7 @@
 //! order for one approved station, and a switchable TCP proxy in front of the coordinator to
 //! model network outages.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -19,6 +19,7 @@ use flashgate_coordinator::testing::{test_config, TestCoordinator};
 use flashgate_proto::v1;
 use flashgate_station::events::{EventFormat, EventSink};
 use flashgate_station::identity::{StationIdentity, StationKek};
+use flashgate_station::probe::{LinkTap, TrafficRecorder};
 use flashgate_station::station::StationOptions;
 use zeroize::Zeroizing;
 
@@ -92,10 +93,13 @@ impl Drop for EtcdProcess {
 }
 
 /// A TCP proxy that can be switched off (connections refused, open ones cut): a network outage
-/// between station and coordinator.
+/// between station and coordinator. It records everything it relays (`sent`: station →
+/// coordinator), the factory network's view.
 pub struct FlakyProxy {
     /// Where stations connect.
     pub addr: SocketAddr,
+    /// Every byte relayed.
+    pub recorder: TrafficRecorder,
     up: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
 }
@@ -107,7 +111,8 @@ impl FlakyProxy {
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (up2, open2) = (up.clone(), open.clone());
+        let recorder = TrafficRecorder::new();
+        let (up2, open2, rec) = (up.clone(), open.clone(), recorder.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -125,11 +130,21 @@ impl FlakyProxy {
                     open.push(client.try_clone().unwrap());
                     open.push(server.try_clone().unwrap());
                 }
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
+                pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    rec.clone(),
+                    true,
+                );
+                pipe(server, client, rec.clone(), false);
             }
         });
-        Self { addr, up, open }
+        Self {
+            addr,
+            recorder,
+            up,
+            open,
+        }
     }
 
     /// `https://` endpoint of the proxy (TLS passes through it end to end).
@@ -151,9 +166,23 @@ impl FlakyProxy {
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+fn pipe(mut from: TcpStream, mut to: TcpStream, recorder: TrafficRecorder, from_station: bool) {
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from, &mut to);
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if from_station {
+                recorder.sent(&buf[..n]);
+            } else {
+                recorder.received(&buf[..n]);
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
         let _ = to.shutdown(std::net::Shutdown::Both);
     });
 }
@@ -175,6 +204,8 @@ pub struct Factory {
     pub vendor: Vendor,
     /// The order.
     pub order: v1::Order,
+    /// The OS release the order's boards leave with (signed image), if any.
+    pub os: Option<Vec<u8>>,
     /// The station's id.
     pub station_id: String,
     /// The station's state directory.
@@ -190,7 +221,17 @@ impl Factory {
         let coordinator = rt
             .block_on(TestCoordinator::start_embedded())
             .expect("coordinator starts");
-        Self::with(rt, coordinator, count, None)
+        Self::with(rt, coordinator, count, None, None)
+    }
+
+    /// Coordinator on the embedded store, order of `count` whose boards leave with the demo OS
+    /// signed as `os_version`.
+    pub fn embedded_with_os(count: u64, os_version: u32) -> Self {
+        let rt = runtime();
+        let coordinator = rt
+            .block_on(TestCoordinator::start_embedded())
+            .expect("coordinator starts");
+        Self::with(rt, coordinator, count, None, Some(os_version))
     }
 
     /// Coordinator on a real etcd, order of `count`.
@@ -208,7 +249,7 @@ impl Factory {
             .await
             .expect("coordinator on etcd starts")
         });
-        Self::with(rt, coordinator, count, Some(etcd))
+        Self::with(rt, coordinator, count, Some(etcd), None)
     }
 
     fn with(
@@ -216,9 +257,11 @@ impl Factory {
         coordinator: TestCoordinator,
         count: u64,
         etcd: Option<EtcdProcess>,
+        os_version: Option<u32>,
     ) -> Self {
         let fw = Firmware::load();
         let vendor = Vendor::new(PRODUCT_ID);
+        let os = os_version.map(|v| vendor.sign_os(&fw.demo_os, v));
         let state_dir = tempfile::tempdir().unwrap();
         let kek = StationKek::generate();
         let kek_file = state_dir.path().join("kek.hex");
@@ -255,9 +298,21 @@ impl Factory {
                 .await
                 .expect("release")
                 .into_inner();
+            let mut os_release_digest = Vec::new();
+            if let Some(image) = &os {
+                os_release_digest = op
+                    .upload_release(coordinator.operator_request(v1::UploadReleaseRequest {
+                        image: image.clone(),
+                    }))
+                    .await
+                    .expect("OS release")
+                    .into_inner()
+                    .digest;
+            }
             op.create_order(coordinator.operator_request(v1::CreateOrderRequest {
                 product_id: PRODUCT_ID,
                 bootloader_digest: release.digest,
+                os_release_digest,
                 station_ids: vec![station_id.clone()],
                 factory: "f1".into(),
                 count,
@@ -273,6 +328,7 @@ impl Factory {
             proxy,
             vendor,
             order,
+            os,
             station_id,
             state_dir,
             kek_hex,

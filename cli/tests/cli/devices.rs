@@ -168,11 +168,11 @@ async fn devices_are_listed_and_filtered() {
     let (header, rows) = table_rows(&w.cli.table(&["devices", "list", "--product", "7"]).await);
     assert_eq!(
         header,
-        "SERIAL, PRODUCT, ORDER, STATION, INSTALLED, BOOTLOADER, TEST"
+        "SERIAL, PRODUCT, ORDER, STATION, INSTALLED, BOOTLOADER, OS, TEST"
     );
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0][1..3], ["7", order.as_str()]);
-    assert_eq!(rows[0][5..], ["1", "pass"]);
+    assert_eq!(rows[0][5..], ["1", "-", "pass"]);
     assert!(w
         .cli
         .fails(&["devices", "list", "--serial", "12"], 2)

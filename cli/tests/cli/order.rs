@@ -1,5 +1,7 @@
 //! `flashgate order create` and `flashgate orders status [--watch]`.
 
+use flashgate_protocol::image::ImageKind;
+
 use crate::support::{code, stdout, table_rows, World};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,5 +110,74 @@ async fn orders_are_created_and_their_status_followed() {
     w.cli
         .fails(&["orders", "status", "--interval", "3"], 2)
         .await;
+    w.tc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_names_the_os_its_boards_leave_with() {
+    let w = World::start().await;
+    w.product().await;
+    let bootloader = w.release(ImageKind::Bootloader, 1).await;
+    let os = w.release(ImageKind::Os, 2).await;
+    let (bootloader, os) = (
+        bootloader["digest"].as_str().unwrap().to_owned(),
+        os["digest"].as_str().unwrap().to_owned(),
+    );
+    let (bootloader, os) = (bootloader.as_str(), os.as_str());
+    let create = |os| {
+        [
+            "order",
+            "create",
+            "--product",
+            "7",
+            "--bootloader",
+            bootloader,
+            "--os",
+            os,
+            "--factory",
+            "factory-1",
+            "--count",
+            "2",
+        ]
+    };
+    let said = w.cli.run(&create(os)).await;
+    assert_eq!(code(&said), 0, "{}", crate::support::stderr(&said));
+    assert!(
+        stdout(&said).ends_with(" created: 2 devices of product 7, leaving with OS version 2\n"),
+        "{}",
+        stdout(&said)
+    );
+    let status = w.cli.json(&["orders", "status"]).await;
+    assert_eq!(status[0]["order"]["os_release_digest"], os);
+    assert_eq!(status[0]["order"]["os_version"], 2);
+    // Only an OS release of the product: a bootloader is refused, nothing created.
+    let refused = w.cli.run(&create(bootloader)).await;
+    assert_ne!(code(&refused), 0);
+    assert!(
+        crate::support::stderr(&refused).contains("is not an OS of product 7"),
+        "{}",
+        crate::support::stderr(&refused)
+    );
+    let bad: Vec<&str> = [
+        "order",
+        "create",
+        "--product",
+        "7",
+        "--bootloader",
+        bootloader,
+    ]
+    .into_iter()
+    .chain(["--os", "zz", "--count", "1"])
+    .collect();
+    assert!(w.cli.fails(&bad, 2).await.contains("--os must be hex"));
+    assert_eq!(
+        w.cli
+            .json(&["orders", "status"])
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     w.tc.stop().await;
 }

@@ -187,6 +187,7 @@ pub fn provisioned(lease: &str, serial: [u8; 16]) -> v1::ReportInstallRequest {
         outcome: v1::InstallOutcome::Provisioned as i32,
         installed_at_ms: flashgate_proto::clock::now_ms(),
         failure_reason: String::new(),
+        os_status_receipt: Vec::new(),
     }
 }
 

@@ -1,15 +1,16 @@
 //! Orders: "these stations (or any station of this factory) may make `count` boards of this
-//! product with this bootloader (and test app)". Checked against the catalogue when drafted;
+//! product with this bootloader (and test app), leaving with this OS". Checked against the catalogue when drafted;
 //! stored together with their quota by `crate::provisioning::quota::Quota::open_order`, and
 //! never changed after.
 
 use flashgate_proto::clock::now_ms;
 use flashgate_proto::v1;
+use flashgate_protocol::image::SignedImageHeader;
 use serde::{Deserialize, Serialize};
 
 use super::names::valid_name;
-use super::products::Products;
-use super::releases::{ReleaseKind, Releases};
+use super::products::{ProductRecord, Products};
+use super::releases::{ReleaseKind, ReleaseRecord, Releases};
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::{Digest, OrderId, ProductId, StationId};
 use crate::repository::{hex, Db, JsonRecord, Scope};
@@ -31,6 +32,14 @@ pub struct OrderRecord {
     /// The factory test app the loader runs, if any (stored as `""` when none).
     #[serde(with = "hex::or_empty")]
     pub test_app_digest: Option<Digest>,
+    /// The OS release every board leaves the factory running, if any (an `Os` release of the
+    /// product; `""` or absent when none). Installed from per-device packages after the lock
+    /// (`crate::provisioning::factory_packages`).
+    #[serde(default, with = "hex::or_empty")]
+    pub os_release_digest: Option<Digest>,
+    /// That OS release's version (0 when none).
+    #[serde(default)]
+    pub os_version: u32,
     /// The stations that may make it; empty: any station of `factory`.
     pub station_ids: Vec<StationId>,
     /// The factory whose stations may make it when `station_ids` is empty (`""`: none named).
@@ -66,6 +75,11 @@ impl OrderRecord {
                 .test_app_digest
                 .map(|d| d.0.to_vec())
                 .unwrap_or_default(),
+            os_release_digest: self
+                .os_release_digest
+                .map(|d| d.0.to_vec())
+                .unwrap_or_default(),
+            os_version: self.os_version,
             station_ids: self.station_ids.iter().map(ToString::to_string).collect(),
             factory: self.factory.clone(),
             count: self.count,
@@ -102,30 +116,19 @@ impl Orders {
             )));
         }
         let bootloader = self
-            .releases
-            .get(&Digest::parse(&req.bootloader_digest)?)
+            .release_of(&req.bootloader_digest, ReleaseKind::Bootloader, &product)
             .await?;
-        if bootloader.kind != ReleaseKind::Bootloader || bootloader.product_id != product.product_id
-        {
-            return Err(E::InvalidArgument(format!(
-                "release {} is not a bootloader of product {}",
-                bootloader.digest, product.product_id
-            )));
-        }
-        let test_app_digest = if req.test_app_digest.is_empty() {
-            None
-        } else {
-            let app = self
-                .releases
-                .get(&Digest::parse(&req.test_app_digest)?)
-                .await?;
-            if app.kind != ReleaseKind::TestApp || app.product_id != product.product_id {
-                return Err(E::InvalidArgument(format!(
-                    "release {} is not a test app of product {}",
-                    app.digest, product.product_id
-                )));
-            }
-            Some(app.digest)
+        let test_app_digest = match req.test_app_digest.as_slice() {
+            [] => None,
+            digest => Some(
+                self.release_of(digest, ReleaseKind::TestApp, &product)
+                    .await?
+                    .digest,
+            ),
+        };
+        let os = match req.os_release_digest.as_slice() {
+            [] => None,
+            digest => Some(self.os_release(digest, &product).await?),
         };
         let station_ids = req
             .station_ids
@@ -156,11 +159,48 @@ impl Orders {
             bootloader_digest: bootloader.digest,
             bootloader_version: bootloader.version,
             test_app_digest,
+            os_release_digest: os.as_ref().map(|r| r.digest),
+            os_version: os.map_or(0, |r| r.version),
             station_ids,
             factory: req.factory,
             count: req.count,
             created_at_ms: now_ms(),
         })
+    }
+
+    /// The release `digest` names, if it is a `kind` release of `product`.
+    async fn release_of(
+        &self,
+        digest: &[u8],
+        kind: ReleaseKind,
+        product: &ProductRecord,
+    ) -> Result<ReleaseRecord> {
+        let release = self.releases.get(&Digest::parse(digest)?).await?;
+        if release.kind != kind || release.product_id != product.product_id {
+            return Err(E::InvalidArgument(format!(
+                "release {} is not {} of product {}",
+                release.digest,
+                kind.described(),
+                product.product_id
+            )));
+        }
+        Ok(release)
+    }
+
+    /// The OS release an order's boards leave with: an OS of the product whose vendor signature
+    /// verifies under the product's key now (checked again, not only at upload).
+    async fn os_release(&self, digest: &[u8], product: &ProductRecord) -> Result<ReleaseRecord> {
+        let release = self.release_of(digest, ReleaseKind::Os, product).await?;
+        let (_, image) = self.releases.with_image(digest).await?;
+        SignedImageHeader::parse(&image)
+            .and_then(|h| h.verify(&product.vendor_public_key).map(|_| ()))
+            .map_err(|code| {
+                E::InvalidArgument(format!(
+                    "OS release {} does not verify under product {}'s vendor key: {code}",
+                    release.digest, product.product_id
+                ))
+            })?;
+        Ok(release)
     }
 
     /// The order named by a caller.

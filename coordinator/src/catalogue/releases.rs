@@ -66,6 +66,16 @@ impl TryFrom<u16> for ReleaseKind {
 }
 
 impl ReleaseKind {
+    /// The kind with its article, for messages ("a bootloader").
+    pub fn described(self) -> &'static str {
+        match self {
+            Self::Bootloader => "a bootloader",
+            Self::Os => "an OS",
+            Self::App => "an app",
+            Self::TestApp => "a test app",
+        }
+    }
+
     fn to_proto(self) -> v1::ImageKind {
         match self {
             Self::Bootloader => v1::ImageKind::Bootloader,

@@ -284,6 +284,8 @@ pub struct OrderForm {
     #[serde(default)]
     test_app: String,
     #[serde(default)]
+    os: String,
+    #[serde(default)]
     stations: String,
     factory: String,
     count: String,
@@ -320,10 +322,16 @@ impl OrderForm {
             .ok()
             .filter(|n| *n > 0)
             .ok_or_else(|| "the count is a whole number of devices, at least 1".to_owned())?;
+        let os_release_digest = if self.os.trim().is_empty() {
+            vec![]
+        } else {
+            digest(&self.os, "OS")?
+        };
         Ok(v1::CreateOrderRequest {
             product_id,
             bootloader_digest,
             test_app_digest,
+            os_release_digest,
             station_ids: self
                 .stations
                 .split([',', ' ', '\n'])
@@ -343,6 +351,7 @@ impl OrderForm {
             ("product_id", &self.product_id),
             ("bootloader", &self.bootloader),
             ("test_app", &self.test_app),
+            ("os", &self.os),
             ("stations", &self.stations),
             ("factory", &self.factory),
             ("count", &self.count),
@@ -400,6 +409,7 @@ pub async fn new_order(State(console): State<Shared>, user: LoggedIn) -> Respons
 <div><label for="product_id">Product</label><select id="product_id" name="product_id" required>{product_options}</select></div>
 <div><label for="bootloader">Bootloader release</label><select id="bootloader" name="bootloader" required>{boot}</select></div>
 <div><label for="test_app">Factory test app</label><select id="test_app" name="test_app"><option value="">none</option>{test}</select></div>
+<div><label for="os">OS the boards leave with</label><select id="os" name="os"><option value="">none</option>{os}</select></div>
 <div><label for="factory">Factory</label><input id="factory" name="factory" required></div>
 <div><label for="stations">Stations (ids, comma-separated; empty: any approved station of the factory)</label><input id="stations" name="stations" spellcheck="false"></div>
 <div><label for="count">Devices</label><input id="count" name="count" type="number" min="1" step="1" required></div>
@@ -409,6 +419,7 @@ pub async fn new_order(State(console): State<Shared>, user: LoggedIn) -> Respons
         csrf = csrf_field(&user.session.csrf),
         boot = options(ImageKind::Bootloader),
         test = options(ImageKind::TestApp),
+        os = options(ImageKind::Os),
     );
     Html(html::page(
         "New order",
@@ -454,7 +465,7 @@ pub async fn confirm_order(user: LoggedIn, Form(form): Form<OrderForm>) -> Respo
     let body = format!(
         r#"<form method="post" action="/orders/create" class="confirm">{csrf}{hidden}
 <p>Create an order for <strong>{count}</strong> devices of product {product}, at factory “{factory}”, for {stations}?</p>
-<dl><dt>Bootloader</dt><dd><code>{boot}</code></dd><dt>Test app</dt><dd><code>{test}</code></dd><dt>Order id</dt><dd>{id}</dd></dl>
+<dl><dt>Bootloader</dt><dd><code>{boot}</code></dd><dt>Test app</dt><dd><code>{test}</code></dd><dt>OS</dt><dd><code>{os}</code></dd><dt>Order id</dt><dd>{id}</dd></dl>
 <p>The factory will be able to make exactly this many devices.</p>
 <p><button type="submit" autofocus>Yes, create the order</button> <a href="/orders">Cancel</a></p>
 </form>"#,
@@ -465,6 +476,7 @@ pub async fn confirm_order(user: LoggedIn, Form(form): Form<OrderForm>) -> Respo
         factory = esc(&request.factory),
         boot = hex::encode(&request.bootloader_digest),
         test = html::hex_or_dash(&request.test_app_digest),
+        os = html::hex_or_dash(&request.os_release_digest),
         id = if request.order_id.is_empty() {
             "generated".to_owned()
         } else {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use flashgate_proto::clock::now_ms;
 use flashgate_proto::{lease::sign_lease, v1};
-use flashgate_protocol::lease_keys::seal_lease_secret;
+use flashgate_protocol::lease_keys::{derive_device_key, seal_lease_secret};
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -22,7 +22,7 @@ use crate::audit::{Actor, ChainHead, ChainScope, Entry};
 use crate::catalogue::{Catalogue, OrderRecord};
 use crate::config::CoordinatorConfig;
 use crate::error::{CoordinatorError as E, Result};
-use crate::ids::{LeaseId, OrderId, ProductId, StationId};
+use crate::ids::{LeaseId, OrderId, ProductId, Serial, StationId};
 use crate::keys::{lease_secret_aad, KekRing};
 use crate::repository::{hex, Attempt, CasRetry, Db, JsonRecord, Scope, Stored, Txn};
 
@@ -86,6 +86,16 @@ impl JsonRecord for LeaseRecord {
 }
 
 impl LeaseRecord {
+    /// The key of the device `serial` made under this lease (derived from the lease secret,
+    /// opened from under the KEK): what the station wrote into the board.
+    pub fn device_key(&self, kek: &KekRing, serial: &Serial) -> Result<Zeroizing<[u8; 32]>> {
+        let secret = kek.open_key(
+            &lease_secret_aad(self.lease_id.as_str()),
+            &self.sealed_secret,
+        )?;
+        Ok(derive_device_key(&secret, self.product_id.0, &serial.0))
+    }
+
     /// The lease as the API shows it (without its secret).
     pub fn to_proto(&self) -> v1::LeaseInfo {
         v1::LeaseInfo {
@@ -276,6 +286,11 @@ impl Leases {
             not_after_ms: record.not_after_ms,
             sealed_lease_secret: sealed_for_station.to_vec(),
             vendor_public_key: grant.vendor_public_key.to_vec(),
+            os_release_digest: order
+                .os_release_digest
+                .map(|d| d.0.to_vec())
+                .unwrap_or_default(),
+            os_version: order.os_version,
         };
         Ok(Attempt::Done(sign_lease(&body, &self.signing_key)))
     }

@@ -3,8 +3,11 @@
 //! Read in this order to follow one job:
 //! 1. [`service`]: the `StationService` RPCs (each signed, checked by [`station_auth`]);
 //! 2. [`leases`]: `AcquireLease` takes slots from the order's [`quota`] into a signed lease;
-//! 3. [`reports`]: `ReportInstall` registers the device in the [`registry`] under the lease (or
-//!    records a failed target); `ReturnLease` ([`leases`]) gives the unused slots back.
+//! 3. [`factory_packages`]: for an order with an OS, `GetFactoryPackage` gives each board its
+//!    per-device package of that OS (the station relays it, ciphertext only);
+//! 4. [`reports`]: `ReportInstall` registers the device in the [`registry`] under the lease (or
+//!    records a failed target), after checking the status receipt of its OS install;
+//!    `ReturnLease` ([`leases`]) gives the unused slots back.
 //!
 //! [`stations`] holds enrolment and approval, [`nonces`] the replay cache, [`progress`] the
 //! operators' view of each order. Expiry of abandoned
@@ -18,7 +21,10 @@
 //! | `devices/{product_id:010}/{serial}` | [`registry::DeviceRecord`] (device key sealed under the KEK) |
 //! | `failures/{order_id}/{lease_id}/{failed_at_ms:013}-{serial or "unknown"}` | [`registry::FailureRecord`] |
 //! | `nonces/{station_id}/{nonce}` | [`nonces::NonceRecord`]: request timestamp |
+//! | `factory_releases/{order_id}` | [`factory_packages::FactoryReleaseRecord`]: the campaign sealing the order's OS |
+//! | `factory_installs/{product_id:010}/{serial}` | [`factory_packages::FactoryInstallRecord`]: the receipt challenge of a board's OS install |
 
+pub mod factory_packages;
 pub mod leases;
 pub mod nonces;
 pub mod progress;
@@ -40,6 +46,7 @@ use crate::config::CoordinatorConfig;
 use crate::keys::KekRing;
 use crate::repository::Db;
 
+pub use factory_packages::FactoryPackages;
 pub use leases::{LeaseRecord, LeaseState, Leases};
 pub use progress::Progress;
 pub use quota::{Quota, QuotaRecord};
@@ -62,6 +69,8 @@ pub struct Provisioning {
     pub progress: Progress,
     /// Issuing, returning and expiring leases.
     pub leases: Leases,
+    /// The per-device packages of the orders' OS releases, and the check of their receipts.
+    pub factory_packages: FactoryPackages,
     /// Install reports: a device registered, or a failure recorded.
     pub reports: Reports,
     /// The registered devices and recorded failures.
@@ -93,20 +102,35 @@ impl Provisioning {
         let progress = Progress::new(db.clone(), catalogue.orders.clone(), quota.clone());
         let leases = Leases::new(
             db.clone(),
-            catalogue,
+            catalogue.clone(),
             quota.clone(),
             kek.clone(),
             signing_key,
             config.clone(),
         );
         let registry = Registry::new(db.clone(), kek.clone());
-        let reports = Reports::new(db, leases.clone(), kek, config, audit);
+        let factory_packages = FactoryPackages::new(
+            db.clone(),
+            catalogue,
+            leases.clone(),
+            registry.clone(),
+            kek.clone(),
+        );
+        let reports = Reports::new(
+            db,
+            leases.clone(),
+            factory_packages.clone(),
+            kek,
+            config,
+            audit,
+        );
         Self {
             stations,
             auth,
             quota,
             progress,
             leases,
+            factory_packages,
             reports,
             registry,
         }

@@ -33,6 +33,10 @@ pub struct DeviceRecord {
     pub registered_at_ms: i64,
     /// The bootloader version installed (the order's).
     pub bootloader_version: u32,
+    /// The OS version the board left the factory running, as its verified status receipt
+    /// showed (0: the order installs no OS).
+    #[serde(default)]
+    pub os_version: u32,
     /// What the factory test app said.
     #[serde(with = "proto_enum")]
     pub test_outcome: v1::TestOutcome,
@@ -68,6 +72,7 @@ impl DeviceRecord {
             installed_at_ms: self.installed_at_ms,
             registered_at_ms: self.registered_at_ms,
             bootloader_version: self.bootloader_version,
+            os_version: self.os_version,
             test_result: Some(v1::TestResult {
                 outcome: self.test_outcome as i32,
                 log: self.test_log.clone(),

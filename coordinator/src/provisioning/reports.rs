@@ -4,15 +4,17 @@
 //!
 //! A board is registered for the lease's own station, while `used < count`, when the install
 //! time is within the lease's lifetime and the report arrives within the grace period after
-//! `not_after`, for a serial not yet registered for the product.
+//! `not_after`, for a serial not yet registered for the product; under an order with an OS, only
+//! with the device's status receipt showing that OS running, confirmed
+//! ([`super::factory_packages`]).
 
 use std::sync::Arc;
 
 use flashgate_proto::clock::now_ms;
 use flashgate_proto::v1;
-use flashgate_protocol::lease_keys::derive_device_key;
 use tracing::Instrument;
 
+use super::factory_packages::FactoryPackages;
 use super::leases::{LeaseRecord, LeaseState, Leases};
 use super::registry::{DeviceRecord, FailureRecord};
 use super::stations::StationRecord;
@@ -21,7 +23,7 @@ use crate::config::CoordinatorConfig;
 use crate::data_stream::index::DeviceIdIndex;
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::Serial;
-use crate::keys::{device_key_aad, lease_secret_aad, KekRing};
+use crate::keys::{device_key_aad, KekRing};
 use crate::repository::{Attempt, CasRetry, Db, Txn};
 
 fn duplicate(existing: &DeviceRecord) -> E {
@@ -46,17 +48,19 @@ struct Install<'a> {
 pub struct Reports {
     db: Db,
     leases: Leases,
+    factory: FactoryPackages,
     kek: Arc<KekRing>,
     config: Arc<CoordinatorConfig>,
     audit: AuditLog,
 }
 
 impl Reports {
-    /// Reports over `db`, against `leases`; device keys are sealed with `kek`, registrations
-    /// audited in `audit` (the lease's chain).
+    /// Reports over `db`, against `leases`; OS installs are checked by `factory`; device keys
+    /// are sealed with `kek`, registrations audited in `audit` (the lease's chain).
     pub fn new(
         db: Db,
         leases: Leases,
+        factory: FactoryPackages,
         kek: Arc<KekRing>,
         config: Arc<CoordinatorConfig>,
         audit: AuditLog,
@@ -64,6 +68,7 @@ impl Reports {
         Self {
             db,
             leases,
+            factory,
             kek,
             config,
             audit,
@@ -156,10 +161,11 @@ impl Reports {
         if let Some(existing) = existing {
             return Err(duplicate(&existing));
         }
-        let secret = self
-            .kek
-            .open_key(&lease_secret_aad(l.lease_id.as_str()), &l.sealed_secret)?;
-        let device_secret = derive_device_key(&secret, l.product_id.0, &serial.0);
+        let device_secret = l.device_key(&self.kek, &serial)?;
+        let os = self
+            .factory
+            .verified_os(l, serial, &device_secret, &req.os_status_receipt)
+            .await?;
         let device = DeviceRecord {
             serial,
             product_id: l.product_id,
@@ -169,6 +175,7 @@ impl Reports {
             installed_at_ms: req.installed_at_ms,
             registered_at_ms: now_ms(),
             bootloader_version: req.bootloader_version,
+            os_version: os.as_ref().map_or(0, |o| o.version),
             test_outcome: install.test,
             test_log: install.log.to_owned(),
             outcome: v1::InstallOutcome::try_from(req.outcome).expect("checked by report_install"),
@@ -197,10 +204,16 @@ impl Reports {
                 entry,
             )
             .await?;
-        let txn = DeviceIdIndex::add(txn, l.product_id, serial);
+        let mut txn = DeviceIdIndex::add(txn, l.product_id, serial)
+            .replace(&lease, &used)
+            .put(&key, &device);
+        if let Some(os) = &os {
+            // The receipt's challenge answers this one registration.
+            txn = txn.unchanged(&os.install).delete(&os.install);
+        }
         let committed = self
             .db
-            .commit(txn.replace(&lease, &used).put(&key, &device))
+            .commit(txn)
             .instrument(
                 tracing::info_span!("registry_write", serial = %serial, lease = %l.lease_id),
             )

@@ -8,6 +8,7 @@ use flashgate_proto::v1::{self, station_service_server::StationService};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use super::factory_packages::FactoryPackages;
 use super::leases::Leases;
 use super::reports::Reports;
 use super::station_auth::StationAuth;
@@ -21,6 +22,7 @@ use crate::rpc;
 pub struct StationApi {
     auth: StationAuth,
     leases: Leases,
+    factory_packages: FactoryPackages,
     reports: Reports,
     catalogue: Catalogue,
     info: v1::CoordinatorInfo,
@@ -31,6 +33,7 @@ impl StationApi {
     pub fn new(
         auth: StationAuth,
         leases: Leases,
+        factory_packages: FactoryPackages,
         reports: Reports,
         catalogue: Catalogue,
         info: v1::CoordinatorInfo,
@@ -38,6 +41,7 @@ impl StationApi {
         Self {
             auth,
             leases,
+            factory_packages,
             reports,
             catalogue,
             info,
@@ -223,6 +227,19 @@ impl StationService for StationApi {
             methods::RETURN_LEASE,
             request,
             |station, req| async move { self.leases.return_lease(&station, &req.lease_id).await },
+        )
+        .await
+    }
+
+    async fn get_factory_package(
+        &self,
+        request: Request<v1::GetFactoryPackageRequest>,
+    ) -> Result<Response<v1::UpdatePackage>, Status> {
+        self.signed(
+            "GetFactoryPackage",
+            methods::GET_FACTORY_PACKAGE,
+            request,
+            |station, req| async move { self.factory_packages.package(&station, &req).await },
         )
         .await
     }

@@ -20,6 +20,32 @@ use crate::keys::KekRing;
 use crate::provisioning::Registry;
 use crate::repository::{Db, Scope, Txn};
 
+/// Encrypts an OS release once under a fresh random content key, as campaign `campaign_id`
+/// (the key sealed under the KEK, AAD [`content_key_aad`]) and its ciphertext chunks, ready to
+/// be written. The field updates' campaigns and the factory's OS installs
+/// (`crate::provisioning::factory_packages`) are both made here.
+pub fn seal_campaign(
+    kek: &KekRing,
+    campaign_id: CampaignId,
+    release: &ReleaseRecord,
+    image: &[u8],
+) -> Result<(CampaignRecord, CampaignChunks)> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(&mut key[..]);
+    let sealed = SealedRelease::seal(image, key)
+        .map_err(|e| E::Internal(format!("release cannot be sealed: {e}")))?;
+    let campaign = CampaignRecord {
+        sealed_content_key: kek.seal(&content_key_aad(&campaign_id), sealed.content_key()),
+        campaign_id,
+        product_id: release.product_id,
+        release_digest: release.digest,
+        version: release.version,
+        signed_header: sealed.signed_header,
+        created_at_ms: now_ms(),
+    };
+    Ok((campaign, CampaignChunks(sealed.chunks.concat())))
+}
+
 /// Which devices a campaign targets, as a request names them.
 pub struct Targets<'a> {
     /// These devices (16-byte serials) …
@@ -140,25 +166,11 @@ impl Campaigns {
         serials: &[Serial],
         txn: Txn,
     ) -> Result<()> {
-        let mut key = Zeroizing::new([0u8; 32]);
-        OsRng.fill_bytes(&mut key[..]);
-        let sealed = SealedRelease::seal(image, key)
-            .map_err(|e| E::Internal(format!("release cannot be sealed: {e}")))?;
-        let campaign = CampaignRecord {
-            campaign_id: campaign_id.clone(),
-            product_id: release.product_id,
-            release_digest: release.digest,
-            version: release.version,
-            signed_header: sealed.signed_header,
-            sealed_content_key: self
-                .kek
-                .seal(&content_key_aad(campaign_id), sealed.content_key()),
-            created_at_ms: now_ms(),
-        };
+        let (campaign, chunks) = seal_campaign(&self.kek, campaign_id.clone(), release, image)?;
         let mut txn = txn
             .absent::<CampaignRecord>(campaign_id)
             .put(campaign_id, &campaign)
-            .put(campaign_id, &CampaignChunks(sealed.chunks.concat()));
+            .put(campaign_id, &chunks);
         for serial in serials {
             let key = (release.product_id, *serial);
             let record = match self.db.get::<DeviceUpdateRecord>(&key).await? {

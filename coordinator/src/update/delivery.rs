@@ -9,8 +9,8 @@ use flashgate_proto::clock::now_ms;
 use flashgate_proto::v1;
 use flashgate_protocol::hello::DeviceState;
 use flashgate_protocol::update::boot_state::Outcome;
-use flashgate_protocol::update::package::{SealedRelease, CHUNK_SIZE, TAG_LEN};
-use flashgate_protocol::update::receipt;
+use flashgate_protocol::update::package::{SealedRelease, CHUNK_SIZE, PACKAGE_NONCE_LEN, TAG_LEN};
+use flashgate_protocol::update::receipt::{self, StatusReceipt};
 use flashgate_protocol::ErrorCode;
 use rand_core::{OsRng, RngCore};
 
@@ -19,7 +19,7 @@ use super::records::{
 };
 use super::rollouts;
 use crate::error::{CoordinatorError as E, Result};
-use crate::ids::{ProductId, Serial};
+use crate::ids::{CampaignId, ProductId, Serial};
 use crate::keys::KekRing;
 use crate::provisioning::Registry;
 use crate::repository::{Attempt, CasRetry, Db, Stored, Txn};
@@ -68,36 +68,11 @@ impl Delivery {
     ) -> Result<Attempt<v1::UpdatePackage>> {
         let stored = self.targeted(product_id, serial).await?;
         let rollout = rollouts::gate(&self.db, &stored.record).await?;
-        let campaign_id = &stored.record.campaign_id;
-        let campaign = self
-            .db
-            .get::<CampaignRecord>(campaign_id)
-            .await?
-            .ok_or_else(|| E::Internal(format!("campaign {campaign_id} is missing")))?
-            .record;
-        let content_key = self
-            .kek
-            .open_key(&content_key_aad(campaign_id), &campaign.sealed_content_key)?;
-        let blob = self
-            .db
-            .get::<CampaignChunks>(campaign_id)
-            .await?
-            .ok_or_else(|| {
-                E::Internal(format!("the chunks of campaign {campaign_id} are missing"))
-            })?
-            .record
-            .0;
-        let chunks: Vec<Vec<u8>> = blob
-            .chunks(CHUNK_SIZE as usize + TAG_LEN)
-            .map(<[u8]>::to_vec)
-            .collect();
-        let release = SealedRelease::from_parts(campaign.signed_header, chunks, content_key);
+        let (campaign, release) =
+            sealed_release(&self.db, &self.kek, &stored.record.campaign_id).await?;
         let device_key = self.registry.device_key(product_id.0, &serial.0).await?;
-        let envelope = release
-            .envelope_for(&serial.0, product_id.0, &device_key)
-            .map_err(|e| E::Internal(format!("envelope: {e}")))?;
-        let mut challenge = [0u8; receipt::CHALLENGE_LEN];
-        OsRng.fill_bytes(&mut challenge);
+        let envelope = envelope_for(&release, product_id, serial, &device_key)?;
+        let challenge = receipt_challenge();
         let mut record = stored.record.clone();
         record.challenge = Some(challenge);
         if record.state == UpdateState::Pending {
@@ -114,7 +89,7 @@ impl Delivery {
             v1::UpdatePackage {
                 campaign_id: campaign.campaign_id.to_string(),
                 version: campaign.version,
-                envelope: envelope.to_vec(),
+                envelope,
                 chunks: release.chunks,
                 challenge: challenge.to_vec(),
             },
@@ -164,14 +139,7 @@ impl Delivery {
         })?;
         let (product_id, serial) = (record.product_id, record.serial);
         let device_key = self.registry.device_key(product_id.0, &serial.0).await?;
-        let r = receipt::verify(&device_key, &challenge, raw).map_err(|e| {
-            E::PermissionDenied(format!("the receipt does not verify for this device: {e}"))
-        })?;
-        if r.serial != serial.0 || r.product_id != product_id.0 {
-            return Err(E::PermissionDenied(
-                "the receipt names another device".into(),
-            ));
-        }
+        let r = verify_receipt(&device_key, &challenge, raw, product_id, serial)?;
         let now = now_ms();
         record.challenge = None;
         record.bootloader_version = r.bootloader_version;
@@ -182,8 +150,7 @@ impl Delivery {
         record.rollback_floor = r.floor;
         record.last_outcome = Some(r.outcome.into());
         record.last_seen_ms = now;
-        let confirmed = r.outcome == Outcome::Updated && !r.on_trial();
-        record.state = if confirmed && record.os_version == record.target_version {
+        record.state = if runs_confirmed(&r, record.target_version) {
             record.updated_at_ms = now;
             UpdateState::Updated
         } else if r.outcome == Outcome::RolledBack && r.new_version == record.target_version {
@@ -198,4 +165,82 @@ impl Delivery {
         };
         Ok(())
     }
+}
+
+/// A campaign's release rebuilt from the store: its record, and its chunks with the content key
+/// opened from under the KEK, ready to make envelopes. Field updates and the factory's OS
+/// installs (`crate::provisioning::factory_packages`) both deliver through it.
+pub async fn sealed_release(
+    db: &Db,
+    kek: &KekRing,
+    campaign_id: &CampaignId,
+) -> Result<(CampaignRecord, SealedRelease)> {
+    let campaign = db
+        .get::<CampaignRecord>(campaign_id)
+        .await?
+        .ok_or_else(|| E::Internal(format!("campaign {campaign_id} is missing")))?
+        .record;
+    let content_key = kek.open_key(&content_key_aad(campaign_id), &campaign.sealed_content_key)?;
+    let blob = db
+        .get::<CampaignChunks>(campaign_id)
+        .await?
+        .ok_or_else(|| E::Internal(format!("the chunks of campaign {campaign_id} are missing")))?
+        .record
+        .0;
+    let chunks: Vec<Vec<u8>> = blob
+        .chunks(CHUNK_SIZE as usize + TAG_LEN)
+        .map(<[u8]>::to_vec)
+        .collect();
+    let release = SealedRelease::from_parts(campaign.signed_header, chunks, content_key);
+    Ok((campaign, release))
+}
+
+/// One device's envelope for `release`, made now under its device key with a fresh random
+/// package nonce (`docs/protocol.md` §7): no two envelopes share a wrap key.
+pub fn envelope_for(
+    release: &SealedRelease,
+    product_id: ProductId,
+    serial: Serial,
+    device_key: &[u8; 32],
+) -> Result<Vec<u8>> {
+    let mut nonce = [0u8; PACKAGE_NONCE_LEN];
+    OsRng.fill_bytes(&mut nonce);
+    release
+        .envelope_for(&serial.0, product_id.0, device_key, &nonce)
+        .map(|e| e.to_vec())
+        .map_err(|e| E::Internal(format!("envelope: {e}")))
+}
+
+/// A fresh challenge for a device's next status receipt.
+pub fn receipt_challenge() -> [u8; receipt::CHALLENGE_LEN] {
+    let mut challenge = [0u8; receipt::CHALLENGE_LEN];
+    OsRng.fill_bytes(&mut challenge);
+    challenge
+}
+
+/// The one check of a device's status receipt: it answers `challenge`, verifies under the
+/// device's key and names that device. What it says is the caller's to judge
+/// ([`runs_confirmed`]).
+pub fn verify_receipt(
+    device_key: &[u8; 32],
+    challenge: &[u8; receipt::CHALLENGE_LEN],
+    raw: &[u8],
+    product_id: ProductId,
+    serial: Serial,
+) -> Result<StatusReceipt> {
+    let r = receipt::verify(device_key, challenge, raw).map_err(|e| {
+        E::PermissionDenied(format!("the receipt does not verify for this device: {e}"))
+    })?;
+    if r.serial != serial.0 || r.product_id != product_id.0 {
+        return Err(E::PermissionDenied(
+            "the receipt names another device".into(),
+        ));
+    }
+    Ok(r)
+}
+
+/// True when a verified receipt shows OS `version` running, its update confirmed (not on
+/// trial): what "updated" means, in the field and for a board leaving the factory.
+pub fn runs_confirmed(r: &StatusReceipt, version: u32) -> bool {
+    r.outcome == Outcome::Updated && !r.on_trial() && r.state == DeviceState::OsRunning { version }
 }

@@ -3,7 +3,7 @@
 //! send back ([`delivery`]), in waves when it is a staged rollout ([`rollouts`]). What is
 //! stored is in [`records`] (and [`rollouts::record`]).
 //!
-//! The release is encrypted once at publish; a device's envelope (212 bytes: the content key
+//! The release is encrypted once at publish; a device's envelope (228 bytes: the content key
 //! wrapped under a key derived from its device key) is made when its package is asked for.
 
 pub mod campaigns;

@@ -233,6 +233,37 @@ pub enum InstallOutcome {
     },
 }
 
+/// How far [`HostLink::relay_package`] goes (the defaults: the whole package, installed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// Stop after sending this many chunks (tests of resumed transfers).
+    pub max_chunks: Option<usize>,
+    /// Ask the bootloader to halt after this install step (power-cut tests).
+    pub halt_after: Option<NonZeroU32>,
+}
+
+/// How a relayed package ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relayed {
+    /// Staged, verified and installed; the bootloader starts it (its banner follows).
+    Installed {
+        /// Its version.
+        version: u32,
+        /// The chunk the device asked for first (past 0: a transfer resumed).
+        resumed_at: u32,
+    },
+    /// The bootloader stopped after `step`, as [`RelayLimits::halt_after`] asked.
+    Halted {
+        /// Install steps done.
+        step: u32,
+    },
+    /// [`RelayLimits::max_chunks`] chunks were sent; relaying the same envelope again resumes.
+    Truncated {
+        /// Chunks sent in this call.
+        sent: usize,
+    },
+}
+
 /// A `hello` answer: the identity as claimed (not verified: the host finds the device's key by
 /// its serial first) and the raw response for [`hello::verify_response`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -502,6 +533,39 @@ impl<T: Transport> HostLink<T> {
                 _ => None,
             },
         )
+    }
+
+    /// Relays an update package (`update::package`: `envelope` and the ciphertext `chunks`) to
+    /// the bootloader's update service: begin, the chunks it still needs (begin says which: a
+    /// transfer cut by a lost link or a power cut resumes), finish, install. The one relay of
+    /// the field tool and the factory station; it handles ciphertext only.
+    pub fn relay_package(
+        &mut self,
+        envelope: &[u8],
+        chunks: &[Vec<u8>],
+        limits: RelayLimits,
+        timeout: Duration,
+    ) -> Result<Relayed, LinkError> {
+        let ready = self.begin_update(envelope, timeout)?;
+        let pending = chunks.iter().enumerate().skip(ready.next as usize);
+        for (sent, (index, chunk)) in pending.enumerate() {
+            if limits.max_chunks == Some(sent) {
+                return Ok(Relayed::Truncated { sent });
+            }
+            let index = u32::try_from(index).map_err(|_| LinkError::Malformed {
+                msg_type: MsgType::UpdateChunk,
+                code: ErrorCode::BadOffset,
+            })?;
+            self.send_chunk(index, chunk, timeout)?;
+        }
+        self.finish_update(timeout)?;
+        Ok(match self.install(limits.halt_after, timeout)? {
+            InstallOutcome::Installed { version } => Relayed::Installed {
+                version,
+                resumed_at: ready.next,
+            },
+            InstallOutcome::Halted { step } => Relayed::Halted { step },
+        })
     }
 
     /// Waits for the OS's boot banner; returns its text.

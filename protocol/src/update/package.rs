@@ -8,14 +8,19 @@
 //! chunk i    = ChaCha20-Poly1305(K, nonce = 0u64 ‖ i u32,
 //!                                aad = "FGUC" ‖ release_id ‖ i u32 ‖ chunk_count u32, body[i])
 //! ```
-//! Each device gets a small **envelope** (212 B) that only it can open:
+//! Each device gets a small **envelope** (228 B) that only it can open:
 //! ```text
-//! magic "FGUP" u32 | format u32 = 1 | serial[16] | product_id u32 | chunk_size u32
-//! | chunk_count u32 | signed image header[128] | wrapped K[32] | tag[16]
-//! wrap key = HKDF-SHA256(salt "flashgate-update-wrap-v1", ikm device_key, info serial ‖ release_id)
-//! wrapped  = ChaCha20-Poly1305(wrap key, nonce 0, aad = envelope[..164], K)
+//! magic "FGUP" u32 | format u32 = 2 | serial[16] | product_id u32 | chunk_size u32
+//! | chunk_count u32 | package_nonce[16] | signed image header[128] | wrapped K[32] | tag[16]
+//! wrap key = HKDF-SHA256(salt "flashgate-update-wrap-v1", ikm device_key,
+//!                        info serial ‖ release_id ‖ package_nonce)
+//! wrapped  = ChaCha20-Poly1305(wrap key, nonce 0, aad = envelope[..180], K)
 //! ```
-//! The wrap key is unique per (device, release), so nonce 0 is used once per key. The vendor
+//! `package_nonce` is 16 random bytes drawn for every envelope made, so the wrap key is unique
+//! per envelope and nonce 0 is used once per key: one release packaged twice for a device
+//! (two campaigns, a field update and a factory install, each with its own `K`) never wraps two
+//! content keys under one key and nonce (format 1 derived the key from serial ‖ release_id
+//! only, and did exactly that). The vendor
 //! signature inside covers version, product and the SHA-256 of the plaintext body, which the
 //! device checks over the whole body before anything is installed. The host that carries
 //! the package learns neither the body nor `K`.
@@ -31,15 +36,17 @@ use crate::{ErrorCode, Serial};
 
 /// Magic of an envelope ("FGUP").
 pub const ENVELOPE_MAGIC: u32 = 0x5055_4746;
-/// Envelope format this build writes and accepts.
-pub const ENVELOPE_FORMAT: u32 = 1;
+/// Envelope format this build writes and accepts (2: the wrap key binds a per-package nonce).
+pub const ENVELOPE_FORMAT: u32 = 2;
+/// Length of the per-package nonce in the envelope (and in the wrap key's info).
+pub const PACKAGE_NONCE_LEN: usize = 16;
 /// Plaintext bytes per chunk (one flash page).
 pub const CHUNK_SIZE: u32 = 4096;
 /// AEAD tag length.
 pub const TAG_LEN: usize = 16;
 /// Encoded envelope length.
 pub const ENVELOPE_LEN: usize = AAD_LEN + 32 + TAG_LEN;
-const AAD_LEN: usize = 4 + 4 + 16 + 4 + 4 + 4 + SIGNED_HEADER_LEN;
+const AAD_LEN: usize = 4 + 4 + 16 + 4 + 4 + 4 + PACKAGE_NONCE_LEN + SIGNED_HEADER_LEN;
 const WRAP_LABEL: &[u8] = b"flashgate-update-wrap-v1";
 const CHUNK_MAGIC: &[u8; 4] = b"FGUC";
 
@@ -68,8 +75,13 @@ fn chunk_aad(release_id: &[u8; 32], index: u32, count: u32) -> [u8; 44] {
     aad
 }
 
-fn wrap_key(device_key: &[u8; 32], serial: &Serial, release_id: &[u8; 32]) -> Zeroizing<[u8; 32]> {
-    crate::kdf::derive(device_key, WRAP_LABEL, &[serial, release_id])
+fn wrap_key(
+    device_key: &[u8; 32],
+    serial: &Serial,
+    release_id: &[u8; 32],
+    package_nonce: &[u8; PACKAGE_NONCE_LEN],
+) -> Zeroizing<[u8; 32]> {
+    crate::kdf::derive(device_key, WRAP_LABEL, &[serial, release_id, package_nonce])
 }
 
 /// A decoded envelope (its key still wrapped).
@@ -83,6 +95,8 @@ pub struct Envelope {
     pub chunk_size: u32,
     /// Chunks that follow.
     pub chunk_count: u32,
+    /// Random per envelope: makes the wrap key unique to this envelope.
+    pub package_nonce: [u8; PACKAGE_NONCE_LEN],
     /// The vendor-signed image header (signature not yet checked).
     pub signed_header: SignedImageHeader,
     /// `K` wrapped for this device, then its tag.
@@ -105,6 +119,7 @@ impl Envelope {
         w.u32(self.product_id)?;
         w.u32(self.chunk_size)?;
         w.u32(self.chunk_count)?;
+        w.put(&self.package_nonce)?;
         self.signed_header.encode(w)
     }
 
@@ -118,10 +133,20 @@ impl Envelope {
         release_id(&self.signed_header.to_bytes())
     }
 
+    /// The key `K` is wrapped under for the device holding `device_key`.
+    fn wrap_key(&self, device_key: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+        wrap_key(
+            device_key,
+            &self.serial,
+            &self.release_id(),
+            &self.package_nonce,
+        )
+    }
+
     /// Device side: unwraps `K` with the device key. A package made for another device (or
     /// altered anywhere in its envelope) is [`ErrorCode::WrongDevice`].
     pub fn open(&self, device_key: &[u8; 32]) -> Result<ContentKey, ErrorCode> {
-        let kek = wrap_key(device_key, &self.serial, &self.release_id());
+        let kek = self.wrap_key(device_key);
         let cipher = ChaCha20Poly1305::new(Key::from_slice(&kek[..]));
         let mut key = Zeroizing::new([0u8; 32]);
         key.copy_from_slice(&self.wrapped_key[..32]);
@@ -137,7 +162,7 @@ impl Envelope {
     }
 }
 
-/// The 212-byte envelope (decoding checks the format only; nothing is verified).
+/// The 228-byte envelope (decoding checks the format only; nothing is verified).
 impl Codec<'_> for Envelope {
     fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
         self.encode_aad(w)?;
@@ -153,6 +178,7 @@ impl Codec<'_> for Envelope {
         let product_id = r.u32()?;
         let chunk_size = r.u32()?;
         let chunk_count = r.u32()?;
+        let package_nonce = r.array()?;
         let signed_header = SignedImageHeader::read(&mut r)?;
         let wrapped_key = r.array()?;
         if chunk_size != CHUNK_SIZE || chunk_count != chunk_count_of(&signed_header) {
@@ -163,6 +189,7 @@ impl Codec<'_> for Envelope {
             product_id,
             chunk_size,
             chunk_count,
+            package_nonce,
             signed_header,
             wrapped_key,
         })
@@ -262,12 +289,15 @@ impl SealedRelease {
         }
     }
 
-    /// The envelope for one device: wraps `K` under a key derived from `device_key`.
+    /// The envelope for one device: wraps `K` under a key derived from `device_key` and
+    /// `package_nonce`, which the caller draws at random for every envelope it makes (16 bytes
+    /// from the OS's CSPRNG; a fixed one only in test vectors).
     pub fn envelope_for(
         &self,
         serial: &Serial,
         product_id: u32,
         device_key: &[u8; 32],
+        package_nonce: &[u8; PACKAGE_NONCE_LEN],
     ) -> Result<[u8; ENVELOPE_LEN], ErrorCode> {
         let signed_header = SignedImageHeader::parse(&self.signed_header)?;
         let mut env = Envelope {
@@ -275,10 +305,11 @@ impl SealedRelease {
             product_id,
             chunk_size: CHUNK_SIZE,
             chunk_count: chunk_count(signed_header.header.body_size),
+            package_nonce: *package_nonce,
             signed_header,
             wrapped_key: [0; 32 + TAG_LEN],
         };
-        let kek = wrap_key(device_key, serial, &release_id(&self.signed_header));
+        let kek = env.wrap_key(device_key);
         let cipher = ChaCha20Poly1305::new(Key::from_slice(&kek[..]));
         let mut wrapped = Zeroizing::new(*self.key);
         let tag = cipher
@@ -299,6 +330,9 @@ mod tests {
     extern crate std;
     use std::vec::Vec;
 
+    /// The package nonce of the test vectors (a real one is random per envelope).
+    const NONCE: [u8; PACKAGE_NONCE_LEN] = [5; PACKAGE_NONCE_LEN];
+
     pub(crate) fn image(len: usize, version: u32) -> Vec<u8> {
         let body: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
         let vendor = SigningKey::from_bytes(&[9u8; 32]);
@@ -317,7 +351,7 @@ mod tests {
         let img = image(5000, 2);
         let release = SealedRelease::seal(&img, Zeroizing::new([0x11; 32])).unwrap();
         assert_eq!(release.chunks.len(), 2);
-        let env = release.envelope_for(&[1; 16], 7, &[3; 32]).unwrap();
+        let env = release.envelope_for(&[1; 16], 7, &[3; 32], &NONCE).unwrap();
         let mut vector = env.to_vec();
         vector.extend_from_slice(&release.chunks[1]);
         assert_eq!(
@@ -338,7 +372,7 @@ mod tests {
     #[test]
     fn another_device_cannot_open() {
         let release = SealedRelease::seal(&image(100, 2), Zeroizing::new([0x11; 32])).unwrap();
-        let env = release.envelope_for(&[1; 16], 7, &[3; 32]).unwrap();
+        let env = release.envelope_for(&[1; 16], 7, &[3; 32], &NONCE).unwrap();
         let decoded = Envelope::read_bytes(&env).unwrap();
         assert_eq!(decoded.open(&[4; 32]).err(), Some(ErrorCode::WrongDevice));
         // Re-addressing the envelope to another serial breaks the wrap too.
@@ -351,7 +385,7 @@ mod tests {
     #[test]
     fn tampered_reordered_or_foreign_chunks_are_refused() {
         let release = SealedRelease::seal(&image(9000, 2), Zeroizing::new([0x11; 32])).unwrap();
-        let env = release.envelope_for(&[1; 16], 7, &[3; 32]).unwrap();
+        let env = release.envelope_for(&[1; 16], 7, &[3; 32], &NONCE).unwrap();
         let key = Envelope::read_bytes(&env).unwrap().open(&[3; 32]).unwrap();
         let open = |i: u32, c: &[u8]| {
             let mut data = c[..c.len() - TAG_LEN].to_vec();
@@ -365,5 +399,35 @@ mod tests {
         // A chunk of another release under the same key does not verify (release id in AAD).
         let other = SealedRelease::seal(&image(9000, 3), Zeroizing::new([0x11; 32])).unwrap();
         assert_eq!(open(0, &other.chunks[0]), Err(ErrorCode::BadTag));
+    }
+
+    #[test]
+    fn one_release_packaged_twice_for_a_device_never_reuses_a_wrap_key() {
+        // Two campaigns of one release (or a factory install and a later field update), each
+        // with its own content key, for the same device.
+        let img = image(100, 2);
+        let (k1, k2) = ([0x11; 32], [0x22; 32]);
+        let a = SealedRelease::seal(&img, Zeroizing::new(k1)).unwrap();
+        let b = SealedRelease::seal(&img, Zeroizing::new(k2)).unwrap();
+        let envelope = |r: &SealedRelease, nonce: &[u8; PACKAGE_NONCE_LEN]| {
+            Envelope::read_bytes(&r.envelope_for(&[1; 16], 7, &[3; 32], nonce).unwrap()).unwrap()
+        };
+        let (ea, eb) = (envelope(&a, &[1; 16]), envelope(&b, &[2; 16]));
+        assert_ne!(*ea.wrap_key(&[3; 32]), *eb.wrap_key(&[3; 32]));
+        // Under one key and nonce the two wrapped keys would differ by exactly K1 ^ K2 (the
+        // ChaCha20 keystream cancels), and the Poly1305 one-time key would be used twice.
+        let keystream_reused =
+            (0..32).all(|i| ea.wrapped_key[i] ^ eb.wrapped_key[i] == k1[i] ^ k2[i]);
+        assert!(
+            !keystream_reused,
+            "two content keys wrapped under one key and nonce"
+        );
+        // Each still opens on the device, to its own key.
+        assert!(ea.open(&[3; 32]).is_ok() && eb.open(&[3; 32]).is_ok());
+        // The nonce is bound: changing it in transit breaks the wrap.
+        let mut moved = a.envelope_for(&[1; 16], 7, &[3; 32], &[1; 16]).unwrap();
+        moved[40] ^= 1; // inside package_nonce (bytes 36..52)
+        let moved = Envelope::read_bytes(&moved).unwrap();
+        assert_eq!(moved.open(&[3; 32]).err(), Some(ErrorCode::WrongDevice));
     }
 }

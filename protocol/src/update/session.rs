@@ -4,7 +4,7 @@
 //! install request as typed calls; the UART service (`uart::service`) maps frames to them.
 //! On the UART (`uart::MsgType`):
 //! ```text
-//! 0x10 begin   envelope[212]                 → 0x90 ready   next_chunk u32 | chunk_count u32
+//! 0x10 begin   envelope[228]                 → 0x90 ready   next_chunk u32 | chunk_count u32
 //! 0x11 chunk   index u32 | ciphertext | tag  → 0x91 ack     next_chunk u32
 //! 0x12 finish  (empty)                       → 0x92 staged  version u32
 //! 0x15 enter   (empty)                       → 0x96 update mode (the OS then jumps to the

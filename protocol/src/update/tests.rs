@@ -67,7 +67,11 @@ pub(crate) fn device() -> RamFlash {
 
 pub(crate) fn package(image: &[u8], serial: &[u8; 16], key: &[u8; 32]) -> (Vec<u8>, Vec<Vec<u8>>) {
     let release = SealedRelease::seal(image, Zeroizing::new([0x77; 32])).unwrap();
-    let env = release.envelope_for(serial, 7, key).unwrap().to_vec();
+    // One package per call: a resumed transfer re-sends this same envelope.
+    let env = release
+        .envelope_for(serial, 7, key, &[6; 16])
+        .unwrap()
+        .to_vec();
     (env, release.chunks)
 }
 
@@ -342,7 +346,9 @@ fn issue_rate() {
         let mut serial = [0u8; 16];
         serial[..4].copy_from_slice(&i.to_le_bytes());
         let key = crate::lease_keys::derive_device_key(&[7; 32], 7, &serial);
-        std::hint::black_box(release.envelope_for(&serial, 7, &key).unwrap());
+        let mut nonce = [0u8; 16];
+        nonce[..4].copy_from_slice(&i.to_le_bytes());
+        std::hint::black_box(release.envelope_for(&serial, 7, &key, &nonce).unwrap());
     }
     let wrap = t.elapsed();
     std::println!(

@@ -86,6 +86,13 @@ pub enum TargetFault {
         /// The bootloader version in the hello.
         version: u32,
     },
+    /// The board's UART failed during the OS install (after every restart allowed), or it
+    /// answered something that is not part of the update path.
+    #[error("OS install: {0}")]
+    OsInstall(DeviceLinkError),
+    /// The board does not claim to run the order's OS, confirmed, after its install.
+    #[error("the OS install did not end with the order's OS running, confirmed: {0}")]
+    OsNotConfirmed(String),
 }
 
 /// The station's own fault: a configuration or input problem, or a bug.
@@ -101,6 +108,9 @@ pub enum StationFault {
     /// The test application image is malformed.
     #[error("test application image is invalid: {0}")]
     BadTestApp(ErrorCode),
+    /// The coordinator gave no usable package of the order's OS for this board.
+    #[error("{0}")]
+    OsPackage(#[from] PackageError),
     /// The probe actor's thread died (a bug): its actor is restarted.
     #[error("the probe's flow crashed ({0}); the probe actor is restarted")]
     FlowCrashed(String),
@@ -162,6 +172,8 @@ pub enum Step {
     Lock,
     /// Reset and the verified `hello`.
     Verify,
+    /// The order's OS, relayed to the bootloader's update path; the status receipt.
+    OsInstall,
 }
 
 impl Step {
@@ -174,6 +186,7 @@ impl Step {
             Step::Test => "test",
             Step::Lock => "lock",
             Step::Verify => "verify",
+            Step::OsInstall => "os-install",
         }
     }
 }
@@ -202,4 +215,19 @@ impl Failed {
     pub fn is_probe_fault(&self) -> bool {
         self.error.at_fault() == AtFault::Probe
     }
+}
+
+/// Why no package came.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PackageError {
+    /// The coordinator refused (lease ended, order without an OS, board registered already…).
+    #[error("the coordinator refused the OS package: {0}")]
+    Refused(String),
+    /// The coordinator could not be reached within the step's time.
+    #[error("the coordinator was unreachable for the OS package: {0}")]
+    Unreachable(String),
+    /// The answer is not a package.
+    #[error("the coordinator's OS package is malformed: {0}")]
+    Malformed(String),
 }

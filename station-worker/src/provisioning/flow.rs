@@ -5,17 +5,20 @@
 //! connect (the fixture's next board, its debug link) → handshake (loader, key agreement,
 //! serial) → transfer (key confirmation, device key and configuration, bootloader, commit,
 //! verified receipt) → test (optional factory test app) → lock → verify (reset, `hello` proving
-//! the device key).
+//! the device key) → os-install (an order with an OS: the board's package relayed over the same
+//! UART, its status receipt; [`super::os_install`]).
 
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use flashgate_protocol::Serial;
 
+use super::os_install::{install_os, OsInstalled};
 use super::session::{FlashLoaderSession, TestAppReport, TestRun};
 use super::{Failed, Job, PhaseTimings, ProvisioningError, StationFault, Step, TargetFault};
-use crate::device_link::HelloAnswer;
+use crate::device_link::{DeviceLink, HelloAnswer};
 use crate::events::{Event, EventSink, PhaseMillis};
-use crate::fixture::TargetFixture;
+use crate::fixture::{FixtureError, TargetFixture};
 
 /// A target provisioned, its receipt verified: locked and its hello verified, or (when its
 /// factory test failed) left unlocked for rework.
@@ -31,6 +34,9 @@ pub struct Provisioned {
     pub locked: bool,
     /// The verified hello (absent when the fixture has no UART or the board was not locked).
     pub hello: Option<HelloAnswer>,
+    /// The order's OS, installed and running by the board's own receipt (absent when the order
+    /// installs none, or the board was not locked).
+    pub os: Option<OsInstalled>,
     /// Where the time went, per phase.
     pub phases: PhaseMillis,
     /// Where the debug-link time went (link, target, station; the loader's own tick counts).
@@ -79,6 +85,7 @@ impl Progress<'_> {
             Step::Test => tracing::info_span!("test"),
             Step::Lock => tracing::info_span!("lock"),
             Step::Verify => tracing::info_span!("verify"),
+            Step::OsInstall => tracing::info_span!("os_install"),
         }
         .entered()
     }
@@ -222,13 +229,36 @@ fn run_attached(
     phases.station = ms(timings.station);
 
     let mut hello = None;
+    let mut os = None;
     if locked {
         let span = p.enter(Step::Verify);
         let t = Instant::now();
-        hello = verified_hello(fixture, job, serial, bootloader_version, timeout)
+        let verified = verified_hello(fixture, job, serial, bootloader_version, timeout)
             .map_err(|e| p.failed(e))?;
         phases.verify = ms(t.elapsed());
         drop(span);
+        let link = match verified {
+            Some((answer, link)) => {
+                hello = Some(answer);
+                Some(link)
+            }
+            None => None,
+        };
+        if let Some(os_install) = &job.os {
+            let span = p.enter(Step::OsInstall);
+            let link = link.ok_or_else(|| {
+                p.failed(FixtureError::Reset(
+                    "the fixture has no UART: the order's OS cannot be installed".into(),
+                ))
+            })?;
+            let installed = install_os(fixture, link, os_install, &job.lease_id, serial, timeout)
+                .map_err(|e| p.failed(e))?;
+            phases.os_package = installed.timings.package;
+            phases.os_install = installed.timings.install;
+            phases.os_receipt = installed.timings.receipt;
+            drop(span);
+            os = Some(installed);
+        }
     }
     Ok(Provisioned {
         serial,
@@ -236,6 +266,7 @@ fn run_attached(
         test,
         locked,
         hello,
+        os,
         phases,
         timings,
         total: p.started.elapsed(),
@@ -243,14 +274,15 @@ fn run_attached(
     })
 }
 
-/// Restarts the locked board and checks that it proves the device key on its UART.
+/// Restarts the locked board and checks that it proves the device key on its UART; the link
+/// stays open for the OS install.
 fn verified_hello(
     fixture: &mut dyn TargetFixture,
     job: &Job,
     serial: Serial,
     bootloader_version: u32,
     timeout: Duration,
-) -> Result<Option<HelloAnswer>, ProvisioningError> {
+) -> Result<Option<(HelloAnswer, DeviceLink<TcpStream>)>, ProvisioningError> {
     let Some(mut link) = fixture.restart_for_hello(timeout)? else {
         tracing::warn!("fixture has no UART: hello not checked");
         return Ok(None);
@@ -266,5 +298,5 @@ fn verified_hello(
         }
         .into());
     }
-    Ok(Some(answer))
+    Ok(Some((answer, link)))
 }

@@ -330,6 +330,8 @@ mod tests {
             installed_at_ms: 5,
             failure_reason: None,
             trace_parent: None,
+            os_version: 0,
+            os_receipt: Vec::new(),
         })
     }
 

@@ -10,9 +10,10 @@
 //! | 1. lease | [`lease`] | the coordinator's `SignedLease` → [`Lease`] (signature, validity, station, opened secret) and its [`SlotLedger`]; one [`Slot`] per device, by value |
 //! | 2. images | [`releases`] | the lease's release digests → [`OrderPlan`] (fetched once, cached on disk, verified under the lease's vendor key) |
 //! | 3. job | [`plan`] | plan + the lease's [`DeviceKeys`] → [`Job`], what a probe actor's thread gets |
-//! | 4. target | [`flow`] | [`run_target`]: fixture → loader session → receipt → test → lock → verified `hello` → [`Provisioned`], or [`Failed`] (who is at fault: [`ProvisioningError`]) |
+//! | 4. target | [`flow`] | [`run_target`]: fixture → loader session → receipt → test → lock → verified `hello` → (OS install) → [`Provisioned`], or [`Failed`] (who is at fault: [`ProvisioningError`]) |
 //! | 5. session | [`session`] | the typestate [`FlashLoaderSession`] over the [`Probe`](crate::probe::Probe): `Started` → `KeyConfirmed` → `SecretsSent` → `Committed` → (`Tested`) → `Locked` |
-//! | 6. report | [`report`], [`outbox`], [`journal`] | outcome → [`Report`], journaled (fsync) before it is sent, re-sent after outages, its slot consumed or released |
+//! | 6. OS | [`os_install`] | for an order with an OS: the board's per-device package (from the coordinator, ciphertext only) relayed over its UART through the bootloader's update path, resumed after a power cut → [`OsInstalled`] with the device's status receipt |
+//! | 7. report | [`report`], [`outbox`], [`journal`] | outcome → [`Report`] (with the receipt, which the coordinator verifies), journaled (fsync) before it is sent, re-sent after outages, its slot consumed or released |
 //!
 //! Each type marks a boundary: [`Lease`] what the coordinator signed, [`Slot`] the exact count,
 //! [`OrderPlan`] what the vendor signed, [`Job`] the hand-over to a probe thread, [`Provisioned`]
@@ -30,6 +31,7 @@ pub mod flow;
 pub mod journal;
 pub mod lease;
 mod loader_image;
+pub mod os_install;
 pub mod outbox;
 pub mod plan;
 pub mod releases;
@@ -37,10 +39,13 @@ pub mod report;
 pub mod session;
 mod timings;
 
-pub use error::{AtFault, Failed, ProvisioningError, StationFault, Step, TargetFault};
+pub use error::{
+    AtFault, Failed, PackageError, ProvisioningError, StationFault, Step, TargetFault,
+};
 pub use flow::{run_target, Provisioned};
 pub use lease::{Lease, LeaseRefused, Slot, SlotLedger};
 pub use loader_image::LoaderImage;
+pub use os_install::{FactoryPackage, OsInstall, OsInstalled, OsTimings, PackageSource};
 pub use outbox::{Delivery, Outbox, Settled};
 pub use plan::{DeviceKeys, Job, OrderPlan};
 pub use releases::{ReleaseCache, ReleaseError};

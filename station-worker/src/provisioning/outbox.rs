@@ -205,6 +205,8 @@ mod tests {
             installed_at_ms: at,
             failure_reason: None,
             trace_parent: None,
+            os_version: 0,
+            os_receipt: Vec::new(),
         }
     }
 

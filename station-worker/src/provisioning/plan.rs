@@ -1,5 +1,6 @@
 //! What a probe actor is given for one target: the order's [`OrderPlan`] (shared by every target
-//! of a lease) and the lease's [`DeviceKeys`], together a [`Job`].
+//! of a lease), the lease's [`DeviceKeys`] and, for an order with an OS, where each board's
+//! package comes from ([`OsInstall`]), together a [`Job`].
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use flashgate_protocol::provisioning::messages::MAX_IMAGE_CHUNK;
 use flashgate_protocol::Serial;
 use zeroize::Zeroizing;
 
-use super::{LoaderImage, StationFault};
+use super::{LoaderImage, OsInstall, StationFault};
 
 /// Image bytes per sealed frame unless set otherwise.
 pub const DEFAULT_CHUNK: usize = 4096;
@@ -27,6 +28,7 @@ pub struct OrderPlan {
     vendor_public: [u8; 32],
     rollback_floor: u32,
     chunk_size: usize,
+    os_version: Option<u32>,
 }
 
 impl OrderPlan {
@@ -50,7 +52,20 @@ impl OrderPlan {
             vendor_public,
             rollback_floor: 1,
             chunk_size: DEFAULT_CHUNK,
+            os_version: None,
         })
+    }
+
+    /// Every board leaves with OS `version` installed (from per-device packages, after the
+    /// lock; the station never holds the image).
+    pub fn with_os(mut self, version: u32) -> Self {
+        self.os_version = Some(version);
+        self
+    }
+
+    /// The OS version every board leaves with, if the order installs one.
+    pub fn os_version(&self) -> Option<u32> {
+        self.os_version
     }
 
     /// Runs this vendor-signed factory test application on every target before the lock.
@@ -147,6 +162,8 @@ pub struct Job {
     pub keys: DeviceKeys,
     /// That lease (spans and reports).
     pub lease_id: String,
+    /// The order's OS and where each board's package comes from (`None`: no OS installed).
+    pub os: Option<OsInstall>,
 }
 
 impl std::fmt::Debug for OrderPlan {
@@ -155,6 +172,7 @@ impl std::fmt::Debug for OrderPlan {
             .field("product_id", &self.product_id)
             .field("bootloader_version", &self.bootloader_version)
             .field("test_app", &self.test_app.is_some())
+            .field("os_version", &self.os_version)
             .finish_non_exhaustive()
     }
 }

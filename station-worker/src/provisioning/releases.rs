@@ -2,7 +2,8 @@
 //! are fetched from the coordinator once — sealed to this station's X25519 key and bound to
 //! release, station and order ([`flashgate_proto::sealed_release`]) — and kept under
 //! `<state-dir>/releases/` exactly as they came, still sealed (so a journaled lease can resume
-//! while the coordinator is down). The station's X25519 secret lives only in the identity file,
+//! while the coordinator is down). Never the order's OS: boards get it as per-device packages
+//! (`super::os_install`). The station's X25519 secret lives only in the identity file,
 //! sealed under the station KEK, which is not in the state directory: a copied state directory
 //! holds no plaintext image. Opened images live in memory only (wiped on drop), are checked
 //! against their digest and verified under the lease's vendor key before they become an
@@ -148,6 +149,10 @@ impl ReleaseCache {
                 .await?;
             verify(&app, &vendor_public, "test application")?;
             plan = plan.with_test_app(std::mem::take(&mut *app))?;
+        }
+        // The OS is never fetched: each board's package is asked for when it is installed.
+        if !lease.os_release_digest.is_empty() {
+            plan = plan.with_os(lease.os_version);
         }
         Ok(plan)
     }

@@ -78,6 +78,17 @@ pub struct Report {
     /// W3C `traceparent` of the install's span (telemetry on): the report continues that trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_parent: Option<String>,
+    /// The OS version the board left with, by its own receipt (0: the order installs none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub os_version: u32,
+    /// The device's status receipt of that install (hex in the journal), for the coordinator
+    /// to verify: not a secret, and useless to anyone for another challenge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "bytes_hex")]
+    pub os_receipt: Vec<u8>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Report {
@@ -114,6 +125,12 @@ impl Report {
             installed_at_ms: at_ms,
             failure_reason,
             trace_parent: done.trace_parent.clone(),
+            os_version: done.os.as_ref().map_or(0, |o| o.version),
+            os_receipt: done
+                .os
+                .as_ref()
+                .map(|o| o.receipt.to_vec())
+                .unwrap_or_default(),
         }
     }
 
@@ -135,6 +152,8 @@ impl Report {
                 failed.step, failed.error
             )),
             trace_parent: None,
+            os_version: 0,
+            os_receipt: Vec::new(),
         })
     }
 
@@ -168,6 +187,7 @@ impl Report {
                 self.failure_reason.as_deref().unwrap_or_default(),
                 MAX_REASON,
             ),
+            os_status_receipt: self.os_receipt.clone(),
         }
     }
 
@@ -201,5 +221,18 @@ pub(super) mod serial_hex {
         let text = String::deserialize(d)?;
         flashgate_proto::serial::from_hex(&text)
             .ok_or_else(|| de::Error::custom(format!("{text:?} is not a 32-hex-digit serial")))
+    }
+}
+
+mod bytes_hex {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        hex::decode(&text).map_err(|e| de::Error::custom(format!("{text:?} is not hex: {e}")))
     }
 }

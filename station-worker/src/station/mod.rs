@@ -5,6 +5,7 @@
 //! target goes through is the [`provisioning`](crate::provisioning) flow.
 
 mod bays;
+pub mod packages;
 pub mod probe_actor;
 pub mod supervisor;
 

@@ -13,14 +13,15 @@ use flashgate_proto::clock::now_ms;
 use tokio::sync::oneshot;
 
 use super::bays::Bays;
+use super::packages::CoordinatorPackages;
 use super::probe_actor::{lost, SharedFixture};
 use crate::coordinator_client::{transient, CoordinatorClient};
 use crate::events::{Event, EventSink, Summary};
 use crate::identity::StationIdentity;
 use crate::provisioning::journal::{Journal, JournalError, JournalRecord};
 use crate::provisioning::{
-    Delivery, Failed, Job, Lease, LeaseRefused, OrderPlan, Outbox, Provisioned, ReleaseCache,
-    ReleaseError, Report, Settled, Slot,
+    Delivery, Failed, Job, Lease, LeaseRefused, OrderPlan, OsInstall, Outbox, PackageSource,
+    Provisioned, ReleaseCache, ReleaseError, Report, Settled, Slot,
 };
 
 /// Tunables of one run.
@@ -143,6 +144,8 @@ pub struct Supervisor {
     report_retry: RetryGate,
     outbox: Outbox,
     bays: Bays,
+    /// Where the boards of an order with an OS get their packages.
+    packages: Arc<dyn PackageSource>,
     stop: Option<StopReason>,
     stopping_since: Option<Instant>,
     summary: Summary,
@@ -151,8 +154,14 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// A supervisor (start it with `Actor::start`).
+    /// A supervisor (start it with `Actor::start`; call inside the actix system, whose runtime
+    /// also carries the probe threads' calls for OS packages).
     pub fn new(parts: SupervisorParts) -> Self {
+        let packages = Arc::new(CoordinatorPackages::new(
+            parts.client.clone(),
+            tokio::runtime::Handle::current(),
+            parts.settings.retry_every,
+        ));
         let bays = Bays::start(
             parts.fixtures,
             parts.events.clone(),
@@ -178,6 +187,7 @@ impl Supervisor {
             report_retry: RetryGate::default(),
             outbox: Outbox::new(parts.unreported),
             bays,
+            packages,
             stop: None,
             stopping_since: None,
             summary: Summary::default(),
@@ -413,10 +423,15 @@ impl Supervisor {
             let Some(slot) = lease.take_slot(now_ms()) else {
                 return;
             };
+            let os = plan.os_version().map(|version| OsInstall {
+                version,
+                packages: self.packages.clone(),
+            });
             let job = Job {
                 plan,
                 keys: lease.device_keys(),
                 lease_id: lease.id().to_owned(),
+                os,
             };
             let request = self.bays.hand_out(index, slot, job);
             ctx.spawn(request.into_actor(self).map(move |result, act, ctx| {
@@ -485,6 +500,7 @@ impl Supervisor {
                     return self.pump(ctx);
                 }
                 self.summary.provisioned += 1;
+                self.summary.os_installed += u32::from(done.os.is_some());
                 self.events.emit(Event::Installed {
                     probe,
                     serial: hex::encode(done.serial),
@@ -494,6 +510,7 @@ impl Supervisor {
                     total_ms: done.total.as_secs_f64() * 1000.0,
                     hello_challenge: done.hello.as_ref().map(|h| hex::encode(h.challenge)),
                     hello_response: done.hello.as_ref().map(|h| hex::encode(&h.raw)),
+                    os_version: done.os.as_ref().map(|o| o.version),
                 });
             }
             Err(failed) => {

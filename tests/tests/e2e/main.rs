@@ -13,6 +13,7 @@ mod c_demo_os;
 mod chaos;
 mod console;
 mod data_stream;
+mod factory_os;
 mod network_capture;
 mod provisioning;
 mod provisioning_refusals;

@@ -325,6 +325,8 @@ fn a_report_whose_answer_was_lost_is_accepted_when_re_sent_and_a_duplicate_is_no
             installed_at_ms: flashgate_proto::clock::now_ms(),
             failure_reason: None,
             trace_parent: None,
+            os_version: 0,
+            os_receipt: Vec::new(),
         };
         let first = client.report_install(report.to_request()).await;
         // The answer was lost: the station sends the same journaled report again.

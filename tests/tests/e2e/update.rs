@@ -165,7 +165,10 @@ async fn refused_packages_change_nothing() {
     let serial = s.tb.uid.0;
     let seal = |image: Vec<u8>, serial: &[u8; 16], key: &[u8; 32]| {
         let r = SealedRelease::seal(&image, Zeroizing::new([7; 32])).unwrap();
-        (r.envelope_for(serial, 7, key).unwrap().to_vec(), r.chunks)
+        (
+            r.envelope_for(serial, 7, key, &[1; 16]).unwrap().to_vec(),
+            r.chunks,
+        )
     };
     let mut uart = Uart::open(&s.port()).unwrap();
     uart.send(&Request::EnterUpdate).unwrap();

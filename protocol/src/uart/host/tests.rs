@@ -122,6 +122,39 @@ fn a_whole_update_goes_through_the_helpers_despite_chatter() {
 }
 
 #[test]
+fn a_relayed_package_resumes_where_the_device_stopped() {
+    let mut link = HostLink::new(FakeDevice::new(4096));
+    let (env, chunks) = package(&os_image(2, 13000, &vendor()), &SERIAL, &KEY);
+    let two = RelayLimits {
+        max_chunks: Some(2),
+        ..RelayLimits::default()
+    };
+    assert_eq!(
+        link.relay_package(&env, &chunks, two, T).unwrap(),
+        Relayed::Truncated { sent: 2 }
+    );
+    // The same envelope again: the device asks for chunk 2 first, and the rest goes through.
+    assert_eq!(
+        link.relay_package(&env, &chunks, RelayLimits::default(), T)
+            .unwrap(),
+        Relayed::Installed {
+            version: 2,
+            resumed_at: 2
+        }
+    );
+    // A package for another device is refused at begin, before anything is sent.
+    let mut link = HostLink::new(FakeDevice::new(4096));
+    let (foreign, chunks) = package(&os_image(2, 13000, &vendor()), &[9; 16], &KEY);
+    assert!(matches!(
+        link.relay_package(&foreign, &chunks, RelayLimits::default(), T),
+        Err(LinkError::Refused {
+            request: Some(MsgType::UpdateBegin),
+            code: ErrorCode::WrongSerial
+        })
+    ));
+}
+
+#[test]
 fn an_error_frame_is_a_refusal_naming_the_request() {
     let mut link = HostLink::new(FakeDevice::new(3));
     let err = link.finish_update(T).unwrap_err();

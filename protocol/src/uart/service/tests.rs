@@ -101,7 +101,7 @@ fn unprovisioned_bootloader_refuses_identity_and_updates() {
         Request::Hello { challenge: [0; 32] },
         Request::Status { challenge: [0; 32] },
         Request::UpdateBegin {
-            envelope: &[0; 212],
+            envelope: &[0; crate::update::package::ENVELOPE_LEN],
         },
         Request::UpdateFinish,
     ] {
