@@ -109,6 +109,7 @@ impl Coordinator {
         Housekeeping::new(
             self.db.clone(),
             self.provisioning.leases.clone(),
+            self.audit.clone(),
             &self.config,
         )
     }

@@ -375,9 +375,10 @@ async fn replicas_racing_on_one_rollout_take_each_step_once() {
         let mut tasks = Vec::new();
         for i in 0..16 {
             let db = Db::new(f.replicas[i % 2].coordinator.store().clone());
+            let audit = f.replicas[i % 2].coordinator.updates().rollouts.audit().clone();
             let id = id.clone();
             tasks.push(tokio::spawn(async move {
-                rollouts::advance(&db, &id).await.unwrap()
+                rollouts::advance(&db, &audit, &id).await.unwrap()
             }));
         }
         let mut steps = Vec::new();

@@ -56,7 +56,7 @@ NAMESPACE = "flashgate"
 K8S_VERSIONS = ["1.27.0", "1.33.0"]
 LINT_KUBE_VERSION = "v1.33.0"
 # Kinds from CRDs: no schema in kubernetes-validate; checked structurally below instead.
-CRD_API_GROUPS = {"monitoring.coreos.com"}
+CRD_API_GROUPS = {"monitoring.coreos.com", "cert-manager.io"}
 
 failures: list[str] = []
 
@@ -182,12 +182,39 @@ def assert_properties(label: str, values: dict, objects: list[tuple[str, dict]],
     check_hardened_pod(label, "coordinator", pod)
     (container,) = [c for c in pod["containers"] if c["name"] == "coordinator"]
     port = values.get("coordinator", {}).get("port", 7400)
+    tls = values.get("tls", {}).get("enabled", True)
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        # Native gRPC probes speak no TLS: with TLS the probe is a TCP connect.
+        kind = "tcpSocket" if tls else "grpc"
         check(
-            container.get(probe, {}).get("grpc", {}).get("port") == port,
-            f"[{label}] coordinator {probe} is a native gRPC probe on port {port}",
+            container.get(probe, {}).get(kind, {}).get("port") == port,
+            f"[{label}] coordinator {probe} is a {kind} probe on port {port}",
         )
     args = container["args"]
+    if tls:
+        mount = values.get("tls", {}).get("mountPath", "/etc/flashgate/tls")
+        for flag in (f"--tls-cert={mount}/tls.crt", f"--tls-key={mount}/tls.key"):
+            check(flag in args, f"[{label}] coordinator serves TLS ({flag})")
+        check("--insecure-plaintext" not in args, f"[{label}] no --insecure-plaintext with TLS")
+        want = values.get("tls", {}).get("existingSecret") or "flashgate-tls"
+        vols = {v["name"]: v for v in pod.get("volumes", [])}
+        check(
+            vols.get("tls", {}).get("secret", {}).get("secretName") == want,
+            f"[{label}] the TLS Secret {want} is mounted",
+        )
+        certs = by_kind(objects, "Certificate")
+        want_cert = values.get("tls", {}).get("certManager", {}).get("enabled", False)
+        check(bool(certs) == bool(want_cert), f"[{label}] cert-manager Certificate only when asked ({bool(want_cert)})")
+        if certs:
+            check(certs[0]["spec"]["secretName"] == want, f"[{label}] the Certificate writes the mounted Secret")
+    else:
+        check("--insecure-plaintext" in args, f"[{label}] plain text is asked for by name")
+    check(
+        any(a.endswith("/operator-token") and a.startswith("--operator-token-file=") for a in args),
+        f"[{label}] the bootstrap operator token is read from a file",
+    )
+    env = {e["name"] for e in container.get("env", [])}
+    check("FLASHGATE_OPERATOR_TOKEN" not in env, f"[{label}] no operator token in the environment")
     check(args[0] == "serve", f"[{label}] coordinator runs `serve`")
     store = [a for a in args if a.startswith("--store=")]
     check(len(store) == 1 and store[0].startswith("--store=etcd:http"), f"[{label}] --store=etcd:… ({store})")
@@ -198,10 +225,10 @@ def assert_properties(label: str, values: dict, objects: list[tuple[str, dict]],
         sum(a.startswith("--previous-kek-file=") for a in args) == len(prev),
         f"[{label}] one --previous-kek-file per secrets.previousKeks entry ({len(prev)})",
     )
-    env = {e["name"]: e for e in container.get("env", [])}
+    keys = {v["name"]: v for v in pod.get("volumes", [])}.get("keys", {}).get("secret", {})
     check(
-        "secretKeyRef" in env.get("FLASHGATE_OPERATOR_TOKEN", {}).get("valueFrom", {}),
-        f"[{label}] operator token comes from the Secret",
+        any(i.get("path") == "operator-token" for i in keys.get("items", [])),
+        f"[{label}] operator token is mounted from the Secret as a file",
     )
 
     check(one(objects, "PodDisruptionBudget", "-coordinator") is not None, f"[{label}] coordinator PodDisruptionBudget")

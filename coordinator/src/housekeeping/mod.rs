@@ -17,6 +17,7 @@ use std::time::Duration;
 use flashgate_proto::clock::now_ms;
 use tokio::sync::watch;
 
+use crate::audit::AuditLog;
 use crate::config::CoordinatorConfig;
 use crate::error::Result;
 use crate::provisioning::Leases;
@@ -43,6 +44,7 @@ pub struct Swept {
 pub struct Housekeeping {
     db: Db,
     leases: Leases,
+    audit: AuditLog,
     interval: Duration,
     report_grace: Duration,
     /// Replay-cache entries older than this are swept (twice the auth window).
@@ -51,11 +53,13 @@ pub struct Housekeeping {
 }
 
 impl Housekeeping {
-    /// Housekeeping over `db` and `leases`, timed by `config`.
-    pub fn new(db: Db, leases: Leases, config: &CoordinatorConfig) -> Self {
+    /// Housekeeping over `db` and `leases` (its rollout steps recorded in `audit`), timed by
+    /// `config`.
+    pub fn new(db: Db, leases: Leases, audit: AuditLog, config: &CoordinatorConfig) -> Self {
         Self {
             db,
             leases,
+            audit,
             interval: config.sweep_interval,
             report_grace: config.report_grace,
             nonce_age: config.auth_window * 2,
@@ -81,7 +85,7 @@ impl Housekeeping {
             expiry::expire_leases(&self.leases, now_ms(), self.report_grace).await?;
         let cutoff = now_ms() - self.nonce_age.as_millis() as i64;
         let nonces = nonce_sweep::sweep_nonces(&self.db, cutoff).await?;
-        let rollout_steps = crate::update::rollouts::advance_all(&self.db).await?;
+        let rollout_steps = crate::update::rollouts::advance_all(&self.db, &self.audit).await?;
         Ok(Swept {
             expired_leases,
             nonces,

@@ -46,9 +46,15 @@ impl Updates {
         kek: Arc<KekRing>,
         audit: AuditLog,
     ) -> Self {
-        let campaigns = Campaigns::new(db.clone(), releases, registry.clone(), kek.clone(), audit);
+        let campaigns = Campaigns::new(
+            db.clone(),
+            releases,
+            registry.clone(),
+            kek.clone(),
+            audit.clone(),
+        );
         Self {
-            rollouts: Rollouts::new(db.clone(), campaigns.clone(), registry.clone()),
+            rollouts: Rollouts::new(db.clone(), campaigns.clone(), registry.clone(), audit),
             campaigns,
             delivery: Delivery::new(db, registry, kek),
         }

@@ -30,7 +30,12 @@ impl UpdateApi {
         let Ok(id) = CampaignId::parse(campaign_id) else {
             return;
         };
-        if let Err(error) = rollouts::advance(self.updates.rollouts.db(), &id).await {
+        if let Err(error) = rollouts::advance(
+            self.updates.rollouts.db(),
+            self.updates.rollouts.audit(),
+            &id,
+        )
+        .await {
             tracing::warn!(rollout = %id, %error, "rollout step after a report failed; the sweep retries");
         }
     }
@@ -146,7 +151,12 @@ impl UpdateService for UpdateApi {
             "PauseRollout",
             &self.access,
             request,
-            |_caller, req| async move { self.updates.rollouts.pause(&req.rollout_id).await },
+            |caller, req| async move {
+                self.updates
+                    .rollouts
+                    .pause(&caller.actor(), &req.rollout_id)
+                    .await
+            },
         )
         .await
     }
@@ -159,7 +169,12 @@ impl UpdateService for UpdateApi {
             "ResumeRollout",
             &self.access,
             request,
-            |_caller, req| async move { self.updates.rollouts.resume(&req.rollout_id).await },
+            |caller, req| async move {
+                self.updates
+                    .rollouts
+                    .resume(&caller.actor(), &req.rollout_id)
+                    .await
+            },
         )
         .await
     }

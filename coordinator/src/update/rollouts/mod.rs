@@ -25,7 +25,7 @@ use self::progress::{Step, WaveProgress};
 use self::record::{PauseReason, RolloutRecord, RolloutState, Threshold, WaveLabel, WaveSize};
 use super::campaigns::{Campaigns, Targets};
 use super::records::DeviceUpdateRecord;
-use crate::audit::Actor;
+use crate::audit::{Actor, AuditLog, Entry};
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::{CampaignId, OrderId, Serial};
 use crate::provisioning::Registry;
@@ -41,16 +41,24 @@ pub struct Rollouts {
     db: Db,
     campaigns: Campaigns,
     registry: Registry,
+    audit: AuditLog,
 }
 
 impl Rollouts {
-    /// Rollouts over `db`, publishing through `campaigns`; groups are orders of `registry`.
-    pub fn new(db: Db, campaigns: Campaigns, registry: Registry) -> Self {
+    /// Rollouts over `db`, publishing through `campaigns`; groups are orders of `registry`;
+    /// every change of state is appended to `audit` in its transaction.
+    pub fn new(db: Db, campaigns: Campaigns, registry: Registry, audit: AuditLog) -> Self {
         Self {
             db,
             campaigns,
             registry,
+            audit,
         }
+    }
+
+    /// The audit log its changes are recorded in.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
     }
 
     /// Checks the plan, then publishes the release as a campaign whose first wave is open, in
@@ -136,8 +144,8 @@ impl Rollouts {
     }
 
     /// Stops issuing packages until resumed (pausing a paused rollout changes nothing).
-    pub async fn pause(&self, rollout_id: &str) -> Result<v1::RolloutStatus> {
-        self.change(rollout_id, |r| match r.state {
+    pub async fn pause(&self, by: &Actor, rollout_id: &str) -> Result<v1::RolloutStatus> {
+        self.change(by, rollout_id, |r| match r.state {
             RolloutState::Completed => Err(completed(r)),
             RolloutState::Paused { .. } => Ok(None),
             RolloutState::Running => Ok(Some(RolloutState::Paused {
@@ -150,16 +158,16 @@ impl Rollouts {
 
     /// Continues a paused rollout, accepting the failures counted so far (the threshold
     /// counts only later ones), and takes the steps its gates allow now.
-    pub async fn resume(&self, rollout_id: &str) -> Result<v1::RolloutStatus> {
+    pub async fn resume(&self, by: &Actor, rollout_id: &str) -> Result<v1::RolloutStatus> {
         let id = CampaignId::parse(rollout_id)?;
         CasRetry::new("the rollout")
-            .run(|| self.try_resume(rollout_id))
+            .run(|| self.try_resume(by, rollout_id))
             .await?;
-        advance(&self.db, &id).await?;
+        advance(&self.db, &self.audit, &id).await?;
         self.status(rollout_id).await
     }
 
-    async fn try_resume(&self, rollout_id: &str) -> Result<Attempt<()>> {
+    async fn try_resume(&self, by: &Actor, rollout_id: &str) -> Result<Attempt<()>> {
         let stored = self.get(rollout_id).await?;
         let r = &stored.record;
         match r.state {
@@ -175,10 +183,14 @@ impl Rollouts {
             updated_at_ms: now_ms(),
             ..r.clone()
         };
-        let txn = Txn::new().unchanged(&stored).replace(&stored, &resumed);
+        let entry = Entry::new(by, "rollout resumed", &r.rollout_id)
+            .detail(format!("{failed} failures accepted"));
+        let txn = self
+            .audit
+            .append_global(Txn::new().unchanged(&stored).replace(&stored, &resumed), entry)
+            .await?;
         let committed = self.db.commit(txn).await?;
         if committed {
-            // audit: rollout resumed by the operator (failures accepted: `failed`).
             tracing::info!(rollout = %r.rollout_id, accepted_failures = resumed.accepted_failures, "rollout resumed");
         }
         Ok(Attempt::committed(committed, ()))
@@ -187,6 +199,7 @@ impl Rollouts {
     /// Applies `decide` (a new state, or none) to the rollout in one guarded transaction.
     async fn change(
         &self,
+        by: &Actor,
         rollout_id: &str,
         decide: impl Fn(&RolloutRecord) -> Result<Option<RolloutState>>,
     ) -> Result<()> {
@@ -201,10 +214,14 @@ impl Rollouts {
                     updated_at_ms: now_ms(),
                     ..stored.record.clone()
                 };
-                let txn = Txn::new().unchanged(&stored).replace(&stored, &next);
+                let entry = Entry::new(by, "rollout changed", &next.rollout_id)
+                    .detail(state_name(&next.state).to_owned());
+                let txn = self
+                    .audit
+                    .append_global(Txn::new().unchanged(&stored).replace(&stored, &next), entry)
+                    .await?;
                 let committed = self.db.commit(txn).await?;
                 if committed {
-                    // audit: the operator's change (rollout paused by an operator).
                     tracing::info!(rollout = %next.rollout_id, state = state_name(&next.state), "rollout changed");
                 }
                 Ok(Attempt::committed(committed, ()))
@@ -236,7 +253,7 @@ async fn devices_of(db: &Db, r: &RolloutRecord) -> Result<HashMap<Serial, Device
 
 /// Takes every step `rollout_id`'s gates allow now, each in its own transaction guarded on the
 /// rollout record; returns the steps this call committed (none if another replica took them).
-pub async fn advance(db: &Db, rollout_id: &CampaignId) -> Result<Vec<Step>> {
+pub async fn advance(db: &Db, audit: &AuditLog, rollout_id: &CampaignId) -> Result<Vec<Step>> {
     let mut taken = Vec::new();
     for _ in 0..MAX_ROUNDS {
         let Some(stored) = db.get::<RolloutRecord>(rollout_id).await? else {
@@ -256,12 +273,12 @@ pub async fn advance(db: &Db, rollout_id: &CampaignId) -> Result<Vec<Step>> {
             Step::Pause(reason) => next.state = RolloutState::Paused { reason },
             Step::Complete => next.state = RolloutState::Completed,
         }
-        if db
-            .commit(Txn::new().unchanged(&stored).replace(&stored, &next))
-            .await?
-        {
-            // audit: the step (wave n opened / paused on the failure threshold, with the
-            // counts / completed), by the coordinator.
+        let entry = Entry::new(&Actor::coordinator(), "rollout step", rollout_id)
+            .detail(format!("{step:?}"));
+        let txn = audit
+            .append_global(Txn::new().unchanged(&stored).replace(&stored, &next), entry)
+            .await?;
+        if db.commit(txn).await? {
             tracing::info!(rollout = %rollout_id, ?step, "rollout step");
             taken.push(step);
         }
@@ -270,11 +287,11 @@ pub async fn advance(db: &Db, rollout_id: &CampaignId) -> Result<Vec<Step>> {
 }
 
 /// [`advance`] for every running rollout (the housekeeping sweep); how many steps it took.
-pub async fn advance_all(db: &Db) -> Result<usize> {
+pub async fn advance_all(db: &Db, audit: &AuditLog) -> Result<usize> {
     let mut steps = 0;
     for stored in db.list(Scope::<RolloutRecord>::all()).await? {
         if stored.record.state == RolloutState::Running {
-            steps += advance(db, &stored.record.rollout_id).await?.len();
+            steps += advance(db, audit, &stored.record.rollout_id).await?.len();
         }
     }
     Ok(steps)

@@ -130,3 +130,8 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
+
+{{/* The Secret holding the coordinator's TLS certificate. */}}
+{{- define "flashgate.tlsSecretName" -}}
+{{- if .Values.tls.existingSecret }}{{ .Values.tls.existingSecret }}{{ else }}{{ include "flashgate.fullname" . }}-tls{{ end }}
+{{- end }}
