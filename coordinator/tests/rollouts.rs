@@ -342,10 +342,37 @@ async fn rollout_in_three_waves_pauses_on_failures_and_resumes_to_completion() {
     let err = f
         .client(0)
         .await
-        .pause_rollout(f.request(v1::RolloutRequest { rollout_id: id }))
+        .pause_rollout(f.request(v1::RolloutRequest {
+            rollout_id: id.clone(),
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
+    // Every change is in the audit trail: who started and resumed it, and each step the
+    // coordinator took (wave 2 opened, paused on the threshold, wave 3 opened, completed);
+    // the refused pause of the completed rollout recorded nothing.
+    let trail: Vec<(String, String)> = f.replicas[0]
+        .coordinator
+        .audit()
+        .list("global", 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.subject == id)
+        .map(|e| (e.actor, e.action))
+        .collect();
+    let count = |action: &str| trail.iter().filter(|(_, a)| a == action).count();
+    assert_eq!(count("update published"), 1, "{trail:?}");
+    assert_eq!(count("rollout changed"), 0, "{trail:?}");
+    assert_eq!(count("rollout resumed"), 1, "{trail:?}");
+    assert_eq!(count("rollout step"), 4, "{trail:?}");
+    assert!(
+        trail
+            .iter()
+            .filter(|(_, a)| a == "rollout step")
+            .all(|(who, _)| who == "coordinator"),
+        "{trail:?}"
+    );
     for tc in f.replicas {
         tc.stop().await;
     }
@@ -375,7 +402,12 @@ async fn replicas_racing_on_one_rollout_take_each_step_once() {
         let mut tasks = Vec::new();
         for i in 0..16 {
             let db = Db::new(f.replicas[i % 2].coordinator.store().clone());
-            let audit = f.replicas[i % 2].coordinator.updates().rollouts.audit().clone();
+            let audit = f.replicas[i % 2]
+                .coordinator
+                .updates()
+                .rollouts
+                .audit()
+                .clone();
             let id = id.clone();
             tasks.push(tokio::spawn(async move {
                 rollouts::advance(&db, &audit, &id).await.unwrap()

@@ -35,7 +35,8 @@ impl UpdateApi {
             self.updates.rollouts.audit(),
             &id,
         )
-        .await {
+        .await
+        {
             tracing::warn!(rollout = %id, %error, "rollout step after a report failed; the sweep retries");
         }
     }

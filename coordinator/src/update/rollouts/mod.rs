@@ -187,7 +187,10 @@ impl Rollouts {
             .detail(format!("{failed} failures accepted"));
         let txn = self
             .audit
-            .append_global(Txn::new().unchanged(&stored).replace(&stored, &resumed), entry)
+            .append_global(
+                Txn::new().unchanged(&stored).replace(&stored, &resumed),
+                entry,
+            )
             .await?;
         let committed = self.db.commit(txn).await?;
         if committed {
