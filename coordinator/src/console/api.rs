@@ -1,11 +1,12 @@
 //! The console is a client of the coordinator's own API: every page and action is one or more
 //! calls of the operator services — the same service objects the gRPC port serves, behind the
 //! same [`crate::rpc`] wrapper — carrying the logged-in operator's bearer token. So the token
-//! check (and, when they land, roles and the audit trail) and every refusal are the API's.
+//! check, roles and audit trail and every refusal are the API's.
 
 use std::sync::Arc;
 
 use flashgate_proto::operator_auth::OperatorCredentials;
+use flashgate_proto::v1::access_service_server::AccessService;
 use flashgate_proto::v1::data_service_server::DataService;
 use flashgate_proto::v1::operator_service_server::OperatorService;
 use flashgate_proto::v1::update_service_server::UpdateService;
@@ -13,6 +14,7 @@ use flashgate_proto::v1::{self};
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
+use crate::access::service::AccessApi;
 use crate::coordinator::Coordinator;
 use crate::data_stream::{DataApi, DataIngest};
 use crate::operator_api::OperatorApi;
@@ -22,6 +24,7 @@ use crate::update::UpdateApi;
 #[derive(Clone)]
 pub struct ConsoleApi {
     operator: OperatorApi,
+    access: AccessApi,
     updates: UpdateApi,
     data: DataApi,
 }
@@ -36,6 +39,7 @@ impl ConsoleApi {
         Self {
             updates: UpdateApi::new(coordinator.updates().clone(), access.clone()),
             data: DataApi::new(data, access),
+            access: AccessApi(coordinator.clone()),
             operator: OperatorApi(coordinator),
         }
     }
@@ -103,6 +107,10 @@ calls! {
     device_update: updates.get_device_status(v1::GetDeviceStatusRequest) -> v1::DeviceUpdateStatus;
     /// `DataService.QueryRecords`.
     records: data.query_records(v1::QueryRecordsRequest) -> v1::QueryRecordsResponse;
+    /// `AccessService.ListAuditEntries`.
+    audit_entries: access.list_audit_entries(v1::ListAuditEntriesRequest) -> v1::ListAuditEntriesResponse;
+    /// `AccessService.VerifyAudit`.
+    verify_audit: access.verify_audit(v1::VerifyAuditRequest) -> v1::VerifyAuditResponse;
     /// `DataService.GetIngestStats`.
     ingest_stats: data.get_ingest_stats(v1::GetIngestStatsRequest) -> v1::IngestStats;
 }

@@ -581,17 +581,70 @@ pub async fn updates(State(console): State<Shared>, user: LoggedIn) -> Html<Stri
     }
     body.push_str("</tbody></table></div>");
     body.push_str(&html::not_available(
-        "waves, pause and resume: this coordinator has no staged rollouts (a campaign targets all its devices at once)",
+        "staged rollouts' waves, pause and resume in the console: use `flashgate update status|pause|resume ROLLOUT`",
     ));
     render(&user, "Update campaigns", "/updates", &body)
 }
 
-/// `GET /audit`.
-pub async fn audit(user: LoggedIn) -> Html<String> {
-    let body = html::not_available(
-        "this coordinator keeps no audit trail its API can list; every call is logged \
-         (method, outcome, latency) in the coordinator's log",
-    );
+/// How many entries of each chain the audit page shows.
+const AUDIT_PER_CHAIN: u32 = 50;
+
+/// `GET /audit`: the newest entries of every chain, newest first, and whether the chains
+/// verify.
+pub async fn audit(State(console): State<Shared>, user: LoggedIn) -> Html<String> {
+    let caller = console.api.caller(&user.session.credentials);
+    let mut body = match caller.verify_audit(v1::VerifyAuditRequest {}).await {
+        Err(status) => html::refusal(&status),
+        Ok(v) if v.ok => format!(
+            r#"<p class="ok">The audit log verifies: {} entries in {} chains, every MAC, link and head intact.</p>"#,
+            v.entries, v.chains
+        ),
+        Ok(v) => {
+            let mut out = format!(
+                r#"<div class="refused" role="alert"><p>The audit log does not verify ({} problems):</p><ul>"#,
+                v.problems.len()
+            );
+            for p in &v.problems {
+                let _ = write!(out, "<li>{}</li>", esc(p));
+            }
+            out.push_str("</ul></div>");
+            out
+        }
+    };
+    match caller
+        .audit_entries(v1::ListAuditEntriesRequest {
+            scope: String::new(),
+            limit: AUDIT_PER_CHAIN,
+        })
+        .await
+    {
+        Err(status) => body.push_str(&html::refusal(&status)),
+        Ok(list) => {
+            let mut entries = list.entries;
+            entries.sort_by(|a, b| b.at_ms.cmp(&a.at_ms).then(b.seq.cmp(&a.seq)));
+            let _ = write!(
+                body,
+                r#"<div class="scroll"><table><caption>Newest entries ({AUDIT_PER_CHAIN} per chain at most)</caption><thead><tr><th scope="col">When</th><th scope="col">Who</th><th scope="col">What</th><th scope="col">To what</th><th scope="col">Detail</th><th scope="col">Chain</th></tr></thead><tbody>"#
+            );
+            for e in &entries {
+                let _ = write!(
+                    body,
+                    r#"<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td><code>{}</code> #{}</td></tr>"#,
+                    time(e.at_ms),
+                    esc(&e.actor),
+                    esc(&e.action),
+                    esc(&e.subject),
+                    esc(&e.detail),
+                    esc(&e.scope),
+                    e.seq
+                );
+            }
+            if entries.is_empty() {
+                body.push_str(r#"<tr><td colspan="6">No entries yet.</td></tr>"#);
+            }
+            body.push_str("</tbody></table></div>");
+        }
+    }
     render(&user, "Audit trail", "/audit", &body)
 }
 

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use flashgate_coordinator::access::Role;
 use flashgate_coordinator::console::{self, ConsoleApi, ConsoleOptions};
 use flashgate_station::coordinator_client::CoordinatorClient;
 use flashgate_station::identity::{StationIdentity, StationKek};
@@ -283,13 +284,53 @@ fn console_in_chromium() {
         }
     }
 
-    // Log out: the session is gone.
+    // The audit trail lists what this session did, and the chains verify.
     browser.resize(DESKTOP.0, DESKTOP.1);
+    browser.goto(&format!("{base}/audit"));
+    let trail = browser.text(&browser.find("main"));
+    assert!(trail.contains("The audit log verifies"), "{trail}");
+    assert!(trail.contains("station approved"), "{trail}");
+    assert!(trail.contains("console-order-1"), "{trail}");
+
+    // Log out: the session is gone.
     browser.goto(&format!("{base}/orders"));
     browser.click(&browser.find("form.logout button"));
     settled(&browser, "location.pathname === '/login'");
     browser.goto(&format!("{base}/orders"));
     assert!(browser.url().ends_with("/login"), "logged out");
+
+    // A viewer sees the pages but cannot act: the API's PERMISSION_DENIED, nothing changed.
+    let viewer = factory
+        .rt
+        .block_on(
+            factory
+                .coordinator
+                .operator_with_role("console-viewer", Role::Viewer),
+        )
+        .unwrap();
+    log_in(&browser, &base, &viewer);
+    assert!(browser.url().ends_with("/orders"), "the viewer logs in");
+    browser.goto(&format!("{base}/stations"));
+    browser.click(&browser.find(&format!("a[href='/stations/{pending}/revoke']")));
+    browser.click(&browser.find("form.confirm button[type=submit]"));
+    settled(&browser, "document.querySelector('.refused') !== null");
+    let refusal = browser.text(&browser.find(".refused"));
+    assert!(refusal.contains("PermissionDenied"), "{refusal}");
+    assert!(
+        refusal.contains("admin"),
+        "names the role needed: {refusal}"
+    );
+    browser.screenshot(&shots.join("viewer-refused-desktop.png"));
+    browser.goto(&format!("{base}/stations"));
+    let still = browser.execute(
+        &format!(
+            "return Array.from(document.querySelectorAll('tbody tr'))
+                 .find(r => r.textContent.includes('{pending}'))
+                 .querySelector('td.state-approved') !== null;"
+        ),
+        json!([]),
+    );
+    assert_eq!(still, json!(true), "the viewer's revoke changed nothing");
 }
 
 /// Cookie flags, a forged form and a forged session, spoken to the console directly.
