@@ -45,7 +45,7 @@ impl Coordinator {
         let kek = Arc::new(kek);
         let config = Arc::new(config);
         let lease_verifying_key = signing_key.verifying_key();
-        let catalogue = Catalogue::new(db.clone());
+        let catalogue = Catalogue::new(db.clone(), kek.clone());
         let provisioning = Provisioning::new(
             db.clone(),
             catalogue.clone(),

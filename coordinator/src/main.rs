@@ -175,8 +175,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Coordinator::new(store, kek, signing_key, "", CoordinatorConfig::default());
             let report = coordinator.rewrap_all().await?;
             println!(
-                "re-sealed {} lease secrets, {} device keys and {} update content keys under the current KEK",
-                report.leases, report.devices, report.campaigns
+                "re-sealed {} authority keys, {} device keys and {} update content keys under the current KEK",
+                report.authority_keys, report.devices, report.campaigns
             );
             Ok(())
         }

@@ -75,6 +75,7 @@ pub async fn serve_with_data(
     let stations = StationApi::new(
         provisioning.auth.clone(),
         provisioning.leases.clone(),
+        provisioning.certificates.clone(),
         provisioning.reports.clone(),
         coordinator.catalogue().clone(),
         coordinator.info(),

@@ -172,6 +172,10 @@ impl TestCoordinator {
             sealed_device_key: c
                 .kek()
                 .seal(&crate::keys::device_key_aad(product_id, serial), device_key),
+            state: crate::provisioning::DeviceState::Installed,
+            certificate: Vec::new(),
+            hello_challenge: Vec::new(),
+            clone_evidence: Vec::new(),
         };
         let key = record.key();
         let done = Db::new(c.store().clone())
@@ -220,21 +224,31 @@ impl TestCoordinator {
             .list_products(self.operator_request(v1::ListProductsRequest {}))
             .await?
             .into_inner();
-        if !products.products.iter().any(|p| p.product_id == product_id) {
-            client
+        let product = match products
+            .products
+            .into_iter()
+            .find(|p| p.product_id == product_id)
+        {
+            Some(product) => product,
+            None => client
                 .create_product(self.operator_request(v1::CreateProductRequest {
                     product_id,
                     name: format!("demo product {product_id}"),
                     vendor_public_key: vendor.verifying_key().to_bytes().to_vec(),
                 }))
-                .await?;
-        }
+                .await?
+                .into_inner(),
+        };
+        let anchors = flashgate_protocol::trust_anchors::TrustAnchors {
+            vendor_public: vendor.verifying_key().to_bytes(),
+            authority_public: product.authority_public_key.as_slice().try_into()?,
+        };
         let image = sign_image(
             ImageKind::Bootloader,
             product_id,
             1,
             0,
-            b"demo bootloader body",
+            &flashgate_protocol::trust_anchors::pinning(b"demo bootloader body", &anchors),
             vendor,
         );
         let release = client

@@ -168,7 +168,51 @@ impl SimStation {
             .expect("a lease"))
     }
 
+    /// `IssueDeviceCertificate` for `serial`, its key sealed to `loader`.
+    pub async fn certify_to(
+        &mut self,
+        lease_id: &str,
+        serial: [u8; 16],
+        loader: &StaticSecret,
+    ) -> Result<v1::IssueDeviceCertificateResponse, tonic::Status> {
+        let request = self.signer.sign(
+            methods::ISSUE_DEVICE_CERTIFICATE,
+            v1::IssueDeviceCertificateRequest {
+                lease_id: lease_id.into(),
+                serial: serial.to_vec(),
+                loader_public_key: PublicKey::from(loader).to_bytes().to_vec(),
+            },
+        );
+        self.client
+            .issue_device_certificate(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// `IssueDeviceCertificate` for `serial` (a fresh loader key).
+    pub async fn certify(
+        &mut self,
+        lease_id: &str,
+        serial: [u8; 16],
+    ) -> Result<v1::IssueDeviceCertificateResponse, tonic::Status> {
+        let loader = StaticSecret::random_from_rng(OsRng);
+        self.certify_to(lease_id, serial, &loader).await
+    }
+
+    /// What a station does for one board: its certificate, then the install report (without
+    /// a hello proof: the device stays CERTIFIED).
     pub async fn report(
+        &mut self,
+        lease_id: &str,
+        serial: [u8; 16],
+        installed_at_ms: i64,
+    ) -> Result<v1::ReportInstallResponse, tonic::Status> {
+        self.certify(lease_id, serial).await?;
+        self.report_only(lease_id, serial, installed_at_ms).await
+    }
+
+    /// The install report alone (the certificate issued before, or not).
+    pub async fn report_only(
         &mut self,
         lease_id: &str,
         serial: [u8; 16],
@@ -186,7 +230,7 @@ impl SimStation {
                 }),
                 outcome: v1::InstallOutcome::Provisioned as i32,
                 installed_at_ms,
-                failure_reason: String::new(),
+                ..Default::default()
             },
         );
         self.client

@@ -171,6 +171,28 @@ impl CoordinatorClient {
         .ok_or_else(|| tonic::Status::internal("coordinator granted no lease"))
     }
 
+    /// The certificate of one chip, its key sealed to `loader_public`.
+    pub async fn issue_device_certificate(
+        &self,
+        lease_id: &str,
+        serial: &[u8; 16],
+        loader_public: &[u8; 32],
+    ) -> Result<v1::IssueDeviceCertificateResponse, tonic::Status> {
+        let request = self.signer.sign(
+            methods::ISSUE_DEVICE_CERTIFICATE,
+            v1::IssueDeviceCertificateRequest {
+                lease_id: lease_id.to_owned(),
+                serial: serial.to_vec(),
+                loader_public_key: loader_public.to_vec(),
+            },
+        );
+        let mut client = self.client.clone();
+        call("IssueDeviceCertificate", request, |r| async move {
+            client.issue_device_certificate(r).await
+        })
+        .await
+    }
+
     /// Reports one install.
     pub async fn report_install(
         &self,
@@ -200,5 +222,49 @@ impl CoordinatorClient {
             client.return_lease(r).await
         })
         .await
+    }
+}
+
+/// [`CertificateIssuer`](crate::provisioning::CertificateIssuer) over the coordinator: the
+/// flow's blocking thread waits on the async call on the station's runtime.
+#[derive(Debug, Clone)]
+pub struct CoordinatorIssuer {
+    client: CoordinatorClient,
+    runtime: tokio::runtime::Handle,
+}
+
+impl CoordinatorIssuer {
+    /// Issues through `client` on `runtime` (the station's; the flow's thread is not on it).
+    pub fn new(client: CoordinatorClient, runtime: tokio::runtime::Handle) -> Self {
+        Self { client, runtime }
+    }
+}
+
+impl crate::provisioning::CertificateIssuer for CoordinatorIssuer {
+    fn issue(
+        &self,
+        lease_id: &str,
+        serial: &flashgate_protocol::Serial,
+        loader_public: &[u8; 32],
+    ) -> Result<crate::provisioning::IssuedCertificate, crate::provisioning::IssueError> {
+        use crate::provisioning::{IssueError, IssuedCertificate};
+        let answer = self.runtime.block_on(self.client.issue_device_certificate(
+            lease_id,
+            serial,
+            loader_public,
+        ));
+        match answer {
+            Ok(r) => IssuedCertificate::from_response(&r).ok_or_else(|| {
+                IssueError::Refused("the coordinator's certificate answer is malformed".into())
+            }),
+            Err(status) if transient(&status) => {
+                Err(IssueError::Unavailable(status.message().to_owned()))
+            }
+            Err(status) => Err(IssueError::Refused(format!(
+                "{:?}: {}",
+                status.code(),
+                status.message()
+            ))),
+        }
     }
 }

@@ -37,7 +37,6 @@ use flashgate_protocol::data_stream::{
 use flashgate_protocol::uart::host::{HostLink, Transport};
 use flashgate_protocol::uart::{MsgType, OsStatus, Request, OVERHEAD};
 use flashgate_station::device_link::DeviceLink;
-use flashgate_station::provisioning::DeviceKeys;
 use flashgate_tests::{firmware_dir, Firmware, TestBoard, Vendor};
 use zeroize::Zeroizing;
 
@@ -46,7 +45,7 @@ const INSTRUCTIONS_PER_TICK: u64 = 40;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn key(serial: &[u8; 16]) -> Zeroizing<[u8; 32]> {
-    flashgate_protocol::lease_keys::derive_device_key(&[1; 32], 7, serial)
+    flashgate_tests::test_device_key(7, serial)
 }
 
 fn instr(ticks: u64) -> u64 {
@@ -166,13 +165,12 @@ fn demo_os_first_record() -> FirstRecord {
     let plan = vendor
         .plan(&fw, 1)
         .with_chunk_size(flashgate_protocol::provisioning::messages::MAX_IMAGE_CHUNK);
-    let keys = DeviceKeys::new(Zeroizing::new([1; 32]), 7);
     let icount = StartOptions {
         icount: true,
         ..StartOptions::default()
     };
     let os = vendor.sign_os(&fw.demo_os, 5);
-    let (mut tb, _) = TestBoard::provisioned(plan, keys, icount, Some(&os));
+    let (mut tb, _) = TestBoard::provisioned(plan, vendor.issuer(), icount, Some(&os));
     let mut link =
         DeviceLink::connect_tcp(tb.board.serial_addr().unwrap(), Duration::from_secs(5)).unwrap();
     tb.board.resume().unwrap();

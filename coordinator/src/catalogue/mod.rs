@@ -6,14 +6,19 @@
 //! | key | value |
 //! | --- | --- |
 //! | `products/{product_id:010}` | [`products::ProductRecord`] |
+//! | `authority/{product_id:010}/{generation:06}` | [`authority::AuthorityKeyRecord`] (private half sealed under the KEK) |
 //! | `releases/{digest}` / `images/{digest}` | [`releases::ReleaseRecord`] / the signed image |
 //! | `orders/{order_id}` | [`orders::OrderRecord`] |
 
+pub mod authority;
 mod names;
 pub mod orders;
 pub mod products;
 pub mod releases;
 
+use std::sync::Arc;
+
+use crate::keys::KekRing;
 use crate::repository::Db;
 
 pub use orders::{OrderRecord, Orders};
@@ -32,9 +37,9 @@ pub struct Catalogue {
 }
 
 impl Catalogue {
-    /// The catalogue over `db`, its parts sharing it.
-    pub fn new(db: Db) -> Self {
-        let products = Products::new(db.clone());
+    /// The catalogue over `db`, its parts sharing it; authority keys sealed under `kek`.
+    pub fn new(db: Db, kek: Arc<KekRing>) -> Self {
+        let products = Products::new(db.clone(), kek);
         let releases = Releases::new(db.clone(), products.clone());
         let orders = Orders::new(db, products.clone(), releases.clone());
         Self {

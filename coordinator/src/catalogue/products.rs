@@ -1,13 +1,18 @@
 //! Products: created once by an operator, never changed (leases and devices refer to them).
+//! Each is created with its first authority key ([`super::authority`]), which rotates apart.
+
+use std::sync::Arc;
 
 use ed25519_dalek::VerifyingKey;
 use flashgate_proto::clock::now_ms;
 use flashgate_proto::v1;
 use serde::{Deserialize, Serialize};
 
+use super::authority::{AuthorityKeyRecord, AuthorityKeys, Generation};
 use super::names::valid_name;
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::ProductId;
+use crate::keys::KekRing;
 use crate::repository::{hex, Db, JsonRecord, Scope, Txn};
 
 /// `products/{product_id:010}`.
@@ -30,13 +35,18 @@ impl JsonRecord for ProductRecord {
 }
 
 impl ProductRecord {
-    /// The product as the API shows it.
-    pub fn to_proto(&self) -> v1::Product {
+    /// The product as the API shows it, with its authority keys (oldest first).
+    pub fn to_proto(&self, authority: &[AuthorityKeyRecord]) -> v1::Product {
         v1::Product {
             product_id: self.product_id.0,
             name: self.name.clone(),
             vendor_public_key: self.vendor_public_key.to_vec(),
             created_at_ms: self.created_at_ms,
+            authority_public_key: authority
+                .last()
+                .map(|k| k.public_key.to_vec())
+                .unwrap_or_default(),
+            authority_public_keys: authority.iter().map(|k| k.public_key.to_vec()).collect(),
         }
     }
 }
@@ -45,12 +55,30 @@ impl ProductRecord {
 #[derive(Clone)]
 pub struct Products {
     db: Db,
+    kek: Arc<KekRing>,
+    authority: AuthorityKeys,
 }
 
 impl Products {
-    /// Products over `db`.
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    /// Products over `db`; authority keys are sealed under `kek`.
+    pub fn new(db: Db, kek: Arc<KekRing>) -> Self {
+        Self {
+            authority: AuthorityKeys::new(db.clone()),
+            db,
+            kek,
+        }
+    }
+
+    /// The products' authority keys.
+    pub fn authority(&self) -> &AuthorityKeys {
+        &self.authority
+    }
+
+    /// Makes a new current authority key for a product and returns the product.
+    pub async fn rotate_authority(&self, id: ProductId) -> Result<v1::Product> {
+        let product = self.get(id).await?;
+        self.authority.rotate(id, &self.kek).await?;
+        Ok(product.to_proto(&self.authority.all(id).await?))
     }
 
     /// Creates a product; refused if its id is taken or its vendor key is not an ed25519 point.
@@ -72,27 +100,33 @@ impl Products {
             vendor_public_key: key,
             created_at_ms: now_ms(),
         };
+        let authority = AuthorityKeyRecord::generate(id, Generation(1), &self.kek);
         let created = self
             .db
-            .commit(Txn::new().absent::<ProductRecord>(&id).put(&id, &record))
+            .commit(
+                Txn::new()
+                    .absent::<ProductRecord>(&id)
+                    .absent::<AuthorityKeyRecord>(&authority.key())
+                    .put(&id, &record)
+                    .put(&authority.key(), &authority),
+            )
             .await?;
         if !created {
             return Err(E::AlreadyExists(format!(
                 "product {id} already exists; products are immutable, pick another product id"
             )));
         }
-        Ok(record.to_proto())
+        Ok(record.to_proto(&[authority]))
     }
 
     /// Every product, in id order.
     pub async fn list(&self) -> Result<Vec<v1::Product>> {
-        Ok(self
-            .db
-            .list(Scope::<ProductRecord>::all())
-            .await?
-            .iter()
-            .map(|p| p.record.to_proto())
-            .collect())
+        let mut out = Vec::new();
+        for p in self.db.list(Scope::<ProductRecord>::all()).await? {
+            let keys = self.authority.all(p.record.product_id).await?;
+            out.push(p.record.to_proto(&keys));
+        }
+        Ok(out)
     }
 
     /// One product; `NotFound` if it does not exist.

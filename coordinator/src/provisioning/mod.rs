@@ -3,7 +3,9 @@
 //! Read in this order to follow one job:
 //! 1. [`service`]: the `StationService` RPCs (each signed, checked by [`station_auth`]);
 //! 2. [`leases`]: `AcquireLease` takes slots from the order's [`quota`] into a signed lease;
-//! 3. [`reports`]: `ReportInstall` registers the device in the [`registry`] under the lease (or
+//! 3. [`certificates`]: `IssueDeviceCertificate` consumes one lease slot per chip and writes
+//!    the device (CERTIFIED) into the [`registry`], its key sealed to the chip's loader;
+//! 4. [`reports`]: `ReportInstall` marks it INSTALLED once its hello proof verifies (or
 //!    records a failed target); `ReturnLease` ([`leases`]) gives the unused slots back.
 //!
 //! [`stations`] holds enrolment and approval, [`nonces`] the replay cache, [`progress`] the
@@ -14,11 +16,12 @@
 //! | --- | --- |
 //! | `stations/{station_id}` | [`stations::StationRecord`] |
 //! | `quota/{order_id}` | [`quota::QuotaRecord`]: slots neither consumed nor leased |
-//! | `leases/{lease_id}` | [`leases::LeaseRecord`] (lease secret sealed under the KEK) |
-//! | `devices/{product_id:010}/{serial}` | [`registry::DeviceRecord`] (device key sealed under the KEK) |
+//! | `leases/{lease_id}` | [`leases::LeaseRecord`] (slots, reserved certificate sequence range) |
+//! | `devices/{product_id:010}/{serial}` | [`registry::DeviceRecord`] (device key sealed under the KEK, certificate) |
 //! | `failures/{order_id}/{lease_id}/{failed_at_ms:013}-{serial or "unknown"}` | [`registry::FailureRecord`] |
 //! | `nonces/{station_id}/{nonce}` | [`nonces::NonceRecord`]: request timestamp |
 
+pub mod certificates;
 pub mod leases;
 pub mod nonces;
 pub mod progress;
@@ -38,10 +41,11 @@ use crate::config::CoordinatorConfig;
 use crate::keys::KekRing;
 use crate::repository::Db;
 
+pub use certificates::Certificates;
 pub use leases::{LeaseRecord, LeaseState, Leases};
 pub use progress::Progress;
 pub use quota::{Quota, QuotaRecord};
-pub use registry::{DeviceRecord, FailureRecord, Registry};
+pub use registry::{DeviceRecord, DeviceState, FailureRecord, Registry};
 pub use reports::Reports;
 pub use service::StationApi;
 pub use station_auth::StationAuth;
@@ -60,6 +64,8 @@ pub struct Provisioning {
     pub progress: Progress,
     /// Issuing, returning and expiring leases.
     pub leases: Leases,
+    /// Device certificates: one lease slot per chip.
+    pub certificates: Certificates,
     /// Install reports: a device registered, or a failure recorded.
     pub reports: Reports,
     /// The registered devices and recorded failures.
@@ -79,16 +85,18 @@ impl Provisioning {
         let stations = Stations::new(db.clone());
         let auth = StationAuth::new(db.clone(), stations.clone(), config.auth_window);
         let quota = Quota::new(db.clone(), catalogue.orders.clone());
+        let catalogue_products = catalogue.products.clone();
         let progress = Progress::new(db.clone(), catalogue.orders.clone(), quota.clone());
         let leases = Leases::new(
             db.clone(),
             catalogue,
             quota.clone(),
-            kek.clone(),
             signing_key,
             config.clone(),
         );
         let registry = Registry::new(db.clone(), kek.clone());
+        let certificates =
+            Certificates::new(db.clone(), leases.clone(), catalogue_products, kek.clone());
         let reports = Reports::new(db, leases.clone(), kek, config);
         Self {
             stations,
@@ -96,6 +104,7 @@ impl Provisioning {
             quota,
             progress,
             leases,
+            certificates,
             reports,
             registry,
         }

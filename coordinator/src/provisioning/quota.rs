@@ -3,12 +3,13 @@
 //!
 //! Invariant per order, held by every transaction of this flow:
 //! `quota.remaining + Σ active leases (count − used) + Σ all leases used == order.count`,
-//! and `Σ used == devices registered under the order`.
+//! and `Σ used == certificates issued under the order` (one device record each).
 //! - open ([`Quota::open_order`]): the order and a quota of `count`, in one transaction;
 //! - acquire (`leases.rs`): one transaction guarded by the quota's revision moves n slots from
 //!   the quota into a new lease;
-//! - report (`registry.rs`): one transaction guarded by the lease's revision and the serial's
-//!   absence adds the device and bumps `used`;
+//! - certificate (`certificates.rs`): one transaction guarded by the lease's revision and the
+//!   serial's absence adds the device (CERTIFIED, its certificate and sealed key) and bumps
+//!   `used`; the report (`reports.rs`) later only marks it INSTALLED;
 //! - return / expiry (`leases.rs`, called by `crate::housekeeping` for expiry): one transaction
 //!   guarded by the lease's and the quota's revisions ends the lease and gives `count − used`
 //!   back. A second return or a racing expiry finds the lease no longer active, so the slots come
@@ -30,6 +31,14 @@ use crate::repository::{Db, JsonRecord, Stored, Txn};
 pub struct QuotaRecord {
     /// Slots left to lease.
     pub remaining: u64,
+    /// The first certificate sequence number the next lease reserves (a lease of n slots
+    /// takes `next_sequence .. next_sequence + n`), so issuing never touches this record.
+    #[serde(default = "first_sequence")]
+    pub next_sequence: u32,
+}
+
+fn first_sequence() -> u32 {
+    1
 }
 
 impl JsonRecord for QuotaRecord {
@@ -66,6 +75,7 @@ impl Quota {
                         id,
                         &QuotaRecord {
                             remaining: order.count,
+                            next_sequence: first_sequence(),
                         },
                     ),
             )

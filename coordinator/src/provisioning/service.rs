@@ -8,6 +8,7 @@ use flashgate_proto::v1::{self, station_service_server::StationService};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use super::certificates::Certificates;
 use super::leases::Leases;
 use super::reports::Reports;
 use super::station_auth::StationAuth;
@@ -21,6 +22,7 @@ use crate::rpc;
 pub struct StationApi {
     auth: StationAuth,
     leases: Leases,
+    certificates: Certificates,
     reports: Reports,
     catalogue: Catalogue,
     info: v1::CoordinatorInfo,
@@ -31,6 +33,7 @@ impl StationApi {
     pub fn new(
         auth: StationAuth,
         leases: Leases,
+        certificates: Certificates,
         reports: Reports,
         catalogue: Catalogue,
         info: v1::CoordinatorInfo,
@@ -38,6 +41,7 @@ impl StationApi {
         Self {
             auth,
             leases,
+            certificates,
             reports,
             catalogue,
             info,
@@ -136,6 +140,19 @@ impl StationService for StationApi {
                     lease: Some(self.leases.acquire(&station, &req).await?),
                 })
             },
+        )
+        .await
+    }
+
+    async fn issue_device_certificate(
+        &self,
+        request: Request<v1::IssueDeviceCertificateRequest>,
+    ) -> Result<Response<v1::IssueDeviceCertificateResponse>, Status> {
+        self.signed(
+            "IssueDeviceCertificate",
+            methods::ISSUE_DEVICE_CERTIFICATE,
+            request,
+            |station, req| async move { self.certificates.issue(&station, &req).await },
         )
         .await
     }

@@ -101,6 +101,10 @@ pub enum StationFault {
     /// The test application image is malformed.
     #[error("test application image is invalid: {0}")]
     BadTestApp(ErrorCode),
+    /// No certificate for the chip: the coordinator refused, or stayed unreachable for the
+    /// whole step timeout. Nothing was written to the chip and no slot was consumed.
+    #[error("no device certificate: {0}")]
+    NoCertificate(#[from] super::IssueError),
     /// The probe actor's thread died (a bug): its actor is restarted.
     #[error("the probe's flow crashed ({0}); the probe actor is restarted")]
     FlowCrashed(String),

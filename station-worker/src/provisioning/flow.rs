@@ -3,16 +3,21 @@
 //! progress [`Event::Step`].
 //!
 //! connect (the fixture's next board, its debug link) → handshake (loader, key agreement,
-//! serial) → transfer (key confirmation, device key and configuration, bootloader, commit,
-//! verified receipt) → test (optional factory test app) → lock → verify (reset, `hello` proving
-//! the device key).
+//! serial, then the chip's certificate from the coordinator, retried within the step timeout)
+//! → transfer (key confirmation, sealed device key, certificate and configuration, bootloader,
+//! commit, verified receipt) → test (optional factory test app) → lock → verify (reset, `hello`
+//! answering the coordinator's challenge; the coordinator checks the proof, the station holds
+//! no device key).
 
 use std::time::{Duration, Instant};
 
 use flashgate_protocol::Serial;
 
 use super::session::{FlashLoaderSession, TestAppReport, TestRun};
-use super::{Failed, Job, PhaseTimings, ProvisioningError, StationFault, Step, TargetFault};
+use super::{
+    Failed, IssueError, IssuedCertificate, Job, PhaseTimings, ProvisioningError, StationFault,
+    Step, TargetFault,
+};
 use crate::device_link::HelloAnswer;
 use crate::events::{Event, EventSink, PhaseMillis};
 use crate::fixture::TargetFixture;
@@ -29,8 +34,12 @@ pub struct Provisioned {
     pub test: Option<TestAppReport>,
     /// Whether the debug port was locked (not when the factory test failed).
     pub locked: bool,
-    /// The verified hello (absent when the fixture has no UART or the board was not locked).
+    /// The device's hello to the coordinator's challenge, for the report (absent when the
+    /// fixture has no UART or the board was not locked). Its identity was checked here; its
+    /// proof is the coordinator's to verify.
     pub hello: Option<HelloAnswer>,
+    /// True when the coordinator re-issued the chip's existing certificate (no slot consumed).
+    pub reissued: bool,
     /// Where the time went, per phase.
     pub phases: PhaseMillis,
     /// Where the debug-link time went (link, target, station; the loader's own tick counts).
@@ -157,6 +166,8 @@ fn run_attached(
     p.serial = Some(serial);
     install.record("serial", hex::encode(serial));
     tracing::info!(serial = %hex::encode(serial), "target answered the handshake");
+    let issued = certificate(job, &serial, &session.loader_public(), timeout)
+        .map_err(|e| p.failed(StationFault::from(e)))?;
     drop(span);
 
     // The loader programs flash as frames arrive: transfer and flash are one phase here.
@@ -165,7 +176,7 @@ fn run_attached(
     let t = Instant::now();
     let committed = session
         .confirm_key()
-        .and_then(|s| s.send_secrets(plan, &job.keys))
+        .and_then(|s| s.send_secrets(plan, &issued))
         .and_then(|s| s.install_bootloader(plan))
         .map_err(|e| p.failed(e))?;
     let bootloader_version = committed.receipt().bootloader_version;
@@ -225,7 +236,7 @@ fn run_attached(
     if locked {
         let span = p.enter(Step::Verify);
         let t = Instant::now();
-        hello = verified_hello(fixture, job, serial, bootloader_version, timeout)
+        hello = checked_hello(fixture, &issued, serial, bootloader_version, timeout)
             .map_err(|e| p.failed(e))?;
         phases.verify = ms(t.elapsed());
         drop(span);
@@ -236,6 +247,7 @@ fn run_attached(
         test,
         locked,
         hello,
+        reissued: issued.reissued,
         phases,
         timings,
         total: p.started.elapsed(),
@@ -243,23 +255,51 @@ fn run_attached(
     })
 }
 
-/// Restarts the locked board and checks that it proves the device key on its UART.
-fn verified_hello(
-    fixture: &mut dyn TargetFixture,
+/// The chip's certificate, asked of the coordinator until it answers or `timeout` passes: an
+/// outage holds the target at the handshake (nothing written, no slot consumed), a refusal
+/// fails it at once.
+fn certificate(
     job: &Job,
+    serial: &Serial,
+    loader_public: &[u8; 32],
+    timeout: Duration,
+) -> Result<IssuedCertificate, IssueError> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match job.issuer.issue(&job.lease_id, serial, loader_public) {
+            Err(IssueError::Unavailable(why)) if Instant::now() + pause < deadline => {
+                tracing::warn!(error = %why, "coordinator unavailable for the certificate; retrying");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Restarts the locked board and asks its hello with the coordinator's challenge; checks the
+/// identity it claims (its record's serial on its own chip, the installed bootloader). The
+/// proof goes into the report: only the coordinator holds the device key.
+fn checked_hello(
+    fixture: &mut dyn TargetFixture,
+    issued: &IssuedCertificate,
     serial: Serial,
     bootloader_version: u32,
     timeout: Duration,
 ) -> Result<Option<HelloAnswer>, ProvisioningError> {
     let Some(mut link) = fixture.restart_for_hello(timeout)? else {
-        tracing::warn!("fixture has no UART: hello not checked");
+        tracing::warn!("fixture has no UART: hello not asked (the device stays CERTIFIED)");
         return Ok(None);
     };
-    let answer = link.hello(timeout).map_err(TargetFault::Hello)?;
-    let info = answer
-        .verify(&job.keys.for_serial(&serial))
+    let answer = link
+        .hello_with(issued.hello_challenge, timeout)
         .map_err(TargetFault::Hello)?;
-    if info.serial != serial || info.bootloader_version != bootloader_version {
+    let info = answer.claimed;
+    if info.serial != serial
+        || !info.on_its_own_chip()
+        || info.bootloader_version != bootloader_version
+    {
         return Err(TargetFault::HelloMismatch {
             serial: hex::encode(info.serial),
             version: info.bootloader_version,

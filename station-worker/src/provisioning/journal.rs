@@ -299,6 +299,7 @@ mod tests {
             installed_at_ms: 5,
             failure_reason: None,
             trace_parent: None,
+            hello: None,
         })
     }
 

@@ -9,8 +9,8 @@
 //! |---|---|---|
 //! | 1. lease | [`lease`] | the coordinator's `SignedLease` → [`Lease`] (signature, validity, station, opened secret) and its [`SlotLedger`]; one [`Slot`] per device, by value |
 //! | 2. images | [`releases`] | the lease's release digests → [`OrderPlan`] (fetched once, cached on disk, verified under the lease's vendor key) |
-//! | 3. job | [`plan`] | plan + the lease's [`DeviceKeys`] → [`Job`], what a probe actor's thread gets |
-//! | 4. target | [`flow`] | [`run_target`]: fixture → loader session → receipt → test → lock → verified `hello` → [`Provisioned`], or [`Failed`] (who is at fault: [`ProvisioningError`]) |
+//! | 3. job | [`plan`] | plan + the [`CertificateIssuer`] → [`Job`], what a probe actor's thread gets |
+//! | 4. target | [`flow`] | [`run_target`]: fixture → loader session (the chip's UID) → its certificate from the coordinator ([`IssuedCertificate`], key sealed to the loader) → receipt → test → lock → `hello` answering the coordinator's challenge → [`Provisioned`], or [`Failed`] (who is at fault: [`ProvisioningError`]) |
 //! | 5. session | [`session`] | the typestate [`FlashLoaderSession`] over the [`Probe`](crate::probe::Probe): `Started` → `KeyConfirmed` → `SecretsSent` → `Committed` → (`Tested`) → `Locked` |
 //! | 6. report | [`report`], [`outbox`], [`journal`] | outcome → [`Report`], journaled (fsync) before it is sent, re-sent after outages, its slot consumed or released |
 //!
@@ -42,7 +42,7 @@ pub use flow::{run_target, Provisioned};
 pub use lease::{Lease, LeaseRefused, Slot, SlotLedger};
 pub use loader_image::LoaderImage;
 pub use outbox::{Delivery, Outbox, Settled};
-pub use plan::{DeviceKeys, Job, OrderPlan};
+pub use plan::{CertificateIssuer, IssueError, IssuedCertificate, Job, OrderPlan};
 pub use releases::{ReleaseCache, ReleaseError};
 pub use report::Report;
 pub use session::{

@@ -205,6 +205,7 @@ mod tests {
             installed_at_ms: at,
             failure_reason: None,
             trace_parent: None,
+            hello: None,
         }
     }
 

@@ -115,12 +115,15 @@ impl ReleaseCache {
         let vendor_public = lease_vendor_key(lease, self.pinned_vendor)?;
         let bootloader = self.image(client, &lease.bootloader_digest).await?;
         verify(&bootloader, &vendor_public, "bootloader")?;
-        let mut plan = OrderPlan::new(
-            self.loader.clone(),
-            bootloader,
-            lease.product_id,
-            vendor_public,
-        )?;
+        let mut plan = OrderPlan::new(self.loader.clone(), bootloader, lease.product_id)?;
+        // The bootloader decides what boots through the keys it pins: the vendor key that
+        // signed it must be one of them (the loader refuses a mismatch too).
+        if plan.anchors().vendor_public != vendor_public {
+            return Err(super::StationFault::BadBootloaderImage(
+                flashgate_protocol::ErrorCode::TrustAnchorMismatch,
+            )
+            .into());
+        }
         if !lease.test_app_digest.is_empty() {
             let app = self.image(client, &lease.test_app_digest).await?;
             verify(&app, &vendor_public, "test application")?;

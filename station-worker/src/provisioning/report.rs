@@ -78,6 +78,18 @@ pub struct Report {
     /// W3C `traceparent` of the install's span (telemetry on): the report continues that trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_parent: Option<String>,
+    /// The coordinator's hello challenge and the device's answer (hex), the install's proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hello: Option<HelloProof>,
+}
+
+/// A device's hello to the coordinator's challenge, journaled as hex.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloProof {
+    /// The challenge (from `IssueDeviceCertificate`).
+    pub challenge: String,
+    /// The device's response.
+    pub response: String,
 }
 
 impl Report {
@@ -114,6 +126,10 @@ impl Report {
             installed_at_ms: at_ms,
             failure_reason,
             trace_parent: done.trace_parent.clone(),
+            hello: done.hello.as_ref().map(|h| HelloProof {
+                challenge: hex::encode(h.challenge),
+                response: hex::encode(&h.raw),
+            }),
         }
     }
 
@@ -135,6 +151,7 @@ impl Report {
                 failed.step, failed.error
             )),
             trace_parent: None,
+            hello: None,
         })
     }
 
@@ -168,6 +185,16 @@ impl Report {
                 self.failure_reason.as_deref().unwrap_or_default(),
                 MAX_REASON,
             ),
+            hello_challenge: self
+                .hello
+                .as_ref()
+                .and_then(|h| hex::decode(&h.challenge).ok())
+                .unwrap_or_default(),
+            hello_response: self
+                .hello
+                .as_ref()
+                .and_then(|h| hex::decode(&h.response).ok())
+                .unwrap_or_default(),
         }
     }
 

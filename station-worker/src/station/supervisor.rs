@@ -19,8 +19,8 @@ use crate::events::{Event, EventSink, Summary};
 use crate::identity::StationIdentity;
 use crate::provisioning::journal::{Journal, JournalError, JournalRecord};
 use crate::provisioning::{
-    Delivery, Failed, Job, Lease, LeaseRefused, OrderPlan, Outbox, Provisioned, ReleaseCache,
-    ReleaseError, Report, Settled, Slot,
+    CertificateIssuer, Delivery, Failed, Job, Lease, LeaseRefused, OrderPlan, Outbox, Provisioned,
+    ReleaseCache, ReleaseError, Report, Settled, Slot,
 };
 
 /// Tunables of one run.
@@ -101,6 +101,8 @@ pub struct SupervisorParts {
     pub settings: SupervisorSettings,
     /// Coordinator client.
     pub client: CoordinatorClient,
+    /// Where each chip's certificate comes from (the coordinator, through `client`).
+    pub issuer: Arc<dyn CertificateIssuer>,
     /// Identity.
     pub identity: Arc<StationIdentity>,
     /// The coordinator's lease-signing key.
@@ -125,6 +127,7 @@ pub struct SupervisorParts {
 pub struct Supervisor {
     settings: SupervisorSettings,
     client: CoordinatorClient,
+    issuer: Arc<dyn CertificateIssuer>,
     identity: Arc<StationIdentity>,
     coordinator_key: ed25519_dalek::VerifyingKey,
     journal: Journal,
@@ -162,6 +165,7 @@ impl Supervisor {
         Self {
             settings: parts.settings,
             client: parts.client,
+            issuer: parts.issuer,
             identity: parts.identity,
             coordinator_key: parts.coordinator_key,
             journal: parts.journal,
@@ -399,7 +403,7 @@ impl Supervisor {
             };
             let job = Job {
                 plan,
-                keys: lease.device_keys(),
+                issuer: self.issuer.clone(),
                 lease_id: lease.id().to_owned(),
             };
             let request = self.bays.hand_out(index, slot, job);

@@ -120,8 +120,8 @@ async fn a_c_os_signed_by_the_image_tool_is_installed_over_the_uart_and_stays_co
         endpoint: tc.endpoint.clone(),
         token: tc.operator_token.clone(),
     };
-    // The vendor's keys, made by the tool. (The product authority key is the coordinator's
-    // once per-product authorities exist; here it is one more key pair.)
+    // The vendor's keys, made by the tool. (In production the product authority key is the
+    // coordinator's; this test certifies its board in-process with one more key pair.)
     let keygen = |name: &str| {
         cli.json(&["image", "keygen", "--out", &cli.path(name)])["public_key"]
             .as_str()
@@ -134,6 +134,7 @@ async fn a_c_os_signed_by_the_image_tool_is_installed_over_the_uart_and_stays_co
     };
     let vendor = Vendor {
         key: key_file::load(Path::new(&cli.path("vendor.key"))).unwrap(),
+        authority: key_file::load(Path::new(&cli.path("authority.key"))).unwrap(),
         product_id: 7,
     };
 

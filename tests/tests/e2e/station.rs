@@ -318,6 +318,7 @@ fn a_report_whose_answer_was_lost_is_accepted_when_re_sent_and_a_duplicate_is_no
             outcome: Outcome::Provisioned,
             installed_at_ms: flashgate_proto::clock::now_ms(),
             failure_reason: None,
+            hello: None,
             trace_parent: None,
         };
         let first = client.report_install(report.to_request()).await;
