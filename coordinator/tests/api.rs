@@ -616,11 +616,17 @@ async fn happy_path_and_refusals(mut f: Fixture) {
         &coordinator_key,
     )
     .unwrap();
+    // The certificate is issued while the lease is valid; the report comes after.
+    let certified_in_time = random_serial();
+    f.station
+        .certify(&short_lease.lease_id, certified_in_time)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     f.station
-        .report(
+        .report_only(
             &short_lease.lease_id,
-            random_serial(),
+            certified_in_time,
             short_lease.not_after_ms,
         )
         .await
@@ -630,7 +636,7 @@ async fn happy_path_and_refusals(mut f: Fixture) {
             .report(&short_lease.lease_id, random_serial(), now_ms())
             .await,
         Code::FailedPrecondition,
-        "had expired",
+        "expired",
     );
     tokio::time::sleep(Duration::from_millis(1800)).await;
     assert_refused(

@@ -533,13 +533,13 @@ async fn rewrap_reseals_every_secret_under_the_new_kek() {
     let first = rewrap(true);
     assert!(first.status.success(), "{}", text(&first.stderr));
     assert!(
-        text(&first.stdout).contains("re-sealed 1 lease secrets, 1 device keys"),
+        text(&first.stdout).contains("re-sealed 1 authority keys, 1 device keys"),
         "{}",
         text(&first.stdout)
     );
     let second = rewrap(true);
     assert!(
-        text(&second.stdout).contains("re-sealed 0 lease secrets, 0 device keys"),
+        text(&second.stdout).contains("re-sealed 0 authority keys, 0 device keys"),
         "{}",
         text(&second.stdout)
     );

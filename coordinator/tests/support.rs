@@ -276,23 +276,37 @@ pub async fn product_with_bootloader(
     product_id: u32,
 ) -> (SigningKey, v1::Release) {
     let vendor = SigningKey::generate(&mut OsRng);
-    op.create_product(operator_request(
-        token,
-        v1::CreateProductRequest {
-            product_id,
-            name: format!("product {product_id}"),
-            vendor_public_key: vendor.verifying_key().to_bytes().to_vec(),
-        },
-    ))
-    .await
-    .unwrap();
-    let image = sign_image(ImageKind::Bootloader, product_id, 1, 0, b"bl", &vendor);
+    let product = op
+        .create_product(operator_request(
+            token,
+            v1::CreateProductRequest {
+                product_id,
+                name: format!("product {product_id}"),
+                vendor_public_key: vendor.verifying_key().to_bytes().to_vec(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let body = pinned(b"bl", &vendor, &product);
+    let image = sign_image(ImageKind::Bootloader, product_id, 1, 0, &body, &vendor);
     let release = op
         .upload_release(operator_request(token, v1::UploadReleaseRequest { image }))
         .await
         .unwrap()
         .into_inner();
     (vendor, release)
+}
+
+/// `body` pinning `vendor` and `product`'s authority key (what a bootloader or OS release must).
+pub fn pinned(body: &[u8], vendor: &SigningKey, product: &v1::Product) -> Vec<u8> {
+    flashgate_protocol::trust_anchors::pinning(
+        body,
+        &flashgate_protocol::trust_anchors::TrustAnchors {
+            vendor_public: vendor.verifying_key().to_bytes(),
+            authority_public: product.authority_public_key.as_slice().try_into().unwrap(),
+        },
+    )
 }
 
 pub use flashgate_proto::clock::now_ms;

@@ -88,6 +88,18 @@ pub enum TargetFault {
     },
 }
 
+/// Why no certificate came.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The coordinator could not be reached (or asked to retry): the target waits and retries
+    /// within its step timeout.
+    #[error("coordinator unavailable: {0}")]
+    Unavailable(String),
+    /// The coordinator refused (lease used up, ended or expired; chip certified elsewhere).
+    #[error("coordinator refused the certificate: {0}")]
+    Refused(String),
+}
+
 /// The station's own fault: a configuration or input problem, or a bug.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -104,7 +116,7 @@ pub enum StationFault {
     /// No certificate for the chip: the coordinator refused, or stayed unreachable for the
     /// whole step timeout. Nothing was written to the chip and no slot was consumed.
     #[error("no device certificate: {0}")]
-    NoCertificate(#[from] super::IssueError),
+    NoCertificate(#[from] IssueError),
     /// The probe actor's thread died (a bug): its actor is restarted.
     #[error("the probe's flow crashed ({0}); the probe actor is restarted")]
     FlowCrashed(String),

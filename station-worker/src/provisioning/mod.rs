@@ -27,6 +27,7 @@
 
 mod error;
 pub mod flow;
+mod issuer;
 pub mod journal;
 pub mod lease;
 mod loader_image;
@@ -37,12 +38,13 @@ pub mod report;
 pub mod session;
 mod timings;
 
-pub use error::{AtFault, Failed, ProvisioningError, StationFault, Step, TargetFault};
+pub use error::{AtFault, Failed, IssueError, ProvisioningError, StationFault, Step, TargetFault};
 pub use flow::{run_target, Provisioned};
+pub use issuer::CoordinatorIssuer;
 pub use lease::{Lease, LeaseRefused, Slot, SlotLedger};
 pub use loader_image::LoaderImage;
 pub use outbox::{Delivery, Outbox, Settled};
-pub use plan::{CertificateIssuer, IssueError, IssuedCertificate, Job, OrderPlan};
+pub use plan::{CertificateIssuer, IssuedCertificate, Job, OrderPlan};
 pub use releases::{ReleaseCache, ReleaseError};
 pub use report::Report;
 pub use session::{

@@ -12,7 +12,7 @@ use flashgate_protocol::provisioning::messages::MAX_IMAGE_CHUNK;
 use flashgate_protocol::trust_anchors::{self, TrustAnchors};
 use flashgate_protocol::Serial;
 
-use super::{LoaderImage, StationFault};
+use super::{IssueError, LoaderImage, StationFault};
 
 /// Image bytes per sealed frame unless set otherwise.
 pub const DEFAULT_CHUNK: usize = 4096;
@@ -129,18 +129,6 @@ pub struct IssuedCertificate {
     pub hello_challenge: [u8; CHALLENGE_LEN],
     /// True when the chip already had this certificate (a retried install: no slot consumed).
     pub reissued: bool,
-}
-
-/// Why no certificate came.
-#[derive(Debug, thiserror::Error)]
-pub enum IssueError {
-    /// The coordinator could not be reached (or asked to retry): the target waits and retries
-    /// within its step timeout.
-    #[error("coordinator unavailable: {0}")]
-    Unavailable(String),
-    /// The coordinator refused (lease used up, ended or expired; chip certified elsewhere).
-    #[error("coordinator refused the certificate: {0}")]
-    Refused(String),
 }
 
 /// Asks the coordinator for one chip's certificate. Blocking (the flow runs on its own thread).
