@@ -7,6 +7,7 @@
 
 mod api;
 mod binary;
+mod certificates;
 mod concurrency;
 mod corrupt_records;
 mod store_contract;
