@@ -185,6 +185,18 @@ impl TestCoordinator {
         Ok(())
     }
 
+    /// The private half of a product's current authority key, opened from the store: for
+    /// tests that certify boards in-process (the coordinator never hands it out).
+    pub async fn authority_signing_key(&self, product_id: u32) -> anyhow::Result<SigningKey> {
+        let c = &self.coordinator;
+        Ok(c.catalogue()
+            .products
+            .authority()
+            .current(crate::ids::ProductId(product_id))
+            .await?
+            .signing_key(c.kek())?)
+    }
+
     /// A client of the data service (ingest, queries, stats).
     pub async fn coordinator_data_client(
         &self,

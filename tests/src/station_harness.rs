@@ -236,14 +236,23 @@ impl Factory {
                 .expect("enrol");
             coordinator.approve(&station_id).await.expect("approve");
             let mut op = coordinator.operator_client().await.unwrap();
-            op.create_product(coordinator.operator_request(v1::CreateProductRequest {
-                product_id: PRODUCT_ID,
-                name: "e2e board".into(),
-                vendor_public_key: vendor.public().to_vec(),
-            }))
-            .await
-            .expect("product");
-            let image = vendor.sign_bootloader(&fw.bootloader, BOOTLOADER_VERSION);
+            let product = op
+                .create_product(coordinator.operator_request(v1::CreateProductRequest {
+                    product_id: PRODUCT_ID,
+                    name: "e2e board".into(),
+                    vendor_public_key: vendor.public().to_vec(),
+                }))
+                .await
+                .expect("product")
+                .into_inner();
+            // The bootloader pins the vendor key and the coordinator's authority key for the
+            // product, which certifies every chip the station makes.
+            let anchors = flashgate_protocol::trust_anchors::TrustAnchors {
+                vendor_public: vendor.public(),
+                authority_public: product.authority_public_key.as_slice().try_into().unwrap(),
+            };
+            let image =
+                vendor.sign_bootloader_pinning(&fw.bootloader, BOOTLOADER_VERSION, &anchors);
             let release = op
                 .upload_release(coordinator.operator_request(v1::UploadReleaseRequest { image }))
                 .await
