@@ -208,6 +208,10 @@ pub struct Failed {
     pub serial: Option<Serial>,
     /// The step that failed.
     pub step: Step,
+    /// True when the coordinator had issued the chip's certificate for this attempt: its lease
+    /// slot is consumed (a certificate is a slot, whatever became of the board; the chip gets
+    /// the same certificate back when it is reworked, without a new slot).
+    pub certified: bool,
     /// Why.
     #[source]
     pub error: ProvisioningError,

@@ -69,6 +69,8 @@ struct Progress<'a> {
     started: Instant,
     serial: Option<Serial>,
     step: Step,
+    /// A certificate was issued for this attempt (a lease slot consumed).
+    certified: bool,
 }
 
 impl Progress<'_> {
@@ -98,6 +100,7 @@ impl Progress<'_> {
         Failed {
             serial: self.serial,
             step: self.step,
+            certified: self.certified,
             error,
         }
     }
@@ -117,6 +120,7 @@ pub fn run_target(
         started: Instant::now(),
         serial: None,
         step: Step::Connect,
+        certified: false,
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_attached(&mut *fixture, job, step_timeout, &mut p)
@@ -168,6 +172,7 @@ fn run_attached(
     tracing::info!(serial = %hex::encode(serial), "target answered the handshake");
     let issued = certificate(job, &serial, &session.loader_public(), timeout)
         .map_err(|e| p.failed(StationFault::from(e)))?;
+    p.certified = !issued.reissued;
     drop(span);
 
     // The loader programs flash as frames arrive: transfer and flash are one phase here.

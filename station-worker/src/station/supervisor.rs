@@ -447,7 +447,9 @@ impl Supervisor {
             // lease; it is reported FAILED (not registered). Not the probe's fault.
             Ok(done) if done.test_failed() => {
                 self.bays.succeeded(index);
-                self.settle(slot, false);
+                // Certified: the slot is the coordinator's (the board comes back from rework
+                // with the same certificate).
+                self.settle(slot, !done.reissued);
                 let report = Report::of_target(&lease_id, &done, now_ms());
                 let reason = report.failure_reason.clone().unwrap_or_default();
                 self.summary.failed += 1;
@@ -485,7 +487,8 @@ impl Supervisor {
                 });
             }
             Err(failed) => {
-                self.settle(slot, false);
+                // A chip certified in this attempt took its slot at the coordinator.
+                self.settle(slot, failed.certified);
                 self.summary.failed += 1;
                 // Known board: reported FAILED (journal first, re-sent after outages); else
                 // nothing to name it by: kept in the station's journal only.

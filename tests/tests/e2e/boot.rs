@@ -98,7 +98,11 @@ fn a_copied_flash_on_another_chip_starts_nothing_and_says_so() {
     let copy_dir = dir.path().join("copy");
     let copy_uid = EmulatedBoard::create(&copy_dir, None).unwrap();
     assert_ne!(copy_uid, tb.uid, "another chip");
-    std::fs::copy(original.flash_path(), BoardFiles::new(&copy_dir).flash_path()).unwrap();
+    std::fs::copy(
+        original.flash_path(),
+        BoardFiles::new(&copy_dir).flash_path(),
+    )
+    .unwrap();
     let mut copy = EmulatedBoard::start(&copy_dir, StartOptions::default()).unwrap();
     let mut link =
         DeviceLink::connect_tcp(copy.serial_addr().unwrap(), Duration::from_secs(5)).unwrap();
