@@ -301,8 +301,16 @@ impl Factory {
         options
     }
 
-    /// Devices registered under the order.
+    /// The devices the order installed (their hello proof verified by the coordinator).
     pub fn registered(&self) -> Vec<v1::Device> {
+        self.certified()
+            .into_iter()
+            .filter(|d| d.state == v1::DeviceState::Installed as i32)
+            .collect()
+    }
+
+    /// Every device of the order with a certificate (installed or not): one slot each.
+    pub fn certified(&self) -> Vec<v1::Device> {
         self.rt.block_on(async {
             let mut op = self.coordinator.operator_client().await.unwrap();
             op.list_devices(self.coordinator.operator_request(v1::ListDevicesRequest {

@@ -487,8 +487,18 @@ impl Supervisor {
                 });
             }
             Err(failed) => {
-                // A chip certified in this attempt took its slot at the coordinator.
-                self.settle(slot, failed.certified);
+                // A chip certified in this attempt took its slot at the coordinator; a refused
+                // certificate means the coordinator counts no slot left for it here (the lease
+                // is used up there, e.g. by a board certified before a crash): not retried.
+                let refused = matches!(
+                    failed.error,
+                    crate::provisioning::ProvisioningError::Station(
+                        crate::provisioning::StationFault::NoCertificate(
+                            crate::provisioning::IssueError::Refused(_)
+                        )
+                    )
+                );
+                self.settle(slot, failed.certified || refused);
                 self.summary.failed += 1;
                 // Known board: reported FAILED (journal first, re-sent after outages); else
                 // nothing to name it by: kept in the station's journal only.
