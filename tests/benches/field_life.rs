@@ -451,6 +451,11 @@ fn main() {
         "both sides agree on the ECDH secret"
     );
     assert_eq!(get("data_journal_erased").0, 1);
+    assert_eq!(
+        get("boot_check_identity_ok").0,
+        1,
+        "the genuine record passes the boot checks"
+    );
     let first = demo_os_first_record();
     let body = vec![b'x'; first.body_len];
 
@@ -589,6 +594,13 @@ fn main() {
             stack
         );
     }
+    let (boot_check, boot_check_stack) = get("boot_check_identity");
+    println!(
+        "  boot checks (certificate ed25519 verify_strict + binding), every reset: {} instr, {boot_check_stack} B stack; reference, same run: p256_ecdsa_verify {} instr ({:.2}x)",
+        instr(boot_check),
+        instr(verify),
+        boot_check as f64 / verify as f64
+    );
     println!(
         "  demo OS first_record_ticks (OS_STATUS): {} ticks = {os_instr} instructions (incl. UART send of {frame_len} B)",
         first.ticks
