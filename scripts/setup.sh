@@ -5,7 +5,8 @@
 #
 # - Debian packages: QEMU (the emulated board), the Arm GNU toolchain (linker, objcopy, size)
 #   and newlib, gdb-multiarch, protoc (gRPC code generation), etcd (coordinator tests), make
-#   (the C demo OS) and openssl (an independent ed25519 signer in the image-tool tests).
+#   (the C demo OS), openssl (an independent ed25519 signer in the image-tool tests) and
+#   libfaketime (coordinator replicas with skewed clocks in the chaos tests).
 #   `apt-get update` runs only when a package is missing.
 # - A Cortex-M Rust toolchain: `rustup target add thumbv7em-none-eabi` where rustup can do
 #   it; otherwise Debian's rustc with its library sources (rustc-web, rust-web-src,
@@ -21,6 +22,7 @@ APT_PACKAGES=(
   etcd-server
   make
   openssl
+  libfaketime
 )
 DEBIAN_RUST_PACKAGES=(rustc-web rust-web-src cargo-web rust-web-clippy)
 TARGET=thumbv7em-none-eabi

@@ -13,7 +13,13 @@ For each values file in deploy/helm/ci/ it:
      kubernetes-validate, strict (unknown fields fail), for each version in K8S_VERSIONS;
   5. runs checkov on the rendered manifests (and on deploy/docker/Dockerfile) and fails on any finding not in
      deploy/helm/checkov-skips.yaml; every skip needs a reason there and a mention in
-     deploy/helm/README.md, and a skip that no longer matches anything fails too.
+     deploy/helm/README.md, and a skip that no longer matches anything fails too;
+  6. checks the Grafana dashboard (dashboards/flashgate-overview.json): it parses, every panel
+     has a query, and every metric and label a query names is one the coordinator or the
+     station registers (read from their `register_*!` calls), and the ConfigMap carries it
+     unchanged when `grafana.dashboard.enabled`.
+
+    target/helm-venv/bin/python deploy/helm/check.py --dashboard FILE   # step 6 on FILE only
 
 Exit status 0 only if everything passed. Rendered manifests are left in target/helm-check/.
 Set up the tools with deploy/helm/setup-venv.sh.
@@ -24,6 +30,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +46,9 @@ SKIPS_FILE = HERE / "checkov-skips.yaml"
 README = HERE / "README.md"
 OUT = ROOT / "target" / "helm-check"
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
+DASHBOARD = CHART / "dashboards" / "flashgate-overview.json"
+# Crates whose `register_*!` calls are the metrics a dashboard may use.
+METRIC_SOURCES = [ROOT / "coordinator" / "src", ROOT / "station-worker" / "src"]
 
 RELEASE = "flashgate"
 NAMESPACE = "flashgate"
@@ -274,6 +284,115 @@ def assert_properties(label: str, values: dict, objects: list[tuple[str, dict]],
     )
 
 
+# ------------------------------------------------------------ Grafana dashboard
+
+REGISTER = re.compile(
+    r'register_(?:int_)?(counter|gauge|histogram)(?:_vec)?!\(\s*"([a-z_:][a-z0-9_:]*)"\s*,\s*"(?:[^"\\]|\\.)*"'
+    r'(?:\s*,\s*&\[([^\]]*)\])?',
+    re.S,
+)
+METRIC_NAME = re.compile(r"\b(flashgate_[a-z0-9_]+)\b")
+SELECTOR = re.compile(r"\b(flashgate_[a-z0-9_]+)\s*\{([^}]*)\}")
+MATCHER_LABEL = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
+GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
+LEGEND_LABEL = re.compile(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}")
+
+
+def exported_metrics() -> dict[str, set[str]]:
+    """Every series name the coordinator and the station export, with its label names."""
+    metrics: dict[str, set[str]] = {}
+    for root in METRIC_SOURCES:
+        for path in sorted(root.rglob("*.rs")):
+            for kind, name, labels in REGISTER.findall(path.read_text()):
+                names = set(re.findall(r'"([a-zA-Z_][a-zA-Z0-9_]*)"', labels or ""))
+                if kind == "histogram":
+                    metrics[f"{name}_bucket"] = names | {"le"}
+                    metrics[f"{name}_sum"] = set(names)
+                    metrics[f"{name}_count"] = set(names)
+                else:
+                    metrics[name] = names
+    return metrics
+
+
+def dashboard_queries(dashboard: dict) -> list[tuple[str, str, str]]:
+    """(panel title, expression, legend) of every query, template variables included."""
+    out = []
+    for panel in dashboard.get("panels", []):
+        for inner in [panel, *panel.get("panels", [])]:
+            if inner.get("type") == "row":
+                continue
+            targets = inner.get("targets") or []
+            if not targets:
+                fail(f"dashboard panel {inner.get('title')!r} has no query")
+            for t in targets:
+                out.append((inner.get("title", "?"), t.get("expr", ""), t.get("legendFormat", "")))
+    for var in dashboard.get("templating", {}).get("list", []):
+        if var.get("type") == "query":
+            q = var.get("query")
+            expr = q.get("query", "") if isinstance(q, dict) else str(q)
+            out.append((f"variable ${var.get('name')}", expr, ""))
+    return out
+
+
+def check_dashboard(path: Path) -> None:
+    try:
+        dashboard = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        fail(f"dashboard {path.name}: does not parse: {e}")
+        return
+    for key in ("uid", "title", "panels"):
+        check(bool(dashboard.get(key)), f"dashboard has a {key}")
+    exported = exported_metrics()
+    check(len(exported) >= 10, f"found the exported metrics in the sources ({len(exported)} series)")
+    queries = dashboard_queries(dashboard)
+    check(bool(queries), f"dashboard has queries ({len(queries)})")
+    bad = 0
+    for title, expr, legend in queries:
+        names = set(METRIC_NAME.findall(expr))
+        if not names:
+            bad += 1
+            fail(f"dashboard {title!r}: query names no flashgate metric: {expr!r}")
+            continue
+        labels_here: set[str] = set()
+        for name in names:
+            if name not in exported:
+                bad += 1
+                fail(f"dashboard {title!r}: {name} is not a metric the coordinator or station exports")
+            else:
+                labels_here |= exported[name]
+        for name, matchers in SELECTOR.findall(expr):
+            for label in MATCHER_LABEL.findall(matchers):
+                if name in exported and label not in exported[name]:
+                    bad += 1
+                    fail(f"dashboard {title!r}: {name} has no label {label!r}")
+        grouped: set[str] = set()
+        for group in GROUPING.findall(expr):
+            for label in (x.strip() for x in group.split(",")):
+                if label and label not in labels_here:
+                    bad += 1
+                    fail(f"dashboard {title!r}: groups by {label!r}, which none of {sorted(names)} has")
+                grouped.add(label)
+        for label in LEGEND_LABEL.findall(legend):
+            if label not in grouped:
+                bad += 1
+                fail(f"dashboard {title!r}: legend uses {{{{{label}}}}}, which the query does not keep")
+    if bad == 0:
+        ok(f"dashboard {path.name}: {len(queries)} queries name only exported metrics and labels")
+
+
+def check_dashboard_configmap(label: str, values: dict, objects: list[tuple[str, dict]]) -> None:
+    want = values.get("grafana", {}).get("dashboard", {}).get("enabled", False)
+    maps = [o for o in by_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-grafana-dashboard")]
+    check(bool(maps) == bool(want), f"[{label}] Grafana dashboard ConfigMap rendered only when enabled ({bool(want)})")
+    if maps:
+        cm = maps[0]
+        check(cm["metadata"].get("labels", {}).get("grafana_dashboard") == "1", f"[{label}] dashboard ConfigMap has the sidecar label")
+        check(
+            cm.get("data", {}).get("flashgate-overview.json", "").strip() == DASHBOARD.read_text().strip(),
+            f"[{label}] dashboard ConfigMap carries dashboards/flashgate-overview.json unchanged",
+        )
+
+
 # ------------------------------------------------------------ kubernetes-validate
 
 
@@ -381,6 +500,11 @@ def run_checkov(
 
 
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--dashboard":
+        print(f"== dashboard ({sys.argv[2]})")
+        check_dashboard(Path(sys.argv[2]))
+        print("dashboard check: " + (f"{len(failures)} failure(s)" if failures else "passed"))
+        return 1 if failures else 0
     try:
         import helm_python  # noqa: F401
         import kubernetes_validate  # noqa: F401
@@ -420,8 +544,12 @@ def main() -> int:
             assert_properties(label, values, objects, notes)
         except Exception as e:  # a missing field is a failure, not a crash
             fail(f"[{label}] property checks: {type(e).__name__}: {e}")
+        check_dashboard_configmap(label, values, objects)
         validate_objects(label, objects)
         run_checkov(label, ["--directory", str(outdir)], "kubernetes", skips, used)
+
+    print(f"== Grafana dashboard ({DASHBOARD.relative_to(ROOT)})")
+    check_dashboard(DASHBOARD)
 
     print("== container image (deploy/docker/Dockerfile)")
     run_checkov("Dockerfile", ["--file", str(DOCKERFILE)], "dockerfile", skips, used)

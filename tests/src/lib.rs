@@ -10,8 +10,12 @@
 
 pub mod authority;
 pub mod bay;
+pub mod chaos;
+pub mod etcd_cluster;
+pub mod fault_proxy;
 pub mod faults;
 pub mod malicious_station;
+pub mod replicas;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,21 +39,26 @@ use crate::bay::TestBay;
 /// Time allowed for one loader turn (the handshake is the longest, ~6 M instructions).
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The `flashgate-station` binary next to this test binary (`cargo build -p flashgate-station`;
-/// `cargo nextest run --workspace` builds it).
-pub fn station_binary() -> PathBuf {
+/// The binary `name` of workspace package `package`, next to this test binary (`cargo build -p
+/// PACKAGE`; `cargo nextest run --workspace` builds it).
+pub fn workspace_binary(name: &str, package: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let bin = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target/<profile>/deps")
-        .join("flashgate-station");
+        .join(name);
     assert!(
         bin.exists(),
-        "{} is missing: build it with `cargo build -p flashgate-station`",
+        "{} is missing: build it with `cargo build -p {package}`",
         bin.display()
     );
     bin
+}
+
+/// The `flashgate-station` binary next to this test binary.
+pub fn station_binary() -> PathBuf {
+    workspace_binary("flashgate-station", "flashgate-station")
 }
 
 /// Runs the station's per-target flow — the factory's — on the next board of `bay`, its
@@ -117,21 +126,9 @@ impl Firmware {
     }
 }
 
-/// The `flashgate` CLI binary next to the test binaries (`cargo build -p flashgate-cli`;
-/// `cargo nextest run --workspace` builds it).
+/// The `flashgate` CLI binary next to the test binaries.
 pub fn flashgate_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binaries live in target/<profile>/deps");
-    let cli = dir.join("flashgate");
-    assert!(
-        cli.exists(),
-        "{} is missing: build it with `cargo build -p flashgate-cli`",
-        cli.display()
-    );
-    cli
+    workspace_binary("flashgate", "flashgate-cli")
 }
 
 /// A vendor with a signing key and one product (with its authority key, the coordinator's in

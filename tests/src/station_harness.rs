@@ -340,6 +340,21 @@ impl Factory {
         })
     }
 
+    /// Every lease of the order.
+    pub fn leases(&self) -> Vec<v1::LeaseInfo> {
+        self.rt.block_on(async {
+            let mut op = self.coordinator.operator_client().await.unwrap();
+            op.list_leases(self.coordinator.operator_request(v1::ListLeasesRequest {
+                order_id: self.order.order_id.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .leases
+        })
+    }
+
     /// Failed targets the coordinator recorded under the order.
     pub fn failures(&self) -> Vec<v1::InstallFailure> {
         self.rt
@@ -383,7 +398,13 @@ impl Factory {
     /// `flashgate-station run` as its own process against this factory (through the proxy),
     /// with `emulate` emulated boards and `--json` events on a pipe; `extra` are more flags.
     pub fn spawn_station(&self, emulate: usize, extra: &[&str]) -> StationProcess {
-        let mut child = Command::new(station_binary())
+        self.spawn_station_command(self.station_command(emulate, extra))
+    }
+
+    /// The command line [`Factory::spawn_station`] runs (to run it under a wrapper).
+    pub fn station_command(&self, emulate: usize, extra: &[&str]) -> Command {
+        let mut command = Command::new(station_binary());
+        command
             .arg("run")
             .args(["--coordinator", &self.proxy.endpoint()])
             .arg("--state-dir")
@@ -395,7 +416,13 @@ impl Factory {
             .args(extra)
             .env("FLASHGATE_STATION_KEK", self.station_kek_hex())
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("FLASHGATE_METRICS_LISTEN")
+            .env_remove("FLASHGATE_METRICS_LISTEN");
+        command
+    }
+
+    /// Spawns `command` (a station, perhaps under a wrapper) with `--json` events on a pipe.
+    pub fn spawn_station_command(&self, mut command: Command) -> StationProcess {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -122,6 +122,29 @@ pub enum JournalError {
     },
 }
 
+/// Cuts a last line that has no newline (torn by a crash or a full disk while appending; its
+/// record was never acted on) so the next append starts a line of its own.
+fn cut_torn_tail(file: &File) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    let mut reader = file;
+    let mut keep = len;
+    let mut byte = [0u8; 1];
+    while keep > 0 {
+        reader.seek(SeekFrom::Start(keep - 1))?;
+        reader.read_exact(&mut byte)?;
+        if byte[0] == b'\n' {
+            break;
+        }
+        keep -= 1;
+    }
+    if keep < len {
+        file.set_len(keep)?;
+        file.sync_data()?;
+    }
+    Ok(())
+}
+
 /// The open journal.
 pub struct Journal {
     path: PathBuf,
@@ -140,9 +163,11 @@ impl Journal {
         let records = Self::read(&path)?;
         let file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&path)
             .map_err(io)?;
+        cut_torn_tail(&file).map_err(io)?;
         Ok((Self { path, file }, replay(&records)))
     }
 
@@ -196,7 +221,13 @@ impl Journal {
             path: self.path.clone(),
             source,
         };
-        self.file.write_all(&line).map_err(io)?;
+        let before = self.file.metadata().map_err(io)?.len();
+        if let Err(e) = self.file.write_all(&line) {
+            // A full disk can take part of the line: take it back, or the next append would be
+            // glued onto it (and lost with it when the journal is read).
+            let _ = self.file.set_len(before);
+            return Err(io(e));
+        }
         self.file.sync_data().map_err(io)
     }
 
@@ -331,12 +362,20 @@ mod tests {
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str("{\"record\":\"install_comp");
         std::fs::write(&path, text).unwrap();
-        let (_, state) = Journal::open(dir.path()).unwrap();
+        let (mut journal, state) = Journal::open(dir.path()).unwrap();
         assert_eq!(state.installs, 2);
         assert_eq!(state.installs_per_lease["l1"], 2);
         assert_eq!(state.unreported.len(), 1);
         assert_eq!(state.unreported[0].serial, BB);
         assert_eq!(state.open_leases.len(), 1);
+        // The torn line is cut on open: what is appended next is a line of its own, and the
+        // journal still opens afterwards (it was glued onto the torn line, then corrupt).
+        journal.append(&install("l1", [0xCC; 16])).unwrap();
+        journal.append(&install("l1", [0xDD; 16])).unwrap();
+        drop(journal);
+        let (_, state) = Journal::open(dir.path()).unwrap();
+        assert_eq!(state.installs, 4);
+        assert_eq!(state.unreported.len(), 3);
     }
 
     #[test]

@@ -241,10 +241,19 @@ impl Supervisor {
             let deadline_passed = self
                 .stopping_since
                 .is_some_and(|t| t.elapsed() >= self.settings.report_deadline);
-            if !self.returning && (self.outbox.is_empty() || deadline_passed) {
+            if !self.returning
+                && (self.outbox.is_empty() || deadline_passed || self.journal_failed())
+            {
                 self.finish();
             }
         }
+    }
+
+    /// Once the journal cannot be written, nothing more is sent: a report whose answer cannot
+    /// be journaled would be re-sent in a loop, and a lease returned unjournaled would be
+    /// resumed by the next start. The journal's reports go out after the restart.
+    fn journal_failed(&self) -> bool {
+        matches!(self.stop, Some(StopReason::Journal(_)))
     }
 
     fn finish(&mut self) {
@@ -266,6 +275,13 @@ impl Supervisor {
             let ledger = lease.ledger();
             let expired = lease.expired(now_ms());
             if ledger.out() > 0 || (ledger.free() > 0 && !expired) {
+                // `--max-devices` reached with slots left: stop (the rest goes back).
+                if self.devices_left() == Some(0) {
+                    if self.bays.in_flight() == 0 {
+                        self.stop_with(StopReason::DevicesDone);
+                    }
+                    return;
+                }
                 if self.plan.is_none() {
                     self.load_plan(ctx);
                 }
@@ -530,7 +546,7 @@ impl Supervisor {
     }
 
     fn flush_reports(&mut self, ctx: &mut Context<Self>) {
-        if self.done.is_none() || !self.report_retry.ready() {
+        if self.done.is_none() || !self.report_retry.ready() || self.journal_failed() {
             return;
         }
         let Some(report) = self.outbox.next_to_send() else {
@@ -603,7 +619,7 @@ impl Supervisor {
     /// At the end, gives the lease's unused slots back (only once every install under it is
     /// reported: the coordinator refuses reports under an ended lease).
     fn return_unused_lease(&mut self, ctx: &mut Context<Self>) {
-        if self.returning {
+        if self.returning || self.journal_failed() {
             return;
         }
         let Some(lease) = &self.lease else { return };

@@ -10,11 +10,14 @@
 
 mod boot;
 mod c_demo_os;
+mod chaos;
 mod data_stream;
 mod provisioning;
 mod provisioning_refusals;
 mod station;
 mod station_binary;
+mod station_disk_full;
+mod station_kills;
 mod telemetry;
 mod update;
 
