@@ -62,6 +62,24 @@ struct Ask<'a> {
     loader_public: [u8; 32],
 }
 
+impl Ask<'_> {
+    /// `device_key` sealed to this request's loader, bound to its chip and `certificate`.
+    fn seal(
+        &self,
+        certificate: &DeviceCertificate,
+        device_key: &[u8; 32],
+    ) -> Result<[u8; device_key_transport::SEALED_DEVICE_KEY_LEN]> {
+        device_key_transport::seal(
+            &self.loader_public,
+            &self.serial.0,
+            certificate,
+            device_key,
+            &mut OsRng,
+        )
+        .map_err(|code| E::InvalidArgument(format!("cannot seal to the loader key: {code:?}")))
+    }
+}
+
 impl Certificates {
     /// Certificates over `db`, consuming slots of `leases`, signed with the `products`'
     /// authority keys; device keys sealed under `kek`.
@@ -131,14 +149,7 @@ impl Certificates {
             issued_at_ms: u64::try_from(now).unwrap_or_default(),
         }
         .sign(&authority);
-        let sealed = device_key_transport::seal(
-            &ask.loader_public,
-            &ask.serial.0,
-            &certificate,
-            &device_key,
-            &mut OsRng,
-        )
-        .map_err(|code| E::InvalidArgument(format!("cannot seal to the loader key: {code:?}")))?;
+        let sealed = ask.seal(&certificate, &device_key)?;
         let mut challenge = [0u8; 32];
         OsRng.fill_bytes(&mut challenge);
         let device = DeviceRecord {
@@ -223,14 +234,7 @@ impl Certificates {
             &device_key_aad(existing.product_id.0, &ask.serial.0),
             &existing.sealed_device_key,
         )?;
-        let sealed = device_key_transport::seal(
-            &ask.loader_public,
-            &ask.serial.0,
-            &certificate,
-            &device_key,
-            &mut OsRng,
-        )
-        .map_err(|code| E::InvalidArgument(format!("cannot seal to the loader key: {code:?}")))?;
+        let sealed = ask.seal(&certificate, &device_key)?;
         let product = self.products.get(existing.product_id).await?;
         let authority_public_key = self
             .products
