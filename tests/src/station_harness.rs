@@ -285,14 +285,23 @@ impl Factory {
             .expect("enrol with the bundle");
             assert_eq!(enrolled.state, v1::StationState::Approved as i32);
             let mut op = coordinator.operator_client().await.unwrap();
-            op.create_product(coordinator.operator_request(v1::CreateProductRequest {
-                product_id: PRODUCT_ID,
-                name: "e2e board".into(),
-                vendor_public_key: vendor.public().to_vec(),
-            }))
-            .await
-            .expect("product");
-            let image = vendor.sign_bootloader(&fw.bootloader, BOOTLOADER_VERSION);
+            let product = op
+                .create_product(coordinator.operator_request(v1::CreateProductRequest {
+                    product_id: PRODUCT_ID,
+                    name: "e2e board".into(),
+                    vendor_public_key: vendor.public().to_vec(),
+                }))
+                .await
+                .expect("product")
+                .into_inner();
+            // The bootloader pins the vendor key and the coordinator's authority key for the
+            // product, which certifies every chip the station makes.
+            let anchors = flashgate_protocol::trust_anchors::TrustAnchors {
+                vendor_public: vendor.public(),
+                authority_public: product.authority_public_key.as_slice().try_into().unwrap(),
+            };
+            let image =
+                vendor.sign_bootloader_pinning(&fw.bootloader, BOOTLOADER_VERSION, &anchors);
             let release = op
                 .upload_release(coordinator.operator_request(v1::UploadReleaseRequest { image }))
                 .await
@@ -354,8 +363,16 @@ impl Factory {
         options
     }
 
-    /// Devices registered under the order.
+    /// The devices the order installed (their hello proof verified by the coordinator).
     pub fn registered(&self) -> Vec<v1::Device> {
+        self.certified()
+            .into_iter()
+            .filter(|d| d.state == v1::DeviceState::Installed as i32)
+            .collect()
+    }
+
+    /// Every device of the order with a certificate (installed or not): one slot each.
+    pub fn certified(&self) -> Vec<v1::Device> {
         self.rt.block_on(async {
             let mut op = self.coordinator.operator_client().await.unwrap();
             op.list_devices(self.coordinator.operator_request(v1::ListDevicesRequest {
