@@ -17,13 +17,14 @@ use flashgate_protocol::update::receipt::{self, StatusReceipt};
 use rand_core::OsRng;
 use tonic::Code;
 
-use crate::support::{now_ms, random_serial, SimStation};
+use crate::support::{now_ms, pinned_by, random_serial, SimStation};
 
 const PRODUCT: u32 = 7;
 const OS_VERSION: u32 = 2;
 
-fn os_image(vendor: &SigningKey, version: u32) -> Vec<u8> {
+async fn os_image(tc: &TestCoordinator, vendor: &SigningKey, version: u32) -> Vec<u8> {
     let body: Vec<u8> = (0..9000u32).map(|i| (i * 31 + 7) as u8).collect();
+    let body = pinned_by(tc, PRODUCT, &body, vendor).await;
     sign_image(
         ImageKind::Os,
         PRODUCT,
@@ -116,7 +117,7 @@ async fn a_board_of_an_order_with_an_os_is_registered_only_with_its_verified_rec
     let mut op = tc.operator_client().await.unwrap();
     let os = op
         .upload_release(tc.operator_request(v1::UploadReleaseRequest {
-            image: os_image(&vendor, OS_VERSION),
+            image: os_image(&tc, &vendor, OS_VERSION).await,
         }))
         .await
         .unwrap()

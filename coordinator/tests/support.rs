@@ -380,6 +380,29 @@ pub fn pinned(body: &[u8], vendor: &SigningKey, product: &v1::Product) -> Vec<u8
     )
 }
 
+/// `body` pinning `vendor` and the current authority key of product `product_id` of `tc`.
+pub async fn pinned_by(
+    tc: &flashgate_coordinator::testing::TestCoordinator,
+    product_id: u32,
+    body: &[u8],
+    vendor: &SigningKey,
+) -> Vec<u8> {
+    let products = tc
+        .operator_client()
+        .await
+        .unwrap()
+        .list_products(tc.operator_request(v1::ListProductsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .products;
+    let product = products
+        .iter()
+        .find(|p| p.product_id == product_id)
+        .expect("the product exists");
+    pinned(body, vendor, product)
+}
+
 pub use flashgate_proto::clock::now_ms;
 
 pub fn random_serial() -> [u8; 16] {
