@@ -209,12 +209,18 @@ impl Vendor {
 
     /// An OS image signed as `version`, for the OS slot, pinning this vendor's keys.
     pub fn sign_os(&self, body: &[u8], version: u32) -> Vec<u8> {
+        self.sign_os_pinning(body, version, &self.anchors())
+    }
+
+    /// The OS signed as `version`, pinning `anchors` (the coordinator's authority key, for an
+    /// order's OS).
+    pub fn sign_os_pinning(&self, body: &[u8], version: u32, anchors: &TrustAnchors) -> Vec<u8> {
         sign_image(
             ImageKind::Os,
             self.product_id,
             version,
             OS_SLOT_ADDR + IMAGE_HEADER_SPACE,
-            &pin(body, &self.anchors()),
+            &pin(body, anchors),
             &self.key,
         )
     }

@@ -261,7 +261,6 @@ impl Factory {
     ) -> Self {
         let fw = Firmware::load();
         let vendor = Vendor::new(PRODUCT_ID);
-        let os = os_version.map(|v| vendor.sign_os(&fw.demo_os, v));
         let state_dir = tempfile::tempdir().unwrap();
         let kek = StationKek::generate();
         let kek_file = state_dir.path().join("kek.hex");
@@ -271,7 +270,7 @@ impl Factory {
         let identity = StationIdentity::load_or_create(state_dir.path(), &kek).unwrap();
         let station_id = identity.station_id();
         let proxy = FlakyProxy::start(coordinator.addr);
-        let order = rt.block_on(async {
+        let (order, os) = rt.block_on(async {
             let bundle = coordinator.enrolment_bundle("e2e station").await.unwrap();
             let enrolled = flashgate_station::enrolment::enrol_with_bundle(
                 &identity,
@@ -302,6 +301,7 @@ impl Factory {
             };
             let image =
                 vendor.sign_bootloader_pinning(&fw.bootloader, BOOTLOADER_VERSION, &anchors);
+            let os = os_version.map(|v| vendor.sign_os_pinning(&fw.demo_os, v, &anchors));
             let release = op
                 .upload_release(coordinator.operator_request(v1::UploadReleaseRequest { image }))
                 .await
@@ -318,18 +318,20 @@ impl Factory {
                     .into_inner()
                     .digest;
             }
-            op.create_order(coordinator.operator_request(v1::CreateOrderRequest {
-                product_id: PRODUCT_ID,
-                bootloader_digest: release.digest,
-                os_release_digest,
-                station_ids: vec![station_id.clone()],
-                factory: "f1".into(),
-                count,
-                ..Default::default()
-            }))
-            .await
-            .expect("order")
-            .into_inner()
+            let order = op
+                .create_order(coordinator.operator_request(v1::CreateOrderRequest {
+                    product_id: PRODUCT_ID,
+                    bootloader_digest: release.digest,
+                    os_release_digest,
+                    station_ids: vec![station_id.clone()],
+                    factory: "f1".into(),
+                    count,
+                    ..Default::default()
+                }))
+                .await
+                .expect("order")
+                .into_inner();
+            (order, os)
         });
         Self {
             rt,

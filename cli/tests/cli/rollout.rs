@@ -23,9 +23,7 @@ async fn fleet(w: &World) -> (Vec<([u8; 16], [u8; 32])>, String) {
 
 /// The device fetches its package and sends a receipt showing v2 running, confirmed.
 async fn confirm(w: &World, serial: [u8; 16], key: [u8; 32]) {
-    let mut updates = UpdateServiceClient::connect(w.tc.endpoint.clone())
-        .await
-        .unwrap();
+    let mut updates = UpdateServiceClient::new(w.tc.channel().await.unwrap());
     let package = updates
         .get_update_package(w.tc.operator_request(v1::GetUpdatePackageRequest {
             product_id: PRODUCT,
@@ -62,9 +60,7 @@ async fn confirm(w: &World, serial: [u8; 16], key: [u8; 32]) {
 
 /// Asks for the package of `serial`.
 async fn package(w: &World, serial: &[u8; 16]) -> Result<v1::UpdatePackage, tonic::Status> {
-    UpdateServiceClient::connect(w.tc.endpoint.clone())
-        .await
-        .unwrap()
+    UpdateServiceClient::new(w.tc.channel().await.unwrap())
         .get_update_package(w.tc.operator_request(v1::GetUpdatePackageRequest {
             product_id: PRODUCT,
             serial: serial.to_vec(),
