@@ -94,7 +94,8 @@ fn an_order_with_an_os_makes_boards_that_boot_it_and_the_station_never_sees_it_i
     // Nothing of the OS in clear: not on the network, the debug links, the UARTs, nor in the
     // station's state directory. Windows that also occur in images the station holds in clear
     // (the public loader, the bootloader it writes) are not searched: they share library code.
-    let os_body = &fw.demo_os;
+    // The body as signed: it pins the coordinator's authority key, as the board's flash holds it.
+    let os_body = &factory.os.as_ref().unwrap()[flashgate_protocol::image::SIGNED_HEADER_LEN..];
     let bootloader = &fw.bootloader;
     let leaks = Leaks::windows_of(os_body, 64, &[fw.loader.bytes(), bootloader]);
     assert!(leaks.len() > 40, "searched {} windows", leaks.len());
