@@ -158,6 +158,10 @@ fn main() -> anyhow::Result<()> {
             }))
             .await?
             .into_inner();
+        // The order's OS pins the same keys: the coordinator refuses an OS that pins none.
+        let mut os_body = os_body.clone();
+        flashgate_protocol::trust_anchors::embed(&mut os_body, &anchors)
+            .map_err(|e| anyhow::anyhow!("the OS has no trust-anchor block: {e}"))?;
         let os = op
             .upload_release(coordinator.operator_request(v1::UploadReleaseRequest {
                 image: sign_image(
