@@ -1,4 +1,6 @@
-//! `flashgate product create|list`: the kinds of board, each with its vendor's public key.
+//! `flashgate product create|list|rotate-authority`: the kinds of board, each with its vendor's
+//! public key and the coordinator's authority key that certifies its devices (bootloader and
+//! OS images pin both: `flashgate image sign --vendor-pub … --authority-pub …`).
 
 use std::path::PathBuf;
 
@@ -27,6 +29,13 @@ pub enum ProductCmd {
         vendor_key_file: Option<PathBuf>,
     },
     List,
+    /// Make a new authority key for a product: new device certificates are signed with it, so
+    /// bootloader and OS releases must be signed again pinning it (devices already made keep
+    /// the key their bootloader pins).
+    RotateAuthority {
+        /// The product.
+        id: u32,
+    },
 }
 
 pub async fn run(cmd: ProductCmd, clients: &Clients, out: &Printer) -> Result<(), Failure> {
@@ -59,7 +68,26 @@ pub async fn run(cmd: ProductCmd, clients: &Clients, out: &Printer) -> Result<()
                 .into_inner();
             out.done(
                 &p,
-                format_args!("product {} ({}) created", p.product_id, p.name),
+                format_args!(
+                    "product {} ({}) created; authority key {} (pin it with `flashgate image sign --authority-pub`)",
+                    p.product_id,
+                    p.name,
+                    hex::encode(&p.authority_public_key)
+                ),
+            );
+        }
+        ProductCmd::RotateAuthority { id } => {
+            let p = operator
+                .rotate_authority_key(v1::RotateAuthorityKeyRequest { product_id: id })
+                .await?
+                .into_inner();
+            out.done(
+                &p,
+                format_args!(
+                    "product {}: new authority key {}; sign new bootloader and OS releases pinning it",
+                    p.product_id,
+                    hex::encode(&p.authority_public_key)
+                ),
             );
         }
         ProductCmd::List => {
@@ -76,17 +104,21 @@ pub async fn run(cmd: ProductCmd, clients: &Clients, out: &Printer) -> Result<()
 impl ToJson for v1::Product {
     fn json(&self) -> Value {
         json!({"product_id": self.product_id, "name": self.name,
-            "vendor_public_key": hex::encode(&self.vendor_public_key), "created_at_ms": self.created_at_ms})
+            "vendor_public_key": hex::encode(&self.vendor_public_key),
+            "authority_public_key": hex::encode(&self.authority_public_key),
+            "authority_public_keys": self.authority_public_keys.iter().map(hex::encode).collect::<Vec<_>>(),
+            "created_at_ms": self.created_at_ms})
     }
 }
 
 impl TableRow for v1::Product {
-    const COLUMNS: &'static [&'static str] = &["PRODUCT", "NAME", "VENDOR KEY"];
+    const COLUMNS: &'static [&'static str] = &["PRODUCT", "NAME", "VENDOR KEY", "AUTHORITY KEY"];
     fn cells(&self) -> Vec<String> {
         vec![
             self.product_id.to_string(),
             self.name.clone(),
             hex::encode(&self.vendor_public_key),
+            hex::encode(&self.authority_public_key),
         ]
     }
 }

@@ -187,13 +187,6 @@ pub fn release_image_aad(digest: &[u8; 32]) -> Vec<u8> {
     aad
 }
 
-/// AAD binding a sealed lease secret to its lease.
-pub fn lease_secret_aad(lease_id: &str) -> Vec<u8> {
-    let mut aad = b"flashgate-lease-secret-v1".to_vec();
-    aad.extend_from_slice(lease_id.as_bytes());
-    aad
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -213,8 +213,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Coordinator::new(store, kek, signing_key, "", CoordinatorConfig::default());
             let report = coordinator.rewrap_all().await?;
             println!(
-                "re-sealed {} lease secrets, {} device keys, {} update content keys, {} release images and {} audit keys under the current KEK",
-                report.leases, report.devices, report.campaigns, report.images, report.audit_keys
+                "re-sealed {} authority keys, {} device keys, {} update content keys, {} release images and {} audit keys under the current KEK",
+                report.authority_keys, report.devices, report.campaigns, report.images, report.audit_keys
             );
             Ok(())
         }

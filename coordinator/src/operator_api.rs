@@ -45,6 +45,19 @@ impl OperatorService for OperatorApi {
         .await
     }
 
+    async fn rotate_authority_key(
+        &self,
+        request: Request<v1::RotateAuthorityKeyRequest>,
+    ) -> Result<Response<v1::Product>, Status> {
+        self.call("RotateAuthorityKey", request, |c, by, req| async move {
+            c.catalogue()
+                .products
+                .rotate_authority(&by, crate::ids::ProductId(req.product_id))
+                .await
+        })
+        .await
+    }
+
     async fn list_products(
         &self,
         request: Request<v1::ListProductsRequest>,

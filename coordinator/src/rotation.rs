@@ -1,4 +1,4 @@
-//! KEK rotation: re-seal every stored secret (lease secrets, device keys, update content keys,
+//! KEK rotation: re-seal every stored secret (authority keys, device keys, update content keys,
 //! release images, the audit log's MAC key)
 //! under the current KEK. Run with the new KEK as current and the old one as previous;
 //! afterwards the old KEK can be retired. Each record is rewritten by compare-and-swap (retried
@@ -6,18 +6,19 @@
 //! an interruption.
 
 use crate::audit::key::{SealedAuditKey, AAD as AUDIT_KEY_AAD};
+use crate::catalogue::authority::{authority_key_aad, AuthorityKeyRecord};
 use crate::catalogue::releases::ReleaseImage;
 use crate::error::Result;
-use crate::keys::{device_key_aad, lease_secret_aad, release_image_aad, KekRing};
-use crate::provisioning::{DeviceRecord, LeaseRecord};
+use crate::keys::{device_key_aad, release_image_aad, KekRing};
+use crate::provisioning::DeviceRecord;
 use crate::repository::{Attempt, CasRetry, Db, Record, Scope, Stored, Txn};
 use crate::update::records::{content_key_aad, CampaignRecord};
 
 /// Counts of records re-sealed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RewrapReport {
-    /// Lease records whose secret was re-sealed.
-    pub leases: usize,
+    /// Authority keys re-sealed.
+    pub authority_keys: usize,
     /// Device records whose key was re-sealed.
     pub devices: usize,
     /// Update campaigns whose content key was re-sealed.
@@ -63,15 +64,15 @@ impl Sealed for SealedAuditKey {
     }
 }
 
-impl Sealed for LeaseRecord {
+impl Sealed for AuthorityKeyRecord {
     fn sealed(&self) -> &[u8] {
-        &self.sealed_secret
+        &self.sealed_private_key
     }
     fn aad(&self, _key: &str) -> Vec<u8> {
-        lease_secret_aad(self.lease_id.as_str())
+        authority_key_aad(self.product_id, &self.public_key)
     }
     fn set_sealed(&mut self, sealed: Vec<u8>) {
-        self.sealed_secret = sealed;
+        self.sealed_private_key = sealed;
     }
 }
 
@@ -99,11 +100,11 @@ impl Sealed for CampaignRecord {
     }
 }
 
-/// Re-seals every lease secret, device key and update content key not sealed under the
-/// current KEK.
+/// Re-seals every authority key, device key, update content key, release image and the audit
+/// key not sealed under the current KEK.
 pub async fn rewrap_all(db: &Db, kek: &KekRing) -> Result<RewrapReport> {
     Ok(RewrapReport {
-        leases: rewrap::<LeaseRecord>(db, kek).await?,
+        authority_keys: rewrap::<AuthorityKeyRecord>(db, kek).await?,
         devices: rewrap::<DeviceRecord>(db, kek).await?,
         campaigns: rewrap::<CampaignRecord>(db, kek).await?,
         images: rewrap::<ReleaseImage>(db, kek).await?,

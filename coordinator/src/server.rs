@@ -96,6 +96,7 @@ pub async fn serve_with_data(
         provisioning.auth.clone(),
         provisioning.leases.clone(),
         provisioning.factory_packages.clone(),
+        provisioning.certificates.clone(),
         provisioning.reports.clone(),
         coordinator.catalogue().clone(),
         coordinator.info(),

@@ -331,6 +331,10 @@ impl TestCoordinator {
             sealed_device_key: c
                 .kek()
                 .seal(&crate::keys::device_key_aad(product_id, serial), device_key),
+            state: crate::provisioning::DeviceState::Installed,
+            certificate: Vec::new(),
+            hello_challenge: Vec::new(),
+            clone_evidence: Vec::new(),
         };
         let key = record.key();
         let txn = Txn::new().absent::<DeviceRecord>(&key).put(&key, &record);
@@ -339,6 +343,18 @@ impl TestCoordinator {
         let done = Db::new(c.store().clone()).commit(txn).await?;
         anyhow::ensure!(done, "device {} is already registered", Serial(*serial));
         Ok(())
+    }
+
+    /// The private half of a product's current authority key, opened from the store: for
+    /// tests that certify boards in-process (the coordinator never hands it out).
+    pub async fn authority_signing_key(&self, product_id: u32) -> anyhow::Result<SigningKey> {
+        let c = &self.coordinator;
+        Ok(c.catalogue()
+            .products
+            .authority()
+            .current(crate::ids::ProductId(product_id))
+            .await?
+            .signing_key(c.kek())?)
     }
 
     /// A client of the data service (ingest, queries, stats).
@@ -382,21 +398,31 @@ impl TestCoordinator {
             .list_products(self.operator_request(v1::ListProductsRequest {}))
             .await?
             .into_inner();
-        if !products.products.iter().any(|p| p.product_id == product_id) {
-            client
+        let product = match products
+            .products
+            .into_iter()
+            .find(|p| p.product_id == product_id)
+        {
+            Some(product) => product,
+            None => client
                 .create_product(self.operator_request(v1::CreateProductRequest {
                     product_id,
                     name: format!("demo product {product_id}"),
                     vendor_public_key: vendor.verifying_key().to_bytes().to_vec(),
                 }))
-                .await?;
-        }
+                .await?
+                .into_inner(),
+        };
+        let anchors = flashgate_protocol::trust_anchors::TrustAnchors {
+            vendor_public: vendor.verifying_key().to_bytes(),
+            authority_public: product.authority_public_key.as_slice().try_into()?,
+        };
         let image = sign_image(
             ImageKind::Bootloader,
             product_id,
             1,
             0,
-            b"demo bootloader body",
+            &flashgate_protocol::trust_anchors::pinning(b"demo bootloader body", &anchors),
             vendor,
         );
         let release = client

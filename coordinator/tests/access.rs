@@ -17,7 +17,7 @@ use flashgate_protocol::image::{sign_image, ImageKind};
 use rand_core::OsRng;
 use tonic::Code;
 
-use crate::support::{channel, SimStation};
+use crate::support::{channel, pinned_by, SimStation};
 
 fn refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, needle: &str) {
     let status = result.expect_err("the call must be refused");
@@ -174,7 +174,8 @@ async fn a_station_gets_only_its_orders_bootloader_sealed_to_it_never_an_os_imag
         .await
         .unwrap();
     let mut op = tc.operator_client().await.unwrap();
-    let os = sign_image(ImageKind::Os, 5, 1, 0, b"the vendor's os", &vendor);
+    let os_body = pinned_by(&tc, 5, b"the vendor's os", &vendor).await;
+    let os = sign_image(ImageKind::Os, 5, 1, 0, &os_body, &vendor);
     let os = op
         .upload_release(tc.operator_request(v1::UploadReleaseRequest { image: os }))
         .await
@@ -260,14 +261,8 @@ async fn every_role_is_refused_outside_its_role_and_nothing_changes() {
         count: 5,
         ..Default::default()
     };
-    let image = sign_image(
-        ImageKind::Bootloader,
-        9,
-        2,
-        0,
-        b"another bootloader",
-        &vendor,
-    );
+    let body = pinned_by(&tc, 9, b"another bootloader", &vendor).await;
+    let image = sign_image(ImageKind::Bootloader, 9, 2, 0, &body, &vendor);
 
     for role in [Role::Viewer, Role::Release, Role::Field] {
         refused(

@@ -11,8 +11,8 @@ use flashgate_coordinator::CoordinatorConfig;
 use flashgate_proto::lease::{verify_signed_lease, LeaseError};
 use flashgate_proto::station_auth::methods;
 use flashgate_proto::v1;
+use flashgate_protocol::codec::Codec;
 use flashgate_protocol::image::{sign_image, ImageKind};
-use flashgate_protocol::lease_keys::{derive_device_key, open_lease_secret};
 use prost::Message;
 use rand_core::OsRng;
 use tonic::Code;
@@ -105,22 +105,34 @@ async fn happy_path_and_refusals(mut f: Fixture) {
         (3, 7, f.station.id())
     );
 
-    // Device key: the station's derivation equals what the coordinator recovers.
-    let sealed: [u8; 80] = lease.sealed_lease_secret.as_slice().try_into().unwrap();
-    let secret = open_lease_secret(
-        &f.station.x25519.to_bytes(),
-        &sealed,
-        lease.lease_id.as_bytes(),
+    // Device key: what only the chip's loader can open is what the coordinator recovers.
+    let serial = random_serial();
+    let loader = x25519_dalek::StaticSecret::random_from_rng(OsRng);
+    let issued = f
+        .station
+        .certify_to(&lease.lease_id, serial, &loader)
+        .await
+        .unwrap();
+    assert_eq!(
+        issued.remaining_in_lease, 2,
+        "the certificate took the slot"
+    );
+    let certificate =
+        flashgate_protocol::certificate::DeviceCertificate::read_bytes(&issued.certificate)
+            .unwrap();
+    let opened = flashgate_protocol::device_key_transport::open(
+        &loader,
+        &serial,
+        &certificate,
+        &issued.sealed_device_key.as_slice().try_into().unwrap(),
     )
     .unwrap();
-    let serial = random_serial();
     let reported = f
         .station
-        .report(&lease.lease_id, serial, now_ms())
+        .report_only(&lease.lease_id, serial, now_ms())
         .await
         .unwrap();
     assert_eq!(reported.remaining_in_lease, 2);
-    let station_key = derive_device_key(&secret, 7, &serial);
     let recovered =
         f.tc.coordinator
             .provisioning()
@@ -128,7 +140,7 @@ async fn happy_path_and_refusals(mut f: Fixture) {
             .device_key(7, &serial)
             .await
             .unwrap();
-    assert_eq!(*station_key, *recovered);
+    assert_eq!(*opened, *recovered);
     assert_eq!(snapshot(&f).await, (7, 2, 1, 1));
     // The signed lease names the product's vendor key.
     assert_eq!(
@@ -149,7 +161,7 @@ async fn happy_path_and_refusals(mut f: Fixture) {
         outcome: v1::InstallOutcome::Failed as i32,
         installed_at_ms: at,
         failure_reason: reason.into(),
-        os_status_receipt: Vec::new(),
+        ..Default::default()
     };
     let failed_at = now_ms();
     let response = f
@@ -604,11 +616,17 @@ async fn happy_path_and_refusals(mut f: Fixture) {
         &coordinator_key,
     )
     .unwrap();
+    // The certificate is issued while the lease is valid; the report comes after.
+    let certified_in_time = random_serial();
+    f.station
+        .certify(&short_lease.lease_id, certified_in_time)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     f.station
-        .report(
+        .report_only(
             &short_lease.lease_id,
-            random_serial(),
+            certified_in_time,
             short_lease.not_after_ms,
         )
         .await
@@ -618,7 +636,7 @@ async fn happy_path_and_refusals(mut f: Fixture) {
             .report(&short_lease.lease_id, random_serial(), now_ms())
             .await,
         Code::FailedPrecondition,
-        "had expired",
+        "expired",
     );
     tokio::time::sleep(Duration::from_millis(1800)).await;
     assert_refused(

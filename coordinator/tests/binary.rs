@@ -16,7 +16,7 @@ use flashgate_coordinator::testing::operator_request;
 use flashgate_coordinator::{Coordinator, CoordinatorConfig};
 use flashgate_proto::lease::verify_signed_lease;
 use flashgate_proto::v1::{self, operator_service_client::OperatorServiceClient};
-use flashgate_protocol::lease_keys::{derive_device_key, open_lease_secret};
+use flashgate_protocol::codec::Codec;
 use rand_core::OsRng;
 use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
 
@@ -511,18 +511,23 @@ async fn rewrap_reseals_every_secret_under_the_new_kek() {
     let lease =
         verify_signed_lease(&signed, &SigningKey::from_bytes(&signing).verifying_key()).unwrap();
     let serial = random_serial();
-    station
-        .report(&lease.lease_id, serial, now_ms())
+    let loader = x25519_dalek::StaticSecret::random_from_rng(OsRng);
+    let issued = station
+        .certify_to(&lease.lease_id, serial, &loader)
         .await
         .unwrap();
-    let sealed: [u8; 80] = lease.sealed_lease_secret.as_slice().try_into().unwrap();
-    let secret = open_lease_secret(
-        &station.x25519.to_bytes(),
-        &sealed,
-        lease.lease_id.as_bytes(),
+    station
+        .report_only(&lease.lease_id, serial, now_ms())
+        .await
+        .unwrap();
+    let device_key = flashgate_protocol::device_key_transport::open(
+        &loader,
+        &serial,
+        &flashgate_protocol::certificate::DeviceCertificate::read_bytes(&issued.certificate)
+            .unwrap(),
+        &issued.sealed_device_key.as_slice().try_into().unwrap(),
     )
     .unwrap();
-    let device_key = derive_device_key(&secret, 7, &serial);
     assert!(served.interrupt().success());
 
     // Rotation: new KEK current, old one previous; twice (the second finds nothing to do).
@@ -550,13 +555,13 @@ async fn rewrap_reseals_every_secret_under_the_new_kek() {
     let first = rewrap(true);
     assert!(first.status.success(), "{}", text(&first.stderr));
     assert!(
-        text(&first.stdout).contains("re-sealed 1 lease secrets, 1 device keys"),
+        text(&first.stdout).contains("re-sealed 1 authority keys, 1 device keys"),
         "{}",
         text(&first.stdout)
     );
     let second = rewrap(true);
     assert!(
-        text(&second.stdout).contains("re-sealed 0 lease secrets, 0 device keys"),
+        text(&second.stdout).contains("re-sealed 0 authority keys, 0 device keys"),
         "{}",
         text(&second.stdout)
     );

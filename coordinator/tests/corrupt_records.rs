@@ -62,7 +62,23 @@ async fn world() -> World {
         .unwrap();
 
     let mut op = tc.operator_client().await.unwrap();
-    let os = sign_image(ImageKind::Os, 7, 2, 0x1000, b"os body", &vendor);
+    let product = op
+        .list_products(tc.operator_request(v1::ListProductsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .products
+        .into_iter()
+        .find(|p| p.product_id == 7)
+        .unwrap();
+    let os = sign_image(
+        ImageKind::Os,
+        7,
+        2,
+        0x1000,
+        &crate::support::pinned(b"os body", &vendor, &product),
+        &vendor,
+    );
     let os = op
         .upload_release(tc.operator_request(v1::UploadReleaseRequest { image: os }))
         .await
@@ -266,7 +282,7 @@ async fn provisioning_records() {
     w.restore(bad).await;
 
     let bad = w
-        .corrupt("leases/", "sealed_secret", json!("not hex"))
+        .corrupt("leases/", "authority_public_key", json!("not hex"))
         .await;
     assert_corrupt(
         op.list_leases(tc.operator_request(v1::ListLeasesRequest::default()))

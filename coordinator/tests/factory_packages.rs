@@ -11,20 +11,20 @@ use flashgate_protocol::codec::Codec;
 use flashgate_protocol::hello::DeviceState;
 use flashgate_protocol::image::{sign_image, ImageKind};
 use flashgate_protocol::layout::{IMAGE_HEADER_SPACE, OS_SLOT_ADDR};
-use flashgate_protocol::lease_keys::{derive_device_key, open_lease_secret};
 use flashgate_protocol::update::boot_state::Outcome;
 use flashgate_protocol::update::package::Envelope;
 use flashgate_protocol::update::receipt::{self, StatusReceipt};
 use rand_core::OsRng;
 use tonic::Code;
 
-use crate::support::{now_ms, random_serial, SimStation};
+use crate::support::{now_ms, pinned_by, random_serial, SimStation};
 
 const PRODUCT: u32 = 7;
 const OS_VERSION: u32 = 2;
 
-fn os_image(vendor: &SigningKey, version: u32) -> Vec<u8> {
+async fn os_image(tc: &TestCoordinator, vendor: &SigningKey, version: u32) -> Vec<u8> {
     let body: Vec<u8> = (0..9000u32).map(|i| (i * 31 + 7) as u8).collect();
+    let body = pinned_by(tc, PRODUCT, &body, vendor).await;
     sign_image(
         ImageKind::Os,
         PRODUCT,
@@ -117,7 +117,7 @@ async fn a_board_of_an_order_with_an_os_is_registered_only_with_its_verified_rec
     let mut op = tc.operator_client().await.unwrap();
     let os = op
         .upload_release(tc.operator_request(v1::UploadReleaseRequest {
-            image: os_image(&vendor, OS_VERSION),
+            image: os_image(&tc, &vendor, OS_VERSION).await,
         }))
         .await
         .unwrap()
@@ -167,16 +167,23 @@ async fn a_board_of_an_order_with_an_os_is_registered_only_with_its_verified_rec
         "never go to stations",
     );
 
-    // A package for one board: its envelope opens under that board's key only.
-    let sealed: [u8; 80] = lease.sealed_lease_secret.as_slice().try_into().unwrap();
-    let secret = open_lease_secret(
-        &station.x25519.to_bytes(),
-        &sealed,
-        lease.lease_id.as_bytes(),
-    )
-    .unwrap();
+    // No package for a chip that was not certified under the lease (no device key exists).
+    refused(
+        package(&mut station, &lease.lease_id, random_serial()).await,
+        Code::FailedPrecondition,
+        "was not certified under lease",
+    );
+    // A package for one certified board: its envelope opens under that board's key only (the
+    // one the coordinator drew at certification and sealed to the chip's loader).
     let serial = random_serial();
-    let key = derive_device_key(&secret, PRODUCT, &serial);
+    let key = station
+        .certified_key(&lease.lease_id, serial)
+        .await
+        .unwrap();
+    let other_key = station
+        .certified_key(&lease.lease_id, random_serial())
+        .await
+        .unwrap();
     let p = package(&mut station, &lease.lease_id, serial)
         .await
         .unwrap();
@@ -184,9 +191,7 @@ async fn a_board_of_an_order_with_an_os_is_registered_only_with_its_verified_rec
     let envelope = Envelope::read_bytes(&p.envelope).unwrap();
     assert_eq!(envelope.serial, serial);
     assert!(envelope.open(&key).is_ok());
-    assert!(envelope
-        .open(&derive_device_key(&secret, PRODUCT, &random_serial()))
-        .is_err());
+    assert!(envelope.open(&other_key).is_err());
     // Asked again (a retried board): a new envelope (nonce) and a new challenge.
     let again = package(&mut station, &lease.lease_id, serial)
         .await
@@ -239,7 +244,12 @@ async fn a_board_of_an_order_with_an_os_is_registered_only_with_its_verified_rec
             needle,
         );
     }
-    assert!(devices(&tc, &order.order_id).await.is_empty());
+    // Certified (each certificate took its slot), none registered with an OS.
+    let certified = devices(&tc, &order.order_id).await;
+    assert_eq!(certified.len(), 2);
+    assert!(certified
+        .iter()
+        .all(|d| d.os_version == 0 && d.installed_at_ms == 0));
 
     // The verified receipt registers the board with its OS; the challenge is used up.
     let registered = station
@@ -250,7 +260,15 @@ async fn a_board_of_an_order_with_an_os_is_registered_only_with_its_verified_rec
         .unwrap();
     assert_eq!(registered.os_version, OS_VERSION);
     let listed = devices(&tc, &order.order_id).await;
-    assert_eq!((listed.len(), listed[0].os_version), (1, OS_VERSION));
+    let with_os: Vec<_> = listed.iter().filter(|d| d.os_version != 0).collect();
+    assert_eq!(
+        (
+            with_os.len(),
+            with_os[0].os_version,
+            with_os[0].serial.clone()
+        ),
+        (1, OS_VERSION, serial.to_vec())
+    );
     refused(
         package(&mut station, &lease.lease_id, serial).await,
         Code::AlreadyExists,

@@ -9,6 +9,7 @@ mod access;
 mod api;
 mod bad_input;
 mod binary;
+mod certificates;
 mod concurrency;
 mod corrupt_records;
 mod factory_packages;

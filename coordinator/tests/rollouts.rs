@@ -23,7 +23,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 use zeroize::Zeroizing;
 
-use crate::support::{random_serial, EtcdProcess};
+use crate::support::{pinned, random_serial, EtcdProcess};
 
 const PRODUCT: u32 = 7;
 const DEVICES: usize = 20;
@@ -70,14 +70,17 @@ impl Fleet {
         let tc = &replicas[0];
         let vendor = SigningKey::generate(&mut OsRng);
         let mut op = tc.operator_client().await.unwrap();
-        op.create_product(tc.operator_request(v1::CreateProductRequest {
-            product_id: PRODUCT,
-            name: "rollout test".into(),
-            vendor_public_key: vendor.verifying_key().to_bytes().to_vec(),
-        }))
-        .await
-        .unwrap();
-        let image = sign_image(ImageKind::Os, PRODUCT, 2, 0, &[0x5a; 3000], &vendor);
+        let product = op
+            .create_product(tc.operator_request(v1::CreateProductRequest {
+                product_id: PRODUCT,
+                name: "rollout test".into(),
+                vendor_public_key: vendor.verifying_key().to_bytes().to_vec(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let body = pinned(&[0x5a; 3000], &vendor, &product);
+        let image = sign_image(ImageKind::Os, PRODUCT, 2, 0, &body, &vendor);
         let digest = op
             .upload_release(tc.operator_request(v1::UploadReleaseRequest { image }))
             .await

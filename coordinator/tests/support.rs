@@ -13,6 +13,7 @@ use flashgate_proto::v1::{
     self, operator_service_client::OperatorServiceClient,
     station_service_client::StationServiceClient,
 };
+use flashgate_protocol::codec::Codec as _;
 use flashgate_protocol::image::{sign_image, ImageKind};
 use rand_core::OsRng;
 use tonic::transport::Channel;
@@ -213,7 +214,76 @@ impl SimStation {
             .expect("a lease"))
     }
 
+    /// `IssueDeviceCertificate` for `serial`, its key sealed to `loader`.
+    pub async fn certify_to(
+        &mut self,
+        lease_id: &str,
+        serial: [u8; 16],
+        loader: &StaticSecret,
+    ) -> Result<v1::IssueDeviceCertificateResponse, tonic::Status> {
+        let request = self.signer.sign(
+            methods::ISSUE_DEVICE_CERTIFICATE,
+            v1::IssueDeviceCertificateRequest {
+                lease_id: lease_id.into(),
+                serial: serial.to_vec(),
+                loader_public_key: PublicKey::from(loader).to_bytes().to_vec(),
+            },
+        );
+        self.client
+            .issue_device_certificate(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// `IssueDeviceCertificate` for `serial` (a fresh loader key).
+    pub async fn certify(
+        &mut self,
+        lease_id: &str,
+        serial: [u8; 16],
+    ) -> Result<v1::IssueDeviceCertificateResponse, tonic::Status> {
+        let loader = StaticSecret::random_from_rng(OsRng);
+        self.certify_to(lease_id, serial, &loader).await
+    }
+
+    /// `IssueDeviceCertificate` for `serial`, and the device key the coordinator drew for it,
+    /// opened as the chip's loader would (the test plays the loader).
+    pub async fn certified_key(
+        &mut self,
+        lease_id: &str,
+        serial: [u8; 16],
+    ) -> Result<zeroize::Zeroizing<[u8; 32]>, tonic::Status> {
+        let loader = StaticSecret::random_from_rng(OsRng);
+        let issued = self.certify_to(lease_id, serial, &loader).await?;
+        let certificate =
+            flashgate_protocol::certificate::DeviceCertificate::read_bytes(&issued.certificate)
+                .expect("a certificate decodes");
+        Ok(flashgate_protocol::device_key_transport::open(
+            &loader,
+            &serial,
+            &certificate,
+            &issued
+                .sealed_device_key
+                .as_slice()
+                .try_into()
+                .expect("a sealed key of 80 bytes"),
+        )
+        .expect("the key opens for its loader"))
+    }
+
+    /// What a station does for one board: its certificate, then the install report (without
+    /// a hello proof: the device stays CERTIFIED).
     pub async fn report(
+        &mut self,
+        lease_id: &str,
+        serial: [u8; 16],
+        installed_at_ms: i64,
+    ) -> Result<v1::ReportInstallResponse, tonic::Status> {
+        self.certify(lease_id, serial).await?;
+        self.report_only(lease_id, serial, installed_at_ms).await
+    }
+
+    /// The install report alone (the certificate issued before, or not).
+    pub async fn report_only(
         &mut self,
         lease_id: &str,
         serial: [u8; 16],
@@ -231,8 +301,7 @@ impl SimStation {
                 }),
                 outcome: v1::InstallOutcome::Provisioned as i32,
                 installed_at_ms,
-                failure_reason: String::new(),
-                os_status_receipt: Vec::new(),
+                ..Default::default()
             },
         );
         self.client
@@ -278,23 +347,60 @@ pub async fn product_with_bootloader(
     product_id: u32,
 ) -> (SigningKey, v1::Release) {
     let vendor = SigningKey::generate(&mut OsRng);
-    op.create_product(operator_request(
-        token,
-        v1::CreateProductRequest {
-            product_id,
-            name: format!("product {product_id}"),
-            vendor_public_key: vendor.verifying_key().to_bytes().to_vec(),
-        },
-    ))
-    .await
-    .unwrap();
-    let image = sign_image(ImageKind::Bootloader, product_id, 1, 0, b"bl", &vendor);
+    let product = op
+        .create_product(operator_request(
+            token,
+            v1::CreateProductRequest {
+                product_id,
+                name: format!("product {product_id}"),
+                vendor_public_key: vendor.verifying_key().to_bytes().to_vec(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let body = pinned(b"bl", &vendor, &product);
+    let image = sign_image(ImageKind::Bootloader, product_id, 1, 0, &body, &vendor);
     let release = op
         .upload_release(operator_request(token, v1::UploadReleaseRequest { image }))
         .await
         .unwrap()
         .into_inner();
     (vendor, release)
+}
+
+/// `body` pinning `vendor` and `product`'s authority key (what a bootloader or OS release must).
+pub fn pinned(body: &[u8], vendor: &SigningKey, product: &v1::Product) -> Vec<u8> {
+    flashgate_protocol::trust_anchors::pinning(
+        body,
+        &flashgate_protocol::trust_anchors::TrustAnchors {
+            vendor_public: vendor.verifying_key().to_bytes(),
+            authority_public: product.authority_public_key.as_slice().try_into().unwrap(),
+        },
+    )
+}
+
+/// `body` pinning `vendor` and the current authority key of product `product_id` of `tc`.
+pub async fn pinned_by(
+    tc: &flashgate_coordinator::testing::TestCoordinator,
+    product_id: u32,
+    body: &[u8],
+    vendor: &SigningKey,
+) -> Vec<u8> {
+    let products = tc
+        .operator_client()
+        .await
+        .unwrap()
+        .list_products(tc.operator_request(v1::ListProductsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .products;
+    let product = products
+        .iter()
+        .find(|p| p.product_id == product_id)
+        .expect("the product exists");
+    pinned(body, vendor, product)
 }
 
 pub use flashgate_proto::clock::now_ms;

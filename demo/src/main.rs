@@ -111,12 +111,27 @@ fn main() -> anyhow::Result<()> {
     let order = rt.block_on(async {
         let mut op = coordinator.operator_client().await?;
         let req = |m| coordinator.operator_request(m);
-        op.create_product(req(v1::CreateProductRequest {
-            product_id: PRODUCT_ID,
-            name: "demo board".into(),
-            vendor_public_key: vendor.verifying_key().to_bytes().to_vec(),
-        }))
-        .await?;
+        let product = op
+            .create_product(req(v1::CreateProductRequest {
+                product_id: PRODUCT_ID,
+                name: "demo board".into(),
+                vendor_public_key: vendor.verifying_key().to_bytes().to_vec(),
+            }))
+            .await?
+            .into_inner();
+        // The bootloader pins the vendor key and the product's authority key (what
+        // `flashgate image sign --vendor-pub … --authority-pub …` does).
+        let anchors = flashgate_protocol::trust_anchors::TrustAnchors {
+            vendor_public: vendor.verifying_key().to_bytes(),
+            authority_public: product
+                .authority_public_key
+                .as_slice()
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("the coordinator returned no authority key"))?,
+        };
+        let mut bootloader_body = bootloader_body.clone();
+        flashgate_protocol::trust_anchors::embed(&mut bootloader_body, &anchors)
+            .map_err(|e| anyhow::anyhow!("the bootloader has no trust-anchor block: {e}"))?;
         let bootloader = op
             .upload_release(coordinator.operator_request(v1::UploadReleaseRequest {
                 image: sign_image(
@@ -143,6 +158,10 @@ fn main() -> anyhow::Result<()> {
             }))
             .await?
             .into_inner();
+        // The order's OS pins the same keys: the coordinator refuses an OS that pins none.
+        let mut os_body = os_body.clone();
+        flashgate_protocol::trust_anchors::embed(&mut os_body, &anchors)
+            .map_err(|e| anyhow::anyhow!("the OS has no trust-anchor block: {e}"))?;
         let os = op
             .upload_release(coordinator.operator_request(v1::UploadReleaseRequest {
                 image: sign_image(

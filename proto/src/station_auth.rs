@@ -46,6 +46,9 @@ pub mod methods {
     pub const FETCH_RELEASE: &str = "/flashgate.v1.StationService/FetchRelease";
     /// Reserves install slots of an order (a signed lease).
     pub const ACQUIRE_LEASE: &str = "/flashgate.v1.StationService/AcquireLease";
+    /// The certificate of one chip (consumes one lease slot, once per chip).
+    pub const ISSUE_DEVICE_CERTIFICATE: &str =
+        "/flashgate.v1.StationService/IssueDeviceCertificate";
     /// Reports one install (a device's record, or a failure) against a lease's slot.
     pub const REPORT_INSTALL: &str = "/flashgate.v1.StationService/ReportInstall";
     /// Gives a lease's unused slots back to the order's quota.

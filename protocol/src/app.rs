@@ -13,19 +13,35 @@
 //! work through the call table and returns a status (0 = ok).
 //!
 //! Install ([`AppInstaller`], transport = plain UART frames `AppBegin`…`AppStart`, served by
-//! `uart::service::OsService`): `begin` checks
-//! the vendor signature (device record's vendor key), kind, product, load address and size
-//! *before* anything is written, then erases the slot; `data` programs the body at strictly
-//! consecutive offsets and hashes it; `commit` requires the complete body with the signed
-//! digest, re-reads it from flash and only then programs the signed header, which is what makes
-//! the slot valid. [`verify_installed_app`] repeats every check before each start.
+//! `uart::service::OsService`): `begin` checks the install authorisation (a MAC under a key
+//! derived from the device key over this device's serial and the signed header:
+//! [`install_authorization`], made by the coordinator, which holds the key), the vendor
+//! signature (device record's vendor key), kind, product, load address, size and the app
+//! anti-rollback floor ([`AppFloor`]) *before* anything is written, then erases the slot;
+//! `data` programs the body at strictly consecutive offsets and hashes it; `commit` requires
+//! the complete body with the signed digest, re-reads it from flash, raises the floor to the
+//! app's version and only then programs the signed header, which is what makes the slot valid.
+//! [`verify_installed_app`] repeats every check (floor included) before each start.
+//!
+//! Who each check stops: the floor stops anyone on the UART (a field technician, a repair
+//! shop, malware on the host the board is plugged into) from putting back an older
+//! vendor-signed app with a known flaw; the authorisation stops the same people, and a
+//! station (which never holds device keys), from installing any vendor-signed app the
+//! coordinator did not authorise for this very device. A replayed authorisation installs
+//! only the app it names, on the device it names, and never below the floor.
 
+use sha2::{Digest, Sha256};
+
+use crate::challenge_proof::{self, ProofKind};
 use crate::codec::{Codec, Reader, Writer};
 use crate::device_record::DeviceRecord;
 use crate::flash::NorFlash;
 use crate::image::{BodyHasher, ImageHeader, ImageKind, SignedImageHeader, SIGNED_HEADER_LEN};
-use crate::layout::{APP_SLOT_ADDR, APP_SLOT_SIZE, IMAGE_HEADER_SPACE};
-use crate::ErrorCode;
+use crate::layout::{
+    APP_FLOOR_ADDR, APP_FLOOR_PAGES, APP_SLOT_ADDR, APP_SLOT_SIZE, FLASH_PAGE_SIZE,
+    IMAGE_HEADER_SPACE,
+};
+use crate::{ErrorCode, Serial};
 
 /// "FGAP".
 pub const APP_MAGIC: u32 = 0x5041_4746;
@@ -66,7 +82,41 @@ pub struct AppImage {
     pub body_size: u32,
 }
 
-fn check_signed(record: &DeviceRecord, raw: &[u8]) -> Result<ImageHeader, ErrorCode> {
+const INSTALL_PROOF: ProofKind = ProofKind {
+    label: b"flashgate-app-install-v1",
+    info: b"app-install",
+};
+
+/// The authorisation to install the app with `signed_header` on the device `serial`:
+/// HMAC-SHA256(HKDF(salt "flashgate-app-install-v1", ikm device_key, info "app-install"),
+/// "flashgate-app-install-v1" ‖ SHA-256(signed header) ‖ serial). Made by the holder of the
+/// device key (the coordinator); checked by the OS before it erases the slot.
+pub fn install_authorization(
+    device_key: &[u8; 32],
+    serial: &Serial,
+    signed_header: &[u8; SIGNED_HEADER_LEN],
+) -> [u8; 32] {
+    let release: [u8; 32] = Sha256::digest(signed_header).into();
+    challenge_proof::tag(&INSTALL_PROOF, device_key, &release, serial)
+}
+
+fn check_authorization(
+    record: &DeviceRecord,
+    signed_header: &[u8; SIGNED_HEADER_LEN],
+    authorization: &[u8; 32],
+) -> Result<(), ErrorCode> {
+    let release: [u8; 32] = Sha256::digest(signed_header).into();
+    challenge_proof::verify(
+        &INSTALL_PROOF,
+        &record.device_key,
+        &release,
+        &record.config.serial,
+        authorization,
+    )
+    .map_err(|_| ErrorCode::NotAuthorized)
+}
+
+fn check_signed(record: &DeviceRecord, raw: &[u8], floor: u32) -> Result<ImageHeader, ErrorCode> {
     let signed = SignedImageHeader::parse(raw)?;
     let header = *signed.verify(&record.config.vendor_public)?;
     SignedImageHeader::check_fits(
@@ -75,7 +125,7 @@ fn check_signed(record: &DeviceRecord, raw: &[u8]) -> Result<ImageHeader, ErrorC
         record.config.product_id,
         APP_BODY_ADDR,
         APP_BODY_MAX,
-        0,
+        floor,
     )?;
     if header.body_size < APP_HEADER_LEN as u32 {
         return Err(ErrorCode::ImageIncomplete);
@@ -132,7 +182,8 @@ fn hash_body<F: NorFlash>(flash: &mut F, header: &ImageHeader) -> Result<(), Err
     Ok(())
 }
 
-/// Verifies the app in its slot (signature, kind, product, address, size, digest, app header).
+/// Verifies the app in its slot (signature, kind, product, address, size, floor, digest, app
+/// header).
 pub fn verify_installed_app<F: NorFlash>(
     flash: &mut F,
     record: &DeviceRecord,
@@ -142,7 +193,8 @@ pub fn verify_installed_app<F: NorFlash>(
     if raw.iter().all(|b| *b == 0xFF) {
         return Err(ErrorCode::NoValidImage);
     }
-    let header = check_signed(record, &raw)?;
+    let floor = AppFloor::read(flash)?;
+    let header = check_signed(record, &raw, floor)?;
     hash_body(flash, &header)?;
     let mut head = [0u8; APP_HEADER_LEN];
     flash.read(APP_BODY_ADDR, &mut head)?;
@@ -153,6 +205,86 @@ pub fn verify_installed_app<F: NorFlash>(
     })
 }
 
+/// The app slot's anti-rollback floor: the highest app version ever committed. Two flash pages
+/// at `APP_FLOOR_ADDR` of append-only 8-byte entries `version u32 | !version u32`; the highest
+/// valid entry of both pages wins (an entry torn by a power cut fails its check and is
+/// skipped). When the page holding the floor is full, the other page is erased and the floor
+/// written there first, so the highest entry always survives in one page.
+pub struct AppFloor;
+
+const ENTRY_LEN: u32 = 8;
+const ENTRIES_PER_PAGE: u32 = FLASH_PAGE_SIZE / ENTRY_LEN;
+
+impl AppFloor {
+    fn entry<F: NorFlash>(flash: &mut F, page: u32, i: u32) -> Result<[u8; 8], ErrorCode> {
+        let mut raw = [0u8; 8];
+        flash.read(
+            APP_FLOOR_ADDR + page * FLASH_PAGE_SIZE + i * ENTRY_LEN,
+            &mut raw,
+        )?;
+        Ok(raw)
+    }
+
+    fn decode(raw: [u8; 8]) -> Option<u32> {
+        let version = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+        let check = u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]);
+        (check == !version).then_some(version)
+    }
+
+    /// Per page: the highest valid version and the index of the first free entry (after the
+    /// last one used), if any.
+    fn scan<F: NorFlash>(flash: &mut F, page: u32) -> Result<(u32, Option<u32>), ErrorCode> {
+        let mut highest = 0;
+        let mut free = None;
+        for i in (0..ENTRIES_PER_PAGE).rev() {
+            let raw = Self::entry(flash, page, i)?;
+            if raw == [0xFF; 8] {
+                free = Some(i);
+                continue;
+            }
+            break;
+        }
+        for i in 0..ENTRIES_PER_PAGE {
+            if let Some(v) = Self::decode(Self::entry(flash, page, i)?) {
+                highest = highest.max(v);
+            }
+        }
+        Ok((highest, free))
+    }
+
+    /// The floor (0 on a device that never committed an app).
+    pub fn read<F: NorFlash>(flash: &mut F) -> Result<u32, ErrorCode> {
+        let mut floor = 0;
+        for page in 0..APP_FLOOR_PAGES {
+            floor = floor.max(Self::scan(flash, page)?.0);
+        }
+        Ok(floor)
+    }
+
+    /// Raises the floor to `version` (nothing to do when it is already there or higher).
+    pub fn raise<F: NorFlash>(flash: &mut F, version: u32) -> Result<(), ErrorCode> {
+        let (a, b) = (Self::scan(flash, 0)?, Self::scan(flash, 1)?);
+        if version <= a.0.max(b.0) {
+            return Ok(());
+        }
+        // Append to the page holding the floor; when it is full, start the other one.
+        let (page, other) = if a.0 >= b.0 { (0, (1, b)) } else { (1, (0, a)) };
+        let mut entry = [0u8; 8];
+        entry[..4].copy_from_slice(&version.to_le_bytes());
+        entry[4..].copy_from_slice(&(!version).to_le_bytes());
+        let at = |page: u32, i: u32| APP_FLOOR_ADDR + page * FLASH_PAGE_SIZE + i * ENTRY_LEN;
+        match [a, b][page as usize].1 {
+            Some(i) => flash.program(at(page, i), &entry)?,
+            None => {
+                let (other_page, _) = other;
+                flash.erase_page(at(other_page, 0))?;
+                flash.program(at(other_page, 0), &entry)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Receives an app image into the app slot (see the module docs for the order of checks).
 pub struct AppInstaller {
     signed: [u8; SIGNED_HEADER_LEN],
@@ -161,15 +293,18 @@ pub struct AppInstaller {
 }
 
 impl AppInstaller {
-    /// Checks the signed header and erases the slot (the old app is gone from here on).
+    /// Checks the authorisation and the signed header (floor included) and erases the slot
+    /// (the old app is gone from here on).
     pub fn begin<F: NorFlash>(
         flash: &mut F,
         record: &DeviceRecord,
-        signed_header: &[u8],
+        signed_header: &[u8; SIGNED_HEADER_LEN],
+        authorization: &[u8; 32],
     ) -> Result<Self, ErrorCode> {
-        let signed: [u8; SIGNED_HEADER_LEN] =
-            signed_header.try_into().map_err(|_| ErrorCode::BadLength)?;
-        let header = check_signed(record, &signed)?;
+        check_authorization(record, signed_header, authorization)?;
+        let signed = *signed_header;
+        let floor = AppFloor::read(flash)?;
+        let header = check_signed(record, &signed, floor)?;
         flash.erase_range(APP_SLOT_ADDR, IMAGE_HEADER_SPACE + header.body_size)?;
         Ok(Self {
             signed,
@@ -194,13 +329,15 @@ impl AppInstaller {
     }
 
     /// Completes the install: body complete and matching the signed digest (hashed as received
-    /// and again from flash), app header valid; then the signed header makes the slot valid.
+    /// and again from flash), app header valid; then the floor is raised to its version and the
+    /// signed header makes the slot valid.
     pub fn commit<F: NorFlash>(self, flash: &mut F) -> Result<AppImage, ErrorCode> {
         self.hasher.finish(&self.header.body_digest)?;
         hash_body(flash, &self.header)?;
         let mut head = [0u8; APP_HEADER_LEN];
         flash.read(APP_BODY_ADDR, &mut head)?;
         let entry = parse_app_header(&head, self.header.body_size)?;
+        AppFloor::raise(flash, self.header.version)?;
         flash.program(APP_SLOT_ADDR, &self.signed)?;
         Ok(AppImage {
             version: self.header.version,
@@ -228,6 +365,7 @@ mod tests {
                 serial: [1; 16],
                 product_id: 7,
                 vendor_public: vendor.verifying_key().to_bytes(),
+                authority_public: [3; 32],
                 rollback_floor: 1,
                 flags: 0,
             },
@@ -235,6 +373,8 @@ mod tests {
             bootloader_version: 1,
             bootloader_size: 0,
             bootloader_digest: [0; 32],
+            certificate: crate::certificate::tests::body()
+                .sign(&crate::certificate::tests::authority()),
         }
     }
 
@@ -252,7 +392,9 @@ mod tests {
         rec: &DeviceRecord,
         image: &[u8],
     ) -> Result<AppImage, ErrorCode> {
-        let mut inst = AppInstaller::begin(flash, rec, &image[..SIGNED_HEADER_LEN])?;
+        let header: &[u8; SIGNED_HEADER_LEN] = image[..SIGNED_HEADER_LEN].try_into().unwrap();
+        let auth = install_authorization(&rec.device_key, &rec.config.serial, header);
+        let mut inst = AppInstaller::begin(flash, rec, header, &auth)?;
         let body = &image[SIGNED_HEADER_LEN..];
         for (i, chunk) in body.chunks(100).enumerate() {
             inst.data(flash, (i * 100) as u32, chunk)?;
@@ -316,5 +458,112 @@ mod tests {
             install(&mut flash, &rec, &image),
             Err(ErrorCode::BadLoadAddress)
         );
+    }
+}
+
+#[cfg(test)]
+mod floor_and_authorization {
+    extern crate std;
+    use std::vec::Vec;
+
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+    use crate::flash::RamFlash;
+    use crate::image::sign_image;
+    use crate::update::tests::record;
+
+    fn vendor() -> SigningKey {
+        crate::update::tests::vendor()
+    }
+
+    fn app(version: u32) -> Vec<u8> {
+        let mut b = Vec::new();
+        for w in [APP_MAGIC, APP_ABI_VERSION, APP_BODY_ADDR + 0x21, 0] {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        b.resize(300, version as u8);
+        sign_image(ImageKind::App, 7, version, APP_BODY_ADDR, &b, &vendor())
+    }
+
+    fn header(image: &[u8]) -> &[u8; SIGNED_HEADER_LEN] {
+        image[..SIGNED_HEADER_LEN].try_into().unwrap()
+    }
+
+    fn install_with(
+        flash: &mut RamFlash,
+        image: &[u8],
+        auth: &[u8; 32],
+    ) -> Result<AppImage, ErrorCode> {
+        let rec = record();
+        let mut inst = AppInstaller::begin(flash, &rec, header(image), auth)?;
+        inst.data(flash, 0, &image[SIGNED_HEADER_LEN..])?;
+        inst.commit(flash)
+    }
+
+    fn install(flash: &mut RamFlash, image: &[u8]) -> Result<AppImage, ErrorCode> {
+        let rec = record();
+        let auth = install_authorization(&rec.device_key, &rec.config.serial, header(image));
+        install_with(flash, image, &auth)
+    }
+
+    #[test]
+    fn an_older_signed_app_is_refused_after_a_newer_one() {
+        let mut flash = RamFlash::erased(0x40_0000);
+        assert_eq!(install(&mut flash, &app(3)).unwrap().version, 3);
+        assert_eq!(AppFloor::read(&mut flash), Ok(3));
+        assert_eq!(install(&mut flash, &app(2)), Err(ErrorCode::Rollback));
+        // Refused before anything was erased: version 3 still starts.
+        assert_eq!(
+            verify_installed_app(&mut flash, &record()).unwrap().version,
+            3
+        );
+        // The same version again, and a newer one, install.
+        install(&mut flash, &app(3)).unwrap();
+        install(&mut flash, &app(4)).unwrap();
+        assert_eq!(AppFloor::read(&mut flash), Ok(4));
+    }
+
+    #[test]
+    fn an_unauthorised_app_begin_is_refused_before_the_slot_is_touched() {
+        let mut flash = RamFlash::erased(0x40_0000);
+        install(&mut flash, &app(3)).unwrap();
+        let rec = record();
+        let newer = app(5);
+        // No authorisation, one for another device, one for another app.
+        let mut other_serial = rec.config.serial;
+        other_serial[0] ^= 1;
+        for auth in [
+            [0u8; 32],
+            install_authorization(&rec.device_key, &other_serial, header(&newer)),
+            install_authorization(&rec.device_key, &rec.config.serial, header(&app(6))),
+            install_authorization(&[0x44; 32], &rec.config.serial, header(&newer)),
+        ] {
+            assert_eq!(
+                install_with(&mut flash, &newer, &auth).err(),
+                Some(ErrorCode::NotAuthorized)
+            );
+        }
+        assert_eq!(verify_installed_app(&mut flash, &rec).unwrap().version, 3);
+    }
+
+    #[test]
+    fn the_floor_survives_a_full_page_and_torn_entries() {
+        let mut flash = RamFlash::erased(0x40_0000);
+        for v in 1..=(2 * ENTRIES_PER_PAGE + 5) {
+            AppFloor::raise(&mut flash, v).unwrap();
+            assert_eq!(AppFloor::read(&mut flash), Ok(v));
+        }
+        // Lower or equal: nothing written.
+        let before = flash.bytes.clone();
+        AppFloor::raise(&mut flash, 3).unwrap();
+        assert_eq!(flash.bytes, before);
+        // A torn entry (half programmed) is skipped; the next raise goes after it.
+        let mut flash = RamFlash::erased(0x40_0000);
+        AppFloor::raise(&mut flash, 9).unwrap();
+        flash.program(APP_FLOOR_ADDR + 8, &[0x00, 0x00]).unwrap();
+        assert_eq!(AppFloor::read(&mut flash), Ok(9));
+        AppFloor::raise(&mut flash, 10).unwrap();
+        assert_eq!(AppFloor::read(&mut flash), Ok(10));
     }
 }

@@ -1,4 +1,9 @@
-//! What the secure bootloader checks at every reset.
+//! What the secure bootloader checks at every reset (and the demo OS at its start).
+//!
+//! Before anything is started, [`check_identity`]: the device record names this chip, its keys
+//! are the ones the running image pins, and its certificate verifies under the pinned
+//! authority key and binds this chip, product and device key. Then the OS image itself
+//! ([`verify_os_image`]).
 
 use sha2::{Digest, Sha256};
 
@@ -9,7 +14,38 @@ use crate::image::{BodyHasher, ImageKind, SignedImageHeader, SIGNED_HEADER_LEN};
 use crate::layout::{
     BOOTLOADER_BASE, DEVICE_RECORD_ADDR, IMAGE_HEADER_SPACE, OS_SLOT_ADDR, OS_SLOT_SIZE,
 };
-use crate::ErrorCode;
+use crate::trust_anchors::TrustAnchors;
+use crate::{ErrorCode, Serial};
+
+/// The checks that bind a device record to the chip it runs on and to the keys the running
+/// (vendor-signed) image pins, in this order:
+/// 1. the record's serial is `chip_uid`, the unique ID read from the hardware
+///    ([`ErrorCode::UidMismatch`]: a flash image copied from another board);
+/// 2. the record's vendor and authority keys are the image's `anchors`
+///    ([`ErrorCode::TrustAnchorMismatch`]; an image with unfilled anchors pins nothing and
+///    matches no record);
+/// 3. the certificate verifies under the pinned authority key ([`ErrorCode::BadCertificate`]);
+/// 4. it names this chip, the record's product and the record's device key
+///    ([`ErrorCode::CertificateMismatch`]).
+pub fn check_identity(
+    record: &DeviceRecord,
+    chip_uid: &Serial,
+    anchors: &TrustAnchors,
+) -> Result<(), ErrorCode> {
+    if record.config.serial != *chip_uid {
+        return Err(ErrorCode::UidMismatch);
+    }
+    if !anchors.is_filled()
+        || record.config.vendor_public != anchors.vendor_public
+        || record.config.authority_public != anchors.authority_public
+    {
+        return Err(ErrorCode::TrustAnchorMismatch);
+    }
+    record.certificate.verify(&anchors.authority_public)?;
+    record
+        .certificate
+        .check_binding(chip_uid, record.config.product_id, &record.device_key)
+}
 
 /// Reads and checks the device record.
 pub fn read_device_record<F: NorFlash>(flash: &mut F) -> Result<DeviceRecord, ErrorCode> {
@@ -109,4 +145,114 @@ fn hash_flash<F: NorFlash>(flash: &mut F, addr: u32, len: u32) -> Result<[u8; 32
         at += n as u32;
     }
     Ok(h.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certificate::tests::{authority, body};
+    use crate::certificate::{key_commitment, CertificateBody};
+    use crate::update::tests::{record, vendor, KEY, SERIAL};
+    use ed25519_dalek::SigningKey;
+
+    fn anchors() -> TrustAnchors {
+        TrustAnchors {
+            vendor_public: vendor().verifying_key().to_bytes(),
+            authority_public: authority().verifying_key().to_bytes(),
+        }
+    }
+
+    #[test]
+    fn a_genuine_record_on_its_own_chip_passes() {
+        assert_eq!(check_identity(&record(), &SERIAL, &anchors()), Ok(()));
+    }
+
+    #[test]
+    fn a_copied_flash_on_another_chip_is_a_uid_mismatch() {
+        let mut other_chip = SERIAL;
+        other_chip[15] ^= 1;
+        assert_eq!(
+            check_identity(&record(), &other_chip, &anchors()),
+            Err(ErrorCode::UidMismatch)
+        );
+    }
+
+    #[test]
+    fn keys_other_than_the_pinned_ones_are_refused() {
+        let other = SigningKey::from_bytes(&[0x77; 32])
+            .verifying_key()
+            .to_bytes();
+        for pinned in [
+            TrustAnchors {
+                vendor_public: other,
+                ..anchors()
+            },
+            TrustAnchors {
+                authority_public: other,
+                ..anchors()
+            },
+            TrustAnchors {
+                vendor_public: [0; 32],
+                authority_public: [0; 32],
+            },
+        ] {
+            assert_eq!(
+                check_identity(&record(), &SERIAL, &pinned),
+                Err(ErrorCode::TrustAnchorMismatch)
+            );
+        }
+    }
+
+    #[test]
+    fn forged_or_foreign_certificates_boot_nothing() {
+        // Signed by a key that is not the product's authority (a station's own "authority"),
+        // with the record claiming that key too: the image pins the real one.
+        let station = SigningKey::from_bytes(&[0x66; 32]);
+        let mut forged = record();
+        forged.certificate = CertificateBody {
+            unique_id: SERIAL,
+            product_id: 7,
+            key_commitment: key_commitment(&KEY),
+            ..body()
+        }
+        .sign(&station);
+        assert_eq!(
+            check_identity(&forged, &SERIAL, &anchors()),
+            Err(ErrorCode::BadCertificate)
+        );
+        // A genuine signature over altered fields.
+        let mut altered = record();
+        altered.certificate.body.sequence += 1;
+        assert_eq!(
+            check_identity(&altered, &SERIAL, &anchors()),
+            Err(ErrorCode::BadCertificate)
+        );
+        // A genuine certificate of another chip, another product, another key.
+        for (uid, product, key) in [
+            ([0x42; 16], 7, KEY),
+            (SERIAL, 8, KEY),
+            (SERIAL, 7, [0x99; 32]),
+        ] {
+            let mut foreign = record();
+            foreign.certificate = CertificateBody {
+                unique_id: uid,
+                product_id: product,
+                key_commitment: key_commitment(&key),
+                ..body()
+            }
+            .sign(&authority());
+            assert_eq!(
+                check_identity(&foreign, &SERIAL, &anchors()),
+                Err(ErrorCode::CertificateMismatch)
+            );
+        }
+        // The key a lease secret derived, with no certificate for it (the old path): the
+        // certificate commits to another key.
+        let mut old_path = record();
+        old_path.device_key = [0x42; 32];
+        assert_eq!(
+            check_identity(&old_path, &SERIAL, &anchors()),
+            Err(ErrorCode::CertificateMismatch)
+        );
+    }
 }

@@ -63,9 +63,9 @@ error_codes! {
     LoaderMismatch = 0x0207 => "loader in RAM is not the image the station wrote",
     /// The session already failed; it accepts nothing more.
     SessionAborted = 0x0206 => "session aborted after an earlier error",
-    /// An update package whose content key does not unwrap under this device's key: it was
-    /// made for another device (or altered).
-    WrongDevice = 0x0208 => "update package was not made for this device",
+    /// An update package whose content key, or a device key sealed to the loader, does not
+    /// open on this device: it was made for another device (or altered).
+    WrongDevice = 0x0208 => "sealed for another device (or altered)",
     // Images.
     /// Vendor signature over an image header does not verify.
     BadSignature = 0x0301 => "vendor signature does not verify",
@@ -88,6 +88,8 @@ error_codes! {
     /// A bootloader or OS body without a trust-anchor block at its fixed offset (not linked
     /// with a `.trust_anchors` section), or one that cannot be read.
     NoTrustAnchors = 0x030A => "image has no trust-anchor block at its fixed offset",
+    /// An app install without a valid authorisation for this device (made with its key).
+    NotAuthorized = 0x030B => "app install is not authorised for this device",
     // Device state.
     /// No valid OS image is installed.
     NoValidImage = 0x0401 => "no valid image installed",
@@ -131,6 +133,17 @@ error_codes! {
     NotConfirmed = 0x040A => "new image never confirmed itself; previous image restored",
     /// The bootloader holds the OS back because the OS asked for an update (`enter update`).
     UpdateMode = 0x040B => "bootloader held in update mode on request",
+    /// The device record names another serial than this chip's unique ID: the flash was
+    /// copied from another board (a clone), or written for another chip.
+    UidMismatch = 0x0410 => "device record is for another chip: its serial is not this chip's unique ID",
+    /// The device certificate does not verify under the authority key this image pins (forged,
+    /// altered, or signed by another product's authority).
+    BadCertificate = 0x0411 => "device certificate does not verify under the pinned authority key",
+    /// The device certificate is valid but for another chip, product or device key.
+    CertificateMismatch = 0x0412 => "device certificate is for another chip, product or device key",
+    /// The vendor or authority key in the configuration (or the device record) is not the one
+    /// pinned in the signed bootloader (or OS) image.
+    TrustAnchorMismatch = 0x0413 => "keys differ from the ones pinned in the signed image",
 }
 
 impl fmt::Display for ErrorCode {

@@ -57,6 +57,13 @@ pub trait LoaderPlatform: NorFlash {
         Err(crate::ErrorCode::NoTestRunner)
     }
 
+    /// The first `len` bytes of the test application's RAM area as they are now: the loader
+    /// hashes these right before it calls them.
+    fn test_app_in_ram(&mut self, len: u32) -> Result<&[u8], crate::ErrorCode> {
+        let _ = len;
+        Err(crate::ErrorCode::NoTestRunner)
+    }
+
     /// Calls the loaded test application; it fills `report` (`failed u32, log_len u32, log`)
     /// and returns the number of failed checks.
     fn run_test_app(&mut self, report: &mut [u8]) -> Result<u32, crate::ErrorCode> {
@@ -111,6 +118,12 @@ impl LoaderPlatform for RamTarget {
         }
         self.test_app.extend_from_slice(data);
         Ok(())
+    }
+
+    fn test_app_in_ram(&mut self, len: u32) -> Result<&[u8], crate::ErrorCode> {
+        self.test_app
+            .get(..len as usize)
+            .ok_or(crate::ErrorCode::ImageIncomplete)
     }
 
     fn run_test_app(&mut self, report: &mut [u8]) -> Result<u32, crate::ErrorCode> {

@@ -2,13 +2,17 @@
 //!
 //! ```text
 //! request:  challenge[32]
-//! response: serial[16] product_id u32 bootloader_version u32 state u8 reserved[3]
-//!           os_version u32 reason u32 mac[32]
-//! mac = HMAC-SHA256(K_hello, "flashgate-hello-v1" || challenge || response[..36])
-//! K_hello = HKDF-SHA256(salt = "flashgate-hello-v1", ikm = device_key, info = "hello-proof")
+//! response: serial[16] chip_uid[16] product_id u32 bootloader_version u32 state u8
+//!           reserved[3] os_version u32 reason u32 mac[32]
+//! mac = HMAC-SHA256(K_hello, "flashgate-hello-v2" || challenge || response[..52])
+//! K_hello = HKDF-SHA256(salt = "flashgate-hello-v2", ikm = device_key, info = "hello-proof")
 //! ```
-//! The host reads the serial from the response first (to find the device's key), then
-//! verifies the MAC; nothing in the response is secret.
+//! `serial` is the identity the device record claims, `chip_uid` the unique ID the firmware
+//! read from the hardware. On a genuine device they are equal; a board running a copy of
+//! another board's flash answers with the original's serial, its own `chip_uid` and a MAC that
+//! verifies (the key was copied with the flash): the coordinator calls that a clone. The host
+//! reads the serial from the response first (to find the device's key), then verifies the
+//! MAC; nothing in the response is secret.
 
 use crate::challenge_proof::{self, ProofKind};
 use crate::codec::{self, Codec, Reader, Writer};
@@ -17,9 +21,9 @@ use crate::{ErrorCode, Serial};
 /// Challenge length.
 pub const CHALLENGE_LEN: usize = 32;
 /// Encoded response length.
-pub const RESPONSE_LEN: usize = 36 + 32;
-const BODY_LEN: usize = 36;
-const LABEL: &[u8] = b"flashgate-hello-v1";
+pub const RESPONSE_LEN: usize = BODY_LEN + 32;
+const BODY_LEN: usize = 52;
+const LABEL: &[u8] = b"flashgate-hello-v2";
 
 /// What is running on the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,8 +43,10 @@ pub enum DeviceState {
 /// The identity a device reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HelloInfo {
-    /// The device's serial (unique ID).
+    /// The serial the device record claims.
     pub serial: Serial,
+    /// The unique ID the firmware read from the chip (equal to `serial` on a genuine device).
+    pub chip_uid: Serial,
     /// Its product.
     pub product_id: u32,
     /// Installed bootloader version.
@@ -49,7 +55,15 @@ pub struct HelloInfo {
     pub state: DeviceState,
 }
 
-/// The response's body (what the MAC covers), 36 bytes.
+impl HelloInfo {
+    /// Whether the record's serial is this chip's unique ID (false on a board running a copy
+    /// of another board's flash).
+    pub fn on_its_own_chip(&self) -> bool {
+        self.serial == self.chip_uid
+    }
+}
+
+/// The response's body (what the MAC covers), 52 bytes.
 impl Codec<'_> for HelloInfo {
     fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
         let (state, os_version, reason) = match self.state {
@@ -57,6 +71,7 @@ impl Codec<'_> for HelloInfo {
             DeviceState::OsRunning { version } => (1u8, version, 0),
         };
         w.put(&self.serial)?;
+        w.put(&self.chip_uid)?;
         w.u32(self.product_id)?;
         w.u32(self.bootloader_version)?;
         w.u8(state)?;
@@ -67,6 +82,7 @@ impl Codec<'_> for HelloInfo {
 
     fn read(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
         let serial = r.array()?;
+        let chip_uid = r.array()?;
         let product_id = r.u32()?;
         let bootloader_version = r.u32()?;
         let state = r.u8()?;
@@ -84,6 +100,7 @@ impl Codec<'_> for HelloInfo {
         };
         Ok(Self {
             serial,
+            chip_uid,
             product_id,
             bootloader_version,
             state,
@@ -143,6 +160,7 @@ mod tests {
     fn info() -> HelloInfo {
         HelloInfo {
             serial: [7; 16],
+            chip_uid: [7; 16],
             product_id: 3,
             bootloader_version: 2,
             state: DeviceState::NoValidImage {

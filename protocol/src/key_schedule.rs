@@ -18,6 +18,57 @@ pub const JOB_NONCE_LEN: usize = 16;
 
 const TRANSCRIPT_LABEL: &[u8] = b"flashgate-provisioning-v1";
 
+/// Refuses an X25519 public key that gives a non-contributory shared secret with any secret
+/// (a point of small order, whose "shared secret" is the all-zero value anyone can compute):
+/// [`ErrorCode::WeakPublicKey`]. For keys that are stored for later sealing (a station's key at
+/// enrolment), where no shared secret is computed yet to look at.
+pub fn refuse_low_order(public: &[u8; 32]) -> Result<(), ErrorCode> {
+    // A clamped scalar is a multiple of the cofactor 8, so every small-order point maps to the
+    // identity under it, and no point of large order does.
+    let probe = StaticSecret::from([0x5A; 32]);
+    if probe
+        .diffie_hellman(&PublicKey::from(*public))
+        .was_contributory()
+    {
+        Ok(())
+    } else {
+        Err(ErrorCode::WeakPublicKey)
+    }
+}
+
+/// The encodings of Curve25519's small-order points (including non-canonical ones), as
+/// libsodium's blocklist has them: what [`refuse_low_order`] and every X25519 exchange here
+/// refuse. For tests of the callers.
+pub const LOW_ORDER_POINTS: &[[u8; 32]] = &[
+    [0; 32],
+    {
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        one
+    },
+    [
+        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4,
+        0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49,
+        0xb8, 0x00,
+    ],
+    [
+        0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef,
+        0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f,
+        0x11, 0x57,
+    ],
+    high_point(0xec),
+    high_point(0xed),
+    high_point(0xee),
+];
+
+/// `low ‖ 0xff … ‖ 0x7f`: p − 1, p and p + 1 (the last two non-canonical encodings of 0 and 1).
+const fn high_point(low: u8) -> [u8; 32] {
+    let mut p = [0xffu8; 32];
+    p[0] = low;
+    p[31] = 0x7f;
+    p
+}
+
 /// Public inputs that both sides hash into the transcript.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transcript {
@@ -150,6 +201,15 @@ mod tests {
         for v in variants {
             assert_ne!(v.hash(), base.hash());
         }
+    }
+
+    #[test]
+    fn every_low_order_point_is_refused_and_a_real_key_is_not() {
+        for point in LOW_ORDER_POINTS {
+            assert_eq!(refuse_low_order(point), Err(ErrorCode::WeakPublicKey));
+        }
+        let real = PublicKey::from(&StaticSecret::from([7u8; 32])).to_bytes();
+        assert_eq!(refuse_low_order(&real), Ok(()));
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub const BOOT_STATE_PAGES: u32 = 2;
 /// (`data_stream::CounterJournal`), after the boot-state pages.
 pub const DATA_COUNTER_ADDR: u32 = 0x0002_4000;
 pub const DATA_COUNTER_PAGES: u32 = 2;
+/// Anti-rollback floor of the app slot (`app::AppFloor`): two pages of append-only
+/// `version | !version` entries, after the data-counter pages.
+pub const APP_FLOOR_ADDR: u32 = 0x0002_6000;
+pub const APP_FLOOR_PAGES: u32 = 2;
 
 /// Offset of the trust-anchor block (`trust_anchors`, linker section `.trust_anchors`) from the
 /// start of a bootloader or OS image body: after the vector table, which must end before it.

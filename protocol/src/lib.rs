@@ -8,12 +8,15 @@
 //!
 //! Where each flow lives:
 //! - provisioning over the debug link: [`provisioning`] (station and loader sides),
-//!   [`key_schedule`], [`sealed_frame`], [`mailbox`], [`device_record`];
-//! - boot: [`boot`], [`image`], the keys a signed image pins: [`trust_anchors`];
+//!   [`key_schedule`], [`sealed_frame`], [`mailbox`], [`device_record`]; the device key,
+//!   sealed by the coordinator to the loader: [`device_key_transport`];
+//! - a chip's identity: [`certificate`] (signed by the product authority per unique ID);
+//! - boot: [`boot`] (the checks bound to the chip), [`image`], the keys a signed image pins:
+//!   [`trust_anchors`];
 //! - the UART (hello, update transfer, apps, data requests): [`uart`] — framing, [`uart::MsgType`],
 //!   the device's services and, with `std`, the one host link;
 //! - updates: [`update`] (package, transfer, install, boot state, receipt);
-//! - data streams: [`data_stream`]; applications: [`app`]; leases: [`lease_keys`];
+//! - data streams: [`data_stream`]; applications: [`app`];
 //! - every wire type's encoding: [`codec::Codec`].
 #![no_std]
 
@@ -22,10 +25,12 @@ extern crate std;
 
 pub mod app;
 pub mod boot;
+pub mod certificate;
 mod challenge_proof;
 pub mod codec;
 mod crc;
 pub mod data_stream;
+pub mod device_key_transport;
 pub mod device_record;
 pub mod error;
 pub mod flash;
@@ -35,7 +40,6 @@ mod kdf;
 pub mod key_schedule;
 #[allow(missing_docs)]
 pub mod layout;
-pub mod lease_keys;
 pub mod mailbox;
 #[cfg(test)]
 mod properties;

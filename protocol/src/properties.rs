@@ -12,8 +12,10 @@ use std::vec::Vec;
 use proptest::prelude::*;
 
 use crate::app::AppHeader;
+use crate::certificate::{CertificateBody, DeviceCertificate};
 use crate::codec::Codec;
 use crate::data_stream::{CounterState, RecordHeader};
+use crate::device_key_transport::SEALED_DEVICE_KEY_LEN;
 use crate::device_record::{DeviceConfig, DeviceRecord};
 use crate::hello::{DeviceState, HelloInfo};
 use crate::image::{ImageHeader, ImageKind, SignedImageHeader, SIGNED_HEADER_LEN};
@@ -94,9 +96,19 @@ fn device_state() -> impl Strategy<Value = DeviceState> {
 
 prop_compose! {
     fn device_config()(serial in any::<[u8; 16]>(), product_id in any::<u32>(),
-        vendor_public in any::<[u8; 32]>(), rollback_floor in any::<u32>(), flags in any::<u32>())
+        keys in (any::<[u8; 32]>(), any::<[u8; 32]>()), rollback_floor in any::<u32>(), flags in any::<u32>())
         -> DeviceConfig {
-        DeviceConfig { serial, product_id, vendor_public, rollback_floor, flags }
+        DeviceConfig { serial, product_id, vendor_public: keys.0, authority_public: keys.1, rollback_floor, flags }
+    }
+}
+
+prop_compose! {
+    fn certificate()(seed in any::<[u8; 32]>(), unique_id in any::<[u8; 16]>(), product_id in any::<u32>(),
+        key_commitment in any::<[u8; 32]>(), order_ref in any::<[u8; 16]>(), sequence in any::<u32>(),
+        issued_at_ms in any::<u64>())
+        -> DeviceCertificate {
+        CertificateBody { product_id, unique_id, key_commitment, order_ref, sequence, issued_at_ms }
+            .sign(&ed25519_dalek::SigningKey::from_bytes(&seed))
     }
 }
 
@@ -129,6 +141,7 @@ proptest! {
         loader in (any::<u32>(), any::<u32>(), any::<u32>()),
         hello in (any::<[u8; 32]>(), any::<[u8; 16]>(), any::<[u8; 32]>()),
         params in (any::<[u8; 32]>(), any::<[u8; 16]>()),
+        certificate in certificate(),
     ) {
         round_trips(&AppHeader { entry }, &mut Vec::new());
         round_trips(&CounterState { epoch: counter.0, mark: counter.1 }, &mut Vec::new());
@@ -141,6 +154,7 @@ proptest! {
             bootloader_version: secrets.1,
             bootloader_size: secrets.2,
             bootloader_digest: secrets.3,
+            certificate,
         };
         let encoded = record.get_encoding().expect("a record encodes");
         let read = DeviceRecord::read_bytes(&encoded).expect("a record decodes");
@@ -172,7 +186,7 @@ proptest! {
         round_trips(&boot, &mut Vec::new());
         round_trips(&header.header, &mut Vec::new());
         round_trips(&header, &mut Vec::new());
-        round_trips(&HelloInfo { serial, product_id, bootloader_version, state }, &mut Vec::new());
+        round_trips(&HelloInfo { serial, chip_uid: record_uid(serial, small.0), product_id, bootloader_version, state }, &mut Vec::new());
         round_trips(&StatusReceipt {
             serial,
             product_id,
@@ -217,6 +231,7 @@ proptest! {
         signed in proptest::collection::vec(any::<u8>(), SIGNED_HEADER_LEN),
         count in any::<u8>(),
     ) {
+        let authorization = &challenge;
         let signed: &[u8; SIGNED_HEADER_LEN] = signed.as_slice().try_into().expect("sized");
         let request = match variant {
             0 => Request::Hello { challenge },
@@ -229,7 +244,7 @@ proptest! {
             7 => Request::DataEmit { count },
             8 => Request::DataRotate,
             9 => Request::OsStatus,
-            10 => Request::AppBegin { signed_header: signed },
+            10 => Request::AppBegin { signed_header: signed, authorization },
             11 => Request::AppData { offset: index, bytes: &body },
             12 => Request::AppCommit,
             _ => Request::AppStart,
@@ -296,11 +311,14 @@ proptest! {
         data in bytes(mailbox::IN_MAX),
         signed in proptest::collection::vec(any::<u8>(), SIGNED_HEADER_LEN),
         receipt in (any::<[u8; 16]>(), any::<[u8; 32]>(), any::<[u8; 32]>(), any::<u32>()),
+        sealed in proptest::collection::vec(any::<u8>(), SEALED_DEVICE_KEY_LEN),
+        certificate in certificate(),
     ) {
+        let sealed: &[u8; SEALED_DEVICE_KEY_LEN] = sealed.as_slice().try_into().expect("sized");
         let signed: &[u8; SIGNED_HEADER_LEN] = signed.as_slice().try_into().expect("sized");
         let request = match variant {
             0 => Some(StationMessage::KeyConfirm { transcript_hash: hash }),
-            1 => Some(StationMessage::DeviceSecrets { config, device_key: &hash }),
+            1 => Some(StationMessage::DeviceSecrets { config, sealed_device_key: sealed, certificate }),
             2 => Some(StationMessage::BeginBootloader { signed_header: signed }),
             3 => Some(StationMessage::ImageData { offset, data: &data }),
             4 => Some(StationMessage::Commit),
@@ -401,5 +419,16 @@ mod data_records {
             prop_assert_eq!(opened.kind, RecordKind::Telemetry);
             prop_assert_eq!(&out[opened.body], &body[..]);
         }
+    }
+}
+
+/// A chip id equal to `serial` or not (a clone's hello names another chip).
+fn record_uid(serial: [u8; 16], pick: u8) -> [u8; 16] {
+    if pick % 2 == 0 {
+        serial
+    } else {
+        let mut other = serial;
+        other[0] ^= 0x5A;
+        other
     }
 }

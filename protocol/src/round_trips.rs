@@ -7,6 +7,7 @@ use core::fmt::Debug;
 use std::vec::Vec;
 
 use crate::app::AppHeader;
+use crate::certificate::{CertificateBody, DeviceCertificate};
 use crate::codec::Codec;
 use crate::data_stream::{CounterState, RecordHeader};
 use crate::device_record::{DeviceConfig, DeviceRecord};
@@ -48,11 +49,24 @@ macro_rules! round_trips {
     };
 }
 
+fn certificate() -> DeviceCertificate {
+    CertificateBody {
+        product_id: 7,
+        unique_id: [1; 16],
+        key_commitment: [2; 32],
+        order_ref: [3; 16],
+        sequence: 4,
+        issued_at_ms: 5,
+    }
+    .sign(&ed25519_dalek::SigningKey::from_bytes(&[8; 32]))
+}
+
 fn config() -> DeviceConfig {
     DeviceConfig {
         serial: [1; 16],
         product_id: 7,
         vendor_public: [2; 32],
+        authority_public: [6; 32],
         rollback_floor: 3,
         flags: 0,
     }
@@ -94,8 +108,10 @@ fn every_wire_type_round_trips() {
         },
         StationMessage::DeviceSecrets {
             config: config(),
-            device_key: &[9; 32],
+            sealed_device_key: &[9; 80],
+            certificate: certificate(),
         },
+        certificate(),
         StationMessage::BeginBootloader {
             signed_header: &header_bytes,
         },
@@ -140,6 +156,7 @@ fn every_wire_type_round_trips() {
         },
         HelloInfo {
             serial: [1; 16],
+            chip_uid: [2; 16],
             product_id: 7,
             bootloader_version: 3,
             state: DeviceState::NoValidImage {
@@ -190,6 +207,7 @@ fn every_wire_type_round_trips() {
         bootloader_version: 5,
         bootloader_size: 1234,
         bootloader_digest: [4; 32],
+        certificate: certificate(),
     };
     let bytes = record.to_bytes();
     assert_eq!(DeviceRecord::read_bytes(&bytes).unwrap().to_bytes(), bytes);

@@ -107,6 +107,19 @@ pub fn embed(body: &mut [u8], anchors: &TrustAnchors) -> Result<(), ErrorCode> {
     Ok(())
 }
 
+/// `body` with a trust-anchor block pinning `anchors` written at [`TRUST_ANCHORS_OFFSET`]
+/// (grown with zeros to hold it): what a firmware body carries after `flashgate image sign`.
+/// For hosts that make test and demo images; real firmware already holds the block.
+#[cfg(feature = "std")]
+pub fn pinning(body: &[u8], anchors: &TrustAnchors) -> std::vec::Vec<u8> {
+    let mut out = body.to_vec();
+    if out.len() < OFFSET + ANCHORS_LEN {
+        out.resize(OFFSET + ANCHORS_LEN, 0);
+    }
+    out[OFFSET..OFFSET + ANCHORS_LEN].copy_from_slice(&anchors.to_bytes());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -167,6 +167,28 @@ impl CoordinatorClient {
         .ok_or_else(|| tonic::Status::internal("coordinator granted no lease"))
     }
 
+    /// The certificate of one chip, its key sealed to `loader_public`.
+    pub async fn issue_device_certificate(
+        &self,
+        lease_id: &str,
+        serial: &[u8; 16],
+        loader_public: &[u8; 32],
+    ) -> Result<v1::IssueDeviceCertificateResponse, tonic::Status> {
+        let request = self.signer.sign(
+            methods::ISSUE_DEVICE_CERTIFICATE,
+            v1::IssueDeviceCertificateRequest {
+                lease_id: lease_id.to_owned(),
+                serial: serial.to_vec(),
+                loader_public_key: loader_public.to_vec(),
+            },
+        );
+        let mut client = self.client.clone();
+        call("IssueDeviceCertificate", request, |r| async move {
+            client.issue_device_certificate(r).await
+        })
+        .await
+    }
+
     /// Reports one install.
     pub async fn report_install(
         &self,

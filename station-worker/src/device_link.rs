@@ -159,6 +159,16 @@ impl<S: Transport> DeviceLink<S> {
     pub fn hello(&mut self, timeout: Duration) -> Result<HelloAnswer, DeviceLinkError> {
         let mut challenge = [0u8; CHALLENGE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut challenge);
+        self.hello_with(challenge, timeout)
+    }
+
+    /// Sends `hello` with `challenge` (the coordinator's, which verifies the answer) and
+    /// returns the (unverified) answer.
+    pub fn hello_with(
+        &mut self,
+        challenge: [u8; CHALLENGE_LEN],
+        timeout: Duration,
+    ) -> Result<HelloAnswer, DeviceLinkError> {
         let reply = self.link.hello(challenge, timeout);
         let reply = reply.map_err(self.failed("hello"))?;
         Ok(HelloAnswer {

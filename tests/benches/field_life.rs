@@ -37,7 +37,6 @@ use flashgate_protocol::data_stream::{
 use flashgate_protocol::uart::host::{HostLink, Transport};
 use flashgate_protocol::uart::{MsgType, OsStatus, Request, OVERHEAD};
 use flashgate_station::device_link::DeviceLink;
-use flashgate_station::provisioning::DeviceKeys;
 use flashgate_tests::{firmware_dir, Firmware, TestBoard, Vendor};
 use zeroize::Zeroizing;
 
@@ -46,7 +45,7 @@ const INSTRUCTIONS_PER_TICK: u64 = 40;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn key(serial: &[u8; 16]) -> Zeroizing<[u8; 32]> {
-    flashgate_protocol::lease_keys::derive_device_key(&[1; 32], 7, serial)
+    flashgate_tests::test_device_key(7, serial)
 }
 
 fn instr(ticks: u64) -> u64 {
@@ -166,13 +165,12 @@ fn demo_os_first_record() -> FirstRecord {
     let plan = vendor
         .plan(&fw, 1)
         .with_chunk_size(flashgate_protocol::provisioning::messages::MAX_IMAGE_CHUNK);
-    let keys = DeviceKeys::new(Zeroizing::new([1; 32]), 7);
     let icount = StartOptions {
         icount: true,
         ..StartOptions::default()
     };
     let os = vendor.sign_os(&fw.demo_os, 5);
-    let (mut tb, _) = TestBoard::provisioned(plan, keys, icount, Some(&os));
+    let (mut tb, _) = TestBoard::provisioned(plan, vendor.issuer(), icount, Some(&os));
     let mut link =
         DeviceLink::connect_tcp(tb.board.serial_addr().unwrap(), Duration::from_secs(5)).unwrap();
     tb.board.resume().unwrap();
@@ -453,6 +451,11 @@ fn main() {
         "both sides agree on the ECDH secret"
     );
     assert_eq!(get("data_journal_erased").0, 1);
+    assert_eq!(
+        get("boot_check_identity_ok").0,
+        1,
+        "the genuine record passes the boot checks"
+    );
     let first = demo_os_first_record();
     let body = vec![b'x'; first.body_len];
 
@@ -591,6 +594,13 @@ fn main() {
             stack
         );
     }
+    let (boot_check, boot_check_stack) = get("boot_check_identity");
+    println!(
+        "  boot checks (certificate ed25519 verify_strict + binding), every reset: {} instr, {boot_check_stack} B stack; reference, same run: p256_ecdsa_verify {} instr ({:.2}x)",
+        instr(boot_check),
+        instr(verify),
+        boot_check as f64 / verify as f64
+    );
     println!(
         "  demo OS first_record_ticks (OS_STATUS): {} ticks = {os_instr} instructions (incl. UART send of {frame_len} B)",
         first.ticks

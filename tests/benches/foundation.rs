@@ -10,10 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use flashgate_emulator::StartOptions;
-use flashgate_station::provisioning::{DeviceKeys, PhaseTimings};
+use flashgate_station::provisioning::PhaseTimings;
 use flashgate_tests::bay::TestBay;
 use flashgate_tests::{firmware_dir, provision_within, Firmware, Vendor};
-use zeroize::Zeroizing;
 
 /// Instructions per SysTick tick under `-icount shift=0` on mps2 (1 GHz virtual / 25 MHz).
 const INSTRUCTIONS_PER_TICK: u64 = 40;
@@ -25,9 +24,8 @@ fn provision_once(fw: &Firmware, vendor: &Vendor, options: StartOptions) -> Phas
     let plan = vendor
         .plan(fw, 1)
         .with_chunk_size(flashgate_protocol::provisioning::messages::MAX_IMAGE_CHUNK);
-    let keys = DeviceKeys::new(Zeroizing::new([1; 32]), vendor.product_id);
     let mut bay = TestBay::new("bench").with_options(options);
-    provision_within(&mut bay, plan, keys, Duration::from_secs(60))
+    provision_within(&mut bay, plan, vendor.issuer(), Duration::from_secs(60))
         .expect("provisioning succeeds")
         .timings
 }

@@ -146,8 +146,47 @@ impl RacingStation {
         }
     }
 
-    /// Reports one install, retrying on other replicas while the answer is lost.
+    /// Certifies one chip (the step that consumes its slot), then reports its install,
+    /// retrying on other replicas while an answer is lost.
     async fn report(&mut self, lease_id: &str, serial: [u8; 16], ledger: &Mutex<Ledger>) {
+        let loader = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::random_from_rng(
+            rand::rngs::OsRng,
+        ))
+        .to_bytes();
+        let mut certified = false;
+        for _ in 0..6 {
+            match self
+                .client()
+                .issue_device_certificate(lease_id, &serial, &loader)
+                .await
+            {
+                Ok(_) => {
+                    // A retry of a lost answer gets the same certificate (no second slot).
+                    ledger
+                        .lock()
+                        .unwrap()
+                        .acknowledged
+                        .insert(serial, lease_id.to_owned());
+                    certified = true;
+                    break;
+                }
+                // The lease ended or is used up: no certificate, no device.
+                Err(s)
+                    if matches!(s.code(), Code::FailedPrecondition | Code::ResourceExhausted) =>
+                {
+                    return
+                }
+                Err(s) => {
+                    note(&mut ledger.lock().unwrap(), &s);
+                    if !transient(&s) {
+                        return;
+                    }
+                }
+            }
+        }
+        if !certified {
+            return;
+        }
         for _ in 0..6 {
             let request = v1::ReportInstallRequest {
                 lease_id: lease_id.to_owned(),
@@ -159,8 +198,7 @@ impl RacingStation {
                 }),
                 outcome: v1::InstallOutcome::Provisioned as i32,
                 installed_at_ms: flashgate_proto::clock::now_ms(),
-                failure_reason: String::new(),
-                os_status_receipt: Vec::new(),
+                ..Default::default()
             };
             match self.client().report_install(request).await {
                 Ok(_) => {
@@ -426,17 +464,27 @@ impl Race {
         const PRODUCT: u32 = 51;
         let mut op = operator(&endpoints[0]).await.expect("operator client");
         let vendor = crate::Vendor::new(PRODUCT);
-        op.create_product(operator_request(
-            token,
-            v1::CreateProductRequest {
-                product_id: PRODUCT,
-                name: "chaos board".into(),
-                vendor_public_key: vendor.public().to_vec(),
-            },
-        ))
-        .await
-        .unwrap();
-        let image = vendor.sign_bootloader(b"chaos bootloader", 1);
+        let product = op
+            .create_product(operator_request(
+                token,
+                v1::CreateProductRequest {
+                    product_id: PRODUCT,
+                    name: "chaos board".into(),
+                    vendor_public_key: vendor.public().to_vec(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let anchors = flashgate_protocol::trust_anchors::TrustAnchors {
+            vendor_public: vendor.public(),
+            authority_public: product.authority_public_key.as_slice().try_into().unwrap(),
+        };
+        let image = vendor.sign_bootloader_pinning(
+            &flashgate_protocol::trust_anchors::pinning(b"chaos bootloader", &anchors),
+            1,
+            &anchors,
+        );
         let release = op
             .upload_release(operator_request(token, v1::UploadReleaseRequest { image }))
             .await

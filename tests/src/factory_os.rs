@@ -12,20 +12,21 @@ use flashgate_protocol::update::receipt::CHALLENGE_LEN;
 use flashgate_protocol::Serial;
 use flashgate_station::events::{EventFormat, EventSink};
 use flashgate_station::provisioning::{
-    run_target, DeviceKeys, FactoryPackage, Failed, Job, OrderPlan, OsInstall, PackageError,
+    run_target, CertificateIssuer, FactoryPackage, Failed, Job, OrderPlan, OsInstall, PackageError,
     PackageSource, Provisioned,
 };
 use rand::RngCore;
 use zeroize::Zeroizing;
 
+use crate::authority::test_device_key;
 use crate::bay::TestBay;
 
-/// Packages of one signed OS image, made per board under the keys the flow wrote (`keys`).
+/// Packages of one signed OS image, made per board under the key a
+/// [`TestAuthority`](crate::authority::TestAuthority) certified it with ([`test_device_key`]).
 pub struct TestPackages {
     release: SealedRelease,
     product_id: u32,
     version: u32,
-    keys: DeviceKeys,
     /// Address every package to this chip instead of the one asked for (a package relayed to
     /// the wrong board).
     readdress: Option<(Serial, Zeroizing<[u8; 32]>)>,
@@ -34,16 +35,15 @@ pub struct TestPackages {
 }
 
 impl TestPackages {
-    /// Packages of `signed_os` (version `version` of product `product_id`) for the boards of
-    /// `keys`.
-    pub fn new(signed_os: &[u8], product_id: u32, version: u32, keys: DeviceKeys) -> Self {
+    /// Packages of `signed_os` (version `version` of product `product_id`) for the boards a
+    /// test authority of that product certified.
+    pub fn new(signed_os: &[u8], product_id: u32, version: u32) -> Self {
         let mut k = Zeroizing::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(&mut k[..]);
         Self {
             release: SealedRelease::seal(signed_os, k).expect("a signed OS seals"),
             product_id,
             version,
-            keys,
             readdress: None,
             issued: Mutex::default(),
         }
@@ -70,7 +70,7 @@ impl PackageSource for TestPackages {
     ) -> Result<FactoryPackage, PackageError> {
         let (to, key) = match &self.readdress {
             Some((to, key)) => (*to, key.clone()),
-            None => (*serial, self.keys.for_serial(serial)),
+            None => (*serial, test_device_key(self.product_id, serial)),
         };
         let mut nonce = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
@@ -95,14 +95,14 @@ impl PackageSource for TestPackages {
 pub fn provision_with_os(
     bay: &mut TestBay,
     plan: OrderPlan,
-    keys: DeviceKeys,
+    issuer: Arc<dyn CertificateIssuer>,
     version: u32,
     packages: Arc<dyn PackageSource>,
     step_timeout: Duration,
 ) -> Result<Provisioned, Failed> {
     let job = Job {
         plan: Arc::new(plan.with_os(version)),
-        keys,
+        issuer,
         lease_id: "e2e-lease".into(),
         os: Some(OsInstall { version, packages }),
     };

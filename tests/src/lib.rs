@@ -8,6 +8,7 @@
     reason = "a test-support crate: a panic is how it reports a failure"
 )]
 
+pub mod authority;
 pub mod bay;
 pub mod chaos;
 pub mod etcd_cluster;
@@ -27,13 +28,14 @@ use flashgate_emulator::{BoardFiles, EmulatedBoard, StartOptions, Uid};
 use flashgate_protocol::flash::{NorFlash, RamFlash};
 use flashgate_protocol::image::{sign_image, ImageKind, SIGNED_HEADER_LEN};
 use flashgate_protocol::layout::{FLASH_SIZE, IMAGE_HEADER_SPACE, OS_SLOT_ADDR};
+use flashgate_protocol::trust_anchors::{self, TrustAnchors};
 use flashgate_station::events::{EventFormat, EventSink};
 use flashgate_station::probe::{GdbProbe, GdbProbeOptions, TrafficRecorder};
 use flashgate_station::provisioning::{
-    run_target, DeviceKeys, Failed, Job, LoaderImage, OrderPlan, Provisioned,
+    run_target, CertificateIssuer, Failed, Job, LoaderImage, OrderPlan, Provisioned,
 };
-use zeroize::Zeroizing;
 
+pub use crate::authority::{test_device_key, TestAuthority};
 use crate::bay::TestBay;
 
 /// Time allowed for one loader turn (the handshake is the longest, ~6 M instructions).
@@ -61,30 +63,26 @@ pub fn station_binary() -> PathBuf {
     workspace_binary("flashgate-station", "flashgate-station")
 }
 
-/// Device keys from a fixed test lease secret, so a test can recompute any board's key.
-pub fn test_keys(product_id: u32) -> DeviceKeys {
-    DeviceKeys::new(Zeroizing::new([0x42; 32]), product_id)
-}
-
-/// Runs the station's per-target flow — the factory's — on the next board of `bay`.
+/// Runs the station's per-target flow — the factory's — on the next board of `bay`, its
+/// certificate from `issuer`.
 pub fn provision(
     bay: &mut TestBay,
     plan: OrderPlan,
-    keys: DeviceKeys,
+    issuer: Arc<dyn CertificateIssuer>,
 ) -> Result<Provisioned, Failed> {
-    provision_within(bay, plan, keys, STEP_TIMEOUT)
+    provision_within(bay, plan, issuer, STEP_TIMEOUT)
 }
 
 /// [`provision`] with another time limit per loader turn (slow `-icount` boards).
 pub fn provision_within(
     bay: &mut TestBay,
     plan: OrderPlan,
-    keys: DeviceKeys,
+    issuer: Arc<dyn CertificateIssuer>,
     step_timeout: Duration,
 ) -> Result<Provisioned, Failed> {
     let job = Job {
         plan: Arc::new(plan),
-        keys,
+        issuer,
         lease_id: "e2e-lease".into(),
         os: None,
     };
@@ -136,10 +134,13 @@ pub fn flashgate_binary() -> PathBuf {
     workspace_binary("flashgate", "flashgate-cli")
 }
 
-/// A vendor with a signing key and one product.
+/// A vendor with a signing key and one product (with its authority key, the coordinator's in
+/// production).
 pub struct Vendor {
     /// The vendor's ed25519 key.
     pub key: SigningKey,
+    /// The product's authority key (signs device certificates).
+    pub authority: SigningKey,
     /// The product id.
     pub product_id: u32,
 }
@@ -149,6 +150,7 @@ impl Vendor {
     pub fn new(product_id: u32) -> Self {
         Self {
             key: SigningKey::generate(&mut rand::rngs::OsRng),
+            authority: SigningKey::generate(&mut rand::rngs::OsRng),
             product_id,
         }
     }
@@ -158,14 +160,37 @@ impl Vendor {
         self.key.verifying_key().to_bytes()
     }
 
-    /// The bootloader signed as `version`.
+    /// The keys its bootloader and OS images pin.
+    pub fn anchors(&self) -> TrustAnchors {
+        TrustAnchors {
+            vendor_public: self.public(),
+            authority_public: self.authority.verifying_key().to_bytes(),
+        }
+    }
+
+    /// A certificate authority for its product (the coordinator's part), unbounded.
+    pub fn issuer(&self) -> Arc<TestAuthority> {
+        Arc::new(TestAuthority::new(self.authority.clone(), self.product_id))
+    }
+
+    /// The bootloader signed as `version`, pinning this vendor's keys.
     pub fn sign_bootloader(&self, body: &[u8], version: u32) -> Vec<u8> {
+        self.sign_bootloader_pinning(body, version, &self.anchors())
+    }
+
+    /// The bootloader signed as `version` (by this vendor), pinning `anchors`.
+    pub fn sign_bootloader_pinning(
+        &self,
+        body: &[u8],
+        version: u32,
+        anchors: &TrustAnchors,
+    ) -> Vec<u8> {
         sign_image(
             ImageKind::Bootloader,
             self.product_id,
             version,
             0,
-            body,
+            &pin(body, anchors),
             &self.key,
         )
     }
@@ -182,17 +207,31 @@ impl Vendor {
         )
     }
 
-    /// An OS image signed as `version`, for the OS slot.
+    /// An OS image signed as `version`, for the OS slot, pinning this vendor's keys.
     pub fn sign_os(&self, body: &[u8], version: u32) -> Vec<u8> {
+        self.sign_os_pinning(body, version, &self.anchors())
+    }
+
+    /// The OS signed as `version`, pinning `anchors` (the coordinator's authority key, for an
+    /// order's OS).
+    pub fn sign_os_pinning(&self, body: &[u8], version: u32, anchors: &TrustAnchors) -> Vec<u8> {
         sign_image(
             ImageKind::Os,
             self.product_id,
             version,
             OS_SLOT_ADDR + IMAGE_HEADER_SPACE,
-            body,
+            &pin(body, anchors),
             &self.key,
         )
     }
+}
+
+/// `body` with its trust-anchor block filled (as `flashgate image sign` does); a body without
+/// the block (a test's synthetic image) is signed as it is.
+fn pin(body: &[u8], anchors: &TrustAnchors) -> Vec<u8> {
+    let mut body = body.to_vec();
+    let _ = trust_anchors::embed(&mut body, anchors);
+    body
 }
 
 impl Vendor {
@@ -202,7 +241,6 @@ impl Vendor {
             fw.loader.clone(),
             self.sign_bootloader(&fw.bootloader, version),
             self.product_id,
-            self.public(),
         )
         .expect("a signed bootloader parses")
     }
@@ -272,12 +310,12 @@ impl TestBoard {
     /// still halted: connect the UART, then resume.
     pub fn provisioned(
         plan: OrderPlan,
-        keys: DeviceKeys,
+        issuer: Arc<dyn CertificateIssuer>,
         options: StartOptions,
         os: Option<&[u8]>,
     ) -> (Self, Provisioned) {
         let mut bay = TestBay::new("e2e").with_options(options.clone());
-        let done = provision_within(&mut bay, plan, keys, 2 * STEP_TIMEOUT)
+        let done = provision_within(&mut bay, plan, issuer, 2 * STEP_TIMEOUT)
             .expect("the station's flow provisions the board");
         assert!(
             done.locked && done.hello.is_some(),

@@ -11,7 +11,9 @@ use flashgate_protocol::image::{SignedImageHeader, SIGNED_HEADER_LEN};
 use flashgate_protocol::provisioning::messages::StationMessage;
 use flashgate_protocol::provisioning::station::{StationHandshake, StationSession};
 use flashgate_station::probe::Probe;
-use flashgate_station::provisioning::{DeviceKeys, LoaderMailbox, OrderPlan, ProvisioningError};
+use flashgate_station::provisioning::{
+    CertificateIssuer, LoaderMailbox, OrderPlan, ProvisioningError,
+};
 use x25519_dalek::StaticSecret;
 
 /// How the station misbehaves while sending the bootloader body.
@@ -34,17 +36,17 @@ pub enum Misbehaviour {
 pub fn provision_misbehaving(
     probe: &mut dyn Probe,
     plan: &OrderPlan,
-    keys: &DeviceKeys,
+    issuer: &dyn CertificateIssuer,
     how: Misbehaviour,
     timeout: Duration,
 ) -> Option<ProvisioningError> {
-    run(probe, plan, keys, how, timeout).err()
+    run(probe, plan, issuer, how, timeout).err()
 }
 
 fn run(
     probe: &mut dyn Probe,
     plan: &OrderPlan,
-    keys: &DeviceKeys,
+    issuer: &dyn CertificateIssuer,
     how: Misbehaviour,
     timeout: Duration,
 ) -> Result<(), ProvisioningError> {
@@ -66,11 +68,15 @@ fn run(
     let confirm = session.key_confirm();
     send(&mut session, "key confirmation", &confirm)?;
     let serial = session.serial();
-    let device_key = keys.for_serial(&serial);
+    let issued = issuer
+        .issue("misbehaving", &serial, &session.loader_public())
+        .expect("the test authority certifies the chip");
+    let anchors = plan.anchors();
     let config = DeviceConfig {
         serial,
         product_id: plan.product_id(),
-        vendor_public: plan.vendor_public(),
+        vendor_public: anchors.vendor_public,
+        authority_public: anchors.authority_public,
         rollback_floor: plan.rollback_floor(),
         flags: 0,
     };
@@ -79,7 +85,8 @@ fn run(
         "device secrets",
         &StationMessage::DeviceSecrets {
             config,
-            device_key: &device_key,
+            sealed_device_key: &issued.sealed_device_key,
+            certificate: issued.certificate,
         },
     )?;
     let image = plan.bootloader();

@@ -261,7 +261,6 @@ impl Factory {
     ) -> Self {
         let fw = Firmware::load();
         let vendor = Vendor::new(PRODUCT_ID);
-        let os = os_version.map(|v| vendor.sign_os(&fw.demo_os, v));
         let state_dir = tempfile::tempdir().unwrap();
         let kek = StationKek::generate();
         let kek_file = state_dir.path().join("kek.hex");
@@ -271,7 +270,7 @@ impl Factory {
         let identity = StationIdentity::load_or_create(state_dir.path(), &kek).unwrap();
         let station_id = identity.station_id();
         let proxy = FlakyProxy::start(coordinator.addr);
-        let order = rt.block_on(async {
+        let (order, os) = rt.block_on(async {
             let bundle = coordinator.enrolment_bundle("e2e station").await.unwrap();
             let enrolled = flashgate_station::enrolment::enrol_with_bundle(
                 &identity,
@@ -285,14 +284,24 @@ impl Factory {
             .expect("enrol with the bundle");
             assert_eq!(enrolled.state, v1::StationState::Approved as i32);
             let mut op = coordinator.operator_client().await.unwrap();
-            op.create_product(coordinator.operator_request(v1::CreateProductRequest {
-                product_id: PRODUCT_ID,
-                name: "e2e board".into(),
-                vendor_public_key: vendor.public().to_vec(),
-            }))
-            .await
-            .expect("product");
-            let image = vendor.sign_bootloader(&fw.bootloader, BOOTLOADER_VERSION);
+            let product = op
+                .create_product(coordinator.operator_request(v1::CreateProductRequest {
+                    product_id: PRODUCT_ID,
+                    name: "e2e board".into(),
+                    vendor_public_key: vendor.public().to_vec(),
+                }))
+                .await
+                .expect("product")
+                .into_inner();
+            // The bootloader pins the vendor key and the coordinator's authority key for the
+            // product, which certifies every chip the station makes.
+            let anchors = flashgate_protocol::trust_anchors::TrustAnchors {
+                vendor_public: vendor.public(),
+                authority_public: product.authority_public_key.as_slice().try_into().unwrap(),
+            };
+            let image =
+                vendor.sign_bootloader_pinning(&fw.bootloader, BOOTLOADER_VERSION, &anchors);
+            let os = os_version.map(|v| vendor.sign_os_pinning(&fw.demo_os, v, &anchors));
             let release = op
                 .upload_release(coordinator.operator_request(v1::UploadReleaseRequest { image }))
                 .await
@@ -309,18 +318,20 @@ impl Factory {
                     .into_inner()
                     .digest;
             }
-            op.create_order(coordinator.operator_request(v1::CreateOrderRequest {
-                product_id: PRODUCT_ID,
-                bootloader_digest: release.digest,
-                os_release_digest,
-                station_ids: vec![station_id.clone()],
-                factory: "f1".into(),
-                count,
-                ..Default::default()
-            }))
-            .await
-            .expect("order")
-            .into_inner()
+            let order = op
+                .create_order(coordinator.operator_request(v1::CreateOrderRequest {
+                    product_id: PRODUCT_ID,
+                    bootloader_digest: release.digest,
+                    os_release_digest,
+                    station_ids: vec![station_id.clone()],
+                    factory: "f1".into(),
+                    count,
+                    ..Default::default()
+                }))
+                .await
+                .expect("order")
+                .into_inner();
+            (order, os)
         });
         Self {
             rt,
@@ -354,8 +365,16 @@ impl Factory {
         options
     }
 
-    /// Devices registered under the order.
+    /// The devices the order installed (their hello proof verified by the coordinator).
     pub fn registered(&self) -> Vec<v1::Device> {
+        self.certified()
+            .into_iter()
+            .filter(|d| d.state == v1::DeviceState::Installed as i32)
+            .collect()
+    }
+
+    /// Every device of the order with a certificate (installed or not): one slot each.
+    pub fn certified(&self) -> Vec<v1::Device> {
         self.rt.block_on(async {
             let mut op = self.coordinator.operator_client().await.unwrap();
             op.list_devices(self.coordinator.operator_request(v1::ListDevicesRequest {

@@ -10,6 +10,7 @@ use crate::support::{code, flashgate, stderr, stdout, DEAD};
 const DOCUMENTED: &[&str] = &[
     "product create",
     "product list",
+    "product rotate-authority",
     "release upload",
     "release list",
     "order create",

@@ -645,9 +645,13 @@ fn an_external_signer_signs_and_is_checked_before_anything_is_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_it_signs_are_accepted_by_release_upload() {
     let w = World::start().await;
-    let tool = Tool::new();
-    // The product's vendor key is the one `image keygen` made.
-    w.cli
+    let mut tool = Tool::new();
+    // An OS pinning an authority key the product never had (the tool's own) is refused.
+    let foreign = tool.signed_os("foreign-authority.img");
+    // The product's vendor key is the one `image keygen` made; its authority key is the
+    // coordinator's, printed by `product create`.
+    let product = w
+        .cli
         .json(&[
             "product",
             "create",
@@ -659,6 +663,9 @@ async fn images_it_signs_are_accepted_by_release_upload() {
             &tool.vendor_pub,
         ])
         .await;
+    let refused = w.cli.fails(&["release", "upload", &foreign], 7).await;
+    assert!(refused.contains("never had"), "{refused}");
+    tool.authority_pub = product["authority_public_key"].as_str().unwrap().to_owned();
     let os = tool.signed_os("os.img");
     let bl_body = tool.file("bl.bin", &body(BOOTLOADER_BODY, 8192, true));
     let bl = tool.arg("bl.img");

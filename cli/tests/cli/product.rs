@@ -1,4 +1,4 @@
-//! `flashgate product create|list`.
+//! `flashgate product create|list|rotate-authority`.
 
 use crate::support::{table_rows, World, PRODUCT};
 
@@ -27,7 +27,12 @@ async fn products_are_created_and_listed_as_table_and_json() {
             file.to_str().unwrap(),
         ])
         .await;
-    assert_eq!(said, "product 8 (second board) created\n");
+    let authority = said
+        .strip_prefix("product 8 (second board) created; authority key ")
+        .and_then(|rest| rest.split(' ').next())
+        .expect("the authority key is printed")
+        .to_owned();
+    assert_eq!(authority.len(), 64, "{said}");
 
     let listed = w.cli.json(&["product", "list"]).await;
     let ids: Vec<u64> = listed
@@ -38,8 +43,20 @@ async fn products_are_created_and_listed_as_table_and_json() {
         .collect();
     assert_eq!(ids, [7, 8]);
     let (header, rows) = table_rows(&w.cli.table(&["product", "list"]).await);
-    assert_eq!(header, "PRODUCT, NAME, VENDOR KEY");
-    assert_eq!(rows[1], ["8", "second board", key.as_str()]);
+    assert_eq!(header, "PRODUCT, NAME, VENDOR KEY, AUTHORITY KEY");
+    assert_eq!(
+        rows[1],
+        ["8", "second board", key.as_str(), authority.as_str()]
+    );
+
+    // Rotation: a new current key, the old one kept in the list.
+    let rotated = w.cli.json(&["product", "rotate-authority", "8"]).await;
+    let current = rotated["authority_public_key"].as_str().unwrap();
+    assert_ne!(current, authority);
+    assert_eq!(
+        rotated["authority_public_keys"],
+        serde_json::json!([authority, current])
+    );
 
     // Exit codes: exists 6; bad key 2 (nothing sent); no key 2; no token 5.
     let again = [

@@ -186,8 +186,17 @@ pub fn provisioned(lease: &str, serial: [u8; 16]) -> v1::ReportInstallRequest {
         }),
         outcome: v1::InstallOutcome::Provisioned as i32,
         installed_at_ms: flashgate_proto::clock::now_ms(),
-        failure_reason: String::new(),
-        os_status_receipt: Vec::new(),
+        ..Default::default()
+    }
+}
+
+/// A station's request for the certificate of `serial` under `lease` (a fresh loader key).
+pub fn certificate_request(lease: &str, serial: [u8; 16]) -> v1::IssueDeviceCertificateRequest {
+    let loader = x25519_dalek::StaticSecret::random_from_rng(OsRng);
+    v1::IssueDeviceCertificateRequest {
+        lease_id: lease.into(),
+        serial: serial.to_vec(),
+        loader_public_key: x25519_dalek::PublicKey::from(&loader).to_bytes().to_vec(),
     }
 }
 
@@ -197,6 +206,8 @@ pub struct World {
     pub tc: TestCoordinator,
     pub cli: Flashgate,
     pub vendor: SigningKey,
+    /// The product's authority key, once [`World::product`] made it.
+    pub authority: std::sync::Mutex<Option<[u8; 32]>>,
 }
 
 impl World {
@@ -209,6 +220,7 @@ impl World {
             tc,
             cli,
             vendor: SigningKey::generate(&mut OsRng),
+            authority: std::sync::Mutex::new(None),
         }
     }
 
@@ -220,7 +232,8 @@ impl World {
     pub async fn product(&self) -> Value {
         let key = self.vendor_key_hex();
         let id = PRODUCT.to_string();
-        self.cli
+        let product = self
+            .cli
             .json(&[
                 "product",
                 "create",
@@ -231,13 +244,28 @@ impl World {
                 "--vendor-key",
                 &key,
             ])
-            .await
+            .await;
+        let authority = hex::decode(product["authority_public_key"].as_str().unwrap()).unwrap();
+        *self.authority.lock().unwrap() = Some(authority.try_into().unwrap());
+        product
     }
 
     /// An image of `kind` signed by this world's vendor, written to a file.
     pub fn image(&self, kind: ImageKind, version: u32) -> PathBuf {
         let body = format!("{kind:?} body, version {version}");
-        let image = sign_image(kind, PRODUCT, version, 0, body.as_bytes(), &self.vendor);
+        let body = match (kind, *self.authority.lock().unwrap()) {
+            (ImageKind::Bootloader | ImageKind::Os, Some(authority_public)) => {
+                flashgate_protocol::trust_anchors::pinning(
+                    body.as_bytes(),
+                    &flashgate_protocol::trust_anchors::TrustAnchors {
+                        vendor_public: self.vendor.verifying_key().to_bytes(),
+                        authority_public,
+                    },
+                )
+            }
+            _ => body.into_bytes(),
+        };
+        let image = sign_image(kind, PRODUCT, version, 0, &body, &self.vendor);
         self.cli.file(&format!("{kind:?}-{version}.img"), image)
     }
 
@@ -325,11 +353,19 @@ impl World {
             .unwrap();
     }
 
-    /// The station reports `serial` provisioned (test passed) under `lease` (signed gRPC).
+    /// The station has `serial` certified, then reports it provisioned (test passed) under
+    /// `lease` (signed gRPC; no hello proof, so the device stays CERTIFIED).
     pub async fn install(&self, station: &StationSigner, lease: &str, serial: [u8; 16]) {
-        let request = provisioned(lease, serial);
-        self.stations(station)
+        let mut stations = self.stations(station).await;
+        stations
+            .issue_device_certificate(station.sign(
+                methods::ISSUE_DEVICE_CERTIFICATE,
+                certificate_request(lease, serial),
+            ))
             .await
+            .unwrap();
+        let request = provisioned(lease, serial);
+        stations
             .report_install(station.sign(methods::REPORT_INSTALL, request))
             .await
             .unwrap();
@@ -398,6 +434,12 @@ impl Env {
         .unwrap();
         let now = flashgate_proto::clock::now_ms();
         let serial = [0x5a; 16];
+        tc.coordinator
+            .provisioning()
+            .certificates
+            .issue(&station, &certificate_request(&body.lease_id, serial))
+            .await
+            .unwrap();
         tc.coordinator
             .provisioning()
             .reports

@@ -84,6 +84,7 @@ pub fn needed(method: &str) -> Option<Role> {
     Some(match method {
         // Catalogue and trust: admin.
         "CreateProduct"
+        | "RotateAuthorityKey"
         | "ApproveStation"
         | "RevokeStation"
         | "CreateOperator"

@@ -6,9 +6,11 @@
 //! | key | value |
 //! | --- | --- |
 //! | `products/{product_id:010}` | [`products::ProductRecord`] |
+//! | `authority/{product_id:010}/{generation:06}` | [`authority::AuthorityKeyRecord`] (private half sealed under the KEK) |
 //! | `releases/{digest}` / `images/{digest}` | [`releases::ReleaseRecord`] / the signed image sealed under the KEK |
 //! | `orders/{order_id}` | [`orders::OrderRecord`] |
 
+pub mod authority;
 mod names;
 pub mod orders;
 pub mod products;
@@ -36,10 +38,10 @@ pub struct Catalogue {
 }
 
 impl Catalogue {
-    /// The catalogue over `db`, its parts sharing it; images are sealed with `kek`, changes
-    /// audited in `audit`.
+    /// The catalogue over `db`, its parts sharing it; images and authority keys are sealed
+    /// with `kek`, changes audited in `audit`.
     pub fn new(db: Db, kek: Arc<KekRing>, audit: AuditLog) -> Self {
-        let products = Products::new(db.clone(), audit.clone());
+        let products = Products::new(db.clone(), kek.clone(), audit.clone());
         let releases = Releases::new(db.clone(), products.clone(), kek, audit);
         let orders = Orders::new(db, products.clone(), releases.clone());
         Self {

@@ -1,14 +1,19 @@
 //! Products: created once by an operator, never changed (leases and devices refer to them).
+//! Each is created with its first authority key ([`super::authority`]), which rotates apart.
+
+use std::sync::Arc;
 
 use ed25519_dalek::VerifyingKey;
 use flashgate_proto::clock::now_ms;
 use flashgate_proto::v1;
 use serde::{Deserialize, Serialize};
 
+use super::authority::{AuthorityKeyRecord, AuthorityKeys, Generation};
 use super::names::valid_name;
 use crate::audit::{Actor, AuditLog, Entry};
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::ProductId;
+use crate::keys::KekRing;
 use crate::repository::{hex, Attempt, CasRetry, Db, JsonRecord, Scope, Txn};
 
 /// `products/{product_id:010}`.
@@ -31,13 +36,18 @@ impl JsonRecord for ProductRecord {
 }
 
 impl ProductRecord {
-    /// The product as the API shows it.
-    pub fn to_proto(&self) -> v1::Product {
+    /// The product as the API shows it, with its authority keys (oldest first).
+    pub fn to_proto(&self, authority: &[AuthorityKeyRecord]) -> v1::Product {
         v1::Product {
             product_id: self.product_id.0,
             name: self.name.clone(),
             vendor_public_key: self.vendor_public_key.to_vec(),
             created_at_ms: self.created_at_ms,
+            authority_public_key: authority
+                .last()
+                .map(|k| k.public_key.to_vec())
+                .unwrap_or_default(),
+            authority_public_keys: authority.iter().map(|k| k.public_key.to_vec()).collect(),
         }
     }
 }
@@ -47,12 +57,34 @@ impl ProductRecord {
 pub struct Products {
     db: Db,
     audit: AuditLog,
+    kek: Arc<KekRing>,
+    authority: AuthorityKeys,
 }
 
 impl Products {
-    /// Products over `db`, created under the audit log `audit`.
-    pub fn new(db: Db, audit: AuditLog) -> Self {
-        Self { db, audit }
+    /// Products over `db`, created under the audit log `audit`; authority keys are sealed
+    /// under `kek`.
+    pub fn new(db: Db, kek: Arc<KekRing>, audit: AuditLog) -> Self {
+        Self {
+            authority: AuthorityKeys::new(db.clone()),
+            db,
+            audit,
+            kek,
+        }
+    }
+
+    /// The products' authority keys.
+    pub fn authority(&self) -> &AuthorityKeys {
+        &self.authority
+    }
+
+    /// Makes a new current authority key for a product and returns the product.
+    pub async fn rotate_authority(&self, by: &Actor, id: ProductId) -> Result<v1::Product> {
+        let product = self.get(id).await?;
+        self.authority
+            .rotate(id, &self.kek, &self.audit, by)
+            .await?;
+        Ok(product.to_proto(&self.authority.all(id).await?))
     }
 
     /// Creates a product; refused if its id is taken or its vendor key is not an ed25519 point.
@@ -74,6 +106,7 @@ impl Products {
             vendor_public_key: key,
             created_at_ms: now_ms(),
         };
+        let authority = AuthorityKeyRecord::generate(id, Generation(1), &self.kek);
         CasRetry::new("the audit log")
             .run(|| async {
                 if self.db.get::<ProductRecord>(&id).await?.is_some() {
@@ -81,28 +114,32 @@ impl Products {
                         "product {id} already exists; products are immutable, pick another product id"
                     )));
                 }
-                let txn = Txn::new().absent::<ProductRecord>(&id).put(&id, &record);
+                let txn = Txn::new()
+                    .absent::<ProductRecord>(&id)
+                    .absent::<AuthorityKeyRecord>(&authority.key())
+                    .put(&id, &record)
+                    .put(&authority.key(), &authority);
                 let entry = Entry::new(by, "product created", id).detail(format!(
-                    "name {:?}, vendor key {}",
+                    "name {:?}, vendor key {}, authority key {}",
                     record.name,
-                    ::hex::encode(record.vendor_public_key)
+                    ::hex::encode(record.vendor_public_key),
+                    ::hex::encode(authority.public_key)
                 ));
                 let txn = self.audit.append_global(txn, entry).await?;
                 Ok(Attempt::committed(self.db.commit(txn).await?, ()))
             })
             .await?;
-        Ok(record.to_proto())
+        Ok(record.to_proto(&[authority]))
     }
 
     /// Every product, in id order.
     pub async fn list(&self) -> Result<Vec<v1::Product>> {
-        Ok(self
-            .db
-            .list(Scope::<ProductRecord>::all())
-            .await?
-            .iter()
-            .map(|p| p.record.to_proto())
-            .collect())
+        let mut out = Vec::new();
+        for p in self.db.list(Scope::<ProductRecord>::all()).await? {
+            let keys = self.authority.all(p.record.product_id).await?;
+            out.push(p.record.to_proto(&keys));
+        }
+        Ok(out)
     }
 
     /// One product; `NotFound` if it does not exist.

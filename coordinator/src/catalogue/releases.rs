@@ -171,6 +171,39 @@ impl Releases {
         }
     }
 
+    /// A bootloader or OS decides what boots through the keys it pins: they must be the
+    /// product's vendor key and one of its authority keys, or no device made with it would
+    /// accept its certificate (or it would accept another product's).
+    async fn check_anchors(&self, product: &super::ProductRecord, body: &[u8]) -> Result<()> {
+        let anchors = flashgate_protocol::trust_anchors::read(body)
+            .ok()
+            .filter(|a| a.is_filled())
+            .ok_or_else(|| {
+                E::InvalidArgument(
+                    "the image pins no trust anchors; sign it with `flashgate image sign --vendor-pub … --authority-pub …`".into(),
+                )
+            })?;
+        if anchors.vendor_public != product.vendor_public_key {
+            return Err(E::InvalidArgument(format!(
+                "the image pins vendor key {}, not product {}'s vendor key",
+                ::hex::encode(anchors.vendor_public),
+                product.product_id
+            )));
+        }
+        let known = self.products.authority().all(product.product_id).await?;
+        if !known
+            .iter()
+            .any(|k| k.public_key == anchors.authority_public)
+        {
+            return Err(E::InvalidArgument(format!(
+                "the image pins authority key {}, which product {} never had; see `flashgate product list`",
+                ::hex::encode(anchors.authority_public),
+                product.product_id
+            )));
+        }
+        Ok(())
+    }
+
     /// Stores a vendor-signed image (sealed under the KEK) after checking its signature
     /// (against the product's vendor key) and its body digest.
     pub async fn upload(&self, by: &Actor, image: &[u8]) -> Result<v1::Release> {
@@ -198,6 +231,10 @@ impl Releases {
                     "the image body does not match its signed header ({e:?}): truncated or altered"
                 ))
             })?;
+        if matches!(header.kind, ImageKind::Bootloader | ImageKind::Os) {
+            self.check_anchors(&product, &image[SIGNED_HEADER_LEN..])
+                .await?;
+        }
         let digest = Digest(Sha256::digest(image).into());
         let record = ReleaseRecord {
             digest,

@@ -5,9 +5,10 @@
 //! 1. The order's OS release is encrypted once, the first time one of its boards asks, into an
 //!    update campaign ([`seal_campaign`]: a fresh content key sealed under the KEK, re-sealed by
 //!    KEK rotation like every campaign) that a [`FactoryReleaseRecord`] names.
-//! 2. `GetFactoryPackage(lease, serial)` ([`FactoryPackages::package`]): for a board of the
-//!    caller's own active lease, not registered yet, its envelope is made now under its device
-//!    key with a fresh package nonce, beside the campaign's ciphertext chunks and a fresh status
+//! 2. `GetFactoryPackage(lease, serial)` ([`FactoryPackages::package`]): for a chip certified
+//!    under the caller's own active lease (`super::certificates`) and not installed yet, its
+//!    envelope is made now under its device key (the one drawn at certification, sealed under
+//!    the KEK) with a fresh package nonce, beside the campaign's ciphertext chunks and a fresh status
 //!    challenge, which a [`FactoryInstallRecord`] keeps. Asking again (a retried board) makes a
 //!    new envelope and challenge.
 //! 3. `ReportInstall` of that board ([`FactoryPackages::verified_os`], called by
@@ -28,7 +29,6 @@ use flashgate_proto::v1;
 use flashgate_protocol::hello::DeviceState;
 use flashgate_protocol::update::receipt::CHALLENGE_LEN;
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
 use super::leases::{LeaseRecord, LeaseState, Leases};
 use super::registry::Registry;
@@ -36,7 +36,7 @@ use super::stations::StationRecord;
 use crate::catalogue::{Catalogue, OrderRecord};
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::{CampaignId, Digest, LeaseId, OrderId, ProductId, Serial};
-use crate::keys::KekRing;
+use crate::keys::{device_key_aad, KekRing};
 use crate::repository::{hex, Db, JsonRecord, Stored, Txn};
 use crate::update::campaigns::seal_campaign;
 use crate::update::delivery::{
@@ -148,19 +148,28 @@ impl FactoryPackages {
                 order.order_id
             )));
         };
-        if self
+        let device = self
             .registry
             .device(lease.product_id, serial)
             .await?
-            .is_some()
-        {
+            .filter(|d| d.lease_id == lease.lease_id && d.station_id == station.station_id)
+            .ok_or_else(|| {
+                E::FailedPrecondition(format!(
+                    "chip {serial} was not certified under lease {}: IssueDeviceCertificate first (a package is made only for a certified chip, under its own device key)",
+                    lease.lease_id
+                ))
+            })?;
+        if device.installed_at_ms != 0 {
             return Err(E::AlreadyExists(format!(
                 "device {serial} is registered already: update its OS in the field (`flashgate device update`)"
             )));
         }
         let factory = self.factory_release(&order, os_digest).await?;
         let (campaign, release) = sealed_release(&self.db, &self.kek, &factory.campaign_id).await?;
-        let device_key = self.device_key(&lease, serial)?;
+        let device_key = self.kek.open_key(
+            &device_key_aad(lease.product_id.0, &serial.0),
+            &device.sealed_device_key,
+        )?;
         let envelope = envelope_for(&release, lease.product_id, serial, &device_key)?;
         let install = FactoryInstallRecord {
             serial,
@@ -281,11 +290,5 @@ impl FactoryPackages {
             .await?
             .map(|r| r.record)
             .ok_or_else(|| E::Unavailable("the order's OS release is being sealed; retry".into()))
-    }
-
-    /// The key the station wrote into board `serial` of `lease` (derived from the lease secret
-    /// until device keys are drawn per chip at certification).
-    fn device_key(&self, lease: &LeaseRecord, serial: Serial) -> Result<Zeroizing<[u8; 32]>> {
-        lease.device_key(&self.kek, &serial)
     }
 }

@@ -2,8 +2,9 @@
 //! `not_after`. Acquiring moves slots from the order's quota into the lease; returning or
 //! expiring it gives the unused ones back, exactly once (see [`super::quota`] for the invariant).
 //!
-//! A lease carries a fresh lease secret, sealed to the station's X25519 key in the signed body
-//! and sealed under the KEK at rest; device keys are derived from it (`super::registry`).
+//! A lease is an allowance of slots, nothing more: each certificate issued under it consumes
+//! one (`super::certificates`), and device keys come from the coordinator per certified chip.
+//! It reserves a range of certificate sequence numbers from the quota record when granted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +12,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use flashgate_proto::clock::now_ms;
 use flashgate_proto::{lease::sign_lease, v1};
-use flashgate_protocol::lease_keys::{derive_device_key, seal_lease_secret};
-use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
 use super::quota::Quota;
 use super::stations::StationRecord;
@@ -22,9 +20,8 @@ use crate::audit::{Actor, ChainHead, ChainScope, Entry};
 use crate::catalogue::{Catalogue, OrderRecord};
 use crate::config::CoordinatorConfig;
 use crate::error::{CoordinatorError as E, Result};
-use crate::ids::{LeaseId, OrderId, ProductId, Serial, StationId};
-use crate::keys::{lease_secret_aad, KekRing};
-use crate::repository::{hex, Attempt, CasRetry, Db, JsonRecord, Scope, Stored, Txn};
+use crate::ids::{LeaseId, OrderId, ProductId, StationId};
+use crate::repository::{Attempt, CasRetry, Db, JsonRecord, Scope, Stored, Txn};
 
 /// Where a lease is in its life; only an `Active` lease accepts reports of new installs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,9 +67,14 @@ pub struct LeaseRecord {
     /// End of its validity (Unix milliseconds); reports of installs done by then are taken
     /// for a grace period after.
     pub not_after_ms: i64,
-    /// The lease secret sealed under the KEK.
-    #[serde(with = "hex")]
-    pub sealed_secret: Vec<u8>,
+    /// The first certificate sequence number reserved for the lease (`first_sequence + used`
+    /// is the next one it issues).
+    #[serde(default)]
+    pub first_sequence: u32,
+    /// The authority key its certificates are signed with (the product's current key when it
+    /// was granted).
+    #[serde(with = "crate::repository::hex", default)]
+    pub authority_public_key: [u8; 32],
     /// Slots given back to the quota when the lease ended.
     pub released: u32,
     /// The head of the `lease/{id}` audit chain (its slots consumed).
@@ -86,16 +88,6 @@ impl JsonRecord for LeaseRecord {
 }
 
 impl LeaseRecord {
-    /// The key of the device `serial` made under this lease (derived from the lease secret,
-    /// opened from under the KEK): what the station wrote into the board.
-    pub fn device_key(&self, kek: &KekRing, serial: &Serial) -> Result<Zeroizing<[u8; 32]>> {
-        let secret = kek.open_key(
-            &lease_secret_aad(self.lease_id.as_str()),
-            &self.sealed_secret,
-        )?;
-        Ok(derive_device_key(&secret, self.product_id.0, &serial.0))
-    }
-
     /// The lease as the API shows it (without its secret).
     pub fn to_proto(&self) -> v1::LeaseInfo {
         v1::LeaseInfo {
@@ -118,19 +110,17 @@ pub struct Leases {
     db: Db,
     catalogue: Catalogue,
     quota: Quota,
-    kek: Arc<KekRing>,
     signing_key: Arc<SigningKey>,
     config: Arc<CoordinatorConfig>,
 }
 
 impl Leases {
-    /// Leases over `db`, taking slots from `quota` for orders in `catalogue`; secrets are sealed
-    /// with `kek` and lease bodies signed with `signing_key`.
+    /// Leases over `db`, taking slots from `quota` for orders in `catalogue`; lease bodies are
+    /// signed with `signing_key`.
     pub fn new(
         db: Db,
         catalogue: Catalogue,
         quota: Quota,
-        kek: Arc<KekRing>,
         signing_key: Arc<SigningKey>,
         config: Arc<CoordinatorConfig>,
     ) -> Self {
@@ -138,7 +128,6 @@ impl Leases {
             db,
             catalogue,
             quota,
-            kek,
             signing_key,
             config,
         }
@@ -174,10 +163,18 @@ impl Leases {
             .get(order.product_id)
             .await?
             .vendor_public_key;
+        let authority_public_key = self
+            .catalogue
+            .products
+            .authority()
+            .current(order.product_id)
+            .await?
+            .public_key;
         let grant = Grant {
             station,
             order: &order,
             vendor_public_key,
+            authority_public_key,
             count: req.count,
             allow_partial: req.allow_partial,
             validity,
@@ -208,14 +205,13 @@ impl Leases {
             )));
         };
         let lease_id = LeaseId::random();
-        let mut secret = Zeroizing::new([0u8; 32]);
-        OsRng.fill_bytes(&mut secret[..]);
-        let sealed_for_station = seal_lease_secret(
-            &station.x25519_public_key,
-            &secret,
-            lease_id.as_str().as_bytes(),
-            &mut OsRng,
-        );
+        let first_sequence = quota.record.next_sequence;
+        let next_sequence = first_sequence.checked_add(granted).ok_or_else(|| {
+            E::Exhausted(format!(
+                "order {} has used up its certificate sequence numbers",
+                order.order_id
+            ))
+        })?;
         let issued_at_ms = now_ms();
         let record = LeaseRecord {
             lease_id: lease_id.clone(),
@@ -227,15 +223,15 @@ impl Leases {
             state: LeaseState::Active,
             issued_at_ms,
             not_after_ms: issued_at_ms + grant.validity.as_millis() as i64,
-            sealed_secret: self
-                .kek
-                .seal(&lease_secret_aad(lease_id.as_str()), &secret[..]),
+            first_sequence,
+            authority_public_key: grant.authority_public_key,
             released: 0,
             audit: ChainHead::default(),
         };
         let left = remaining - u64::from(granted);
         let mut next = quota.record.clone();
         next.remaining = left;
+        next.next_sequence = next_sequence;
         let entry = Entry::new(
             &Actor::station(&station.station_id),
             "lease granted",
@@ -284,13 +280,13 @@ impl Leases {
             count: granted,
             issued_at_ms,
             not_after_ms: record.not_after_ms,
-            sealed_lease_secret: sealed_for_station.to_vec(),
             vendor_public_key: grant.vendor_public_key.to_vec(),
             os_release_digest: order
                 .os_release_digest
                 .map(|d| d.0.to_vec())
                 .unwrap_or_default(),
             os_version: order.os_version,
+            authority_public_key: grant.authority_public_key.to_vec(),
         };
         Ok(Attempt::Done(sign_lease(&body, &self.signing_key)))
     }
@@ -439,6 +435,7 @@ struct Grant<'a> {
     station: &'a StationRecord,
     order: &'a OrderRecord,
     vendor_public_key: [u8; 32],
+    authority_public_key: [u8; 32],
     count: u32,
     allow_partial: bool,
     validity: Duration,

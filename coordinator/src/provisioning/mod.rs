@@ -3,11 +3,14 @@
 //! Read in this order to follow one job:
 //! 1. [`service`]: the `StationService` RPCs (each signed, checked by [`station_auth`]);
 //! 2. [`leases`]: `AcquireLease` takes slots from the order's [`quota`] into a signed lease;
-//! 3. [`factory_packages`]: for an order with an OS, `GetFactoryPackage` gives each board its
-//!    per-device package of that OS (the station relays it, ciphertext only);
-//! 4. [`reports`]: `ReportInstall` registers the device in the [`registry`] under the lease (or
-//!    records a failed target), after checking the status receipt of its OS install;
-//!    `ReturnLease` ([`leases`]) gives the unused slots back.
+//! 3. [`certificates`]: `IssueDeviceCertificate` consumes one lease slot per chip and writes
+//!    the device (CERTIFIED) into the [`registry`], its key sealed to the chip's loader;
+//! 4. [`factory_packages`]: for an order with an OS, `GetFactoryPackage` gives each certified
+//!    board its per-device package of that OS under its device key (the station relays it,
+//!    ciphertext only);
+//! 5. [`reports`]: `ReportInstall` marks the device INSTALLED once its hello proof and the
+//!    status receipt of its OS install verify (or records a failed target); `ReturnLease`
+//!    ([`leases`]) gives the unused slots back.
 //!
 //! [`stations`] holds enrolment and approval, [`nonces`] the replay cache, [`progress`] the
 //! operators' view of each order. Expiry of abandoned
@@ -17,13 +20,14 @@
 //! | --- | --- |
 //! | `stations/{station_id}` | [`stations::StationRecord`] |
 //! | `quota/{order_id}` | [`quota::QuotaRecord`]: slots neither consumed nor leased |
-//! | `leases/{lease_id}` | [`leases::LeaseRecord`] (lease secret sealed under the KEK) |
-//! | `devices/{product_id:010}/{serial}` | [`registry::DeviceRecord`] (device key sealed under the KEK) |
+//! | `leases/{lease_id}` | [`leases::LeaseRecord`] (slots, reserved certificate sequence range) |
+//! | `devices/{product_id:010}/{serial}` | [`registry::DeviceRecord`] (device key sealed under the KEK, certificate) |
 //! | `failures/{order_id}/{lease_id}/{failed_at_ms:013}-{serial or "unknown"}` | [`registry::FailureRecord`] |
 //! | `nonces/{station_id}/{nonce}` | [`nonces::NonceRecord`]: request timestamp |
 //! | `factory_releases/{order_id}` | [`factory_packages::FactoryReleaseRecord`]: the campaign sealing the order's OS |
 //! | `factory_installs/{product_id:010}/{serial}` | [`factory_packages::FactoryInstallRecord`]: the receipt challenge of a board's OS install |
 
+pub mod certificates;
 pub mod factory_packages;
 pub mod leases;
 pub mod nonces;
@@ -46,11 +50,12 @@ use crate::config::CoordinatorConfig;
 use crate::keys::KekRing;
 use crate::repository::Db;
 
+pub use certificates::Certificates;
 pub use factory_packages::FactoryPackages;
 pub use leases::{LeaseRecord, LeaseState, Leases};
 pub use progress::Progress;
 pub use quota::{Quota, QuotaRecord};
-pub use registry::{DeviceRecord, FailureRecord, Registry};
+pub use registry::{DeviceRecord, DeviceState, FailureRecord, Registry};
 pub use reports::Reports;
 pub use service::StationApi;
 pub use station_auth::StationAuth;
@@ -69,6 +74,8 @@ pub struct Provisioning {
     pub progress: Progress,
     /// Issuing, returning and expiring leases.
     pub leases: Leases,
+    /// Device certificates: one lease slot per chip.
+    pub certificates: Certificates,
     /// The per-device packages of the orders' OS releases, and the check of their receipts.
     pub factory_packages: FactoryPackages,
     /// Install reports: a device registered, or a failure recorded.
@@ -99,16 +106,23 @@ impl Provisioning {
             config.station_mtls,
         );
         let quota = Quota::new(db.clone(), catalogue.orders.clone(), audit.clone());
+        let catalogue_products = catalogue.products.clone();
         let progress = Progress::new(db.clone(), catalogue.orders.clone(), quota.clone());
         let leases = Leases::new(
             db.clone(),
             catalogue.clone(),
             quota.clone(),
-            kek.clone(),
             signing_key,
             config.clone(),
         );
         let registry = Registry::new(db.clone(), kek.clone());
+        let certificates = Certificates::new(
+            db.clone(),
+            leases.clone(),
+            catalogue_products,
+            kek.clone(),
+            audit.clone(),
+        );
         let factory_packages = FactoryPackages::new(
             db.clone(),
             catalogue,
@@ -130,6 +144,7 @@ impl Provisioning {
             quota,
             progress,
             leases,
+            certificates,
             factory_packages,
             reports,
             registry,

@@ -4,12 +4,13 @@
 //! Invariant per order, held by every transaction of this flow:
 //! `quota.remaining + quota.withdrawn + Σ active leases (count − used) + Σ all leases used == order.count`
 //! (`withdrawn` is non-zero only for a cancelled order),
-//! and `Σ used == devices registered under the order`.
+//! and `Σ used == certificates issued under the order` (one device record each).
 //! - open ([`Quota::open_order`]): the order and a quota of `count`, in one transaction;
 //! - acquire (`leases.rs`): one transaction guarded by the quota's revision moves n slots from
 //!   the quota into a new lease;
-//! - report (`registry.rs`): one transaction guarded by the lease's revision and the serial's
-//!   absence adds the device and bumps `used`;
+//! - certificate (`certificates.rs`): one transaction guarded by the lease's revision and the
+//!   serial's absence adds the device (CERTIFIED, its certificate and sealed key) and bumps
+//!   `used`; the report (`reports.rs`) later only marks it INSTALLED;
 //! - return / expiry (`leases.rs`, called by `crate::housekeeping` for expiry): one transaction
 //!   guarded by the lease's and the quota's revisions ends the lease and gives `count − used`
 //!   back. A second return or a racing expiry finds the lease no longer active, so the slots come
@@ -44,6 +45,10 @@ pub struct QuotaRecord {
     /// The head of the `order/{id}` audit chain.
     #[serde(default)]
     pub audit: ChainHead,
+    /// The first certificate sequence number the next lease reserves (a lease of n slots
+    /// takes `next_sequence .. next_sequence + n`), so issuing never touches this record.
+    #[serde(default = "first_sequence")]
+    pub next_sequence: u32,
 }
 
 impl QuotaRecord {
@@ -63,6 +68,10 @@ impl QuotaRecord {
         }
         next
     }
+}
+
+fn first_sequence() -> u32 {
+    1
 }
 
 impl JsonRecord for QuotaRecord {
@@ -96,6 +105,7 @@ impl Quota {
         let id = &order.order_id;
         let mut quota = QuotaRecord {
             remaining: order.count,
+            next_sequence: first_sequence(),
             ..QuotaRecord::default()
         };
         let entry = Entry::new(by, "order created", id).detail(format!(

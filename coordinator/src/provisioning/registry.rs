@@ -1,5 +1,7 @@
-//! The device registry: one record per board made under a lease, with its device key sealed
-//! under the KEK, written once and never overwritten (by [`super::reports`]). A target that
+//! The device registry: one record per certified chip, with its device key sealed under the
+//! KEK and its certificate, written once by [`super::certificates`] (CERTIFIED, one lease slot
+//! consumed) and marked INSTALLED by [`super::reports`] when the device's hello proof verifies.
+//! Evidence of two devices behind one identity is kept on the record (`clone_evidence`). A target that
 //! failed is recorded apart (a [`FailureRecord`]): counted in the order's yield, never
 //! registered, no slot consumed. The update and data flows find devices and their keys here.
 
@@ -48,6 +50,40 @@ pub struct DeviceRecord {
     /// The device key sealed under the KEK, AAD = product id + serial.
     #[serde(with = "hex")]
     pub sealed_device_key: Vec<u8>,
+    /// Certified (certificate issued) or installed (hello proof verified).
+    #[serde(default = "DeviceState::installed")]
+    pub state: DeviceState,
+    /// The device certificate (160 bytes).
+    #[serde(with = "hex", default)]
+    pub certificate: Vec<u8>,
+    /// The challenge its install report must answer (from the issuance).
+    #[serde(with = "hex", default)]
+    pub hello_challenge: Vec<u8>,
+    /// Why the coordinator suspects two devices behind this identity (empty: none).
+    #[serde(default)]
+    pub clone_evidence: Vec<String>,
+}
+
+/// Where a device record is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeviceState {
+    /// Certificate issued and its lease slot consumed; the install is not yet proven.
+    Certified,
+    /// The device proved its key in a hello that named its own chip.
+    Installed,
+}
+
+impl DeviceState {
+    fn installed() -> Self {
+        Self::Installed
+    }
+
+    fn to_proto(self) -> v1::DeviceState {
+        match self {
+            Self::Certified => v1::DeviceState::Certified,
+            Self::Installed => v1::DeviceState::Installed,
+        }
+    }
 }
 
 impl JsonRecord for DeviceRecord {
@@ -78,6 +114,9 @@ impl DeviceRecord {
                 log: self.test_log.clone(),
             }),
             outcome: self.outcome as i32,
+            state: self.state.to_proto() as i32,
+            certificate: self.certificate.clone(),
+            clone_evidence: self.clone_evidence.clone(),
         }
     }
 }

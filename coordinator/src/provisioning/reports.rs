@@ -1,22 +1,24 @@
-//! Install reports: `ReportInstall` registers a board made under one of the station's leases
-//! (the device record and the lease's `used + 1` in one transaction), or records a target that
-//! failed.
+//! Install reports: `ReportInstall` marks a certified chip INSTALLED once its hello proof
+//! verifies under its device key (the slot was consumed when its certificate was issued,
+//! `super::certificates`), or records a target that failed.
 //!
-//! A board is registered for the lease's own station, while `used < count`, when the install
-//! time is within the lease's lifetime and the report arrives within the grace period after
-//! `not_after`, for a serial not yet registered for the product; under an order with an OS, only
-//! with the device's status receipt showing that OS running, confirmed
-//! ([`super::factory_packages`]).
+//! A device is marked installed for the lease's own station, when the install time is within
+//! the lease's lifetime and the report arrives within the grace period after `not_after`, and
+//! only when the device's hello answers the issuance's challenge under its device key and
+//! names its own chip; under an order with an OS, only with the device's status receipt
+//! showing that OS running, confirmed ([`super::factory_packages`]). The station never
+//! verifies device proofs: it holds no device key.
 
 use std::sync::Arc;
 
 use flashgate_proto::clock::now_ms;
 use flashgate_proto::v1;
+use flashgate_protocol::hello;
 use tracing::Instrument;
 
 use super::factory_packages::FactoryPackages;
 use super::leases::{LeaseRecord, LeaseState, Leases};
-use super::registry::{DeviceRecord, FailureRecord};
+use super::registry::{DeviceRecord, DeviceState, FailureRecord};
 use super::stations::StationRecord;
 use crate::audit::{Actor, AuditLog, ChainScope, Entry};
 use crate::config::CoordinatorConfig;
@@ -129,84 +131,83 @@ impl Reports {
         install: &Install<'_>,
     ) -> Result<Attempt<v1::ReportInstallResponse>> {
         let (station, req, serial) = (install.station, install.req, install.serial);
-        let lease = self.leases.own(station, &req.lease_id).await?;
-        let l = &lease.record;
-        let key = (l.product_id, serial);
-        let existing = self.db.get::<DeviceRecord>(&key).await?.map(|d| d.record);
+        let stored_lease = self.leases.own(station, &req.lease_id).await?;
+        let lease = stored_lease.record.clone();
+        let key = (lease.product_id, serial);
+        let Some(stored) = self.db.get::<DeviceRecord>(&key).await? else {
+            return Err(E::FailedPrecondition(format!(
+                "no certificate was issued for chip {serial} of product {}: a device exists only once IssueDeviceCertificate certified it",
+                lease.product_id
+            )));
+        };
+        let existing = &stored.record;
+        if existing.station_id != station.station_id || existing.lease_id != lease.lease_id {
+            return Err(duplicate(existing));
+        }
+        let remaining_in_lease = match lease.state {
+            LeaseState::Active => lease.count - lease.used,
+            _ => 0,
+        };
         // A re-sent report whose first answer was lost (same station, lease and install time)
         // is answered as the first time, whatever became of the lease since: the station reads
         // the record, not a message, to know the install was its own.
-        if let Some(existing) = existing.as_ref().filter(|d| {
-            d.station_id == station.station_id
-                && d.lease_id == l.lease_id
-                && d.installed_at_ms == req.installed_at_ms
-        }) {
-            let remaining_in_lease = match l.state {
-                LeaseState::Active => l.count - l.used,
-                _ => 0,
-            };
-            return Ok(Attempt::Done(v1::ReportInstallResponse {
-                device: Some(existing.to_proto()),
-                remaining_in_lease,
-                failure: None,
-            }));
+        if existing.installed_at_ms != 0 {
+            if existing.installed_at_ms == req.installed_at_ms {
+                return Ok(Attempt::Done(v1::ReportInstallResponse {
+                    device: Some(existing.to_proto()),
+                    remaining_in_lease,
+                    failure: None,
+                }));
+            }
+            return Err(duplicate(existing));
         }
-        self.check_install_time(l, req.installed_at_ms)?;
-        if l.used >= l.count {
-            return Err(E::Exhausted(format!(
-                "lease {} covers {} installs and all {} are already reported; acquire a new lease",
-                l.lease_id, l.count, l.used
-            )));
+        self.check_install_time(&lease, req.installed_at_ms)?;
+        let proven = self.check_hello(existing, req)?;
+        let mut device = existing.clone();
+        device.installed_at_ms = req.installed_at_ms;
+        device.registered_at_ms = now_ms();
+        device.bootloader_version = req.bootloader_version;
+        device.test_outcome = install.test;
+        device.test_log = install.log.to_owned();
+        if proven {
+            device.state = DeviceState::Installed;
         }
-        if let Some(existing) = existing {
-            return Err(duplicate(&existing));
-        }
-        let device_secret = l.device_key(&self.kek, &serial)?;
+        let device_key = self.kek.open_key(
+            &device_key_aad(lease.product_id.0, &serial.0),
+            &existing.sealed_device_key,
+        )?;
         let os = self
             .factory
-            .verified_os(l, serial, &device_secret, &req.os_status_receipt)
+            .verified_os(&lease, serial, &device_key, &req.os_status_receipt)
             .await?;
-        let device = DeviceRecord {
-            serial,
-            product_id: l.product_id,
-            order_id: l.order_id.clone(),
-            lease_id: l.lease_id.clone(),
-            station_id: station.station_id.clone(),
-            installed_at_ms: req.installed_at_ms,
-            registered_at_ms: now_ms(),
-            bootloader_version: req.bootloader_version,
-            os_version: os.as_ref().map_or(0, |o| o.version),
-            test_outcome: install.test,
-            test_log: install.log.to_owned(),
-            outcome: v1::InstallOutcome::try_from(req.outcome).expect("checked by report_install"),
-            sealed_device_key: self.kek.seal(
-                &device_key_aad(l.product_id.0, &serial.0),
-                &device_secret[..],
-            ),
-        };
-        let mut used = l.clone();
-        used.used += 1;
+        device.os_version = os.as_ref().map_or(0, |o| o.version);
+        let mut audited = lease.clone();
         let entry = Entry::new(
             &Actor::station(&station.station_id),
             "install registered",
             serial,
         )
         .detail(format!(
-            "product {}, slot {} of {}",
-            l.product_id, used.used, used.count
+            "product {}, {}",
+            lease.product_id,
+            if proven {
+                "hello proof verified"
+            } else {
+                "no hello proof (stays certified)"
+            }
         ));
         let txn = self
             .audit
             .append(
-                Txn::new().unchanged(&lease).absent::<DeviceRecord>(&key),
-                &ChainScope::lease(&l.lease_id),
-                &mut used.audit,
+                Txn::new().unchanged(&stored_lease).unchanged(&stored),
+                &ChainScope::lease(&lease.lease_id),
+                &mut audited.audit,
                 entry,
             )
             .await?;
-        let mut txn = DeviceIdIndex::add(txn, l.product_id, serial)
-            .replace(&lease, &used)
-            .put(&key, &device);
+        let mut txn = DeviceIdIndex::add(txn, lease.product_id, serial)
+            .replace(&stored_lease, &audited)
+            .replace(&stored, &device);
         if let Some(os) = &os {
             // The receipt's challenge answers this one registration.
             txn = txn.unchanged(&os.install).delete(&os.install);
@@ -215,21 +216,63 @@ impl Reports {
             .db
             .commit(txn)
             .instrument(
-                tracing::info_span!("registry_write", serial = %serial, lease = %l.lease_id),
+                tracing::info_span!("registry_write", serial = %serial, lease = %lease.lease_id),
             )
             .await?;
         if !committed {
             return Ok(Attempt::Conflict);
         }
         tracing::info!(
-            serial = %serial, product = %l.product_id, lease = %l.lease_id,
-            order = %l.order_id, station = %station.station_id, "device registered"
+            serial = %serial, product = %lease.product_id, lease = %lease.lease_id,
+            order = %lease.order_id, station = %station.station_id, proven, "device registered"
         );
         Ok(Attempt::Done(v1::ReportInstallResponse {
             device: Some(device.to_proto()),
-            remaining_in_lease: used.count - used.used,
+            remaining_in_lease,
             failure: None,
         }))
+    }
+
+    /// Verifies the device's hello (when the station had a UART to ask it) under the device
+    /// key against the issuance's challenge: true when it proves the install. A report without
+    /// one leaves the device CERTIFIED (its slot is consumed either way); a proof that fails, or
+    /// a hello from another chip, refuses the report.
+    fn check_hello(&self, device: &DeviceRecord, req: &v1::ReportInstallRequest) -> Result<bool> {
+        if req.hello_response.is_empty() {
+            return Ok(false);
+        }
+        let challenge: [u8; hello::CHALLENGE_LEN] = req
+            .hello_challenge
+            .as_slice()
+            .try_into()
+            .ok()
+            .filter(|c: &[u8; 32]| c[..] == device.hello_challenge[..])
+            .ok_or_else(|| {
+                E::InvalidArgument(
+                    "the hello answers another challenge than the one issued with the certificate"
+                        .into(),
+                )
+            })?;
+        let device_key = self.kek.open_key(
+            &device_key_aad(device.product_id.0, &device.serial.0),
+            &device.sealed_device_key,
+        )?;
+        let info = hello::verify_response(&device_key, &challenge, &req.hello_response).map_err(
+            |code| {
+                E::InvalidArgument(format!(
+                    "the device's hello proof does not verify under its device key ({code:?})"
+                ))
+            },
+        )?;
+        if info.serial != device.serial.0 || !info.on_its_own_chip() {
+            return Err(E::InvalidArgument(format!(
+                "the hello names serial {} on chip {}, not chip {}",
+                ::hex::encode(info.serial),
+                ::hex::encode(info.chip_uid),
+                device.serial
+            )));
+        }
+        Ok(true)
     }
 
     /// An install is registered only under an active lease, done before its not-after, reported

@@ -8,6 +8,7 @@ use flashgate_proto::v1::{self, station_service_server::StationService};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use super::certificates::Certificates;
 use super::factory_packages::FactoryPackages;
 use super::leases::Leases;
 use super::reports::Reports;
@@ -23,6 +24,7 @@ pub struct StationApi {
     auth: StationAuth,
     leases: Leases,
     factory_packages: FactoryPackages,
+    certificates: Certificates,
     reports: Reports,
     catalogue: Catalogue,
     info: v1::CoordinatorInfo,
@@ -34,6 +36,7 @@ impl StationApi {
         auth: StationAuth,
         leases: Leases,
         factory_packages: FactoryPackages,
+        certificates: Certificates,
         reports: Reports,
         catalogue: Catalogue,
         info: v1::CoordinatorInfo,
@@ -42,6 +45,7 @@ impl StationApi {
             auth,
             leases,
             factory_packages,
+            certificates,
             reports,
             catalogue,
             info,
@@ -198,6 +202,19 @@ impl StationService for StationApi {
                     lease: Some(self.leases.acquire(&station, &req).await?),
                 })
             },
+        )
+        .await
+    }
+
+    async fn issue_device_certificate(
+        &self,
+        request: Request<v1::IssueDeviceCertificateRequest>,
+    ) -> Result<Response<v1::IssueDeviceCertificateResponse>, Status> {
+        self.signed(
+            "IssueDeviceCertificate",
+            methods::ISSUE_DEVICE_CERTIFICATE,
+            request,
+            |station, req| async move { self.certificates.issue(&station, &req).await },
         )
         .await
     }

@@ -153,6 +153,7 @@ pub fn trust_anchors(
 }
 
 extern "C" {
+    static __ebss: u8;
     static __trust_anchors: u8;
     static __etrust_anchors: u8;
     static __image_start: u8;
@@ -194,6 +195,12 @@ pub fn image() -> &'static [u8] {
 pub fn vector_table() -> u32 {
     // Only the address of the linker-defined symbol is taken, never its contents.
     core::ptr::addr_of!(__vector_table) as u32
+}
+
+/// End of `.bss` (the stack's lowest possible extent).
+pub fn bss_end() -> u32 {
+    // Only the address of the linker-defined symbol is taken, never its contents.
+    core::ptr::addr_of!(__ebss) as u32
 }
 
 /// The initial stack pointer from `memory.x`.

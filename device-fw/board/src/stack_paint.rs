@@ -1,4 +1,5 @@
-//! Stack high-water marks: paint the free stack once, find the deepest overwritten word later.
+//! Stack high-water marks: paint the free stack once, find the deepest overwritten word later;
+//! and wiping the free stack, where finished computations leave copies of their secrets.
 #![allow(unsafe_code, reason = "reads SP and paints the free stack below it")]
 
 const PAINT: u32 = 0x5EA1_57AC;
@@ -59,5 +60,23 @@ impl StackPaint {
     /// bound).
     pub fn exhausted(&self) -> bool {
         !Self::painted(self.lowest)
+    }
+}
+
+/// Zeroes the free stack: from the end of `.bss` up to just below the caller's stack pointer
+/// (less [`MARGIN`], this function's own frame). Frames that returned leave copies of what they
+/// computed there (key schedules, shared secrets, decrypted bytes) that no `Zeroize` reaches;
+/// call this where a program's secrets must be gone (the loader at the end of a session), from
+/// the outermost frame that still runs.
+#[inline(never)]
+pub fn wipe_free_stack() {
+    let highest = (stack_pointer() - MARGIN) & !3;
+    let mut word = (crate::rt::bss_end() + 3) & !3;
+    while word < highest {
+        // SAFETY: `[end of .bss, highest)` is the free stack below every live frame (the
+        // margin covers this function's own), in the program's RAM; volatile so the stores
+        // are not elided as dead.
+        unsafe { core::ptr::write_volatile(word as *mut u32, 0) };
+        word += 4;
     }
 }

@@ -1,6 +1,8 @@
 //! flashgate's secure bootloader (at the reset address).
 //!
-//! At every reset: read the device record; finish or revert an interrupted update, verify the
+//! At every reset: read the device record and run the boot checks (`boot::check_identity`: the
+//! record names this chip, carries the keys this image pins and a certificate that verifies
+//! under the pinned authority key; a failure starts nothing and hello says why); finish or revert an interrupted update, verify the
 //! OS image in its slot and start it if it passes (`update::install::boot`: vendor signature,
 //! product, load address, size, anti-rollback floor, body digest). Otherwise serve the UART
 //! forever through the protocol crate's `uart::BootloaderService` (hello reporting why no OS
@@ -9,7 +11,7 @@
 #![no_std]
 #![no_main]
 
-use flashgate_board::{cpu, Board, SerialPort};
+use flashgate_board::{cpu, Board, SerialPort, UniqueId};
 use flashgate_protocol::boot;
 use flashgate_protocol::device_record::DeviceRecord;
 use flashgate_protocol::hello::DeviceState;
@@ -29,14 +31,24 @@ extern "C" fn main() -> ! {
         cpu::system_reset()
     };
     let record = boot::read_device_record(&mut board.flash);
-    let state = match &record {
-        Ok(_) if cpu::take_update_request() => DeviceState::NoValidImage {
+    let chip_uid = board.uid.unique_id();
+    // The record must name this chip and carry a certificate under the keys this image pins:
+    // a copied flash, a record keyed without a certificate or under other keys starts nothing.
+    let refused = record.as_ref().ok().and_then(|record| {
+        flashgate_board::rt::trust_anchors()
+            .and_then(|anchors| boot::check_identity(record, &chip_uid, &anchors))
+            .err()
+    });
+    let update_requested = cpu::take_update_request();
+    let state = match (&record, refused) {
+        (Ok(_), Some(reason)) => DeviceState::NoValidImage { reason },
+        (Ok(_), None) if update_requested => DeviceState::NoValidImage {
             reason: ErrorCode::UpdateMode,
         },
-        Ok(record) => start_os_or_say_why(&mut board, record),
-        Err(reason) => DeviceState::NoValidImage { reason: *reason },
+        (Ok(record), None) => start_os_or_say_why(&mut board, record),
+        (Err(reason), _) => DeviceState::NoValidImage { reason: *reason },
     };
-    serve(&mut board, record.as_ref().ok(), state)
+    serve(&mut board, record.as_ref().ok(), chip_uid, state, refused)
 }
 
 /// Finishes or reverts an interrupted install, counts a trial boot, verifies the OS slot
@@ -53,9 +65,18 @@ fn start_os_or_say_why(board: &mut Board, record: &DeviceRecord) -> DeviceState 
 
 /// One frame in, the service's answer out.
 #[allow(unsafe_code, reason = "jumps into the OS image the service verified")]
-fn serve(board: &mut Board, record: Option<&DeviceRecord>, state: DeviceState) -> ! {
+fn serve(
+    board: &mut Board,
+    record: Option<&DeviceRecord>,
+    chip_uid: flashgate_protocol::Serial,
+    state: DeviceState,
+    refused: Option<ErrorCode>,
+) -> ! {
     let boot = boot_state::read(&mut board.flash).unwrap_or_default();
-    let mut service = BootloaderService::new(record, state, boot);
+    let mut service = BootloaderService::new(record, chip_uid, state, boot);
+    if let Some(reason) = refused {
+        service = service.refusing_to_boot(reason);
+    }
     let mut decoder = FrameDecoder::new();
     loop {
         let byte = board.uart.read();

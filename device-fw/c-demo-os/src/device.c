@@ -2,7 +2,7 @@
  *
  *   proof = HMAC-SHA256(K, label || challenge || body),  K = HKDF-SHA256(salt label,
  *           ikm device_key, info)
- *   hello:   label "flashgate-hello-v1",          info "hello-proof"
+ *   hello:   label "flashgate-hello-v2",          info "hello-proof"
  *   receipt: label "flashgate-update-receipt-v1", info "receipt"                          */
 #include "device.h"
 
@@ -18,14 +18,16 @@ int device_load(device_identity *id)
     fg_sha256(record, FG_RECORD_CHECKED_LEN, digest);
     int ok = fg_get32(record) == FG_RECORD_MAGIC && fg_get32(record + 4) == FG_RECORD_FORMAT &&
              fg_equal(digest, record + FG_RECORD_CHECKED_LEN, 16);
-    if (ok) {
+    board_flash_read(FG_UNIQUE_ID_ADDR, id->chip_uid, 16);
+    int own_chip = ok && fg_equal(record + FG_RECORD_SERIAL, id->chip_uid, 16);
+    if (own_chip) {
         memcpy(id->serial, record + FG_RECORD_SERIAL, 16);
         id->product_id = fg_get32(record + FG_RECORD_PRODUCT);
         id->bootloader_version = fg_get32(record + FG_RECORD_BL_VERSION);
         memcpy(id->device_key, record + FG_RECORD_DEVICE_KEY, 32);
     }
     fg_wipe(record, sizeof record);
-    return ok ? 0 : -1;
+    return own_chip ? 0 : ok ? -2 : -1;
 }
 
 uint32_t device_os_version(void)
@@ -53,17 +55,18 @@ static void prove(const uint8_t key[32], const char *label, size_t label_len, co
 #define TEXT(s) s, sizeof(s) - 1
 
 void device_hello(const device_identity *id, uint32_t os_version, const uint8_t challenge[32],
-                  uint8_t out[68])
+                  uint8_t out[FG_HELLO_LEN])
 {
-    memset(out, 0, 68);
+    memset(out, 0, FG_HELLO_LEN);
     memcpy(out, id->serial, 16);
-    fg_put32(out + 16, id->product_id);
-    fg_put32(out + 20, id->bootloader_version);
-    out[24] = 1; /* state: OS running (reserved [3] stay zero) */
-    fg_put32(out + 28, os_version);
-    fg_put32(out + 32, 0); /* reason: none */
-    prove(id->device_key, TEXT("flashgate-hello-v1"), TEXT("hello-proof"), challenge, out, 36,
-          out + 36);
+    memcpy(out + 16, id->chip_uid, 16);
+    fg_put32(out + 32, id->product_id);
+    fg_put32(out + 36, id->bootloader_version);
+    out[40] = 1; /* state: OS running (reserved [3] stay zero) */
+    fg_put32(out + 44, os_version);
+    fg_put32(out + 48, 0); /* reason: none */
+    prove(id->device_key, TEXT("flashgate-hello-v2"), TEXT("hello-proof"), challenge, out,
+          FG_HELLO_BODY_LEN, out + FG_HELLO_BODY_LEN);
 }
 
 void device_receipt(const device_identity *id, uint32_t os_version, const boot_state *boot,

@@ -28,15 +28,19 @@
 /* Trust-anchor block at body + 0x400 (protocol/src/trust_anchors.rs). */
 #define FG_TRUST_ANCHORS_LEN    80u
 
-/* Device record (protocol/src/device_record.rs, format 1). */
+/* Device record (protocol/src/device_record.rs, format 2: config v2 with the authority key,
+ * the device certificate after the bootloader digest). */
 #define FG_RECORD_MAGIC         0x52444746u /* "FGDR" */
-#define FG_RECORD_FORMAT        1u
-#define FG_RECORD_LEN           156u
-#define FG_RECORD_CHECKED_LEN   140u /* check = SHA-256 of these bytes, first 16 */
+#define FG_RECORD_FORMAT        2u
+#define FG_RECORD_LEN           348u
+#define FG_RECORD_CHECKED_LEN   332u /* check = SHA-256 of these bytes, first 16 */
 #define FG_RECORD_SERIAL        8u
 #define FG_RECORD_PRODUCT       24u
-#define FG_RECORD_DEVICE_KEY    68u
-#define FG_RECORD_BL_VERSION    100u
+#define FG_RECORD_DEVICE_KEY    100u
+#define FG_RECORD_BL_VERSION    132u
+
+/* The chip's unique ID (protocol/src/layout.rs UNIQUE_ID_ADDR), 16 bytes. */
+#define FG_UNIQUE_ID_ADDR       0x01000000u
 
 /* Boot-state slots (protocol/src/update/boot_state.rs). */
 #define FG_STATE_MAGIC          0x53424746u /* "FGBS" */
@@ -56,6 +60,10 @@
 #define FG_MSG_HELLO_RESPONSE   0x81u
 #define FG_MSG_BOOT_BANNER      0x82u
 #define FG_MSG_ERROR            0xEEu
+/* Hello v2: serial[16] chip_uid[16] product bootloader_version state reserved[3] os_version
+ * reason, then the HMAC proof. */
+#define FG_HELLO_BODY_LEN       52u
+#define FG_HELLO_LEN            84u
 #define FG_MSG_STATUS           0x14u
 #define FG_MSG_STATUS_RECEIPT   0x95u
 #define FG_MSG_ENTER_UPDATE     0x15u
@@ -67,6 +75,7 @@
 #define FG_ERR_BAD_CHECKSUM     0x0105u
 #define FG_ERR_NOT_PROVISIONED  0x0402u
 #define FG_ERR_FLASH            0x0404u
+#define FG_ERR_UID_MISMATCH     0x0410u
 
 /* Little-endian access to byte buffers. */
 static inline uint32_t fg_get32(const uint8_t *p)

@@ -40,21 +40,23 @@ static void banner(uint32_t version, int confirmed)
 }
 
 /* Serves one frame: every request gets exactly one reply. */
-static void serve(const device_identity *id, int provisioned, uint32_t version)
+static void serve(const device_identity *id, int loaded, uint32_t version)
 {
     uint8_t type = decoder.header[0];
     uint32_t len = decoder.len;
-    uint8_t reply[80];
+    uint8_t reply[FG_HELLO_LEN];
     switch (type) {
     case FG_MSG_HELLO:
     case FG_MSG_STATUS:
         if (len != 32) {
             frame_send_error(FG_ERR_BAD_LENGTH);
-        } else if (!provisioned) {
+        } else if (loaded == -2) {
+            frame_send_error(FG_ERR_UID_MISMATCH);
+        } else if (loaded != 0) {
             frame_send_error(FG_ERR_NOT_PROVISIONED);
         } else if (type == FG_MSG_HELLO) {
             device_hello(id, version, decoder.payload, reply);
-            frame_send(FG_MSG_HELLO_RESPONSE, reply, 68);
+            frame_send(FG_MSG_HELLO_RESPONSE, reply, FG_HELLO_LEN);
         } else {
             boot_state boot;
             boot_state_read(&boot);
@@ -81,7 +83,7 @@ int main(void)
     /* This image runs: confirm it, ending its trial and raising the anti-rollback floor. */
     int confirmed = boot_state_confirm(version) == 0;
     device_identity id;
-    int provisioned = device_load(&id) == 0;
+    int loaded = device_load(&id);
     banner(version, confirmed);
     for (;;) {
         int byte = board_uart_read();
@@ -89,7 +91,7 @@ int main(void)
             continue;
         switch (frame_push(&decoder, (uint8_t)byte)) {
         case FRAME_OK:
-            serve(&id, provisioned, version);
+            serve(&id, loaded, version);
             break;
         case FRAME_BAD_LENGTH:
             frame_send_error(FG_ERR_BAD_LENGTH);

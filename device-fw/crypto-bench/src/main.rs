@@ -219,6 +219,15 @@ extern "C" fn main() -> ! {
             .map(|n| out[n - 1])
     });
 
+    // The boot checks' cost (`boot::check_identity`: serial = UID, pinned keys, the device
+    // certificate's ed25519 verify_strict under the pinned authority key, its binding), on a
+    // genuine record. What every reset of the bootloader (and the demo OS start) now pays.
+    let (record, anchors) = genuine_record();
+    let passed = bench.measure("boot_check_identity", || {
+        flashgate_protocol::boot::check_identity(&record, &SERIAL, &anchors).is_ok()
+    });
+    bench.note("boot_check_identity_ok", usize::from(passed));
+
     // TLS 1.3 client, minimum public-key work with P-256 (secp256r1 key share, one
     // ecdsa_secp256r1_sha256 CertificateVerify).
     let mut rng = FixedRng(0x9E37_79B9_7F4A_7C15);
@@ -265,6 +274,45 @@ extern "C" fn main() -> ! {
     loop {
         core::hint::spin_loop();
     }
+}
+
+/// A record of this bench's chip (`SERIAL`) with a certificate of a fixed authority key, and
+/// the anchors an image would pin for it.
+fn genuine_record() -> (
+    flashgate_protocol::device_record::DeviceRecord,
+    flashgate_protocol::trust_anchors::TrustAnchors,
+) {
+    use flashgate_protocol::certificate::{key_commitment, CertificateBody};
+    let authority = ed25519_dalek::SigningKey::from_bytes(&[0x31; 32]);
+    let anchors = flashgate_protocol::trust_anchors::TrustAnchors {
+        vendor_public: [0x22; 32],
+        authority_public: authority.verifying_key().to_bytes(),
+    };
+    let certificate = CertificateBody {
+        product_id: 7,
+        unique_id: SERIAL,
+        key_commitment: key_commitment(&DEVICE_KEY),
+        order_ref: [0x0D; 16],
+        sequence: 1,
+        issued_at_ms: 1,
+    }
+    .sign(&authority);
+    let record = flashgate_protocol::device_record::DeviceRecord {
+        config: flashgate_protocol::device_record::DeviceConfig {
+            serial: SERIAL,
+            product_id: 7,
+            vendor_public: anchors.vendor_public,
+            authority_public: anchors.authority_public,
+            rollback_floor: 1,
+            flags: 0,
+        },
+        device_key: DEVICE_KEY,
+        bootloader_version: 1,
+        bootloader_size: 0,
+        bootloader_digest: [0; 32],
+        certificate,
+    };
+    (record, anchors)
 }
 
 #[panic_handler]

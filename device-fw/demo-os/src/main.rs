@@ -17,7 +17,7 @@ mod data;
 use core::fmt::Write as _;
 
 use flashgate_board::cpu::SysTickCounter;
-use flashgate_board::{Board, NorFlash, SerialPort};
+use flashgate_board::{Board, NorFlash, SerialPort, UniqueId};
 use flashgate_protocol::boot;
 use flashgate_protocol::image::{SignedImageHeader, SIGNED_HEADER_LEN};
 use flashgate_protocol::layout::OS_SLOT_ADDR;
@@ -157,6 +157,25 @@ impl Os {
     }
 }
 
+/// The boot checks failed: nothing runs (no data stream, no apps); every request is answered
+/// with why, so a host (`flashgate device verify`, the station) learns the reason.
+fn refuse(mut board: Board, reason: ErrorCode) -> ! {
+    let mut out = [0u8; MAX_FRAME];
+    let mut send = |board: &mut Board, msg: &DeviceMessage<'_>| {
+        if let Ok(len) = encode_frame(msg, &mut out) {
+            board.uart.write_all(&out[..len]);
+        }
+    };
+    send(&mut board, &DeviceMessage::Error(reason));
+    let mut decoder = FrameDecoder::new();
+    loop {
+        let byte = board.uart.read();
+        if decoder.push(byte).is_some() {
+            send(&mut board, &DeviceMessage::Error(reason));
+        }
+    }
+}
+
 #[allow(unsafe_code, reason = "the runtime's Reset calls `main` by name")]
 #[no_mangle]
 extern "C" fn main() -> ! {
@@ -173,6 +192,16 @@ extern "C" fn main() -> ! {
         .and_then(|()| SignedImageHeader::parse(&raw).ok())
         .map_or(0, |signed| signed.header.version);
     let record = boot::read_device_record(&mut board.flash).ok();
+    let chip_uid = board.uid.unique_id();
+    if let Some(record) = &record {
+        // The same checks as the bootloader's, under this image's own anchors: a genuine OS
+        // started by a foreign (or patched) bootloader, or from a copied flash, refuses too.
+        if let Err(reason) = flashgate_board::rt::trust_anchors()
+            .and_then(|anchors| boot::check_identity(record, &chip_uid, &anchors))
+        {
+            refuse(board, reason)
+        }
+    }
     // Update path: this image runs, so it confirms itself (ends a trial, raises the floor).
     let boot = flashgate_protocol::update::install::confirm(&mut board.flash, version);
     let started = uptime.systick.now();
@@ -198,7 +227,7 @@ extern "C" fn main() -> ! {
     os.first_record_ticks = open_ticks + os.uptime.systick.ticks_since(before_emit);
     let mut next_heartbeat = os.uptime.poll() + HEARTBEAT_TICKS;
 
-    let mut service = OsService::new(record.as_ref(), version, boot.unwrap_or_default());
+    let mut service = OsService::new(record.as_ref(), chip_uid, version, boot.unwrap_or_default());
     let mut decoder = FrameDecoder::new();
     loop {
         if os.uptime.poll() >= next_heartbeat {

@@ -83,6 +83,16 @@ impl<P: LoaderPlatform> LoaderPlatform for TimedPlatform<'_, P> {
         Ok(())
     }
 
+    fn test_app_in_ram(&mut self, len: u32) -> Result<&[u8], ErrorCode> {
+        if len > TEST_APP_MAX {
+            return Err(ErrorCode::ImageTooLarge);
+        }
+        // SAFETY: [TEST_APP_ADDR, +len) lies in the RAM reserved for the test application
+        // (checked above); nothing writes it while the loader hashes it (the core runs only
+        // the loader between this read and the call: no host turn in between).
+        Ok(unsafe { core::slice::from_raw_parts(TEST_APP_ADDR as usize as *const u8, len as usize) })
+    }
+
     fn run_test_app(&mut self, report: &mut [u8]) -> Result<u32, ErrorCode> {
         let word = |i: u32| {
             // SAFETY: reads of the loaded (and digest-checked) test-app header in its RAM area.

@@ -3,7 +3,9 @@
 //! Station to target (first byte is the type):
 //! ```text
 //! 0x01 KeyConfirm      transcript_hash[32]          seq 0 always: proves the station holds its key
-//! 0x02 DeviceSecrets   DeviceConfig(60) device_key[32]
+//! 0x02 DeviceSecrets   DeviceConfig(92) sealed_device_key[80] certificate[160]
+//!                      (the key sealed to this loader run by the coordinator:
+//!                      `device_key_transport`; the station never holds it)
 //! 0x03 BeginBootloader SignedImageHeader[128]
 //! 0x04 ImageData       offset u32, data[..]        offsets strictly consecutive
 //! 0x05 Commit          —                           write record, make bootloader bootable
@@ -16,11 +18,14 @@
 //! ```text
 //! 0x81 Ack       seq u32, bytes_programmed u32
 //! 0x82 Receipt   serial[16], bootloader_digest[32], record_digest[32], bootloader_version u32
+//!                (record_digest = `DeviceRecord::public_digest`: without the device key)
 //! 0x83 Locked    serial[16]
 //! 0x84 TestResult failed u32, log_len u16, log[log_len ≤ MAX_TEST_LOG]
 //! ```
 
+use crate::certificate::DeviceCertificate;
 use crate::codec::{Codec, Reader, Writer};
+use crate::device_key_transport::SEALED_DEVICE_KEY_LEN;
 use crate::device_record::DeviceConfig;
 use crate::image::SIGNED_HEADER_LEN;
 use crate::sealed_frame;
@@ -33,6 +38,10 @@ pub const MAX_IMAGE_CHUNK: usize = mailbox::IN_MAX - sealed_frame::OVERHEAD - 5;
 pub const MAX_TEST_LOG: usize = 400;
 
 /// A request from the station.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "no heap on the loader; one message lives at a time"
+)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StationMessage<'a> {
     /// Key confirmation (seq 0).
@@ -40,12 +49,14 @@ pub enum StationMessage<'a> {
         /// The transcript hash both sides computed.
         transcript_hash: [u8; 32],
     },
-    /// The device's configuration and secret key.
+    /// The device's configuration, its key sealed to this loader run, and its certificate.
     DeviceSecrets {
         /// Configuration to store.
         config: DeviceConfig,
-        /// Secret key to store.
-        device_key: &'a [u8; 32],
+        /// The device key, sealed by the coordinator to the loader's ephemeral key.
+        sealed_device_key: &'a [u8; SEALED_DEVICE_KEY_LEN],
+        /// The authority's certificate for this chip and key.
+        certificate: DeviceCertificate,
     },
     /// Start of the bootloader image.
     BeginBootloader {
@@ -104,10 +115,15 @@ impl<'a> Codec<'a> for StationMessage<'a> {
                 w.u8(tag::KEY_CONFIRM)?;
                 w.put(transcript_hash)
             }
-            Self::DeviceSecrets { config, device_key } => {
+            Self::DeviceSecrets {
+                config,
+                sealed_device_key,
+                certificate,
+            } => {
                 w.u8(tag::DEVICE_SECRETS)?;
                 config.encode(w)?;
-                w.put(*device_key)
+                w.put(*sealed_device_key)?;
+                certificate.encode(w)
             }
             Self::BeginBootloader { signed_header } => {
                 w.u8(tag::BEGIN_BOOTLOADER)?;
@@ -143,7 +159,8 @@ impl<'a> Codec<'a> for StationMessage<'a> {
             },
             tag::DEVICE_SECRETS => Self::DeviceSecrets {
                 config: DeviceConfig::read(r)?,
-                device_key: r.array_ref()?,
+                sealed_device_key: r.array_ref()?,
+                certificate: DeviceCertificate::read(r)?,
             },
             tag::BEGIN_BOOTLOADER => Self::BeginBootloader {
                 signed_header: r.array_ref()?,
@@ -182,7 +199,7 @@ pub struct Receipt {
     pub serial: Serial,
     /// SHA-256 of the bootloader as written.
     pub bootloader_digest: [u8; 32],
-    /// SHA-256 of the device record as written.
+    /// `DeviceRecord::public_digest` of the record as written (everything but the key).
     pub record_digest: [u8; 32],
     /// Version of the installed bootloader.
     pub bootloader_version: u32,

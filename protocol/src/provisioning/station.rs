@@ -53,6 +53,7 @@ impl StationHandshake {
         Ok(StationSession {
             keys,
             serial: hello.serial,
+            loader_public: hello.loader_public,
             send_seq: 0,
             recv_seq: 0,
         })
@@ -63,6 +64,7 @@ impl StationHandshake {
 pub struct StationSession {
     keys: SessionKeys,
     serial: Serial,
+    loader_public: [u8; 32],
     send_seq: u32,
     recv_seq: u32,
 }
@@ -71,6 +73,12 @@ impl StationSession {
     /// The serial the loader reported (its unique ID).
     pub fn serial(&self) -> Serial {
         self.serial
+    }
+
+    /// The loader's ephemeral X25519 key of this run, from its hello: the coordinator seals the
+    /// chip's device key to it.
+    pub fn loader_public(&self) -> [u8; 32] {
+        self.loader_public
     }
 
     /// The key-confirmation message, always the first request.

@@ -60,10 +60,13 @@ pub enum Request<'a> {
     DataRotate,
     /// OS: report [`OsStatus`].
     OsStatus,
-    /// OS: begin installing an app with this signed header.
+    /// OS: begin installing an app with this signed header, authorised for this device.
     AppBegin {
         /// The vendor-signed header of the app image.
         signed_header: &'a [u8; SIGNED_HEADER_LEN],
+        /// `app::install_authorization` of this device for that header (made by whoever holds
+        /// the device key: the coordinator).
+        authorization: &'a [u8; 32],
     },
     /// OS: the next piece of the app body.
     AppData {
@@ -111,7 +114,13 @@ impl<'a> Codec<'a> for Request<'a> {
             }
             Self::UpdateInstall { halt_after } => w.u32(halt_after.map_or(0, NonZeroU32::get)),
             Self::DataEmit { count } => w.u8(*count),
-            Self::AppBegin { signed_header } => w.put(*signed_header),
+            Self::AppBegin {
+                signed_header,
+                authorization,
+            } => {
+                w.put(*signed_header)?;
+                w.put(*authorization)
+            }
             Self::AppData { offset, bytes } => {
                 w.u32(*offset)?;
                 w.put(bytes)
@@ -149,6 +158,7 @@ impl<'a> Codec<'a> for Request<'a> {
             MsgType::OsStatus => Self::OsStatus,
             MsgType::AppBegin => Self::AppBegin {
                 signed_header: p.array_ref()?,
+                authorization: p.array_ref()?,
             },
             MsgType::AppData => Self::AppData {
                 offset: p.u32()?,
@@ -426,6 +436,7 @@ mod tests {
             Request::OsStatus,
             Request::AppBegin {
                 signed_header: &header,
+                authorization: &[7; 32],
             },
             Request::AppData {
                 offset: 256,

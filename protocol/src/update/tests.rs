@@ -32,6 +32,9 @@ pub(crate) fn record() -> DeviceRecord {
             serial: SERIAL,
             product_id: 7,
             vendor_public: vendor().verifying_key().to_bytes(),
+            authority_public: crate::certificate::tests::authority()
+                .verifying_key()
+                .to_bytes(),
             rollback_floor: 1,
             flags: 0,
         },
@@ -39,6 +42,13 @@ pub(crate) fn record() -> DeviceRecord {
         bootloader_version: 3,
         bootloader_size: 0,
         bootloader_digest: [0; 32],
+        certificate: crate::certificate::CertificateBody {
+            product_id: 7,
+            unique_id: SERIAL,
+            key_commitment: crate::certificate::key_commitment(&KEY),
+            ..crate::certificate::tests::body()
+        }
+        .sign(&crate::certificate::tests::authority()),
     }
 }
 
@@ -345,7 +355,7 @@ fn issue_rate() {
     for i in 0..10_000u32 {
         let mut serial = [0u8; 16];
         serial[..4].copy_from_slice(&i.to_le_bytes());
-        let key = crate::lease_keys::derive_device_key(&[7; 32], 7, &serial);
+        let key = crate::kdf::derive(&[7; 32], b"bench-device-key", &[&serial]);
         let mut nonce = [0u8; 16];
         nonce[..4].copy_from_slice(&i.to_le_bytes());
         std::hint::black_box(release.envelope_for(&serial, 7, &key, &nonce).unwrap());

@@ -95,6 +95,18 @@ pub enum TargetFault {
     OsNotConfirmed(String),
 }
 
+/// Why no certificate came.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The coordinator could not be reached (or asked to retry): the target waits and retries
+    /// within its step timeout.
+    #[error("coordinator unavailable: {0}")]
+    Unavailable(String),
+    /// The coordinator refused (lease used up, ended or expired; chip certified elsewhere).
+    #[error("coordinator refused the certificate: {0}")]
+    Refused(String),
+}
+
 /// The station's own fault: a configuration or input problem, or a bug.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -111,6 +123,10 @@ pub enum StationFault {
     /// The coordinator gave no usable package of the order's OS for this board.
     #[error("{0}")]
     OsPackage(#[from] PackageError),
+    /// No certificate for the chip: the coordinator refused, or stayed unreachable for the
+    /// whole step timeout. Nothing was written to the chip and no slot was consumed.
+    #[error("no device certificate: {0}")]
+    NoCertificate(#[from] IssueError),
     /// The probe actor's thread died (a bug): its actor is restarted.
     #[error("the probe's flow crashed ({0}); the probe actor is restarted")]
     FlowCrashed(String),
@@ -205,6 +221,10 @@ pub struct Failed {
     pub serial: Option<Serial>,
     /// The step that failed.
     pub step: Step,
+    /// True when the coordinator had issued the chip's certificate for this attempt: its lease
+    /// slot is consumed (a certificate is a slot, whatever became of the board; the chip gets
+    /// the same certificate back when it is reworked, without a new slot).
+    pub certified: bool,
     /// Why.
     #[source]
     pub error: ProvisioningError,

@@ -3,9 +3,11 @@
 //! progress [`Event::Step`].
 //!
 //! connect (the fixture's next board, its debug link) → handshake (loader, key agreement,
-//! serial) → transfer (key confirmation, device key and configuration, bootloader, commit,
-//! verified receipt) → test (optional factory test app) → lock → verify (reset, `hello` proving
-//! the device key) → os-install (an order with an OS: the board's package relayed over the same
+//! serial, then the chip's certificate from the coordinator, retried within the step timeout)
+//! → transfer (key confirmation, sealed device key, certificate and configuration, bootloader,
+//! commit, verified receipt) → test (optional factory test app) → lock → verify (reset, `hello`
+//! answering the coordinator's challenge; the coordinator checks the proof, the station holds
+//! no device key) → os-install (an order with an OS: the board's package relayed over the same
 //! UART, its status receipt; [`super::os_install`]).
 
 use std::net::TcpStream;
@@ -15,7 +17,10 @@ use flashgate_protocol::Serial;
 
 use super::os_install::{install_os, OsInstalled};
 use super::session::{FlashLoaderSession, TestAppReport, TestRun};
-use super::{Failed, Job, PhaseTimings, ProvisioningError, StationFault, Step, TargetFault};
+use super::{
+    Failed, IssueError, IssuedCertificate, Job, PhaseTimings, ProvisioningError, StationFault,
+    Step, TargetFault,
+};
 use crate::device_link::{DeviceLink, HelloAnswer};
 use crate::events::{Event, EventSink, PhaseMillis};
 use crate::fixture::{FixtureError, TargetFixture};
@@ -32,11 +37,15 @@ pub struct Provisioned {
     pub test: Option<TestAppReport>,
     /// Whether the debug port was locked (not when the factory test failed).
     pub locked: bool,
-    /// The verified hello (absent when the fixture has no UART or the board was not locked).
+    /// The device's hello to the coordinator's challenge, for the report (absent when the
+    /// fixture has no UART or the board was not locked). Its identity was checked here; its
+    /// proof is the coordinator's to verify.
     pub hello: Option<HelloAnswer>,
     /// The order's OS, installed and running by the board's own receipt (absent when the order
     /// installs none, or the board was not locked).
     pub os: Option<OsInstalled>,
+    /// True when the coordinator re-issued the chip's existing certificate (no slot consumed).
+    pub reissued: bool,
     /// Where the time went, per phase.
     pub phases: PhaseMillis,
     /// Where the debug-link time went (link, target, station; the loader's own tick counts).
@@ -66,6 +75,8 @@ struct Progress<'a> {
     started: Instant,
     serial: Option<Serial>,
     step: Step,
+    /// A certificate was issued for this attempt (a lease slot consumed).
+    certified: bool,
 }
 
 impl Progress<'_> {
@@ -96,6 +107,7 @@ impl Progress<'_> {
         Failed {
             serial: self.serial,
             step: self.step,
+            certified: self.certified,
             error,
         }
     }
@@ -115,6 +127,7 @@ pub fn run_target(
         started: Instant::now(),
         serial: None,
         step: Step::Connect,
+        certified: false,
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_attached(&mut *fixture, job, step_timeout, &mut p)
@@ -164,6 +177,9 @@ fn run_attached(
     p.serial = Some(serial);
     install.record("serial", hex::encode(serial));
     tracing::info!(serial = %hex::encode(serial), "target answered the handshake");
+    let issued = certificate(job, &serial, &session.loader_public(), timeout)
+        .map_err(|e| p.failed(StationFault::from(e)))?;
+    p.certified = !issued.reissued;
     drop(span);
 
     // The loader programs flash as frames arrive: transfer and flash are one phase here.
@@ -172,7 +188,7 @@ fn run_attached(
     let t = Instant::now();
     let committed = session
         .confirm_key()
-        .and_then(|s| s.send_secrets(plan, &job.keys))
+        .and_then(|s| s.send_secrets(plan, &issued))
         .and_then(|s| s.install_bootloader(plan))
         .map_err(|e| p.failed(e))?;
     let bootloader_version = committed.receipt().bootloader_version;
@@ -233,7 +249,7 @@ fn run_attached(
     if locked {
         let span = p.enter(Step::Verify);
         let t = Instant::now();
-        let verified = verified_hello(fixture, job, serial, bootloader_version, timeout)
+        let verified = checked_hello(fixture, &issued, serial, bootloader_version, timeout)
             .map_err(|e| p.failed(e))?;
         phases.verify = ms(t.elapsed());
         drop(span);
@@ -267,6 +283,7 @@ fn run_attached(
         locked,
         hello,
         os,
+        reissued: issued.reissued,
         phases,
         timings,
         total: p.started.elapsed(),
@@ -274,24 +291,51 @@ fn run_attached(
     })
 }
 
-/// Restarts the locked board and checks that it proves the device key on its UART; the link
-/// stays open for the OS install.
-fn verified_hello(
-    fixture: &mut dyn TargetFixture,
+/// The chip's certificate, asked of the coordinator until it answers or `timeout` passes: an
+/// outage holds the target at the handshake (nothing written, no slot consumed), a refusal
+/// fails it at once.
+fn certificate(
     job: &Job,
+    serial: &Serial,
+    loader_public: &[u8; 32],
+    timeout: Duration,
+) -> Result<IssuedCertificate, IssueError> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match job.issuer.issue(&job.lease_id, serial, loader_public) {
+            Err(IssueError::Unavailable(why)) if Instant::now() + pause < deadline => {
+                tracing::warn!(error = %why, "coordinator unavailable for the certificate; retrying");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Restarts the locked board and asks its hello with the coordinator's challenge; checks the
+/// identity it claims (its record's serial on its own chip, the installed bootloader). The
+/// proof goes into the report: only the coordinator holds the device key.
+fn checked_hello(
+    fixture: &mut dyn TargetFixture,
+    issued: &IssuedCertificate,
     serial: Serial,
     bootloader_version: u32,
     timeout: Duration,
 ) -> Result<Option<(HelloAnswer, DeviceLink<TcpStream>)>, ProvisioningError> {
     let Some(mut link) = fixture.restart_for_hello(timeout)? else {
-        tracing::warn!("fixture has no UART: hello not checked");
+        tracing::warn!("fixture has no UART: hello not asked (the device stays CERTIFIED)");
         return Ok(None);
     };
-    let answer = link.hello(timeout).map_err(TargetFault::Hello)?;
-    let info = answer
-        .verify(&job.keys.for_serial(&serial))
+    let answer = link
+        .hello_with(issued.hello_challenge, timeout)
         .map_err(TargetFault::Hello)?;
-    if info.serial != serial || info.bootloader_version != bootloader_version {
+    let info = answer.claimed;
+    if info.serial != serial
+        || !info.on_its_own_chip()
+        || info.bootloader_version != bootloader_version
+    {
         return Err(TargetFault::HelloMismatch {
             serial: hex::encode(info.serial),
             version: info.bootloader_version,

@@ -1,15 +1,13 @@
 //! A lease as the station holds it: the coordinator's signature checked, its validity checked
-//! against the clock, its secret opened with the station's X25519 key, and its slots counted by a
-//! [`SlotLedger`]. A [`Slot`] is one device's worth of the lease, taken by value: it is either
+//! against the clock, and its slots counted by a [`SlotLedger`]. A lease is an allowance of
+//! slots, nothing more: each chip's key and certificate come from the coordinator
+//! (`IssueDeviceCertificate`), which consumes the slot. A [`Slot`] is one device's worth of the lease, taken by value: it is either
 //! consumed (an install was journaled) or released (the target failed), once.
 
 use flashgate_proto::lease::{check_validity, verify_signed_lease, LeaseError};
 use flashgate_proto::v1::{LeaseBody, SignedLease};
-use flashgate_protocol::lease_keys::open_lease_secret;
 use prost::Message;
-use zeroize::Zeroizing;
 
-use super::DeviceKeys;
 use crate::identity::StationIdentity;
 
 /// Why a lease cannot be used.
@@ -27,12 +25,6 @@ pub enum LeaseRefused {
         named: String,
         /// This station.
         ours: String,
-    },
-    /// The sealed secret does not open with this station's key.
-    #[error("the secret of lease {lease_id} does not open with this station's key")]
-    Secret {
-        /// Lease id.
-        lease_id: String,
     },
     /// The journaled lease bytes are not a lease.
     #[error("journaled lease is not a SignedLease encoding")]
@@ -122,11 +114,10 @@ impl SlotLedger {
     }
 }
 
-/// A verified lease with its opened secret and slot ledger.
+/// A verified lease and its slot ledger.
 pub struct Lease {
     body: LeaseBody,
     signed: SignedLease,
-    secret: Zeroizing<[u8; 32]>,
     ledger: SlotLedger,
 }
 
@@ -140,8 +131,8 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
-    /// Checks a lease (coordinator signature, validity at `now_ms`, addressed to this station)
-    /// and opens its secret. `used` slots are already spent (journal replay).
+    /// Checks a lease (coordinator signature, validity at `now_ms`, addressed to this station).
+    /// `used` slots are already spent (journal replay).
     pub fn open(
         signed: SignedLease,
         coordinator: &ed25519_dalek::VerifyingKey,
@@ -158,22 +149,10 @@ impl Lease {
                 ours: identity.station_id(),
             });
         }
-        let refused = || LeaseRefused::Secret {
-            lease_id: body.lease_id.clone(),
-        };
-        let sealed = body
-            .sealed_lease_secret
-            .as_slice()
-            .try_into()
-            .map_err(|_| refused())?;
-        let station_secret = Zeroizing::new(identity.x25519_secret().to_bytes());
-        let secret = open_lease_secret(&station_secret, sealed, body.lease_id.as_bytes())
-            .map_err(|_| refused())?;
         Ok(Self {
             ledger: SlotLedger::new(body.count, used),
             body,
             signed,
-            secret,
         })
     }
 
@@ -237,11 +216,6 @@ impl Lease {
         }
         self.ledger.settle(consumed);
         Ok(())
-    }
-
-    /// The device keys of this lease, for a probe actor's thread (zeroized on drop).
-    pub fn device_keys(&self) -> DeviceKeys {
-        DeviceKeys::new(self.secret.clone(), self.body.product_id)
     }
 }
 

@@ -9,8 +9,8 @@
 //! |---|---|---|
 //! | 1. lease | [`lease`] | the coordinator's `SignedLease` → [`Lease`] (signature, validity, station, opened secret) and its [`SlotLedger`]; one [`Slot`] per device, by value |
 //! | 2. images | [`releases`] | the lease's release digests → [`OrderPlan`] (fetched once, cached on disk, verified under the lease's vendor key) |
-//! | 3. job | [`plan`] | plan + the lease's [`DeviceKeys`] → [`Job`], what a probe actor's thread gets |
-//! | 4. target | [`flow`] | [`run_target`]: fixture → loader session → receipt → test → lock → verified `hello` → (OS install) → [`Provisioned`], or [`Failed`] (who is at fault: [`ProvisioningError`]) |
+//! | 3. job | [`plan`] | plan + the [`CertificateIssuer`] and, for an order with an OS, where each board's package comes from ([`OsInstall`]) → [`Job`], what a probe actor's thread gets |
+//! | 4. target | [`flow`] | [`run_target`]: fixture → loader session (the chip's UID) → its certificate from the coordinator ([`IssuedCertificate`], key sealed to the loader) → receipt → test → lock → `hello` answering the coordinator's challenge → (OS install) → [`Provisioned`], or [`Failed`] (who is at fault: [`ProvisioningError`]) |
 //! | 5. session | [`session`] | the typestate [`FlashLoaderSession`] over the [`Probe`](crate::probe::Probe): `Started` → `KeyConfirmed` → `SecretsSent` → `Committed` → (`Tested`) → `Locked` |
 //! | 6. OS | [`os_install`] | for an order with an OS: the board's per-device package (from the coordinator, ciphertext only) relayed over its UART through the bootloader's update path, resumed after a power cut → [`OsInstalled`] with the device's status receipt |
 //! | 7. report | [`report`], [`outbox`], [`journal`] | outcome → [`Report`] (with the receipt, which the coordinator verifies), journaled (fsync) before it is sent, re-sent after outages, its slot consumed or released |
@@ -28,6 +28,7 @@
 
 mod error;
 pub mod flow;
+mod issuer;
 pub mod journal;
 pub mod lease;
 mod loader_image;
@@ -40,14 +41,15 @@ pub mod session;
 mod timings;
 
 pub use error::{
-    AtFault, Failed, PackageError, ProvisioningError, StationFault, Step, TargetFault,
+    AtFault, Failed, IssueError, PackageError, ProvisioningError, StationFault, Step, TargetFault,
 };
 pub use flow::{run_target, Provisioned};
+pub use issuer::CoordinatorIssuer;
 pub use lease::{Lease, LeaseRefused, Slot, SlotLedger};
 pub use loader_image::LoaderImage;
 pub use os_install::{FactoryPackage, OsInstall, OsInstalled, OsTimings, PackageSource};
 pub use outbox::{Delivery, Outbox, Settled};
-pub use plan::{DeviceKeys, Job, OrderPlan};
+pub use plan::{CertificateIssuer, IssuedCertificate, Job, OrderPlan};
 pub use releases::{ReleaseCache, ReleaseError};
 pub use report::Report;
 pub use session::{

@@ -207,6 +207,7 @@ mod tests {
             trace_parent: None,
             os_version: 0,
             os_receipt: Vec::new(),
+            hello: None,
         }
     }
 

@@ -1,16 +1,19 @@
 //! What a probe actor is given for one target: the order's [`OrderPlan`] (shared by every target
-//! of a lease), the lease's [`DeviceKeys`] and, for an order with an OS, where each board's
-//! package comes from ([`OsInstall`]), together a [`Job`].
+//! of a lease), the [`CertificateIssuer`] that certifies each chip and, for an order with an OS,
+//! where each board's package comes from ([`OsInstall`]), together a [`Job`].
 
 use std::sync::Arc;
 
-use flashgate_protocol::image::SignedImageHeader;
-use flashgate_protocol::lease_keys::derive_device_key;
+use flashgate_protocol::certificate::{DeviceCertificate, CERTIFICATE_LEN};
+use flashgate_protocol::codec::Codec;
+use flashgate_protocol::device_key_transport::SEALED_DEVICE_KEY_LEN;
+use flashgate_protocol::hello::CHALLENGE_LEN;
+use flashgate_protocol::image::{SignedImageHeader, SIGNED_HEADER_LEN};
 use flashgate_protocol::provisioning::messages::MAX_IMAGE_CHUNK;
+use flashgate_protocol::trust_anchors::{self, TrustAnchors};
 use flashgate_protocol::Serial;
-use zeroize::Zeroizing;
 
-use super::{LoaderImage, OsInstall, StationFault};
+use super::{IssueError, LoaderImage, OsInstall, StationFault};
 
 /// Image bytes per sealed frame unless set otherwise.
 pub const DEFAULT_CHUNK: usize = 4096;
@@ -25,31 +28,36 @@ pub struct OrderPlan {
     bootloader_version: u32,
     test_app: Option<Vec<u8>>,
     product_id: u32,
-    vendor_public: [u8; 32],
+    anchors: TrustAnchors,
     rollback_floor: u32,
     chunk_size: usize,
     os_version: Option<u32>,
 }
 
 impl OrderPlan {
-    /// A plan installing `bootloader` (a vendor-signed image) for `product_id`, trusting
-    /// `vendor_public`. The image is parsed here; its signature is the target's to check (and
-    /// the release cache's, before it builds a plan).
+    /// A plan installing `bootloader` (a vendor-signed image) for `product_id`. The image is
+    /// parsed here; its signature is the target's to check (and the release cache's, before it
+    /// builds a plan). The keys each device's configuration names are the ones the bootloader
+    /// pins (its trust anchors): the loader refuses any others.
     pub fn new(
         loader: LoaderImage,
         bootloader: Vec<u8>,
         product_id: u32,
-        vendor_public: [u8; 32],
     ) -> Result<Self, StationFault> {
         let header =
             SignedImageHeader::parse(&bootloader).map_err(StationFault::BadBootloaderImage)?;
+        let anchors = bootloader
+            .get(SIGNED_HEADER_LEN..)
+            .ok_or(flashgate_protocol::ErrorCode::BadLength)
+            .and_then(trust_anchors::read)
+            .map_err(StationFault::BadBootloaderImage)?;
         Ok(Self {
             loader,
             bootloader_version: header.header.version,
             bootloader,
             test_app: None,
             product_id,
-            vendor_public,
+            anchors,
             rollback_floor: 1,
             chunk_size: DEFAULT_CHUNK,
             os_version: None,
@@ -106,9 +114,10 @@ impl OrderPlan {
         self.product_id
     }
 
-    /// The vendor key written into each device's configuration.
-    pub fn vendor_public(&self) -> [u8; 32] {
-        self.vendor_public
+    /// The vendor and authority keys the bootloader pins, written into each device's
+    /// configuration.
+    pub fn anchors(&self) -> TrustAnchors {
+        self.anchors
     }
 
     /// The lowest OS version the bootloader will accept.
@@ -122,34 +131,42 @@ impl OrderPlan {
     }
 }
 
-/// Derives each device's key from its lease's secret (the coordinator derives the same key
-/// when it registers the device). Zeroized on drop; never printed.
-#[derive(Clone)]
-pub struct DeviceKeys {
-    lease_secret: Zeroizing<[u8; 32]>,
-    product_id: u32,
+/// What the coordinator gave for one chip (`IssueDeviceCertificate`): its certificate, its
+/// device key sealed to this loader run (the station cannot open it), and the challenge the
+/// device's hello must answer in the install report.
+#[derive(Clone, Debug)]
+pub struct IssuedCertificate {
+    /// The chip's certificate, signed by the product's authority key.
+    pub certificate: DeviceCertificate,
+    /// The device key, sealed to the loader's ephemeral X25519 key.
+    pub sealed_device_key: [u8; SEALED_DEVICE_KEY_LEN],
+    /// The challenge the coordinator will check the device's hello against.
+    pub hello_challenge: [u8; CHALLENGE_LEN],
+    /// True when the chip already had this certificate (a retried install: no slot consumed).
+    pub reissued: bool,
 }
 
-impl std::fmt::Debug for DeviceKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceKeys")
-            .field("product_id", &self.product_id)
-            .finish_non_exhaustive()
-    }
+/// Asks the coordinator for one chip's certificate. Blocking (the flow runs on its own thread).
+pub trait CertificateIssuer: Send + Sync + std::fmt::Debug {
+    /// The certificate of the chip `serial`, its key sealed to `loader_public`, under `lease_id`.
+    fn issue(
+        &self,
+        lease_id: &str,
+        serial: &Serial,
+        loader_public: &[u8; 32],
+    ) -> Result<IssuedCertificate, IssueError>;
 }
 
-impl DeviceKeys {
-    /// Keys under `lease_secret` for `product_id` (a lease's opened secret; tests pick their own).
-    pub fn new(lease_secret: Zeroizing<[u8; 32]>, product_id: u32) -> Self {
-        Self {
-            lease_secret,
-            product_id,
-        }
-    }
-
-    /// The key of the device with `serial`.
-    pub fn for_serial(&self, serial: &Serial) -> Zeroizing<[u8; 32]> {
-        derive_device_key(&self.lease_secret, self.product_id, serial)
+impl IssuedCertificate {
+    /// Decodes `IssueDeviceCertificate`'s answer; `None` if a field has the wrong size.
+    pub fn from_response(r: &flashgate_proto::v1::IssueDeviceCertificateResponse) -> Option<Self> {
+        let certificate: [u8; CERTIFICATE_LEN] = r.certificate.as_slice().try_into().ok()?;
+        Some(Self {
+            certificate: DeviceCertificate::read_bytes(&certificate).ok()?,
+            sealed_device_key: r.sealed_device_key.as_slice().try_into().ok()?,
+            hello_challenge: r.hello_challenge.as_slice().try_into().ok()?,
+            reissued: r.reissued,
+        })
     }
 }
 
@@ -158,8 +175,8 @@ impl DeviceKeys {
 pub struct Job {
     /// What to install.
     pub plan: Arc<OrderPlan>,
-    /// The device keys of the lease the slot belongs to.
-    pub keys: DeviceKeys,
+    /// Where each chip's certificate comes from (the coordinator).
+    pub issuer: Arc<dyn CertificateIssuer>,
     /// That lease (spans and reports).
     pub lease_id: String,
     /// The order's OS and where each board's package comes from (`None`: no OS installed).

@@ -141,8 +141,15 @@ impl ReleaseCache {
             self.loader.clone(),
             std::mem::take(&mut *bootloader),
             lease.product_id,
-            vendor_public,
         )?;
+        // The bootloader decides what boots through the keys it pins: the vendor key that
+        // signed it must be one of them (the loader refuses a mismatch too).
+        if plan.anchors().vendor_public != vendor_public {
+            return Err(super::StationFault::BadBootloaderImage(
+                flashgate_protocol::ErrorCode::TrustAnchorMismatch,
+            )
+            .into());
+        }
         if !lease.test_app_digest.is_empty() {
             let mut app = self
                 .image(client, &lease.test_app_digest, &lease.order_id)

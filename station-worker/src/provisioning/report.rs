@@ -85,10 +85,22 @@ pub struct Report {
     /// to verify: not a secret, and useless to anyone for another challenge.
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "bytes_hex")]
     pub os_receipt: Vec<u8>,
+    /// The coordinator's hello challenge and the device's answer (hex), the install's proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hello: Option<HelloProof>,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// A device's hello to the coordinator's challenge, journaled as hex.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloProof {
+    /// The challenge (from `IssueDeviceCertificate`).
+    pub challenge: String,
+    /// The device's response.
+    pub response: String,
 }
 
 impl Report {
@@ -131,6 +143,10 @@ impl Report {
                 .as_ref()
                 .map(|o| o.receipt.to_vec())
                 .unwrap_or_default(),
+            hello: done.hello.as_ref().map(|h| HelloProof {
+                challenge: hex::encode(h.challenge),
+                response: hex::encode(&h.raw),
+            }),
         }
     }
 
@@ -154,6 +170,7 @@ impl Report {
             trace_parent: None,
             os_version: 0,
             os_receipt: Vec::new(),
+            hello: None,
         })
     }
 
@@ -188,6 +205,16 @@ impl Report {
                 MAX_REASON,
             ),
             os_status_receipt: self.os_receipt.clone(),
+            hello_challenge: self
+                .hello
+                .as_ref()
+                .and_then(|h| hex::decode(&h.challenge).ok())
+                .unwrap_or_default(),
+            hello_response: self
+                .hello
+                .as_ref()
+                .and_then(|h| hex::decode(&h.response).ok())
+                .unwrap_or_default(),
         }
     }
 

@@ -260,6 +260,10 @@ async fn run(mut options: StationOptions) -> anyhow::Result<Summary> {
             report_deadline: options.report_deadline,
             retire_after: options.retire_after.max(1),
         },
+        issuer: Arc::new(crate::provisioning::CoordinatorIssuer::new(
+            client.clone(),
+            tokio::runtime::Handle::current(),
+        )),
         client,
         identity,
         coordinator_key,

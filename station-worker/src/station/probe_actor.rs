@@ -67,6 +67,7 @@ pub fn lost(why: String) -> Failed {
     Failed {
         serial: None,
         step: Step::Connect,
+        certified: false,
         error: StationFault::FlowCrashed(why).into(),
     }
 }

@@ -20,8 +20,8 @@ use crate::events::{Event, EventSink, Summary};
 use crate::identity::StationIdentity;
 use crate::provisioning::journal::{Journal, JournalError, JournalRecord};
 use crate::provisioning::{
-    Delivery, Failed, Job, Lease, LeaseRefused, OrderPlan, OsInstall, Outbox, PackageSource,
-    Provisioned, ReleaseCache, ReleaseError, Report, Settled, Slot,
+    CertificateIssuer, Delivery, Failed, Job, Lease, LeaseRefused, OrderPlan, OsInstall, Outbox,
+    PackageSource, Provisioned, ReleaseCache, ReleaseError, Report, Settled, Slot,
 };
 
 /// Tunables of one run.
@@ -102,6 +102,8 @@ pub struct SupervisorParts {
     pub settings: SupervisorSettings,
     /// Coordinator client.
     pub client: CoordinatorClient,
+    /// Where each chip's certificate comes from (the coordinator, through `client`).
+    pub issuer: Arc<dyn CertificateIssuer>,
     /// Identity.
     pub identity: Arc<StationIdentity>,
     /// The coordinator's lease-signing key.
@@ -126,6 +128,7 @@ pub struct SupervisorParts {
 pub struct Supervisor {
     settings: SupervisorSettings,
     client: CoordinatorClient,
+    issuer: Arc<dyn CertificateIssuer>,
     identity: Arc<StationIdentity>,
     coordinator_key: ed25519_dalek::VerifyingKey,
     journal: Journal,
@@ -171,6 +174,7 @@ impl Supervisor {
         Self {
             settings: parts.settings,
             client: parts.client,
+            issuer: parts.issuer,
             identity: parts.identity,
             coordinator_key: parts.coordinator_key,
             journal: parts.journal,
@@ -429,7 +433,7 @@ impl Supervisor {
             });
             let job = Job {
                 plan,
-                keys: lease.device_keys(),
+                issuer: self.issuer.clone(),
                 lease_id: lease.id().to_owned(),
                 os,
             };
@@ -474,7 +478,9 @@ impl Supervisor {
             // lease; it is reported FAILED (not registered). Not the probe's fault.
             Ok(done) if done.test_failed() => {
                 self.bays.succeeded(index);
-                self.settle(slot, false);
+                // Certified: the slot is the coordinator's (the board comes back from rework
+                // with the same certificate).
+                self.settle(slot, !done.reissued);
                 let report = Report::of_target(&lease_id, &done, now_ms());
                 let reason = report.failure_reason.clone().unwrap_or_default();
                 self.summary.failed += 1;
@@ -514,7 +520,18 @@ impl Supervisor {
                 });
             }
             Err(failed) => {
-                self.settle(slot, false);
+                // A chip certified in this attempt took its slot at the coordinator; a refused
+                // certificate means the coordinator counts no slot left for it here (the lease
+                // is used up there, e.g. by a board certified before a crash): not retried.
+                let refused = matches!(
+                    failed.error,
+                    crate::provisioning::ProvisioningError::Station(
+                        crate::provisioning::StationFault::NoCertificate(
+                            crate::provisioning::IssueError::Refused(_)
+                        )
+                    )
+                );
+                self.settle(slot, failed.certified || refused);
                 self.summary.failed += 1;
                 // Known board: reported FAILED (journal first, re-sent after outages); else
                 // nothing to name it by: kept in the station's journal only.

@@ -125,20 +125,34 @@ async fn a_c_os_signed_by_the_image_tool_is_installed_over_the_uart_and_stays_co
         token: tc.operator_token.clone(),
         ca_file: tc.ca_file.clone(),
     };
-    // The vendor's keys, made by the tool. (The product authority key is the coordinator's
-    // once per-product authorities exist; here it is one more key pair.)
+    // The vendor's key, made by the tool.
     let keygen = |name: &str| {
         cli.json(&["image", "keygen", "--out", &cli.path(name)])["public_key"]
             .as_str()
             .unwrap()
             .to_owned()
     };
+    let vendor_pub = keygen("vendor.key");
+    // The product's authority key is the coordinator's; this test certifies its board
+    // in-process, so it reads that key from the coordinator it runs (a test's privilege).
+    let product = cli.json(&[
+        "product",
+        "create",
+        "--id",
+        "7",
+        "--name",
+        "c board",
+        "--vendor-key",
+        &vendor_pub,
+    ]);
     let keys = Keys {
-        vendor: keygen("vendor.key"),
-        authority: keygen("authority.key"),
+        vendor: vendor_pub,
+        authority: product["authority_public_key"].as_str().unwrap().to_owned(),
     };
+    let authority = tc.authority_signing_key(7).await.unwrap();
     let vendor = Vendor {
         key: key_file::load(Path::new(&cli.path("vendor.key"))).unwrap(),
+        authority,
         product_id: 7,
     };
 
@@ -162,16 +176,6 @@ async fn a_c_os_signed_by_the_image_tool_is_installed_over_the_uart_and_stays_co
     let key = test_device_key(&serial);
     let port = |tb: &flashgate_tests::TestBoard| format!("tcp:{}", tb.board.serial_addr().unwrap());
 
-    cli.json(&[
-        "product",
-        "create",
-        "--id",
-        "7",
-        "--name",
-        "c board",
-        "--vendor-key",
-        &keys.vendor,
-    ]);
     tc.register_device(7, &serial, &key).await.unwrap();
     let update_to = |image: &[u8], name: &str, port: &str| {
         let file = cli.path(name);

@@ -217,6 +217,7 @@ async fn sealed_records_reach_data_tail_through_the_relay_and_udp() {
 #[test]
 fn app_is_installed_and_started_without_reset_while_the_os_keeps_its_state() {
     let (mut tb, vendor, _fw) = board_with_os();
+    let tb_uid = tb.uid.0;
     let mut link =
         DeviceLink::connect_tcp(tb.board.serial_addr().unwrap(), Duration::from_secs(5)).unwrap();
     tb.board.resume().unwrap();
@@ -255,7 +256,20 @@ fn app_is_installed_and_started_without_reset_while_the_os_keeps_its_state() {
             }
         };
         let signed_header = image[..SIGNED_HEADER_LEN].try_into().unwrap();
-        step(link, records, Request::AppBegin { signed_header })?;
+        // The coordinator's part: the install authorised under the device key.
+        let authorization = flashgate_protocol::app::install_authorization(
+            &crate::test_device_key(&tb_uid),
+            &tb_uid,
+            signed_header,
+        );
+        step(
+            link,
+            records,
+            Request::AppBegin {
+                signed_header,
+                authorization: &authorization,
+            },
+        )?;
         for (i, bytes) in image[SIGNED_HEADER_LEN..].chunks(2048).enumerate() {
             let offset = (i * 2048) as u32;
             step(link, records, Request::AppData { offset, bytes })?;

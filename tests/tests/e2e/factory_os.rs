@@ -19,7 +19,7 @@ use flashgate_tests::bay::TestBay;
 use flashgate_tests::factory_os::{contains, files_under, provision_with_os, Leaks, TestPackages};
 use flashgate_tests::station_harness::{Factory, BOOTLOADER_VERSION, PRODUCT_ID};
 use flashgate_tests::uart_tap::UartTap;
-use flashgate_tests::{test_keys, Firmware, Vendor, STEP_TIMEOUT};
+use flashgate_tests::{Firmware, Vendor, STEP_TIMEOUT};
 
 use crate::test_device_key;
 
@@ -94,7 +94,8 @@ fn an_order_with_an_os_makes_boards_that_boot_it_and_the_station_never_sees_it_i
     // Nothing of the OS in clear: not on the network, the debug links, the UARTs, nor in the
     // station's state directory. Windows that also occur in images the station holds in clear
     // (the public loader, the bootloader it writes) are not searched: they share library code.
-    let os_body = &fw.demo_os;
+    // The body as signed: it pins the coordinator's authority key, as the board's flash holds it.
+    let os_body = &factory.os.as_ref().unwrap()[flashgate_protocol::image::SIGNED_HEADER_LEN..];
     let bootloader = &fw.bootloader;
     let leaks = Leaks::windows_of(os_body, 64, &[fw.loader.bytes(), bootloader]);
     assert!(leaks.len() > 40, "searched {} windows", leaks.len());
@@ -177,13 +178,13 @@ fn a_package_for_another_chip_is_refused_by_the_board_which_is_reported_failed()
     let vendor = Vendor::new(PRODUCT_ID);
     let signed_os = vendor.sign_os(&fw.demo_os, OS_VERSION);
     let other = [0xAB; 16];
-    let packages = TestPackages::new(&signed_os, PRODUCT_ID, OS_VERSION, test_keys(PRODUCT_ID))
+    let packages = TestPackages::new(&signed_os, PRODUCT_ID, OS_VERSION)
         .for_chip(other, test_device_key(&other));
     let mut bay = TestBay::new("e2e");
     let failed = provision_with_os(
         &mut bay,
         vendor.plan(&fw, 3),
-        test_keys(PRODUCT_ID),
+        vendor.issuer(),
         OS_VERSION,
         Arc::new(packages),
         STEP_TIMEOUT,
@@ -224,19 +225,14 @@ fn a_power_cut_mid_os_install_resumes_and_the_board_ends_on_the_os() {
     let vendor = Vendor::new(PRODUCT_ID);
     let signed_os = vendor.sign_os(&fw.demo_os, OS_VERSION);
     assert!(signed_os.len() > 3 * 4096, "a package of several chunks");
-    let packages = Arc::new(TestPackages::new(
-        &signed_os,
-        PRODUCT_ID,
-        OS_VERSION,
-        test_keys(PRODUCT_ID),
-    ));
+    let packages = Arc::new(TestPackages::new(&signed_os, PRODUCT_ID, OS_VERSION));
     // The power goes as the third chunk goes out (hello, envelope and two chunks before it).
     let tap = UartTap::cutting_after(2 * 4096 + 1200);
     let mut bay = TestBay::new("e2e").with_uart_tap(tap.clone());
     let done = provision_with_os(
         &mut bay,
         vendor.plan(&fw, 3),
-        test_keys(PRODUCT_ID),
+        vendor.issuer(),
         OS_VERSION,
         packages.clone(),
         STEP_TIMEOUT,

@@ -26,7 +26,7 @@ mod update;
 
 use flashgate_emulator::StartOptions;
 use flashgate_protocol::Serial;
-use flashgate_tests::{test_keys, Firmware, TestBoard, Vendor};
+use flashgate_tests::{Firmware, TestBoard, Vendor};
 use zeroize::Zeroizing;
 
 /// The product of the foundation tests.
@@ -34,7 +34,7 @@ pub const PRODUCT_ID: u32 = 7;
 
 /// The device key tests give every board: derived from the serial so a test can recompute it.
 pub fn test_device_key(serial: &Serial) -> Zeroizing<[u8; 32]> {
-    test_keys(PRODUCT_ID).for_serial(serial)
+    flashgate_tests::test_device_key(PRODUCT_ID, serial)
 }
 
 /// A board provisioned with the vendor's bootloader (debug port locked), then `os` installed
@@ -62,15 +62,10 @@ pub fn provisioned_board(
         fw.loader.clone(),
         bootloader.to_vec(),
         vendor.product_id,
-        vendor.public(),
     )
     .expect("a signed bootloader parses");
     let image = os(&fw);
-    let (tb, _) = TestBoard::provisioned(
-        plan,
-        test_keys(PRODUCT_ID),
-        StartOptions::default(),
-        Some(&image),
-    );
+    let (tb, _) =
+        TestBoard::provisioned(plan, vendor.issuer(), StartOptions::default(), Some(&image));
     (tb, fw)
 }

@@ -268,7 +268,7 @@ fn a_recording_proxy_on_the_factory_network_learns_nothing() {
     coordinator.wait_serving();
 
     // The operator, with the CLI: product, bootloader release, a bundle for the station.
-    coordinator.cli(&[
+    let product = coordinator.cli(&[
         "product",
         "create",
         "--id",
@@ -279,7 +279,21 @@ fn a_recording_proxy_on_the_factory_network_learns_nothing() {
         &hex::encode(vendor.public()),
     ]);
     let image = coordinator.path("bootloader.img");
-    std::fs::write(&image, vendor.sign_bootloader(&fw.bootloader, 3)).unwrap();
+    // The bootloader pins the coordinator's authority key of the product, which certifies
+    // every chip.
+    let authority: [u8; 32] = hex::decode(product["authority_public_key"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let anchors = flashgate_protocol::trust_anchors::TrustAnchors {
+        vendor_public: vendor.public(),
+        authority_public: authority,
+    };
+    std::fs::write(
+        &image,
+        vendor.sign_bootloader_pinning(&fw.bootloader, 3, &anchors),
+    )
+    .unwrap();
     let release = coordinator.cli(&["release", "upload", image.to_str().unwrap()]);
     let digest = release["digest"].as_str().unwrap().to_owned();
     let bundle_file = coordinator.path("station.bundle");

@@ -12,7 +12,7 @@ use flashgate_station::device_link::DeviceLink;
 use flashgate_station::probe::TrafficRecorder;
 use flashgate_station::provisioning::Step;
 use flashgate_tests::bay::TestBay;
-use flashgate_tests::{persisted_flash, provision, test_keys, Firmware, Vendor};
+use flashgate_tests::{persisted_flash, provision, Firmware, Vendor};
 
 use crate::{test_device_key, PRODUCT_ID};
 
@@ -21,8 +21,8 @@ fn provisioned_board_boots_its_bootloader_and_proves_its_key() {
     let fw = Firmware::load();
     let vendor = Vendor::new(PRODUCT_ID);
     let mut bay = TestBay::new("e2e");
-    let done = provision(&mut bay, vendor.plan(&fw, 3), test_keys(PRODUCT_ID))
-        .expect("provisioning succeeds");
+    let done =
+        provision(&mut bay, vendor.plan(&fw, 3), vendor.issuer()).expect("provisioning succeeds");
     let files = bay.board_files(0);
     let uid = files.uid().unwrap();
     assert_eq!(done.serial, uid.0, "the serial is the board's unique ID");
@@ -76,7 +76,7 @@ fn nothing_secret_crosses_the_debug_link() {
     let vendor = Vendor::new(PRODUCT_ID);
     let recorder = Arc::new(TrafficRecorder::new());
     let mut bay = TestBay::new("e2e").with_link_tap(recorder.clone());
-    let done = provision(&mut bay, vendor.plan(&fw, 3), test_keys(PRODUCT_ID)).unwrap();
+    let done = provision(&mut bay, vendor.plan(&fw, 3), vendor.issuer()).unwrap();
 
     let key = test_device_key(&done.serial);
     assert!(
@@ -119,7 +119,7 @@ fn factory_test_app_runs_on_the_target_before_the_lock() {
         .with_test_app(vendor.sign_test_app(&fw.test_app))
         .unwrap();
     let mut bay = TestBay::new("e2e");
-    let done = provision(&mut bay, plan, test_keys(PRODUCT_ID)).unwrap();
+    let done = provision(&mut bay, plan, vendor.issuer()).unwrap();
     let report = done.test.expect("the test app ran");
     assert!(report.passed(), "test app failed: {}", report.log);
     assert!(report.log.contains("device record"), "log: {}", report.log);
@@ -129,7 +129,7 @@ fn factory_test_app_runs_on_the_target_before_the_lock() {
     let forged = Vendor::new(PRODUCT_ID).sign_test_app(&fw.test_app);
     let plan = vendor.plan(&fw, 3).with_test_app(forged).unwrap();
     let mut bay = TestBay::new("e2e");
-    let failed = provision(&mut bay, plan, test_keys(PRODUCT_ID)).unwrap_err();
+    let failed = provision(&mut bay, plan, vendor.issuer()).unwrap_err();
     assert_eq!(failed.step, Step::Test, "{failed}");
     assert_eq!(
         failed.error.refusal(),

@@ -11,7 +11,7 @@ use flashgate_station::provisioning::{OrderPlan, ProvisioningError, Step};
 use flashgate_tests::bay::TestBay;
 use flashgate_tests::faults::{image_frame, LinkFault};
 use flashgate_tests::malicious_station::{provision_misbehaving, Misbehaviour};
-use flashgate_tests::{persisted_flash, provision, test_keys, Firmware, Vendor, STEP_TIMEOUT};
+use flashgate_tests::{persisted_flash, provision, Firmware, Vendor, STEP_TIMEOUT};
 
 use crate::PRODUCT_ID;
 
@@ -30,7 +30,7 @@ enum Attack {
 fn refused(attack: Attack) -> ProvisioningError {
     let fw = Firmware::load();
     let vendor = Vendor::new(PRODUCT_ID);
-    let keys = test_keys(PRODUCT_ID);
+    let keys = vendor.issuer();
     let plan = vendor.plan(&fw, 3);
     let (bay, err) = match attack {
         Attack::Link(fault) => {
@@ -42,8 +42,7 @@ fn refused(attack: Attack) -> ProvisioningError {
         Attack::BadSignature => {
             let mut image = plan.bootloader().to_vec();
             image[SIGNED_HEADER_LEN - 5] ^= 0x01;
-            let plan =
-                OrderPlan::new(fw.loader.clone(), image, PRODUCT_ID, vendor.public()).unwrap();
+            let plan = OrderPlan::new(fw.loader.clone(), image, PRODUCT_ID).unwrap();
             let mut bay = TestBay::new("e2e");
             let failed = provision(&mut bay, plan, keys).expect_err("the target must refuse");
             assert_eq!(failed.step, Step::Transfer);
@@ -52,7 +51,7 @@ fn refused(attack: Attack) -> ProvisioningError {
         Attack::Station(how) => {
             let mut bay = TestBay::new("e2e");
             let mut probe = bay.attach_next(STEP_TIMEOUT).unwrap();
-            let err = provision_misbehaving(&mut *probe, &plan, &keys, how, STEP_TIMEOUT)
+            let err = provision_misbehaving(&mut *probe, &plan, &*keys, how, STEP_TIMEOUT)
                 .expect("the target must refuse");
             drop(probe);
             bay.detach();

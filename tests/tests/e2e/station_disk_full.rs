@@ -167,6 +167,9 @@ fn station_journal_on_a_full_filesystem_stops_the_station_and_nothing_unjournale
         "registry and journal agree"
     );
     assert_eq!(reported_after, completed_after, "everything re-sent");
+    // One slot per certificate: a board certified but not journaled when the disk filled
+    // keeps its slot (it goes to rework with the same certificate).
     let status = factory.order_status();
-    assert_eq!(status.consumed, completed_after.len() as u64);
+    assert_eq!(status.consumed, factory.certified().len() as u64);
+    assert!(status.consumed >= completed_after.len() as u64);
 }

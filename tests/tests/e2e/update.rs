@@ -18,7 +18,7 @@ use flashgate_protocol::ErrorCode;
 use flashgate_tests::{Firmware, TestBoard, Vendor};
 use zeroize::Zeroizing;
 
-use crate::{provisioned_board_with_os, test_device_key};
+use crate::test_device_key;
 
 const T: Duration = Duration::from_secs(30);
 
@@ -33,11 +33,9 @@ struct Setup {
 impl Setup {
     /// A provisioned board running OS v1, registered in a fresh coordinator.
     async fn new() -> Self {
-        let (mut tb, vendor, fw) =
-            provisioned_board_with_os(|vendor, fw| vendor.sign_os(&fw.demo_os, 1));
-        tb.board.resume().unwrap();
         let tc = TestCoordinator::start_embedded().await.unwrap();
         let mut ops = tc.operator_client().await.unwrap();
+        let mut vendor = Vendor::new(crate::PRODUCT_ID);
         ops.create_product(tc.operator_request(v1::CreateProductRequest {
             product_id: 7,
             name: "update test".into(),
@@ -45,6 +43,15 @@ impl Setup {
         }))
         .await
         .unwrap();
+        // The board is certified in-process under the product's (coordinator's) authority key,
+        // which its bootloader and OS images pin.
+        vendor.authority = tc.authority_signing_key(7).await.unwrap();
+        let fw = Firmware::load();
+        let bootloader = vendor.sign_bootloader(&fw.bootloader, 3);
+        let (mut tb, fw) = crate::provisioned_board(&vendor, &bootloader, fw, |fw| {
+            vendor.sign_os(&fw.demo_os, 1)
+        });
+        tb.board.resume().unwrap();
         tc.register_device(7, &tb.uid.0, &test_device_key(&tb.uid.0))
             .await
             .unwrap();

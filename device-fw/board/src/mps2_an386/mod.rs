@@ -3,13 +3,23 @@
 //! What is real and what is modelled (see `device-fw/README.md`):
 //! - "flash" is the 4 MiB code memory at 0x0 (plain RAM in QEMU); [`CodeFlash`] enforces NOR
 //!   rules in software and the launcher persists it with `pmemsave`.
-//! - entropy comes from the host's `/dev/urandom` through semihosting ([`SemihostingEntropy`]);
-//!   a real MCU uses its TRNG.
+//! - entropy comes from the host's `/dev/urandom` through semihosting ([`SemihostingEntropy`]),
+//!   in emulator builds only (feature `semihosting-entropy`); a real MCU uses its TRNG, and a
+//!   program that needs entropy (feature `entropy`) does not compile for this board without it.
 //! - the unique ID is 16 bytes the launcher loads at [`layout::UNIQUE_ID_ADDR`] ([`LoadedUid`]).
 //! - the debug lock is a marker word in flash that the launcher honours (no gdbstub).
 //! - Ethernet (feature `net`) is QEMU's LAN9118 model ([`Lan9118`]) behind the launcher's
 //!   loopback-only user networking.
 
+#[cfg(all(feature = "entropy", not(feature = "semihosting-entropy")))]
+compile_error!(
+    "flashgate-board: mps2-an386 has no TRNG driver. Entropy exists only in emulator builds \
+     (feature `semihosting-entropy`: the host's /dev/urandom over semihosting, which on silicon \
+     would let whoever holds the debug port choose the \"random\" bytes). A board for real \
+     hardware must implement `EntropySource` with its TRNG."
+);
+
+#[cfg(feature = "semihosting-entropy")]
 mod entropy;
 mod flash;
 #[cfg(feature = "net")]
@@ -20,6 +30,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use flashgate_protocol::{layout, Serial, SERIAL_LEN};
 
+#[cfg(feature = "semihosting-entropy")]
 pub use entropy::SemihostingEntropy;
 pub use flash::CodeFlash;
 #[cfg(feature = "net")]
@@ -52,7 +63,8 @@ impl UniqueId for LoadedUid {
 pub struct Mps2An386 {
     /// The code memory, driven as NOR flash; also the debug-port lock.
     pub flash: CodeFlash,
-    /// Host entropy over semihosting.
+    /// Host entropy over semihosting (emulator builds of programs that need entropy).
+    #[cfg(feature = "semihosting-entropy")]
     pub entropy: SemihostingEntropy,
     /// CMSDK UART0, the update link (enabled by [`Mps2An386::take`]).
     pub uart: Uart0,
@@ -81,6 +93,7 @@ impl Mps2An386 {
         uart.enable();
         Some(Self {
             flash: CodeFlash { _private: () },
+            #[cfg(feature = "semihosting-entropy")]
             entropy: SemihostingEntropy { _private: () },
             uart,
             uid: LoadedUid { _private: () },

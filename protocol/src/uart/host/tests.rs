@@ -33,7 +33,12 @@ impl FakeDevice {
             reason: ErrorCode::NoValidImage,
         };
         Self {
-            service: BootloaderService::new(Some(record), state, BootState::default()),
+            service: BootloaderService::new(
+                Some(record),
+                record.config.serial,
+                state,
+                BootState::default(),
+            ),
             flash: device(),
             decoder: FrameDecoder::new(),
             to_host: VecDeque::new(),

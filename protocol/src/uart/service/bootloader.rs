@@ -7,7 +7,7 @@ use crate::hello::DeviceState;
 use crate::update::boot_state::BootState;
 use crate::update::install::{self, BootDecision, Steps};
 use crate::update::session::UpdateSession;
-use crate::ErrorCode;
+use crate::{ErrorCode, Serial};
 
 use super::super::frame::Frame;
 use super::super::message::{DeviceMessage, Request};
@@ -30,20 +30,38 @@ pub enum BootloaderAction {
 pub struct BootloaderService<'r> {
     identity: Identity<'r>,
     update: UpdateSession,
+    /// Why this device may start nothing (the boot checks failed), if so.
+    boot_refused: Option<ErrorCode>,
 }
 
 impl<'r> BootloaderService<'r> {
-    /// A service for a device with `record` (none if unprovisioned), reporting `state` (why no
-    /// OS runs) and `boot` (`update::boot_state::read`) in hello and receipts.
-    pub fn new(record: Option<&'r DeviceRecord>, state: DeviceState, boot: BootState) -> Self {
+    /// A service for a device with `record` (none if unprovisioned) on the chip `chip_uid`,
+    /// reporting `state` (why no OS runs) and `boot` (`update::boot_state::read`) in hello and
+    /// receipts.
+    pub fn new(
+        record: Option<&'r DeviceRecord>,
+        chip_uid: Serial,
+        state: DeviceState,
+        boot: BootState,
+    ) -> Self {
         Self {
             identity: Identity {
                 record,
+                chip_uid,
                 state,
                 boot,
             },
             update: UpdateSession::new(),
+            boot_refused: None,
         }
+    }
+
+    /// The boot checks (`boot::check_identity`) refused this device: the update path is still
+    /// served, but an installed image is not started ([`BootloaderAction::Start`] is never
+    /// returned); the install answers with `reason` instead.
+    pub fn refusing_to_boot(mut self, reason: ErrorCode) -> Self {
+        self.boot_refused = Some(reason);
+        self
     }
 
     /// Serves one frame from the decoder (or the error it reported); replies through `link`.
@@ -96,7 +114,13 @@ impl<'r> BootloaderService<'r> {
                     done: 0,
                     halt_after: halt_after.map(|n| n.get()),
                 };
-                return Ok(install_and_boot(flash, record, &mut steps, link));
+                return Ok(install_and_boot(
+                    flash,
+                    record,
+                    self.boot_refused,
+                    &mut steps,
+                    link,
+                ));
             }
             Request::DataEmit { .. }
             | Request::DataRotate
@@ -111,10 +135,13 @@ impl<'r> BootloaderService<'r> {
 }
 
 /// Installs the staged image, says so, and boots it (`install::boot` counts the first trial
-/// boot and verifies the OS slot). Every outcome has been reported when this returns.
+/// boot and verifies the OS slot) — unless the boot checks refused this device (`refused`):
+/// then the image stays installed and the refusal is the answer. Every outcome has been
+/// reported when this returns.
 fn install_and_boot<F: NorFlash, S: FrameSink + ?Sized>(
     flash: &mut F,
     record: &DeviceRecord,
+    refused: Option<ErrorCode>,
     steps: &mut Steps,
     link: &mut S,
 ) -> BootloaderAction {
@@ -125,7 +152,10 @@ fn install_and_boot<F: NorFlash, S: FrameSink + ?Sized>(
                 version: state.new_version,
             },
         );
-        install::boot(flash, record, steps)
+        match refused {
+            Some(reason) => Ok(BootDecision::NoImage(reason)),
+            None => install::boot(flash, record, steps),
+        }
     });
     match result {
         Ok(BootDecision::Start(os)) => BootloaderAction::Start(os),

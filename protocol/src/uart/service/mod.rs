@@ -24,7 +24,7 @@ use crate::device_record::DeviceRecord;
 use crate::hello::{self, DeviceState, HelloInfo};
 use crate::update::boot_state::BootState;
 use crate::update::receipt::{self, StatusReceipt};
-use crate::ErrorCode;
+use crate::{ErrorCode, Serial};
 
 use super::frame::{encode_frame, OVERHEAD};
 use super::message::DeviceMessage;
@@ -41,8 +41,16 @@ impl<F: FnMut(&[u8])> FrameSink for F {
     }
 }
 
-/// The largest frame a service sends itself: a status receipt.
-const REPLY_MAX: usize = receipt::RECEIPT_LEN + OVERHEAD;
+/// The largest frame a service sends itself: a hello response or a status receipt.
+const REPLY_MAX: usize = max(hello::RESPONSE_LEN, receipt::RECEIPT_LEN) + OVERHEAD;
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
 
 /// Encodes one of the services' own (small) replies and sends it.
 fn reply<S: FrameSink + ?Sized>(link: &mut S, msg: &DeviceMessage<'_>) {
@@ -57,6 +65,8 @@ fn reply<S: FrameSink + ?Sized>(link: &mut S, msg: &DeviceMessage<'_>) {
 /// `hello` and status receipts: what every program answers about the device.
 struct Identity<'r> {
     record: Option<&'r DeviceRecord>,
+    /// The unique ID read from the chip (reported beside the record's serial).
+    chip_uid: Serial,
     state: DeviceState,
     boot: BootState,
 }
@@ -69,6 +79,7 @@ impl<'r> Identity<'r> {
     fn info(&self, record: &DeviceRecord) -> HelloInfo {
         HelloInfo {
             serial: record.config.serial,
+            chip_uid: self.chip_uid,
             product_id: record.config.product_id,
             bootloader_version: record.bootloader_version,
             state: self.state,
@@ -123,6 +134,3 @@ fn or_refuse<A, S: FrameSink + ?Sized>(
         otherwise
     })
 }
-
-// `REPLY_MAX` is sized by the largest reply.
-const _: () = assert!(hello::RESPONSE_LEN <= receipt::RECEIPT_LEN);

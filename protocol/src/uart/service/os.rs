@@ -7,7 +7,7 @@ use crate::device_record::DeviceRecord;
 use crate::flash::NorFlash;
 use crate::hello::DeviceState;
 use crate::update::boot_state::BootState;
-use crate::ErrorCode;
+use crate::{ErrorCode, Serial};
 
 use super::super::frame::Frame;
 use super::super::message::{DeviceMessage, Request};
@@ -55,12 +55,19 @@ pub struct OsService<'r> {
 }
 
 impl<'r> OsService<'r> {
-    /// A service for the OS `version` on a device with `record` (none if unprovisioned);
-    /// `boot` is the boot state its confirmation left (`update::install::confirm`).
-    pub fn new(record: Option<&'r DeviceRecord>, version: u32, boot: BootState) -> Self {
+    /// A service for the OS `version` on a device with `record` (none if unprovisioned) on the
+    /// chip `chip_uid`; `boot` is the boot state its confirmation left
+    /// (`update::install::confirm`).
+    pub fn new(
+        record: Option<&'r DeviceRecord>,
+        chip_uid: Serial,
+        version: u32,
+        boot: BootState,
+    ) -> Self {
         Self {
             identity: Identity {
                 record,
+                chip_uid,
                 state: DeviceState::OsRunning { version },
                 boot,
             },
@@ -121,11 +128,19 @@ impl<'r> OsService<'r> {
             Request::DataEmit { count } => OsAction::EmitTelemetry { count },
             Request::DataRotate => OsAction::RotateEpoch,
             Request::OsStatus => OsAction::ReportStatus,
-            Request::AppBegin { signed_header } => {
+            Request::AppBegin {
+                signed_header,
+                authorization,
+            } => {
                 let record = self.identity.record()?;
                 // A new begin abandons the install under way (its slot is erased again).
                 self.installer = None;
-                self.installer = Some(AppInstaller::begin(flash, record, signed_header)?);
+                self.installer = Some(AppInstaller::begin(
+                    flash,
+                    record,
+                    signed_header,
+                    authorization,
+                )?);
                 ack(link, MsgType::AppBegin, 0);
                 OsAction::Continue
             }

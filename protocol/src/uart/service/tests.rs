@@ -96,7 +96,7 @@ const NO_OS: DeviceState = DeviceState::NoValidImage {
 #[test]
 fn unprovisioned_bootloader_refuses_identity_and_updates() {
     let mut flash = RamFlash::erased(crate::layout::FLASH_SIZE as usize);
-    let mut s = BootloaderService::new(None, NO_OS, BootState::default());
+    let mut s = BootloaderService::new(None, SERIAL, NO_OS, BootState::default());
     for r in [
         Request::Hello { challenge: [0; 32] },
         Request::Status { challenge: [0; 32] },
@@ -119,7 +119,7 @@ fn bootloader_proves_identity_and_refuses_what_it_does_not_serve() {
         floor: 4,
         ..BootState::default()
     };
-    let mut s = BootloaderService::new(Some(&rec), NO_OS, boot);
+    let mut s = BootloaderService::new(Some(&rec), SERIAL, NO_OS, boot);
 
     let (replies, _) = to_bootloader(
         &mut s,
@@ -222,7 +222,7 @@ fn push_update(
 fn bootloader_routes_the_transfer_and_starts_the_installed_image() {
     let rec = record();
     let mut flash = device();
-    let mut s = BootloaderService::new(Some(&rec), NO_OS, BootState::default());
+    let mut s = BootloaderService::new(Some(&rec), SERIAL, NO_OS, BootState::default());
     // Nothing staged yet.
     let install = frame(&Request::UpdateInstall { halt_after: None });
     let (replies, _) = to_bootloader(&mut s, &mut flash, &install);
@@ -243,10 +243,42 @@ fn bootloader_routes_the_transfer_and_starts_the_installed_image() {
 }
 
 #[test]
+fn a_device_refused_at_boot_still_takes_updates_but_starts_nothing() {
+    let rec = record();
+    let mut flash = device();
+    let clone = DeviceState::NoValidImage {
+        reason: ErrorCode::UidMismatch,
+    };
+    let mut other_chip = SERIAL;
+    other_chip[0] ^= 1;
+    let mut s = BootloaderService::new(Some(&rec), other_chip, clone, BootState::default())
+        .refusing_to_boot(ErrorCode::UidMismatch);
+    // Its hello says why, with the chip's own unique ID beside the record's serial.
+    let challenge = [9u8; 32];
+    let (replies, _) = to_bootloader(&mut s, &mut flash, &frame(&Request::Hello { challenge }));
+    let DeviceMessage::HelloResponse(raw) = message(&replies[0]) else {
+        panic!("no hello response");
+    };
+    let info = crate::hello::verify_response(&KEY, &challenge, raw).unwrap();
+    assert_eq!(
+        (info.serial, info.chip_uid, info.state),
+        (SERIAL, other_chip, clone)
+    );
+    assert!(!info.on_its_own_chip());
+    let (replies, action) = push_update(&mut s, &mut flash, None);
+    assert_eq!(
+        message(&replies[0]),
+        DeviceMessage::UpdateInstalled { version: 2 }
+    );
+    assert_eq!(action, BootloaderAction::Continue, "nothing was started");
+    assert_eq!(refused(&replies[1..]), ErrorCode::UidMismatch);
+}
+
+#[test]
 fn bootloader_halts_where_asked_and_says_so() {
     let rec = record();
     let mut flash = device();
-    let mut s = BootloaderService::new(Some(&rec), NO_OS, BootState::default());
+    let mut s = BootloaderService::new(Some(&rec), SERIAL, NO_OS, BootState::default());
     let (replies, action) = push_update(&mut s, &mut flash, NonZeroU32::new(2));
     assert_eq!(action, BootloaderAction::Halt);
     assert_eq!(
@@ -274,7 +306,7 @@ fn app_image(vendor: &SigningKey) -> Vec<u8> {
 fn os_hands_over_and_leaves_data_and_status_to_the_firmware() {
     let rec = record();
     let mut flash = device();
-    let mut s = OsService::new(Some(&rec), 1, BootState::default());
+    let mut s = OsService::new(Some(&rec), SERIAL, 1, BootState::default());
     let (replies, action) = to_os(&mut s, &mut flash, &frame(&Request::EnterUpdate));
     assert_eq!(message(&replies[0]), DeviceMessage::UpdateMode);
     assert_eq!(action, OsAction::EnterBootloader);
@@ -311,7 +343,7 @@ fn os_installs_an_app_step_by_step_and_counts_its_starts() {
     let vendor = vendor();
     let rec = record();
     let mut flash = device();
-    let mut s = OsService::new(Some(&rec), 1, BootState::default());
+    let mut s = OsService::new(Some(&rec), SERIAL, 1, BootState::default());
     let image = app_image(&vendor);
     let header: &[u8; SIGNED_HEADER_LEN] = image[..SIGNED_HEADER_LEN].try_into().unwrap();
     let body = &image[SIGNED_HEADER_LEN..];
@@ -338,6 +370,7 @@ fn os_installs_an_app_step_by_step_and_counts_its_starts() {
         &mut flash,
         &frame(&Request::AppBegin {
             signed_header: header,
+            authorization: &crate::app::install_authorization(&KEY, &SERIAL, header),
         }),
     );
     assert_eq!(ack(&replies), (MsgType::AppBegin, 0));
@@ -388,7 +421,7 @@ fn os_installs_an_app_step_by_step_and_counts_its_starts() {
 fn os_refuses_an_app_signed_by_another_vendor_and_a_data_gap() {
     let rec = record();
     let mut flash = device();
-    let mut s = OsService::new(Some(&rec), 1, BootState::default());
+    let mut s = OsService::new(Some(&rec), SERIAL, 1, BootState::default());
     let forged = app_image(&SigningKey::from_bytes(&[0x42; 32]));
     let header: &[u8; SIGNED_HEADER_LEN] = forged[..SIGNED_HEADER_LEN].try_into().unwrap();
     let (replies, _) = to_os(
@@ -396,6 +429,7 @@ fn os_refuses_an_app_signed_by_another_vendor_and_a_data_gap() {
         &mut flash,
         &frame(&Request::AppBegin {
             signed_header: header,
+            authorization: &crate::app::install_authorization(&KEY, &SERIAL, header),
         }),
     );
     assert_eq!(refused(&replies), ErrorCode::BadSignature);
@@ -407,6 +441,7 @@ fn os_refuses_an_app_signed_by_another_vendor_and_a_data_gap() {
         &mut flash,
         &frame(&Request::AppBegin {
             signed_header: header,
+            authorization: &crate::app::install_authorization(&KEY, &SERIAL, header),
         }),
     );
     assert_eq!(replies.len(), 1);
@@ -427,9 +462,11 @@ fn os_refuses_an_app_signed_by_another_vendor_and_a_data_gap() {
 
 #[test]
 fn every_reply_fits_the_reply_buffer() {
-    // The largest reply a service builds itself is a receipt; larger frames are the
-    // firmware's (records, logs), sent from its own buffer.
+    // The largest replies a service builds itself are the hello response and the receipt;
+    // larger frames are the firmware's (records, logs), sent from its own buffer.
     let raw = [0u8; receipt::RECEIPT_LEN];
-    let f = frame_to_vec(&DeviceMessage::StatusReceipt(&raw)).unwrap();
-    assert_eq!(f.len(), REPLY_MAX);
+    let receipt = frame_to_vec(&DeviceMessage::StatusReceipt(&raw)).unwrap();
+    let raw = [0u8; crate::hello::RESPONSE_LEN];
+    let hello = frame_to_vec(&DeviceMessage::HelloResponse(&raw)).unwrap();
+    assert_eq!(receipt.len().max(hello.len()), REPLY_MAX);
 }

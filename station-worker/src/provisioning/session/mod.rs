@@ -14,12 +14,16 @@
 //!
 //! ```no_run
 //! # use flashgate_station::probe::Probe;
-//! # use flashgate_station::provisioning::{DeviceKeys, FlashLoaderSession, OrderPlan, ProvisioningError};
-//! fn provision<P: Probe>(probe: &mut P, plan: &OrderPlan, keys: &DeviceKeys) -> Result<(), ProvisioningError> {
+//! # use flashgate_station::provisioning::{CertificateIssuer, FlashLoaderSession, OrderPlan, ProvisioningError};
+//! fn provision<P: Probe>(probe: &mut P, plan: &OrderPlan, issuer: &dyn CertificateIssuer) -> Result<(), ProvisioningError> {
 //!     let timeout = std::time::Duration::from_secs(30);
-//!     let session = FlashLoaderSession::start(probe, plan.loader(), timeout)?
+//!     let session = FlashLoaderSession::start(probe, plan.loader(), timeout)?;
+//!     let issued = issuer
+//!         .issue("lease", &session.serial(), &session.loader_public())
+//!         .expect("a certificate");
+//!     let session = session
 //!         .confirm_key()?
-//!         .send_secrets(plan, keys)?
+//!         .send_secrets(plan, &issued)?
 //!         .install_bootloader(plan)?
 //!         .lock()?;
 //!     session.finish()?;
@@ -78,13 +82,14 @@ use flashgate_protocol::provisioning::station::{StationHandshake, StationSession
 use flashgate_protocol::{ErrorCode, Serial};
 use rand::RngCore;
 use x25519_dalek::StaticSecret;
-use zeroize::{Zeroize, Zeroizing};
 
 pub use self::mailbox::LoaderMailbox;
 use super::{
-    DeviceKeys, LoaderImage, OrderPlan, PhaseTimings, ProvisioningError, StationFault, TargetFault,
+    IssuedCertificate, LoaderImage, OrderPlan, PhaseTimings, ProvisioningError, StationFault,
+    TargetFault,
 };
 use crate::probe::Probe;
+use flashgate_protocol::certificate::DeviceCertificate;
 
 /// What the factory test application reported.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,9 +111,10 @@ impl TestAppReport {
 pub struct Started;
 /// The loader confirmed the session keys.
 pub struct KeyConfirmed;
-/// The device's key and configuration are on the target (not yet committed).
+/// The device's sealed key, certificate and configuration are on the target (not yet
+/// committed).
 pub struct SecretsSent {
-    record: Zeroizing<DeviceRecordParts>,
+    record: DeviceRecordParts,
 }
 /// The bootloader is committed and its receipt verified.
 pub struct Committed {
@@ -129,16 +135,11 @@ pub struct Locked {
     receipt: Receipt,
 }
 
-/// What the receipt's record digest must cover, kept between `send_secrets` and the commit.
+/// What the receipt's record digest must cover (everything but the device key, which the
+/// station never holds), kept between `send_secrets` and the commit.
 struct DeviceRecordParts {
     config: DeviceConfig,
-    device_key: [u8; 32],
-}
-
-impl Zeroize for DeviceRecordParts {
-    fn zeroize(&mut self) {
-        self.device_key.zeroize();
-    }
+    certificate: DeviceCertificate,
 }
 
 /// States past the commit: they hold the verified receipt.
@@ -225,33 +226,35 @@ impl<'p, P: Probe + ?Sized> FlashLoaderSession<'p, P, Started> {
 }
 
 impl<'p, P: Probe + ?Sized> FlashLoaderSession<'p, P, KeyConfirmed> {
-    /// Sends the device's configuration (from `plan`) and its key (derived from the lease for
-    /// this board's serial).
+    /// Sends the device's configuration (the keys the plan's bootloader pins), its key as the
+    /// coordinator sealed it to this loader run, and its certificate.
     pub fn send_secrets(
         mut self,
         plan: &OrderPlan,
-        keys: &DeviceKeys,
+        issued: &IssuedCertificate,
     ) -> Result<FlashLoaderSession<'p, P, SecretsSent>, ProvisioningError> {
+        let anchors = plan.anchors();
         let config = DeviceConfig {
             serial: self.serial(),
             product_id: plan.product_id(),
-            vendor_public: plan.vendor_public(),
+            vendor_public: anchors.vendor_public,
+            authority_public: anchors.authority_public,
             rollback_floor: plan.rollback_floor(),
             flags: 0,
         };
-        let device_key = keys.for_serial(&config.serial);
         self.request(
             "device secrets",
             &StationMessage::DeviceSecrets {
                 config,
-                device_key: &device_key,
+                sealed_device_key: &issued.sealed_device_key,
+                certificate: issued.certificate,
             },
             ack,
         )?;
-        let record = Zeroizing::new(DeviceRecordParts {
+        let record = DeviceRecordParts {
             config,
-            device_key: *device_key,
-        });
+            certificate: issued.certificate,
+        };
         Ok(self.into_state(SecretsSent { record }))
     }
 }
@@ -270,15 +273,17 @@ impl<'p, P: Probe + ?Sized> FlashLoaderSession<'p, P, SecretsSent> {
         })?;
         let parts = &self.state.record;
         let config = parts.config;
-        let mut expected = DeviceRecord {
+        // The key is left out of the receipt's digest (`public_digest`); the loader checked it
+        // against the certificate's key commitment.
+        let record_digest = DeviceRecord {
             config,
-            device_key: parts.device_key,
+            device_key: [0; 32],
             bootloader_version: signed.header.version,
             bootloader_size: signed.header.body_size,
             bootloader_digest: signed.header.body_digest,
-        };
-        let record_digest = expected.digest();
-        expected.device_key.zeroize();
+            certificate: parts.certificate,
+        }
+        .public_digest();
         if receipt.serial != config.serial
             || receipt.bootloader_digest != signed.header.body_digest
             || receipt.record_digest != record_digest
@@ -377,6 +382,12 @@ impl<'p, P: Probe + ?Sized, S> FlashLoaderSession<'p, P, S> {
     /// The board's serial, from the loader hello.
     pub fn serial(&self) -> Serial {
         self.keys.serial()
+    }
+
+    /// The loader's ephemeral X25519 key, from its hello: the coordinator seals the device key
+    /// to it.
+    pub fn loader_public(&self) -> [u8; 32] {
+        self.keys.loader_public()
     }
 
     /// Time spent so far.
