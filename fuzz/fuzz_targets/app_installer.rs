@@ -1,8 +1,10 @@
 #![no_main]
-//! The OS's app installer: the first message is the signed header, then body pieces (offset
-//! u32le, then bytes), then a commit (mode 2).
+//! The OS's app installer: the first message is the signed header (its mode odd: sent with a
+//! forged install authorisation, else the device's genuine one), then body pieces (offset u32le,
+//! then bytes), then a commit (mode 2).
 use flashgate_fuzz::{device, messages};
-use flashgate_protocol::app::{parse_app_header, AppInstaller, APP_HEADER_LEN};
+use flashgate_protocol::app::{install_authorization, parse_app_header, AppInstaller, APP_HEADER_LEN};
+use flashgate_protocol::image::SIGNED_HEADER_LEN;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut input = messages(data);
@@ -14,7 +16,15 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     }
     let record = device::record();
     let mut flash = device::flash();
-    let Ok(mut installer) = AppInstaller::begin(&mut flash, &record, header.bytes) else {
+    let Some(signed) = header.bytes.first_chunk::<SIGNED_HEADER_LEN>() else {
+        return;
+    };
+    let authorization = if header.mode % 2 == 0 {
+        install_authorization(&device::DEVICE_KEY, &device::SERIAL, signed)
+    } else {
+        [0; 32]
+    };
+    let Ok(mut installer) = AppInstaller::begin(&mut flash, &record, signed, &authorization) else {
         return;
     };
     for m in input {

@@ -11,6 +11,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut flash = device::flash();
     let mut service = BootloaderService::new(
         Some(&record),
+        device::SERIAL,
         DeviceState::OsRunning { version: 1 },
         BootState::default(),
     );

@@ -3,10 +3,11 @@
 //! what the fuzzer writes, so the loader's state machine (key confirmation, secrets, bootloader
 //! transfer, commit, test app, lock) sees every order of well-formed and malformed requests.
 //! Modes: 0 a raw frame (not sealed by the station), 1 a `StationMessage` encoding, sealed,
-//! 2 the genuine key confirmation, 3 device secrets for the fixture's vendor.
+//! 2 the genuine key confirmation, 3 device secrets for the fixture's vendor and authority, the
+//! device key sealed to this loader run as the coordinator seals it.
 use flashgate_fuzz::{device, messages};
 use flashgate_protocol::codec::Codec;
-use flashgate_protocol::device_record::DeviceConfig;
+use flashgate_protocol::device_key_transport;
 use flashgate_protocol::flash::{RamFlash, RamTarget};
 use flashgate_protocol::layout::FLASH_SIZE;
 use flashgate_protocol::mailbox;
@@ -34,13 +35,15 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         test_app: Vec::new(),
         test_outcome: (0, b"PASS\n"),
     };
-    let config = DeviceConfig {
-        serial: device::SERIAL,
-        product_id: device::PRODUCT,
-        vendor_public: device::vendor().verifying_key().to_bytes(),
-        rollback_floor: 1,
-        flags: 0,
-    };
+    let record = device::record();
+    let sealed_device_key = device_key_transport::seal(
+        &hello.loader_public,
+        &device::SERIAL,
+        &record.certificate,
+        &device::DEVICE_KEY,
+        &mut rand_core::OsRng,
+    )
+    .expect("the fixture's key seals to the loader");
     let mut reply = vec![0u8; mailbox::OUT_MAX];
     for m in messages(data) {
         let sealed = match m.mode % 4 {
@@ -51,8 +54,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             },
             2 => station.seal_to_vec(&station.key_confirm()),
             _ => station.seal_to_vec(&StationMessage::DeviceSecrets {
-                config,
-                device_key: &device::DEVICE_KEY,
+                config: device::config(),
+                sealed_device_key: &sealed_device_key,
+                certificate: record.certificate,
             }),
         };
         let Ok(mut frame) = sealed else {

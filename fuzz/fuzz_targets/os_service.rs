@@ -8,7 +8,7 @@ use flashgate_protocol::update::boot_state::BootState;
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let record = device::record();
     let mut flash = device::flash();
-    let mut service = OsService::new(Some(&record), 1, BootState::default());
+    let mut service = OsService::new(Some(&record), device::SERIAL, 1, BootState::default());
     let mut sent = Vec::new();
     let mut entered_bootloader = false;
     uart::frames_in(data, |frame| {
