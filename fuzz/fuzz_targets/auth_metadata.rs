@@ -5,6 +5,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use flashgate_coordinator::access::EnrolmentTokens;
+use flashgate_coordinator::audit::AuditLog;
+use flashgate_coordinator::keys::{Kek, KekRing};
 use flashgate_coordinator::provisioning::station_auth::StationAuth;
 use flashgate_coordinator::provisioning::stations::Stations;
 use flashgate_coordinator::repository::Db;
@@ -23,7 +26,17 @@ fn rig() -> &'static Rig {
         let dir = flashgate_fuzz::scratch_dir();
         let store = EmbeddedStore::open(dir.path()).expect("an empty store opens");
         let db = Db::new(Arc::new(store));
-        let auth = StationAuth::new(db.clone(), Stations::new(db), Duration::from_secs(300));
+        let kek = Arc::new(KekRing::new(Kek::generate(), vec![]));
+        let audit = AuditLog::new(db.clone(), kek);
+        // Without the mTLS requirement the headers are parsed and checked whatever the
+        // connection: the parsing is what is fuzzed.
+        let auth = StationAuth::new(
+            db.clone(),
+            Stations::new(db.clone(), audit.clone()),
+            EnrolmentTokens::new(db, audit),
+            Duration::from_secs(300),
+            false,
+        );
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("a runtime starts");
