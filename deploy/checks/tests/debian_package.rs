@@ -202,7 +202,8 @@ fn is_root() -> bool {
 fn run(command: &mut Command) -> Output {
     let output = command
         .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+        .map_err(|e| format!("{command:?}: {e}"))
+        .expect("the command starts");
     assert!(
         output.status.success(),
         "{command:?} failed ({}):\n{}{}",
