@@ -185,6 +185,11 @@ impl Replicas {
         exited
     }
 
+    /// The process id of replica `i` while it runs (to read its memory use).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.replicas[i].child.as_ref().map(Child::id)
+    }
+
     /// Every replica's endpoint.
     pub fn endpoints(&self) -> Vec<String> {
         (0..self.replicas.len()).map(|i| self.endpoint(i)).collect()

@@ -6,9 +6,12 @@
 //!
 //! Built to take a flood ([`super::limits`]): a record from a source over its rate limit is
 //! dropped unread; a device id is found through the index (`super::index`, one prefix read),
-//! and an unknown one is remembered as unknown for a while, so a flood of made-up ids costs no
-//! store read after the first; stream keys are cached with a bound; epochs more than one ahead
-//! are refused before any key is derived.
+//! an unknown one is remembered as unknown for a while, and lookups of ids not seen before
+//! share one budget per second, so a flood of made-up ids from many addresses costs the store
+//! a bounded number of reads (beyond it they are refused as unknown, unread). A record is
+//! authenticated before its device's window is read: device keys are kept in memory with a
+//! bound and a stream key costs one HKDF, so a forged record for a real device costs no store
+//! read; only stream keys of records that authenticated are cached.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -21,7 +24,7 @@ use flashgate_protocol::ErrorCode;
 use zeroize::Zeroizing;
 
 use super::index::DeviceIdIndex;
-use super::limits::{BoundedMap, IngestLimits, RateLimiter};
+use super::limits::{BoundedMap, IngestLimits, RateLimiter, TokenBucket};
 use super::records::{DataRecordEntry, EntryKey, WindowRecord};
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::{ProductId, Serial};
@@ -71,9 +74,13 @@ pub struct DataIngest {
     directory: std::sync::Mutex<Directory>,
     /// Device ids no registered device has, for a while.
     unknown: std::sync::Mutex<BoundedMap<[u8; DEVICE_ID_LEN], ()>>,
-    /// (serial, epoch) → stream key.
+    /// (serial, epoch) → stream key, of records that authenticated.
     keys: std::sync::Mutex<KeyCache>,
+    /// Serial → device key, opened from the registry.
+    device_keys: std::sync::Mutex<BoundedMap<Serial, Zeroizing<[u8; 32]>>>,
     limiter: std::sync::Mutex<RateLimiter>,
+    /// Store lookups of device ids not seen before.
+    lookups: std::sync::Mutex<TokenBucket>,
     stats: std::sync::Mutex<IngestStats>,
 }
 
@@ -89,7 +96,12 @@ impl DataIngest {
                 Some(limits.unknown_ttl),
             )),
             keys: std::sync::Mutex::new(BoundedMap::new(limits.key_entries, None)),
+            device_keys: std::sync::Mutex::new(BoundedMap::new(limits.device_key_entries, None)),
             limiter: std::sync::Mutex::new(RateLimiter::new(&limits)),
+            lookups: std::sync::Mutex::new(TokenBucket::new(
+                limits.lookups_per_sec,
+                limits.lookup_burst,
+            )),
             stats: Default::default(),
         }
     }
@@ -123,6 +135,11 @@ impl DataIngest {
         if self.unknown.lock().expect("unknown lock").get(id).is_some() {
             return Ok(Vec::new());
         }
+        // Over the budget the id is refused as unknown unread (and not remembered: a real
+        // device is found once the flood is over).
+        if !self.lookups.lock().expect("lookups lock").take() {
+            return Ok(Vec::new());
+        }
         let found = DeviceIdIndex::lookup(&self.db, id).await?;
         if found.is_empty() {
             self.unknown.lock().expect("unknown lock").insert(*id, ());
@@ -135,6 +152,8 @@ impl DataIngest {
         Ok(found)
     }
 
+    /// The stream key of `serial` in `epoch`: cached, or one HKDF from the device key (itself
+    /// read from the registry once per device). Not cached here: see [`Self::remember_key`].
     async fn key(
         &self,
         product_id: ProductId,
@@ -144,13 +163,32 @@ impl DataIngest {
         if let Some(k) = self.keys.lock().expect("keys lock").get(&(serial, epoch)) {
             return Ok(k);
         }
-        let device_key = self.registry.device_key(product_id.0, &serial.0).await?;
-        let key = data_stream::epoch_key(&device_key, Direction::Up, epoch);
+        let cached = self
+            .device_keys
+            .lock()
+            .expect("device keys lock")
+            .get(&serial);
+        let device_key = match cached {
+            Some(k) => k,
+            None => {
+                let k = self.registry.device_key(product_id.0, &serial.0).await?;
+                self.device_keys
+                    .lock()
+                    .expect("device keys lock")
+                    .insert(serial, k.clone());
+                k
+            }
+        };
+        Ok(data_stream::epoch_key(&device_key, Direction::Up, epoch))
+    }
+
+    /// Caches the stream key of a record that authenticated (forged ones with made-up epochs
+    /// would only churn the cache).
+    fn remember_key(&self, serial: Serial, epoch: u32, key: Zeroizing<[u8; 32]>) {
         self.keys
             .lock()
             .expect("keys lock")
-            .insert((serial, epoch), key.clone());
-        Ok(key)
+            .insert((serial, epoch), key);
     }
 
     /// Verifies and stores a batch; one verdict per record, in order. Store failures are
@@ -270,11 +308,21 @@ impl DataIngest {
         let mut last = ErrorCode::DataForged;
         // Several devices may share the 8-byte id prefix: the one whose key opens it is the sender.
         for (product_id, serial) in candidates {
+            // Authenticated first: a forged record costs no store read.
+            let key = self.key(product_id, serial, header.epoch).await?;
+            let mut buf = raw.to_vec();
+            let opened = match data_stream::open_in_place(&key, &mut buf) {
+                Ok(o) => o,
+                Err(code) => {
+                    last = code;
+                    continue;
+                }
+            };
             if let Entry::Vacant(slot) = windows.entry(serial) {
                 slot.insert(self.load_window(product_id, serial, header.epoch).await?);
             }
             let loaded = windows.get_mut(&serial).expect("inserted above");
-            // Work on a copy: nothing changes unless the record authenticates.
+            // Work on a copy: nothing changes unless the record is fresh.
             let mut state = loaded.record.clone();
             let slot = match state.slot(header.epoch) {
                 Ok(s) => s,
@@ -288,15 +336,7 @@ impl DataIngest {
                 last = code;
                 continue;
             }
-            let key = self.key(product_id, serial, header.epoch).await?;
-            let mut buf = raw.to_vec();
-            let opened = match data_stream::open_in_place(&key, &mut buf) {
-                Ok(o) => o,
-                Err(code) => {
-                    last = code;
-                    continue;
-                }
-            };
+            self.remember_key(serial, header.epoch, key);
             window
                 .accept(header.counter)
                 .expect("checked above, nothing accepted in between");

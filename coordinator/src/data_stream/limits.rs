@@ -25,6 +25,14 @@ pub struct IngestLimits {
     pub per_source_burst: f64,
     /// Source addresses tracked at once.
     pub sources: usize,
+    /// Store lookups per second for device ids this replica has not seen (sustained): a flood
+    /// of made-up ids from many addresses costs the store at most this.
+    pub lookups_per_sec: f64,
+    /// Lookups in a burst.
+    pub lookup_burst: f64,
+    /// Device keys (opened from the registry) kept in memory, so a forged record is refused
+    /// by its tag alone, without a store read.
+    pub device_key_entries: usize,
 }
 
 impl Default for IngestLimits {
@@ -37,6 +45,9 @@ impl Default for IngestLimits {
             per_source_rate: 5_000.0,
             per_source_burst: 10_000.0,
             sources: 4_096,
+            lookups_per_sec: 200.0,
+            lookup_burst: 1_000.0,
+            device_key_entries: 16_384,
         }
     }
 }
@@ -105,6 +116,41 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedMap<K, V> {
     }
 }
 
+/// One token bucket: `burst` tokens, refilled at `rate` per second.
+pub struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+    rate: f64,
+    burst: f64,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate: f64, burst: f64) -> Self {
+        Self {
+            tokens: burst,
+            last: Instant::now(),
+            rate,
+            burst,
+        }
+    }
+
+    /// Takes one token: false when none is left.
+    pub fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens
+            + now.saturating_duration_since(self.last).as_secs_f64() * self.rate)
+            .min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// A token bucket per source address.
 pub struct RateLimiter {
     buckets: BoundedMap<IpAddr, (f64, Instant)>,
@@ -150,6 +196,15 @@ mod tests {
         t.insert(1u8, ());
         std::thread::sleep(Duration::from_millis(2));
         assert_eq!(t.get(&1), None);
+    }
+
+    #[test]
+    fn a_bucket_gives_its_burst_then_its_rate() {
+        let mut bucket = TokenBucket::new(10.0, 5.0);
+        assert_eq!((0..20).filter(|_| bucket.take()).count(), 5);
+        std::thread::sleep(Duration::from_millis(300));
+        let refilled = (0..20).filter(|_| bucket.take()).count();
+        assert!((1..=5).contains(&refilled), "{refilled}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod station_binary;
 mod station_disk_full;
 mod station_kills;
 mod telemetry;
+mod udp_flood;
 mod update;
 
 use flashgate_emulator::StartOptions;
