@@ -22,6 +22,7 @@
 //! ```
 
 mod board;
+pub mod cut;
 mod error;
 mod network;
 pub mod qmp;
