@@ -14,7 +14,8 @@
  *
  * Report lines: `armed ADDR`, then (log_arm) for every store into the arming range `arm COUNT
  * ADDR`,
- * then `cut COUNT PC LAST_STORE_ADDR LAST_STORE_SIZE` or `end COUNT LAST_STORE_COUNT STORES`.
+ * then `cut COUNT PC LAST_STORE_ADDR LAST_STORE_SIZE
+ * LAST_STORE_COUNT` or `end COUNT LAST_STORE_COUNT STORES`.
  *
  * The plugin API is C and stable: the few declarations it uses are written out here, so no
  * QEMU development header is needed.
@@ -52,6 +53,7 @@ void qemu_plugin_register_vcpu_mem_cb(struct qemu_plugin_insn *insn, mem_cb cb,
                                       enum qemu_plugin_cb_flags flags,
                                       enum qemu_plugin_mem_rw rw, void *userdata);
 unsigned int qemu_plugin_mem_size_shift(qemu_plugin_meminfo_t info);
+bool qemu_plugin_mem_is_store(qemu_plugin_meminfo_t info);
 void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, exit_cb cb, void *userdata);
 
 __attribute__((visibility("default"))) int qemu_plugin_version = 1;
@@ -69,8 +71,9 @@ static void on_insn(unsigned int vcpu, void *userdata)
         return;
     count++;
     if (cut != 0 && count == cut) {
-        fprintf(report, "cut %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", count,
-                (uint64_t)(uintptr_t)userdata, last_store_addr, last_store_size);
+        fprintf(report, "cut %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
+                count, (uint64_t)(uintptr_t)userdata, last_store_addr, last_store_size,
+                last_store_count);
         fclose(report);
         report = NULL;
         /* The power is gone: this vCPU never runs again; the launcher saves and kills. */
@@ -84,6 +87,9 @@ static void on_store(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vad
 {
     (void)vcpu;
     (void)userdata;
+    /* Asked for stores only, but QEMU 7.2 calls back for loads too: filter here. */
+    if (!qemu_plugin_mem_is_store(info))
+        return;
     if (!armed) {
         if (vaddr < arm_lo || vaddr >= arm_hi)
             return;

@@ -88,7 +88,13 @@ pub struct FlashStore {
     pub addr: u32,
     /// Its width in bytes (the firmware's driver: 4 when erasing, 1 when programming).
     pub size: u32,
+    /// The instruction count right after it.
+    pub count: u64,
 }
+
+/// A cut this close after a store (in instructions) falls inside the loop that made it: the
+/// driver's erase and program loops take a handful of instructions per store.
+pub const IN_FLIGHT: u64 = 32;
 
 /// Where a cut landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,13 +152,14 @@ impl CutReport {
             match (kind, numbers.as_slice()) {
                 ("armed", [a]) => report.armed_at = Some(addr(*a)?),
                 ("arm", [count, a]) => report.arm_stores.push((*count, addr(*a)?)),
-                ("cut", [count, pc, store, size]) => {
+                ("cut", [count, pc, store, size, at]) => {
                     report.cut = Some(Cut {
                         count: *count,
                         pc: addr(*pc)?,
                         last_store: (*size != 0).then_some(FlashStore {
                             addr: addr(*store)?,
                             size: addr(*size)?,
+                            count: *at,
                         }),
                     })
                 }
@@ -167,7 +174,8 @@ impl CutReport {
 /// How [`tear`] changed the saved image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Torn {
-    /// Nothing was in flight (no store into the code memory since arming).
+    /// Nothing was in flight: no store into the code memory in the last [`IN_FLIGHT`]
+    /// instructions.
     Nothing,
     /// An erase was under way: the rest of its page kept its old bits, some of them erased.
     Erase {
@@ -183,13 +191,17 @@ pub enum Torn {
     },
 }
 
-/// Models a cell cut mid-operation on a saved image, from the cut's last store, with `seed`:
-/// after an erase word (4-byte store) the rest of that 4 KiB page reads as old bits with random
-/// ones set (a partly erased page); after a programmed byte, random bits of those it cleared
-/// read 1 again (a partly programmed byte). Real NOR can also leave cells that read differently
-/// at each read; this cannot be modelled by one saved image.
+/// Models a cell cut mid-operation on a saved image, from the cut's last store, with `seed`,
+/// when the cut fell inside an erase or program loop (within [`IN_FLIGHT`] instructions of a
+/// store): after an erase word (4-byte store) the rest of that 4 KiB page reads as old bits
+/// with random ones set (a partly erased page); after a programmed byte, random bits of those
+/// it cleared read 1 again (a partly programmed byte). Real NOR can also leave cells that read
+/// differently at each read; one saved image cannot model that.
 pub fn tear(image: &mut [u8], cut: &Cut, seed: u64) -> Torn {
-    let Some(store) = cut.last_store else {
+    let Some(store) = cut
+        .last_store
+        .filter(|s| cut.count.saturating_sub(s.count) <= IN_FLIGHT)
+    else {
         return Torn::Nothing;
     };
     let mut rng = SplitMix(seed);
@@ -273,13 +285,14 @@ mod tests {
 
     #[test]
     fn reports_parse_and_half_lines_wait() {
-        let text = "armed 139264\narm 0 139264\narm 7 139265\ncut 42 1234 139265 1\nend 9";
+        let text = "armed 139264\narm 0 139264\narm 7 139265\ncut 42 1234 139265 1 8\nend 9";
         let r = CutReport::parse(text).expect("parses");
         assert_eq!(r.armed_at, Some(139_264));
         assert_eq!(r.arm_stores, vec![(0, 139_264), (7, 139_265)]);
         let store = FlashStore {
             addr: 139_265,
             size: 1,
+            count: 8,
         };
         assert_eq!(
             r.cut,
@@ -297,10 +310,15 @@ mod tests {
     fn tearing_only_sets_bits_an_interrupted_operation_could_leave() {
         let old = vec![0x5Au8; 2 * ERASE_PAGE];
         let mut image = old.clone();
+        let store = |addr, size| FlashStore {
+            addr,
+            size,
+            count: 100,
+        };
         let erase = Cut {
-            count: 1,
+            count: 101,
             pc: 0,
-            last_store: Some(FlashStore { addr: 8, size: 4 }),
+            last_store: Some(store(8, 4)),
         };
         assert_eq!(
             tear(&mut image, &erase, 1),
@@ -321,10 +339,17 @@ mod tests {
         let mut image = vec![0xFFu8; 16];
         image[3] = 0x00;
         let program = Cut {
-            count: 1,
+            count: 101,
             pc: 0,
-            last_store: Some(FlashStore { addr: 3, size: 1 }),
+            last_store: Some(store(3, 1)),
         };
+        let long_after = Cut {
+            count: 100 + IN_FLIGHT + 1,
+            ..program
+        };
+        let mut untouched = image.clone();
+        assert_eq!(tear(&mut untouched, &long_after, 1), Torn::Nothing);
+        assert_eq!(untouched, image, "nothing in flight, nothing torn");
         let torn: Vec<u8> = (0..64)
             .map(|seed| {
                 let mut copy = image.clone();

@@ -273,9 +273,10 @@ fn an_instruction_cut_freezes_the_board_at_that_instruction_every_time() {
         let store = FlashStore {
             addr: 0x1000 + 4 * 250,
             size: 4,
+            count: 1000,
         };
         assert_eq!(cut.last_store, Some(store));
-        assert_eq!(torn, Torn::Nothing);
+        assert_eq!(torn, Torn::Nothing, "not asked to tear");
         assert!(!board.is_powered());
         let got = words(&files);
         assert!((0..=250).all(|k| got[k] == k as u32), "{:?}", &got[..8]);
