@@ -21,6 +21,7 @@ mod provisioning_refusals;
 mod station;
 mod station_binary;
 mod station_disk_full;
+mod station_fsync;
 mod station_kills;
 mod telemetry;
 mod update;

@@ -23,7 +23,7 @@ head -c 4096 /dev/zero > "$0/filler"
 cp "$0/journal.jsonl" "$OUT/journal.jsonl"
 exit $rc"#;
 
-fn events_of(station: &mut StationProcess) -> Vec<serde_json::Value> {
+pub(crate) fn events_of(station: &mut StationProcess) -> Vec<serde_json::Value> {
     let mut events = Vec::new();
     while let Some(event) = station.wait_for_event(|_| true) {
         events.push(event);
@@ -31,7 +31,7 @@ fn events_of(station: &mut StationProcess) -> Vec<serde_json::Value> {
     events
 }
 
-fn serials(events: &[serde_json::Value], kind: &str) -> BTreeSet<String> {
+pub(crate) fn serials(events: &[serde_json::Value], kind: &str) -> BTreeSet<String> {
     events
         .iter()
         .filter(|e| e["event"] == kind)
@@ -39,7 +39,7 @@ fn serials(events: &[serde_json::Value], kind: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn journaled(path: &std::path::Path) -> (BTreeSet<String>, BTreeSet<String>) {
+pub(crate) fn journaled(path: &std::path::Path) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut completed = BTreeSet::new();
     let mut reported = BTreeSet::new();
     for record in Journal::read(path).expect("the journal reads") {
@@ -56,7 +56,7 @@ fn journaled(path: &std::path::Path) -> (BTreeSet<String>, BTreeSet<String>) {
     (completed, reported)
 }
 
-fn registered(factory: &Factory) -> BTreeSet<String> {
+pub(crate) fn registered(factory: &Factory) -> BTreeSet<String> {
     factory
         .registered()
         .iter()
