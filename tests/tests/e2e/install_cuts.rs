@@ -118,7 +118,7 @@ impl Bench {
         drop(link);
         tb.board.power_off().unwrap();
         let files = tb.board.files();
-        let staged = std::fs::read(files.flash_path()).unwrap();
+        let staged = two_boot_state_slots_left(std::fs::read(files.flash_path()).unwrap());
         let uid = std::fs::read(files.uid_path()).unwrap();
         Self {
             dir: tempfile::tempdir().unwrap(),
@@ -163,15 +163,30 @@ impl Bench {
     }
 
     /// An uncut install: the window from its first boot-state store to the new OS's
-    /// confirmation, and the boot-state writes in it.
-    fn measure_install(&mut self) -> (u64, Vec<Burst>) {
+    /// confirmation, the boot-state writes in it, and the erase of the second boot-state page.
+    fn measure_install(&mut self) -> (u64, Vec<Burst>, std::ops::Range<u64>) {
         let (mut board, link) = self.install(logging_boot_state());
         let landed = self.boot_and_check(&mut board, Some(link), "uncut install");
         assert_eq!(landed.receipt.state, DeviceState::OsRunning { version: 2 });
         let report = landed.report;
-        assert_eq!(report.armed_at, Some(BOOT_STATE_ADDR), "{report:?}");
+        let armed = report.armed_at.expect("the install writes the boot state");
+        assert!(BOOT_STATE.contains(&armed), "armed at {armed:#x}");
         let writes = bursts(&report);
-        (writes.last().expect("boot-state writes").end, writes)
+        let second_page = BOOT_STATE_ADDR + FLASH_PAGE_SIZE;
+        let erase: Vec<u64> = report
+            .arm_stores
+            .iter()
+            .filter(|(_, addr)| *addr >= second_page && addr % 4 == 0)
+            .map(|(count, _)| *count)
+            .take(SLOTS_PER_PAGE * SLOT / 4)
+            .collect();
+        assert_eq!(
+            erase.len(),
+            SLOTS_PER_PAGE * SLOT / 4,
+            "no page erase: {writes:?}"
+        );
+        let erase = erase[0]..erase[erase.len() - 1];
+        (writes.last().expect("boot-state writes").end, writes, erase)
     }
 
     /// Cuts an install at instruction `at` (torn with `tear`); returns the flash left.
@@ -259,6 +274,41 @@ fn connect(board: &EmulatedBoard) -> HostLink<Port> {
     HostLink::new(Port::open(&port, T).unwrap())
 }
 
+const SLOT: usize = boot_state::SLOT_LEN as usize;
+const SLOTS_PER_PAGE: usize = FLASH_PAGE_SIZE as usize / SLOT;
+
+/// Erased slots at the end of boot-state page `page`.
+fn free_slots(flash: &[u8], page: usize) -> usize {
+    let base = BOOT_STATE_ADDR as usize + page * FLASH_PAGE_SIZE as usize;
+    (0..SLOTS_PER_PAGE)
+        .rev()
+        .take_while(|slot| {
+            let at = base + slot * SLOT;
+            flash[at..at + SLOT].iter().all(|b| *b == 0xFF)
+        })
+        .count()
+}
+
+/// `flash` with its boot state re-written (unchanged) until two slots of its page are left,
+/// as on a device that has booted and updated for a while: the install's third snapshot then
+/// erases the other page first, so cuts land in a boot-state page erase too.
+fn two_boot_state_slots_left(flash: Vec<u8>) -> Vec<u8> {
+    assert_eq!(
+        free_slots(&flash, 1),
+        SLOTS_PER_PAGE,
+        "the second page is in use"
+    );
+    let mut f = RamFlash {
+        bytes: flash,
+        debug_locked: false,
+    };
+    let state = boot_state::read(&mut f).unwrap();
+    while free_slots(&f.bytes, 0) > 2 {
+        boot_state::write(&mut f, state).unwrap();
+    }
+    f.bytes
+}
+
 /// The boot state a flash holds.
 fn boot_state_of(flash: &[u8]) -> BootState {
     let mut f = RamFlash {
@@ -342,14 +392,20 @@ fn power_cuts_inside_flash_operations_boot_the_old_or_the_new_image() {
         "the old and new bodies differ"
     );
 
-    // Install: backup snapshot, backup copy, copy snapshot, copy, trial snapshot; boot: trial
-    // attempt snapshot, verification; the new OS: its confirmation.
-    let (window, writes) = bench.measure_install();
-    assert_eq!(writes.len(), 5, "{writes:?}");
+    // Install: backup snapshot, backup copy, copy snapshot, copy, erase of the other boot-state
+    // page and trial snapshot; boot: trial attempt snapshot, verification; the new OS: its
+    // confirmation.
+    let (window, writes, page_erase) = bench.measure_install();
+    assert_eq!(writes.len(), 6, "{writes:?}");
     let copying = writes[2].start;
     let mut points = stratified(&mut rng, window, FIRST_CUTS);
     points.extend(stratified(&mut rng, copying, COPY_CUTS));
     points.extend(writes.iter().map(|w| w.middle));
+    points.extend(
+        stratified(&mut rng, page_erase.end - page_erase.start, 3)
+            .iter()
+            .map(|p| page_erase.start + p),
+    );
     points.sort_unstable();
     points.dedup();
     eprintln!(
@@ -403,7 +459,8 @@ fn power_cuts_inside_flash_operations_boot_the_old_or_the_new_image() {
 
     // A triple fault in the trial: the first three boots of the new image are cut after their
     // trial-attempt snapshot, before the new OS confirms; the fourth boot must revert to v1.
-    let trial = writes[3].end + (writes[4].start - writes[3].end) / 2;
+    let (attempt, confirm) = (writes[4], writes[5]);
+    let trial = attempt.end + (confirm.start - attempt.end) / 2;
     let (mut flash, _) = bench.cut_install(trial, rng.next_u64());
     for attempt in 2..=3u8 {
         let mut board = bench.boot(&flash, Some(logging_boot_state()));

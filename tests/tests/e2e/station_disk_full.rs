@@ -5,8 +5,7 @@
 //! room again (the journal copied back onto a roomy disk) it starts on that journal, re-sends
 //! what it holds and carries on, twice (a torn last line must not swallow the next record).
 //!
-//! An fsync that fails cannot be injected here: that needs a block device that fails on flush
-//! (dm-flakey, root and device-mapper) or a FUSE filesystem, neither of which this machine has.
+//! An fsync that fails is `station_fsync.rs` (an LD_PRELOAD shim: no dm-flakey or FUSE here).
 
 use std::collections::BTreeSet;
 use std::process::Command;
