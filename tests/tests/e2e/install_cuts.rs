@@ -49,18 +49,6 @@ const BOOT_STATE: std::ops::Range<u32> =
     BOOT_STATE_ADDR..BOOT_STATE_ADDR + BOOT_STATE_PAGES * FLASH_PAGE_SIZE;
 const WHOLE_FLASH: std::ops::Range<u32> = 0..FLASH_SIZE;
 
-/// The run's seed: `FLASHGATE_CUT_SEED` (to replay a run), else a fresh one. Printed.
-fn seed() -> u64 {
-    let seed = std::env::var("FLASHGATE_CUT_SEED")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or_else(|| rand::rngs::OsRng.next_u64());
-    eprintln!(
-        "install-cut seed {seed} (replay: FLASHGATE_CUT_SEED={seed} cargo nextest run -p flashgate-tests -E 'test(power_cuts_inside_flash_operations)')"
-    );
-    seed
-}
-
 /// An image as the OS slot holds it: signed header, erased rest of the header space, body.
 fn laid_out(signed: &[u8]) -> Vec<u8> {
     let mut slot = signed[..SIGNED_HEADER_LEN].to_vec();
@@ -372,7 +360,11 @@ fn stratified(rng: &mut StdRng, window: u64, n: u64) -> Vec<u64> {
 #[test]
 fn power_cuts_inside_flash_operations_boot_the_old_or_the_new_image() {
     let started = Instant::now();
-    let seed = seed();
+    let seed = flashgate_tests::chaos::seed_from(
+        "FLASHGATE_CUT_SEED",
+        "install-cut",
+        "power_cuts_inside_flash_operations",
+    );
     let mut rng = StdRng::seed_from_u64(seed);
     let fw = Firmware::load();
     let build = tempfile::tempdir().unwrap();

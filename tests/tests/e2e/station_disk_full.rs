@@ -30,7 +30,7 @@ pub(crate) fn events_of(station: &mut StationProcess) -> Vec<serde_json::Value> 
     events
 }
 
-pub(crate) fn serials(events: &[serde_json::Value], kind: &str) -> BTreeSet<String> {
+fn serials(events: &[serde_json::Value], kind: &str) -> BTreeSet<String> {
     events
         .iter()
         .filter(|e| e["event"] == kind)
@@ -61,6 +61,53 @@ pub(crate) fn registered(factory: &Factory) -> BTreeSet<String> {
         .iter()
         .map(|d| hex::encode(&d.serial))
         .collect()
+}
+
+/// After a run stopped by a journal fault: checks it said why (`cause` in its stop reason),
+/// registered and reported nothing the journal (`journal`) does not hold, printed `installed`
+/// exactly for what it holds, and took no target after the failure. Returns the journaled
+/// installs, the registered devices and the stop reason.
+pub(crate) fn stopped_with_nothing_unjournaled(
+    events: &[serde_json::Value],
+    factory: &Factory,
+    journal: &std::path::Path,
+    cause: &str,
+) -> (BTreeSet<String>, BTreeSet<String>, String) {
+    let summary = events
+        .iter()
+        .find(|e| e["event"] == "summary")
+        .expect("a summary event");
+    let reason = summary["stop_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("journal cannot be written") && reason.contains(cause),
+        "stop reason: {reason:?}"
+    );
+    let (completed, _) = journaled(journal);
+    let registered_before = registered(factory);
+    assert!(
+        registered_before.is_subset(&completed),
+        "registered but not journaled: {:?}",
+        registered_before.difference(&completed).collect::<Vec<_>>()
+    );
+    assert!(
+        serials(events, "reported").is_subset(&completed),
+        "a report event for an unjournaled install"
+    );
+    assert_eq!(
+        serials(events, "installed"),
+        completed,
+        "an `installed` event is printed exactly for what was journaled"
+    );
+    let attached = events
+        .iter()
+        .filter(|e| e["event"] == "step" && e["step"] == "connect")
+        .count();
+    assert!(
+        attached <= completed.len() + 1,
+        "{attached} targets attached for {} journaled: the station went on after the failure",
+        completed.len()
+    );
+    (completed, registered_before, reason.to_owned())
 }
 
 #[test]
@@ -94,44 +141,9 @@ fn station_journal_on_a_full_filesystem_stops_the_station_and_nothing_unjournale
         "tmpfs cannot be mounted in a user namespace here"
     );
 
-    // It said why it stopped.
-    let summary = events
-        .iter()
-        .find(|e| e["event"] == "summary")
-        .expect("a summary event");
-    let reason = summary["stop_reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.contains("journal cannot be written") && reason.contains("No space left"),
-        "stop reason: {reason:?}"
-    );
-
-    // Nothing reported (registered) that is not journaled; it took no target after the failure.
     let full_journal = out.path().join(JOURNAL_FILE);
-    let (completed, _) = journaled(&full_journal);
-    let registered_before = registered(&factory);
-    assert!(
-        registered_before.is_subset(&completed),
-        "registered but not journaled: {:?}",
-        registered_before.difference(&completed).collect::<Vec<_>>()
-    );
-    assert!(
-        serials(&events, "reported").is_subset(&completed),
-        "a report event for an unjournaled install"
-    );
-    assert_eq!(
-        serials(&events, "installed"),
-        completed,
-        "an `installed` event is printed exactly for what was journaled"
-    );
-    let attached = events
-        .iter()
-        .filter(|e| e["event"] == "step" && e["step"] == "connect")
-        .count();
-    assert!(
-        attached <= completed.len() + 1,
-        "{attached} targets attached for {} journaled: the station went on after the failure",
-        completed.len()
-    );
+    let (completed, registered_before, reason) =
+        stopped_with_nothing_unjournaled(&events, &factory, &full_journal, "No space left");
     assert!(
         !completed.is_empty(),
         "the journal filled before any install"
