@@ -160,17 +160,16 @@ impl Bench {
         let armed = report.armed_at.expect("the install writes the boot state");
         assert!(BOOT_STATE.contains(&armed), "armed at {armed:#x}");
         let writes = bursts(&report);
-        let second_page = BOOT_STATE_ADDR + FLASH_PAGE_SIZE;
+        // The erase: word stores 4 bytes apart (a snapshot is programmed a byte at a time).
         let erase: Vec<u64> = report
             .arm_stores
-            .iter()
-            .filter(|(_, addr)| *addr >= second_page && addr % 4 == 0)
-            .map(|(count, _)| *count)
-            .take(SLOTS_PER_PAGE * SLOT / 4)
+            .windows(2)
+            .filter(|w| w[1].1 == w[0].1 + 4)
+            .map(|w| w[0].0)
             .collect();
         assert_eq!(
             erase.len(),
-            SLOTS_PER_PAGE * SLOT / 4,
+            SLOTS_PER_PAGE * SLOT / 4 - 1,
             "no page erase: {writes:?}"
         );
         let erase = erase[0]..erase[erase.len() - 1];
