@@ -14,6 +14,7 @@ use std::{
 use serde_json::json;
 
 use crate::{
+    cut::{self, Cut, CutReport, InstructionCut, Torn, CUT_REPORT_FILE},
     error::BoardError,
     layout::{DEBUG_LOCK_ADDR, DEBUG_LOCK_MAGIC, FLASH_SIZE, UNIQUE_ID_ADDR, UNIQUE_ID_LEN},
     network::{self, NetworkOptions},
@@ -102,6 +103,16 @@ impl BoardFiles {
     /// Path of QEMU's log.
     pub fn log_path(&self) -> PathBuf {
         self.dir.join(LOG_FILE)
+    }
+
+    /// Path of the instruction-cut plugin's report (last start with a cut).
+    pub fn cut_report_path(&self) -> PathBuf {
+        self.dir.join(CUT_REPORT_FILE)
+    }
+
+    /// What the instruction-cut plugin reported so far (last start with a cut).
+    pub fn cut_report(&self) -> Result<CutReport, BoardError> {
+        CutReport::read(&self.cut_report_path())
     }
 
     /// Creates the directory and any missing file: an erased (all `0xFF`) flash and the given or a
@@ -203,6 +214,8 @@ pub struct StartOptions {
     /// Ethernet that reaches only this machine; `None`: restricted user networking without
     /// forwards, which reaches nothing.
     pub network: Option<NetworkOptions>,
+    /// Cut the power at an instruction count ([`cut`](crate::cut)); implies `icount`.
+    pub instruction_cut: Option<InstructionCut>,
     /// Extra QEMU arguments, appended last.
     pub extra_args: Vec<OsString>,
     /// The QEMU binary.
@@ -216,6 +229,7 @@ impl Default for StartOptions {
         StartOptions {
             icount: false,
             network: None,
+            instruction_cut: None,
             extra_args: Vec::new(),
             qemu: "qemu-system-arm".into(),
             timeout: Duration::from_secs(20),
@@ -340,8 +354,13 @@ impl EmulatedBoard {
         if let Some(gdb) = gdb {
             cmd.arg("-gdb").arg(format!("tcp:{gdb}"));
         }
-        if self.options.icount {
+        if self.options.icount || self.options.instruction_cut.is_some() {
             cmd.args(["-icount", "shift=0"]);
+        }
+        if let Some(cut) = &self.options.instruction_cut {
+            let report = absolute(&self.files.cut_report_path());
+            let _ = fs::remove_file(&report);
+            cmd.args(cut.qemu_args(&report).map_err(SpawnFailure::Fatal)?);
         }
         match network {
             Some(network) => cmd.args(network.qemu_args(&uid, frames)),
@@ -501,6 +520,73 @@ impl EmulatedBoard {
     /// Clean power-off: saves the code memory into `flash.bin` (through a temporary file and a
     /// rename, so a crash never leaves half a flash), then quits QEMU.
     pub fn power_off(&mut self) -> Result<(), BoardError> {
+        let tmp = self.save_flash()?;
+        // `quit` may close the socket before answering: its error is not a failure.
+        let _ = self.qmp("quit", None);
+        if let Some(mut running) = self.running.take() {
+            wait_or_kill(&mut running.child, self.options.timeout);
+        }
+        self.commit_saved_flash(&tmp)
+    }
+
+    /// Waits for the [instruction cut](StartOptions::instruction_cut) to freeze the CPU, then
+    /// saves the code memory exactly as it is, kills QEMU (a frozen CPU cannot `quit`) and,
+    /// with `tear_seed`, models the operation in flight as torn ([`cut::tear`]).
+    pub fn wait_for_cut(
+        &mut self,
+        timeout: Duration,
+        tear_seed: Option<u64>,
+    ) -> Result<(Cut, Torn), BoardError> {
+        let not_reached = |detail: String, log: PathBuf| BoardError::CutNotReached { detail, log };
+        if self.options.instruction_cut.is_none() {
+            return Err(not_reached(
+                "the board was started without an instruction cut".into(),
+                self.files.log_path(),
+            ));
+        }
+        let deadline = Instant::now() + timeout;
+        let cut = loop {
+            if let Some(cut) = self.files.cut_report()?.cut {
+                break cut;
+            }
+            if !self.is_powered() {
+                return Err(self.exited_error().unwrap_or_else(|| {
+                    not_reached("QEMU exited first".into(), self.files.log_path())
+                }));
+            }
+            if Instant::now() > deadline {
+                let report = self.files.cut_report()?;
+                return Err(not_reached(
+                    format!("not within {timeout:?} (report so far: {report:?})"),
+                    self.files.log_path(),
+                ));
+            }
+            thread::sleep(Duration::from_millis(2));
+        };
+        let tmp = self.save_flash()?;
+        self.kill();
+        let torn = match tear_seed {
+            Some(seed) => {
+                let mut image = fs::read(&tmp).map_err(|source| BoardError::File {
+                    path: tmp.clone(),
+                    source,
+                })?;
+                let torn = cut::tear(&mut image, &cut, seed);
+                fs::write(&tmp, &image).map_err(|source| BoardError::File {
+                    path: tmp.clone(),
+                    source,
+                })?;
+                torn
+            }
+            None => Torn::Nothing,
+        };
+        self.commit_saved_flash(&tmp)?;
+        Ok((cut, torn))
+    }
+
+    /// Saves the code memory into the temporary flash file (QMP `pmemsave`: QEMU's main loop
+    /// answers it even while the CPU is frozen).
+    fn save_flash(&mut self) -> Result<PathBuf, BoardError> {
         let tmp = absolute(&self.files.dir.join(FLASH_TMP_FILE));
         let saved = self.qmp(
             "pmemsave",
@@ -510,14 +596,14 @@ impl EmulatedBoard {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        // `quit` may close the socket before answering: its error is not a failure.
-        let _ = self.qmp("quit", None);
-        if let Some(mut running) = self.running.take() {
-            wait_or_kill(&mut running.child, self.options.timeout);
-        }
-        let size = fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
+        Ok(tmp)
+    }
+
+    /// Checks the saved temporary flash file and renames it over `flash.bin`.
+    fn commit_saved_flash(&self, tmp: &Path) -> Result<(), BoardError> {
+        let size = fs::metadata(tmp).map(|m| m.len()).unwrap_or(0);
         if size != u64::from(FLASH_SIZE) {
-            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(tmp);
             return Err(BoardError::Qmp {
                 command: "pmemsave".into(),
                 detail: format!(
@@ -527,7 +613,7 @@ impl EmulatedBoard {
             });
         }
         let flash = self.files.flash_path();
-        fs::rename(&tmp, &flash).map_err(|source| BoardError::File {
+        fs::rename(tmp, &flash).map_err(|source| BoardError::File {
             path: flash,
             source,
         })

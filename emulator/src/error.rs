@@ -64,6 +64,20 @@ pub enum BoardError {
     /// The network options would let the board reach beyond this machine, or are malformed.
     #[error("network options refused: {0}")]
     Network(#[from] crate::network::NetworkError),
+    /// The instruction-cut plugin could not be built.
+    #[error("the instruction-cut QEMU plugin: {detail}")]
+    Plugin {
+        /// What went wrong.
+        detail: String,
+    },
+    /// A cut asked for did not happen.
+    #[error("no power cut: {detail} (see {log})")]
+    CutNotReached {
+        /// What was seen instead.
+        detail: String,
+        /// QEMU's log file.
+        log: PathBuf,
+    },
     /// A UID given by the operator is not 16 bytes of hex.
     #[error("invalid UID {0:?}: expected 32 hex digits (16 bytes)")]
     InvalidUid(String),

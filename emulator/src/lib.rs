@@ -7,6 +7,9 @@
 //! - `uid.bin`: the 16-byte unique ID, loaded at [`UNIQUE_ID_ADDR`](layout::UNIQUE_ID_ADDR);
 //! - `qemu.log`: QEMU's stderr of the last start.
 //!
+//! [`cut`] cuts a board's power at a chosen instruction (a QEMU plugin under `-icount`), so power
+//! cuts land inside the firmware's erase and program loops.
+//!
 //! Its Ethernet (the LAN9118) reaches nothing unless [`StartOptions::network`] gives it forwards to
 //! this machine ([`NetworkOptions`]).
 //!
@@ -22,6 +25,7 @@
 //! ```
 
 mod board;
+pub mod cut;
 mod error;
 mod network;
 pub mod qmp;

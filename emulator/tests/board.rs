@@ -226,3 +226,81 @@ fn a_directory_without_a_board_is_refused() {
     let err = EmulatedBoard::start(dir.path(), StartOptions::default()).unwrap_err();
     assert!(err.to_string().contains("flashgate-board create"), "{err}");
 }
+
+/// Stores 0, 1, 2, … into consecutive words from 0x1000 on, four instructions per store.
+fn counting_firmware() -> Vec<u8> {
+    let mut fw = Vec::new();
+    fw.extend_from_slice(&0x2001_0000u32.to_le_bytes());
+    fw.extend_from_slice(&0x0000_0009u32.to_le_bytes());
+    // movs r0,#0x10; lsls r0,r0,#8; movs r1,#0; loop: str r1,[r0]; adds r0,#4; adds r1,#1; b loop
+    for insn in [0x2010u16, 0x0200, 0x2100, 0x6001, 0x3004, 0x3101, 0xE7FB] {
+        fw.extend_from_slice(&insn.to_le_bytes());
+    }
+    fw
+}
+
+#[test]
+fn an_instruction_cut_freezes_the_board_at_that_instruction_every_time() {
+    use flashgate_emulator::cut::{FlashStore, InstructionCut, Torn};
+    let (dir, _) = new_board(None);
+    let mut flash = vec![0xFFu8; FLASH_SIZE as usize];
+    flash[..counting_firmware().len()].copy_from_slice(&counting_firmware());
+    let files = BoardFiles::new(dir.path());
+    let words = |files: &BoardFiles| {
+        let bytes = files.read_flash(0x1000, 4 * 400).unwrap();
+        bytes
+            .chunks(4)
+            .map(|w| u32::from_le_bytes(w.try_into().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    // Armed by the store of 0 at 0x1000; store k is instruction 4k after it, so a cut before
+    // instruction 1001 leaves stores 0..=250 done and nothing after.
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        std::fs::write(files.flash_path(), &flash).unwrap();
+        let options = StartOptions {
+            instruction_cut: Some(InstructionCut::at(0x1000..0x2000, 1001)),
+            ..StartOptions::default()
+        };
+        let mut board = EmulatedBoard::start(dir.path(), options).unwrap();
+        board.resume().unwrap();
+        let (cut, torn) = board.wait_for_cut(Duration::from_secs(20), None).unwrap();
+        assert_eq!(cut.count, 1001);
+        assert_eq!(
+            cut.pc, 0x10,
+            "the cut instruction is `adds r0,#4` after a store"
+        );
+        let store = FlashStore {
+            addr: 0x1000 + 4 * 250,
+            size: 4,
+            count: 1000,
+        };
+        assert_eq!(cut.last_store, Some(store));
+        assert_eq!(torn, Torn::Nothing, "not asked to tear");
+        assert!(!board.is_powered());
+        let got = words(&files);
+        assert!((0..=250).all(|k| got[k] == k as u32), "{:?}", &got[..8]);
+        assert!(got[251..].iter().all(|w| *w == u32::MAX));
+        seen.push(std::fs::read(files.flash_path()).unwrap());
+    }
+    assert!(
+        seen[0] == seen[1],
+        "the same cut point leaves the same flash"
+    );
+
+    // Measuring only: the board runs on; a clean power-off reports the count.
+    std::fs::write(files.flash_path(), &flash).unwrap();
+    let options = StartOptions {
+        instruction_cut: Some(InstructionCut::measure(0x1000..0x2000)),
+        ..StartOptions::default()
+    };
+    let mut board = EmulatedBoard::start(dir.path(), options).unwrap();
+    board.resume().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    board.power_off().unwrap();
+    let report = board.files().cut_report().unwrap();
+    assert_eq!(report.armed_at, Some(0x1000));
+    let (count, last_store) = report.end.expect("reported at exit");
+    assert!(count > 1000 && last_store <= count, "{report:?}");
+    assert_eq!(last_store % 4, 0, "stores are every fourth instruction");
+}

@@ -19,12 +19,18 @@ use tonic::Code;
 
 /// The run's seed: `FLASHGATE_CHAOS_SEED` (to replay a run), else a fresh one. Printed.
 pub fn seed(test: &str) -> u64 {
-    let seed = std::env::var("FLASHGATE_CHAOS_SEED")
+    seed_from("FLASHGATE_CHAOS_SEED", "chaos", test)
+}
+
+/// A test's seed: `$var` (to replay a run), else a fresh one; printed with the command that
+/// replays `test`.
+pub fn seed_from(var: &str, what: &str, test: &str) -> u64 {
+    let seed = std::env::var(var)
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or_else(|| rand::rngs::OsRng.next_u64());
     eprintln!(
-        "chaos seed {seed} (replay: FLASHGATE_CHAOS_SEED={seed} cargo nextest run -p flashgate-tests -E 'test({test})')"
+        "{what} seed {seed} (replay: {var}={seed} cargo nextest run -p flashgate-tests -E 'test({test})')"
     );
     seed
 }

@@ -15,6 +15,7 @@ pub mod etcd_cluster;
 pub mod factory_os;
 pub mod fault_proxy;
 pub mod faults;
+pub mod fsync_fault;
 pub mod malicious_station;
 pub mod replicas;
 pub mod uart_tap;

@@ -213,7 +213,8 @@ impl Journal {
         Ok(records)
     }
 
-    /// Appends one record and fsyncs it. Returns only once it is durable.
+    /// Appends one record and fsyncs it. Returns only once it is durable; on an error the
+    /// record is not in the journal.
     pub fn append(&mut self, record: &JournalRecord) -> Result<(), JournalError> {
         let mut line = serde_json::to_vec(record).expect("journal records serialise");
         line.push(b'\n');
@@ -228,7 +229,15 @@ impl Journal {
             let _ = self.file.set_len(before);
             return Err(io(e));
         }
-        self.file.sync_data().map_err(io)
+        if let Err(e) = self.file.sync_data() {
+            // Not durable, so never acted on; and after a failed fsync the kernel may drop the
+            // line's pages while a later fsync succeeds without them. Take the line back so a
+            // restart does not act on a record this run refused to count.
+            let _ = self.file.set_len(before);
+            let _ = self.file.sync_data();
+            return Err(io(e));
+        }
+        Ok(())
     }
 
     /// Where the journal is.

@@ -99,7 +99,7 @@ struct Keys {
 }
 
 /// `make` in device-fw/c-demo-os, into `out`; returns the ELF.
-fn make_c_demo_os(out: &Path) -> PathBuf {
+pub(crate) fn make_c_demo_os(out: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../device-fw/c-demo-os");
     let made = Command::new("make")
         .arg("-C")

@@ -5,8 +5,7 @@
 //! room again (the journal copied back onto a roomy disk) it starts on that journal, re-sends
 //! what it holds and carries on, twice (a torn last line must not swallow the next record).
 //!
-//! An fsync that fails cannot be injected here: that needs a block device that fails on flush
-//! (dm-flakey, root and device-mapper) or a FUSE filesystem, neither of which this machine has.
+//! An fsync that fails is `station_fsync.rs` (an LD_PRELOAD shim: no dm-flakey or FUSE here).
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -23,7 +22,7 @@ head -c 4096 /dev/zero > "$0/filler"
 cp "$0/journal.jsonl" "$OUT/journal.jsonl"
 exit $rc"#;
 
-fn events_of(station: &mut StationProcess) -> Vec<serde_json::Value> {
+pub(crate) fn events_of(station: &mut StationProcess) -> Vec<serde_json::Value> {
     let mut events = Vec::new();
     while let Some(event) = station.wait_for_event(|_| true) {
         events.push(event);
@@ -39,7 +38,7 @@ fn serials(events: &[serde_json::Value], kind: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn journaled(path: &std::path::Path) -> (BTreeSet<String>, BTreeSet<String>) {
+pub(crate) fn journaled(path: &std::path::Path) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut completed = BTreeSet::new();
     let mut reported = BTreeSet::new();
     for record in Journal::read(path).expect("the journal reads") {
@@ -56,12 +55,59 @@ fn journaled(path: &std::path::Path) -> (BTreeSet<String>, BTreeSet<String>) {
     (completed, reported)
 }
 
-fn registered(factory: &Factory) -> BTreeSet<String> {
+pub(crate) fn registered(factory: &Factory) -> BTreeSet<String> {
     factory
         .registered()
         .iter()
         .map(|d| hex::encode(&d.serial))
         .collect()
+}
+
+/// After a run stopped by a journal fault: checks it said why (`cause` in its stop reason),
+/// registered and reported nothing the journal (`journal`) does not hold, printed `installed`
+/// exactly for what it holds, and took no target after the failure. Returns the journaled
+/// installs, the registered devices and the stop reason.
+pub(crate) fn stopped_with_nothing_unjournaled(
+    events: &[serde_json::Value],
+    factory: &Factory,
+    journal: &std::path::Path,
+    cause: &str,
+) -> (BTreeSet<String>, BTreeSet<String>, String) {
+    let summary = events
+        .iter()
+        .find(|e| e["event"] == "summary")
+        .expect("a summary event");
+    let reason = summary["stop_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("journal cannot be written") && reason.contains(cause),
+        "stop reason: {reason:?}"
+    );
+    let (completed, _) = journaled(journal);
+    let registered_before = registered(factory);
+    assert!(
+        registered_before.is_subset(&completed),
+        "registered but not journaled: {:?}",
+        registered_before.difference(&completed).collect::<Vec<_>>()
+    );
+    assert!(
+        serials(events, "reported").is_subset(&completed),
+        "a report event for an unjournaled install"
+    );
+    assert_eq!(
+        serials(events, "installed"),
+        completed,
+        "an `installed` event is printed exactly for what was journaled"
+    );
+    let attached = events
+        .iter()
+        .filter(|e| e["event"] == "step" && e["step"] == "connect")
+        .count();
+    assert!(
+        attached <= completed.len() + 1,
+        "{attached} targets attached for {} journaled: the station went on after the failure",
+        completed.len()
+    );
+    (completed, registered_before, reason.to_owned())
 }
 
 #[test]
@@ -95,44 +141,9 @@ fn station_journal_on_a_full_filesystem_stops_the_station_and_nothing_unjournale
         "tmpfs cannot be mounted in a user namespace here"
     );
 
-    // It said why it stopped.
-    let summary = events
-        .iter()
-        .find(|e| e["event"] == "summary")
-        .expect("a summary event");
-    let reason = summary["stop_reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.contains("journal cannot be written") && reason.contains("No space left"),
-        "stop reason: {reason:?}"
-    );
-
-    // Nothing reported (registered) that is not journaled; it took no target after the failure.
     let full_journal = out.path().join(JOURNAL_FILE);
-    let (completed, _) = journaled(&full_journal);
-    let registered_before = registered(&factory);
-    assert!(
-        registered_before.is_subset(&completed),
-        "registered but not journaled: {:?}",
-        registered_before.difference(&completed).collect::<Vec<_>>()
-    );
-    assert!(
-        serials(&events, "reported").is_subset(&completed),
-        "a report event for an unjournaled install"
-    );
-    assert_eq!(
-        serials(&events, "installed"),
-        completed,
-        "an `installed` event is printed exactly for what was journaled"
-    );
-    let attached = events
-        .iter()
-        .filter(|e| e["event"] == "step" && e["step"] == "connect")
-        .count();
-    assert!(
-        attached <= completed.len() + 1,
-        "{attached} targets attached for {} journaled: the station went on after the failure",
-        completed.len()
-    );
+    let (completed, registered_before, reason) =
+        stopped_with_nothing_unjournaled(&events, &factory, &full_journal, "No space left");
     assert!(
         !completed.is_empty(),
         "the journal filled before any install"
