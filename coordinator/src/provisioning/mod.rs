@@ -29,6 +29,7 @@
 
 pub mod certificates;
 pub mod factory_packages;
+mod grants;
 pub mod leases;
 pub mod nonces;
 pub mod progress;
@@ -36,6 +37,7 @@ pub mod quota;
 pub mod registry;
 pub mod reports;
 pub mod service;
+pub mod signed_call;
 pub mod station_auth;
 pub mod stations;
 
@@ -114,6 +116,7 @@ impl Provisioning {
             quota.clone(),
             signing_key,
             config.clone(),
+            auth.clone(),
         );
         let registry = Registry::new(db.clone(), kek.clone());
         let certificates = Certificates::new(
@@ -122,6 +125,7 @@ impl Provisioning {
             catalogue_products,
             kek.clone(),
             audit.clone(),
+            auth.clone(),
         );
         let factory_packages = FactoryPackages::new(
             db.clone(),

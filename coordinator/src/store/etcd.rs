@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 
 use super::etcd_election::EtcdElection;
-use super::{Election, Guard, KvStore, StoreError, Versioned, Write};
+use super::{Election, Guard, KvStore, Outcome, StoreError, Versioned, Write};
 
 /// Keys live under `namespace` (e.g. `/flashgate/`), so several deployments or test runs can
 /// share one etcd cluster.
@@ -70,7 +70,12 @@ impl KvStore for EtcdStore {
         Ok(out)
     }
 
-    async fn commit(&self, guards: Vec<Guard>, writes: Vec<Write>) -> Result<bool, StoreError> {
+    async fn transact(
+        &self,
+        guards: Vec<Guard>,
+        writes: Vec<Write>,
+        read_on_refusal: Vec<String>,
+    ) -> Result<Outcome, StoreError> {
         let compares: Vec<Compare> = guards
             .into_iter()
             .map(|guard| match guard {
@@ -87,9 +92,31 @@ impl KvStore for EtcdStore {
                 Write::Delete(key) => TxnOp::delete(self.key(&key), None),
             })
             .collect();
+        let reads: Vec<TxnOp> = read_on_refusal
+            .iter()
+            .map(|key| TxnOp::get(self.key(key), None))
+            .collect();
         let mut kv = self.client.kv_client();
-        let response = kv.txn(Txn::new().when(compares).and_then(ops)).await?;
-        Ok(response.succeeded())
+        let response = kv
+            .txn(Txn::new().when(compares).and_then(ops).or_else(reads))
+            .await?;
+        if response.succeeded() {
+            return Ok(Outcome::Committed {
+                revision: response.header().map(|h| h.revision()).unwrap_or(0),
+            });
+        }
+        let current = response
+            .op_responses()
+            .into_iter()
+            .map(|op| match op {
+                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| Versioned {
+                    value: kv.value().to_vec(),
+                    revision: kv.mod_revision(),
+                }),
+                _ => None,
+            })
+            .collect();
+        Ok(Outcome::Refused { current })
     }
 
     fn describe(&self) -> String {
