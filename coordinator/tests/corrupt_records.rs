@@ -254,7 +254,9 @@ async fn catalogue_records() {
     w.restore(bad).await;
 
     let order_key = format!("orders/{}", w.order.order_id);
-    let bad = w.corrupt(&order_key, "bootloader_digest", json!("zz")).await;
+    let bad = w
+        .corrupt(&order_key, "bootloader_digest", json!("zz"))
+        .await;
     assert_corrupt(
         op.list_orders(tc.operator_request(v1::ListOrdersRequest {}))
             .await,

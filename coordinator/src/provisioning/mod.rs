@@ -12,6 +12,11 @@
 //!    status receipt of its OS install verify (or records a failed target); `ReturnLease`
 //!    ([`leases`]) gives the unused slots back.
 //!
+//! [`leases`] grants through `grants` (one transaction per grant, or per group of concurrent
+//! grants of one order; no store read in the steady state) and [`certificates`] issues the same
+//! way; both take the caller as a [`signed_call::SignedCall`], whose station and nonce are guards
+//! of that one transaction.
+//!
 //! [`stations`] holds enrolment and approval, [`nonces`] the replay cache, [`progress`] the
 //! operators' view of each order. Expiry of abandoned
 //! leases runs in `crate::housekeeping`, through [`leases::Leases::expire`].

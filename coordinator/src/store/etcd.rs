@@ -1,11 +1,14 @@
-//! The production backend: etcd v3, one etcd transaction per [`KvStore::commit`]; leader
-//! election through etcd's election API (`super::etcd_election`).
+//! The production backend: etcd v3, one etcd transaction per [`KvStore::commit`] (concurrent
+//! commits on disjoint keys may share one: `super::etcd_batch`); leader election through etcd's
+//! election API (`super::etcd_election`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Client, GetOptions};
 
+use super::etcd_batch::Batcher;
 use super::etcd_election::EtcdElection;
 use super::{Election, Guard, KvStore, Outcome, StoreError, Versioned, Write};
 
@@ -16,6 +19,9 @@ pub struct EtcdStore {
     client: Client,
     namespace: String,
     endpoints: Vec<String>,
+    /// Every commit goes through it (`super::etcd_batch`: concurrent ones on disjoint keys
+    /// share one etcd transaction).
+    batcher: Arc<Batcher>,
 }
 
 impl EtcdStore {
@@ -26,6 +32,7 @@ impl EtcdStore {
             .with_timeout(std::time::Duration::from_secs(10));
         let client = Client::connect(endpoints, Some(options)).await?;
         Ok(Self {
+            batcher: Arc::new(Batcher::spawn(client.clone(), namespace.to_owned())),
             client,
             namespace: namespace.to_owned(),
             endpoints: endpoints.to_vec(),
@@ -76,47 +83,7 @@ impl KvStore for EtcdStore {
         writes: Vec<Write>,
         read_on_refusal: Vec<String>,
     ) -> Result<Outcome, StoreError> {
-        let compares: Vec<Compare> = guards
-            .into_iter()
-            .map(|guard| match guard {
-                Guard::Absent(key) => Compare::version(self.key(&key), CompareOp::Equal, 0),
-                Guard::Revision(key, revision) => {
-                    Compare::mod_revision(self.key(&key), CompareOp::Equal, revision)
-                }
-            })
-            .collect();
-        let ops: Vec<TxnOp> = writes
-            .into_iter()
-            .map(|write| match write {
-                Write::Put(key, value) => TxnOp::put(self.key(&key), value, None),
-                Write::Delete(key) => TxnOp::delete(self.key(&key), None),
-            })
-            .collect();
-        let reads: Vec<TxnOp> = read_on_refusal
-            .iter()
-            .map(|key| TxnOp::get(self.key(key), None))
-            .collect();
-        let mut kv = self.client.kv_client();
-        let response = kv
-            .txn(Txn::new().when(compares).and_then(ops).or_else(reads))
-            .await?;
-        if response.succeeded() {
-            return Ok(Outcome::Committed {
-                revision: response.header().map(|h| h.revision()).unwrap_or(0),
-            });
-        }
-        let current = response
-            .op_responses()
-            .into_iter()
-            .map(|op| match op {
-                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| Versioned {
-                    value: kv.value().to_vec(),
-                    revision: kv.mod_revision(),
-                }),
-                _ => None,
-            })
-            .collect();
-        Ok(Outcome::Refused { current })
+        self.batcher.transact(guards, writes, read_on_refusal).await
     }
 
     fn describe(&self) -> String {

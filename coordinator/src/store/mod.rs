@@ -14,6 +14,7 @@
 
 pub mod embedded;
 pub mod etcd;
+mod etcd_batch;
 mod etcd_election;
 
 use std::time::Duration;
