@@ -261,8 +261,9 @@ impl Certificates {
             }
             Transacted::Refused(refusal) => refusal,
         };
-        call.settle(&refusal)?;
+        let settled = call.settle(&refusal);
         self.auth.remember(call);
+        settled?;
         let Some(fresh) = refusal.take::<LeaseRecord>(&lease.key)? else {
             self.leases.forget(&l.lease_id);
             return Ok(Attempt::Conflict);

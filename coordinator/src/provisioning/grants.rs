@@ -343,9 +343,10 @@ impl Grants {
                 }
                 for (i, _, _) in granted {
                     let p = &mut batch[i];
-                    match p.call.settle(&refusal) {
-                        Ok(()) => self.auth.remember(&p.call),
-                        Err(error) => p.answer(Err(error)),
+                    let settled = p.call.settle(&refusal);
+                    self.auth.remember(&p.call);
+                    if let Err(error) = settled {
+                        p.answer(Err(error));
                     }
                 }
             }

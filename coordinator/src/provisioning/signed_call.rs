@@ -78,7 +78,8 @@ impl SignedCall {
 
     /// After a refused transaction that carried [`Self::guard`]: `Err` if this call must be
     /// refused (its nonce was used meanwhile, or the station is no longer approved), else the
-    /// call is brought up to date (the fresh station record) for another attempt.
+    /// call is brought up to date for another attempt. Either way the call holds the fresh
+    /// station record, for the cache.
     pub fn settle(&mut self, refusal: &Refusal) -> Result<()> {
         if refusal.present(&self.nonce.key()) {
             return Err(replayed());
@@ -91,9 +92,8 @@ impl SignedCall {
                     self.station.record.station_id
                 ))
             })?;
-        super::station_auth::require_approved(&fresh.record)?;
         self.station = fresh;
-        Ok(())
+        super::station_auth::require_approved(&self.station.record)
     }
 }
 
