@@ -58,6 +58,27 @@ async fn station(
     (station, to_b)
 }
 
+/// Two replicas, one approved station reaching both, an order of 10 of `product` for it.
+async fn one_station_order(
+    product: u32,
+) -> (
+    TestCoordinator,
+    TestCoordinator,
+    tempfile::TempDir,
+    SimStation,
+    StationServiceClient<Channel>,
+    v1::Order,
+) {
+    let (a, b, dir) = replicas().await;
+    let (s, to_b) = station(&a, &b).await;
+    let vendor = SigningKey::generate(&mut OsRng);
+    let order = a
+        .create_demo_order(product, &vendor, vec![s.id()], 10)
+        .await
+        .unwrap();
+    (a, b, dir, s, to_b, order)
+}
+
 async fn order_status(tc: &TestCoordinator, order_id: &str) -> v1::OrderStatus {
     tc.operator_client()
         .await
@@ -96,13 +117,7 @@ fn nonce() -> [u8; 16] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_grant_or_issue_is_refused_on_every_replica_granted_or_not() {
-    let (a, b, _dir) = replicas().await;
-    let (mut s, mut to_b) = station(&a, &b).await;
-    let vendor = SigningKey::generate(&mut OsRng);
-    let order = a
-        .create_demo_order(3, &vendor, vec![s.id()], 10)
-        .await
-        .unwrap();
+    let (a, b, _dir, mut s, mut to_b, order) = one_station_order(3).await;
     let acquire = v1::AcquireLeaseRequest {
         order_id: order.order_id.clone(),
         count: 2,
@@ -193,13 +208,7 @@ async fn a_replayed_grant_or_issue_is_refused_on_every_replica_granted_or_not() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_station_revoked_on_one_replica_is_refused_at_once_by_another_that_cached_it() {
-    let (a, b, _dir) = replicas().await;
-    let (mut s, mut to_b) = station(&a, &b).await;
-    let vendor = SigningKey::generate(&mut OsRng);
-    let order = a
-        .create_demo_order(4, &vendor, vec![s.id()], 10)
-        .await
-        .unwrap();
+    let (a, b, _dir, mut s, mut to_b, order) = one_station_order(4).await;
     let acquire = |s: &SimStation| {
         s.signer.sign(
             methods::ACQUIRE_LEASE,
@@ -309,7 +318,8 @@ async fn sixteen_stations_on_two_replicas_get_exactly_the_order_and_the_audit_ve
     assert_eq!((status.remaining, status.reserved), (0, ORDER));
 
     // One station's lease of 2, issued from both replicas at once for 6 chips: exactly 2.
-    let (mut s, mut to_b, leases) = all.pop().unwrap();
+    let lucky = all.iter().position(|(_, _, l)| !l.is_empty()).unwrap();
+    let (mut s, mut to_b, leases) = all.swap_remove(lucky);
     let lease_id = verify_signed_lease(&leases[0], &key).unwrap().lease_id;
     let mut certified = 0;
     for round in 0..3 {

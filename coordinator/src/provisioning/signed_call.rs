@@ -14,6 +14,8 @@
 //!   ([`super::station_auth::StationAuth::refused`]), so a refused request cannot be replayed
 //!   later either.
 
+use flashgate_proto::station_auth::NONCE_LEN;
+
 use super::nonces::{Nonce, NonceRecord};
 use super::stations::StationRecord;
 use crate::error::{CoordinatorError as E, Result};
@@ -29,6 +31,15 @@ pub struct NonceClaim {
 }
 
 impl NonceClaim {
+    /// The nonce `nonce` of a request `station` signed at `timestamp_ms`.
+    pub fn new(station: StationId, nonce: [u8; NONCE_LEN], timestamp_ms: u64) -> Self {
+        Self {
+            station,
+            nonce: Nonce(nonce),
+            timestamp_ms,
+        }
+    }
+
     fn store_key(&self) -> (StationId, Nonce) {
         (self.station.clone(), self.nonce)
     }
