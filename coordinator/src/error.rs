@@ -59,6 +59,32 @@ pub enum CoordinatorError {
     Internal(String),
 }
 
+impl CoordinatorError {
+    /// The same refusal again (same status, same message), for answering several callers
+    /// whose shared transaction failed.
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Self::InvalidArgument(m) => Self::InvalidArgument(m.clone()),
+            Self::NotFound(m) => Self::NotFound(m.clone()),
+            Self::AlreadyExists(m) => Self::AlreadyExists(m.clone()),
+            Self::Unauthenticated(m) => Self::Unauthenticated(m.clone()),
+            Self::PermissionDenied(m) => Self::PermissionDenied(m.clone()),
+            Self::FailedPrecondition(m) => Self::FailedPrecondition(m.clone()),
+            Self::Exhausted(m) => Self::Exhausted(m.clone()),
+            Self::Store(_) | Self::Unavailable(_) => Self::Unavailable(self.to_string()),
+            Self::Contended { what, attempts } => Self::Contended {
+                what,
+                attempts: *attempts,
+            },
+            Self::CorruptRecord { key, reason } => Self::CorruptRecord {
+                key: key.clone(),
+                reason: reason.clone(),
+            },
+            Self::Internal(m) => Self::Internal(m.clone()),
+        }
+    }
+}
+
 impl From<KeyError> for CoordinatorError {
     fn from(error: KeyError) -> Self {
         Self::Internal(error.to_string())

@@ -345,6 +345,36 @@ impl TestCoordinator {
         Ok(())
     }
 
+    /// `station` stored as it is (replacing any record of its id), and a signed call of it
+    /// with a fresh nonce: for tests that drive the grant and issuance flows in-process, past
+    /// the signature check (`Leases::acquire`, `Certificates::issue`). One call per request.
+    pub async fn station_call(
+        &self,
+        station: &crate::provisioning::StationRecord,
+    ) -> anyhow::Result<crate::provisioning::signed_call::SignedCall> {
+        use crate::provisioning::signed_call::{NonceClaim, SignedCall};
+        use crate::provisioning::StationRecord;
+        use crate::repository::{Db, Txn};
+        let db = Db::new(self.coordinator.store().clone());
+        let id = &station.station_id;
+        let stored = match db.get::<StationRecord>(id).await? {
+            Some(stored) => stored,
+            None => {
+                db.commit(Txn::new().absent::<StationRecord>(id).put(id, station))
+                    .await?;
+                db.get::<StationRecord>(id)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("station {id} was not stored"))?
+            }
+        };
+        let mut nonce = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut OsRng, &mut nonce);
+        Ok(SignedCall {
+            nonce: NonceClaim::new(id.clone(), nonce, flashgate_proto::clock::now_ms() as u64),
+            station: stored,
+        })
+    }
+
     /// The private half of a product's current authority key, opened from the store: for
     /// tests that certify boards in-process (the coordinator never hands it out).
     pub async fn authority_signing_key(&self, product_id: u32) -> anyhow::Result<SigningKey> {

@@ -214,17 +214,27 @@ async fn catalogue_records() {
     let tc = &w.tc;
     let mut op = tc.operator_client().await.unwrap();
 
+    // Products are immutable, so a replica keeps the ones it has granted leases of as it read
+    // them (`provisioning::grants`); a product it has not read yet — product 3, the first key —
+    // is read on the grant path, and refused there if corrupt.
+    let vendor = SigningKey::generate(&mut OsRng);
+    let other = tc
+        .create_demo_order(3, &vendor, vec![w.station.id()], 10)
+        .await
+        .unwrap();
     let bad = w
         .corrupt("products/", "vendor_public_key", json!("not hex"))
         .await;
+    assert!(bad.0.ends_with("0000000003"), "{}", bad.0);
     assert_corrupt(
         op.list_products(tc.operator_request(v1::ListProductsRequest {}))
             .await,
         &bad.0,
     );
-    let acquire = w.station.acquire(&w.order.order_id, 1, 0).await;
+    let acquire = w.station.acquire(&other.order_id, 1, 0).await;
     assert_corrupt(acquire, &bad.0);
     w.restore(bad).await;
+    w.station.acquire(&other.order_id, 1, 0).await.unwrap();
 
     let bad = w.corrupt("releases/", "body_digest", json!("abcd")).await;
     assert_corrupt(
@@ -243,7 +253,10 @@ async fn catalogue_records() {
     assert_corrupt(w.station.client.fetch_release(fetch).await, &bad.0);
     w.restore(bad).await;
 
-    let bad = w.corrupt("orders/", "bootloader_digest", json!("zz")).await;
+    let order_key = format!("orders/{}", w.order.order_id);
+    let bad = w
+        .corrupt(&order_key, "bootloader_digest", json!("zz"))
+        .await;
     assert_corrupt(
         op.list_orders(tc.operator_request(v1::ListOrdersRequest {}))
             .await,

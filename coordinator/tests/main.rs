@@ -13,6 +13,7 @@ mod certificates;
 mod concurrency;
 mod corrupt_records;
 mod factory_packages;
+mod hot_path;
 mod rollouts;
 mod store_contract;
 mod support;

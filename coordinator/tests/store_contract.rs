@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashgate_coordinator::store::{embedded::EmbeddedStore, Guard, KvStore, Write};
+use flashgate_coordinator::store::{embedded::EmbeddedStore, Guard, KvStore, Outcome, Write};
 
 use crate::support::EtcdProcess;
 
@@ -73,6 +73,75 @@ async fn contract_basic(store: &dyn KvStore) {
         .commit(vec![Guard::Absent("p/2".into())], vec![])
         .await
         .unwrap());
+}
+
+/// `transact`: the revision it answers is the written keys' revision; a refusal reads back the
+/// keys asked for. Then many at once on disjoint keys (etcd merges them into shared
+/// transactions), one of them with a guard that fails: it alone is refused, with its own keys
+/// read back, and every other one commits.
+async fn contract_transact(store: Arc<dyn KvStore>) {
+    let Outcome::Committed { revision } = store
+        .transact(
+            vec![Guard::Absent("t/a".into())],
+            vec![put("t/a", "1")],
+            vec![],
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("an absent key's guard holds");
+    };
+    assert_eq!(store.get("t/a").await.unwrap().unwrap().revision, revision);
+    let refused = store
+        .transact(
+            vec![Guard::Revision("t/a".into(), revision - 1)],
+            vec![put("t/a", "2")],
+            vec!["t/a".into(), "t/none".into()],
+        )
+        .await
+        .unwrap();
+    let Outcome::Refused { current } = refused else {
+        panic!("a stale revision's guard fails");
+    };
+    assert_eq!(current.len(), 2);
+    assert_eq!(current[0].as_ref().unwrap().value, b"1");
+    assert_eq!(current[0].as_ref().unwrap().revision, revision);
+    assert_eq!(current[1], None);
+
+    let mut tasks = Vec::new();
+    for i in 0..48 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("t/many/{i}");
+            let guard = if i == 17 {
+                Guard::Revision("t/a".into(), revision - 1)
+            } else {
+                Guard::Absent(key.clone())
+            };
+            (
+                i,
+                store
+                    .transact(vec![guard], vec![put(&key, "x")], vec!["t/a".into()])
+                    .await
+                    .unwrap(),
+            )
+        }));
+    }
+    for task in tasks {
+        let (i, outcome) = task.await.unwrap();
+        let stored = store.get(&format!("t/many/{i}")).await.unwrap();
+        match outcome {
+            Outcome::Committed { revision } => {
+                assert_ne!(i, 17);
+                assert_eq!(stored.unwrap().revision, revision);
+            }
+            Outcome::Refused { current } => {
+                assert_eq!(i, 17, "only the stale guard fails");
+                assert_eq!(current[0].as_ref().unwrap().value, b"1");
+                assert_eq!(stored, None);
+            }
+        }
+    }
 }
 
 /// Many tasks increment one counter by compare-and-swap: none is lost.
@@ -154,6 +223,7 @@ async fn embedded_store_passes_the_contract() {
     let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     contract_basic(store.as_ref()).await;
     contract_cas_race(store.clone()).await;
+    contract_transact(store.clone()).await;
     contract_election(store).await;
 }
 
@@ -163,6 +233,7 @@ async fn etcd_store_passes_the_contract() {
     let store = Arc::new(etcd.store("/contract/").await);
     contract_basic(store.as_ref()).await;
     contract_cas_race(store.clone()).await;
+    contract_transact(store.clone()).await;
     contract_election(store).await;
 }
 

@@ -418,7 +418,7 @@ impl Env {
             .provisioning()
             .leases
             .acquire(
-                &station,
+                tc.station_call(&station).await.unwrap(),
                 &v1::AcquireLeaseRequest {
                     order_id: order.order_id.clone(),
                     count: 2,
@@ -437,7 +437,10 @@ impl Env {
         tc.coordinator
             .provisioning()
             .certificates
-            .issue(&station, &certificate_request(&body.lease_id, serial))
+            .issue(
+                tc.station_call(&station).await.unwrap(),
+                &certificate_request(&body.lease_id, serial),
+            )
             .await
             .unwrap();
         tc.coordinator

@@ -5,6 +5,8 @@
 //! certificates are signed with it. Bootloader and OS images pin the key they were signed for,
 //! so rotating needs new bootloader/OS releases (and devices already made keep their key).
 
+use std::sync::Arc;
+
 use ed25519_dalek::SigningKey;
 use flashgate_proto::clock::now_ms;
 use flashgate_protocol::certificate::authority_key_id;
@@ -16,7 +18,7 @@ use crate::audit::{Actor, AuditLog, Entry};
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::ProductId;
 use crate::keys::KekRing;
-use crate::repository::{hex, Db, JsonRecord, KeyPart, Scope, Txn};
+use crate::repository::{hex, Cache, Db, JsonRecord, KeyPart, Record, Scope, Txn};
 
 /// A key generation of one product: 1 for the key made with the product, +1 per rotation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -101,12 +103,90 @@ impl AuthorityKeyRecord {
 #[derive(Clone)]
 pub struct AuthorityKeys {
     db: Db,
+    /// Each product's current key as last seen, with the key its successor would take: a use
+    /// of it guards that successor's absence ([`CurrentAuthority::guard`]).
+    current: Arc<Cache<ProductId, CurrentAuthority>>,
+    /// Opened private halves by product and public key (a key generation never changes but
+    /// for its KEK seal, which a rotation of the KEK replaces with the same key).
+    opened: Arc<Cache<KeyOf, Arc<SigningKey>>>,
 }
+
+/// A key generation named by its product and public key.
+type KeyOf = (ProductId, [u8; 32]);
+
+/// A product's current authority key as this replica last saw it.
+#[derive(Clone, Debug)]
+pub struct CurrentAuthority {
+    /// The key.
+    pub record: AuthorityKeyRecord,
+    /// The store key the next generation would be written under.
+    pub successor: String,
+}
+
+impl CurrentAuthority {
+    /// `txn` guarded on no newer generation having been made since this key was read, so a
+    /// lease granted from a cached copy carries the current key, exactly as one read fresh.
+    pub fn guard(&self, txn: Txn) -> Txn {
+        let next = (
+            self.record.product_id,
+            Generation(self.record.generation.0 + 1),
+        );
+        txn.absent::<AuthorityKeyRecord>(&next)
+    }
+}
+
+/// Authority keys a replica keeps in memory (current ones and opened ones).
+const CACHED_KEYS: usize = 1024;
 
 impl AuthorityKeys {
     /// Authority keys over `db`.
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self {
+            db,
+            current: Arc::new(Cache::new(CACHED_KEYS)),
+            opened: Arc::new(Cache::new(CACHED_KEYS)),
+        }
+    }
+
+    /// The current key of `product_id` as this replica last read it (use it under
+    /// [`CurrentAuthority::guard`]).
+    pub async fn current_cached(&self, product_id: ProductId) -> Result<CurrentAuthority> {
+        if let Some(current) = self.current.get(&product_id) {
+            return Ok(current);
+        }
+        let record = self.current(product_id).await?;
+        let next = (record.product_id, Generation(record.generation.0 + 1));
+        let current = CurrentAuthority {
+            successor: AuthorityKeyRecord::key_of(&next),
+            record,
+        };
+        self.current.put(product_id, current.clone());
+        Ok(current)
+    }
+
+    /// Forgets the cached current key of `product_id` (a guard showed a newer generation).
+    pub fn forget_current(&self, product_id: ProductId) {
+        self.current.remove(&product_id);
+    }
+
+    /// The opened private half of `product_id`'s key `public_key`, if this replica opened it.
+    pub fn opened_cached(
+        &self,
+        product_id: ProductId,
+        public_key: &[u8; 32],
+    ) -> Option<Arc<SigningKey>> {
+        self.opened.get(&(product_id, *public_key))
+    }
+
+    /// `record`'s private half, opened once per replica.
+    pub fn opened(&self, record: &AuthorityKeyRecord, kek: &KekRing) -> Result<Arc<SigningKey>> {
+        let id = (record.product_id, record.public_key);
+        if let Some(key) = self.opened.get(&id) {
+            return Ok(key);
+        }
+        let key = Arc::new(record.signing_key(kek)?);
+        self.opened.put(id, key.clone());
+        Ok(key)
     }
 
     /// Every key of a product, oldest first.

@@ -3,6 +3,8 @@
 //! stored together with their quota by `crate::provisioning::quota::Quota::open_order`, and
 //! never changed after.
 
+use std::sync::Arc;
+
 use flashgate_proto::clock::now_ms;
 use flashgate_proto::v1;
 use flashgate_protocol::image::SignedImageHeader;
@@ -13,7 +15,10 @@ use super::products::{ProductRecord, Products};
 use super::releases::{ReleaseKind, ReleaseRecord, Releases};
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::{Digest, OrderId, ProductId, StationId};
-use crate::repository::{hex, Db, JsonRecord, Scope};
+use crate::repository::{hex, Cache, Db, JsonRecord, Scope};
+
+/// Orders a replica keeps in memory.
+const CACHED_ORDERS: usize = 4096;
 
 /// Largest order: far above any production run, far below what the counters hold.
 const MAX_ORDER_COUNT: u64 = 1_000_000_000;
@@ -94,6 +99,8 @@ pub struct Orders {
     db: Db,
     products: Products,
     releases: Releases,
+    /// Orders never change once stored, so a copy read once stays true.
+    cached: Arc<Cache<OrderId, Arc<OrderRecord>>>,
 }
 
 impl Orders {
@@ -103,6 +110,7 @@ impl Orders {
             db,
             products,
             releases,
+            cached: Arc::new(Cache::new(CACHED_ORDERS)),
         }
     }
 
@@ -216,6 +224,18 @@ impl Orders {
                 ))
             })?
             .record)
+    }
+
+    /// The order named by a caller, read once per replica (orders are never changed after they
+    /// are stored; a cancellation changes the quota record, which callers guard).
+    pub async fn cached(&self, order_id: &str) -> Result<Arc<OrderRecord>> {
+        let id = OrderId::parse(order_id)?;
+        if let Some(order) = self.cached.get(&id) {
+            return Ok(order);
+        }
+        let order = Arc::new(self.get(order_id).await?);
+        self.cached.put(id, order.clone());
+        Ok(order)
     }
 
     /// Every order, in key order.

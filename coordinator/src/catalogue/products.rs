@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ed25519_dalek::VerifyingKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use flashgate_proto::clock::now_ms;
 use flashgate_proto::v1;
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,10 @@ use crate::audit::{Actor, AuditLog, Entry};
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::ProductId;
 use crate::keys::KekRing;
-use crate::repository::{hex, Attempt, CasRetry, Db, JsonRecord, Scope, Txn};
+use crate::repository::{hex, Attempt, Cache, CasRetry, Db, JsonRecord, Scope, Txn};
+
+/// Products a replica keeps in memory.
+const CACHED_PRODUCTS: usize = 1024;
 
 /// `products/{product_id:010}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -59,6 +62,8 @@ pub struct Products {
     audit: AuditLog,
     kek: Arc<KekRing>,
     authority: AuthorityKeys,
+    /// Products never change once created, so a copy read once stays true.
+    cached: Arc<Cache<ProductId, Arc<ProductRecord>>>,
 }
 
 impl Products {
@@ -70,6 +75,7 @@ impl Products {
             db,
             audit,
             kek,
+            cached: Arc::new(Cache::new(CACHED_PRODUCTS)),
         }
     }
 
@@ -140,6 +146,22 @@ impl Products {
             out.push(p.record.to_proto(&keys));
         }
         Ok(out)
+    }
+
+    /// One product, read once per replica (products are immutable).
+    pub async fn cached(&self, id: ProductId) -> Result<Arc<ProductRecord>> {
+        if let Some(product) = self.cached.get(&id) {
+            return Ok(product);
+        }
+        let product = Arc::new(self.get(id).await?);
+        self.cached.put(id, product.clone());
+        Ok(product)
+    }
+
+    /// The private half of a product's authority key, opened (from its KEK seal) once per
+    /// replica and kept in memory, where signing needs it anyway.
+    pub fn opened_authority(&self, record: &AuthorityKeyRecord) -> Result<Arc<SigningKey>> {
+        self.authority.opened(record, &self.kek)
     }
 
     /// One product; `NotFound` if it does not exist.

@@ -23,6 +23,8 @@
 
 use std::sync::Arc;
 
+use ed25519_dalek::SigningKey;
+
 use flashgate_proto::clock::now_ms;
 use flashgate_proto::v1;
 use flashgate_protocol::certificate::{
@@ -38,13 +40,14 @@ use zeroize::Zeroizing;
 
 use super::leases::{LeaseRecord, LeaseState, Leases};
 use super::registry::{DeviceRecord, DeviceState};
-use super::stations::StationRecord;
+use super::signed_call::SignedCall;
+use super::station_auth::StationAuth;
 use crate::audit::{Actor, AuditLog, ChainScope, Entry};
 use crate::catalogue::Products;
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::Serial;
 use crate::keys::{device_key_aad, KekRing};
-use crate::repository::{Attempt, CasRetry, Db, Stored, Txn};
+use crate::repository::{Attempt, CasRetry, Db, Record, Stored, Transacted, Txn};
 
 /// Issues device certificates under leases.
 #[derive(Clone)]
@@ -54,11 +57,11 @@ pub struct Certificates {
     products: Products,
     kek: Arc<KekRing>,
     audit: AuditLog,
+    auth: StationAuth,
 }
 
 /// One issuance request, checked.
 struct Ask<'a> {
-    station: &'a StationRecord,
     lease_id: &'a str,
     serial: Serial,
     loader_public: [u8; 32],
@@ -85,13 +88,14 @@ impl Ask<'_> {
 impl Certificates {
     /// Certificates over `db`, consuming slots of `leases`, signed with the `products`'
     /// authority keys; device keys sealed under `kek`, issuance audited in `audit` (the
-    /// lease's chain).
+    /// lease's chain); callers authorised by `auth`.
     pub fn new(
         db: Db,
         leases: Leases,
         products: Products,
         kek: Arc<KekRing>,
         audit: AuditLog,
+        auth: StationAuth,
     ) -> Self {
         Self {
             db,
@@ -99,13 +103,18 @@ impl Certificates {
             products,
             kek,
             audit,
+            auth,
         }
     }
 
-    /// The certificate of one chip, with its device key sealed to the loader.
+    /// The certificate of one chip, with its device key sealed to the loader. In the steady
+    /// state one store round trip: the lease comes from this replica's cache and the serial's
+    /// absence, the lease's revision, the station and the nonce are all guards of the one
+    /// transaction that issues ([`super::signed_call`]); a refusal reads them back in the same
+    /// round trip and the issue is decided again from those.
     pub async fn issue(
         &self,
-        station: &StationRecord,
+        mut call: SignedCall,
         req: &v1::IssueDeviceCertificateRequest,
     ) -> Result<v1::IssueDeviceCertificateResponse> {
         let loader_public: [u8; 32] =
@@ -121,28 +130,42 @@ impl Certificates {
             )
         })?;
         let ask = Ask {
-            station,
             lease_id: &req.lease_id,
             serial: Serial::parse(&req.serial)?,
             loader_public,
         };
-        CasRetry::new("the lease")
-            .run(|| self.try_issue(&ask))
-            .await
+        let retry = CasRetry::new("the lease");
+        for attempt in 0..CasRetry::DEFAULT_ATTEMPTS {
+            match self.try_issue(&ask, &mut call).await? {
+                Attempt::Done(issued) => return Ok(issued),
+                Attempt::Conflict if attempt > 0 => {
+                    tokio::time::sleep(CasRetry::pause(attempt)).await;
+                }
+                Attempt::Conflict => {}
+            }
+        }
+        Err(retry.contended())
     }
 
     async fn try_issue(
         &self,
         ask: &Ask<'_>,
+        call: &mut SignedCall,
     ) -> Result<Attempt<v1::IssueDeviceCertificateResponse>> {
-        let lease = self.leases.own(ask.station, ask.lease_id).await?;
-        let l = &lease.record;
-        let key = (l.product_id, ask.serial);
-        if let Some(existing) = self.db.get::<DeviceRecord>(&key).await? {
-            return self.reissue(ask, &lease, &existing.record).await;
+        let mut lease = self.leases.own_cached(call.record(), ask.lease_id).await?;
+        let key = (lease.record.product_id, ask.serial);
+        if check_open(&lease.record).is_err() {
+            // Off the hot path, decided from the store: the chip may be one already certified
+            // (re-issued under any lease state), else the refusal stands.
+            lease = self.leases.own(call.record(), ask.lease_id).await?;
+            self.leases.remember(lease.clone());
+            if let Some(existing) = self.db.get::<DeviceRecord>(&key).await? {
+                return self.reissue(ask, call, &lease, &existing.record).await;
+            }
+            check_open(&lease.record)?;
         }
-        check_open(l)?;
-        let product = self.products.get(l.product_id).await?;
+        let l = &lease.record;
+        let product = self.products.cached(l.product_id).await?;
         let authority = self.authority_key(l).await?;
         let mut device_key = Zeroizing::new([0u8; 32]);
         OsRng.fill_bytes(&mut device_key[..]);
@@ -159,12 +182,13 @@ impl Certificates {
         let sealed = ask.seal(&certificate, &device_key)?;
         let mut challenge = [0u8; 32];
         OsRng.fill_bytes(&mut challenge);
+        let station_id = call.record().station_id.clone();
         let device = DeviceRecord {
             serial: ask.serial,
             product_id: l.product_id,
             order_id: l.order_id.clone(),
             lease_id: l.lease_id.clone(),
-            station_id: ask.station.station_id.clone(),
+            station_id: station_id.clone(),
             installed_at_ms: 0,
             registered_at_ms: now,
             bootloader_version: 0,
@@ -184,7 +208,7 @@ impl Certificates {
         let mut used = l.clone();
         used.used += 1;
         let entry = Entry::new(
-            &Actor::station(&ask.station.station_id),
+            &Actor::station(&station_id),
             "certificate issued",
             ask.serial,
         )
@@ -195,36 +219,60 @@ impl Certificates {
         let txn = self
             .audit
             .append(
-                Txn::new().unchanged(&lease).absent::<DeviceRecord>(&key),
+                call.guard(Txn::new().unchanged(&lease).absent::<DeviceRecord>(&key)),
                 &ChainScope::lease(&l.lease_id),
                 &mut used.audit,
                 entry,
             )
             .await?;
-        let committed = self
+        let device_store_key = DeviceRecord::key_of(&key);
+        let [station_key, nonce_key] = call.read_on_refusal();
+        let reads = [
+            lease.key.clone(),
+            device_store_key.clone(),
+            station_key,
+            nonce_key,
+        ];
+        let outcome = self
             .db
-            .commit(txn.replace(&lease, &used).put(&key, &device))
+            .transact(txn.replace(&lease, &used).put(&key, &device), &reads)
             .instrument(
                 tracing::info_span!("certificate_write", serial = %ask.serial, lease = %l.lease_id),
             )
             .await?;
-        if !committed {
+        let refusal = match outcome {
+            Transacted::Committed { revision } => {
+                self.leases
+                    .remember(Stored::written(lease.key.clone(), used.clone(), revision));
+                tracing::info!(
+                    serial = %ask.serial, product = %l.product_id, lease = %l.lease_id,
+                    sequence = certificate.body.sequence, station = %station_id,
+                    "device certificate issued"
+                );
+                return Ok(Attempt::Done(v1::IssueDeviceCertificateResponse {
+                    certificate: certificate.to_bytes().to_vec(),
+                    sealed_device_key: sealed.to_vec(),
+                    vendor_public_key: product.vendor_public_key.to_vec(),
+                    authority_public_key: authority.verifying_key().to_bytes().to_vec(),
+                    hello_challenge: challenge.to_vec(),
+                    remaining_in_lease: used.count - used.used,
+                    reissued: false,
+                }));
+            }
+            Transacted::Refused(refusal) => refusal,
+        };
+        let settled = call.settle(&refusal);
+        self.auth.remember(call);
+        settled?;
+        let Some(fresh) = refusal.take::<LeaseRecord>(&lease.key)? else {
+            self.leases.forget(&l.lease_id);
             return Ok(Attempt::Conflict);
+        };
+        self.leases.remember(fresh.clone());
+        if let Some(existing) = refusal.take::<DeviceRecord>(&device_store_key)? {
+            return self.reissue(ask, call, &fresh, &existing.record).await;
         }
-        tracing::info!(
-            serial = %ask.serial, product = %l.product_id, lease = %l.lease_id,
-            sequence = certificate.body.sequence, station = %ask.station.station_id,
-            "device certificate issued"
-        );
-        Ok(Attempt::Done(v1::IssueDeviceCertificateResponse {
-            certificate: certificate.to_bytes().to_vec(),
-            sealed_device_key: sealed.to_vec(),
-            vendor_public_key: product.vendor_public_key.to_vec(),
-            authority_public_key: authority.verifying_key().to_bytes().to_vec(),
-            hello_challenge: challenge.to_vec(),
-            remaining_in_lease: used.count - used.used,
-            reissued: false,
-        }))
+        Ok(Attempt::Conflict)
     }
 
     /// The same chip again (a retried install, a board back from rework): the same
@@ -232,11 +280,13 @@ impl Certificates {
     async fn reissue(
         &self,
         ask: &Ask<'_>,
+        call: &SignedCall,
         stored: &Stored<LeaseRecord>,
         existing: &DeviceRecord,
     ) -> Result<Attempt<v1::IssueDeviceCertificateResponse>> {
         let lease = &stored.record;
-        if existing.station_id != ask.station.station_id {
+        let station = call.record();
+        if existing.station_id != station.station_id {
             return Err(E::AlreadyExists(format!(
                 "chip {} of product {} was certified by another station ({}); a chip is certified once",
                 ask.serial, existing.product_id, existing.station_id
@@ -268,7 +318,7 @@ impl Certificates {
             .unwrap_or_default();
         let mut audited = lease.clone();
         let entry = Entry::new(
-            &Actor::station(&ask.station.station_id),
+            &Actor::station(&station.station_id),
             "certificate re-issued",
             ask.serial,
         )
@@ -279,15 +329,18 @@ impl Certificates {
         let txn = self
             .audit
             .append(
-                Txn::new().unchanged(stored),
+                call.guard(Txn::new().unchanged(stored)),
                 &ChainScope::lease(&lease.lease_id),
                 &mut audited.audit,
                 entry,
             )
             .await?;
         if !self.db.commit(txn.replace(stored, &audited)).await? {
+            // Decided again from the store: the lease, the station or the nonce changed.
+            self.leases.forget(&lease.lease_id);
             return Ok(Attempt::Conflict);
         }
+        self.leases.forget(&lease.lease_id);
         tracing::info!(
             serial = %ask.serial, product = %existing.product_id, lease = %lease.lease_id,
             "device certificate re-issued (no slot consumed)"
@@ -307,9 +360,13 @@ impl Certificates {
         }))
     }
 
-    /// The authority key the lease's certificates are signed with.
-    async fn authority_key(&self, lease: &LeaseRecord) -> Result<ed25519_dalek::SigningKey> {
-        let keys = self.products.authority().all(lease.product_id).await?;
+    /// The authority key the lease's certificates are signed with, opened once per replica.
+    async fn authority_key(&self, lease: &LeaseRecord) -> Result<Arc<SigningKey>> {
+        let authority = self.products.authority();
+        if let Some(key) = authority.opened_cached(lease.product_id, &lease.authority_public_key) {
+            return Ok(key);
+        }
+        let keys = authority.all(lease.product_id).await?;
         let record = keys
             .iter()
             .find(|k| k.public_key == lease.authority_public_key)
@@ -317,7 +374,7 @@ impl Certificates {
             .ok_or_else(|| {
                 E::FailedPrecondition(format!("product {} has no authority key", lease.product_id))
             })?;
-        record.signing_key(&self.kek)
+        self.products.opened_authority(record)
     }
 }
 

@@ -7,21 +7,22 @@
 //! It reserves a range of certificate sequence numbers from the quota record when granted.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use flashgate_proto::clock::now_ms;
-use flashgate_proto::{lease::sign_lease, v1};
+use flashgate_proto::v1;
 use serde::{Deserialize, Serialize};
 
+use super::grants::Grants;
 use super::quota::Quota;
+use super::signed_call::SignedCall;
+use super::station_auth::StationAuth;
 use super::stations::StationRecord;
 use crate::audit::{Actor, ChainHead, ChainScope, Entry};
-use crate::catalogue::{Catalogue, OrderRecord};
+use crate::catalogue::Catalogue;
 use crate::config::CoordinatorConfig;
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::{LeaseId, OrderId, ProductId, StationId};
-use crate::repository::{Attempt, CasRetry, Db, JsonRecord, Scope, Stored, Txn};
+use crate::repository::{Attempt, Cache, CasRetry, Db, JsonRecord, Scope, Stored, Txn};
 
 /// Where a lease is in its life; only an `Active` lease accepts reports of new installs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,187 +109,79 @@ impl LeaseRecord {
 #[derive(Clone)]
 pub struct Leases {
     db: Db,
-    catalogue: Catalogue,
     quota: Quota,
-    signing_key: Arc<SigningKey>,
-    config: Arc<CoordinatorConfig>,
+    grants: Arc<Grants>,
+    /// Leases as this replica last wrote or read them, for issuance (guarded on revision).
+    cached: Arc<Cache<LeaseId, Stored<LeaseRecord>>>,
 }
+
+/// Leases a replica keeps for issuance.
+const CACHED_LEASES: usize = 8192;
 
 impl Leases {
     /// Leases over `db`, taking slots from `quota` for orders in `catalogue`; lease bodies are
-    /// signed with `signing_key`.
+    /// signed with `signing_key`; grants are guarded on the callers `auth` authorised.
     pub fn new(
         db: Db,
         catalogue: Catalogue,
         quota: Quota,
         signing_key: Arc<SigningKey>,
         config: Arc<CoordinatorConfig>,
+        auth: StationAuth,
     ) -> Self {
-        Self {
-            db,
+        let grants = Grants::new(
+            db.clone(),
             catalogue,
-            quota,
+            quota.clone(),
             signing_key,
             config,
+            auth,
+        );
+        Self {
+            db,
+            quota,
+            grants: Arc::new(grants),
+            cached: Arc::new(Cache::new(CACHED_LEASES)),
         }
     }
 
-    /// Reserves up to `req.count` slots of an order for `station` and returns the signed lease.
+    /// Reserves up to `req.count` slots of an order for the calling station and returns the
+    /// signed lease (`super::grants`: one transaction, no read in the steady state).
     pub async fn acquire(
         &self,
-        station: &StationRecord,
+        call: SignedCall,
         req: &v1::AcquireLeaseRequest,
     ) -> Result<v1::SignedLease> {
-        let order = self.catalogue.orders.get(&req.order_id).await?;
-        if !order.admits(&station.station_id, &station.factory) {
-            return Err(E::PermissionDenied(format!(
-                "station {} is not assigned to order {}",
-                station.station_id, order.order_id
-            )));
-        }
-        if req.count == 0 || req.count > self.config.max_lease_count {
-            return Err(E::InvalidArgument(format!(
-                "a lease covers 1 to {} devices; asked for {}",
-                self.config.max_lease_count, req.count
-            )));
-        }
-        let validity = if req.validity_seconds == 0 {
-            self.config.default_lease_validity
-        } else {
-            Duration::from_secs(u64::from(req.validity_seconds)).min(self.config.max_lease_validity)
-        };
-        let vendor_public_key = self
-            .catalogue
-            .products
-            .get(order.product_id)
-            .await?
-            .vendor_public_key;
-        let authority_public_key = self
-            .catalogue
-            .products
-            .authority()
-            .current(order.product_id)
-            .await?
-            .public_key;
-        let grant = Grant {
-            station,
-            order: &order,
-            vendor_public_key,
-            authority_public_key,
-            count: req.count,
-            allow_partial: req.allow_partial,
-            validity,
-        };
-        CasRetry::new("the order's quota")
-            .run(|| self.try_acquire(&grant))
-            .await
+        self.grants.acquire(call, req).await
     }
 
-    async fn try_acquire(&self, grant: &Grant<'_>) -> Result<Attempt<v1::SignedLease>> {
-        let (order, station) = (grant.order, grant.station);
-        let quota = self.quota.get(&order.order_id).await?;
-        if quota.record.cancelled() {
-            return Err(E::FailedPrecondition(format!(
-                "order {} was cancelled; no new lease is granted under it",
-                order.order_id
-            )));
+    /// A lease of the calling station as this replica last saw it (read if not cached): use
+    /// it only under a guard on its revision, and [`Self::remember`] what the guard's refusal
+    /// or the commit shows.
+    pub async fn own_cached(
+        &self,
+        station: &StationRecord,
+        lease_id: &str,
+    ) -> Result<Stored<LeaseRecord>> {
+        let id = LeaseId::parse(lease_id)?;
+        match self.cached.get(&id) {
+            Some(lease) if lease.record.station_id == station.station_id => Ok(lease),
+            _ => {
+                let lease = self.own(station, lease_id).await?;
+                self.remember(lease.clone());
+                Ok(lease)
+            }
         }
-        let remaining = quota.record.remaining;
-        let granted = if remaining >= u64::from(grant.count) {
-            grant.count
-        } else if grant.allow_partial && remaining > 0 {
-            remaining as u32
-        } else {
-            return Err(E::Exhausted(format!(
-                "order {} has {remaining} unreserved slots left, fewer than the {} asked for",
-                order.order_id, grant.count
-            )));
-        };
-        let lease_id = LeaseId::random();
-        let first_sequence = quota.record.next_sequence;
-        let next_sequence = first_sequence.checked_add(granted).ok_or_else(|| {
-            E::Exhausted(format!(
-                "order {} has used up its certificate sequence numbers",
-                order.order_id
-            ))
-        })?;
-        let issued_at_ms = now_ms();
-        let record = LeaseRecord {
-            lease_id: lease_id.clone(),
-            station_id: station.station_id.clone(),
-            order_id: order.order_id.clone(),
-            product_id: order.product_id,
-            count: granted,
-            used: 0,
-            state: LeaseState::Active,
-            issued_at_ms,
-            not_after_ms: issued_at_ms + grant.validity.as_millis() as i64,
-            first_sequence,
-            authority_public_key: grant.authority_public_key,
-            released: 0,
-            audit: ChainHead::default(),
-        };
-        let left = remaining - u64::from(granted);
-        let mut next = quota.record.clone();
-        next.remaining = left;
-        next.next_sequence = next_sequence;
-        let entry = Entry::new(
-            &Actor::station(&station.station_id),
-            "lease granted",
-            &lease_id,
-        )
-        .detail(format!(
-            "{granted} slots, not after {}, {left} left",
-            record.not_after_ms
-        ));
-        let txn = self
-            .quota
-            .audit()
-            .append(
-                Txn::new()
-                    .unchanged(&quota)
-                    .absent::<LeaseRecord>(&lease_id),
-                &ChainScope::order(&order.order_id),
-                &mut next.audit,
-                entry,
-            )
-            .await?;
-        let committed = self
-            .db
-            .commit(txn.replace(&quota, &next).put(&lease_id, &record))
-            .await?;
-        if !committed {
-            return Ok(Attempt::Conflict);
-        }
-        tracing::info!(
-            lease = %lease_id, order = %order.order_id, station = %station.station_id,
-            count = granted, not_after_ms = record.not_after_ms, "lease granted"
-        );
-        crate::metrics::granted(order.order_id.as_str(), granted);
-        crate::metrics::quota_remaining(order.order_id.as_str(), left);
-        let body = v1::LeaseBody {
-            lease_id: lease_id.to_string(),
-            station_id: station.station_id.to_string(),
-            order_id: order.order_id.to_string(),
-            product_id: order.product_id.0,
-            bootloader_digest: order.bootloader_digest.0.to_vec(),
-            bootloader_version: order.bootloader_version,
-            test_app_digest: order
-                .test_app_digest
-                .map(|d| d.0.to_vec())
-                .unwrap_or_default(),
-            count: granted,
-            issued_at_ms,
-            not_after_ms: record.not_after_ms,
-            vendor_public_key: grant.vendor_public_key.to_vec(),
-            os_release_digest: order
-                .os_release_digest
-                .map(|d| d.0.to_vec())
-                .unwrap_or_default(),
-            os_version: order.os_version,
-            authority_public_key: grant.authority_public_key.to_vec(),
-        };
-        Ok(Attempt::Done(sign_lease(&body, &self.signing_key)))
+    }
+
+    /// Keeps `lease` (just written, or read back by a refused guard) for [`Self::own_cached`].
+    pub fn remember(&self, lease: Stored<LeaseRecord>) {
+        self.cached.put(lease.record.lease_id.clone(), lease);
+    }
+
+    /// Forgets a cached lease (so the next use reads it).
+    pub fn forget(&self, id: &LeaseId) {
+        self.cached.remove(id);
     }
 
     /// A lease of `station`, named by the station.
@@ -428,15 +321,4 @@ impl Leases {
             .map(LeaseRecord::to_proto)
             .collect())
     }
-}
-
-/// What an acquire asks for, fixed across its attempts.
-struct Grant<'a> {
-    station: &'a StationRecord,
-    order: &'a OrderRecord,
-    vendor_public_key: [u8; 32],
-    authority_public_key: [u8; 32],
-    count: u32,
-    allow_partial: bool,
-    validity: Duration,
 }

@@ -12,6 +12,11 @@
 //!    status receipt of its OS install verify (or records a failed target); `ReturnLease`
 //!    ([`leases`]) gives the unused slots back.
 //!
+//! [`leases`] grants through `grants` (one transaction per grant, or per group of concurrent
+//! grants of one order; no store read in the steady state) and [`certificates`] issues the same
+//! way; both take the caller as a [`signed_call::SignedCall`], whose station and nonce are guards
+//! of that one transaction.
+//!
 //! [`stations`] holds enrolment and approval, [`nonces`] the replay cache, [`progress`] the
 //! operators' view of each order. Expiry of abandoned
 //! leases runs in `crate::housekeeping`, through [`leases::Leases::expire`].
@@ -29,6 +34,7 @@
 
 pub mod certificates;
 pub mod factory_packages;
+mod grants;
 pub mod leases;
 pub mod nonces;
 pub mod progress;
@@ -36,6 +42,7 @@ pub mod quota;
 pub mod registry;
 pub mod reports;
 pub mod service;
+pub mod signed_call;
 pub mod station_auth;
 pub mod stations;
 
@@ -114,6 +121,7 @@ impl Provisioning {
             quota.clone(),
             signing_key,
             config.clone(),
+            auth.clone(),
         );
         let registry = Registry::new(db.clone(), kek.clone());
         let certificates = Certificates::new(
@@ -122,6 +130,7 @@ impl Provisioning {
             catalogue_products,
             kek.clone(),
             audit.clone(),
+            auth.clone(),
         );
         let factory_packages = FactoryPackages::new(
             db.clone(),

@@ -11,6 +11,7 @@ use crate::ids::StationId;
 use crate::repository::{Db, JsonRecord, KeyPart, Txn};
 
 /// A request nonce, hex in keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Nonce(pub [u8; NONCE_LEN]);
 
 impl KeyPart for Nonce {

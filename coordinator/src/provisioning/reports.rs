@@ -26,7 +26,7 @@ use crate::data_stream::index::DeviceIdIndex;
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::Serial;
 use crate::keys::{device_key_aad, KekRing};
-use crate::repository::{Attempt, CasRetry, Db, Txn};
+use crate::repository::{Attempt, CasRetry, Db, Stored, Transacted, Txn};
 
 fn duplicate(existing: &DeviceRecord) -> E {
     E::AlreadyExists(format!(
@@ -212,16 +212,19 @@ impl Reports {
             // The receipt's challenge answers this one registration.
             txn = txn.unchanged(&os.install).delete(&os.install);
         }
-        let committed = self
+        let outcome = self
             .db
-            .commit(txn)
+            .transact(txn, &[])
             .instrument(
                 tracing::info_span!("registry_write", serial = %serial, lease = %lease.lease_id),
             )
             .await?;
-        if !committed {
+        let Transacted::Committed { revision } = outcome else {
             return Ok(Attempt::Conflict);
-        }
+        };
+        // The next certificate under this lease then starts from the record just written.
+        self.leases
+            .remember(Stored::written(stored_lease.key.clone(), audited, revision));
         tracing::info!(
             serial = %serial, product = %lease.product_id, lease = %lease.lease_id,
             order = %lease.order_id, station = %station.station_id, proven, "device registered"

@@ -12,6 +12,7 @@ use super::certificates::Certificates;
 use super::factory_packages::FactoryPackages;
 use super::leases::Leases;
 use super::reports::Reports;
+use super::signed_call::SignedCall;
 use super::station_auth::StationAuth;
 use super::stations::StationRecord;
 use crate::catalogue::Catalogue;
@@ -67,6 +68,33 @@ impl StationApi {
             let station = self.auth.authenticate(&request, signed_as).await?;
             tracing::Span::current().record("station", station.station_id.as_str());
             call(station, request.into_inner()).await
+        })
+        .await
+    }
+}
+
+impl StationApi {
+    /// Serves a signed call on the hot path: authenticated by
+    /// [`StationAuth::verify_signed`], its nonce and station guarded in the one transaction
+    /// `call` commits; refused before that, its nonce is consumed on the way out.
+    async fn signed_in_txn<Req: Message, T, Fut>(
+        &self,
+        method: &'static str,
+        signed_as: &'static str,
+        request: Request<Req>,
+        call: impl FnOnce(SignedCall, Req) -> Fut,
+    ) -> Result<Response<T>, Status>
+    where
+        Fut: Future<Output = Result<T>>,
+    {
+        rpc::handle(method, async move {
+            let signed = self.auth.verify_signed(&request, signed_as).await?;
+            tracing::Span::current().record("station", signed.record().station_id.as_str());
+            let nonce = signed.nonce.clone();
+            match call(signed, request.into_inner()).await {
+                Ok(answer) => Ok(answer),
+                Err(refusal) => Err(self.auth.refused(&nonce, refusal).await),
+            }
         })
         .await
     }
@@ -193,13 +221,13 @@ impl StationService for StationApi {
         &self,
         request: Request<v1::AcquireLeaseRequest>,
     ) -> Result<Response<v1::AcquireLeaseResponse>, Status> {
-        self.signed(
+        self.signed_in_txn(
             "AcquireLease",
             methods::ACQUIRE_LEASE,
             request,
-            |station, req| async move {
+            |call, req| async move {
                 Ok(v1::AcquireLeaseResponse {
-                    lease: Some(self.leases.acquire(&station, &req).await?),
+                    lease: Some(self.leases.acquire(call, &req).await?),
                 })
             },
         )
@@ -210,11 +238,11 @@ impl StationService for StationApi {
         &self,
         request: Request<v1::IssueDeviceCertificateRequest>,
     ) -> Result<Response<v1::IssueDeviceCertificateResponse>, Status> {
-        self.signed(
+        self.signed_in_txn(
             "IssueDeviceCertificate",
             methods::ISSUE_DEVICE_CERTIFICATE,
             request,
-            |station, req| async move { self.certificates.issue(&station, &req).await },
+            |call, req| async move { self.certificates.issue(call, &req).await },
         )
         .await
     }

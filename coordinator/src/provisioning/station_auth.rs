@@ -29,12 +29,18 @@ use flashgate_proto::v1;
 use prost::Message;
 use tonic::Request;
 
-use super::nonces;
+use std::sync::Arc;
+
+use super::nonces::{self, Nonce};
+use super::signed_call::{replayed, NonceClaim, SignedCall};
 use super::stations::{StationRecord, StationState, Stations};
 use crate::access::EnrolmentTokens;
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::StationId;
-use crate::repository::Db;
+use crate::repository::{Cache, Db, Stored};
+
+/// Station records this replica keeps for the hot path (each use guarded on its revision).
+const CACHED_STATIONS: usize = 4096;
 
 struct Claims {
     station_id: String,
@@ -74,6 +80,20 @@ fn claims<T>(request: &Request<T>) -> Result<Claims> {
     })
 }
 
+/// Refused unless `station` is approved.
+pub(super) fn require_approved(station: &StationRecord) -> Result<()> {
+    let id = &station.station_id;
+    match station.state {
+        StationState::Approved => Ok(()),
+        StationState::Pending => Err(E::PermissionDenied(format!(
+            "station {id} is not approved yet; an operator must run `flashgate station approve {id}`"
+        ))),
+        StationState::Revoked => Err(E::PermissionDenied(format!(
+            "station {id} has been revoked"
+        ))),
+    }
+}
+
 /// Checks signed station requests and enrols stations.
 #[derive(Clone)]
 pub struct StationAuth {
@@ -82,6 +102,7 @@ pub struct StationAuth {
     tokens: EnrolmentTokens,
     window: Duration,
     require_mtls: bool,
+    cached: Arc<Cache<StationId, Stored<StationRecord>>>,
 }
 
 /// The station key a connection proved in its TLS handshake, if it presented one.
@@ -107,6 +128,7 @@ impl StationAuth {
             tokens,
             window,
             require_mtls,
+            cached: Arc::new(Cache::new(CACHED_STATIONS)),
         }
     }
 
@@ -155,11 +177,40 @@ impl StationAuth {
 
     async fn consume_nonce(&self, station: &StationId, claims: &Claims) -> Result<()> {
         if !nonces::consume(&self.db, station, claims.nonce, claims.timestamp_ms).await? {
-            return Err(E::Unauthenticated(
-                "replayed request: this nonce was already used".into(),
-            ));
+            return Err(replayed());
         }
         Ok(())
+    }
+
+    /// The station's record, from the store.
+    async fn enrolled(&self, claims: &Claims) -> Result<(StationId, Stored<StationRecord>)> {
+        let not_enrolled = || {
+            E::Unauthenticated(format!(
+                "station {} has not enrolled; run the station's enrol step first",
+                claims.station_id
+            ))
+        };
+        let id = StationId::parse(&claims.station_id).map_err(|_| not_enrolled())?;
+        let stored = self.stations.get(&id).await?.ok_or_else(not_enrolled)?;
+        Ok((id, stored))
+    }
+
+    /// Checks connection and signature of `request` against the key of `stored`.
+    fn check_caller<T: Message>(
+        &self,
+        request: &Request<T>,
+        method: &str,
+        claims: &Claims,
+        stored: &Stored<StationRecord>,
+    ) -> Result<()> {
+        let key = VerifyingKey::from_bytes(&stored.record.ed25519_public_key).map_err(|_| {
+            E::CorruptRecord {
+                key: stored.key.clone(),
+                reason: "the ed25519 key is not a curve point".into(),
+            }
+        })?;
+        self.check_connection(request, &stored.record.ed25519_public_key)?;
+        self.check_signature(request, method, claims, &key)
     }
 
     /// Authenticates a signed station call; the station must exist and be approved.
@@ -169,32 +220,68 @@ impl StationAuth {
         method: &str,
     ) -> Result<StationRecord> {
         let claims = claims(request)?;
-        let not_enrolled = || {
-            E::Unauthenticated(format!(
-                "station {} has not enrolled; run the station's enrol step first",
-                claims.station_id
-            ))
-        };
-        let id = StationId::parse(&claims.station_id).map_err(|_| not_enrolled())?;
-        let stored = self.stations.get(&id).await?.ok_or_else(not_enrolled)?;
-        let key = VerifyingKey::from_bytes(&stored.record.ed25519_public_key).map_err(|_| {
-            E::CorruptRecord {
-                key: stored.key.clone(),
-                reason: "the ed25519 key is not a curve point".into(),
-            }
-        })?;
-        self.check_connection(request, &stored.record.ed25519_public_key)?;
-        self.check_signature(request, method, &claims, &key)?;
+        let (id, stored) = self.enrolled(&claims).await?;
+        self.check_caller(request, method, &claims, &stored)?;
         self.consume_nonce(&id, &claims).await?;
-        let station = stored.record;
-        match station.state {
-            StationState::Approved => Ok(station),
-            StationState::Pending => Err(E::PermissionDenied(format!(
-                "station {id} is not approved yet; an operator must run `flashgate station approve {id}`"
-            ))),
-            StationState::Revoked => Err(E::PermissionDenied(format!(
-                "station {id} has been revoked"
-            ))),
+        require_approved(&stored.record)?;
+        Ok(stored.record)
+    }
+
+    /// Authenticates a signed call of an approved station without consuming its nonce, and
+    /// without reading the station when this replica has its record: the call's one
+    /// transaction must carry [`SignedCall::guard`] (station unchanged, nonce unused and
+    /// consumed), and a call refused before that commits goes through [`Self::refused`].
+    ///
+    /// The key a station signs with is fixed by its id (the id is the key's fingerprint, and a
+    /// record is never re-keyed), so a cached record verifies the signature as well as a fresh
+    /// one; its state is what the guard re-checks. A cached record that would refuse the call
+    /// (pending, revoked) is read again first: a refusal is never decided from the cache.
+    pub async fn verify_signed<T: Message>(
+        &self,
+        request: &Request<T>,
+        method: &str,
+    ) -> Result<SignedCall> {
+        let claims = claims(request)?;
+        let cached = StationId::parse(&claims.station_id)
+            .ok()
+            .and_then(|id| self.cached.get(&id));
+        let stored = match cached {
+            Some(stored) if stored.record.state == StationState::Approved => stored,
+            _ => {
+                let (id, stored) = self.enrolled(&claims).await?;
+                self.cached.put(id, stored.clone());
+                stored
+            }
+        };
+        self.check_caller(request, method, &claims, &stored)?;
+        let call = SignedCall {
+            nonce: NonceClaim {
+                station: stored.record.station_id.clone(),
+                nonce: Nonce(claims.nonce),
+                timestamp_ms: claims.timestamp_ms,
+            },
+            station: stored,
+        };
+        if let Err(refusal) = require_approved(&call.station.record) {
+            return Err(self.refused(&call.nonce, refusal).await);
+        }
+        Ok(call)
+    }
+
+    /// Keeps the fresher station record a refused transaction read back.
+    pub fn remember(&self, call: &SignedCall) {
+        self.cached
+            .put(call.station.record.station_id.clone(), call.station.clone());
+    }
+
+    /// The answer to a call of [`Self::verify_signed`] refused before its transaction
+    /// committed: its nonce is consumed now (a separate write, off the hot path), so the
+    /// refused request cannot be replayed either; a nonce already used makes it a replay.
+    pub async fn refused(&self, nonce: &NonceClaim, refusal: E) -> E {
+        match nonces::consume(&self.db, &nonce.station, nonce.nonce.0, nonce.timestamp_ms).await {
+            Ok(true) => refusal,
+            Ok(false) => replayed(),
+            Err(error) => error,
         }
     }
 

@@ -13,6 +13,7 @@
 //! Each flow defines its own record kinds beside its code (`provisioning/leases.rs` has
 //! `LeaseRecord`, …); this module knows none of them.
 
+pub mod cache;
 pub mod hex;
 pub mod proto_enum;
 pub mod retry;
@@ -24,8 +25,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{CoordinatorError, Result};
-use crate::store::{Guard, KvStore, Write};
+use crate::store::{Guard, KvStore, Outcome, Write};
 
+pub use cache::Cache;
 pub use retry::{Attempt, CasRetry};
 
 /// Something that can be written into a key (after the record kind's prefix).
@@ -197,6 +199,68 @@ impl Db {
     /// Applies `txn` if all its guards hold: `Ok(false)` (nothing written) if one does not.
     pub async fn commit(&self, txn: Txn) -> Result<bool> {
         Ok(self.store.commit(txn.guards, txn.writes).await?)
+    }
+
+    /// Applies `txn` in one round trip that answers with the revision the written records now
+    /// have, or, if a guard did not hold, with the records of `read_on_refusal` as stored now
+    /// ([`Refusal::take`] decodes them): an optimistic caller that guarded cached records
+    /// learns the fresh ones without another read.
+    pub async fn transact(&self, txn: Txn, read_on_refusal: &[String]) -> Result<Transacted> {
+        match self
+            .store
+            .transact(txn.guards, txn.writes, read_on_refusal.to_vec())
+            .await?
+        {
+            Outcome::Committed { revision } => Ok(Transacted::Committed { revision }),
+            Outcome::Refused { current } => Ok(Transacted::Refused(Refusal {
+                current: read_on_refusal.iter().cloned().zip(current).collect(),
+            })),
+        }
+    }
+}
+
+/// What [`Db::transact`] came to.
+#[derive(Debug)]
+pub enum Transacted {
+    /// Applied: every record written now has this revision.
+    Committed {
+        /// The store revision of the transaction.
+        revision: i64,
+    },
+    /// A guard did not hold; nothing was written.
+    Refused(Refusal),
+}
+
+/// The records read back, in the same round trip, when a transaction was refused.
+#[derive(Debug)]
+pub struct Refusal {
+    current: Vec<(String, Option<crate::store::Versioned>)>,
+}
+
+impl Refusal {
+    /// The record stored now under `key` (one of the keys asked for on refusal; `None` if it
+    /// is absent or was not asked for); `CorruptRecord` if it does not decode.
+    pub fn take<R: Record>(&self, key: &str) -> Result<Option<Stored<R>>> {
+        match self.current.iter().find(|(k, _)| k == key) {
+            Some((key, Some(v))) => decode(key.clone(), &v.value, v.revision).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether a record is stored now under `key` (asked for on refusal).
+    pub fn present(&self, key: &str) -> bool {
+        self.current.iter().any(|(k, v)| k == key && v.is_some())
+    }
+}
+
+impl<R> Stored<R> {
+    /// `record` as just written under `key` by a transaction committed at `revision`.
+    pub fn written(key: String, record: R, revision: i64) -> Self {
+        Self {
+            record,
+            key,
+            revision,
+        }
     }
 }
 

@@ -60,6 +60,20 @@ impl CasRetry {
         Self { attempts, ..self }
     }
 
+    /// The pause after conflict number `attempt` (from 0): 200 µs plus a random part that
+    /// doubles each attempt up to 32 ms.
+    pub fn pause(attempt: u32) -> Duration {
+        pause(attempt)
+    }
+
+    /// The error after the last attempt lost.
+    pub fn contended(self) -> CoordinatorError {
+        CoordinatorError::Contended {
+            what: self.what,
+            attempts: self.attempts,
+        }
+    }
+
     /// Runs `attempt` until it is done, pausing with a random backoff after each conflict;
     /// [`CoordinatorError::Contended`] after the last one. An error from `attempt` ends it at once.
     pub async fn run<T, F, Fut>(self, mut attempt: F) -> Result<T>

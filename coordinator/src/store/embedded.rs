@@ -21,7 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{Election, Guard, KvStore, Leadership, StoreError, Versioned, Write};
+use super::{Election, Guard, KvStore, Leadership, Outcome, StoreError, Versioned, Write};
 
 const LOG_FILE: &str = "flashgate.log";
 const MAX_RECORD: u32 = 64 * 1024 * 1024;
@@ -214,7 +214,12 @@ impl EmbeddedStore {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn commit_blocking(&self, guards: Vec<Guard>, writes: Vec<Write>) -> Result<bool, StoreError> {
+    fn commit_blocking(
+        &self,
+        guards: Vec<Guard>,
+        writes: Vec<Write>,
+        read_on_refusal: Vec<String>,
+    ) -> Result<Outcome, StoreError> {
         let mut state = self.lock();
         if state.broken {
             return Err(StoreError::Corrupt(
@@ -228,7 +233,11 @@ impl EmbeddedStore {
                 Guard::Revision(key, rev) => state.map.get(key).map(|v| v.revision) == Some(*rev),
             };
             if !holds {
-                return Ok(false);
+                let current = read_on_refusal
+                    .iter()
+                    .map(|key| state.map.get(key).cloned())
+                    .collect();
+                return Ok(Outcome::Refused { current });
             }
         }
         let revision = state.revision + 1;
@@ -247,7 +256,7 @@ impl EmbeddedStore {
         state.log_len += record.len() as u64;
         state.revision = revision;
         apply(&mut state.map, revision, writes);
-        Ok(true)
+        Ok(Outcome::Committed { revision })
     }
 }
 
@@ -267,9 +276,14 @@ impl KvStore for EmbeddedStore {
             .collect())
     }
 
-    async fn commit(&self, guards: Vec<Guard>, writes: Vec<Write>) -> Result<bool, StoreError> {
+    async fn transact(
+        &self,
+        guards: Vec<Guard>,
+        writes: Vec<Write>,
+        read_on_refusal: Vec<String>,
+    ) -> Result<Outcome, StoreError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.commit_blocking(guards, writes))
+        tokio::task::spawn_blocking(move || this.commit_blocking(guards, writes, read_on_refusal))
             .await
             .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?
     }

@@ -1,13 +1,16 @@
-//! The production backend: etcd v3, one etcd transaction per [`KvStore::commit`]; leader
-//! election through etcd's election API (`super::etcd_election`).
+//! The production backend: etcd v3, one etcd transaction per [`KvStore::commit`] (concurrent
+//! commits on disjoint keys may share one: `super::etcd_batch`); leader election through etcd's
+//! election API (`super::etcd_election`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, GetOptions};
 
+use super::etcd_batch::Batcher;
 use super::etcd_election::EtcdElection;
-use super::{Election, Guard, KvStore, StoreError, Versioned, Write};
+use super::{Election, Guard, KvStore, Outcome, StoreError, Versioned, Write};
 
 /// Keys live under `namespace` (e.g. `/flashgate/`), so several deployments or test runs can
 /// share one etcd cluster.
@@ -16,6 +19,9 @@ pub struct EtcdStore {
     client: Client,
     namespace: String,
     endpoints: Vec<String>,
+    /// Every commit goes through it (`super::etcd_batch`: concurrent ones on disjoint keys
+    /// share one etcd transaction).
+    batcher: Arc<Batcher>,
 }
 
 impl EtcdStore {
@@ -26,6 +32,7 @@ impl EtcdStore {
             .with_timeout(std::time::Duration::from_secs(10));
         let client = Client::connect(endpoints, Some(options)).await?;
         Ok(Self {
+            batcher: Arc::new(Batcher::spawn(client.clone(), namespace.to_owned())),
             client,
             namespace: namespace.to_owned(),
             endpoints: endpoints.to_vec(),
@@ -70,26 +77,13 @@ impl KvStore for EtcdStore {
         Ok(out)
     }
 
-    async fn commit(&self, guards: Vec<Guard>, writes: Vec<Write>) -> Result<bool, StoreError> {
-        let compares: Vec<Compare> = guards
-            .into_iter()
-            .map(|guard| match guard {
-                Guard::Absent(key) => Compare::version(self.key(&key), CompareOp::Equal, 0),
-                Guard::Revision(key, revision) => {
-                    Compare::mod_revision(self.key(&key), CompareOp::Equal, revision)
-                }
-            })
-            .collect();
-        let ops: Vec<TxnOp> = writes
-            .into_iter()
-            .map(|write| match write {
-                Write::Put(key, value) => TxnOp::put(self.key(&key), value, None),
-                Write::Delete(key) => TxnOp::delete(self.key(&key), None),
-            })
-            .collect();
-        let mut kv = self.client.kv_client();
-        let response = kv.txn(Txn::new().when(compares).and_then(ops)).await?;
-        Ok(response.succeeded())
+    async fn transact(
+        &self,
+        guards: Vec<Guard>,
+        writes: Vec<Write>,
+        read_on_refusal: Vec<String>,
+    ) -> Result<Outcome, StoreError> {
+        self.batcher.transact(guards, writes, read_on_refusal).await
     }
 
     fn describe(&self) -> String {

@@ -14,6 +14,7 @@
 
 pub mod embedded;
 pub mod etcd;
+mod etcd_batch;
 mod etcd_election;
 
 use std::time::Duration;
@@ -47,6 +48,31 @@ pub enum Write {
     Delete(String),
 }
 
+/// What a transaction came to ([`KvStore::transact`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every guard held and every write was applied; each key written now has `revision`
+    /// (etcd's, or the embedded store's, revision of this transaction).
+    Committed {
+        /// The store revision of this transaction.
+        revision: i64,
+    },
+    /// A guard did not hold and nothing was written. `current` holds the keys the caller asked
+    /// to see on refusal, in the order asked, as the store holds them now (read in the same
+    /// round trip, at the revision that refused the guard).
+    Refused {
+        /// The keys asked for, as stored now (`None`: absent).
+        current: Vec<Option<Versioned>>,
+    },
+}
+
+impl Outcome {
+    /// Whether the writes were applied.
+    pub fn committed(&self) -> bool {
+        matches!(self, Self::Committed { .. })
+    }
+}
+
 /// Why the store failed (not: why a guard did not hold — that is `Ok(false)`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -77,7 +103,18 @@ pub trait KvStore: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError>;
     /// Applies `writes` atomically if every guard holds; `Ok(false)` (and nothing written) if
     /// one does not. Once `Ok(true)` is returned the writes survive a crash.
-    async fn commit(&self, guards: Vec<Guard>, writes: Vec<Write>) -> Result<bool, StoreError>;
+    async fn commit(&self, guards: Vec<Guard>, writes: Vec<Write>) -> Result<bool, StoreError> {
+        Ok(self.transact(guards, writes, Vec::new()).await?.committed())
+    }
+    /// [`Self::commit`] in one round trip that also answers with the new revision, or, when a
+    /// guard does not hold, with the current values of `read_on_refusal` (so an optimistic
+    /// caller that guarded a cached record learns the fresh one without another read).
+    async fn transact(
+        &self,
+        guards: Vec<Guard>,
+        writes: Vec<Write>,
+        read_on_refusal: Vec<String>,
+    ) -> Result<Outcome, StoreError>;
     /// A short description for logs ("etcd http://…", "embedded /var/lib/…").
     fn describe(&self) -> String;
     /// The election `name` among the processes sharing this store, entered as `candidate`.
