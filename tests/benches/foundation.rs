@@ -248,9 +248,11 @@ fn main() {
         "  loader RAM used: image {image} + data {data} + bss {bss} + stack high-water {stack} + params {params} + mailbox {mailbox} = {used} B ({:.1} KiB)",
         used as f64 / 1024.0
     );
+    let stack_area = u64::from(flashgate_protocol::layout::LOADER_STACK_TOP - stack_bottom);
     println!(
-        "  loader RAM laid out (image slot .. mailbox end): {span} B, goal <= {LOADER_FOOTPRINT} B: {}",
-        verdict(span <= u64::from(LOADER_FOOTPRINT) && used <= span)
+        "  loader RAM laid out (image slot .. mailbox end): {span} B, goal <= {LOADER_FOOTPRINT} B: {}; stack high-water {stack} of a {stack_area} B area: {}",
+        verdict(span <= u64::from(LOADER_FOOTPRINT) && used <= span),
+        verdict(u64::from(stack) < stack_area)
     );
     println!(
         "  bootloader flash: {} B ({:.1} KiB of a {} KiB slot)",
