@@ -20,15 +20,15 @@ use x25519_dalek::StaticSecret;
 const LOADER_DIGEST: [u8; 32] = [0x5A; 32];
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let handshake = StationHandshake::new(StaticSecret::from([0x21; 32]), [3; 16]);
+    let handshake = StationHandshake::new(StaticSecret::from([0x21; 32]), [3; 16], LOADER_DIGEST);
     let params = handshake.params().to_bytes();
     let mut hello = [0u8; 128];
     let (mut loader, n) =
-        LoaderSession::start(&params, device::SERIAL, LOADER_DIGEST, [7; 32], &mut hello)
+        LoaderSession::start(&params, device::SERIAL, [7; 32], &mut hello)
             .expect("the loader starts from a good parameter block");
     let hello = LoaderHello::read_bytes(&hello[..n]).expect("the loader's hello decodes");
     let mut station = handshake
-        .complete(&hello, &LOADER_DIGEST)
+        .complete(&hello)
         .expect("the station completes the handshake");
     let mut target = RamTarget {
         flash: RamFlash::erased(FLASH_SIZE as usize),

@@ -85,10 +85,23 @@ pub fn open(
     certificate: &DeviceCertificate,
     sealed: &[u8; SEALED_DEVICE_KEY_LEN],
 ) -> Result<Zeroizing<[u8; 32]>, ErrorCode> {
+    let loader_public = PublicKey::from(loader_secret).to_bytes();
+    open_with_public(loader_secret, &loader_public, serial, certificate, sealed)
+}
+
+/// [`open`] for a caller that kept the public half of `loader_secret` (the flash loader, from
+/// its hello): one X25519 instead of two. A `loader_public` that is not that half derives
+/// another box key, so the box does not open ([`ErrorCode::WrongDevice`]).
+pub fn open_with_public(
+    loader_secret: &StaticSecret,
+    loader_public: &[u8; 32],
+    serial: &Serial,
+    certificate: &DeviceCertificate,
+    sealed: &[u8; SEALED_DEVICE_KEY_LEN],
+) -> Result<Zeroizing<[u8; 32]>, ErrorCode> {
     let mut eph_public = [0u8; 32];
     eph_public.copy_from_slice(&sealed[..32]);
-    let loader_public = PublicKey::from(loader_secret).to_bytes();
-    let key = box_key(loader_secret, &eph_public, &eph_public, &loader_public)?;
+    let key = box_key(loader_secret, &eph_public, &eph_public, loader_public)?;
     let mut plain = Zeroizing::new([0u8; 32]);
     plain.copy_from_slice(&sealed[32..64]);
     ChaCha20Poly1305::new((&*key).into())
@@ -146,6 +159,21 @@ mod tests {
                 "byte {i}"
             );
         }
+    }
+
+    #[test]
+    fn opening_with_the_kept_public_key_is_opening_and_a_wrong_one_does_not_open() {
+        let cert = body().sign(&authority());
+        let public = PublicKey::from(&loader()).to_bytes();
+        let sealed = seal(&public, &[0x11; 16], &cert, &[0x22; 32], &mut OsRng).unwrap();
+        let opened = open_with_public(&loader(), &public, &[0x11; 16], &cert, &sealed).unwrap();
+        assert_eq!(*opened, [0x22; 32]);
+        let mut other = public;
+        other[0] ^= 1;
+        assert_eq!(
+            open_with_public(&loader(), &other, &[0x11; 16], &cert, &sealed).err(),
+            Some(ErrorCode::WrongDevice)
+        );
     }
 
     #[test]

@@ -72,16 +72,21 @@ pub const UPDATE_REQUEST_ADDR: u32 = 0x0100_3FF0;
 /// "FGUR".
 pub const UPDATE_REQUEST_MAGIC: u32 = 0x5255_4746;
 
-/// The RAM flash loader: written here by the station, header at its first byte.
+/// The RAM flash loader: written here by the station, header at its first byte. Everything
+/// the loader needs — image, `.data`/`.bss`, stack, parameter block, mailbox — lies in the
+/// [`LOADER_FOOTPRINT`] bytes from here, so it runs on an MCU with 64 KiB of RAM in all.
 pub const LOADER_BASE: u32 = 0x2000_0000;
-pub const LOADER_MAX: u32 = 0x0004_0000;
+pub const LOADER_MAX: u32 = 0x0000_A000;
 /// The loader's `.data`/`.bss` live here; its stack grows down from [`LOADER_STACK_TOP`].
-pub const LOADER_RAM: u32 = 0x2004_0000;
-pub const LOADER_STACK_TOP: u32 = 0x2006_0000;
+pub const LOADER_RAM: u32 = 0x2000_A000;
+pub const LOADER_STACK_TOP: u32 = 0x2000_DC00;
 /// Parameter block the station writes before starting the loader.
-pub const PARAMS_ADDR: u32 = 0x2006_0000;
+pub const PARAMS_ADDR: u32 = 0x2000_DC00;
 /// The RAM mailbox both sides exchange frames through while the target is halted.
-pub const MAILBOX_ADDR: u32 = 0x2006_1000;
+pub const MAILBOX_ADDR: u32 = 0x2000_DD00;
+/// RAM the loader may use in all, from [`LOADER_BASE`] (checked against the mailbox's end in
+/// `mailbox`).
+pub const LOADER_FOOTPRINT: u32 = 0x0001_0000;
 /// Where the loader copies a test application before calling it.
 pub const TEST_APP_ADDR: u32 = 0x2008_0000;
 pub const TEST_APP_MAX: u32 = 0x0004_0000;

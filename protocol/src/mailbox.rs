@@ -33,6 +33,13 @@ pub const IN_OFFSET: usize = HEADER_LEN + OUT_MAX;
 /// Total bytes the mailbox occupies.
 pub const TOTAL_LEN: usize = IN_OFFSET + IN_MAX;
 
+// The parameter block fits below the mailbox, and the mailbox ends inside the loader's RAM.
+const _: () = {
+    use crate::layout::{LOADER_BASE, LOADER_FOOTPRINT, MAILBOX_ADDR, PARAMS_ADDR};
+    assert!(PARAMS_ADDR as usize + crate::provisioning::PARAMS_LEN <= MAILBOX_ADDR as usize);
+    assert!(MAILBOX_ADDR as usize + TOTAL_LEN <= (LOADER_BASE + LOADER_FOOTPRINT) as usize);
+};
+
 /// Field offsets within the header.
 pub mod offset {
     /// Magic word.

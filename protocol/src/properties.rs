@@ -140,7 +140,7 @@ proptest! {
         receipt in (any::<[u8; 16]>(), any::<[u8; 32]>(), any::<[u8; 32]>(), any::<u32>()),
         loader in (any::<u32>(), any::<u32>(), any::<u32>()),
         hello in (any::<[u8; 32]>(), any::<[u8; 16]>(), any::<[u8; 32]>()),
-        params in (any::<[u8; 32]>(), any::<[u8; 16]>()),
+        params in (any::<[u8; 32]>(), any::<[u8; 16]>(), any::<[u8; 32]>()),
         certificate in certificate(),
     ) {
         round_trips(&AppHeader { entry }, &mut Vec::new());
@@ -167,7 +167,7 @@ proptest! {
         }, &mut Vec::new());
         round_trips(&LoaderImageHeader { entry: loader.0, host_yield: loader.1, image_end: loader.2 }, &mut Vec::new());
         round_trips(&LoaderHello { loader_public: hello.0, serial: hello.1, loader_digest: hello.2 }, &mut Vec::new());
-        round_trips(&ParamBlock { station_public: params.0, job_nonce: params.1 }, &mut Vec::new());
+        round_trips(&ParamBlock { station_public: params.0, job_nonce: params.1, loader_digest: params.2 }, &mut Vec::new());
     }
 
     #[test]

@@ -92,6 +92,7 @@ fn every_wire_type_round_trips() {
         ParamBlock {
             station_public: [4; 32],
             job_nonce: [5; 16],
+            loader_digest: [7; 32],
         },
         LoaderHello {
             loader_public: [6; 32],

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use flashgate_protocol::codec::Codec;
-use flashgate_protocol::layout::{MAILBOX_ADDR, PARAMS_ADDR};
+use flashgate_protocol::layout::{LOADER_BASE, MAILBOX_ADDR, PARAMS_ADDR};
 use flashgate_protocol::mailbox;
 use flashgate_protocol::provisioning::ParamBlock;
 use flashgate_protocol::sealed_frame;
@@ -45,6 +45,9 @@ pub enum LinkFault {
         /// Which frame.
         frame: usize,
     },
+    /// Flip one bit of the loader image as the station writes it into RAM (a flaky link, or a
+    /// write that did not land where the station thinks).
+    CorruptLoaderWrite,
 }
 
 /// Cuts a board's power (from the probe's thread).
@@ -134,6 +137,12 @@ impl Probe for FaultyProbe {
                 words[12..].copy_from_slice(&(len as u32).to_le_bytes());
                 return self.inner.write_memory(addr, &words);
             }
+        }
+        if addr == LOADER_BASE && self.fault == LinkFault::CorruptLoaderWrite {
+            let mut image = data.to_vec();
+            let last = image.len() - 1;
+            image[last / 2] ^= 0x10;
+            return self.inner.write_memory(addr, &image);
         }
         if addr == PARAMS_ADDR && self.fault == LinkFault::ImpostorStationKey {
             let mut params =

@@ -11,6 +11,7 @@
 pub mod authority;
 pub mod bay;
 pub mod chaos;
+pub mod crypto_bench;
 pub mod etcd_cluster;
 pub mod factory_os;
 pub mod fault_proxy;
@@ -18,6 +19,7 @@ pub mod faults;
 pub mod fsync_fault;
 pub mod malicious_station;
 pub mod replicas;
+pub mod stack_gauge;
 pub mod uart_tap;
 
 use std::path::PathBuf;

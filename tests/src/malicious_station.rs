@@ -50,8 +50,11 @@ fn run(
     how: Misbehaviour,
     timeout: Duration,
 ) -> Result<(), ProvisioningError> {
-    let handshake =
-        StationHandshake::new(StaticSecret::random_from_rng(rand::rngs::OsRng), [9; 16]);
+    let handshake = StationHandshake::new(
+        StaticSecret::random_from_rng(rand::rngs::OsRng),
+        [9; 16],
+        *plan.loader().digest(),
+    );
     let (mut mailbox, hello) = LoaderMailbox::boot(
         probe,
         plan.loader(),
@@ -59,7 +62,7 @@ fn run(
         timeout,
     )?;
     let mut session = handshake
-        .complete(&hello, plan.loader().digest())
+        .complete(&hello)
         .expect("the real loader's hello completes the handshake");
     let mut send = |session: &mut StationSession, request, msg: &StationMessage<'_>| {
         let frame = session.seal_to_vec(msg).expect("the message fits a frame");

@@ -21,6 +21,7 @@ use std::process::{Command, ExitCode};
 
 use flashgate_protocol::image::ImageKind;
 use flashgate_protocol::layout;
+use flashgate_protocol::mailbox;
 use flashgate_protocol::provisioning::LoaderImageHeader;
 use flashgate_protocol::trust_anchors;
 
@@ -34,6 +35,17 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("demo-app", "demo application"),
     ("crypto-bench", "field-life bench"),
     ("net-check", "network check"),
+];
+
+/// The loader and the crypto bench that measures its primitives (one feature set).
+const LOADER_BUILD: &[&str] = &["-p", "flashgate-loader", "-p", "flashgate-crypto-bench"];
+/// Every other program of the firmware workspace.
+const OTHERS_BUILD: &[&str] = &[
+    "--workspace",
+    "--exclude",
+    "flashgate-loader",
+    "--exclude",
+    "flashgate-crypto-bench",
 ];
 
 const USAGE: &str = "usage: cargo xtask firmware [--check]
@@ -315,11 +327,23 @@ fn firmware(check: bool) -> Result<()> {
     let toolchain = Toolchain::detect()?;
     println!("xtask: firmware toolchain: {}", toolchain.describe());
 
-    run(toolchain.cargo(&fw_dir, "build").arg("--release"))?;
-    if check {
+    // Two builds, because cargo unifies features over the packages of one build: the loader
+    // links the compact SHA-2 rounds (its size budget), and the crypto bench is built with it so
+    // that its primitive figures are the loader's; every other program keeps the fast rounds.
+    for selection in [LOADER_BUILD, OTHERS_BUILD] {
         run(toolchain
-            .cargo(&fw_dir, "clippy")
-            .args(["--release", "--", "-D", "warnings"]))?;
+            .cargo(&fw_dir, "build")
+            .arg("--release")
+            .args(selection))?;
+    }
+    if check {
+        for selection in [LOADER_BUILD, OTHERS_BUILD] {
+            run(toolchain
+                .cargo(&fw_dir, "clippy")
+                .arg("--release")
+                .args(selection)
+                .args(["--", "-D", "warnings"]))?;
+        }
     }
 
     let built = fw_dir.join("target").join(TARGET).join("release");
@@ -369,11 +393,15 @@ fn firmware(check: bool) -> Result<()> {
         }
     }
     if let Some((image, data, bss, stack)) = loader_footprint {
+        let span =
+            u64::from(layout::MAILBOX_ADDR - layout::LOADER_BASE) + mailbox::TOTAL_LEN as u64;
         println!(
-            "\nloader RAM footprint: image {image} + data {data} + bss {bss} + stack reserve \
-             {stack} = {} bytes ({:.1} KiB)",
-            image + data + bss + stack,
-            (image + data + bss + stack) as f64 / 1024.0
+            "\nloader image {image} B (goal <= {} B); RAM span image..mailbox end {span} B of \
+             {} (data {data} + bss {bss}, stack reserve {stack}, mailbox {}); \
+             stack high-water: `cargo bench -p flashgate-tests --bench foundation`",
+            layout::LOADER_MAX,
+            layout::LOADER_FOOTPRINT,
+            mailbox::TOTAL_LEN,
         );
     }
     println!("\nxtask: wrote .elf and .bin to {}", out_dir.display());

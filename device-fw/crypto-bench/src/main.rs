@@ -8,7 +8,9 @@
 //! measured by painting the stack below the caller before the call. The results go out as one
 //! UART frame (`MsgType::BenchReport`) of text lines `name ticks stack_bytes`, then the core idles.
 //!
-//! Inputs are fixed (a deterministic RNG), so every run prints the same numbers.
+//! Inputs are fixed (a deterministic RNG), so every run prints the same numbers. It is built
+//! with the RAM flash loader (one `cargo build`, one feature set: `cargo xtask firmware`), so
+//! its primitive figures (`loader_primitives`) are those of the loader's code.
 #![no_std]
 #![no_main]
 
@@ -264,6 +266,8 @@ extern "C" fn main() -> ! {
     });
     bench.note("p256_ecdsa_verify_ok", usize::from(ok));
 
+    loader_primitives(&mut bench);
+
     let mut frame = [0u8; 1536 + OVERHEAD];
     if let Ok(n) = encode_frame(
         &DeviceMessage::BenchReport(bench.report.as_bytes()),
@@ -275,6 +279,51 @@ extern "C" fn main() -> ! {
         core::hint::spin_loop();
     }
 }
+
+/// The primitives the RAM flash loader is built from, as this build links them: the
+/// references `cargo bench -p flashgate-tests --bench foundation` prints beside the loader's
+/// handshake and frame costs. Each streaming primitive is timed at two lengths, so the host
+/// gets its per-byte slope and fixed cost.
+#[inline(never)]
+fn loader_primitives(bench: &mut Bench) {
+    use chacha20poly1305::{AeadInPlace, ChaCha20Poly1305, KeyInit, Nonce};
+    use sha2::{Digest, Sha256};
+    use x25519_dalek::{PublicKey, StaticSecret};
+
+    static mut BUF: [u8; PRIMITIVE_LONG] = [0; PRIMITIVE_LONG];
+    #[allow(
+        unsafe_code,
+        reason = "the one use of a static buffer (kept off the stack)"
+    )]
+    // SAFETY: single-threaded, no interrupts; this is the only reference to BUF.
+    let buf = unsafe { &mut *core::ptr::addr_of_mut!(BUF) };
+    let aead = ChaCha20Poly1305::new(&[0x11; 32].into());
+    for (name, len) in [
+        ("aead_seal_short", PRIMITIVE_SHORT),
+        ("aead_seal_long", PRIMITIVE_LONG),
+    ] {
+        let _ = bench.measure(name, || {
+            aead.encrypt_in_place_detached(&Nonce::default(), b"FGSF-aad..", &mut buf[..len])
+        });
+    }
+    for (name, len) in [
+        ("sha256_short", PRIMITIVE_SHORT),
+        ("sha256_long", PRIMITIVE_LONG),
+    ] {
+        let _ = bench.measure(name, || Sha256::digest(&buf[..len]));
+    }
+    bench.note("primitive_short_bytes", PRIMITIVE_SHORT);
+    bench.note("primitive_long_bytes", PRIMITIVE_LONG);
+    let secret = StaticSecret::from([0x77; 32]);
+    let public = bench.measure("x25519_keygen", || PublicKey::from(&secret));
+    let _ = bench.measure("x25519_keygen_ladder", || {
+        x25519_dalek::x25519(secret.to_bytes(), x25519_dalek::X25519_BASEPOINT_BYTES)
+    });
+    let _ = bench.measure("x25519_dh", || secret.diffie_hellman(&public).to_bytes());
+}
+
+const PRIMITIVE_SHORT: usize = 64;
+const PRIMITIVE_LONG: usize = 4096;
 
 /// A record of this bench's chip (`SERIAL`) with a certificate of a fixed authority key, and
 /// the anchors an image would pin for it.

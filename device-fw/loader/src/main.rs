@@ -12,10 +12,11 @@
 //! ```
 //!
 //! Entry is the runtime's `Reset` (copy `.data`, zero `.bss`, call `main`). `main` then:
-//! SysTick on, 32 bytes of entropy, the unique ID, SHA-256 of `[LOADER_BASE, __image_end)` as
-//! the loader digest, `LoaderSession::start` → hello in the mailbox (state `Hello`, ticks
-//! spent in the header), and then forever: `host_yield` → `session.handle(in)` → reply
-//! (state `Reply`) or error (state `Error`).
+//! SysTick on, 32 bytes of entropy, the unique ID, `LoaderSession::start` (which takes the
+//! loader digest from the parameter block: the loader does not hash its own image, the station
+//! reads back what it wrote) → hello in the mailbox (state `Hello`, ticks spent in the header),
+//! and then forever: `host_yield` → `session.handle(in)` → reply (state `Reply`) or error
+//! (state `Error`).
 #![no_std]
 #![no_main]
 
@@ -31,7 +32,6 @@ use flashgate_protocol::mailbox::State;
 use flashgate_protocol::provisioning::target::LoaderSession;
 use flashgate_protocol::provisioning::{LOADER_IMAGE_MAGIC, LOADER_IMAGE_VERSION, PARAMS_LEN};
 use flashgate_protocol::ErrorCode;
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use mailbox::Mailbox;
@@ -98,18 +98,16 @@ extern "C" fn main() -> ! {
         park(&mut mailbox, ErrorCode::Entropy);
     }
     let serial = board.uid.unique_id();
-    let loader_digest: [u8; 32] = Sha256::digest(rt::image()).into();
     // SAFETY: the station wrote the parameter block at PARAMS_ADDR before starting us; it is
     // outside every Rust allocation and nothing writes it while we run.
     let params =
         unsafe { core::slice::from_raw_parts(PARAMS_ADDR as usize as *const u8, PARAMS_LEN) };
 
     let (out, _) = mailbox.buffers();
-    let (mut session, hello_len) =
-        match LoaderSession::start(params, serial, loader_digest, *secret, out) {
-            Ok(started) => started,
-            Err(code) => park(&mut mailbox, code),
-        };
+    let (mut session, hello_len) = match LoaderSession::start(params, serial, *secret, out) {
+        Ok(started) => started,
+        Err(code) => park(&mut mailbox, code),
+    };
     drop(secret);
     mailbox.set_handshake_ticks(ticks.ticks_since(started));
     mailbox.publish(State::Hello, hello_len);

@@ -62,10 +62,10 @@ impl Codec<'_> for LoaderImageHeader {
 
 /// Magic of the parameter block ("FGPB").
 pub const PARAMS_MAGIC: u32 = 0x4250_4746;
-/// Parameter block format version.
-pub const PARAMS_VERSION: u32 = 1;
+/// Parameter block format version (2: carries the loader digest).
+pub const PARAMS_VERSION: u32 = 2;
 /// Encoded size of [`ParamBlock`].
-pub const PARAMS_LEN: usize = 8 + 32 + JOB_NONCE_LEN;
+pub const PARAMS_LEN: usize = 8 + 32 + JOB_NONCE_LEN + 32;
 
 /// Written by the station at `PARAMS_ADDR` before it starts the loader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +74,10 @@ pub struct ParamBlock {
     pub station_public: [u8; 32],
     /// Fresh per job.
     pub job_nonce: [u8; JOB_NONCE_LEN],
+    /// SHA-256 of the loader image the station wrote (and read back): the loader binds it into
+    /// the transcript and echoes it in its hello instead of hashing its own image. What it
+    /// proves, and what not: `docs/protocol.md` §4.
+    pub loader_digest: [u8; 32],
 }
 
 impl ParamBlock {
@@ -88,7 +92,8 @@ impl Codec<'_> for ParamBlock {
         w.u32(PARAMS_MAGIC)?;
         w.u32(PARAMS_VERSION)?;
         w.put(&self.station_public)?;
-        w.put(&self.job_nonce)
+        w.put(&self.job_nonce)?;
+        w.put(&self.loader_digest)
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, ErrorCode> {
@@ -99,6 +104,7 @@ impl Codec<'_> for ParamBlock {
         Ok(Self {
             station_public: r.array()?,
             job_nonce: r.array()?,
+            loader_digest: r.array()?,
         })
     }
 }
@@ -115,7 +121,7 @@ pub struct LoaderHello {
     pub loader_public: [u8; 32],
     /// The board's unique ID.
     pub serial: Serial,
-    /// SHA-256 of the loader image as the loader measured it.
+    /// The loader digest of the parameter block, echoed (the loader does not measure itself).
     pub loader_digest: [u8; 32],
 }
 

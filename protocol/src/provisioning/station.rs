@@ -18,11 +18,17 @@ pub struct StationHandshake {
 }
 
 impl StationHandshake {
-    /// A handshake with the station's X25519 secret and a fresh job nonce.
-    pub fn new(secret: StaticSecret, job_nonce: [u8; JOB_NONCE_LEN]) -> Self {
+    /// A handshake with the station's X25519 secret, a fresh job nonce and the SHA-256 of the
+    /// loader image the station writes.
+    pub fn new(
+        secret: StaticSecret,
+        job_nonce: [u8; JOB_NONCE_LEN],
+        loader_digest: [u8; 32],
+    ) -> Self {
         let params = ParamBlock {
             station_public: PublicKey::from(&secret).to_bytes(),
             job_nonce,
+            loader_digest,
         };
         Self { secret, params }
     }
@@ -32,13 +38,11 @@ impl StationHandshake {
         self.params
     }
 
-    /// Consumes the loader hello. `loader_digest` is SHA-256 of the loader image the station
-    /// wrote; a loader that measured something else is refused.
-    pub fn complete(
-        self,
-        hello: &LoaderHello,
-        loader_digest: &[u8; 32],
-    ) -> Result<StationSession, ErrorCode> {
+    /// Consumes the loader hello. A hello that does not echo the parameter block's loader
+    /// digest (a loader that read another block, or none) is refused with
+    /// [`ErrorCode::LoaderMismatch`].
+    pub fn complete(self, hello: &LoaderHello) -> Result<StationSession, ErrorCode> {
+        let loader_digest = &self.params.loader_digest;
         if !bool::from(hello.loader_digest.ct_eq(loader_digest)) {
             return Err(ErrorCode::LoaderMismatch);
         }

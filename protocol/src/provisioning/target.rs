@@ -103,6 +103,8 @@ pub struct LoaderSession {
     /// This run's X25519 secret, kept until it opened the device key (then dropped: the
     /// type wipes itself).
     ephemeral: Option<StaticSecret>,
+    /// Its public key (from the hello), so opening the device key costs no second keygen.
+    loader_public: [u8; 32],
     serial: Serial,
     recv_seq: u32,
     send_seq: u32,
@@ -111,11 +113,12 @@ pub struct LoaderSession {
 
 impl LoaderSession {
     /// Starts a session from the station's parameter block and writes the loader hello into
-    /// `hello_out`. `ephemeral_secret` must be fresh entropy for every run.
+    /// `hello_out`. `ephemeral_secret` must be fresh entropy for every run. The loader's
+    /// identity in the transcript is the digest the station states in the block: the loader
+    /// does not hash itself (a loader can report any digest; see `docs/protocol.md` §4).
     pub fn start(
         params: &[u8],
         serial: Serial,
-        loader_digest: [u8; 32],
         ephemeral_secret: [u8; 32],
         hello_out: &mut [u8],
     ) -> Result<(Self, usize), ErrorCode> {
@@ -129,19 +132,20 @@ impl LoaderSession {
             loader_public,
             serial,
             job_nonce: params.job_nonce,
-            loader_digest,
+            loader_digest: params.loader_digest,
         };
         let keys = SessionKeys::derive(&secret, &params.station_public, &transcript)?;
         let hello = LoaderHello {
             loader_public,
             serial,
-            loader_digest,
+            loader_digest: params.loader_digest,
         };
         let n = hello.encode_into(hello_out)?;
         Ok((
             Self {
                 keys,
                 ephemeral: Some(secret),
+                loader_public,
                 serial,
                 recv_seq: 0,
                 send_seq: 0,
@@ -334,8 +338,13 @@ impl LoaderSession {
         certificate: DeviceCertificate,
     ) -> Result<Secrets, ErrorCode> {
         let ephemeral = self.ephemeral.take().ok_or(ErrorCode::UnexpectedMessage)?;
-        let device_key =
-            device_key_transport::open(&ephemeral, &self.serial, &certificate, sealed_device_key)?;
+        let device_key = device_key_transport::open_with_public(
+            &ephemeral,
+            &self.loader_public,
+            &self.serial,
+            &certificate,
+            sealed_device_key,
+        )?;
         drop(ephemeral);
         if config.serial != self.serial {
             return Err(ErrorCode::WrongSerial);

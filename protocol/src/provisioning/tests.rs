@@ -89,20 +89,18 @@ impl Rig {
     /// `impostor`: the station that actually talks holds this key instead of the one named in
     /// the parameter block.
     fn with_station_keys(station_key: StaticSecret, impostor: Option<StaticSecret>) -> Self {
-        let hs = StationHandshake::new(station_key, [3; 16]);
+        let hs = StationHandshake::new(station_key, [3; 16], LOADER_DIGEST);
         let params = hs.params().to_bytes();
         let mut hello = [0u8; 128];
-        let (loader, n) =
-            LoaderSession::start(&params, SERIAL, LOADER_DIGEST, LOADER_SECRET, &mut hello)
-                .unwrap();
+        let (loader, n) = LoaderSession::start(&params, SERIAL, LOADER_SECRET, &mut hello).unwrap();
         let hello = LoaderHello::read_bytes(&hello[..n]).unwrap();
         let hs = match impostor {
-            Some(k) => StationHandshake::new(k, [3; 16]),
+            Some(k) => StationHandshake::new(k, [3; 16], LOADER_DIGEST),
             None => hs,
         };
         Self {
             loader,
-            station: hs.complete(&hello, &LOADER_DIGEST).unwrap(),
+            station: hs.complete(&hello).unwrap(),
             flash: RamTarget {
                 flash: RamFlash::erased(FLASH_SIZE as usize),
                 test_app: Vec::new(),
@@ -390,22 +388,44 @@ fn messages_out_of_step_are_refused() {
     );
 }
 
+/// The loader binds the digest the parameter block states; a hello that echoes another one
+/// (the loader read another station's block, or a stale one) is refused before any key is used.
 #[test]
 fn loader_digest_mismatch_is_refused_by_station() {
-    let hs = StationHandshake::new(StaticSecret::random_from_rng(OsRng), [3; 16]);
+    let other = StationHandshake::new(StaticSecret::random_from_rng(OsRng), [3; 16], [1; 32]);
+    let hs = StationHandshake::new(StaticSecret::random_from_rng(OsRng), [3; 16], [2; 32]);
     let mut hello = [0u8; 128];
-    let (_, n) = LoaderSession::start(
-        &hs.params().to_bytes(),
-        SERIAL,
-        [1; 32],
-        [7; 32],
-        &mut hello,
-    )
-    .unwrap();
+    let (_, n) =
+        LoaderSession::start(&other.params().to_bytes(), SERIAL, [7; 32], &mut hello).unwrap();
     let hello = LoaderHello::read_bytes(&hello[..n]).unwrap();
+    assert_eq!(hello.loader_digest, [1; 32]);
+    assert_eq!(hs.complete(&hello).err(), Some(ErrorCode::LoaderMismatch));
+}
+
+/// Editing the hello to echo the station's digest does not help: the loader's keys are bound
+/// to the digest it read, so the first frame fails key confirmation.
+#[test]
+fn a_hello_edited_to_echo_the_digest_gets_no_session() {
+    let hs = StationHandshake::new(StaticSecret::random_from_rng(OsRng), [3; 16], [2; 32]);
+    let mut params = hs.params();
+    params.loader_digest = [1; 32];
+    let mut hello = [0u8; 128];
+    let (mut loader, n) =
+        LoaderSession::start(&params.to_bytes(), SERIAL, [7; 32], &mut hello).unwrap();
+    let mut hello = LoaderHello::read_bytes(&hello[..n]).unwrap();
+    hello.loader_digest = [2; 32];
+    let mut station = hs.complete(&hello).unwrap();
+    let confirm = station.key_confirm();
+    let mut frame = station.seal_to_vec(&confirm).unwrap();
+    let mut target = RamTarget {
+        flash: RamFlash::erased(FLASH_SIZE as usize),
+        test_app: Vec::new(),
+        test_outcome: (0, b"PASS\n"),
+    };
+    let mut out = [0u8; 512];
     assert_eq!(
-        hs.complete(&hello, &[2; 32]).err(),
-        Some(ErrorCode::LoaderMismatch)
+        loader.handle(&mut frame, &mut target, &mut out),
+        Err(ErrorCode::KeyConfirmationFailed)
     );
 }
 

@@ -44,7 +44,8 @@ impl LoaderImage {
         &self.header
     }
 
-    /// SHA-256 of the binary: must equal what the loader measures of itself.
+    /// SHA-256 of the binary: the parameter block states it, the loader binds it into the
+    /// session keys and echoes it in its hello.
     pub fn digest(&self) -> &[u8; 32] {
         &self.digest
     }

@@ -7,7 +7,7 @@ use flashgate_protocol::boot::verify_installed_bootloader;
 use flashgate_protocol::image::SIGNED_HEADER_LEN;
 use flashgate_protocol::ErrorCode;
 use flashgate_station::fixture::TargetFixture;
-use flashgate_station::provisioning::{OrderPlan, ProvisioningError, Step};
+use flashgate_station::provisioning::{OrderPlan, ProvisioningError, Step, TargetFault};
 use flashgate_tests::bay::TestBay;
 use flashgate_tests::faults::{image_frame, LinkFault};
 use flashgate_tests::malicious_station::{provision_misbehaving, Misbehaviour};
@@ -134,4 +134,32 @@ fn truncated_image_is_refused() {
 #[test]
 fn bad_vendor_signature_is_refused() {
     assert_target_refused(refused(Attack::BadSignature), ErrorCode::BadSignature);
+}
+
+/// The loader no longer hashes itself: the station reads back what it wrote, so a loader
+/// image corrupted on the way into RAM is refused before it runs (no hello, nothing written
+/// to flash, no certificate asked for).
+#[test]
+fn a_loader_corrupted_on_its_way_into_ram_never_runs() {
+    let fw = Firmware::load();
+    let vendor = Vendor::new(PRODUCT_ID);
+    let mut bay = TestBay::new("e2e").with_fault(0, LinkFault::CorruptLoaderWrite);
+    let failed = provision(&mut bay, vendor.plan(&fw, 1), vendor.issuer())
+        .expect_err("the station must refuse the loader it did not write");
+    assert_eq!(failed.step, Step::Handshake);
+    assert!(failed.serial.is_none(), "refused before the loader's hello");
+    assert!(
+        matches!(
+            failed.error,
+            ProvisioningError::Target(TargetFault::Unverified {
+                code: ErrorCode::LoaderMismatch,
+                ..
+            })
+        ),
+        "expected LoaderMismatch, got: {}",
+        failed.error
+    );
+    bay.detach();
+    let flash = &mut persisted_flash(&bay.board_files(0));
+    assert!(verify_installed_bootloader(flash).is_err());
 }

@@ -42,6 +42,7 @@ impl<'p, P: Probe + ?Sized> LoaderMailbox<'p, P> {
         let link = Instant::now();
         probe.halt()?;
         probe.write_memory(LOADER_BASE, loader.bytes())?;
+        verify_written(probe, loader)?;
         probe.write_memory(PARAMS_ADDR, params)?;
         // A stale mailbox from an earlier run must not be mistaken for this loader's hello.
         probe.write_memory(MAILBOX_ADDR, &[0u8; mailbox::HEADER_LEN])?;
@@ -113,6 +114,11 @@ impl<'p, P: Probe + ?Sized> LoaderMailbox<'p, P> {
         self.timings.station += spent;
     }
 
+    /// Counts the loader's work since `before` as one bootloader `ImageData` frame of `bytes`.
+    pub fn count_image_frame(&mut self, before: &PhaseTimings, bytes: usize) {
+        self.timings.count_image_frame(before, bytes);
+    }
+
     /// Time spent so far.
     pub fn timings(&self) -> PhaseTimings {
         self.timings
@@ -158,6 +164,25 @@ impl<'p, P: Probe + ?Sized> LoaderMailbox<'p, P> {
         self.timings.link += link.elapsed();
         Ok((header, out))
     }
+}
+
+/// Reads the loader back: the parameter block states its digest, and the loader does not
+/// measure itself, so a write that did not land (a flaky link, a probe that dropped a packet)
+/// is caught here, before the loader runs ([`ErrorCode::LoaderMismatch`]).
+fn verify_written<P: Probe + ?Sized>(
+    probe: &mut P,
+    loader: &LoaderImage,
+) -> Result<(), ProvisioningError> {
+    let mut back = vec![0u8; loader.bytes().len()];
+    probe.read_memory(LOADER_BASE, &mut back)?;
+    if back != loader.bytes() {
+        return Err(TargetFault::Unverified {
+            what: "loader image read back",
+            code: ErrorCode::LoaderMismatch,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 fn refusal(request: &'static str, header: &mailbox::Header) -> ProvisioningError {

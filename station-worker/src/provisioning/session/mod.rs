@@ -194,14 +194,17 @@ impl<'p, P: Probe + ?Sized> FlashLoaderSession<'p, P, Started> {
         let t = Instant::now();
         let mut nonce = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let handshake =
-            StationHandshake::new(StaticSecret::random_from_rng(rand::rngs::OsRng), nonce);
+        let handshake = StationHandshake::new(
+            StaticSecret::random_from_rng(rand::rngs::OsRng),
+            nonce,
+            *loader.digest(),
+        );
         let spent = t.elapsed();
         let (mut mailbox, hello) =
             LoaderMailbox::boot(probe, loader, &handshake.params().to_bytes(), step_timeout)?;
         let t = Instant::now();
         let keys = handshake
-            .complete(&hello, loader.digest())
+            .complete(&hello)
             .map_err(|code| TargetFault::Unverified {
                 what: "loader hello",
                 code,
@@ -446,7 +449,11 @@ impl<'p, P: Probe + ?Sized, S> FlashLoaderSession<'p, P, S> {
                     StationMessage::TestAppData { offset, data },
                 ),
             };
+            let before = self.mailbox.timings();
             self.request(request, &msg, ack)?;
+            if matches!(upload, Upload::Bootloader) {
+                self.mailbox.count_image_frame(&before, data.len());
+            }
         }
         Ok(signed)
     }
