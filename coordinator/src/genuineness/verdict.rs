@@ -127,6 +127,10 @@ mod tests {
     }
 
     fn certificate(uid: [u8; 16], key: &[u8; 32]) -> Vec<u8> {
+        certificate_by(&authority(), uid, key)
+    }
+
+    fn certificate_by(authority: &SigningKey, uid: [u8; 16], key: &[u8; 32]) -> Vec<u8> {
         CertificateBody {
             product_id: 7,
             unique_id: uid,
@@ -135,7 +139,7 @@ mod tests {
             sequence: 1,
             issued_at_ms: 1,
         }
-        .sign(&authority())
+        .sign(authority)
         .to_bytes()
         .to_vec()
     }
@@ -240,16 +244,7 @@ mod tests {
         assert!(why[0].contains("0x0411"), "{why:?}");
 
         let (info, response) = hello(&KEY, UID, running());
-        let foreign = CertificateBody {
-            product_id: 7,
-            unique_id: UID,
-            key_commitment: key_commitment(&KEY),
-            order_ref: [0; 16],
-            sequence: 1,
-            issued_at_ms: 1,
-        }
-        .sign(&SigningKey::from_bytes(&[0x66; 32]))
-        .to_bytes();
+        let foreign = certificate_by(&SigningKey::from_bytes(&[0x66; 32]), UID, &KEY);
         let why = reasons(judge_with(&info, &response, &foreign));
         assert!(why[0].contains("not ours"), "{why:?}");
         let why = reasons(judge_with(&info, &response, &certificate([0x77; 16], &KEY)));
