@@ -26,6 +26,8 @@ APT_PACKAGES=(
   # the console's browser tests (tests/tests/e2e/console.rs): headless Chromium over WebDriver
   chromium
   chromium-driver
+  # docs/getting-started.md reads the CLI's JSON with jq (its test runs the page)
+  jq
 )
 DEBIAN_RUST_PACKAGES=(rustc-web rust-web-src cargo-web rust-web-clippy)
 TARGET=thumbv7em-none-eabi

@@ -114,6 +114,13 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// List the USB debug probes attached (probe-rs), with the selector a `[[probes]]` entry
+    /// takes; exit 1 when one cannot be opened by this user.
+    Probes {
+        /// One JSON object per probe.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 struct Resolved {
@@ -231,6 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Probes { json } => list_probes(json),
         Command::Identity { common } => {
             let r = resolve(&common)?;
             let identity = StationIdentity::load_or_create(&r.state_dir, &r.kek)?;
@@ -376,4 +384,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// `probes`: what probe-rs sees on USB, like `probe-rs list`.
+#[cfg(feature = "probe-rs")]
+fn list_probes(json: bool) -> anyhow::Result<ExitCode> {
+    let listed = flashgate_station::probe::list_probes();
+    for probe in &listed {
+        if json {
+            let line = serde_json::json!({
+                "identifier": probe.identifier,
+                "usb": probe.selector().to_string(),
+                "accessible": probe.accessible,
+            });
+            println!("{line}");
+        } else {
+            println!("{probe}");
+        }
+    }
+    if listed.is_empty() && !json {
+        eprintln!("no USB debug probes found (check the cable and `lsusb`)");
+    }
+    Ok(if listed.iter().all(|p| p.accessible) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `probes` in a build without USB probe support: says how to get it.
+#[cfg(not(feature = "probe-rs"))]
+fn list_probes(_json: bool) -> anyhow::Result<ExitCode> {
+    anyhow::bail!(
+        "this flashgate-station was built without USB probe support: rebuild it with \
+         `cargo build --release -p flashgate-station --features probe-rs` \
+         (GDB-server probes are configured in station.toml, see docs/probes.md)"
+    )
 }

@@ -42,6 +42,7 @@ fn every_subcommand_has_help() {
         vec!["enrol", "--help"],
         vec!["identity", "--help"],
         vec!["doctor", "--help"],
+        vec!["probes", "--help"],
         vec!["help", "run"],
     ] {
         let out = station(&args, None);
@@ -201,4 +202,36 @@ fn a_config_file_that_is_not_toml_is_refused_with_its_line() {
 fn a_config_file_with_an_unknown_field_or_a_wrong_type_is_refused() {
     refused_config("coordinatr = \"http://127.0.0.1:9\"\n", "unknown field");
     refused_config("[[probes]]\nname = 7\n", "invalid type");
+}
+
+#[cfg(not(feature = "probe-rs"))]
+#[test]
+fn probes_in_a_build_without_probe_rs_says_how_to_get_it() {
+    let out = station(&["probes"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("--features probe-rs"), "{err}");
+}
+
+/// With the backend, on a machine with no probe attached (CI): an empty listing, not an error;
+/// each line a probe otherwise.
+#[cfg(feature = "probe-rs")]
+#[test]
+fn probes_lists_what_probe_rs_sees() {
+    let out = station(&["probes", "--json"], None);
+    for line in text(&out.stdout).lines() {
+        let probe: serde_json::Value =
+            serde_json::from_str(line).expect("one JSON object per line");
+        assert!(
+            probe["usb"].as_str().is_some_and(|s| s.contains(':')),
+            "{line}"
+        );
+    }
+    let listed = text(&out.stdout).lines().count();
+    let plain = station(&["probes"], None);
+    assert_eq!(out.status.success(), plain.status.success());
+    if listed == 0 {
+        assert!(out.status.success());
+        assert!(text(&plain.stderr).contains("no USB debug probes found"));
+    }
 }

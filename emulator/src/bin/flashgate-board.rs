@@ -24,7 +24,7 @@ enum Cmd {
         #[arg(long)]
         uid: Option<String>,
     },
-    /// Power the board on (halted), print its addresses, and power it off cleanly on Ctrl-C.
+    /// Power the board on (halted), print its addresses, and power it off cleanly on Ctrl-C or SIGTERM.
     Start {
         /// The board directory.
         dir: PathBuf,
@@ -106,7 +106,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             if run {
                 board.resume()?;
             }
-            println!("running; Ctrl-C powers the board off (flash saved)");
+            println!("running; Ctrl-C or SIGTERM powers the board off (flash saved)");
             rx.recv()?;
             board.power_off()?;
             println!(

@@ -102,7 +102,12 @@ pub enum IssueError {
     /// within its step timeout.
     #[error("coordinator unavailable: {0}")]
     Unavailable(String),
-    /// The coordinator refused (lease used up, ended or expired; chip certified elsewhere).
+    /// The coordinator counts every chip of the lease certified (slots spent by installs this
+    /// station did not journal, e.g. cut short by a crash): the lease is closed and a new one
+    /// acquired; nothing was written to the chip, which is tried again under the new lease.
+    #[error("the coordinator counts the lease used up: {0}")]
+    LeaseSpent(String),
+    /// The coordinator refused (lease ended or expired; chip certified elsewhere).
     #[error("coordinator refused the certificate: {0}")]
     Refused(String),
 }

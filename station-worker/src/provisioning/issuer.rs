@@ -38,6 +38,9 @@ impl super::CertificateIssuer for CoordinatorIssuer {
             Err(status) if transient(&status) => {
                 Err(IssueError::Unavailable(status.message().to_owned()))
             }
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                Err(IssueError::LeaseSpent(status.message().to_owned()))
+            }
             Err(status) => Err(IssueError::Refused(format!(
                 "{:?}: {}",
                 status.code(),

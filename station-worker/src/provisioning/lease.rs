@@ -71,6 +71,8 @@ pub struct SlotLedger {
     count: u32,
     used: u32,
     out: u32,
+    /// The coordinator counts the rest spent: no slot is handed out any more.
+    spent_elsewhere: bool,
 }
 
 impl SlotLedger {
@@ -80,12 +82,21 @@ impl SlotLedger {
             count,
             used: used.min(count),
             out: 0,
+            spent_elsewhere: false,
         }
     }
 
     /// Slots neither used nor handed out.
     pub fn free(&self) -> u32 {
+        if self.spent_elsewhere {
+            return 0;
+        }
         self.count - self.used - self.out
+    }
+
+    /// True when the coordinator counts the lease's remaining slots spent.
+    pub fn spent_at_coordinator(&self) -> bool {
+        self.spent_elsewhere
     }
 
     /// Installs made under the lease.
@@ -187,6 +198,13 @@ impl Lease {
         now_ms > self.body.not_after_ms
     }
 
+    /// The coordinator counts every slot of the lease spent (certificates issued for installs
+    /// the journal never saw): no more slots are handed out; the lease closes once the slots
+    /// out come back.
+    pub fn spent_at_coordinator(&mut self) {
+        self.ledger.spent_elsewhere = true;
+    }
+
     /// Hands out a slot, unless none is free or the lease has expired.
     pub fn take_slot(&mut self, now_ms: i64) -> Option<Slot> {
         if self.expired(now_ms) || !self.ledger.take() {
@@ -233,5 +251,24 @@ mod tests {
         ledger.settle(true);
         assert_eq!((ledger.used(), ledger.out(), ledger.free()), (2, 0, 1));
         assert_eq!(SlotLedger::new(2, 5).free(), 0, "a journal over the count");
+    }
+
+    #[test]
+    fn a_ledger_the_coordinator_counts_spent_hands_out_nothing_more() {
+        let mut ledger = SlotLedger::new(4, 0);
+        assert!(ledger.take() && ledger.take());
+        ledger.spent_elsewhere = true;
+        assert!(
+            !ledger.take(),
+            "2 slots left by the journal, none by the coordinator"
+        );
+        ledger.settle(false);
+        ledger.settle(false);
+        assert_eq!(
+            (ledger.out(), ledger.free()),
+            (0, 0),
+            "closes once the slots out are back"
+        );
+        assert!(ledger.spent_at_coordinator());
     }
 }

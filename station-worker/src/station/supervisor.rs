@@ -297,7 +297,13 @@ impl Supervisor {
                 }
                 return;
             }
-            let reason = if expired { "expired" } else { "used up" };
+            let reason = if expired {
+                "expired"
+            } else if ledger.spent_at_coordinator() {
+                "used up at the coordinator"
+            } else {
+                "used up"
+            };
             let lease_id = lease.id().to_owned();
             if !self.append(&JournalRecord::LeaseClosed {
                 lease_id,
@@ -519,6 +525,16 @@ impl Supervisor {
                     os_version: done.os.as_ref().map(|o| o.version),
                 });
             }
+            Err(failed) if lease_spent(&failed) => {
+                // Not the chip's or the probe's failure: the coordinator's count of this lease
+                // is ahead of the journal (certificates issued for installs a crash cut short).
+                // Nothing was written to the chip; it is tried again under a new lease.
+                self.settle(slot, false);
+                if let Some(lease) = self.lease.as_mut() {
+                    lease.spent_at_coordinator();
+                }
+                tracing::info!(lease = %lease_id, "the coordinator counts the lease used up; acquiring a new one");
+            }
             Err(failed) => {
                 // A chip certified in this attempt took its slot at the coordinator; a refused
                 // certificate means the coordinator counts no slot left for it here (the lease
@@ -677,4 +693,13 @@ impl Actor for Supervisor {
         ctx.run_interval(Duration::from_millis(500), |act, ctx| act.pump(ctx));
         self.pump(ctx);
     }
+}
+
+/// True when the target stopped because the coordinator counts the lease's chips all certified.
+fn lease_spent(failed: &crate::provisioning::Failed) -> bool {
+    use crate::provisioning::{IssueError, ProvisioningError, StationFault};
+    matches!(
+        failed.error,
+        ProvisioningError::Station(StationFault::NoCertificate(IssueError::LeaseSpent(_)))
+    )
 }

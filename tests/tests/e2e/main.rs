@@ -14,6 +14,7 @@ mod chaos;
 mod console;
 mod data_stream;
 mod factory_os;
+mod getting_started;
 mod network_capture;
 mod provisioning;
 mod provisioning_refusals;

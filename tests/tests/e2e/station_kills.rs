@@ -77,10 +77,6 @@ fn drain(station: &mut StationProcess, events: &mut Vec<serde_json::Value>) {
 }
 
 #[test]
-#[ignore = "known station bug since per-chip certificates: a kill after a certificate was issued \
-            spends that slot, and once a lease's chips are all certified the station keeps \
-            retrying targets on it (ResourceExhausted) instead of closing it and acquiring a new \
-            lease; run with --run-ignored only once that is fixed"]
 fn station_sigkilled_at_thirty_two_points_of_an_install_loses_nothing_and_counts_nothing_twice() {
     let seed = seed("station_sigkilled_at_thirty_two_points");
     let mut rng = StdRng::seed_from_u64(seed);
@@ -178,8 +174,22 @@ fn station_sigkilled_at_thirty_two_points_of_an_install_loses_nothing_and_counts
         unreported.is_empty(),
         "journaled but never reported: {unreported:?}"
     );
+    // A slot is consumed when a chip is certified; registration follows the journal.
+    let certified: BTreeMap<[u8; 16], String> = factory
+        .certified()
+        .iter()
+        .map(|d| (d.serial.as_slice().try_into().unwrap(), d.lease_id.clone()))
+        .collect();
+    for (serial, lease) in &registered {
+        assert_eq!(
+            certified.get(serial),
+            Some(lease),
+            "registered serial {} has no certificate under its lease",
+            hex::encode(serial)
+        );
+    }
     let status = factory.order_status();
-    assert_eq!(status.consumed, registered.len() as u64);
+    assert_eq!(status.consumed, certified.len() as u64);
     assert_eq!(
         status.consumed + status.remaining + status.reserved,
         ORDER,
@@ -219,10 +229,7 @@ fn station_sigkilled_at_thirty_two_points_of_an_install_loses_nothing_and_counts
             .sum::<u64>()
     );
     for lease in &leases {
-        let devices = registered
-            .values()
-            .filter(|l| **l == lease.lease_id)
-            .count();
+        let devices = certified.values().filter(|l| **l == lease.lease_id).count();
         assert_eq!(
             devices, lease.used as usize,
             "lease {} used",
@@ -256,7 +263,14 @@ fn station_sigkilled_at_thirty_two_points_of_an_install_loses_nothing_and_counts
                 hex::encode(serial),
                 dir.display()
             ),
-            (false, true, Some(_)) => committed_unjournaled.push(dir.clone()),
+            (false, true, Some(_)) => {
+                assert!(
+                    certified.contains_key(&serial),
+                    "{} committed without a certificate",
+                    dir.display()
+                );
+                committed_unjournaled.push(dir.clone());
+            }
             (false, false, _) => blank_or_partial += 1,
             (false, true, None) => panic!("{} is locked without a valid bootloader", dir.display()),
         }
@@ -283,14 +297,15 @@ fn station_sigkilled_at_thirty_two_points_of_an_install_loses_nothing_and_counts
     }
     eprintln!(
         "station kills (seed {seed}): {} runs killed at {} distinct points; {} boards: {} registered \
-         (= journaled), {} committed but cut before the journal (not registered, not counted), \
-         {} blank or partial; {} leases ({} granted but cut off before the journal); order \
-         {ORDER}: consumed {}, remaining {}; {:.1?}",
+         (= journaled), {} committed but cut before the journal (certified, not registered), \
+         {} certified in all, {} blank or partial; {} leases ({} granted but cut off before the \
+         journal); order {ORDER}: consumed {}, remaining {}; {:.1?}",
         KILLS,
         points.len(),
         boards.len(),
         registered.len(),
         committed_unjournaled.len(),
+        certified.len(),
         blank_or_partial,
         leases.len(),
         lost_grants,
