@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use flashgate_proto::v1;
 use flashgate_protocol::hello::{self, CHALLENGE_LEN};
-use flashgate_protocol::uart::host::{HostLink, LinkError, Port, RelayLimits, Relayed};
+use flashgate_protocol::uart::host::{HelloReply, HostLink, LinkError, Port, RelayLimits, Relayed};
 use flashgate_protocol::uart::{MsgType, Request};
 use flashgate_protocol::update::receipt::{self, StatusReceipt};
 use flashgate_protocol::ErrorCode;
@@ -116,15 +116,21 @@ impl Uart {
         Ok(got.payload().to_vec())
     }
 
+    /// `hello` with `challenge` (the coordinator's, for `device verify`): the claimed identity
+    /// and the raw answer for the coordinator.
+    pub fn hello(
+        &mut self,
+        challenge: [u8; CHALLENGE_LEN],
+        timeout: Duration,
+    ) -> anyhow::Result<HelloReply> {
+        self.link.hello(challenge, timeout).map_err(stopped)
+    }
+
     /// `hello` with a random challenge; the claimed identity (the coordinator checks keys).
     pub fn identify(&mut self, timeout: Duration) -> anyhow::Result<hello::HelloInfo> {
         let mut challenge = [0u8; CHALLENGE_LEN];
         getrandom(&mut challenge);
-        Ok(self
-            .link
-            .hello(challenge, timeout)
-            .map_err(stopped)?
-            .claimed)
+        Ok(self.hello(challenge, timeout)?.claimed)
     }
 
     /// Asks for a status receipt answering `challenge`.

@@ -117,7 +117,7 @@ async fn show(
     let newer = |reported: u32, registered: u32| if reported == 0 { registered } else { reported };
     let bootloader = newer(update.bootloader_version, device.bootloader_version);
     let os = newer(update.os_version, device.os_version);
-    let fields = [
+    let mut fields = vec![
         ("serial", hex::encode(&device.serial)),
         ("product", device.product_id.to_string()),
         ("order", device.order_id.clone()),
@@ -134,6 +134,12 @@ async fn show(
         ("last seen", cell::time(update.last_seen_ms)),
         ("rollback floor", cell::version(update.rollback_floor)),
     ];
+    if device.clone_evidence.is_empty() {
+        fields.push(("clone evidence", "none".to_owned()));
+    }
+    for evidence in &device.clone_evidence {
+        fields.push(("clone evidence", evidence.clone()));
+    }
     out.details(
         &Details {
             device,
@@ -187,7 +193,7 @@ impl ToJson for v1::Device {
             "installed_at_ms": self.installed_at_ms, "registered_at_ms": self.registered_at_ms,
             "bootloader_version": self.bootloader_version, "os_version": self.os_version,
             "test_result": test_outcome(&self.test_result),
-            "outcome": install_outcome(self.outcome),
+            "outcome": install_outcome(self.outcome), "clone_evidence": self.clone_evidence,
             "test_log": self.test_result.as_ref().map(|t| t.log.clone()).unwrap_or_default()})
     }
 }

@@ -21,11 +21,17 @@ pub enum Exit {
     Exists = 6,
     /// Refused as invalid or not possible now (bad input, quota exhausted, failed precondition).
     Refused = 7,
+    /// `device verify`: no device with the serial the board claims is registered.
+    Unregistered = 8,
+    /// `device verify`: the board claims a registered identity that another device holds (its
+    /// proof, its chip or its boot checks say so).
+    CloneSuspected = 9,
 }
 
 /// The exit codes, as `--help` prints them.
 pub const SUMMARY: &str = "Exit codes: 0 ok, 2 usage, 3 unreachable/unavailable, 4 not found, \
-                           5 unauthenticated/denied, 6 already exists, 7 invalid or refused, 1 other";
+                           5 unauthenticated/denied, 6 already exists, 7 invalid or refused, \
+                           8 device unregistered, 9 clone suspected (device verify), 1 other";
 
 /// A failed command: what to tell the operator and the exit code.
 #[derive(Debug)]

@@ -6,7 +6,7 @@
 //!
 //! One file per command group, named after it: `product.rs`, `release.rs`, `order.rs`
 //! (`order create`), `orders.rs` (`orders status`), `station.rs`, `devices.rs`, `leases.rs`,
-//! `update.rs` (`update publish|status`), `rollout.rs` (`update rollout|pause|resume`), `device.rs` (`device update`, the field tool),
+//! `update.rs` (`update publish|status`), `rollout.rs` (`update rollout|pause|resume`), `device.rs` (`device update|verify`, the field tool),
 //! `data.rs`, `config.rs` (contexts), `image.rs` (`image keygen|sign|verify|inspect`, files
 //! only), `completion.rs`. Each holds its arguments, its handler and
 //! how its results look (`output::ToJson`, `output::TableRow`). Shared by all of them: the global
@@ -16,7 +16,8 @@
 //!
 //! Exit codes: 0 success; 2 bad command line; 3 coordinator unreachable or unavailable (retry);
 //! 4 not found; 5 not authenticated or not allowed; 6 already exists; 7 refused as invalid or
-//! not possible now (bad input, quota exhausted, failed precondition); 1 anything else.
+//! not possible now (bad input, quota exhausted, failed precondition); `device verify` only:
+//! 8 the board is unregistered, 9 a clone is suspected; 1 anything else.
 
 mod audit;
 mod completion;

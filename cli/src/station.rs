@@ -36,8 +36,9 @@ pub enum StationCmd {
         /// What it is for (kept in the audit log), e.g. the station's name.
         #[arg(long, default_value = "")]
         note: String,
-        /// Vendor public key (64 hex) the station must pin. Repeatable.
-        #[arg(long = "vendor-key")]
+        /// Vendor public key (64 hex) the station must pin: required (a station without a pin
+        /// refuses to run). Repeatable.
+        #[arg(long = "vendor-key", required = true)]
         vendor_keys: Vec<String>,
         /// The endpoint the station uses, if not the one this CLI reaches.
         #[arg(long)]

@@ -12,6 +12,7 @@ use crate::catalogue::Catalogue;
 use crate::config::CoordinatorConfig;
 use crate::data_stream::DataIngest;
 use crate::error::Result;
+use crate::genuineness::Genuineness;
 use crate::housekeeping::Housekeeping;
 use crate::keys::KekRing;
 use crate::provisioning::Provisioning;
@@ -32,6 +33,7 @@ pub struct Coordinator {
     catalogue: Catalogue,
     provisioning: Provisioning,
     updates: Updates,
+    genuineness: Genuineness,
 }
 
 impl Coordinator {
@@ -67,6 +69,12 @@ impl Coordinator {
             kek.clone(),
             audit.clone(),
         );
+        let genuineness = Genuineness::new(
+            db.clone(),
+            kek.clone(),
+            catalogue.products.authority().clone(),
+            audit.clone(),
+        );
         Self {
             db,
             kek,
@@ -77,6 +85,7 @@ impl Coordinator {
             catalogue,
             provisioning,
             updates,
+            genuineness,
         }
     }
 
@@ -88,6 +97,11 @@ impl Coordinator {
     /// Stations, leases, quotas, the device registry.
     pub fn provisioning(&self) -> &Provisioning {
         &self.provisioning
+    }
+
+    /// Field verification of devices (genuine, unregistered, clone suspected).
+    pub fn genuineness(&self) -> &Genuineness {
+        &self.genuineness
     }
 
     /// Update campaigns and their delivery.

@@ -102,6 +102,11 @@ text_id!(
     CampaignId,
     "an update campaign id"
 );
+text_id!(
+    /// A field verification's challenge (`ver-…`).
+    VerificationId,
+    "a verification id"
+);
 
 /// Random ids: a prefix and 24 hex characters.
 pub(crate) fn random_text_id(prefix: &str) -> String {
@@ -129,6 +134,13 @@ impl CampaignId {
     /// A fresh random campaign id (`upd-` and 24 hex characters).
     pub fn random() -> Self {
         Self(random_text_id("upd-"))
+    }
+}
+
+impl VerificationId {
+    /// A fresh random verification id (`ver-` and 24 hex characters).
+    pub fn random() -> Self {
+        Self(random_text_id("ver-"))
     }
 }
 

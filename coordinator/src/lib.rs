@@ -9,6 +9,7 @@
 //! | provisioning | [`provisioning`] | stations and their signed requests, leases, the quota per order, the device registry, `StationService` |
 //! | update | [`update`] | campaigns (an OS release encrypted once), per-device packages and receipts, `UpdateService` |
 //! | data | [`data_stream`] | sealed telemetry records (gRPC and UDP), replay windows, `DataService` |
+//! | field verification | [`genuineness`] | one-shot hello challenges, the verdict genuine / unregistered / clone suspected, clone evidence |
 //! | housekeeping | [`housekeeping`] | lease expiry, the replay-cache sweep, leader election |
 //!
 //! Under the flows: [`repository`] (typed records over the store: key prefixes, typed
@@ -29,6 +30,7 @@ pub mod console;
 pub mod coordinator;
 pub mod data_stream;
 pub mod error;
+pub mod genuineness;
 pub mod housekeeping;
 pub mod ids;
 pub mod keys;

@@ -223,4 +223,26 @@ impl OperatorService for OperatorApi {
         })
         .await
     }
+
+    async fn start_device_verification(
+        &self,
+        request: Request<v1::StartDeviceVerificationRequest>,
+    ) -> Result<Response<v1::DeviceVerificationChallenge>, Status> {
+        self.call(
+            "StartDeviceVerification",
+            request,
+            |c, by, _req| async move { c.genuineness().start(&by).await },
+        )
+        .await
+    }
+
+    async fn verify_device(
+        &self,
+        request: Request<v1::VerifyDeviceRequest>,
+    ) -> Result<Response<v1::DeviceVerdict>, Status> {
+        self.call("VerifyDevice", request, |c, by, req| async move {
+            c.genuineness().verify(&by, req).await
+        })
+        .await
+    }
 }

@@ -283,6 +283,29 @@ async fn every_role_is_refused_outside_its_role_and_nothing_changes() {
             "needs the orders role",
         );
     }
+    for role in [Role::Viewer, Role::Orders, Role::Release] {
+        refused(
+            op.start_device_verification(operator_request(
+                &as_role(role),
+                v1::StartDeviceVerificationRequest {},
+            ))
+            .await,
+            Code::PermissionDenied,
+            "needs the field role",
+        );
+        refused(
+            op.verify_device(operator_request(
+                &as_role(role),
+                v1::VerifyDeviceRequest {
+                    verification_id: "ver-0".into(),
+                    hello_response: vec![0; 84],
+                },
+            ))
+            .await,
+            Code::PermissionDenied,
+            "needs the field role",
+        );
+    }
     for role in [Role::Viewer, Role::Orders, Role::Field] {
         refused(
             op.upload_release(operator_request(

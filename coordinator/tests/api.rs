@@ -491,6 +491,23 @@ async fn happy_path_and_refusals(mut f: Fixture) {
         Code::Unauthenticated,
         "clock",
     );
+    // Timestamps whose difference with the clock does not fit an i64: refused as off the
+    // clock, checked before the signature, without overflowing (a panic would drop the call).
+    for (far, nonce) in [
+        (1u64 << 63, [10; 16]),
+        (u64::MAX, [11; 16]),
+        (i64::MAX as u64, [12; 16]),
+    ] {
+        let request = f
+            .station
+            .signer
+            .sign_with(methods::LIST_ASSIGNED_ORDERS, msg, far, nonce);
+        assert_refused(
+            f.station.client.list_assigned_orders(request).await,
+            Code::Unauthenticated,
+            "clock",
+        );
+    }
     // Unsigned.
     assert_refused(
         f.station.client.list_assigned_orders(msg).await,

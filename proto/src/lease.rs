@@ -2,7 +2,7 @@
 //! [`LeaseBody`] and `signature` is the coordinator's ed25519 signature over
 //! [`LEASE_SIGNATURE_CONTEXT`] `|| body`.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use prost::Message;
 
 use crate::v1::{LeaseBody, SignedLease};
@@ -61,8 +61,9 @@ pub fn verify_signed_lease(
         .as_slice()
         .try_into()
         .map_err(|_| LeaseError::MalformedSignature)?;
+    // Strict: no weak (small-order) key, no small-order R, no non-canonical encoding.
     coordinator
-        .verify(
+        .verify_strict(
             &signed_bytes(&lease.body),
             &Signature::from_bytes(&signature),
         )
@@ -125,6 +126,26 @@ mod tests {
         assert_eq!(
             verify_signed_lease(&short, &key.verifying_key()),
             Err(LeaseError::MalformedSignature)
+        );
+    }
+
+    /// A small-order "coordinator key" (the identity point) and the signature (R = identity,
+    /// s = 0) satisfy the plain ed25519 equation for every message: lax `verify` accepts such a
+    /// lease, `verify_strict` refuses weak keys and small-order R.
+    #[test]
+    fn a_lease_only_lax_verification_accepts_is_refused() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = VerifyingKey::from_bytes(&identity).expect("the identity point decodes");
+        let mut signature = identity.to_vec();
+        signature.extend_from_slice(&[0; 32]);
+        let forged = SignedLease {
+            body: body().encode_to_vec(),
+            signature,
+        };
+        assert_eq!(
+            verify_signed_lease(&forged, &weak),
+            Err(LeaseError::BadSignature)
         );
     }
 

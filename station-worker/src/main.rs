@@ -263,6 +263,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         })?);
                     let bundle = EnrolmentBundle::parse(&text)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    if bundle.vendor_public_keys.is_empty() && r.config.vendor_public_key.is_none()
+                    {
+                        eprintln!(
+                            "note: the bundle {} pins no vendor key: `run` refuses until one is pinned \
+                             (ask for a bundle made with `flashgate station bundle --vendor-key HEX`, \
+                             or set vendor_public_key in the configuration)",
+                            path.display()
+                        );
+                    }
                     if bundle.ca_pem.is_empty() && !insecure_plaintext {
                         anyhow::bail!(
                             "the bundle {} names no CA (a plain-text coordinator): refused without --insecure-plaintext; {}",

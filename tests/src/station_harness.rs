@@ -271,7 +271,9 @@ impl Factory {
         let station_id = identity.station_id();
         let proxy = FlakyProxy::start(coordinator.addr);
         let (order, os) = rt.block_on(async {
-            let bundle = coordinator.enrolment_bundle("e2e station").await.unwrap();
+            let mut bundle = coordinator.enrolment_bundle("e2e station").await.unwrap();
+            // The station pins the vendor key (mandatory), from its bundle as in production.
+            bundle.vendor_public_keys = vec![hex::encode(vendor.public())];
             let enrolled = flashgate_station::enrolment::enrol_with_bundle(
                 &identity,
                 state_dir.path(),

@@ -38,6 +38,7 @@ const DOCUMENTED: &[&str] = &[
     "update pause",
     "update resume",
     "device update",
+    "device verify",
     "config set-context",
     "config use-context",
     "config get-contexts",
@@ -132,7 +133,7 @@ fn every_subcommand_has_help_and_none_panics_without_arguments() {
 fn help_lists_the_exit_codes() {
     let home = tempfile::tempdir().unwrap();
     let help = stdout(&run(home.path(), &["--help".to_string()]));
-    assert!(help.contains("Exit codes: 0 ok, 2 usage, 3 unreachable/unavailable, 4 not found, 5 unauthenticated/denied, 6 already exists, 7 invalid or refused, 1 other"), "{help}");
+    assert!(help.contains("Exit codes: 0 ok, 2 usage, 3 unreachable/unavailable, 4 not found, 5 unauthenticated/denied, 6 already exists, 7 invalid or refused, 8 device unregistered, 9 clone suspected (device verify), 1 other"), "{help}");
     let version = run(home.path(), &["--version".to_string()]);
     assert_eq!(code(&version), 0);
     assert!(stdout(&version).starts_with("flashgate "));

@@ -99,6 +99,8 @@ pub fn needed(method: &str) -> Option<Role> {
         }
         // The field tool: a device's package and its receipt.
         "GetUpdatePackage" | "ReportUpdate" => Field,
+        // The field tool: genuine, unregistered or clone suspected (writes clone evidence).
+        "StartDeviceVerification" | "VerifyDevice" => Field,
         // Reads.
         "ListProducts" | "ListReleases" | "GetOrderStatus" | "ListOrders" | "ListStations"
         | "GetDevice" | "ListDevices" | "ListLeases" | "GetCoordinatorInfo" | "GetUpdateStatus"
@@ -121,6 +123,8 @@ mod tests {
         assert!(!Role::Viewer.permits(Role::Field));
         assert!(!Role::Release.permits(Role::Admin));
         assert_eq!(needed("CreateOrder"), Some(Role::Orders));
+        assert_eq!(needed("VerifyDevice"), Some(Role::Field));
+        assert!(!Role::Viewer.permits(needed("StartDeviceVerification").unwrap()));
         assert_eq!(needed("NoSuchMethod"), None);
         for role in Role::ALL {
             assert_eq!(Role::from_proto(role.to_proto() as i32), Some(role));

@@ -429,6 +429,17 @@ pub async fn device(
                     esc(&test.log)
                 );
             }
+            if !d.clone_evidence.is_empty() {
+                let items: String = d
+                    .clone_evidence
+                    .iter()
+                    .map(|e| format!("<li>{}</li>", esc(e)))
+                    .collect();
+                let _ = write!(
+                    body,
+                    r#"<h2>Clone evidence</h2><ul class="refused" role="alert">{items}</ul>"#
+                );
+            }
         }
     }
     body.push_str("<h2>Updates</h2>");

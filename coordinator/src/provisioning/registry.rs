@@ -91,10 +91,22 @@ impl JsonRecord for DeviceRecord {
     type Key = (ProductId, Serial);
 }
 
+/// Clone evidence kept per device: the newest entries (a copy verified in a loop must not grow
+/// the record without bound).
+pub const MAX_CLONE_EVIDENCE: usize = 16;
+
 impl DeviceRecord {
     /// The record's store key: product and serial.
     pub fn key(&self) -> (ProductId, Serial) {
         (self.product_id, self.serial)
+    }
+
+    /// Records why two devices seem to be behind this identity (the oldest entries go past
+    /// [`MAX_CLONE_EVIDENCE`]).
+    pub fn add_clone_evidence(&mut self, evidence: String) {
+        self.clone_evidence.push(evidence);
+        let excess = self.clone_evidence.len().saturating_sub(MAX_CLONE_EVIDENCE);
+        self.clone_evidence.drain(..excess);
     }
 
     /// The device as the API shows it (without its key).

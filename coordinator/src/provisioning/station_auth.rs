@@ -155,7 +155,9 @@ impl StationAuth {
     ) -> Result<()> {
         let now = now_ms();
         let window = self.window.as_millis() as i64;
-        if (claims.timestamp_ms as i64 - now).abs() > window {
+        // In i128: any u64 timestamp minus any i64 clock fits, so a caller's far-off value is
+        // refused like any other skew instead of overflowing before it is authenticated.
+        if (i128::from(claims.timestamp_ms) - i128::from(now)).abs() > i128::from(window) {
             return Err(E::Unauthenticated(format!(
                 "request timestamp {} is more than {} ms from the coordinator's clock {}; fix the station's clock",
                 claims.timestamp_ms, window, now

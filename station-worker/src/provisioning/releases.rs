@@ -31,6 +31,12 @@ pub enum ReleaseError {
         /// The lease.
         lease_id: String,
     },
+    /// The station pins no vendor key (the pin is mandatory: `crate::station::NoVendorPin`).
+    #[error("lease {lease_id}: this station pins no vendor key (--vendor-key, or an enrolment bundle that carries it): refusing to install")]
+    NoVendorPin {
+        /// The lease.
+        lease_id: String,
+    },
     /// The lease's vendor key is not 32 bytes.
     #[error("lease {lease_id} carries a vendor key of {len} bytes, not 32")]
     BadVendorKey {
@@ -236,8 +242,13 @@ fn verify(image: &[u8], vendor_public: &[u8; 32], what: &'static str) -> Result<
 }
 
 /// The vendor key the lease's releases must verify under: the one the coordinator signed into
-/// the lease, which must be one of the station's pins when it has any.
+/// the lease, which must be one of the station's pins (a station pins at least one).
 pub fn lease_vendor_key(body: &LeaseBody, pinned: &[[u8; 32]]) -> Result<[u8; 32], ReleaseError> {
+    if pinned.is_empty() {
+        return Err(ReleaseError::NoVendorPin {
+            lease_id: body.lease_id.clone(),
+        });
+    }
     if body.vendor_public_key.is_empty() {
         // A journaled lease from a coordinator that did not sign the key in yet.
         return match pinned {
@@ -255,7 +266,7 @@ pub fn lease_vendor_key(body: &LeaseBody, pinned: &[[u8; 32]]) -> Result<[u8; 32
                 lease_id: body.lease_id.clone(),
                 len: body.vendor_public_key.len(),
             })?;
-    if !pinned.is_empty() && !pinned.contains(&from_lease) {
+    if !pinned.contains(&from_lease) {
         return Err(ReleaseError::VendorKeyPin {
             lease_id: body.lease_id.clone(),
             named: hex::encode(from_lease),
@@ -284,8 +295,12 @@ mod tests {
     #[test]
     fn the_vendor_key_comes_from_the_lease_and_a_pin_must_match() {
         let key = [7u8; 32];
-        assert_eq!(lease_vendor_key(&lease_with(&key), &[]).unwrap(), key);
         assert_eq!(lease_vendor_key(&lease_with(&key), &[key]).unwrap(), key);
+        // No pin: refused whatever the lease names (the pin is mandatory).
+        assert!(matches!(
+            lease_vendor_key(&lease_with(&key), &[]),
+            Err(ReleaseError::NoVendorPin { .. })
+        ));
         assert_eq!(
             lease_vendor_key(&lease_with(&key), &[[8u8; 32], key]).unwrap(),
             key
@@ -295,12 +310,12 @@ mod tests {
             Err(ReleaseError::VendorKeyPin { .. })
         ));
         assert!(matches!(
-            lease_vendor_key(&lease_with(&[7u8; 31]), &[]),
+            lease_vendor_key(&lease_with(&[7u8; 31]), &[key]),
             Err(ReleaseError::BadVendorKey { len: 31, .. })
         ));
-        // An older lease without the key: only the pin can stand in.
+        // An older lease without the key: only the pin can stand in (one pin, not several).
         assert!(matches!(
-            lease_vendor_key(&lease_with(&[]), &[]),
+            lease_vendor_key(&lease_with(&[]), &[key, [8u8; 32]]),
             Err(ReleaseError::NoVendorKey { .. })
         ));
         assert_eq!(lease_vendor_key(&lease_with(&[]), &[key]).unwrap(), key);

@@ -178,6 +178,18 @@ pub fn run_station(options: StationOptions) -> anyhow::Result<Summary> {
     actix::System::new().block_on(run(options))
 }
 
+/// A station must pin the vendor key its releases verify under: without a pin it would install
+/// whatever vendor key a lease names, so whoever writes the coordinator's store would choose
+/// what the factory's boards trust.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this station pins no vendor key, so it would install whatever vendor key a lease names: \
+     enrol it from a bundle that carries the vendor key (`flashgate station bundle --vendor-key HEX …`, \
+     then `flashgate-station enrol --bundle FILE`), or give `--vendor-key HEX` \
+     (`vendor_public_key` in the config)"
+)]
+pub struct NoVendorPin;
+
 async fn run(mut options: StationOptions) -> anyhow::Result<Summary> {
     // Configuration first: a bad probe entry or loader fails before anything is sent.
     let fixtures = fixtures(&mut options)?;
@@ -196,6 +208,9 @@ async fn run(mut options: StationOptions) -> anyhow::Result<Summary> {
         .vendor_keys()
         .map_err(|e| anyhow::anyhow!("{}: {e}", crate::enrolment::TRUST_FILE))?;
     pinned_vendors.extend(options.vendor_public);
+    if pinned_vendors.is_empty() {
+        return Err(NoVendorPin.into());
+    }
     let endpoint = if options.coordinator.is_empty() {
         trust.endpoint.clone()
     } else {

@@ -64,6 +64,11 @@ fn enrol_registers_the_station_with_a_real_coordinator_and_is_idempotent() {
     let with_bundle = ["enrol", "--bundle", bundle_file.to_str().unwrap()];
     let out = station(&with_bundle, state.path(), &kek_hex);
     assert!(out.status.success(), "enrol failed: {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("pins no vendor key"),
+        "told that `run` will refuse: {}",
+        text(&out.stderr)
+    );
     let said = text(&out.stdout);
     assert!(
         said.contains(&station_id) && said.contains("(approved)"),
@@ -90,6 +95,25 @@ fn enrol_registers_the_station_with_a_real_coordinator_and_is_idempotent() {
         text(&out.stdout).contains("(approved)"),
         "{}",
         text(&out.stdout)
+    );
+
+    // Its bundle pinned no vendor key: `run` refuses, saying how to pin one, before anything
+    // is sent.
+    let loader = flashgate_tests::firmware_dir().join("loader.bin");
+    let run = [
+        "run",
+        "--emulate",
+        "1",
+        "--loader",
+        loader.to_str().unwrap(),
+    ];
+    let out = station(&run, state.path(), &kek_hex);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("this station pins no vendor key")
+            && text(&out.stderr).contains("--vendor-key"),
+        "{}",
+        text(&out.stderr)
     );
 
     // The same bundle on another station: its token was used.
