@@ -5,36 +5,13 @@ use std::io::IsTerminal;
 
 /// How table cells show values that are not set.
 pub mod cell {
-    /// A unix-ms time as UTC to the second (`2026-12-01 15:09:12Z`); `-` for 0 (never).
+    /// A unix-ms time as UTC to the second (`2026-12-01 15:09:12 UTC`); `-` for 0 (never).
     /// JSON output keeps the milliseconds.
     pub fn time(ms: i64) -> String {
         if ms == 0 {
             return "-".into();
         }
-        let secs = ms.div_euclid(1000);
-        let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-        let (year, month, day) = civil_from_days(days);
-        format!(
-            "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
-            day_secs / 3600,
-            day_secs % 3600 / 60,
-            day_secs % 60
-        )
-    }
-
-    /// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
-    /// `civil_from_days`).
-    fn civil_from_days(days: i64) -> (i64, i64, i64) {
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        (year, month, day)
+        flashgate_proto::clock::format_utc(ms)
     }
 
     /// A version; `-` for 0 (unknown).
@@ -52,18 +29,6 @@ pub mod cell {
             "-".into()
         } else {
             s.to_owned()
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn times_show_as_utc_seconds() {
-            assert_eq!(super::time(0), "-");
-            assert_eq!(super::time(1), "1970-01-01 00:00:00Z");
-            assert_eq!(super::time(951_782_400_000), "2000-02-29 00:00:00Z");
-            assert_eq!(super::time(1_796_137_771_096), "2026-12-01 15:09:31Z");
-            assert_eq!(super::time(-1_000), "1969-12-31 23:59:59Z");
         }
     }
 }
