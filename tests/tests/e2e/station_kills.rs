@@ -282,15 +282,17 @@ fn station_sigkilled_at_thirty_two_points_of_an_install_loses_nothing_and_counts
             hex::encode(serial)
         );
     }
-    // A commit without a journal entry can only come from a kill after `lock` began: at the
-    // latest triggers, or a `handshake` trigger whose delay outlasted a fast transfer.
+    // A commit without a journal entry comes from a kill between the lock and the journal:
+    // never one triggered by `installed` (emitted once the journal has the board). Any earlier
+    // trigger can get there: since the loader handshakes in 3.4 M instructions, a `connect`
+    // trigger's delay of up to 300 ms can outlast the whole install up to the commit.
     for dir in &committed_unjournaled {
         let (point, _) = runs
             .iter()
             .find(|(_, left)| left.contains(dir))
             .expect("a killed run's board");
         assert!(
-            matches!(point.trigger, "handshake" | "transfer" | "lock" | "verify"),
+            point.trigger != "installed",
             "{} committed but not journaled after a kill at {point:?}",
             dir.display()
         );
