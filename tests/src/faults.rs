@@ -3,15 +3,13 @@
 //! writes, the way an attacker sitting on the SWD wire (or the factory network in front of a
 //! GDB server) could. Each fault is one the real loader must refuse on a real QEMU board.
 
-use std::time::Duration;
-
 use flashgate_protocol::codec::Codec;
 use flashgate_protocol::layout::{LOADER_BASE, MAILBOX_ADDR, PARAMS_ADDR};
 use flashgate_protocol::mailbox;
 use flashgate_protocol::provisioning::ParamBlock;
 use flashgate_protocol::sealed_frame;
 use flashgate_station::fixture::BoxedProbe;
-use flashgate_station::probe::{BreakpointKind, CoreRegisters, HaltReason, Probe, ProbeResult};
+use flashgate_station::probe::{Probe, ProbeResult};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 /// Frames the station writes before the first image chunk: key confirmation, device secrets,
@@ -109,24 +107,21 @@ impl FaultyProbe {
 }
 
 impl Probe for FaultyProbe {
-    fn halt(&mut self) -> ProbeResult<HaltReason> {
-        self.inner.halt()
-    }
-    fn resume(&mut self) -> ProbeResult<()> {
-        self.inner.resume()
-    }
-    fn wait_for_halt(&mut self, timeout: Duration) -> ProbeResult<HaltReason> {
-        self.inner.wait_for_halt(timeout)
-    }
-    fn step(&mut self) -> ProbeResult<HaltReason> {
-        self.inner.step()
-    }
-    fn reset(&mut self) -> ProbeResult<()> {
-        self.inner.reset()
-    }
-    fn read_memory(&mut self, addr: u32, buf: &mut [u8]) -> ProbeResult<()> {
-        self.inner.read_memory(addr, buf)
-    }
+    crate::forward_probe!(
+        halt,
+        resume,
+        wait_for_halt,
+        step,
+        reset,
+        read_memory,
+        read_registers,
+        write_registers,
+        set_breakpoint,
+        clear_breakpoint,
+        resume_from_breakpoint,
+        monitor,
+        read_memory_while_running,
+    );
     fn write_memory(&mut self, addr: u32, data: &[u8]) -> ProbeResult<()> {
         if addr == MAILBOX_ADDR + mailbox::IN_OFFSET as u32 {
             return self.frame_written(data);
@@ -152,26 +147,5 @@ impl Probe for FaultyProbe {
             return self.inner.write_memory(addr, &params.to_bytes());
         }
         self.inner.write_memory(addr, data)
-    }
-    fn read_registers(&mut self) -> ProbeResult<CoreRegisters> {
-        self.inner.read_registers()
-    }
-    fn write_registers(&mut self, regs: &CoreRegisters) -> ProbeResult<()> {
-        self.inner.write_registers(regs)
-    }
-    fn set_breakpoint(&mut self, addr: u32, kind: BreakpointKind) -> ProbeResult<()> {
-        self.inner.set_breakpoint(addr, kind)
-    }
-    fn clear_breakpoint(&mut self, addr: u32, kind: BreakpointKind) -> ProbeResult<()> {
-        self.inner.clear_breakpoint(addr, kind)
-    }
-    fn resume_from_breakpoint(&mut self, addr: u32, kind: BreakpointKind) -> ProbeResult<()> {
-        self.inner.resume_from_breakpoint(addr, kind)
-    }
-    fn monitor(&mut self, command: &str) -> ProbeResult<String> {
-        self.inner.monitor(command)
-    }
-    fn read_memory_while_running(&mut self, addr: u32, buf: &mut [u8]) -> ProbeResult<()> {
-        self.inner.read_memory_while_running(addr, buf)
     }
 }

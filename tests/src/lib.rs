@@ -18,6 +18,7 @@ pub mod fault_proxy;
 pub mod faults;
 pub mod fsync_fault;
 pub mod malicious_station;
+pub mod probe_forward;
 pub mod replicas;
 pub mod stack_gauge;
 pub mod uart_tap;

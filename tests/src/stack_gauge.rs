@@ -12,7 +12,7 @@ use std::time::Duration;
 use flashgate_protocol::layout::{LOADER_BASE, LOADER_STACK_TOP};
 use flashgate_station::device_link::DeviceLink;
 use flashgate_station::fixture::{BoxedProbe, FixtureError, TargetFixture};
-use flashgate_station::probe::{BreakpointKind, CoreRegisters, HaltReason, Probe, ProbeResult};
+use flashgate_station::probe::{BreakpointKind, Probe, ProbeResult};
 
 use crate::bay::TestBay;
 
@@ -58,24 +58,20 @@ impl StackGauge {
 }
 
 impl Probe for StackGauge {
-    fn halt(&mut self) -> ProbeResult<HaltReason> {
-        self.inner.halt()
-    }
-    fn resume(&mut self) -> ProbeResult<()> {
-        self.inner.resume()
-    }
-    fn wait_for_halt(&mut self, timeout: Duration) -> ProbeResult<HaltReason> {
-        self.inner.wait_for_halt(timeout)
-    }
-    fn step(&mut self) -> ProbeResult<HaltReason> {
-        self.inner.step()
-    }
-    fn reset(&mut self) -> ProbeResult<()> {
-        self.inner.reset()
-    }
-    fn read_memory(&mut self, addr: u32, buf: &mut [u8]) -> ProbeResult<()> {
-        self.inner.read_memory(addr, buf)
-    }
+    crate::forward_probe!(
+        halt,
+        resume,
+        wait_for_halt,
+        step,
+        reset,
+        read_memory,
+        read_registers,
+        write_registers,
+        set_breakpoint,
+        resume_from_breakpoint,
+        monitor,
+        read_memory_while_running,
+    );
     fn write_memory(&mut self, addr: u32, data: &[u8]) -> ProbeResult<()> {
         self.inner.write_memory(addr, data)?;
         if addr == LOADER_BASE {
@@ -83,28 +79,10 @@ impl Probe for StackGauge {
         }
         Ok(())
     }
-    fn read_registers(&mut self) -> ProbeResult<CoreRegisters> {
-        self.inner.read_registers()
-    }
-    fn write_registers(&mut self, regs: &CoreRegisters) -> ProbeResult<()> {
-        self.inner.write_registers(regs)
-    }
-    fn set_breakpoint(&mut self, addr: u32, kind: BreakpointKind) -> ProbeResult<()> {
-        self.inner.set_breakpoint(addr, kind)
-    }
     fn clear_breakpoint(&mut self, addr: u32, kind: BreakpointKind) -> ProbeResult<()> {
         // The station's last act on a session: the loader ran every frame it will run.
         self.measure()?;
         self.inner.clear_breakpoint(addr, kind)
-    }
-    fn resume_from_breakpoint(&mut self, addr: u32, kind: BreakpointKind) -> ProbeResult<()> {
-        self.inner.resume_from_breakpoint(addr, kind)
-    }
-    fn monitor(&mut self, command: &str) -> ProbeResult<String> {
-        self.inner.monitor(command)
-    }
-    fn read_memory_while_running(&mut self, addr: u32, buf: &mut [u8]) -> ProbeResult<()> {
-        self.inner.read_memory_while_running(addr, buf)
     }
 }
 
