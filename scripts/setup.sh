@@ -28,6 +28,11 @@ APT_PACKAGES=(
   chromium-driver
   # docs/getting-started.md reads the CLI's JSON with jq (its test runs the page)
   jq
+  # the emulator's instruction-cut plugin and the fsync shim are built with the host cc; the
+  # station package is stripped (binutils) and its unit checked with systemd-analyze
+  gcc
+  binutils
+  systemd
 )
 DEBIAN_RUST_PACKAGES=(rustc-web rust-web-src cargo-web rust-web-clippy)
 TARGET=thumbv7em-none-eabi

@@ -175,6 +175,23 @@ impl Rig {
     }
 
     /// Key confirmation and secrets, then the signed header.
+    /// Announces `app` as the test app, signed by the vendor.
+    fn begin_test_app(&mut self, app: &[u8]) {
+        let signed = sign_image(
+            ImageKind::TestApp,
+            PRODUCT,
+            1,
+            crate::layout::TEST_APP_ADDR,
+            app,
+            &self.vendor,
+        );
+        let header: &[u8; SIGNED_HEADER_LEN] = signed[..SIGNED_HEADER_LEN].try_into().unwrap();
+        self.send(&StationMessage::BeginTestApp {
+            signed_header: header,
+        })
+        .unwrap();
+    }
+
     fn begin(&mut self, image: &[u8]) -> Result<(), ErrorCode> {
         let config = self.config();
         self.begin_with(image, config)
@@ -460,22 +477,9 @@ fn committed_rig() -> Rig {
 
 #[test]
 fn test_app_is_verified_loaded_and_run() {
-    use crate::layout::TEST_APP_ADDR;
     let mut rig = committed_rig();
     let app: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
-    let signed = sign_image(
-        ImageKind::TestApp,
-        PRODUCT,
-        1,
-        TEST_APP_ADDR,
-        &app,
-        &rig.vendor,
-    );
-    let header: &[u8; SIGNED_HEADER_LEN] = signed[..SIGNED_HEADER_LEN].try_into().unwrap();
-    rig.send(&StationMessage::BeginTestApp {
-        signed_header: header,
-    })
-    .unwrap();
+    rig.begin_test_app(&app);
     for (i, data) in app.chunks(1024).enumerate() {
         rig.send(&StationMessage::TestAppData {
             offset: (i * 1024) as u32,
@@ -513,19 +517,7 @@ fn unsigned_or_tampered_test_app_is_refused() {
     );
 
     let mut rig = committed_rig();
-    let signed = sign_image(
-        ImageKind::TestApp,
-        PRODUCT,
-        1,
-        TEST_APP_ADDR,
-        &app,
-        &rig.vendor,
-    );
-    let header: &[u8; SIGNED_HEADER_LEN] = signed[..SIGNED_HEADER_LEN].try_into().unwrap();
-    rig.send(&StationMessage::BeginTestApp {
-        signed_header: header,
-    })
-    .unwrap();
+    rig.begin_test_app(&app);
     let mut evil = app;
     evil[7] ^= 1;
     rig.send(&StationMessage::TestAppData {
@@ -743,22 +735,9 @@ fn device_secrets_naming_other_keys_are_refused() {
 
 #[test]
 fn the_test_app_is_hashed_from_the_ram_it_runs_from() {
-    use crate::layout::TEST_APP_ADDR;
     let mut rig = committed_rig();
     let app: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
-    let signed = sign_image(
-        ImageKind::TestApp,
-        PRODUCT,
-        1,
-        TEST_APP_ADDR,
-        &app,
-        &rig.vendor,
-    );
-    let header: &[u8; SIGNED_HEADER_LEN] = signed[..SIGNED_HEADER_LEN].try_into().unwrap();
-    rig.send(&StationMessage::BeginTestApp {
-        signed_header: header,
-    })
-    .unwrap();
+    rig.begin_test_app(&app);
     rig.send(&StationMessage::TestAppData {
         offset: 0,
         data: &app,
@@ -782,23 +761,10 @@ fn the_session_ends_and_forgets_its_keys_after_the_lock_and_after_a_failed_test(
         Err(ErrorCode::SessionAborted)
     );
 
-    use crate::layout::TEST_APP_ADDR;
     let mut rig = committed_rig();
     rig.flash.test_outcome = (2, b"FAIL x\n");
     let app = [0x42u8; 64];
-    let signed = sign_image(
-        ImageKind::TestApp,
-        PRODUCT,
-        1,
-        TEST_APP_ADDR,
-        &app,
-        &rig.vendor,
-    );
-    let header: &[u8; SIGNED_HEADER_LEN] = signed[..SIGNED_HEADER_LEN].try_into().unwrap();
-    rig.send(&StationMessage::BeginTestApp {
-        signed_header: header,
-    })
-    .unwrap();
+    rig.begin_test_app(&app);
     rig.send(&StationMessage::TestAppData {
         offset: 0,
         data: &app,
