@@ -109,6 +109,23 @@ fn refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, nee
     assert!(status.message().contains(needle), "{status:?}");
 }
 
+/// `s`'s signed request for the certificate of a fresh chip under `lease_id`.
+fn issue_request(
+    s: &SimStation,
+    lease_id: &str,
+) -> tonic::Request<v1::IssueDeviceCertificateRequest> {
+    s.signer.sign(
+        methods::ISSUE_DEVICE_CERTIFICATE,
+        v1::IssueDeviceCertificateRequest {
+            lease_id: lease_id.to_owned(),
+            serial: random_serial().to_vec(),
+            loader_public_key: PublicKey::from(&StaticSecret::random_from_rng(OsRng))
+                .to_bytes()
+                .to_vec(),
+        },
+    )
+}
+
 fn nonce() -> [u8; 16] {
     let mut nonce = [0u8; 16];
     OsRng.fill_bytes(&mut nonce);
@@ -224,19 +241,9 @@ async fn a_station_revoked_on_one_replica_is_refused_at_once_by_another_that_cac
     let lease_id = verify_signed_lease(&lease.lease.unwrap(), &b.coordinator.lease_verifying_key())
         .unwrap()
         .lease_id;
-    let issue = |s: &SimStation| {
-        s.signer.sign(
-            methods::ISSUE_DEVICE_CERTIFICATE,
-            v1::IssueDeviceCertificateRequest {
-                lease_id: lease_id.clone(),
-                serial: random_serial().to_vec(),
-                loader_public_key: PublicKey::from(&StaticSecret::random_from_rng(OsRng))
-                    .to_bytes()
-                    .to_vec(),
-            },
-        )
-    };
-    to_b.issue_device_certificate(issue(&s)).await.unwrap();
+    to_b.issue_device_certificate(issue_request(&s, &lease_id))
+        .await
+        .unwrap();
     // ... then a revokes it: b refuses its very next grant and issue, and writes nothing.
     a.operator_client()
         .await
@@ -250,7 +257,8 @@ async fn a_station_revoked_on_one_replica_is_refused_at_once_by_another_that_cac
         "revoked",
     );
     refused(
-        to_b.issue_device_certificate(issue(&s)).await,
+        to_b.issue_device_certificate(issue_request(&s, &lease_id))
+            .await,
         Code::PermissionDenied,
         "revoked",
     );
@@ -323,19 +331,7 @@ async fn sixteen_stations_on_two_replicas_get_exactly_the_order_and_the_audit_ve
     let lease_id = verify_signed_lease(&leases[0], &key).unwrap().lease_id;
     let mut certified = 0;
     for round in 0..3 {
-        let issue = |s: &SimStation| {
-            s.signer.sign(
-                methods::ISSUE_DEVICE_CERTIFICATE,
-                v1::IssueDeviceCertificateRequest {
-                    lease_id: lease_id.clone(),
-                    serial: random_serial().to_vec(),
-                    loader_public_key: PublicKey::from(&StaticSecret::random_from_rng(OsRng))
-                        .to_bytes()
-                        .to_vec(),
-                },
-            )
-        };
-        let (on_a, on_b) = (issue(&s), issue(&s));
+        let (on_a, on_b) = (issue_request(&s, &lease_id), issue_request(&s, &lease_id));
         let (x, y) = tokio::join!(
             s.client.issue_device_certificate(on_a),
             to_b.issue_device_certificate(on_b)
