@@ -11,6 +11,7 @@ use crate::audit::AuditLog;
 use crate::catalogue::Catalogue;
 use crate::config::CoordinatorConfig;
 use crate::data_stream::DataIngest;
+use crate::device_gateway::{DeviceGateway, GatewayOptions};
 use crate::error::Result;
 use crate::genuineness::Genuineness;
 use crate::housekeeping::Housekeeping;
@@ -107,6 +108,15 @@ impl Coordinator {
     /// Update campaigns and their delivery.
     pub fn updates(&self) -> &Updates {
         &self.updates
+    }
+
+    /// A device gateway over this coordinator's update flow (`serve --device-gateway-listen`).
+    pub fn device_gateway(&self, options: GatewayOptions) -> DeviceGateway {
+        DeviceGateway::new(
+            self.updates.clone(),
+            self.provisioning.registry.clone(),
+            options,
+        )
     }
 
     /// The data-stream ingest (one per replica: it caches the device directory and keys).

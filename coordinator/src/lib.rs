@@ -29,6 +29,7 @@ pub mod config;
 pub mod console;
 pub mod coordinator;
 pub mod data_stream;
+pub mod device_gateway;
 pub mod error;
 pub mod genuineness;
 pub mod housekeeping;

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ed25519_dalek::SigningKey;
 use flashgate_coordinator::console::{self, ConsoleApi, ConsoleOptions};
+use flashgate_coordinator::device_gateway::GatewayOptions;
 use flashgate_coordinator::keys::{parse_hex_key, read_hex_key_file, Kek, KekRing};
 use flashgate_coordinator::server::Transport;
 use flashgate_coordinator::store::{embedded::EmbeddedStore, etcd::EtcdStore, KvStore};
@@ -129,6 +130,11 @@ struct ServeArgs {
     /// e.g. 127.0.0.1:7480 (off by default). Plain HTTP: keep it on loopback or behind TLS.
     #[arg(long, env = "FLASHGATE_CONSOLE_LISTEN")]
     console_listen: Option<String>,
+    /// Serve the device gateway at ADDR, e.g. 0.0.0.0:7402 (off by default): devices whose
+    /// bootloader has networking connect here to fetch their update themselves. It hands out
+    /// only what the device's own key opens and counts only receipts MACed by that key.
+    #[arg(long, env = "FLASHGATE_DEVICE_GATEWAY_LISTEN")]
+    device_gateway_listen: Option<String>,
 }
 
 async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn KvStore>> {
@@ -313,6 +319,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         console::serve(api, ConsoleOptions::default(), listener, shutdown).await
                     {
                         tracing::error!(%error, "the console stopped");
+                    }
+                });
+            }
+            if let Some(addr) = &args.device_gateway_listen {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listening on {addr} for the device gateway"))?;
+                let gateway = coordinator.device_gateway(GatewayOptions::default());
+                tokio::spawn(async move {
+                    let shutdown = async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    };
+                    if let Err(error) = gateway.serve(listener, shutdown).await {
+                        tracing::error!(%error, "the device gateway stopped");
                     }
                 });
             }

@@ -16,6 +16,7 @@ pub mod etcd_cluster;
 pub mod factory_os;
 pub mod fault_proxy;
 pub mod faults;
+pub mod gateway_proxy;
 pub mod fsync_fault;
 pub mod malicious_station;
 pub mod probe_forward;

@@ -35,10 +35,14 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("demo-app", "demo application"),
     ("crypto-bench", "field-life bench"),
     ("net-check", "network check"),
+    ("bootloader-net", "bootloader + net"),
 ];
 
 /// The loader and the crypto bench that measures its primitives (one feature set).
 const LOADER_BUILD: &[&str] = &["-p", "flashgate-loader", "-p", "flashgate-crypto-bench"];
+/// The bootloader that also fetches its updates over the network (feature `net`), written as
+/// `bootloader-net`: its own build, as features are unified over the packages of one build.
+const NET_BOOTLOADER_BUILD: &[&str] = &["-p", "flashgate-bootloader", "--features", "net"];
 /// Every other program of the firmware workspace.
 const OTHERS_BUILD: &[&str] = &[
     "--workspace",
@@ -295,6 +299,7 @@ fn check_loader(elf: &Path, bin: &[u8]) -> Result<()> {
 /// Programs whose signed image pins trust anchors, and the image kind (slot) each is linked for.
 const ANCHORED: &[(&str, ImageKind)] = &[
     ("bootloader", ImageKind::Bootloader),
+    ("bootloader-net", ImageKind::Bootloader),
     ("demo-os", ImageKind::Os),
     ("c-demo-os", ImageKind::Os),
 ];
@@ -330,14 +335,20 @@ fn firmware(check: bool) -> Result<()> {
     // Two builds, because cargo unifies features over the packages of one build: the loader
     // links the compact SHA-2 rounds (its size budget), and the crypto bench is built with it so
     // that its primitive figures are the loader's; every other program keeps the fast rounds.
-    for selection in [LOADER_BUILD, OTHERS_BUILD] {
+    let built = fw_dir.join("target").join(TARGET).join("release");
+    // The plain build below links `bootloader` again (cargo keeps both feature sets), so the
+    // network one is copied aside first.
+    for selection in [LOADER_BUILD, NET_BOOTLOADER_BUILD, OTHERS_BUILD] {
         run(toolchain
             .cargo(&fw_dir, "build")
             .arg("--release")
             .args(selection))?;
+        if selection == NET_BOOTLOADER_BUILD {
+            fs::copy(built.join("bootloader"), built.join("bootloader-net"))?;
+        }
     }
     if check {
-        for selection in [LOADER_BUILD, OTHERS_BUILD] {
+        for selection in [LOADER_BUILD, NET_BOOTLOADER_BUILD, OTHERS_BUILD] {
             run(toolchain
                 .cargo(&fw_dir, "clippy")
                 .arg("--release")
@@ -346,13 +357,12 @@ fn firmware(check: bool) -> Result<()> {
         }
     }
 
-    let built = fw_dir.join("target").join(TARGET).join("release");
     let out_dir = root.join("target").join("firmware");
     fs::create_dir_all(&out_dir)?;
 
     println!();
     println!(
-        "{:<11} {:<18} {:>8} {:>6} {:>6} {:>8}",
+        "{:<14} {:<18} {:>8} {:>6} {:>6} {:>8}",
         "program", "", "text", "data", "bss", "bin"
     );
     // The C demo OS has its own Makefile (GNU make and arm-none-eabi-gcc only); it is packaged
@@ -380,11 +390,17 @@ fn firmware(check: bool) -> Result<()> {
         let s = sizes(&elf)?;
         let bin_len = fs::metadata(&bin)?.len();
         println!(
-            "{name:<11} {what:<18} {:>8} {:>6} {:>6} {:>8}",
+            "{name:<14} {what:<18} {:>8} {:>6} {:>6} {:>8}",
             s.text, s.data, s.bss, bin_len
         );
         if let Some((_, kind)) = ANCHORED.iter().find(|(n, _)| *n == name) {
             check_trust_anchors(name, *kind, &elf, &fs::read(&bin)?)?;
+            let slot = u64::from(kind.slot().max_body);
+            if bin_len > slot {
+                return Err(Error(format!(
+                    "{name}.bin: {bin_len} bytes do not fit its slot ({slot} bytes, protocol `layout`)"
+                )));
+            }
         }
         if name == "loader" {
             check_loader(&elf, &fs::read(&bin)?)?;

@@ -14,8 +14,12 @@ pub mod service;
 
 use std::sync::Arc;
 
+use flashgate_proto::v1;
+
 use crate::audit::AuditLog;
 use crate::catalogue::Releases;
+use crate::error::Result;
+use crate::ids::CampaignId;
 use crate::keys::KekRing;
 use crate::provisioning::Registry;
 use crate::repository::Db;
@@ -57,6 +61,29 @@ impl Updates {
             rollouts: Rollouts::new(db.clone(), campaigns.clone(), registry.clone(), audit),
             campaigns,
             delivery: Delivery::new(db, registry, kek),
+        }
+    }
+}
+
+impl Updates {
+    /// Records what a device reports (a receipt, or a refusal: [`Delivery::report`]) and steps
+    /// its rollout at once, as the receipt may pass a wave's gate or trip its threshold. The
+    /// field tool's RPC and the device gateway both report through here.
+    pub async fn report(&self, req: v1::ReportUpdateRequest) -> Result<v1::DeviceUpdateStatus> {
+        let status = self.delivery.report(req).await?;
+        self.step_rollout(&status.campaign_id).await;
+        Ok(status)
+    }
+
+    /// The report is committed already, so a failure here only delays the step to the
+    /// housekeeping sweep.
+    async fn step_rollout(&self, campaign_id: &str) {
+        let Ok(id) = CampaignId::parse(campaign_id) else {
+            return;
+        };
+        if let Err(error) = rollouts::advance(self.rollouts.db(), self.rollouts.audit(), &id).await
+        {
+            tracing::warn!(rollout = %id, %error, "rollout step after a report failed; the sweep retries");
         }
     }
 }

@@ -4,10 +4,8 @@
 use flashgate_proto::v1::{self, update_service_server::UpdateService};
 use tonic::{Request, Response, Status};
 
-use super::rollouts;
 use super::Updates;
 use crate::access::Access;
-use crate::ids::CampaignId;
 use crate::rpc;
 
 /// The gRPC adapter of `UpdateService` over the [`Updates`] flow.
@@ -21,24 +19,6 @@ impl UpdateApi {
     /// The update service; every call is checked by `access` (role per method).
     pub fn new(updates: Updates, access: Access) -> Self {
         Self { updates, access }
-    }
-
-    /// A receipt may pass a rollout's gate or trip its threshold: step it now rather than at
-    /// the next sweep. The report is committed already, so a failure here only delays the step
-    /// to the sweep.
-    async fn step_rollout(&self, campaign_id: &str) {
-        let Ok(id) = CampaignId::parse(campaign_id) else {
-            return;
-        };
-        if let Err(error) = rollouts::advance(
-            self.updates.rollouts.db(),
-            self.updates.rollouts.audit(),
-            &id,
-        )
-        .await
-        {
-            tracing::warn!(rollout = %id, %error, "rollout step after a report failed; the sweep retries");
-        }
     }
 }
 
@@ -105,9 +85,7 @@ impl UpdateService for UpdateApi {
             &self.access,
             request,
             |_caller, req| async move {
-                let status = self.updates.delivery.report(req).await?;
-                self.step_rollout(&status.campaign_id).await;
-                Ok(status)
+                self.updates.report(req).await
             },
         )
         .await

@@ -8,6 +8,11 @@
 //! forever through the protocol crate's `uart::BootloaderService` (hello reporting why no OS
 //! runs, status receipts, the update transfer and its install); this file only moves bytes
 //! and carries out the service's answer: jump to a verified image, or halt.
+//!
+//! With the feature `net` (the emulated board's LAN9118), a provisioned device that has no OS
+//! to start, or was asked to update, also fetches the update itself: it connects to the
+//! device gateway and serves the same session over TCP ([`net`]), polling the UART and the
+//! network in turn, so either link can carry the update.
 #![no_std]
 #![no_main]
 
@@ -19,6 +24,9 @@ use flashgate_protocol::uart::{BootloaderAction, BootloaderService, FrameDecoder
 use flashgate_protocol::update::boot_state;
 use flashgate_protocol::update::install::{self, BootDecision, Steps};
 use flashgate_protocol::ErrorCode;
+
+#[cfg(feature = "net")]
+mod net;
 
 flashgate_board::vector_table!();
 // The keys this image pins, filled by the signing tool (protocol `trust_anchors`).
@@ -48,7 +56,7 @@ extern "C" fn main() -> ! {
         (Ok(record), None) => start_os_or_say_why(&mut board, record),
         (Err(reason), _) => DeviceState::NoValidImage { reason: *reason },
     };
-    serve(&mut board, record.as_ref().ok(), chip_uid, state, refused)
+    serve(board, record.as_ref().ok(), chip_uid, state, refused)
 }
 
 /// Finishes or reverts an interrupted install, counts a trial boot, verifies the OS slot
@@ -63,27 +71,55 @@ fn start_os_or_say_why(board: &mut Board, record: &DeviceRecord) -> DeviceState 
     }
 }
 
-/// One frame in, the service's answer out.
+/// One frame in, the service's answer out, from the UART and (feature `net`, when the device
+/// may fetch) the network.
 #[allow(unsafe_code, reason = "jumps into the OS image the service verified")]
 fn serve(
-    board: &mut Board,
+    board: Board,
     record: Option<&DeviceRecord>,
     chip_uid: flashgate_protocol::Serial,
     state: DeviceState,
     refused: Option<ErrorCode>,
 ) -> ! {
-    let boot = boot_state::read(&mut board.flash).unwrap_or_default();
+    #[cfg(feature = "net")]
+    let Board {
+        mut flash,
+        mut uart,
+        eth,
+        mut entropy,
+        ..
+    } = board;
+    #[cfg(not(feature = "net"))]
+    let Board {
+        mut flash,
+        mut uart,
+        ..
+    } = board;
+    let boot = boot_state::read(&mut flash).unwrap_or_default();
     let mut service = BootloaderService::new(record, chip_uid, state, boot);
     if let Some(reason) = refused {
         service = service.refusing_to_boot(reason);
     }
+    // Only a device that can prove who it is fetches: an unprovisioned one, or one whose boot
+    // checks failed, waits on the UART alone.
+    #[cfg(feature = "net")]
+    let mut network = match (record, refused) {
+        (Some(_), None) => net::NetLink::up(eth, &mut entropy).ok(),
+        _ => None,
+    };
     let mut decoder = FrameDecoder::new();
     loop {
-        let byte = board.uart.read();
-        let Some(frame) = decoder.push(byte) else {
-            continue;
-        };
-        match service.handle(frame, &mut board.flash, &mut board.uart) {
+        let mut action = BootloaderAction::Continue;
+        if let Some(byte) = uart.try_read() {
+            if let Some(frame) = decoder.push(byte) {
+                action = service.handle(frame, &mut flash, &mut uart);
+            }
+        }
+        #[cfg(feature = "net")]
+        if let (BootloaderAction::Continue, Some(link)) = (action, network.as_mut()) {
+            action = link.poll(&mut service, &mut flash);
+        }
+        match action {
             BootloaderAction::Continue => {}
             // SAFETY: as in `start_os_or_say_why`: `install::boot` verified the image at its
             // linked address.

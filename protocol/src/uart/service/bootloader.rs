@@ -64,6 +64,17 @@ impl<'r> BootloaderService<'r> {
         self
     }
 
+    /// The install ended in `os` (verified, its first trial boot counted in `boot`) and the
+    /// bootloader is about to start it: from now on hello and receipts say that `os` runs, on
+    /// trial. A network link uses this to answer one status request before the jump, as the
+    /// OS cannot answer it there (`docs/protocol.md` §7, the device gateway).
+    pub fn starting(&mut self, os: &OsImage, boot: BootState) {
+        self.identity.state = DeviceState::OsRunning {
+            version: os.version,
+        };
+        self.identity.boot = boot;
+    }
+
     /// Serves one frame from the decoder (or the error it reported); replies through `link`.
     pub fn handle<F: NorFlash, S: FrameSink + ?Sized>(
         &mut self,
