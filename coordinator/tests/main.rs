@@ -12,6 +12,7 @@ mod binary;
 mod certificates;
 mod concurrency;
 mod corrupt_records;
+mod device_gateway;
 mod factory_packages;
 mod hot_path;
 mod rollouts;

@@ -14,7 +14,6 @@ use flashgate_coordinator::testing::{test_config, TestCoordinator};
 use flashgate_coordinator::update::rollouts::{self, progress::Step};
 use flashgate_proto::v1::{self, update_service_client::UpdateServiceClient};
 use flashgate_protocol::hello::DeviceState;
-use flashgate_protocol::image::{sign_image, ImageKind};
 use flashgate_protocol::update::boot_state::{BootState, Outcome, Phase};
 use flashgate_protocol::update::receipt::{self, StatusReceipt};
 use flashgate_protocol::ErrorCode;
@@ -23,7 +22,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 use zeroize::Zeroizing;
 
-use crate::support::{pinned, random_serial, EtcdProcess};
+use crate::support::{product_with_os, random_serial, EtcdProcess};
 
 const PRODUCT: u32 = 7;
 const DEVICES: usize = 20;
@@ -68,25 +67,7 @@ impl Fleet {
         }
         let replicas: [TestCoordinator; 2] = replicas.try_into().ok().unwrap();
         let tc = &replicas[0];
-        let vendor = SigningKey::generate(&mut OsRng);
-        let mut op = tc.operator_client().await.unwrap();
-        let product = op
-            .create_product(tc.operator_request(v1::CreateProductRequest {
-                product_id: PRODUCT,
-                name: "rollout test".into(),
-                vendor_public_key: vendor.verifying_key().to_bytes().to_vec(),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
-        let body = pinned(&[0x5a; 3000], &vendor, &product);
-        let image = sign_image(ImageKind::Os, PRODUCT, 2, 0, &body, &vendor);
-        let digest = op
-            .upload_release(tc.operator_request(v1::UploadReleaseRequest { image }))
-            .await
-            .unwrap()
-            .into_inner()
-            .digest;
+        let (_, digest) = product_with_os(tc, PRODUCT, "rollout test", 2, 3000).await;
         let mut devices = Vec::new();
         for _ in 0..DEVICES {
             let mut key = [0u8; 32];

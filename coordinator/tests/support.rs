@@ -369,6 +369,37 @@ pub async fn product_with_bootloader(
     (vendor, release)
 }
 
+/// Creates product `product_id` of `tc` (a fresh vendor key, named `name`) and uploads OS
+/// `version` (`body_len` bytes) signed by it: the vendor key and the release digest.
+pub async fn product_with_os(
+    tc: &flashgate_coordinator::testing::TestCoordinator,
+    product_id: u32,
+    name: &str,
+    version: u32,
+    body_len: usize,
+) -> (SigningKey, Vec<u8>) {
+    let vendor = SigningKey::generate(&mut OsRng);
+    let mut op = tc.operator_client().await.unwrap();
+    let product = op
+        .create_product(tc.operator_request(v1::CreateProductRequest {
+            product_id,
+            name: name.into(),
+            vendor_public_key: vendor.verifying_key().to_bytes().to_vec(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let body = pinned(&vec![0x5a; body_len], &vendor, &product);
+    let image = sign_image(ImageKind::Os, product_id, version, 0, &body, &vendor);
+    let digest = op
+        .upload_release(tc.operator_request(v1::UploadReleaseRequest { image }))
+        .await
+        .unwrap()
+        .into_inner()
+        .digest;
+    (vendor, digest)
+}
+
 /// `body` pinning `vendor` and `product`'s authority key (what a bootloader or OS release must).
 pub fn pinned(body: &[u8], vendor: &SigningKey, product: &v1::Product) -> Vec<u8> {
     flashgate_protocol::trust_anchors::pinning(

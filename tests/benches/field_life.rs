@@ -22,7 +22,6 @@
 
 use std::io::{Read, Write};
 use std::net::UdpSocket;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +35,7 @@ use flashgate_protocol::data_stream::{
 use flashgate_protocol::uart::{MsgType, OsStatus, Request, OVERHEAD};
 use flashgate_station::device_link::DeviceLink;
 use flashgate_tests::crypto_bench::crypto_bench;
-use flashgate_tests::{firmware_dir, Firmware, TestBoard, Vendor};
+use flashgate_tests::{firmware_size, Firmware, TestBoard, Vendor};
 use zeroize::Zeroizing;
 
 /// Instructions per SysTick tick under `-icount shift=0` on mps2 (1 GHz virtual / 25 MHz).
@@ -97,23 +96,6 @@ fn demo_os_first_record() -> FirstRecord {
         body_len: o.body.len(),
         record,
     }
-}
-
-/// `arm-none-eabi-size` of a firmware ELF: (text, data, bss).
-fn size(name: &str) -> Option<(u64, u64, u64)> {
-    let out = Command::new("arm-none-eabi-size")
-        .arg(firmware_dir().join(format!("{name}.elf")))
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: Vec<u64> = text
-        .lines()
-        .nth(1)?
-        .split_whitespace()
-        .take(3)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    (v.len() == 3).then(|| (v[0], v[1], v[2]))
 }
 
 /// A loopback TLS 1.3 handshake measured with rustls.
@@ -513,7 +495,7 @@ fn main() {
         instr(tls_pk + verify)
     );
     for (name, what) in [("demo-os", "demo OS"), ("crypto-bench", "crypto-bench")] {
-        if let Some((text, data, bss)) = size(name) {
+        if let Some((text, data, bss)) = firmware_size(name) {
             println!("  {what:<13} text {text} B, data {data} B, bss {bss} B (arm-none-eabi-size)");
         }
     }

@@ -10,6 +10,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Instant;
 
 use flashgate_protocol::codec::Codec;
 use flashgate_protocol::uart::frame::frame_to_vec;
@@ -28,6 +29,8 @@ pub struct Carried {
     pub to_gateway: AtomicU64,
     /// `UpdateChunk` frames towards the device.
     pub chunks: AtomicU64,
+    /// When the first `UpdateBegin` and the last `UpdateFinish` went towards the device.
+    pub transfer: Mutex<(Option<Instant>, Option<Instant>)>,
 }
 
 impl Carried {
@@ -113,8 +116,19 @@ fn spawn_pumps(
                     out.extend_from_slice(&original);
                     continue;
                 };
-                if frame.msg_type() == Ok(MsgType::UpdateChunk) {
-                    carried.chunks.fetch_add(1, Ordering::SeqCst);
+                match frame.msg_type() {
+                    Ok(MsgType::UpdateChunk) => {
+                        carried.chunks.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(MsgType::UpdateBegin) => {
+                        let mut t = carried.transfer.lock().unwrap_or_else(|p| p.into_inner());
+                        t.0.get_or_insert_with(Instant::now);
+                    }
+                    Ok(MsgType::UpdateFinish) => {
+                        let mut t = carried.transfer.lock().unwrap_or_else(|p| p.into_inner());
+                        t.1 = Some(Instant::now());
+                    }
+                    _ => {}
                 }
                 let replaced = rewrite
                     .lock()

@@ -16,15 +16,17 @@ pub mod etcd_cluster;
 pub mod factory_os;
 pub mod fault_proxy;
 pub mod faults;
-pub mod gateway_proxy;
 pub mod fsync_fault;
+pub mod gateway_proxy;
 pub mod malicious_station;
+pub mod net_rig;
 pub mod probe_forward;
 pub mod replicas;
 pub mod stack_gauge;
 pub mod uart_tap;
 
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,6 +106,23 @@ pub struct Firmware {
     pub demo_os: Vec<u8>,
     /// The RAM test application.
     pub test_app: Vec<u8>,
+}
+
+/// `arm-none-eabi-size` of a firmware ELF: (text, data, bss).
+pub fn firmware_size(name: &str) -> Option<(u64, u64, u64)> {
+    let out = Command::new("arm-none-eabi-size")
+        .arg(firmware_dir().join(format!("{name}.elf")))
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u64> = text
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .take(3)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (v.len() == 3).then(|| (v[0], v[1], v[2]))
 }
 
 /// Where the firmware is: `$FLASHGATE_FIRMWARE_DIR`, else `<workspace>/target/firmware`.

@@ -41,7 +41,8 @@ pub use session::SessionEnd;
 pub struct GatewayOptions {
     /// How long a device has to answer a request (a chunk is programmed before its ack).
     pub reply_timeout: Duration,
-    /// How often `hello` is resent while a connection is silent.
+    /// How long the first `hello` waits for its answer before it is resent (each wait after
+    /// it twice as long, up to a minute).
     pub hello_every: Duration,
     /// How long a connection may stay silent before it is closed.
     pub idle_limit: Duration,

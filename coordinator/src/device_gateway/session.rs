@@ -17,7 +17,9 @@ use crate::error::CoordinatorError as E;
 
 /// Challenges of the hellos not yet answered that a late answer may still prove (the device
 /// answers each hello it receives; the ones sent before it connected arrive late).
-const CHALLENGES_KEPT: usize = 8;
+const CHALLENGES_KEPT: usize = 16;
+/// The longest wait between two hellos on a silent connection.
+const HELLO_EVERY_MAX: Duration = Duration::from_secs(60);
 
 /// How a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,11 +81,15 @@ struct Session<'a> {
 
 impl Session<'_> {
     /// Says hello until a device answers with a proof that verifies under its registered key;
-    /// `None` when the connection stays silent for the idle limit.
+    /// `None` when the connection stays silent for the idle limit. The wait between hellos
+    /// doubles (to [`HELLO_EVERY_MAX`]): a guest forward's connection exists from the board's
+    /// power-on, long before its bootloader connects, and every hello sent meanwhile reaches
+    /// the device when it does.
     fn hello(&self, link: &mut HostLink<TcpStream>) -> anyhow::Result<Option<HelloInfo>> {
         let options = &self.gateway.options;
         let deadline = Instant::now() + options.idle_limit;
         let mut challenges: Vec<[u8; CHALLENGE_LEN]> = Vec::new();
+        let mut every = options.hello_every;
         while Instant::now() < deadline {
             let mut challenge = [0u8; CHALLENGE_LEN];
             OsRng.fill_bytes(&mut challenge);
@@ -91,9 +97,12 @@ impl Session<'_> {
                 challenges.remove(0);
             }
             challenges.push(challenge);
-            let reply = match link.hello(challenge, options.hello_every) {
+            let reply = match link.hello(challenge, every) {
                 Ok(reply) => reply,
-                Err(LinkError::Timeout { .. }) => continue,
+                Err(LinkError::Timeout { .. }) => {
+                    every = (every * 2).min(HELLO_EVERY_MAX);
+                    continue;
+                }
                 Err(LinkError::Closed) => return Ok(None),
                 Err(e) => return Err(e.into()),
             };

@@ -84,9 +84,7 @@ impl UpdateService for UpdateApi {
             "ReportUpdate",
             &self.access,
             request,
-            |_caller, req| async move {
-                self.updates.report(req).await
-            },
+            |_caller, req| async move { self.updates.report(req).await },
         )
         .await
     }

@@ -243,6 +243,35 @@ fn bootloader_routes_the_transfer_and_starts_the_installed_image() {
 }
 
 #[test]
+fn a_bootloader_about_to_start_the_new_image_reports_it_on_trial() {
+    let rec = record();
+    let mut flash = device();
+    let mut s = BootloaderService::new(Some(&rec), SERIAL, NO_OS, BootState::default());
+    let (_, action) = push_update(&mut s, &mut flash, None);
+    let BootloaderAction::Start(os) = action else {
+        panic!("the install did not start the image: {action:?}");
+    };
+    let challenge = [9u8; receipt::CHALLENGE_LEN];
+    let status = frame(&Request::Status { challenge });
+    // Before `starting`: the state it was made with.
+    let (replies, _) = to_bootloader(&mut s, &mut flash, &status);
+    let DeviceMessage::StatusReceipt(raw) = message(&replies[0]) else {
+        panic!("a receipt")
+    };
+    let r = receipt::verify(&KEY, &challenge, raw).unwrap();
+    assert_eq!(r.state, NO_OS);
+    s.starting(&os, crate::update::boot_state::read(&mut flash).unwrap());
+    let (replies, _) = to_bootloader(&mut s, &mut flash, &status);
+    let DeviceMessage::StatusReceipt(raw) = message(&replies[0]) else {
+        panic!("a receipt")
+    };
+    let r = receipt::verify(&KEY, &challenge, raw).unwrap();
+    assert_eq!(r.state, DeviceState::OsRunning { version: 2 });
+    assert!(r.on_trial(), "{r:?}");
+    assert_eq!((r.new_version, r.attempts), (2, 1));
+}
+
+#[test]
 fn a_device_refused_at_boot_still_takes_updates_but_starts_nothing() {
     let rec = record();
     let mut flash = device();
