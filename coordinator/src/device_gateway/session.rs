@@ -55,8 +55,9 @@ pub fn serve_connection(
         timeout: gateway.options.reply_timeout,
     };
     loop {
-        let Some(device) = session.hello(&mut link)? else {
-            return Ok(SessionEnd::Idle);
+        let device = match session.hello(&mut link)? {
+            Ok(device) => device,
+            Err(end) => return Ok(end),
         };
         match session.deliver(&mut link, &device) {
             Ok(Delivered::Installed) => {}
@@ -81,11 +82,14 @@ struct Session<'a> {
 
 impl Session<'_> {
     /// Says hello until a device answers with a proof that verifies under its registered key;
-    /// `None` when the connection stays silent for the idle limit. The wait between hellos
+    /// how the connection ended otherwise (closed, or silent for the idle limit). The wait between hellos
     /// doubles (to [`HELLO_EVERY_MAX`]): a guest forward's connection exists from the board's
     /// power-on, long before its bootloader connects, and every hello sent meanwhile reaches
     /// the device when it does.
-    fn hello(&self, link: &mut HostLink<TcpStream>) -> anyhow::Result<Option<HelloInfo>> {
+    fn hello(
+        &self,
+        link: &mut HostLink<TcpStream>,
+    ) -> anyhow::Result<Result<HelloInfo, SessionEnd>> {
         let options = &self.gateway.options;
         let deadline = Instant::now() + options.idle_limit;
         let mut challenges: Vec<[u8; CHALLENGE_LEN]> = Vec::new();
@@ -103,7 +107,7 @@ impl Session<'_> {
                     every = (every * 2).min(HELLO_EVERY_MAX);
                     continue;
                 }
-                Err(LinkError::Closed) => return Ok(None),
+                Err(LinkError::Closed) => return Ok(Err(SessionEnd::Closed)),
                 Err(e) => return Err(e.into()),
             };
             let claimed = reply.claimed;
@@ -118,7 +122,7 @@ impl Session<'_> {
                     .any(|c| hello::verify_response(&key, c, &reply.raw).is_ok())
             });
             if verified {
-                return Ok(Some(claimed));
+                return Ok(Ok(claimed));
             }
             tracing::warn!(
                 serial = %hex::encode(claimed.serial),
@@ -126,7 +130,7 @@ impl Session<'_> {
                 "device gateway: a hello that does not verify under the registered device key; ignored"
             );
         }
-        Ok(None)
+        Ok(Err(SessionEnd::Idle))
     }
 
     /// The device's package, relayed, installed and its receipt reported.
