@@ -1,6 +1,6 @@
-//! `flashgate update publish|status`: publish an uploaded OS release to devices (encrypted once,
+//! `flashgate update publish|status|list`: publish an uploaded OS release to devices (encrypted once,
 //! one envelope per device) and follow where each device stands. Staged rollouts
-//! (`update rollout|pause|resume|status ROLLOUT`) are `rollout.rs`. Pushing a package to one
+//! (`update rollout|pause|resume|list|status ROLLOUT`) are `rollout.rs`. Pushing a package to one
 //! device over its UART is `flashgate device update` (`device.rs`).
 
 use clap::{ArgGroup, Subcommand};
@@ -43,6 +43,15 @@ pub enum UpdateCmd {
     Resume {
         /// The rollout (as printed by `update rollout`).
         rollout: String,
+    },
+    /// Rollouts, newest first: state and each wave's confirmed/targeted devices (and failures).
+    List {
+        /// Only this product's rollouts.
+        #[arg(long)]
+        product: Option<u32>,
+        /// At most this many (the coordinator returns at most 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
     },
     /// A rollout's waves and state (with ROLLOUT), or where each targeted device stands (all
     /// products, or one order's devices).
@@ -97,6 +106,9 @@ pub async fn run(cmd: UpdateCmd, clients: &Clients, out: &Printer) -> Result<(),
         UpdateCmd::Pause { rollout } => rollout::act(Action::Pause, rollout, clients, out).await?,
         UpdateCmd::Resume { rollout } => {
             rollout::act(Action::Resume, rollout, clients, out).await?
+        }
+        UpdateCmd::List { product, limit } => {
+            rollout::list(product.unwrap_or(0), limit, clients, out).await?
         }
         UpdateCmd::Status {
             rollout: Some(rollout),

@@ -366,7 +366,7 @@ async fn rollout_in_three_waves_pauses_on_failures_and_resumes_to_completion() {
         .collect();
     let count = |action: &str| trail.iter().filter(|(_, a)| a == action).count();
     assert_eq!(count("update published"), 1, "{trail:?}");
-    assert_eq!(count("rollout changed"), 0, "{trail:?}");
+    assert_eq!(count("rollout paused"), 0, "{trail:?}");
     assert_eq!(count("rollout resumed"), 1, "{trail:?}");
     assert_eq!(count("rollout step"), 4, "{trail:?}");
     assert!(

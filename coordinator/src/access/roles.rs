@@ -105,7 +105,7 @@ pub fn needed(method: &str) -> Option<Role> {
         "ListProducts" | "ListReleases" | "GetOrderStatus" | "ListOrders" | "ListStations"
         | "GetDevice" | "ListDevices" | "ListLeases" | "GetCoordinatorInfo" | "GetUpdateStatus"
         | "GetDeviceStatus" | "QueryRecords" | "GetIngestStats" | "ListAuditEntries"
-        | "VerifyAudit" | "GetRollout" => Viewer,
+        | "VerifyAudit" | "GetRollout" | "ListRollouts" => Viewer,
         _ => return None,
     })
 }

@@ -192,4 +192,24 @@ impl UpdateService for UpdateApi {
         )
         .await
     }
+
+    async fn list_rollouts(
+        &self,
+        request: Request<v1::ListRolloutsRequest>,
+    ) -> Result<Response<v1::ListRolloutsResponse>, Status> {
+        rpc::operator_call(
+            "ListRollouts",
+            &self.access,
+            request,
+            |_caller, req| async move {
+                let (rollouts, truncated) =
+                    self.updates.rollouts.list(req.product_id, req.limit).await?;
+                Ok(v1::ListRolloutsResponse {
+                    rollouts,
+                    truncated,
+                })
+            },
+        )
+        .await
+    }
 }
