@@ -6,6 +6,7 @@
 //! - [`sessions`]: login keeps the token in memory only, behind a random session id in an
 //!   HttpOnly, SameSite=Strict cookie; every form carries the session's CSRF token;
 //! - [`pages`] (what operators look at), [`actions`] (what they do, each confirmed first),
+//!   [`rollouts`] (staged rollouts: their pages, live counts, pause and resume),
 //!   [`live`] (the JSON the pages poll every 2 s), [`html`] (layout and escaping).
 //!
 //! Nothing is fetched from elsewhere: the stylesheet and the small script are compiled in, and
@@ -16,6 +17,7 @@ pub mod api;
 pub mod html;
 pub mod live;
 pub mod pages;
+pub mod rollouts;
 pub mod sessions;
 
 use std::future::Future;
@@ -75,9 +77,15 @@ pub fn router(api: ConsoleApi, options: ConsoleOptions) -> Router {
         .route("/devices", get(pages::devices))
         .route("/devices/:product_id/:serial", get(pages::device))
         .route("/updates", get(pages::updates))
+        .route("/updates/rollouts/:rollout_id", get(rollouts::rollout))
+        .route(
+            "/updates/rollouts/:rollout_id/:verb",
+            get(rollouts::confirm).post(rollouts::act),
+        )
         .route("/audit", get(pages::audit))
         .route("/ingest", get(pages::ingest))
         .route("/live/orders.json", get(live::orders))
+        .route("/live/rollouts.json", get(rollouts::live))
         .route("/assets/console.css", get(assets::css))
         .route("/assets/console.js", get(assets::js))
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such page") })

@@ -202,8 +202,11 @@ impl UpdateService for UpdateApi {
             &self.access,
             request,
             |_caller, req| async move {
-                let (rollouts, truncated) =
-                    self.updates.rollouts.list(req.product_id, req.limit).await?;
+                let (rollouts, truncated) = self
+                    .updates
+                    .rollouts
+                    .list(req.product_id, req.limit)
+                    .await?;
                 Ok(v1::ListRolloutsResponse {
                     rollouts,
                     truncated,

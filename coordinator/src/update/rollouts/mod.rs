@@ -241,7 +241,11 @@ impl Rollouts {
 
     /// Rollouts of `product_id` (0: every product), newest first, at most `limit` (0:
     /// [`LIST_DEFAULT`], capped at [`LIST_MAX`]), with their counts; and whether more matched.
-    pub async fn list(&self, product_id: u32, limit: u32) -> Result<(Vec<v1::RolloutStatus>, bool)> {
+    pub async fn list(
+        &self,
+        product_id: u32,
+        limit: u32,
+    ) -> Result<(Vec<v1::RolloutStatus>, bool)> {
         let limit = match limit {
             0 => LIST_DEFAULT,
             n => n.min(LIST_MAX),
