@@ -56,6 +56,7 @@ pub struct TestCoordinator {
     pub data: Arc<DataIngest>,
     /// Loopback UDP port for sealed data records.
     pub udp_addr: SocketAddr,
+    transport: Transport,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _tls_dir: tempfile::TempDir,
@@ -178,7 +179,7 @@ impl TestCoordinator {
             coordinator.clone(),
             data.clone(),
             listener,
-            transport,
+            transport.clone(),
             async move {
                 let _ = rx.await;
                 udp_task.abort();
@@ -194,11 +195,18 @@ impl TestCoordinator {
             coordinator,
             data,
             udp_addr,
+            transport,
             shutdown: Some(tx),
             task: Some(task),
             _tls_dir: tls_dir,
             _dir: None,
         })
+    }
+
+    /// What its port speaks (its server certificate, or plain text): for serving the console
+    /// beside it as `serve --console-listen` does.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     /// How a client reaches it: its CA, or plain text.

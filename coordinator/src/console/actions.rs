@@ -125,11 +125,7 @@ pub async fn login(State(console): State<Shared>, Form(form): Form<LoginForm>) -
         role: Role::from_proto(info.caller_role),
     };
     let id = console.sessions.start(credentials, operator);
-    let secure = if console.options.secure_cookie {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = if console.tls { "; Secure" } else { "" };
     let cookie = format!(
         "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         sessions::COOKIE,

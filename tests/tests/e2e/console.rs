@@ -14,7 +14,7 @@ use flashgate_station::coordinator_client::CoordinatorClient;
 use flashgate_station::identity::{StationIdentity, StationKek};
 use flashgate_station::station::enrol;
 use flashgate_tests::station_harness::{Factory, BOOTLOADER_VERSION, PRODUCT_ID};
-use flashgate_tests::webdriver::{http, Browser, ChromeDriver, ENTER, TAB};
+use flashgate_tests::webdriver::{http as plain_http, https, Browser, ChromeDriver, ENTER, TAB};
 use serde_json::json;
 
 const DESKTOP: (u32, u32) = (1280, 800);
@@ -26,7 +26,8 @@ fn screenshots() -> PathBuf {
     dir
 }
 
-/// The console of `factory`'s coordinator on a free loopback port; its address.
+/// The console of `factory`'s coordinator on a free loopback port, over HTTPS with the
+/// coordinator's own certificate (as `serve --console-listen` does); its address.
 fn start_console(factory: &Factory) -> String {
     let api = ConsoleApi::new(
         factory.coordinator.coordinator.clone(),
@@ -37,13 +38,23 @@ fn start_console(factory: &Factory) -> String {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    factory.rt.spawn(console::serve(
-        api,
-        ConsoleOptions::default(),
-        listener,
-        std::future::pending(),
-    ));
+    let transport = factory.coordinator.transport().clone();
+    factory.rt.spawn(async move {
+        console::serve(
+            api,
+            ConsoleOptions::default(),
+            listener,
+            &transport,
+            std::future::pending(),
+        )
+        .await
+    });
     addr
+}
+
+/// Chromium trusting the coordinator's CA, as an operator's browser would.
+fn trusting_browser(factory: &Factory) -> ChromeDriver {
+    ChromeDriver::start_trusting(&factory.coordinator.ca_pem)
 }
 
 /// A second station, enrolled but not approved; its id.
@@ -118,12 +129,12 @@ fn assert_fits(browser: &Browser) {
 fn console_in_chromium() {
     let factory = Factory::embedded(2);
     let addr = start_console(&factory);
-    let base = format!("http://{addr}");
+    let base = format!("https://{addr}");
     let order = factory.order.order_id.clone();
     let other_dir = tempfile::tempdir().unwrap();
     let pending = pending_station(&factory, other_dir.path());
     let shots = screenshots();
-    let driver = ChromeDriver::start();
+    let driver = trusting_browser(&factory);
     let browser = driver.browser(DESKTOP.0, DESKTOP.1);
 
     // Not logged in: every page leads to the login page; a wrong token is the API's refusal.
@@ -334,14 +345,39 @@ fn console_in_chromium() {
     assert_eq!(still, json!(true), "the viewer's revoke changed nothing");
 }
 
-/// Cookie flags, a forged form and a forged session, spoken to the console directly.
+/// The console's TLS, cookie flags, a forged form and a forged session, spoken to the console
+/// directly: its certificate chains to the coordinator's CA (a client trusting only that CA
+/// completes the handshake; one trusting another CA does not), plain HTTP gets a 400 saying
+/// to use HTTPS, and the session cookie is `Secure`.
 #[test]
 fn console_sessions_and_forms() {
     let factory = Factory::embedded(1);
     let addr = start_console(&factory);
+    let ca = factory.coordinator.ca_pem.clone();
+    let http = |method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]| {
+        https(&addr, &ca, method, path, headers, body)
+            .expect("the console's certificate chains to the coordinator CA")
+    };
+
+    let other_ca = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .cert
+        .pem();
+    let refused = https(&addr, &other_ca, "GET", "/login", &[], b"");
+    assert!(
+        matches!(refused, Err(rustls::Error::InvalidCertificate(_))),
+        "a client trusting another CA refuses the console: {refused:?}"
+    );
+    let (status, _, body) = plain_http(&addr, "GET", "/login", &[], b"");
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("HTTPS only") && body.contains("ca.pem"),
+        "{body}"
+    );
+
     let form = [("Content-Type", "application/x-www-form-urlencoded")];
     let (status, headers, _) = http(
-        &addr,
         "POST",
         "/login",
         &form,
@@ -354,7 +390,9 @@ fn console_sessions_and_forms() {
         .map(|(_, v)| v.clone())
         .unwrap();
     assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("Secure"),
         "{cookie}"
     );
     let session = cookie.split(';').next().unwrap().to_owned();
@@ -363,7 +401,6 @@ fn console_sessions_and_forms() {
     let with_cookie = [form[0], ("Cookie", session.as_str())];
     let station = &factory.station_id;
     let (status, _, body) = http(
-        &addr,
         "POST",
         &format!("/stations/{station}/revoke"),
         &with_cookie,
@@ -371,7 +408,7 @@ fn console_sessions_and_forms() {
     );
     assert_eq!(status, 403);
     assert!(String::from_utf8_lossy(&body).contains("CSRF"));
-    let (_, _, page) = http(&addr, "GET", "/stations", &[("Cookie", &session)], b"");
+    let (_, _, page) = http("GET", "/stations", &[("Cookie", &session)], b"");
     assert!(
         String::from_utf8_lossy(&page).contains("state-approved"),
         "still approved"
@@ -379,7 +416,6 @@ fn console_sessions_and_forms() {
 
     // A made-up session is no session; pages carry the strict content policy.
     let (status, headers, _) = http(
-        &addr,
         "GET",
         "/orders",
         &[("Cookie", "flashgate_session=00ff")],
@@ -392,14 +428,10 @@ fn console_sessions_and_forms() {
         .map(|(_, v)| v.clone())
         .unwrap();
     assert!(csp.contains("default-src 'none'"), "{csp}");
-    let (status, _, _) = http(
-        &addr,
-        "GET",
-        "/live/orders.json",
-        &[("Cookie", "flashgate_session=00ff")],
-        b"",
-    );
-    assert_eq!(status, 303);
+    for live in ["/live/orders.json", "/live/rollouts.json"] {
+        let (status, _, _) = http("GET", live, &[("Cookie", "flashgate_session=00ff")], b"");
+        assert_eq!(status, 303, "{live}");
+    }
 }
 
 /// Simulated devices of a staged rollout: registered with their own device keys, fetching
@@ -596,7 +628,7 @@ fn tab_to(browser: &Browser, label: &str) -> bool {
 fn console_pauses_a_rollout() {
     let factory = Factory::embedded(1);
     let addr = start_console(&factory);
-    let base = format!("http://{addr}");
+    let base = format!("https://{addr}");
     let shots = screenshots();
     let fleet = RolloutFleet::start(&factory, 5);
     let id = fleet.rollout_id.clone();
@@ -618,9 +650,27 @@ fn console_pauses_a_rollout() {
                 .operator_with_role("release-op", Role::Release),
         )
         .unwrap();
-    let driver = ChromeDriver::start();
+    // A Chromium that does not trust the coordinator's CA gets its certificate error page,
+    // not the console: the trusting one below trusts the CA, nothing is ignored.
+    {
+        let untrusting = ChromeDriver::start();
+        let browser = untrusting.browser(DESKTOP.0, DESKTOP.1);
+        browser.goto(&format!("{base}/login"));
+        assert!(
+            browser.try_find("#token").is_none(),
+            "an untrusted certificate is refused"
+        );
+        let page = browser.text(&browser.find("body"));
+        assert!(page.contains("ERR_CERT_AUTHORITY_INVALID"), "{page}");
+    }
+    let driver = trusting_browser(&factory);
     let browser = driver.browser(DESKTOP.0, DESKTOP.1);
     log_in(&browser, &base, &release);
+    let secure = browser.execute(
+        "return [location.protocol, window.isSecureContext];",
+        json!([]),
+    );
+    assert_eq!(secure, json!(["https:", true]));
 
     // The updates page lists the rollout with its two waves.
     browser.goto(&format!("{base}/updates"));
