@@ -35,6 +35,7 @@ const DOCUMENTED: &[&str] = &[
     "update publish",
     "update status",
     "update rollout",
+    "update list",
     "update pause",
     "update resume",
     "device update",

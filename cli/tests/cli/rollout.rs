@@ -1,4 +1,4 @@
-//! `flashgate update rollout|pause|resume|status ROLLOUT` as a process against a real
+//! `flashgate update rollout|pause|resume|list|status ROLLOUT` as a process against a real
 //! coordinator; the devices' receipts are made with their device keys (protocol crate) and sent
 //! over gRPC, as a field tool relays them.
 
@@ -184,6 +184,14 @@ async fn a_rollout_is_started_paused_resumed_and_followed() {
         paused.contains(": version 2, paused (by an operator); 1 of 2 waves open"),
         "{paused}"
     );
+    let (header, rows) = table_rows(&w.cli.table(&["update", "list"]).await);
+    assert_eq!(
+        header,
+        "ROLLOUT, PRODUCT, VERSION, STATE, OPEN, CONFIRMED/TARGETED BY WAVE, CREATED, UPDATED"
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][..6], [&id, "7", "2", "paused", "1/2", "0/1 0/3"]);
+    assert!(rows[0][6].ends_with(" UTC"), "{rows:?}");
     let refused = package(&w, &serial).await.unwrap_err();
     assert!(
         refused.message().contains("is paused (by an operator)"),
@@ -209,5 +217,16 @@ async fn a_rollout_is_started_paused_resumed_and_followed() {
     );
     let said = w.cli.fails(&["update", "pause", &id], 7).await;
     assert!(said.contains("is completed"), "{said}");
+    let listed = w.cli.json(&["update", "list", "--product", "7"]).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(
+        (&listed[0]["rollout_id"], &listed[0]["state"]),
+        (&id.as_str().into(), &"completed".into())
+    );
+    assert_eq!(listed[0]["waves"][1]["confirmed"], 3);
+    assert_eq!(
+        w.cli.json(&["update", "list", "--product", "8"]).await,
+        serde_json::json!([])
+    );
     w.tc.stop().await;
 }
