@@ -304,7 +304,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("listening on {addr} for the console"))?;
-                tracing::info!(addr = %listener.local_addr()?, "serving the console");
+                let scheme = match transport {
+                    Transport::Tls(_) => "https",
+                    Transport::InsecurePlaintext => "http (--insecure-plaintext)",
+                };
+                tracing::info!(addr = %listener.local_addr()?, scheme, "serving the console");
                 let api = ConsoleApi::new(coordinator.clone(), data.clone());
                 let transport = transport.clone();
                 tokio::spawn(async move {
