@@ -1,12 +1,9 @@
 //! `flashgate update rollout|pause|resume|list|status ROLLOUT` as a process against a real
-//! coordinator; the devices' receipts are made with their device keys (protocol crate) and sent
-//! over gRPC, as a field tool relays them.
+//! coordinator; the devices' receipts are made with their device keys
+//! (`TestCoordinator::confirm_update`) and sent over gRPC, as a field tool relays them.
 
 use flashgate_proto::v1::{self, update_service_client::UpdateServiceClient};
-use flashgate_protocol::hello::DeviceState;
 use flashgate_protocol::image::ImageKind;
-use flashgate_protocol::update::boot_state::{BootState, Outcome, Phase};
-use flashgate_protocol::update::receipt::{self, StatusReceipt};
 
 use crate::support::{table_rows, World, PRODUCT};
 
@@ -23,39 +20,7 @@ async fn fleet(w: &World) -> (Vec<([u8; 16], [u8; 32])>, String) {
 
 /// The device fetches its package and sends a receipt showing v2 running, confirmed.
 async fn confirm(w: &World, serial: [u8; 16], key: [u8; 32]) {
-    let mut updates = UpdateServiceClient::new(w.tc.channel().await.unwrap());
-    let package = updates
-        .get_update_package(w.tc.operator_request(v1::GetUpdatePackageRequest {
-            product_id: PRODUCT,
-            serial: serial.to_vec(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    let boot = BootState {
-        phase: Phase::Idle,
-        outcome: Outcome::Updated,
-        floor: 2,
-        new_version: 2,
-        ..BootState::default()
-    };
-    let r = StatusReceipt::new(
-        serial,
-        PRODUCT,
-        3,
-        DeviceState::OsRunning { version: 2 },
-        &boot,
-    );
-    let challenge: [u8; 32] = package.challenge.try_into().unwrap();
-    updates
-        .report_update(w.tc.operator_request(v1::ReportUpdateRequest {
-            product_id: PRODUCT,
-            serial: serial.to_vec(),
-            receipt: receipt::encode(&key, &challenge, &r).to_vec(),
-            refused_code: 0,
-        }))
-        .await
-        .unwrap();
+    w.tc.confirm_update(PRODUCT, serial, &key).await.unwrap();
 }
 
 /// Asks for the package of `serial`.

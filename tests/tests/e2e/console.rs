@@ -13,7 +13,7 @@ use flashgate_proto::v1::{self, update_service_client::UpdateServiceClient};
 use flashgate_station::coordinator_client::CoordinatorClient;
 use flashgate_station::identity::{StationIdentity, StationKek};
 use flashgate_station::station::enrol;
-use flashgate_tests::station_harness::{Factory, BOOTLOADER_VERSION, PRODUCT_ID};
+use flashgate_tests::station_harness::{Factory, PRODUCT_ID};
 use flashgate_tests::webdriver::{http as plain_http, https, Browser, ChromeDriver, ENTER, TAB};
 use serde_json::json;
 
@@ -446,46 +446,13 @@ impl RolloutFleet {
     /// `count` devices of the factory's product and a rollout of an OS v2 release to them in
     /// waves of 2 and the rest.
     fn start(factory: &Factory, count: usize) -> Self {
-        use rand::RngCore;
         let tc = &factory.coordinator;
         factory.rt.block_on(async {
-            let mut op = tc.operator_client().await.unwrap();
-            let product = op
-                .list_products(tc.operator_request(v1::ListProductsRequest {}))
+            let digest = tc
+                .upload_os_release(PRODUCT_ID, &factory.vendor.key, 2)
                 .await
-                .unwrap()
-                .into_inner()
-                .products
-                .into_iter()
-                .find(|p| p.product_id == PRODUCT_ID)
                 .unwrap();
-            let anchors = flashgate_protocol::trust_anchors::TrustAnchors {
-                vendor_public: factory.vendor.public(),
-                authority_public: product.authority_public_key.as_slice().try_into().unwrap(),
-            };
-            let body = flashgate_protocol::trust_anchors::pinning(&[0x5a; 3000], &anchors);
-            let image = flashgate_protocol::image::sign_image(
-                flashgate_protocol::image::ImageKind::Os,
-                PRODUCT_ID,
-                2,
-                0,
-                &body,
-                &factory.vendor.key,
-            );
-            let digest = op
-                .upload_release(tc.operator_request(v1::UploadReleaseRequest { image }))
-                .await
-                .unwrap()
-                .into_inner()
-                .digest;
-            let mut devices = Vec::new();
-            for _ in 0..count {
-                let (mut serial, mut key) = ([0u8; 16], [0u8; 32]);
-                rand::rngs::OsRng.fill_bytes(&mut serial);
-                rand::rngs::OsRng.fill_bytes(&mut key);
-                tc.register_device(PRODUCT_ID, &serial, &key).await.unwrap();
-                devices.push((serial, key));
-            }
+            let devices = tc.register_random_devices(PRODUCT_ID, count).await.unwrap();
             let status = UpdateServiceClient::new(tc.channel().await.unwrap())
                 .start_rollout(
                     tc.operator_request(v1::StartRolloutRequest {
@@ -546,49 +513,12 @@ impl RolloutFleet {
     /// Device `serial` fetches its package, installs it and confirms v2 with a receipt made
     /// with its key.
     fn confirm(&self, factory: &Factory, serial: &[u8; 16]) {
-        use flashgate_protocol::hello::DeviceState;
-        use flashgate_protocol::update::boot_state::{BootState, Outcome, Phase};
-        use flashgate_protocol::update::receipt::{self, StatusReceipt};
-        let tc = &factory.coordinator;
         let key = &self.devices.iter().find(|(s, _)| s == serial).unwrap().1;
-        factory.rt.block_on(async {
-            let mut updates = UpdateServiceClient::new(tc.channel().await.unwrap());
-            let package = updates
-                .get_update_package(tc.operator_request(v1::GetUpdatePackageRequest {
-                    product_id: PRODUCT_ID,
-                    serial: serial.to_vec(),
-                }))
-                .await
-                .unwrap()
-                .into_inner();
-            let boot = BootState {
-                seq: 9,
-                phase: Phase::Idle,
-                outcome: Outcome::Updated,
-                floor: 2,
-                new_version: 2,
-                ..BootState::default()
-            };
-            let r = StatusReceipt::new(
-                *serial,
-                PRODUCT_ID,
-                BOOTLOADER_VERSION,
-                DeviceState::OsRunning { version: 2 },
-                &boot,
-            );
-            let challenge: [u8; 32] = package.challenge.as_slice().try_into().unwrap();
-            let status = updates
-                .report_update(tc.operator_request(v1::ReportUpdateRequest {
-                    product_id: PRODUCT_ID,
-                    serial: serial.to_vec(),
-                    receipt: receipt::encode(key, &challenge, &r).to_vec(),
-                    refused_code: 0,
-                }))
-                .await
-                .unwrap()
-                .into_inner();
-            assert_eq!(status.state, "updated", "{status:?}");
-        });
+        let status = factory
+            .rt
+            .block_on(factory.coordinator.confirm_update(PRODUCT_ID, *serial, key))
+            .unwrap();
+        assert_eq!(status.state, "updated", "{status:?}");
     }
 
     /// The rollout as the API reports it.
