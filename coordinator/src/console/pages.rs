@@ -539,7 +539,7 @@ pub async fn updates(State(console): State<Shared>, user: LoggedIn) -> Html<Stri
         "rolled-back",
         "refused",
     ];
-    body.push_str(r#"<div class="scroll"><table><caption>Every campaign (a rollout's included): its devices by state</caption><thead><tr><th scope="col">Campaign</th><th scope="col">Product</th><th scope="col">Target version</th><th scope="col">Devices</th>"#);
+    body.push_str(r#"<div class="scroll"><table><caption>Devices by state, per campaign</caption><thead><tr><th scope="col">Campaign</th><th scope="col">Product</th><th scope="col">Target version</th><th scope="col">Devices</th>"#);
     for state in STATES {
         let _ = write!(body, r#"<th scope="col">{state}</th>"#);
     }

@@ -181,7 +181,7 @@ pub async fn section(caller: &Caller<'_>, user: &LoggedIn) -> String {
         );
     }
     let mut out = format!(
-        r#"<h2>Staged rollouts</h2>{WAVE_LEGEND}<div class="scroll"><table data-live="rollouts" class="rollouts"><caption>The newest {LIST_LIMIT} rollouts at most, newest first</caption><thead><tr><th scope="col">Rollout</th><th scope="col">Product</th><th scope="col">Version</th><th scope="col">State</th><th scope="col">Waves (confirmed / targeted)</th><th scope="col">Started</th><th scope="col">Actions</th></tr></thead><tbody>"#
+        r#"<h2>Staged rollouts</h2>{WAVE_LEGEND}<div class="scroll"><table data-live="rollouts" class="rollouts"><caption>Newest first (at most {LIST_LIMIT})</caption><thead><tr><th scope="col">Rollout</th><th scope="col">Product</th><th scope="col">Version</th><th scope="col">State</th><th scope="col">Waves (confirmed / targeted)</th><th scope="col">Started</th><th scope="col">Actions</th></tr></thead><tbody>"#
     );
     for r in &list.rollouts {
         let mut waves = String::new();
