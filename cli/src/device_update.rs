@@ -86,7 +86,7 @@ pub struct Uart {
 
 /// An error frame becomes [`Stopped::Refused`] (so callers can report the code); everything
 /// else keeps its message.
-fn stopped(e: LinkError) -> anyhow::Error {
+pub(crate) fn stopped(e: LinkError) -> anyhow::Error {
     match e {
         LinkError::Refused { code, .. } => Stopped::Refused(code).into(),
         other => other.into(),
@@ -102,6 +102,11 @@ impl Uart {
         Ok(Self {
             link: HostLink::new(port_link),
         })
+    }
+
+    /// The framed link itself (the app install's exchanges, `crate::device_app`).
+    pub fn link(&mut self) -> &mut HostLink<Port> {
+        &mut self.link
     }
 
     /// Sends one request.

@@ -24,7 +24,8 @@ use crate::keys::KekRing;
 use crate::provisioning::Registry;
 use crate::repository::{Attempt, CasRetry, Db, Stored, Txn};
 
-fn code_text(code: u32) -> String {
+/// A device's error code as text (its name when this build knows it).
+pub(super) fn code_text(code: u32) -> String {
     ErrorCode::from_u32(code).map_or_else(|| format!("code {code:#x}"), |c| c.to_string())
 }
 
