@@ -125,17 +125,19 @@ pub async fn run(
     let version = match relayed {
         Ok(version) => version,
         Err(e) => {
-            if let Some(Stopped::Refused(code)) = e.downcast_ref::<Stopped>() {
-                client
-                    .report_app_install(v1::ReportUpdateRequest {
-                        product_id: info.product_id,
-                        serial: serial.clone(),
-                        receipt: Vec::new(),
-                        refused_code: *code as u32,
-                    })
-                    .await?;
-            }
-            return Err(e);
+            let Some(Stopped::Refused(code)) = e.downcast_ref::<Stopped>() else {
+                return Err(e);
+            };
+            let code = *code;
+            client
+                .report_app_install(v1::ReportUpdateRequest {
+                    product_id: info.product_id,
+                    serial: serial.clone(),
+                    receipt: Vec::new(),
+                    refused_code: code as u32,
+                })
+                .await?;
+            return Err(Stopped::AppRefused(code).into());
         }
     };
     let raw = tokio::task::block_in_place(|| {

@@ -76,6 +76,9 @@ pub enum Stopped {
     /// The device refused the package (the code was reported to the coordinator).
     #[error("the device refused the update: {0}")]
     Refused(ErrorCode),
+    /// The device refused the app package (the code was reported to the coordinator).
+    #[error("the device refused the app package: {0}")]
+    AppRefused(ErrorCode),
 }
 
 /// The host end of the UART (`flashgate_protocol::uart::host`), with refusals as
