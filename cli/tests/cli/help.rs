@@ -38,6 +38,7 @@ const DOCUMENTED: &[&str] = &[
     "update pause",
     "update resume",
     "device update",
+    "device app-install",
     "device verify",
     "config set-context",
     "config use-context",
