@@ -55,15 +55,9 @@ pub struct DeviceUpdateArgs {
 
 #[derive(Args)]
 pub struct DeviceAppInstallArgs {
-    /// `tcp:HOST:PORT` or a serial device such as /dev/ttyUSB0.
-    #[arg(long)]
-    port: String,
-    /// The serial the device must answer with (32 hex chars): nothing is sent to another one.
-    #[arg(long)]
-    serial: String,
-    /// Seconds to wait for each reply of the device.
-    #[arg(long, default_value_t = 30)]
-    timeout: u64,
+    /// The port, the serial and the timeout, as for `device update`.
+    #[command(flatten)]
+    device: DeviceUpdateArgs,
     /// Start the app once installed and print what it logs.
     #[arg(long)]
     start: bool,
@@ -103,9 +97,9 @@ async fn app_install(
     clients: &Clients,
     out: &Printer,
 ) -> Result<(), Failure> {
-    let mut options = AppInstallOptions::new(args.port);
-    options.expected_serial = Some(parse::serial(&args.serial, "--serial")?);
-    options.timeout = Duration::from_secs(args.timeout.max(1));
+    let mut options = AppInstallOptions::new(args.device.port);
+    options.expected_serial = Some(parse::serial(&args.device.serial, "--serial")?);
+    options.timeout = Duration::from_secs(args.device.timeout.max(1));
     options.start = args.start;
     let report = device_app::run(&mut clients.update(), &options)
         .await

@@ -20,7 +20,7 @@ use flashgate_protocol::app::receipt::{self, AppReceipt};
 use flashgate_protocol::hello::DeviceState;
 use flashgate_protocol::uart::{DeviceMessage, MsgType, Request};
 
-use crate::device_update::{stopped, Stopped, Uart};
+use crate::device_update::{check_serial, stopped, Stopped, Uart};
 use crate::grpc::UpdateClient;
 
 /// Options of one run.
@@ -92,16 +92,7 @@ pub async fn run(
             options.port
         ));
     }
-    if let Some(expected) = options.expected_serial {
-        if info.serial != expected {
-            return Err(anyhow!(
-                "the device on {} is {}, not {}: nothing sent",
-                options.port,
-                hex::encode(info.serial),
-                hex::encode(expected)
-            ));
-        }
-    }
+    check_serial(&info, &options.port, options.expected_serial)?;
     let serial = info.serial.to_vec();
     let package = client
         .get_app_package(v1::GetUpdatePackageRequest {

@@ -180,16 +180,7 @@ pub async fn run(
         }
         Ok(info)
     })?;
-    if let Some(expected) = options.expected_serial {
-        if info.serial != expected {
-            return Err(anyhow!(
-                "the device on {} is {}, not {}: nothing sent",
-                options.port,
-                hex::encode(info.serial),
-                hex::encode(expected)
-            ));
-        }
-    }
+    check_serial(&info, &options.port, options.expected_serial)?;
     let serial = info.serial.to_vec();
     let package = client
         .get_update_package(v1::GetUpdatePackageRequest {
@@ -230,6 +221,23 @@ pub async fn run(
         receipt,
         status,
     })
+}
+
+/// Refuses to go on unless the device on `port` claims the `expected` serial (when one is
+/// given): nothing is sent to another board.
+pub(crate) fn check_serial(
+    info: &hello::HelloInfo,
+    port: &str,
+    expected: Option<[u8; 16]>,
+) -> anyhow::Result<()> {
+    match expected {
+        Some(expected) if info.serial != expected => Err(anyhow!(
+            "the device on {port} is {}, not {}: nothing sent",
+            hex::encode(info.serial),
+            hex::encode(expected)
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn push(

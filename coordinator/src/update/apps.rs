@@ -17,7 +17,7 @@ use flashgate_proto::v1;
 use flashgate_protocol::app::receipt::{self, AppReceipt, CHALLENGE_LEN};
 use serde::{Deserialize, Serialize};
 
-use super::delivery::{code_text, envelope_for, receipt_challenge, sealed_release};
+use super::delivery::{code_text, issue};
 use crate::error::{CoordinatorError as E, Result};
 use crate::ids::{CampaignId, ProductId, Serial};
 use crate::keys::KekRing;
@@ -158,19 +158,6 @@ impl AppDelivery {
             .ok_or_else(|| E::NotFound(format!("no app is published for device {serial}")))
     }
 
-    /// A device's app record, if an app was ever published to it.
-    pub async fn record(
-        &self,
-        product_id: ProductId,
-        serial: Serial,
-    ) -> Result<Option<DeviceAppRecord>> {
-        Ok(self
-            .db
-            .get::<DeviceAppRecord>(&(product_id, serial))
-            .await?
-            .map(|s| s.record))
-    }
-
     /// The app package of one device, with a fresh challenge for its app receipt.
     pub async fn package(&self, product_id: u32, serial: &[u8]) -> Result<v1::UpdatePackage> {
         let (product_id, serial) = (ProductId(product_id), Serial::parse(serial)?);
@@ -185,11 +172,15 @@ impl AppDelivery {
         serial: Serial,
     ) -> Result<Attempt<v1::UpdatePackage>> {
         let stored = self.targeted(product_id, serial).await?;
-        let (campaign, release) =
-            sealed_release(&self.db, &self.kek, &stored.record.campaign_id).await?;
-        let device_key = self.registry.device_key(product_id.0, &serial.0).await?;
-        let envelope = envelope_for(&release, product_id, serial, &device_key)?;
-        let challenge = receipt_challenge();
+        let (package, challenge) = issue(
+            &self.db,
+            &self.kek,
+            &self.registry,
+            &stored.record.campaign_id,
+            product_id,
+            serial,
+        )
+        .await?;
         let mut record = stored.record.clone();
         record.challenge = Some(challenge);
         if record.state == AppState::Pending {
@@ -199,16 +190,7 @@ impl AppDelivery {
             .db
             .commit(Txn::new().unchanged(&stored).replace(&stored, &record))
             .await?;
-        Ok(Attempt::committed(
-            committed,
-            v1::UpdatePackage {
-                campaign_id: campaign.campaign_id.to_string(),
-                version: campaign.version,
-                envelope,
-                chunks: release.chunks,
-                challenge: challenge.to_vec(),
-            },
-        ))
+        Ok(Attempt::committed(committed, package))
     }
 
     /// Checks a device's app receipt against its key and the outstanding challenge and records

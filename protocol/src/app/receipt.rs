@@ -100,11 +100,7 @@ pub fn encode(
     receipt: &AppReceipt,
 ) -> [u8; APP_RECEIPT_LEN] {
     let body: [u8; BODY_LEN] = codec::to_array(receipt);
-    let tag = challenge_proof::tag(&PROOF, device_key, challenge, &body);
-    let mut out = [0u8; APP_RECEIPT_LEN];
-    out[..BODY_LEN].copy_from_slice(&body);
-    out[BODY_LEN..].copy_from_slice(&tag);
-    out
+    challenge_proof::append(&PROOF, device_key, challenge, &body)
 }
 
 /// Host side: what the receipt claims, unverified.
@@ -121,15 +117,8 @@ pub fn verify(
     challenge: &[u8; CHALLENGE_LEN],
     raw: &[u8],
 ) -> Result<AppReceipt, ErrorCode> {
-    let receipt = peek(raw)?;
-    challenge_proof::verify(
-        &PROOF,
-        device_key,
-        challenge,
-        &raw[..BODY_LEN],
-        &raw[BODY_LEN..],
-    )?;
-    Ok(receipt)
+    let body = challenge_proof::verify_appended(&PROOF, device_key, challenge, raw, BODY_LEN)?;
+    AppReceipt::read_bytes(body)
 }
 
 #[cfg(test)]
