@@ -1,5 +1,5 @@
-//! `flashgate update publish|status|list`: publish an uploaded OS release to devices (encrypted once,
-//! one envelope per device) and follow where each device stands. Staged rollouts
+//! `flashgate update publish|status|list`: publish an uploaded OS or app release to devices
+//! (encrypted once, one envelope per device) and follow where each device stands. Staged rollouts
 //! (`update rollout|pause|resume|list|status ROLLOUT`) are `rollout.rs`. Pushing a package to one
 //! device over its UART is `flashgate device update` (`device.rs`).
 
@@ -15,10 +15,12 @@ use crate::rollout::{self, Action, RolloutArgs};
 
 #[derive(Subcommand)]
 pub enum UpdateCmd {
-    /// Publish an uploaded OS release to devices (encrypted once, one envelope per device).
+    /// Publish an uploaded OS or app release to devices (encrypted once, one envelope per
+    /// device). An app is installed with `flashgate device app-install`, an OS with
+    /// `flashgate device update`.
     #[command(group(ArgGroup::new("targets").required(true).args(["serials", "order", "all"])))]
     Publish {
-        /// Digest of the OS release (64 hex chars, see `flashgate release list`).
+        /// Digest of the OS or app release (64 hex chars, see `flashgate release list`).
         #[arg(long)]
         release: String,
         /// Target this device (32 hex chars). Repeatable.
@@ -198,7 +200,10 @@ impl ToJson for v1::DeviceUpdateStatus {
             "campaign_id": self.campaign_id, "target_version": self.target_version, "state": self.state,
             "bootloader_version": self.bootloader_version, "os_version": self.os_version,
             "last_outcome": self.last_outcome, "last_seen_ms": self.last_seen_ms,
-            "updated_at_ms": self.updated_at_ms, "rollback_floor": self.rollback_floor, "detail": self.detail})
+            "updated_at_ms": self.updated_at_ms, "rollback_floor": self.rollback_floor, "detail": self.detail,
+            "app": {"campaign_id": self.app_campaign_id, "target_version": self.app_target_version,
+                "state": self.app_state, "version": self.app_version, "floor": self.app_floor,
+                "detail": self.app_detail, "installed_at_ms": self.app_installed_at_ms}})
     }
 }
 

@@ -39,6 +39,7 @@ const DOCUMENTED: &[&str] = &[
     "update pause",
     "update resume",
     "device update",
+    "device app-install",
     "device verify",
     "config set-context",
     "config use-context",
