@@ -56,7 +56,7 @@ status_receipt = vector("status_receipt")
 challenge = bytes([7] * 32)
 
 HELLO, STATUS, UPDATE_BEGIN, UPDATE_CHUNK, UPDATE_FINISH = 0x01, 0x14, 0x10, 0x11, 0x12
-OS_STATUS, APP_BEGIN, APP_COMMIT, DATA_EMIT = 0x33, 0x40, 0x42, 0x31
+OS_STATUS, APP_PACKAGE_BEGIN, APP_COMMIT, DATA_EMIT = 0x33, 0x45, 0x42, 0x31
 HELLO_RESPONSE, STATUS_RECEIPT, UPDATE_READY, BOOT_BANNER, DATA_RECORD = 0x81, 0x95, 0x90, 0x82, 0x30
 
 seeds = {
@@ -93,14 +93,15 @@ seeds = {
     ],
     "os_service": [
         messages((1, body(HELLO, challenge)), (1, body(OS_STATUS)), (1, body(DATA_EMIT, b"\x02"))),
-        messages((1, body(APP_BEGIN, signed_image[:SIGNED_HEADER_LEN])), (1, body(APP_COMMIT))),
+        messages((1, body(APP_PACKAGE_BEGIN, vector("update_package")[:228])), (1, body(APP_COMMIT))),
     ],
     "update_session": [
         messages((0, envelope), (1, struct.pack("<I", 1) + chunk1), (2, b""), (3, b"")),
     ],
     "update_envelope": [envelope],
     "image_header": [signed_image],
-    "app_installer": [messages((0, signed_image[:SIGNED_HEADER_LEN]),
+    # An image the target seals into a package for the device itself (mode 0), a chunk, a commit.
+    "app_installer": [messages((0, signed_image),
                                (1, struct.pack("<I", 0) + signed_image[SIGNED_HEADER_LEN:]), (2, b""))],
     "loader_session": [
         messages((2, b""), (3, b""), (1, b"\x03" + signed_image[:SIGNED_HEADER_LEN]),

@@ -26,6 +26,8 @@ APT_PACKAGES=(
   # the console's browser tests (tests/tests/e2e/console.rs): headless Chromium over WebDriver
   chromium
   chromium-driver
+  # … which trusts the test coordinator's CA through an NSS database made with certutil
+  libnss3-tools
   # docs/getting-started.md reads the CLI's JSON with jq (its test runs the page)
   jq
   # the emulator's instruction-cut plugin and the fsync shim are built with the host cc; the

@@ -1,11 +1,14 @@
-//! `flashgate device update --port … --serial …` and `flashgate device verify --port …`: the
-//! field tool for one device on a serial link. The flows themselves are the library's
+//! `flashgate device update --port … --serial …`, `flashgate device app-install --port …
+//! --serial …` and `flashgate device verify --port …`: the field tool for one device on a
+//! serial link. The flows themselves are the library's
 //! ([`flashgate_cli::device_update`]: hello, package, transfer, receipt;
+//! [`flashgate_cli::device_app`]: hello, app package, transfer, app receipt;
 //! [`flashgate_cli::device_verify`]: challenge, hello, verdict).
 
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use flashgate_cli::device_app::{self, AppInstallOptions, AppInstallReport};
 use flashgate_cli::device_update::{self, UpdateOptions, UpdateReport};
 use flashgate_cli::grpc::Clients;
 use flashgate_proto::v1;
@@ -20,6 +23,8 @@ use crate::parse;
 pub enum DeviceCmd {
     /// Update one device on a serial port with the release published to it.
     Update(DeviceUpdateArgs),
+    /// Install the app published to one device on a serial port, while its OS runs (no reset).
+    AppInstall(DeviceAppInstallArgs),
     /// Check that the board on a serial port is genuine: exit 0 genuine, 8 unregistered,
     /// 9 clone suspected.
     Verify(DeviceVerifyArgs),
@@ -48,9 +53,20 @@ pub struct DeviceUpdateArgs {
     timeout: u64,
 }
 
+#[derive(Args)]
+pub struct DeviceAppInstallArgs {
+    /// The port, the serial and the timeout, as for `device update`.
+    #[command(flatten)]
+    device: DeviceUpdateArgs,
+    /// Start the app once installed and print what it logs.
+    #[arg(long)]
+    start: bool,
+}
+
 pub async fn run(cmd: DeviceCmd, clients: &Clients, out: &Printer) -> Result<(), Failure> {
     match cmd {
         DeviceCmd::Update(args) => update(args, clients, out).await,
+        DeviceCmd::AppInstall(args) => app_install(args, clients, out).await,
         DeviceCmd::Verify(args) => verify(args, clients, out).await,
     }
 }
@@ -73,6 +89,35 @@ async fn update(args: DeviceUpdateArgs, clients: &Clients, out: &Printer) -> Res
             cell::text(&report.status.last_outcome)
         ),
     );
+    Ok(())
+}
+
+async fn app_install(
+    args: DeviceAppInstallArgs,
+    clients: &Clients,
+    out: &Printer,
+) -> Result<(), Failure> {
+    let mut options = AppInstallOptions::new(args.device.port);
+    options.expected_serial = Some(parse::serial(&args.device.serial, "--serial")?);
+    options.timeout = Duration::from_secs(args.device.timeout.max(1));
+    options.start = args.start;
+    let report = device_app::run(&mut clients.update(), &options)
+        .await
+        .map_err(link_failure)?;
+    let mut sentence = format!(
+        "device {}: app version {} installed: {} (app floor {})",
+        report.serial,
+        report.version,
+        cell::text(&report.status.app_state),
+        cell::version(report.status.app_floor),
+    );
+    if let Some(run) = &report.run {
+        for line in &run.log {
+            sentence.push_str(&format!("\n  app: {line}"));
+        }
+        sentence.push_str(&format!("\n  app returned {}", run.status));
+    }
+    out.done(&report, sentence);
     Ok(())
 }
 
@@ -160,5 +205,12 @@ fn link_failure(error: anyhow::Error) -> Failure {
 impl ToJson for UpdateReport {
     fn json(&self) -> Value {
         json!({"serial": self.serial, "version": self.version, "status": self.status.json()})
+    }
+}
+
+impl ToJson for AppInstallReport {
+    fn json(&self) -> Value {
+        json!({"serial": self.serial, "version": self.version, "status": self.status.json(),
+            "run": self.run.as_ref().map(|r| json!({"log": r.log, "status": r.status}))})
     }
 }

@@ -76,6 +76,9 @@ pub enum Stopped {
     /// The device refused the package (the code was reported to the coordinator).
     #[error("the device refused the update: {0}")]
     Refused(ErrorCode),
+    /// The device refused the app package (the code was reported to the coordinator).
+    #[error("the device refused the app package: {0}")]
+    AppRefused(ErrorCode),
 }
 
 /// The host end of the UART (`flashgate_protocol::uart::host`), with refusals as
@@ -86,7 +89,7 @@ pub struct Uart {
 
 /// An error frame becomes [`Stopped::Refused`] (so callers can report the code); everything
 /// else keeps its message.
-fn stopped(e: LinkError) -> anyhow::Error {
+pub(crate) fn stopped(e: LinkError) -> anyhow::Error {
     match e {
         LinkError::Refused { code, .. } => Stopped::Refused(code).into(),
         other => other.into(),
@@ -102,6 +105,11 @@ impl Uart {
         Ok(Self {
             link: HostLink::new(port_link),
         })
+    }
+
+    /// The framed link itself (the app install's exchanges, `crate::device_app`).
+    pub fn link(&mut self) -> &mut HostLink<Port> {
+        &mut self.link
     }
 
     /// Sends one request.
@@ -172,16 +180,7 @@ pub async fn run(
         }
         Ok(info)
     })?;
-    if let Some(expected) = options.expected_serial {
-        if info.serial != expected {
-            return Err(anyhow!(
-                "the device on {} is {}, not {}: nothing sent",
-                options.port,
-                hex::encode(info.serial),
-                hex::encode(expected)
-            ));
-        }
-    }
+    check_serial(&info, &options.port, options.expected_serial)?;
     let serial = info.serial.to_vec();
     let package = client
         .get_update_package(v1::GetUpdatePackageRequest {
@@ -222,6 +221,23 @@ pub async fn run(
         receipt,
         status,
     })
+}
+
+/// Refuses to go on unless the device on `port` claims the `expected` serial (when one is
+/// given): nothing is sent to another board.
+pub(crate) fn check_serial(
+    info: &hello::HelloInfo,
+    port: &str,
+    expected: Option<[u8; 16]>,
+) -> anyhow::Result<()> {
+    match expected {
+        Some(expected) if info.serial != expected => Err(anyhow!(
+            "the device on {port} is {}, not {}: nothing sent",
+            hex::encode(info.serial),
+            hex::encode(expected)
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn push(

@@ -133,7 +133,15 @@ async fn show(
         ("last update outcome", cell::text(&update.last_outcome)),
         ("last seen", cell::time(update.last_seen_ms)),
         ("rollback floor", cell::version(update.rollback_floor)),
+        ("app version", cell::version(update.app_version)),
+        ("app state", cell::text(&update.app_state)),
+        ("app campaign", cell::text(&update.app_campaign_id)),
+        ("app target", cell::version(update.app_target_version)),
+        ("app floor", cell::version(update.app_floor)),
     ];
+    if !update.app_detail.is_empty() {
+        fields.push(("app detail", update.app_detail.clone()));
+    }
     if device.clone_evidence.is_empty() {
         fields.push(("clone evidence", "none".to_owned()));
     }

@@ -1,4 +1,4 @@
-//! `flashgate update rollout|pause|resume|status ROLLOUT`: a staged rollout, its waves and
+//! `flashgate update rollout|pause|resume|list|status ROLLOUT`: staged rollouts, their waves and
 //! their gates. The coordinator checks the plan (thresholds, increasing waves) and takes the
 //! steps; this file reads the flags and shows the waves.
 
@@ -8,7 +8,7 @@ use flashgate_proto::v1;
 use serde_json::{json, Value};
 
 use crate::exit::Failure;
-use crate::output::{Printer, TableRow, ToJson};
+use crate::output::{cell, Printer, TableRow, ToJson};
 use crate::parse;
 
 /// `update rollout`'s flags.
@@ -136,6 +136,65 @@ pub async fn act(
     .into_inner();
     show(out, &status);
     Ok(())
+}
+
+/// Lists rollouts, newest first.
+pub async fn list(
+    product_id: u32,
+    limit: u32,
+    clients: &Clients,
+    out: &Printer,
+) -> Result<(), Failure> {
+    let reply = clients
+        .update()
+        .list_rollouts(v1::ListRolloutsRequest { product_id, limit })
+        .await?
+        .into_inner();
+    out.list(&reply.rollouts);
+    if reply.truncated {
+        out.note(format_args!(
+            "(more rollouts than the {} shown: --limit raises it)",
+            reply.rollouts.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Each wave as `confirmed/targeted`, with its failures when there are any.
+fn waves_text(waves: &[v1::WaveStatus]) -> String {
+    let cells: Vec<String> = waves
+        .iter()
+        .map(|w| match w.failed {
+            0 => format!("{}/{}", w.confirmed, w.targeted),
+            f => format!("{}/{} ({f} failed)", w.confirmed, w.targeted),
+        })
+        .collect();
+    cells.join(" ")
+}
+
+impl TableRow for v1::RolloutStatus {
+    const COLUMNS: &'static [&'static str] = &[
+        "ROLLOUT",
+        "PRODUCT",
+        "VERSION",
+        "STATE",
+        "OPEN",
+        "CONFIRMED/TARGETED BY WAVE",
+        "CREATED",
+        "UPDATED",
+    ];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.rollout_id.clone(),
+            self.product_id.to_string(),
+            self.version.to_string(),
+            self.state.clone(),
+            format!("{}/{}", self.open_waves, self.waves.len()),
+            waves_text(&self.waves),
+            cell::time(self.created_at_ms),
+            cell::time(self.updated_at_ms),
+        ]
+    }
 }
 
 fn threshold_text(t: Option<&v1::FailureThreshold>) -> String {

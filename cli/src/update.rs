@@ -1,6 +1,6 @@
-//! `flashgate update publish|status`: publish an uploaded OS release to devices (encrypted once,
-//! one envelope per device) and follow where each device stands. Staged rollouts
-//! (`update rollout|pause|resume|status ROLLOUT`) are `rollout.rs`. Pushing a package to one
+//! `flashgate update publish|status|list`: publish an uploaded OS or app release to devices
+//! (encrypted once, one envelope per device) and follow where each device stands. Staged rollouts
+//! (`update rollout|pause|resume|list|status ROLLOUT`) are `rollout.rs`. Pushing a package to one
 //! device over its UART is `flashgate device update` (`device.rs`).
 
 use clap::{ArgGroup, Subcommand};
@@ -15,10 +15,12 @@ use crate::rollout::{self, Action, RolloutArgs};
 
 #[derive(Subcommand)]
 pub enum UpdateCmd {
-    /// Publish an uploaded OS release to devices (encrypted once, one envelope per device).
+    /// Publish an uploaded OS or app release to devices (encrypted once, one envelope per
+    /// device). An app is installed with `flashgate device app-install`, an OS with
+    /// `flashgate device update`.
     #[command(group(ArgGroup::new("targets").required(true).args(["serials", "order", "all"])))]
     Publish {
-        /// Digest of the OS release (64 hex chars, see `flashgate release list`).
+        /// Digest of the OS or app release (64 hex chars, see `flashgate release list`).
         #[arg(long)]
         release: String,
         /// Target this device (32 hex chars). Repeatable.
@@ -43,6 +45,15 @@ pub enum UpdateCmd {
     Resume {
         /// The rollout (as printed by `update rollout`).
         rollout: String,
+    },
+    /// Rollouts, newest first: state and each wave's confirmed/targeted devices (and failures).
+    List {
+        /// Only this product's rollouts.
+        #[arg(long)]
+        product: Option<u32>,
+        /// At most this many (the coordinator returns at most 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
     },
     /// A rollout's waves and state (with ROLLOUT), or where each targeted device stands (all
     /// products, or one order's devices).
@@ -97,6 +108,9 @@ pub async fn run(cmd: UpdateCmd, clients: &Clients, out: &Printer) -> Result<(),
         UpdateCmd::Pause { rollout } => rollout::act(Action::Pause, rollout, clients, out).await?,
         UpdateCmd::Resume { rollout } => {
             rollout::act(Action::Resume, rollout, clients, out).await?
+        }
+        UpdateCmd::List { product, limit } => {
+            rollout::list(product.unwrap_or(0), limit, clients, out).await?
         }
         UpdateCmd::Status {
             rollout: Some(rollout),
@@ -186,7 +200,10 @@ impl ToJson for v1::DeviceUpdateStatus {
             "campaign_id": self.campaign_id, "target_version": self.target_version, "state": self.state,
             "bootloader_version": self.bootloader_version, "os_version": self.os_version,
             "last_outcome": self.last_outcome, "last_seen_ms": self.last_seen_ms,
-            "updated_at_ms": self.updated_at_ms, "rollback_floor": self.rollback_floor, "detail": self.detail})
+            "updated_at_ms": self.updated_at_ms, "rollback_floor": self.rollback_floor, "detail": self.detail,
+            "app": {"campaign_id": self.app_campaign_id, "target_version": self.app_target_version,
+                "state": self.app_state, "version": self.app_version, "floor": self.app_floor,
+                "detail": self.app_detail, "installed_at_ms": self.app_installed_at_ms}})
     }
 }
 

@@ -204,6 +204,7 @@ impl Coordinator {
         v1::CoordinatorInfo {
             lease_signing_public_key: self.lease_verifying_key.to_bytes().to_vec(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..Default::default()
         }
     }
 }

@@ -126,8 +126,9 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 0.0.0.0:9464 (off by default).
     #[arg(long, env = "FLASHGATE_METRICS_LISTEN")]
     metrics_listen: Option<String>,
-    /// Serve the operations console (web pages over the operator API) at http://ADDR/,
-    /// e.g. 127.0.0.1:7480 (off by default). Plain HTTP: keep it on loopback or behind TLS.
+    /// Serve the operations console (web pages over the operator API) at https://ADDR/,
+    /// e.g. 0.0.0.0:7480 (off by default), with the --tls-cert certificate (plain HTTP only
+    /// with --insecure-plaintext).
     #[arg(long, env = "FLASHGATE_CONSOLE_LISTEN")]
     console_listen: Option<String>,
     /// Serve the device gateway at ADDR, e.g. 0.0.0.0:7402 (off by default): devices whose
@@ -309,14 +310,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("listening on {addr} for the console"))?;
-                tracing::info!(addr = %listener.local_addr()?, "serving the console");
+                let scheme = match transport {
+                    Transport::Tls(_) => "https",
+                    Transport::InsecurePlaintext => "http (--insecure-plaintext)",
+                };
+                tracing::info!(addr = %listener.local_addr()?, scheme, "serving the console");
                 let api = ConsoleApi::new(coordinator.clone(), data.clone());
+                let transport = transport.clone();
                 tokio::spawn(async move {
                     let shutdown = async {
                         let _ = tokio::signal::ctrl_c().await;
                     };
-                    if let Err(error) =
-                        console::serve(api, ConsoleOptions::default(), listener, shutdown).await
+                    if let Err(error) = console::serve(
+                        api,
+                        ConsoleOptions::default(),
+                        listener,
+                        &transport,
+                        shutdown,
+                    )
+                    .await
                     {
                         tracing::error!(%error, "the console stopped");
                     }

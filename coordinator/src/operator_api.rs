@@ -204,9 +204,19 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<v1::GetCoordinatorInfoRequest>,
     ) -> Result<Response<v1::CoordinatorInfo>, Status> {
-        self.call("GetCoordinatorInfo", request, |c, _by, _req| async move {
-            Ok(c.info())
-        })
+        let c = &*self.0;
+        rpc::operator_call(
+            "GetCoordinatorInfo",
+            c.access(),
+            request,
+            |caller, _req| async move {
+                Ok(v1::CoordinatorInfo {
+                    caller: caller.name.clone(),
+                    caller_role: caller.role.to_proto() as i32,
+                    ..c.info()
+                })
+            },
+        )
         .await
     }
 

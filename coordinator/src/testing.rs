@@ -56,6 +56,7 @@ pub struct TestCoordinator {
     pub data: Arc<DataIngest>,
     /// Loopback UDP port for sealed data records.
     pub udp_addr: SocketAddr,
+    transport: Transport,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _tls_dir: tempfile::TempDir,
@@ -178,7 +179,7 @@ impl TestCoordinator {
             coordinator.clone(),
             data.clone(),
             listener,
-            transport,
+            transport.clone(),
             async move {
                 let _ = rx.await;
                 udp_task.abort();
@@ -194,11 +195,18 @@ impl TestCoordinator {
             coordinator,
             data,
             udp_addr,
+            transport,
             shutdown: Some(tx),
             task: Some(task),
             _tls_dir: tls_dir,
             _dir: None,
         })
+    }
+
+    /// What its port speaks (its server certificate, or plain text): for serving the console
+    /// beside it as `serve --console-listen` does.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     /// How a client reaches it: its CA, or plain text.
@@ -466,6 +474,103 @@ impl TestCoordinator {
                 station_ids,
                 count,
                 ..Default::default()
+            }))
+            .await?
+            .into_inner())
+    }
+
+    /// Uploads a synthetic OS release `version` of product `product_id`, signed by `vendor`
+    /// and pinning it and the product's authority key; returns its digest.
+    pub async fn upload_os_release(
+        &self,
+        product_id: u32,
+        vendor: &SigningKey,
+        version: u32,
+    ) -> anyhow::Result<Vec<u8>> {
+        let mut client = self.operator_client().await?;
+        let product = client
+            .list_products(self.operator_request(v1::ListProductsRequest {}))
+            .await?
+            .into_inner()
+            .products
+            .into_iter()
+            .find(|p| p.product_id == product_id)
+            .ok_or_else(|| anyhow::anyhow!("no product {product_id}"))?;
+        let anchors = flashgate_protocol::trust_anchors::TrustAnchors {
+            vendor_public: vendor.verifying_key().to_bytes(),
+            authority_public: product.authority_public_key.as_slice().try_into()?,
+        };
+        let body = flashgate_protocol::trust_anchors::pinning(&[0x5a; 3000], &anchors);
+        let image = sign_image(ImageKind::Os, product_id, version, 0, &body, vendor);
+        Ok(client
+            .upload_release(self.operator_request(v1::UploadReleaseRequest { image }))
+            .await?
+            .into_inner()
+            .digest)
+    }
+
+    /// `count` devices of `product_id` registered ([`Self::register_device`]) with random
+    /// serials and device keys: (serial, key) each.
+    pub async fn register_random_devices(
+        &self,
+        product_id: u32,
+        count: usize,
+    ) -> anyhow::Result<Vec<([u8; 16], [u8; 32])>> {
+        use rand_core::RngCore;
+        let mut devices = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (mut serial, mut key) = ([0u8; 16], [0u8; 32]);
+            OsRng.fill_bytes(&mut serial);
+            OsRng.fill_bytes(&mut key);
+            self.register_device(product_id, &serial, &key).await?;
+            devices.push((serial, key));
+        }
+        Ok(devices)
+    }
+
+    /// Device `serial` fetches its package and confirms it, as its bootloader would after the
+    /// new OS ran: a status receipt made with its device `key`, answering the package's
+    /// challenge, showing the package's version running. The coordinator's answer.
+    pub async fn confirm_update(
+        &self,
+        product_id: u32,
+        serial: [u8; 16],
+        key: &[u8; 32],
+    ) -> anyhow::Result<v1::DeviceUpdateStatus> {
+        use flashgate_proto::v1::update_service_client::UpdateServiceClient;
+        use flashgate_protocol::hello::DeviceState;
+        use flashgate_protocol::update::boot_state::{BootState, Outcome, Phase};
+        use flashgate_protocol::update::receipt::{self, StatusReceipt};
+        let mut updates = UpdateServiceClient::new(self.channel().await?);
+        let package = updates
+            .get_update_package(self.operator_request(v1::GetUpdatePackageRequest {
+                product_id,
+                serial: serial.to_vec(),
+            }))
+            .await?
+            .into_inner();
+        let boot = BootState {
+            phase: Phase::Idle,
+            outcome: Outcome::Updated,
+            floor: package.version,
+            new_version: package.version,
+            ..BootState::default()
+        };
+        let version = package.version;
+        let r = StatusReceipt::new(
+            serial,
+            product_id,
+            1,
+            DeviceState::OsRunning { version },
+            &boot,
+        );
+        let challenge: [u8; 32] = package.challenge.as_slice().try_into()?;
+        Ok(updates
+            .report_update(self.operator_request(v1::ReportUpdateRequest {
+                product_id,
+                serial: serial.to_vec(),
+                receipt: receipt::encode(key, &challenge, &r).to_vec(),
+                refused_code: 0,
             }))
             .await?
             .into_inner())

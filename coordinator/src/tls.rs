@@ -62,6 +62,7 @@ pub enum TlsError {
 #[derive(Clone)]
 pub struct ServerTls {
     config: Arc<ServerConfig>,
+    web: Arc<ServerConfig>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -105,19 +106,32 @@ impl ServerTls {
             .map_err(|e| TlsError::Pem(format!("the key file is not PEM: {e}")))?
             .ok_or_else(|| TlsError::Pem("the key file holds no private key".into()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ServerConfig::builder_with_provider(provider)
+        let mut config = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(Arc::new(StationCertificates))
-            .with_single_cert(certs, key)?;
+            .with_single_cert(certs.clone(), key.clone_key())?;
         config.alpn_protocols = vec![b"h2".to_vec()];
+        // Browsers present no client certificate and must not be asked for one (Chromium
+        // would offer the user's); they speak HTTP/1.1 to the console.
+        let mut web = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?;
+        web.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
             config: Arc::new(config),
+            web: Arc::new(web),
         })
     }
 
-    /// The rustls configuration.
+    /// The rustls configuration of the gRPC port.
     pub fn config(&self) -> Arc<ServerConfig> {
         self.config.clone()
+    }
+
+    /// The console's: the same certificate, no client certificates, HTTP/1.1.
+    pub fn web_config(&self) -> Arc<ServerConfig> {
+        self.web.clone()
     }
 }
 
@@ -209,8 +223,30 @@ pub fn incoming(
     listener: TcpListener,
     tls: &ServerTls,
 ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    accept(listener, tls.config(), None)
+}
+
+/// The console's connections: as [`incoming`], with [`ServerTls::web_config`]; a client
+/// that speaks plain HTTP gets `plain_http_reply` (a whole HTTP response) instead of a
+/// failed handshake, so the browser shows why.
+pub fn incoming_web(
+    listener: TcpListener,
+    tls: &ServerTls,
+    plain_http_reply: &'static [u8],
+) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    accept(listener, tls.web_config(), Some(plain_http_reply))
+}
+
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+fn accept(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    plain_http_reply: Option<&'static [u8]>,
+) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(tls.config());
+    let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -230,6 +266,13 @@ pub fn incoming(
             let _ = tcp.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
+                let tcp = match plain_http_reply {
+                    None => tcp,
+                    Some(reply) => match unless_plain_text(tcp, reply).await {
+                        Some(tcp) => tcp,
+                        None => return refused(peer, "plain HTTP on the TLS port"),
+                    },
+                };
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
@@ -241,6 +284,27 @@ pub fn incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// `tcp` back if the client began with a TLS handshake; otherwise (plain HTTP) the request
+/// is read, `reply` written and the connection closed.
+async fn unless_plain_text(mut tcp: TcpStream, reply: &[u8]) -> Option<TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] != TLS_HANDSHAKE_RECORD => {}
+        _ => return Some(tcp),
+    }
+    // Read what the client sent (closing with unread bytes would reset the connection
+    // before it reads the reply); a request head is small.
+    let mut request = [0u8; 8192];
+    let _ = tokio::time::timeout(Duration::from_secs(1), tcp.read(&mut request)).await;
+    let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        tcp.write_all(reply).await?;
+        tcp.shutdown().await
+    })
+    .await;
+    None
 }
 
 fn refused(peer: SocketAddr, why: &str) {

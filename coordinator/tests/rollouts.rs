@@ -347,7 +347,7 @@ async fn rollout_in_three_waves_pauses_on_failures_and_resumes_to_completion() {
         .collect();
     let count = |action: &str| trail.iter().filter(|(_, a)| a == action).count();
     assert_eq!(count("update published"), 1, "{trail:?}");
-    assert_eq!(count("rollout changed"), 0, "{trail:?}");
+    assert_eq!(count("rollout paused"), 0, "{trail:?}");
     assert_eq!(count("rollout resumed"), 1, "{trail:?}");
     assert_eq!(count("rollout step"), 4, "{trail:?}");
     assert!(
@@ -470,6 +470,56 @@ async fn the_housekeeping_sweep_steps_what_no_report_stepped() {
         "{}",
         s.pause_reason
     );
+    for tc in f.replicas {
+        tc.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_rollouts_is_newest_first_bounded_and_readable_by_a_viewer() {
+    use v1::wave_size::Size::Count;
+    let f = Fleet::start("/rollout-list/", test_config()).await;
+    let older = f
+        .start_rollout(vec![Count(20)], v1::failure_threshold::Limit::Count(5))
+        .await;
+    // Apart in time: the list orders by start.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let newer = f
+        .start_rollout(
+            vec![Count(2), Count(20)],
+            v1::failure_threshold::Limit::Count(5),
+        )
+        .await;
+    let viewer = f.replicas[0]
+        .operator_with_role("list-viewer", flashgate_coordinator::access::Role::Viewer)
+        .await
+        .unwrap();
+    let (fleet, viewer) = (&f, viewer.as_str());
+    let list = |product_id: u32, limit: u32| async move {
+        fleet
+            .client(1)
+            .await
+            .list_rollouts(flashgate_coordinator::testing::operator_request(
+                viewer,
+                v1::ListRolloutsRequest { product_id, limit },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let all = list(0, 0).await;
+    let ids: Vec<&str> = all.rollouts.iter().map(|r| r.rollout_id.as_str()).collect();
+    assert_eq!(ids, [newer.rollout_id.as_str(), older.rollout_id.as_str()]);
+    assert!(!all.truncated);
+    // Each as GetRollout shows it: the newer one's waves, the older one's devices superseded.
+    assert_eq!(all.rollouts[0], f.rollout(0, &newer.rollout_id).await);
+    assert_eq!(counts(&all.rollouts[0]), [(2, 0, 0, 2), (18, 0, 0, 18)]);
+    assert_eq!(all.rollouts[1].waves[0].superseded, 20);
+    let first = list(PRODUCT, 1).await;
+    assert_eq!(first.rollouts.len(), 1);
+    assert_eq!(first.rollouts[0].rollout_id, newer.rollout_id);
+    assert!(first.truncated, "a second rollout matched");
+    assert!(list(PRODUCT + 1, 0).await.rollouts.is_empty());
     for tc in f.replicas {
         tc.stop().await;
     }

@@ -234,6 +234,19 @@ def assert_properties(label: str, values: dict, objects: list[tuple[str, dict]],
     check(one(objects, "PodDisruptionBudget", "-coordinator") is not None, f"[{label}] coordinator PodDisruptionBudget")
     svc = one(objects, "Service", "-coordinator")
     check(svc is not None and any(p["name"] == "grpc" for p in svc["spec"]["ports"]), f"[{label}] coordinator Service with a grpc port")
+    console = values.get("coordinator", {}).get("consolePort", 0)
+    listen = [a for a in args if a.startswith("--console-listen=")]
+    svc_console = [p for p in (svc or {}).get("spec", {}).get("ports", []) if p["name"] == "console"]
+    if console:
+        check(listen == [f"--console-listen=0.0.0.0:{console}"], f"[{label}] --console-listen on port {console} ({listen})")
+        tls_on = values.get("tls", {}).get("enabled", True)
+        check(
+            len(svc_console) == 1 and svc_console[0]["port"] == console
+            and svc_console[0].get("appProtocol") == ("https" if tls_on else "http"),
+            f"[{label}] coordinator Service console port {console} ({svc_console})",
+        )
+    else:
+        check(not listen and not svc_console, f"[{label}] no console unless coordinator.consolePort is set")
 
     sts = by_kind(objects, "StatefulSet")
     secrets = by_kind(objects, "Secret")

@@ -1,30 +1,36 @@
 #![no_main]
-//! The OS's app installer: the first message is the signed header (its mode odd: sent with a
-//! forged install authorisation, else the device's genuine one), then body pieces (offset u32le,
-//! then bytes), then a commit (mode 2).
+//! The OS's app installer: the first message is an app package envelope (its mode odd: sent as
+//! is, else re-made by the device's genuine key around the signed header it carries, so the
+//! checks past the envelope are reached), then chunks (index u32le, then ciphertext and tag),
+//! then a commit (mode 2).
 use flashgate_fuzz::{device, messages};
-use flashgate_protocol::app::{install_authorization, parse_app_header, AppInstaller, APP_HEADER_LEN};
-use flashgate_protocol::image::SIGNED_HEADER_LEN;
+use flashgate_protocol::app::{parse_app_header, AppInstaller, APP_HEADER_LEN};
+use flashgate_protocol::update::package::{SealedRelease, ENVELOPE_LEN};
+use zeroize::Zeroizing;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut input = messages(data);
-    let Some(header) = input.next() else {
+    let Some(first) = input.next() else {
         return;
     };
-    if let Some(head) = header.bytes.first_chunk::<APP_HEADER_LEN>() {
-        let _ = parse_app_header(head, u32::from(header.mode) << 8);
+    if let Some(head) = first.bytes.first_chunk::<APP_HEADER_LEN>() {
+        let _ = parse_app_header(head, u32::from(first.mode) << 8);
     }
     let record = device::record();
     let mut flash = device::flash();
-    let Some(signed) = header.bytes.first_chunk::<SIGNED_HEADER_LEN>() else {
-        return;
-    };
-    let authorization = if header.mode % 2 == 0 {
-        install_authorization(&device::DEVICE_KEY, &device::SERIAL, signed)
+    let envelope: Vec<u8> = if first.mode % 2 == 0 {
+        // The bytes as an image (header + body): sealed and addressed to this device.
+        let Ok(release) = SealedRelease::seal(&first.bytes, Zeroizing::new([7; 32])) else {
+            return;
+        };
+        match release.envelope_for(&device::SERIAL, device::PRODUCT, &device::DEVICE_KEY, &[1; 16]) {
+            Ok(env) => env.to_vec(),
+            Err(_) => return,
+        }
     } else {
-        [0; 32]
+        first.bytes.iter().copied().take(ENVELOPE_LEN).collect()
     };
-    let Ok(mut installer) = AppInstaller::begin(&mut flash, &record, signed, &authorization) else {
+    let Ok(mut installer) = AppInstaller::begin(&mut flash, &record, &envelope) else {
         return;
     };
     for m in input {
@@ -32,11 +38,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             let _ = installer.commit(&mut flash);
             return;
         }
-        let Some((offset, bytes)) = m.bytes.split_first_chunk::<4>() else {
+        let Some((index, sealed)) = m.bytes.split_first_chunk::<4>() else {
             continue;
         };
         if installer
-            .data(&mut flash, u32::from_le_bytes(*offset), bytes)
+            .chunk(&mut flash, u32::from_le_bytes(*index), sealed)
             .is_err()
         {
             return;

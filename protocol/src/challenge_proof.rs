@@ -48,3 +48,34 @@ pub(crate) fn verify(
         .verify_slice(proof)
         .map_err(|_| ErrorCode::BadTag)
 }
+
+/// `body ‖ tag(body)`: a proof carried after the body it covers (the receipts); `N` is
+/// `body.len() + 32`.
+pub(crate) fn append<const N: usize>(
+    kind: &ProofKind,
+    device_key: &[u8; 32],
+    challenge: &[u8],
+    body: &[u8],
+) -> [u8; N] {
+    debug_assert_eq!(N, body.len() + 32, "the body and its tag fill the output");
+    let mut out = [0u8; N];
+    out[..body.len()].copy_from_slice(body);
+    out[body.len()..].copy_from_slice(&tag(kind, device_key, challenge, body));
+    out
+}
+
+/// Checks a `body ‖ tag` of exactly `body_len + 32` bytes; returns the body.
+pub(crate) fn verify_appended<'r>(
+    kind: &ProofKind,
+    device_key: &[u8; 32],
+    challenge: &[u8],
+    raw: &'r [u8],
+    body_len: usize,
+) -> Result<&'r [u8], ErrorCode> {
+    if raw.len() != body_len + 32 {
+        return Err(ErrorCode::BadLength);
+    }
+    let (body, proof) = raw.split_at(body_len);
+    verify(kind, device_key, challenge, body, proof)?;
+    Ok(body)
+}

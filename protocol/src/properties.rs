@@ -224,15 +224,12 @@ proptest! {
 
     #[test]
     fn uart_requests_round_trip(
-        variant in 0u8..14,
+        variant in 0u8..15,
         challenge in any::<[u8; 32]>(),
         index in any::<u32>(),
         body in bytes(MAX_PAYLOAD - 4),
-        signed in proptest::collection::vec(any::<u8>(), SIGNED_HEADER_LEN),
         count in any::<u8>(),
     ) {
-        let authorization = &challenge;
-        let signed: &[u8; SIGNED_HEADER_LEN] = signed.as_slice().try_into().expect("sized");
         let request = match variant {
             0 => Request::Hello { challenge },
             1 => Request::Status { challenge },
@@ -244,9 +241,10 @@ proptest! {
             7 => Request::DataEmit { count },
             8 => Request::DataRotate,
             9 => Request::OsStatus,
-            10 => Request::AppBegin { signed_header: signed, authorization },
-            11 => Request::AppData { offset: index, bytes: &body },
+            10 => Request::AppPackageBegin { envelope: &body },
+            11 => Request::AppPackageChunk { index, sealed: &body },
             12 => Request::AppCommit,
+            13 => Request::AppStatus { challenge },
             _ => Request::AppStart,
         };
         // A request's body must fit the frame it travels in; what encodes reads back.
@@ -257,7 +255,7 @@ proptest! {
 
     #[test]
     fn device_messages_round_trip(
-        variant in 0u8..15,
+        variant in 0u8..16,
         numbers in (any::<u32>(), any::<u32>()),
         body in bytes(MAX_PAYLOAD),
         hello_raw in proptest::collection::vec(any::<u8>(), hello::RESPONSE_LEN),
@@ -295,6 +293,9 @@ proptest! {
                 Ok(step) => DeviceMessage::AppAck { step, value: next },
                 Err(_) => DeviceMessage::UpdateMode,
             },
+            14 => DeviceMessage::AppReceipt(
+                receipt_raw[..crate::app::receipt::APP_RECEIPT_LEN].try_into().expect("sized"),
+            ),
             _ => DeviceMessage::BenchReport(&body),
         };
         if let Ok(encoded) = message.get_encoding() {

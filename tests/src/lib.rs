@@ -231,6 +231,18 @@ impl Vendor {
         )
     }
 
+    /// An app image signed as `version`, for the app slot.
+    pub fn sign_app(&self, body: &[u8], version: u32) -> Vec<u8> {
+        sign_image(
+            ImageKind::App,
+            self.product_id,
+            version,
+            flashgate_protocol::app::APP_BODY_ADDR,
+            body,
+            &self.key,
+        )
+    }
+
     /// An OS image signed as `version`, for the OS slot, pinning this vendor's keys.
     pub fn sign_os(&self, body: &[u8], version: u32) -> Vec<u8> {
         self.sign_os_pinning(body, version, &self.anchors())

@@ -1,6 +1,8 @@
 //! A small WebDriver client for the console's browser tests: Debian's `chromedriver` as a
-//! process on a loopback port, headless Chromium behind it, spoken to over plain HTTP/1.1 with
-//! JSON (the W3C WebDriver protocol) — no client crate needed for the dozen commands used.
+//! process on a loopback port, headless Chromium behind it (trusting the test coordinator's CA:
+//! [`ChromeDriver::start_trusting`]), spoken to over plain HTTP/1.1 with JSON (the W3C
+//! WebDriver protocol) — no client crate needed for the dozen commands used. [`https`] speaks
+//! to the console itself.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -17,25 +19,77 @@ use crate::station_harness::free_port;
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// Debian's `chromium`.
 pub const CHROMIUM: &str = "/usr/bin/chromium";
+/// Debian's `libnss3-tools`: puts a test CA into the NSS database Chromium reads.
+pub const CERTUTIL: &str = "/usr/bin/certutil";
 
 /// The W3C key code of Tab, for [`Browser::send_keys`].
 pub const TAB: &str = "\u{e004}";
 /// The W3C key code of Enter.
 pub const ENTER: &str = "\u{e007}";
 
+/// A reply: status, headers (names in lower case) and body.
+pub type Reply = (u16, Vec<(String, String)>, Vec<u8>);
+
+fn connect(addr: &str) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    stream
+}
+
 /// One HTTP/1.1 exchange on a fresh connection: status and body. Handles `Content-Length`
 /// and chunked replies. Also used by tests to speak to the console directly.
-pub fn http(
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    exchange(connect(addr), addr, method, path, headers, body)
+}
+
+/// [`http`] over TLS 1.3 (rustls), trusting only the CA `ca_pem`: a reply at all shows the
+/// server's certificate chains to that CA and names `127.0.0.1`.
+pub fn https(
+    addr: &str,
+    ca_pem: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Reply, rustls::Error> {
+    use std::sync::Arc;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut connection = rustls::ClientConnection::new(Arc::new(config), name)?;
+    let mut tcp = connect(addr);
+    // Finish the handshake here, so a refused certificate is an error, not a panic on write.
+    while connection.is_handshaking() {
+        connection.complete_io(&mut tcp).map_err(|e| {
+            e.into_inner()
+                .and_then(|inner| inner.downcast::<rustls::Error>().ok())
+                .map_or(rustls::Error::General("handshake I/O failed".into()), |e| {
+                    *e
+                })
+        })?;
+    }
+    let stream = rustls::StreamOwned::new(connection, tcp);
+    Ok(exchange(stream, addr, method, path, headers, body))
+}
+
+fn exchange(
+    mut stream: impl Read + Write,
     addr: &str,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
+) -> Reply {
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -98,17 +152,63 @@ pub fn http(
 pub struct ChromeDriver {
     child: Child,
     addr: String,
+    _home: Option<tempfile::TempDir>,
 }
 
 impl ChromeDriver {
     /// Starts it and waits until it answers `/status` as ready.
     pub fn start() -> Self {
+        Self::spawn(Command::new(CHROMEDRIVER), None)
+    }
+
+    /// Starts it with a Chromium that trusts the CA `ca_pem` as a root, as an operator's
+    /// browser trusts the coordinator's: the CA goes into the NSS database of a fresh home
+    /// directory (`certutil`, Debian's `libnss3-tools`), where Chromium on Linux looks for
+    /// locally trusted roots. Nothing else is relaxed: no certificate error is ignored.
+    pub fn start_trusting(ca_pem: &str) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let db = home.path().join(".pki/nssdb");
+        std::fs::create_dir_all(&db).unwrap();
+        let ca = home.path().join("ca.pem");
+        std::fs::write(&ca, ca_pem).unwrap();
+        let sql = format!("sql:{}", db.display());
+        let certutil = |args: &[&str]| {
+            let out = Command::new(CERTUTIL)
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("{CERTUTIL} (scripts/setup.sh installs libnss3-tools): {e}")
+                });
+            assert!(
+                out.status.success(),
+                "certutil {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        certutil(&["-N", "-d", &sql, "--empty-password"]);
+        certutil(&[
+            "-A",
+            "-d",
+            &sql,
+            "-n",
+            "flashgate test CA",
+            "-t",
+            "C,,",
+            "-i",
+            ca.to_str().unwrap(),
+        ]);
+        let mut command = Command::new(CHROMEDRIVER);
+        command.env("HOME", home.path());
+        Self::spawn(command, Some(home))
+    }
+
+    fn spawn(mut command: Command, home: Option<tempfile::TempDir>) -> Self {
         assert!(
             Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists(),
             "browser tests need Debian's chromium and chromium-driver (scripts/setup.sh installs them)"
         );
         let port = free_port();
-        let child = Command::new(CHROMEDRIVER)
+        let child = command
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdin(Stdio::null())
@@ -119,6 +219,7 @@ impl ChromeDriver {
         let driver = Self {
             child,
             addr: format!("127.0.0.1:{port}"),
+            _home: home,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -1,12 +1,9 @@
-//! `flashgate update rollout|pause|resume|status ROLLOUT` as a process against a real
-//! coordinator; the devices' receipts are made with their device keys (protocol crate) and sent
-//! over gRPC, as a field tool relays them.
+//! `flashgate update rollout|pause|resume|list|status ROLLOUT` as a process against a real
+//! coordinator; the devices' receipts are made with their device keys
+//! (`TestCoordinator::confirm_update`) and sent over gRPC, as a field tool relays them.
 
 use flashgate_proto::v1::{self, update_service_client::UpdateServiceClient};
-use flashgate_protocol::hello::DeviceState;
 use flashgate_protocol::image::ImageKind;
-use flashgate_protocol::update::boot_state::{BootState, Outcome, Phase};
-use flashgate_protocol::update::receipt::{self, StatusReceipt};
 
 use crate::support::{table_rows, World, PRODUCT};
 
@@ -23,39 +20,7 @@ async fn fleet(w: &World) -> (Vec<([u8; 16], [u8; 32])>, String) {
 
 /// The device fetches its package and sends a receipt showing v2 running, confirmed.
 async fn confirm(w: &World, serial: [u8; 16], key: [u8; 32]) {
-    let mut updates = UpdateServiceClient::new(w.tc.channel().await.unwrap());
-    let package = updates
-        .get_update_package(w.tc.operator_request(v1::GetUpdatePackageRequest {
-            product_id: PRODUCT,
-            serial: serial.to_vec(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    let boot = BootState {
-        phase: Phase::Idle,
-        outcome: Outcome::Updated,
-        floor: 2,
-        new_version: 2,
-        ..BootState::default()
-    };
-    let r = StatusReceipt::new(
-        serial,
-        PRODUCT,
-        3,
-        DeviceState::OsRunning { version: 2 },
-        &boot,
-    );
-    let challenge: [u8; 32] = package.challenge.try_into().unwrap();
-    updates
-        .report_update(w.tc.operator_request(v1::ReportUpdateRequest {
-            product_id: PRODUCT,
-            serial: serial.to_vec(),
-            receipt: receipt::encode(&key, &challenge, &r).to_vec(),
-            refused_code: 0,
-        }))
-        .await
-        .unwrap();
+    w.tc.confirm_update(PRODUCT, serial, &key).await.unwrap();
 }
 
 /// Asks for the package of `serial`.
@@ -184,6 +149,14 @@ async fn a_rollout_is_started_paused_resumed_and_followed() {
         paused.contains(": version 2, paused (by an operator); 1 of 2 waves open"),
         "{paused}"
     );
+    let (header, rows) = table_rows(&w.cli.table(&["update", "list"]).await);
+    assert_eq!(
+        header,
+        "ROLLOUT, PRODUCT, VERSION, STATE, OPEN, CONFIRMED/TARGETED BY WAVE, CREATED, UPDATED"
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][..6], [&id, "7", "2", "paused", "1/2", "0/1 0/3"]);
+    assert!(rows[0][6].ends_with(" UTC"), "{rows:?}");
     let refused = package(&w, &serial).await.unwrap_err();
     assert!(
         refused.message().contains("is paused (by an operator)"),
@@ -209,5 +182,16 @@ async fn a_rollout_is_started_paused_resumed_and_followed() {
     );
     let said = w.cli.fails(&["update", "pause", &id], 7).await;
     assert!(said.contains("is completed"), "{said}");
+    let listed = w.cli.json(&["update", "list", "--product", "7"]).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(
+        (&listed[0]["rollout_id"], &listed[0]["state"]),
+        (&id.as_str().into(), &"completed".into())
+    );
+    assert_eq!(listed[0]["waves"][1]["confirmed"], 3);
+    assert_eq!(
+        w.cli.json(&["update", "list", "--product", "8"]).await,
+        serde_json::json!([])
+    );
     w.tc.stop().await;
 }

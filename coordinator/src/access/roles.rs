@@ -97,15 +97,15 @@ pub fn needed(method: &str) -> Option<Role> {
         "UploadRelease" | "PublishUpdate" | "StartRollout" | "PauseRollout" | "ResumeRollout" => {
             Release
         }
-        // The field tool: a device's package and its receipt.
-        "GetUpdatePackage" | "ReportUpdate" => Field,
+        // The field tool: a device's package (OS or app) and its receipt.
+        "GetUpdatePackage" | "ReportUpdate" | "GetAppPackage" | "ReportAppInstall" => Field,
         // The field tool: genuine, unregistered or clone suspected (writes clone evidence).
         "StartDeviceVerification" | "VerifyDevice" => Field,
         // Reads.
         "ListProducts" | "ListReleases" | "GetOrderStatus" | "ListOrders" | "ListStations"
         | "GetDevice" | "ListDevices" | "ListLeases" | "GetCoordinatorInfo" | "GetUpdateStatus"
         | "GetDeviceStatus" | "QueryRecords" | "GetIngestStats" | "ListAuditEntries"
-        | "VerifyAudit" | "GetRollout" => Viewer,
+        | "VerifyAudit" | "GetRollout" | "ListRollouts" => Viewer,
         _ => return None,
     })
 }

@@ -1,4 +1,5 @@
-//! What operators do: log in and out, approve or revoke a station, create an order. Each
+//! What operators do: log in and out, approve or revoke a station, create an order (pausing and
+//! resuming a rollout is `rollouts.rs`). Each
 //! action is a form carrying the session's CSRF token, shown first on a confirmation page; the
 //! API decides whether the operator may do it and its refusal is shown as it is.
 
@@ -15,6 +16,7 @@ use tonic::{Code, Status};
 use super::html::{self, csrf_field, esc};
 use super::sessions;
 use super::{LoggedIn, Shared};
+use crate::access::Role;
 
 /// The HTTP status a page showing the API's refusal goes out with.
 fn http_status(status: &Status) -> StatusCode {
@@ -30,7 +32,8 @@ fn http_status(status: &Status) -> StatusCode {
     }
 }
 
-fn refused_page(user: &LoggedIn, title: &str, back: &str, status: &Status) -> Response {
+/// A page showing the API's refusal (or the console's own), with a link back.
+pub(super) fn refused_page(user: &LoggedIn, title: &str, back: &str, status: &Status) -> Response {
     let body = format!(
         r#"{}<p><a href="{}">Back</a></p>"#,
         html::refusal(status),
@@ -44,7 +47,7 @@ fn refused_page(user: &LoggedIn, title: &str, back: &str, status: &Status) -> Re
 }
 
 /// A form whose CSRF token is not the session's: made by another site, or from an old session.
-fn stale_form(user: &LoggedIn) -> Response {
+pub(super) fn stale_form(user: &LoggedIn) -> Response {
     let body = r#"<div class="refused" role="alert"><p>This form is not from your current session (its CSRF token does not match). Reload the page and try again.</p></div>"#;
     (
         StatusCode::FORBIDDEN,
@@ -103,23 +106,26 @@ pub async fn login(State(console): State<Shared>, Form(form): Form<LoginForm>) -
         Ok(c) => c,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    if let Err(status) = console
+    let info = match console
         .api
         .caller(&credentials)
         .info(v1::GetCoordinatorInfoRequest {})
         .await
     {
-        return refuse(
-            http_status(&status),
-            &format!("The coordinator refused the token: {}", status.message()),
-        );
-    }
-    let id = console.sessions.start(credentials);
-    let secure = if console.options.secure_cookie {
-        "; Secure"
-    } else {
-        ""
+        Ok(info) => info,
+        Err(status) => {
+            return refuse(
+                http_status(&status),
+                &format!("The coordinator refused the token: {}", status.message()),
+            )
+        }
     };
+    let operator = sessions::Operator {
+        name: info.caller,
+        role: Role::from_proto(info.caller_role),
+    };
+    let id = console.sessions.start(credentials, operator);
+    let secure = if console.tls { "; Secure" } else { "" };
     let cookie = format!(
         "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         sessions::COOKIE,
@@ -131,7 +137,7 @@ pub async fn login(State(console): State<Shared>, Form(form): Form<LoginForm>) -
 /// A form with nothing but the CSRF token.
 #[derive(serde::Deserialize)]
 pub struct CsrfForm {
-    csrf: String,
+    pub(super) csrf: String,
 }
 
 /// `POST /logout`: ends the session and clears the cookie.

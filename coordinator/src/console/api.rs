@@ -105,6 +105,14 @@ calls! {
     update_status: updates.get_update_status(v1::GetUpdateStatusRequest) -> v1::GetUpdateStatusResponse;
     /// `UpdateService.GetDeviceStatus`.
     device_update: updates.get_device_status(v1::GetDeviceStatusRequest) -> v1::DeviceUpdateStatus;
+    /// `UpdateService.ListRollouts`.
+    list_rollouts: updates.list_rollouts(v1::ListRolloutsRequest) -> v1::ListRolloutsResponse;
+    /// `UpdateService.GetRollout`.
+    rollout: updates.get_rollout(v1::RolloutRequest) -> v1::RolloutStatus;
+    /// `UpdateService.PauseRollout`.
+    pause_rollout: updates.pause_rollout(v1::RolloutRequest) -> v1::RolloutStatus;
+    /// `UpdateService.ResumeRollout`.
+    resume_rollout: updates.resume_rollout(v1::RolloutRequest) -> v1::RolloutStatus;
     /// `DataService.QueryRecords`.
     records: data.query_records(v1::QueryRecordsRequest) -> v1::QueryRecordsResponse;
     /// `AccessService.ListAuditEntries`.

@@ -1,8 +1,7 @@
-//! What the pages poll for live counts (`console.js`, every 2 s): the same API calls as the
-//! pages, as JSON.
+//! What the order pages poll for live counts (`console.js`, every 2 s): the same API calls as
+//! the pages, as JSON (the rollouts' are `rollouts::live`).
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use flashgate_proto::v1;
 
@@ -42,10 +41,6 @@ pub async fn orders(State(console): State<Shared>, user: LoggedIn) -> Response {
                 .collect();
             Json(serde_json::json!({ "orders": orders })).into_response()
         }
-        Err(status) => (
-            StatusCode::FORBIDDEN,
-            Json(serde_json::json!({ "refused": status.message() })),
-        )
-            .into_response(),
+        Err(status) => super::rollouts::refused_json(&status),
     }
 }

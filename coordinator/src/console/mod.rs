@@ -1,11 +1,13 @@
 //! The operations console: server-rendered pages over the operator API, on their own port
-//! (`flashgate-coordinator serve --console-listen ADDR`).
+//! (`flashgate-coordinator serve --console-listen ADDR`), over HTTPS with the coordinator's
+//! server certificate ([`transport`]).
 //!
 //! - [`api`]: the console is a *client* of the API — every page calls the operator services
 //!   in-process with the logged-in operator's token, so refusals are the API's own;
 //! - [`sessions`]: login keeps the token in memory only, behind a random session id in an
 //!   HttpOnly, SameSite=Strict cookie; every form carries the session's CSRF token;
 //! - [`pages`] (what operators look at), [`actions`] (what they do, each confirmed first),
+//!   [`rollouts`] (staged rollouts: their pages, live counts, pause and resume),
 //!   [`live`] (the JSON the pages poll every 2 s), [`html`] (layout and escaping).
 //!
 //! Nothing is fetched from elsewhere: the stylesheet and the small script are compiled in, and
@@ -16,7 +18,9 @@ pub mod api;
 pub mod html;
 pub mod live;
 pub mod pages;
+pub mod rollouts;
 pub mod sessions;
+pub mod transport;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,14 +34,13 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::server::Transport;
 pub use api::ConsoleApi;
 use sessions::{Lifetimes, Session, Sessions};
 
 /// How the console serves.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConsoleOptions {
-    /// Mark the session cookie `Secure` (set when the console is served over TLS).
-    pub secure_cookie: bool,
     /// How long sessions live.
     pub lifetimes: Lifetimes,
 }
@@ -47,16 +50,19 @@ pub struct Console {
     api: ConsoleApi,
     sessions: Sessions,
     options: ConsoleOptions,
+    /// Served over TLS: the session cookie is `Secure`.
+    tls: bool,
 }
 
 type Shared = Arc<Console>;
 
-/// The console's routes.
-pub fn router(api: ConsoleApi, options: ConsoleOptions) -> Router {
+/// The console's routes; `tls` says whether they are served over TLS.
+pub fn router(api: ConsoleApi, options: ConsoleOptions, tls: bool) -> Router {
     let console = Arc::new(Console {
         api,
         sessions: Sessions::new(options.lifetimes),
         options,
+        tls,
     });
     Router::new()
         .route("/", get(|| async { Redirect::to("/orders") }))
@@ -75,9 +81,15 @@ pub fn router(api: ConsoleApi, options: ConsoleOptions) -> Router {
         .route("/devices", get(pages::devices))
         .route("/devices/:product_id/:serial", get(pages::device))
         .route("/updates", get(pages::updates))
+        .route("/updates/rollouts/:rollout_id", get(rollouts::rollout))
+        .route(
+            "/updates/rollouts/:rollout_id/:verb",
+            get(rollouts::confirm).post(rollouts::act),
+        )
         .route("/audit", get(pages::audit))
         .route("/ingest", get(pages::ingest))
         .route("/live/orders.json", get(live::orders))
+        .route("/live/rollouts.json", get(rollouts::live))
         .route("/assets/console.css", get(assets::css))
         .route("/assets/console.js", get(assets::js))
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such page") })
@@ -85,16 +97,17 @@ pub fn router(api: ConsoleApi, options: ConsoleOptions) -> Router {
         .with_state(console)
 }
 
-/// Serves the console on `listener` until `shutdown` resolves.
+/// Serves the console on `listener` until `shutdown` resolves: HTTPS with the server
+/// certificate of `transport`, plain HTTP only if it is [`Transport::InsecurePlaintext`].
 pub async fn serve(
     api: ConsoleApi,
     options: ConsoleOptions,
     listener: TcpListener,
+    transport: &Transport,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(api, options))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let tls = matches!(transport, Transport::Tls(_));
+    transport::serve(router(api, options, tls), listener, transport, shutdown).await
 }
 
 /// Headers on every response: only this origin may supply scripts, styles, images and form

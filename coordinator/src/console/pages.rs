@@ -519,15 +519,17 @@ pub async fn device(
     render(&user, &title, "/devices", &body)
 }
 
-/// `GET /updates`: each campaign of each product, with its devices counted by state.
+/// `GET /updates`: the staged rollouts with their waves, then each campaign of each product
+/// with its devices counted by state.
 pub async fn updates(State(console): State<Shared>, user: LoggedIn) -> Html<String> {
     let caller = console.api.caller(&user.session.credentials);
-    let mut body = String::new();
+    let mut body = super::rollouts::section(&caller, &user).await;
+    body.push_str("<h2>Campaigns</h2>");
     let products = match caller.list_products(v1::ListProductsRequest {}).await {
         Ok(list) => list.products,
         Err(status) => {
             body.push_str(&html::refusal(&status));
-            return render(&user, "Update campaigns", "/updates", &body);
+            return render(&user, "Updates", "/updates", &body);
         }
     };
     const STATES: [&str; 5] = [
@@ -537,7 +539,7 @@ pub async fn updates(State(console): State<Shared>, user: LoggedIn) -> Html<Stri
         "rolled-back",
         "refused",
     ];
-    body.push_str(r#"<div class="scroll"><table><caption>Campaigns</caption><thead><tr><th scope="col">Campaign</th><th scope="col">Product</th><th scope="col">Target version</th><th scope="col">Devices</th>"#);
+    body.push_str(r#"<div class="scroll"><table><caption>Devices by state, per campaign</caption><thead><tr><th scope="col">Campaign</th><th scope="col">Product</th><th scope="col">Target version</th><th scope="col">Devices</th>"#);
     for state in STATES {
         let _ = write!(body, r#"<th scope="col">{state}</th>"#);
     }
@@ -591,10 +593,7 @@ pub async fn updates(State(console): State<Shared>, user: LoggedIn) -> Html<Stri
         body.push_str(r#"<tr><td colspan="9">No update campaign yet.</td></tr>"#);
     }
     body.push_str("</tbody></table></div>");
-    body.push_str(&html::not_available(
-        "staged rollouts' waves, pause and resume in the console: use `flashgate update status|pause|resume ROLLOUT`",
-    ));
-    render(&user, "Update campaigns", "/updates", &body)
+    render(&user, "Updates", "/updates", &body)
 }
 
 /// How many entries of each chain the audit page shows.

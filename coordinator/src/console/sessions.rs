@@ -10,6 +10,8 @@ use flashgate_proto::operator_auth::OperatorCredentials;
 use rand_core::{OsRng, RngCore};
 use subtle::ConstantTimeEq;
 
+use crate::access::Role;
+
 /// The session cookie's name.
 pub const COOKIE: &str = "flashgate_session";
 
@@ -17,11 +19,29 @@ pub const COOKIE: &str = "flashgate_session";
 /// anyone should meet).
 const MAX_SESSIONS: usize = 1024;
 
+/// Who logged in, as the API answered the login check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operator {
+    /// The credential's name.
+    pub name: String,
+    /// Its role; `None` if the API named none the console knows.
+    pub role: Option<Role>,
+}
+
+impl Operator {
+    /// Whether the pages offer actions that need `needed` (the API decides again on each).
+    pub fn may(&self, needed: Role) -> bool {
+        self.role.is_some_and(|role| role.permits(needed))
+    }
+}
+
 /// One logged-in operator.
 #[derive(Clone, Debug)]
 pub struct Session {
     /// What every API call of this session carries (the token; redacted in `Debug`).
     pub credentials: OperatorCredentials,
+    /// Whose session it is.
+    pub operator: Operator,
     /// Must come back with every form.
     pub csrf: String,
     created: Instant,
@@ -86,7 +106,7 @@ impl Sessions {
     }
 
     /// Starts a session; returns its id (the cookie's value).
-    pub fn start(&self, credentials: OperatorCredentials) -> String {
+    pub fn start(&self, credentials: OperatorCredentials, operator: Operator) -> String {
         let now = Instant::now();
         let id = random_hex();
         let mut table = self.lock();
@@ -104,6 +124,7 @@ impl Sessions {
             id.clone(),
             Session {
                 credentials,
+                operator,
                 csrf: random_hex(),
                 created: now,
                 last_used: now,
@@ -148,13 +169,20 @@ mod tests {
         OperatorCredentials::bearer("s3cret").unwrap()
     }
 
+    fn operator() -> Operator {
+        Operator {
+            name: "ops".into(),
+            role: Some(Role::Viewer),
+        }
+    }
+
     #[test]
     fn sessions_end_when_idle_or_logged_out() {
         let sessions = Sessions::new(Lifetimes {
             idle: Duration::from_millis(50),
             absolute: Duration::from_secs(60),
         });
-        let id = sessions.start(credentials());
+        let id = sessions.start(credentials(), operator());
         assert_eq!(id.len(), 64);
         let session = sessions.get(&id).expect("live");
         assert!(session.csrf_ok(&session.csrf.clone()));
@@ -162,7 +190,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(80));
         assert!(sessions.get(&id).is_none(), "idle session expired");
 
-        let id = sessions.start(credentials());
+        let id = sessions.start(credentials(), operator());
         sessions.end(&id);
         assert!(sessions.get(&id).is_none());
         assert!(sessions.get("not-a-session").is_none());
@@ -171,7 +199,7 @@ mod tests {
     #[test]
     fn the_token_is_not_in_debug_output() {
         let sessions = Sessions::new(Lifetimes::default());
-        let id = sessions.start(credentials());
+        let id = sessions.start(credentials(), operator());
         let text = format!("{:?}", sessions.get(&id).unwrap());
         assert!(!text.contains("s3cret"), "{text}");
     }

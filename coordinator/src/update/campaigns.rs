@@ -1,5 +1,6 @@
-//! Publishing: an OS release is encrypted once into a campaign and the targeted devices are
-//! marked pending; operators follow them with the status queries.
+//! Publishing: an OS or app release is encrypted once into a campaign and the targeted devices
+//! are marked pending (an OS campaign in their update record, an app campaign in their app
+//! record, [`super::apps`]); operators follow them with the status queries.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use flashgate_protocol::update::package::SealedRelease;
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
+use super::apps::DeviceAppRecord;
 use super::records::{
     content_key_aad, CampaignChunks, CampaignRecord, DeviceUpdateRecord, UpdateState,
 };
@@ -86,13 +88,19 @@ impl Campaigns {
         }
     }
 
-    /// Encrypts an uploaded OS release once and targets devices with it.
+    /// Encrypts an uploaded OS or app release once and targets devices with it.
     pub async fn publish(
         &self,
         by: &Actor,
         req: v1::PublishUpdateRequest,
     ) -> Result<v1::PublishUpdateResponse> {
-        let (release, image) = self.os_release(&req.release_digest).await?;
+        let (release, image) = self.releases.with_image(&req.release_digest).await?;
+        if !matches!(release.kind, ReleaseKind::Os | ReleaseKind::App) {
+            return Err(E::InvalidArgument(format!(
+                "only OS and app releases can be published to devices, not {}",
+                release.kind.described()
+            )));
+        }
         let targets = Targets {
             serials: &req.serials,
             order_id: &req.order_id,
@@ -172,28 +180,11 @@ impl Campaigns {
             .put(campaign_id, &campaign)
             .put(campaign_id, &chunks);
         for serial in serials {
-            let key = (release.product_id, *serial);
-            let record = match self.db.get::<DeviceUpdateRecord>(&key).await? {
-                // A device keeps what its receipts said across campaigns.
-                Some(existing) => DeviceUpdateRecord {
-                    campaign_id: campaign_id.clone(),
-                    target_version: release.version,
-                    state: UpdateState::Pending,
-                    challenge: None,
-                    detail: String::new(),
-                    ..existing.record
-                },
-                None => DeviceUpdateRecord::first_target(
-                    *serial,
-                    release.product_id,
-                    campaign_id.clone(),
-                    release.version,
-                ),
-            };
-            txn = txn.put(&key, &record);
+            txn = self.target(txn, campaign_id, release, *serial).await?;
         }
         let entry = Entry::new(by, "update published", campaign_id).detail(format!(
-            "release {} (version {}) to {} devices",
+            "{} release {} (version {}) to {} devices",
+            release.kind.described(),
             release.digest,
             release.version,
             serials.len()
@@ -206,6 +197,46 @@ impl Campaigns {
         }
         tracing::info!(campaign = %campaign_id, devices = serials.len(), version = release.version, "update published");
         Ok(())
+    }
+
+    /// Marks `serial` pending for `campaign_id` in `txn`: in its update record for an OS, in
+    /// its app record for an app. A device keeps what its receipts said across campaigns.
+    async fn target(
+        &self,
+        txn: Txn,
+        campaign_id: &CampaignId,
+        release: &ReleaseRecord,
+        serial: Serial,
+    ) -> Result<Txn> {
+        let key = (release.product_id, serial);
+        if release.kind == ReleaseKind::App {
+            let existing = self.db.get::<DeviceAppRecord>(&key).await?;
+            let record = DeviceAppRecord::targeted(
+                existing.map(|s| s.record),
+                serial,
+                release.product_id,
+                campaign_id.clone(),
+                release.version,
+            );
+            return Ok(txn.put(&key, &record));
+        }
+        let record = match self.db.get::<DeviceUpdateRecord>(&key).await? {
+            Some(existing) => DeviceUpdateRecord {
+                campaign_id: campaign_id.clone(),
+                target_version: release.version,
+                state: UpdateState::Pending,
+                challenge: None,
+                detail: String::new(),
+                ..existing.record
+            },
+            None => DeviceUpdateRecord::first_target(
+                serial,
+                release.product_id,
+                campaign_id.clone(),
+                release.version,
+            ),
+        };
+        Ok(txn.put(&key, &record))
     }
 
     /// Every targeted device of a product (optionally of one campaign).
@@ -233,7 +264,7 @@ impl Campaigns {
     ) -> Result<v1::DeviceUpdateStatus> {
         let device = self.registry.get_device(product_id, serial).await?;
         let key = (ProductId(product_id), Serial::parse(serial)?);
-        Ok(match self.db.get::<DeviceUpdateRecord>(&key).await? {
+        let mut status = match self.db.get::<DeviceUpdateRecord>(&key).await? {
             Some(r) => r.record.to_proto(),
             None => v1::DeviceUpdateStatus {
                 serial: serial.to_vec(),
@@ -242,6 +273,11 @@ impl Campaigns {
                 bootloader_version: device.bootloader_version,
                 ..Default::default()
             },
-        })
+        };
+        match self.db.get::<DeviceAppRecord>(&key).await? {
+            Some(app) => app.record.fill(&mut status),
+            None => status.app_state = "none".into(),
+        }
+        Ok(status)
     }
 }

@@ -24,7 +24,8 @@ use crate::keys::KekRing;
 use crate::provisioning::Registry;
 use crate::repository::{Attempt, CasRetry, Db, Stored, Txn};
 
-fn code_text(code: u32) -> String {
+/// A device's error code as text (its name when this build knows it).
+pub(super) fn code_text(code: u32) -> String {
     ErrorCode::from_u32(code).map_or_else(|| format!("code {code:#x}"), |c| c.to_string())
 }
 
@@ -68,11 +69,15 @@ impl Delivery {
     ) -> Result<Attempt<v1::UpdatePackage>> {
         let stored = self.targeted(product_id, serial).await?;
         let rollout = rollouts::gate(&self.db, &stored.record).await?;
-        let (campaign, release) =
-            sealed_release(&self.db, &self.kek, &stored.record.campaign_id).await?;
-        let device_key = self.registry.device_key(product_id.0, &serial.0).await?;
-        let envelope = envelope_for(&release, product_id, serial, &device_key)?;
-        let challenge = receipt_challenge();
+        let (package, challenge) = issue(
+            &self.db,
+            &self.kek,
+            &self.registry,
+            &stored.record.campaign_id,
+            product_id,
+            serial,
+        )
+        .await?;
         let mut record = stored.record.clone();
         record.challenge = Some(challenge);
         if record.state == UpdateState::Pending {
@@ -84,16 +89,7 @@ impl Delivery {
             txn = txn.unchanged(rollout);
         }
         let committed = self.db.commit(txn).await?;
-        Ok(Attempt::committed(
-            committed,
-            v1::UpdatePackage {
-                campaign_id: campaign.campaign_id.to_string(),
-                version: campaign.version,
-                envelope,
-                chunks: release.chunks,
-                challenge: challenge.to_vec(),
-            },
-        ))
+        Ok(Attempt::committed(committed, package))
     }
 
     /// Checks a device's receipt against its key and the outstanding challenge, and records
@@ -193,6 +189,31 @@ pub async fn sealed_release(
         .collect();
     let release = SealedRelease::from_parts(campaign.signed_header, chunks, content_key);
     Ok((campaign, release))
+}
+
+/// The package of campaign `campaign_id` for one device: its envelope made now under its
+/// device key, the campaign's chunks, and a fresh receipt challenge (also returned, for the
+/// caller to store). OS updates and apps (`super::apps`) are issued through it.
+pub(super) async fn issue(
+    db: &Db,
+    kek: &KekRing,
+    registry: &Registry,
+    campaign_id: &CampaignId,
+    product_id: ProductId,
+    serial: Serial,
+) -> Result<(v1::UpdatePackage, [u8; receipt::CHALLENGE_LEN])> {
+    let (campaign, release) = sealed_release(db, kek, campaign_id).await?;
+    let device_key = registry.device_key(product_id.0, &serial.0).await?;
+    let envelope = envelope_for(&release, product_id, serial, &device_key)?;
+    let challenge = receipt_challenge();
+    let package = v1::UpdatePackage {
+        campaign_id: campaign.campaign_id.to_string(),
+        version: campaign.version,
+        envelope,
+        chunks: release.chunks,
+        challenge: challenge.to_vec(),
+    };
+    Ok((package, challenge))
 }
 
 /// One device's envelope for `release`, made now under its device key with a fresh random

@@ -1,11 +1,13 @@
-//! Updates in the field (`docs/protocol.md` §7): publishing an OS release to registered devices
-//! ([`campaigns`]), issuing each device its package and checking the status receipts devices
-//! send back ([`delivery`]), in waves when it is a staged rollout ([`rollouts`]). What is
-//! stored is in [`records`] (and [`rollouts::record`]).
+//! Updates in the field (`docs/protocol.md` §7): publishing an OS or app release to registered
+//! devices ([`campaigns`]), issuing each device its package and checking the status receipts
+//! devices send back ([`delivery`]; for apps, the app receipts: [`apps`]), in waves when it is
+//! a staged rollout of an OS ([`rollouts`]). What is stored is in [`records`] (and
+//! [`rollouts::record`], [`apps::DeviceAppRecord`]).
 //!
 //! The release is encrypted once at publish; a device's envelope (228 bytes: the content key
 //! wrapped under a key derived from its device key) is made when its package is asked for.
 
+pub mod apps;
 pub mod campaigns;
 pub mod delivery;
 pub mod records;
@@ -24,6 +26,7 @@ use crate::keys::KekRing;
 use crate::provisioning::Registry;
 use crate::repository::Db;
 
+pub use apps::AppDelivery;
 pub use campaigns::Campaigns;
 pub use delivery::Delivery;
 pub use rollouts::Rollouts;
@@ -38,6 +41,8 @@ pub struct Updates {
     pub delivery: Delivery,
     /// Campaigns delivered in waves.
     pub rollouts: Rollouts,
+    /// App packages for devices and the app receipts they send back.
+    pub apps: AppDelivery,
 }
 
 impl Updates {
@@ -60,6 +65,7 @@ impl Updates {
         Self {
             rollouts: Rollouts::new(db.clone(), campaigns.clone(), registry.clone(), audit),
             campaigns,
+            apps: AppDelivery::new(db.clone(), registry.clone(), kek.clone()),
             delivery: Delivery::new(db, registry, kek),
         }
     }

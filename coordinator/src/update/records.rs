@@ -215,6 +215,8 @@ impl DeviceUpdateRecord {
             updated_at_ms: self.updated_at_ms,
             rollback_floor: self.rollback_floor,
             detail: self.detail.clone(),
+            // The app slot's fields come from the device's app record (`super::apps`).
+            ..Default::default()
         }
     }
 }

@@ -1,5 +1,5 @@
 //! `flashgate.v1.UpdateService` (an operator credential on every call: release role to publish,
-//! field role for packages and receipts, any role to read).
+//! field role for packages and receipts (OS and app), any role to read).
 
 use flashgate_proto::v1::{self, update_service_server::UpdateService};
 use tonic::{Request, Response, Status};
@@ -107,6 +107,39 @@ impl UpdateService for UpdateApi {
         .await
     }
 
+    async fn get_app_package(
+        &self,
+        request: Request<v1::GetUpdatePackageRequest>,
+    ) -> Result<Response<v1::UpdatePackage>, Status> {
+        rpc::operator_call(
+            "GetAppPackage",
+            &self.access,
+            request,
+            |_caller, req| async move { self.updates.apps.package(req.product_id, &req.serial).await },
+        )
+        .await
+    }
+
+    async fn report_app_install(
+        &self,
+        request: Request<v1::ReportUpdateRequest>,
+    ) -> Result<Response<v1::DeviceUpdateStatus>, Status> {
+        rpc::operator_call(
+            "ReportAppInstall",
+            &self.access,
+            request,
+            |_caller, req| async move {
+                let (product_id, serial) = (req.product_id, req.serial.clone());
+                self.updates.apps.report(req).await?;
+                self.updates
+                    .campaigns
+                    .device_status(product_id, &serial)
+                    .await
+            },
+        )
+        .await
+    }
+
     async fn start_rollout(
         &self,
         request: Request<v1::StartRolloutRequest>,
@@ -165,6 +198,29 @@ impl UpdateService for UpdateApi {
             &self.access,
             request,
             |_caller, req| async move { self.updates.rollouts.status(&req.rollout_id).await },
+        )
+        .await
+    }
+
+    async fn list_rollouts(
+        &self,
+        request: Request<v1::ListRolloutsRequest>,
+    ) -> Result<Response<v1::ListRolloutsResponse>, Status> {
+        rpc::operator_call(
+            "ListRollouts",
+            &self.access,
+            request,
+            |_caller, req| async move {
+                let (rollouts, truncated) = self
+                    .updates
+                    .rollouts
+                    .list(req.product_id, req.limit)
+                    .await?;
+                Ok(v1::ListRolloutsResponse {
+                    rollouts,
+                    truncated,
+                })
+            },
         )
         .await
     }

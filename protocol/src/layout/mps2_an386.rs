@@ -49,6 +49,11 @@ pub const BACKUP_SLOT_SIZE: u32 = 0x0008_0000;
 /// Application slot: a 512-byte signed header, then the app image (see `app`).
 pub const APP_SLOT_ADDR: u32 = 0x0020_0000;
 pub const APP_SLOT_SIZE: u32 = 0x0004_0000;
+/// Where an app package is received and verified before it replaces the app in its slot
+/// (`app::install`): a refused or cut transfer leaves the installed app as it was.
+pub const APP_STAGING_ADDR: u32 = 0x0024_0000;
+/// The app staging slot's size (the app slot's).
+pub const APP_STAGING_SIZE: u32 = APP_SLOT_SIZE;
 /// RAM of an installed application (`.data`, `.bss`; it runs on the OS's stack): in the
 /// second SRAM block of mps2-an386, which the OS does not use.
 pub const APP_RAM_ADDR: u32 = 0x2100_0000;

@@ -3,7 +3,7 @@
 //!
 //! The same regions as the emulated board, packed into 1 MiB: the bootloader and the record
 //! pages in the first 128 KiB, then three equal 256 KiB slots (OS, staging, backup: the swap
-//! with revert needs all three) and a 128 KiB app slot. The RAM flash loader keeps the
+//! with revert needs all three), a 64 KiB app slot and its 64 KiB staging slot. The RAM flash loader keeps the
 //! emulated board's addresses: its 64 KiB footprint at the start of RAM fits this chip as is.
 
 /// Erase granularity of the nRF52840's NVMC (a page is 4 KiB).
@@ -47,9 +47,14 @@ pub const STAGING_SLOT_SIZE: u32 = 0x0004_0000;
 /// Backup of the previous OS while an update is installed (swap with revert).
 pub const BACKUP_SLOT_ADDR: u32 = 0x000A_0000;
 pub const BACKUP_SLOT_SIZE: u32 = 0x0004_0000;
-/// Application slot, up to the end of flash.
+/// Application slot: the first half of the last 128 KiB.
 pub const APP_SLOT_ADDR: u32 = 0x000E_0000;
-pub const APP_SLOT_SIZE: u32 = 0x0002_0000;
+pub const APP_SLOT_SIZE: u32 = 0x0001_0000;
+/// Where an app package is received and verified before it replaces the app (`app::install`),
+/// up to the end of flash.
+pub const APP_STAGING_ADDR: u32 = 0x000F_0000;
+/// The app staging slot's size (the app slot's).
+pub const APP_STAGING_SIZE: u32 = APP_SLOT_SIZE;
 /// RAM of an installed application: the top 48 KiB of RAM below the update-request word,
 /// which the OS must leave alone.
 pub const APP_RAM_ADDR: u32 = 0x2003_4000;

@@ -30,9 +30,10 @@ macro_rules! check_map {
             ("staging slot", STAGING_SLOT_ADDR, STAGING_SLOT_SIZE),
             ("backup slot", BACKUP_SLOT_ADDR, BACKUP_SLOT_SIZE),
             ("app slot", APP_SLOT_ADDR, APP_SLOT_SIZE),
+            ("app staging slot", APP_STAGING_ADDR, APP_STAGING_SIZE),
         ];
         let bootloader = [("bootloader", BOOTLOADER_BASE, BOOTLOADER_MAX)];
-        let mut regions = [("", 0u32, 0u32); 10];
+        let mut regions = [("", 0u32, 0u32); 11];
         for (slot, region) in regions
             .iter_mut()
             .zip(bootloader.iter().chain(&pages).chain(&slots))

@@ -1,5 +1,5 @@
 //! The host end of a device's UART, the only one: the station (hello after provisioning), the
-//! CLI (`device update`, `data relay`), the end-to-end tests and the benches all use
+//! CLI (`device update`, `device app-install`, `data relay`), the end-to-end tests and the benches all use
 //! [`HostLink`].
 //!
 //! A [`HostLink`] wraps any [`Transport`] (`Read + Write`; a TCP socket for an emulated board,
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use std::vec::Vec;
 use std::{fmt, format};
 
+use crate::app::receipt as app_receipt;
 use crate::codec::Codec;
 use crate::hello::{self, HelloInfo, CHALLENGE_LEN};
 use crate::update::receipt;
@@ -566,6 +567,55 @@ impl<T: Transport> HostLink<T> {
             },
             InstallOutcome::Halted { step } => Relayed::Halted { step },
         })
+    }
+
+    /// Sends one app request and returns the value of its `AppAck` (see [`DeviceMessage::AppAck`]).
+    pub fn app_step(&mut self, request: &Request<'_>, timeout: Duration) -> Result<u32, LinkError> {
+        let step = request.msg_type();
+        self.exchange(request, MsgType::AppAck, timeout, |m| match m {
+            DeviceMessage::AppAck { step: s, value } if s == step => Some(value),
+            _ => None,
+        })
+    }
+
+    /// Relays an app package (`update::package`, an app image inside: `envelope` and the
+    /// ciphertext `chunks`) to the OS: begin, every chunk, commit (`app::install`). Returns the
+    /// installed version. Ciphertext only, like [`Self::relay_package`]; no reset follows.
+    pub fn relay_app_package(
+        &mut self,
+        envelope: &[u8],
+        chunks: &[Vec<u8>],
+        timeout: Duration,
+    ) -> Result<u32, LinkError> {
+        let count = self.app_step(&Request::AppPackageBegin { envelope }, timeout)?;
+        if count as usize != chunks.len() {
+            return Err(LinkError::Malformed {
+                msg_type: MsgType::AppAck,
+                code: ErrorCode::BadLength,
+            });
+        }
+        for (index, sealed) in (0u32..).zip(chunks) {
+            self.app_step(&Request::AppPackageChunk { index, sealed }, timeout)?;
+        }
+        self.app_step(&Request::AppCommit, timeout)
+    }
+
+    /// An app receipt for the coordinator's `challenge` (relayed as is: the coordinator
+    /// verifies it).
+    pub fn app_receipt(
+        &mut self,
+        challenge: [u8; app_receipt::CHALLENGE_LEN],
+        timeout: Duration,
+    ) -> Result<[u8; app_receipt::APP_RECEIPT_LEN], LinkError> {
+        self.exchange(
+            &Request::AppStatus { challenge },
+            MsgType::AppReceipt,
+            timeout,
+            |m| match m {
+                DeviceMessage::AppReceipt(raw) => Some(*raw),
+                _ => None,
+            },
+        )
     }
 
     /// Waits for the OS's boot banner; returns its text.

@@ -8,9 +8,9 @@
 
 use core::num::NonZeroU32;
 
+use crate::app::receipt as app_receipt;
 use crate::codec::{Codec, Reader, Writer};
 use crate::hello;
-use crate::image::SIGNED_HEADER_LEN;
 use crate::update::receipt;
 use crate::ErrorCode;
 
@@ -60,23 +60,26 @@ pub enum Request<'a> {
     DataRotate,
     /// OS: report [`OsStatus`].
     OsStatus,
-    /// OS: begin installing an app with this signed header, authorised for this device.
-    AppBegin {
-        /// The vendor-signed header of the app image.
-        signed_header: &'a [u8; SIGNED_HEADER_LEN],
-        /// `app::install_authorization` of this device for that header (made by whoever holds
-        /// the device key: the coordinator).
-        authorization: &'a [u8; 32],
+    /// OS: begin an app install with this device's envelope of an app package
+    /// (`update::package::Envelope`, see `app::install`).
+    AppPackageBegin {
+        /// The envelope as sent.
+        envelope: &'a [u8],
     },
-    /// OS: the next piece of the app body.
-    AppData {
-        /// Offset in the body (strictly consecutive).
-        offset: u32,
-        /// The bytes.
-        bytes: &'a [u8],
+    /// OS: one chunk of the app package.
+    AppPackageChunk {
+        /// Chunk index.
+        index: u32,
+        /// Ciphertext then tag.
+        sealed: &'a [u8],
     },
-    /// OS: the app body is complete.
+    /// OS: every chunk sent: verify the app and make it the installed one.
     AppCommit,
+    /// OS: an app receipt for this challenge (the coordinator's, see `app::receipt`).
+    AppStatus {
+        /// From the coordinator, with the app package.
+        challenge: [u8; app_receipt::CHALLENGE_LEN],
+    },
     /// OS: verify the installed app and call it.
     AppStart,
 }
@@ -94,9 +97,10 @@ impl<'a> UartMessage<'a> for Request<'a> {
             Self::DataEmit { .. } => MsgType::DataEmit,
             Self::DataRotate => MsgType::DataRotate,
             Self::OsStatus => MsgType::OsStatus,
-            Self::AppBegin { .. } => MsgType::AppBegin,
-            Self::AppData { .. } => MsgType::AppData,
+            Self::AppPackageBegin { .. } => MsgType::AppPackageBegin,
+            Self::AppPackageChunk { .. } => MsgType::AppPackageChunk,
             Self::AppCommit => MsgType::AppCommit,
+            Self::AppStatus { .. } => MsgType::AppStatusRequest,
             Self::AppStart => MsgType::AppStart,
         }
     }
@@ -106,25 +110,16 @@ impl<'a> Codec<'a> for Request<'a> {
     fn encode(&self, w: &mut Writer<'_>) -> Result<(), ErrorCode> {
         w.u8(self.msg_type() as u8)?;
         w.u16_prefixed(|w| match self {
-            Self::Hello { challenge } | Self::Status { challenge } => w.put(challenge),
-            Self::UpdateBegin { envelope } => w.put(envelope),
-            Self::UpdateChunk { index, sealed } => {
+            Self::Hello { challenge }
+            | Self::Status { challenge }
+            | Self::AppStatus { challenge } => w.put(challenge),
+            Self::UpdateBegin { envelope } | Self::AppPackageBegin { envelope } => w.put(envelope),
+            Self::UpdateChunk { index, sealed } | Self::AppPackageChunk { index, sealed } => {
                 w.u32(*index)?;
                 w.put(sealed)
             }
             Self::UpdateInstall { halt_after } => w.u32(halt_after.map_or(0, NonZeroU32::get)),
             Self::DataEmit { count } => w.u8(*count),
-            Self::AppBegin {
-                signed_header,
-                authorization,
-            } => {
-                w.put(*signed_header)?;
-                w.put(*authorization)
-            }
-            Self::AppData { offset, bytes } => {
-                w.u32(*offset)?;
-                w.put(bytes)
-            }
             Self::EnterUpdate
             | Self::UpdateFinish
             | Self::DataRotate
@@ -156,15 +151,15 @@ impl<'a> Codec<'a> for Request<'a> {
             MsgType::DataEmit => Self::DataEmit { count: p.u8()? },
             MsgType::DataRotate => Self::DataRotate,
             MsgType::OsStatus => Self::OsStatus,
-            MsgType::AppBegin => Self::AppBegin {
-                signed_header: p.array_ref()?,
-                authorization: p.array_ref()?,
-            },
-            MsgType::AppData => Self::AppData {
-                offset: p.u32()?,
-                bytes: p.rest(),
+            MsgType::AppPackageBegin => Self::AppPackageBegin { envelope: p.rest() },
+            MsgType::AppPackageChunk => Self::AppPackageChunk {
+                index: p.u32()?,
+                sealed: p.rest(),
             },
             MsgType::AppCommit => Self::AppCommit,
+            MsgType::AppStatusRequest => Self::AppStatus {
+                challenge: p.array()?,
+            },
             MsgType::AppStart => Self::AppStart,
             MsgType::HelloResponse
             | MsgType::BootBanner
@@ -180,6 +175,7 @@ impl<'a> Codec<'a> for Request<'a> {
             | MsgType::OsStatusReply
             | MsgType::AppLog
             | MsgType::AppAck
+            | MsgType::AppReceipt
             | MsgType::BenchReport => return Err(ErrorCode::UnknownMessage),
         };
         p.finish()?;
@@ -227,6 +223,8 @@ pub enum DeviceMessage<'a> {
     },
     /// The status receipt (see [`crate::update::receipt`]).
     StatusReceipt(&'a [u8; receipt::RECEIPT_LEN]),
+    /// The app receipt (see [`crate::app::receipt`]).
+    AppReceipt(&'a [u8; app_receipt::APP_RECEIPT_LEN]),
     /// One sealed data record (see [`crate::data_stream`]).
     DataRecord(&'a [u8]),
     /// The OS status.
@@ -237,8 +235,8 @@ pub enum DeviceMessage<'a> {
     AppAck {
         /// The request answered.
         step: MsgType,
-        /// Bytes received (`AppData`), the version (`AppCommit`), the app's return status
-        /// (`AppStart`), 0 (`AppBegin`).
+        /// The chunk count (`AppPackageBegin`), the next chunk needed (`AppPackageChunk`), the
+        /// version (`AppCommit`), the app's return status (`AppStart`).
         value: u32,
     },
     /// The crypto bench's report (text).
@@ -258,6 +256,7 @@ impl<'a> UartMessage<'a> for DeviceMessage<'a> {
             Self::UpdateInstalled { .. } => MsgType::UpdateInstalled,
             Self::InstallHalted { .. } => MsgType::InstallHalted,
             Self::StatusReceipt(_) => MsgType::StatusReceipt,
+            Self::AppReceipt(_) => MsgType::AppReceipt,
             Self::DataRecord(_) => MsgType::DataRecord,
             Self::OsStatusReply(_) => MsgType::OsStatusReply,
             Self::AppLog(_) => MsgType::AppLog,
@@ -273,6 +272,7 @@ impl<'a> Codec<'a> for DeviceMessage<'a> {
         w.u16_prefixed(|w| match self {
             Self::HelloResponse(raw) => w.put(*raw),
             Self::StatusReceipt(raw) => w.put(*raw),
+            Self::AppReceipt(raw) => w.put(*raw),
             Self::BootBanner(bytes)
             | Self::DataRecord(bytes)
             | Self::AppLog(bytes)
@@ -314,6 +314,7 @@ impl<'a> Codec<'a> for DeviceMessage<'a> {
             MsgType::UpdateInstalled => Self::UpdateInstalled { version: p.u32()? },
             MsgType::InstallHalted => Self::InstallHalted { step: p.u32()? },
             MsgType::StatusReceipt => Self::StatusReceipt(p.array_ref()?),
+            MsgType::AppReceipt => Self::AppReceipt(p.array_ref()?),
             MsgType::DataRecord => Self::DataRecord(p.rest()),
             MsgType::OsStatusReply => Self::OsStatusReply(OsStatus::read(&mut p)?),
             MsgType::AppLog => Self::AppLog(p.rest()),
@@ -332,9 +333,10 @@ impl<'a> Codec<'a> for DeviceMessage<'a> {
             | MsgType::DataEmit
             | MsgType::DataRotate
             | MsgType::OsStatus
-            | MsgType::AppBegin
-            | MsgType::AppData
+            | MsgType::AppPackageBegin
+            | MsgType::AppPackageChunk
             | MsgType::AppCommit
+            | MsgType::AppStatusRequest
             | MsgType::AppStart => return Err(ErrorCode::UnknownMessage),
         };
         p.finish()?;
@@ -416,7 +418,6 @@ mod tests {
 
     #[test]
     fn every_message_round_trips() {
-        let header = [0x5Au8; SIGNED_HEADER_LEN];
         for r in [
             Request::Hello { challenge: [1; 32] },
             Request::Status { challenge: [2; 32] },
@@ -434,21 +435,20 @@ mod tests {
             Request::DataEmit { count: 3 },
             Request::DataRotate,
             Request::OsStatus,
-            Request::AppBegin {
-                signed_header: &header,
-                authorization: &[7; 32],
-            },
-            Request::AppData {
-                offset: 256,
-                bytes: b"body",
+            Request::AppPackageBegin { envelope: b"env" },
+            Request::AppPackageChunk {
+                index: 1,
+                sealed: b"ct+tag",
             },
             Request::AppCommit,
+            Request::AppStatus { challenge: [5; 32] },
             Request::AppStart,
         ] {
             round_trip_request(r);
         }
         let hello = [3u8; hello::RESPONSE_LEN];
         let receipt = [4u8; receipt::RECEIPT_LEN];
+        let app_receipt = [6u8; app_receipt::APP_RECEIPT_LEN];
         for m in [
             DeviceMessage::HelloResponse(&hello),
             DeviceMessage::BootBanner(b"demo-os"),
@@ -460,6 +460,7 @@ mod tests {
             DeviceMessage::UpdateInstalled { version: 3 },
             DeviceMessage::InstallHalted { step: 5 },
             DeviceMessage::StatusReceipt(&receipt),
+            DeviceMessage::AppReceipt(&app_receipt),
             DeviceMessage::DataRecord(b"record"),
             DeviceMessage::OsStatusReply(OsStatus {
                 uptime_ticks: 1 << 40,

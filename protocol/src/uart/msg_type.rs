@@ -92,18 +92,25 @@ msg_types! {
     /// OS → host: the status (`OsStatus`: not authenticated, a diagnostic).
     OsStatusReply = 0x34,
 
-    /// Host → OS: the signed app header (128 B); checked, then the app slot is erased.
-    AppBegin = 0x40,
-    /// Host → OS: `offset u32 | bytes` of the app body.
-    AppData = 0x41,
-    /// Host → OS: body complete; verify the digest and make the slot valid.
+    // 0x40 and 0x41 were the clear-text app install (`AppBegin`, `AppData`), retired: apps
+    // travel as per-device packages. A device answers them `UnknownMessage`.
+    /// Host → OS: every chunk sent; verify the staged app and make it the installed one.
     AppCommit = 0x42,
     /// Host → OS: verify the installed app again and call it (no reset).
     AppStart = 0x43,
     /// OS → host: a line the app logged through the call table.
     AppLog = 0x44,
-    /// OS → host: `step u8 (the request's type) | value u32` (bytes received, version, or the
-    /// app's return status).
+    /// Host → OS: the envelope of an app package (228 B, `update::package`); checked, then the
+    /// app staging slot is erased (the installed app is untouched).
+    AppPackageBegin = 0x45,
+    /// Host → OS: one chunk of the app package (`index u32 | ciphertext | tag`).
+    AppPackageChunk = 0x46,
+    /// Host → OS: an app receipt for `challenge[32]` (see `app::receipt`).
+    AppStatusRequest = 0x47,
+    /// OS → host: the app receipt.
+    AppReceipt = 0x48,
+    /// OS → host: `step u8 (the request's type) | value u32` (chunk count, next chunk,
+    /// version, or the app's return status).
     AppAck = 0x4F,
 
     /// crypto-bench firmware → host: its report (text, one line per measurement).

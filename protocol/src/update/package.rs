@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::codec::{self, Codec, Reader, Writer};
+use crate::device_record::DeviceRecord;
 use crate::image::{SignedImageHeader, SIGNED_HEADER_LEN};
 use crate::{ErrorCode, Serial};
 
@@ -143,6 +144,20 @@ impl Envelope {
         )
     }
 
+    /// Device side: decodes `payload` and checks it is addressed to this device: its serial
+    /// ([`ErrorCode::WrongSerial`]: a package relayed to the wrong board) and product
+    /// ([`ErrorCode::WrongProduct`]). Nothing is authenticated yet ([`Self::open`] does that).
+    pub fn addressed_to(payload: &[u8], record: &DeviceRecord) -> Result<Self, ErrorCode> {
+        let env = Self::read_bytes(payload)?;
+        if env.serial != record.config.serial {
+            return Err(ErrorCode::WrongSerial);
+        }
+        if env.product_id != record.config.product_id {
+            return Err(ErrorCode::WrongProduct);
+        }
+        Ok(env)
+    }
+
     /// Device side: unwraps `K` with the device key. A package made for another device (or
     /// altered anywhere in its envelope) is [`ErrorCode::WrongDevice`].
     pub fn open(&self, device_key: &[u8; 32]) -> Result<ContentKey, ErrorCode> {
@@ -223,6 +238,29 @@ impl ContentKey {
                 Tag::from_slice(tag),
             )
             .map_err(|_| ErrorCode::BadTag)
+    }
+
+    /// Authenticates and decrypts chunk `index` of a body of `body_size` bytes (`sealed` =
+    /// ciphertext then tag) into `plain`; returns the plaintext. A chunk of the wrong length is
+    /// [`ErrorCode::BadLength`]; nothing unauthenticated is ever returned.
+    pub fn open_chunk_into<'p>(
+        &self,
+        index: u32,
+        body_size: u32,
+        sealed: &[u8],
+        plain: &'p mut [u8; CHUNK_SIZE as usize],
+    ) -> Result<&'p [u8], ErrorCode> {
+        if index >= self.chunk_count {
+            return Err(ErrorCode::BadOffset);
+        }
+        let len = (body_size - index * CHUNK_SIZE).min(CHUNK_SIZE) as usize;
+        if sealed.len() != len + TAG_LEN {
+            return Err(ErrorCode::BadLength);
+        }
+        let plain = &mut plain[..len];
+        plain.copy_from_slice(&sealed[..len]);
+        self.open_chunk(index, plain, &sealed[len..])?;
+        Ok(plain)
     }
 }
 

@@ -140,11 +140,7 @@ pub fn encode(
     receipt: &StatusReceipt,
 ) -> [u8; RECEIPT_LEN] {
     let body: [u8; BODY_LEN] = codec::to_array(receipt);
-    let tag = challenge_proof::tag(&PROOF, device_key, challenge, &body);
-    let mut out = [0u8; RECEIPT_LEN];
-    out[..BODY_LEN].copy_from_slice(&body);
-    out[BODY_LEN..].copy_from_slice(&tag);
-    out
+    challenge_proof::append(&PROOF, device_key, challenge, &body)
 }
 
 /// Host side: what the receipt claims, unverified (to find the device's key).
@@ -161,15 +157,8 @@ pub fn verify(
     challenge: &[u8; CHALLENGE_LEN],
     raw: &[u8],
 ) -> Result<StatusReceipt, ErrorCode> {
-    let receipt = peek(raw)?;
-    challenge_proof::verify(
-        &PROOF,
-        device_key,
-        challenge,
-        &raw[..BODY_LEN],
-        &raw[BODY_LEN..],
-    )?;
-    Ok(receipt)
+    let body = challenge_proof::verify_appended(&PROOF, device_key, challenge, raw, BODY_LEN)?;
+    StatusReceipt::read_bytes(body)
 }
 
 #[cfg(test)]

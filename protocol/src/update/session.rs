@@ -26,13 +26,12 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::codec::Codec;
 use crate::device_record::DeviceRecord;
 use crate::flash::NorFlash;
 use crate::image::{BodyHasher, ImageHeader, ImageKind, SignedImageHeader, SIGNED_HEADER_LEN};
 use crate::layout::{IMAGE_HEADER_SPACE, OS_SLOT_ADDR, OS_SLOT_SIZE, STAGING_SLOT_ADDR};
 use crate::update::boot_state::{self, Phase};
-use crate::update::package::{ContentKey, Envelope, CHUNK_SIZE, TAG_LEN};
+use crate::update::package::{ContentKey, Envelope, CHUNK_SIZE};
 use crate::ErrorCode;
 
 const ENVELOPE_ID_OFFSET: u32 = SIGNED_HEADER_LEN as u32;
@@ -158,13 +157,7 @@ fn begin<F: NorFlash>(
     flash: &mut F,
     record: &DeviceRecord,
 ) -> Result<Transfer, ErrorCode> {
-    let env = Envelope::read_bytes(payload)?;
-    if env.serial != record.config.serial {
-        return Err(ErrorCode::WrongSerial);
-    }
-    if env.product_id != record.config.product_id {
-        return Err(ErrorCode::WrongProduct);
-    }
+    let env = Envelope::addressed_to(payload, record)?;
     let header = *env.signed_header.verify(&record.config.vendor_public)?;
     let state = boot_state::read(flash)?;
     if state.phase != Phase::Idle {
@@ -232,17 +225,14 @@ fn chunk<F: NorFlash>(
     if index > t.next || index >= t.count {
         return Err(ErrorCode::BadOffset);
     }
-    let len = (t.header.body_size - index * CHUNK_SIZE).min(CHUNK_SIZE) as usize;
-    if sealed.len() != len + TAG_LEN {
-        return Err(ErrorCode::BadLength);
-    }
-    let mut plain = [0u8; CHUNK_SIZE as usize];
-    plain[..len].copy_from_slice(&sealed[..len]);
-    t.key.open_chunk(index, &mut plain[..len], &sealed[len..])?;
+    let mut buf = [0u8; CHUNK_SIZE as usize];
+    let plain = t
+        .key
+        .open_chunk_into(index, t.header.body_size, sealed, &mut buf)?;
     let addr = STAGING_SLOT_ADDR + IMAGE_HEADER_SPACE + index * CHUNK_SIZE;
-    program_resumable(flash, addr, &plain[..len])?;
+    program_resumable(flash, addr, plain)?;
     flash.program(STAGING_SLOT_ADDR + MARKS_OFFSET + index, &[DONE])?;
-    t.hasher.update(&plain[..len])?;
+    t.hasher.update(plain)?;
     t.next += 1;
     Ok(())
 }

@@ -1,19 +1,20 @@
 //! The operations console in real headless Chromium (Debian's `chromium` through
 //! `chromedriver`): log in, watch an order's bar move while a `flashgate-station` process
 //! provisions emulated boards, approve a station, create an order, refusals, keyboard
-//! navigation, both viewports, and no URL outside the coordinator. Screenshots of every page
-//! go to `target/console-screenshots/`.
+//! navigation, both viewports, and no URL outside the coordinator; pause and resume a staged
+//! rollout of simulated devices. Screenshots of every page go to `target/console-screenshots/`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use flashgate_coordinator::access::Role;
 use flashgate_coordinator::console::{self, ConsoleApi, ConsoleOptions};
+use flashgate_proto::v1::{self, update_service_client::UpdateServiceClient};
 use flashgate_station::coordinator_client::CoordinatorClient;
 use flashgate_station::identity::{StationIdentity, StationKek};
 use flashgate_station::station::enrol;
-use flashgate_tests::station_harness::Factory;
-use flashgate_tests::webdriver::{http, Browser, ChromeDriver, ENTER, TAB};
+use flashgate_tests::station_harness::{Factory, PRODUCT_ID};
+use flashgate_tests::webdriver::{http as plain_http, https, Browser, ChromeDriver, ENTER, TAB};
 use serde_json::json;
 
 const DESKTOP: (u32, u32) = (1280, 800);
@@ -25,7 +26,8 @@ fn screenshots() -> PathBuf {
     dir
 }
 
-/// The console of `factory`'s coordinator on a free loopback port; its address.
+/// The console of `factory`'s coordinator on a free loopback port, over HTTPS with the
+/// coordinator's own certificate (as `serve --console-listen` does); its address.
 fn start_console(factory: &Factory) -> String {
     let api = ConsoleApi::new(
         factory.coordinator.coordinator.clone(),
@@ -36,13 +38,23 @@ fn start_console(factory: &Factory) -> String {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    factory.rt.spawn(console::serve(
-        api,
-        ConsoleOptions::default(),
-        listener,
-        std::future::pending(),
-    ));
+    let transport = factory.coordinator.transport().clone();
+    factory.rt.spawn(async move {
+        console::serve(
+            api,
+            ConsoleOptions::default(),
+            listener,
+            &transport,
+            std::future::pending(),
+        )
+        .await
+    });
     addr
+}
+
+/// Chromium trusting the coordinator's CA, as an operator's browser would.
+fn trusting_browser(factory: &Factory) -> ChromeDriver {
+    ChromeDriver::start_trusting(&factory.coordinator.ca_pem)
 }
 
 /// A second station, enrolled but not approved; its id.
@@ -117,12 +129,12 @@ fn assert_fits(browser: &Browser) {
 fn console_in_chromium() {
     let factory = Factory::embedded(2);
     let addr = start_console(&factory);
-    let base = format!("http://{addr}");
+    let base = format!("https://{addr}");
     let order = factory.order.order_id.clone();
     let other_dir = tempfile::tempdir().unwrap();
     let pending = pending_station(&factory, other_dir.path());
     let shots = screenshots();
-    let driver = ChromeDriver::start();
+    let driver = trusting_browser(&factory);
     let browser = driver.browser(DESKTOP.0, DESKTOP.1);
 
     // Not logged in: every page leads to the login page; a wrong token is the API's refusal.
@@ -333,14 +345,39 @@ fn console_in_chromium() {
     assert_eq!(still, json!(true), "the viewer's revoke changed nothing");
 }
 
-/// Cookie flags, a forged form and a forged session, spoken to the console directly.
+/// The console's TLS, cookie flags, a forged form and a forged session, spoken to the console
+/// directly: its certificate chains to the coordinator's CA (a client trusting only that CA
+/// completes the handshake; one trusting another CA does not), plain HTTP gets a 400 saying
+/// to use HTTPS, and the session cookie is `Secure`.
 #[test]
 fn console_sessions_and_forms() {
     let factory = Factory::embedded(1);
     let addr = start_console(&factory);
+    let ca = factory.coordinator.ca_pem.clone();
+    let http = |method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]| {
+        https(&addr, &ca, method, path, headers, body)
+            .expect("the console's certificate chains to the coordinator CA")
+    };
+
+    let other_ca = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .cert
+        .pem();
+    let refused = https(&addr, &other_ca, "GET", "/login", &[], b"");
+    assert!(
+        matches!(refused, Err(rustls::Error::InvalidCertificate(_))),
+        "a client trusting another CA refuses the console: {refused:?}"
+    );
+    let (status, _, body) = plain_http(&addr, "GET", "/login", &[], b"");
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("HTTPS only") && body.contains("ca.pem"),
+        "{body}"
+    );
+
     let form = [("Content-Type", "application/x-www-form-urlencoded")];
     let (status, headers, _) = http(
-        &addr,
         "POST",
         "/login",
         &form,
@@ -353,7 +390,9 @@ fn console_sessions_and_forms() {
         .map(|(_, v)| v.clone())
         .unwrap();
     assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("Secure"),
         "{cookie}"
     );
     let session = cookie.split(';').next().unwrap().to_owned();
@@ -362,7 +401,6 @@ fn console_sessions_and_forms() {
     let with_cookie = [form[0], ("Cookie", session.as_str())];
     let station = &factory.station_id;
     let (status, _, body) = http(
-        &addr,
         "POST",
         &format!("/stations/{station}/revoke"),
         &with_cookie,
@@ -370,7 +408,7 @@ fn console_sessions_and_forms() {
     );
     assert_eq!(status, 403);
     assert!(String::from_utf8_lossy(&body).contains("CSRF"));
-    let (_, _, page) = http(&addr, "GET", "/stations", &[("Cookie", &session)], b"");
+    let (_, _, page) = http("GET", "/stations", &[("Cookie", &session)], b"");
     assert!(
         String::from_utf8_lossy(&page).contains("state-approved"),
         "still approved"
@@ -378,7 +416,6 @@ fn console_sessions_and_forms() {
 
     // A made-up session is no session; pages carry the strict content policy.
     let (status, headers, _) = http(
-        &addr,
         "GET",
         "/orders",
         &[("Cookie", "flashgate_session=00ff")],
@@ -391,12 +428,388 @@ fn console_sessions_and_forms() {
         .map(|(_, v)| v.clone())
         .unwrap();
     assert!(csp.contains("default-src 'none'"), "{csp}");
-    let (status, _, _) = http(
-        &addr,
-        "GET",
-        "/live/orders.json",
-        &[("Cookie", "flashgate_session=00ff")],
-        b"",
+    for live in ["/live/orders.json", "/live/rollouts.json"] {
+        let (status, _, _) = http("GET", live, &[("Cookie", "flashgate_session=00ff")], b"");
+        assert_eq!(status, 303, "{live}");
+    }
+}
+
+/// Simulated devices of a staged rollout: registered with their own device keys, fetching
+/// their packages and answering with status receipts made with those keys (as a board's
+/// bootloader would), over the coordinator's gRPC port.
+struct RolloutFleet {
+    rollout_id: String,
+    devices: Vec<([u8; 16], [u8; 32])>,
+}
+
+impl RolloutFleet {
+    /// `count` devices of the factory's product and a rollout of an OS v2 release to them in
+    /// waves of 2 and the rest.
+    fn start(factory: &Factory, count: usize) -> Self {
+        let tc = &factory.coordinator;
+        factory.rt.block_on(async {
+            let digest = tc
+                .upload_os_release(PRODUCT_ID, &factory.vendor.key, 2)
+                .await
+                .unwrap();
+            let devices = tc.register_random_devices(PRODUCT_ID, count).await.unwrap();
+            let status = UpdateServiceClient::new(tc.channel().await.unwrap())
+                .start_rollout(
+                    tc.operator_request(v1::StartRolloutRequest {
+                        release_digest: digest,
+                        serials: devices.iter().map(|(s, _)| s.to_vec()).collect(),
+                        waves: [2, count as u32]
+                            .into_iter()
+                            .map(|n| v1::WaveSize {
+                                size: Some(v1::wave_size::Size::Count(n)),
+                            })
+                            .collect(),
+                        failure_threshold: Some(v1::FailureThreshold {
+                            limit: Some(v1::failure_threshold::Limit::Count(3)),
+                        }),
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .unwrap()
+                .into_inner();
+            Self {
+                rollout_id: status.rollout_id,
+                devices,
+            }
+        })
+    }
+
+    /// The devices of the open waves that have no outcome yet.
+    fn waiting(&self, factory: &Factory) -> Vec<[u8; 16]> {
+        let tc = &factory.coordinator;
+        let mut waiting = Vec::new();
+        for (serial, _) in &self.devices {
+            let (package, status) = factory.rt.block_on(async {
+                let mut updates = UpdateServiceClient::new(tc.channel().await.unwrap());
+                let package = updates
+                    .get_update_package(tc.operator_request(v1::GetUpdatePackageRequest {
+                        product_id: PRODUCT_ID,
+                        serial: serial.to_vec(),
+                    }))
+                    .await;
+                let status = updates
+                    .get_device_status(tc.operator_request(v1::GetDeviceStatusRequest {
+                        product_id: PRODUCT_ID,
+                        serial: serial.to_vec(),
+                    }))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                (package, status)
+            });
+            if package.is_ok() && status.state != "updated" {
+                waiting.push(*serial);
+            }
+        }
+        waiting
+    }
+
+    /// Device `serial` fetches its package, installs it and confirms v2 with a receipt made
+    /// with its key.
+    fn confirm(&self, factory: &Factory, serial: &[u8; 16]) {
+        let key = &self.devices.iter().find(|(s, _)| s == serial).unwrap().1;
+        let status = factory
+            .rt
+            .block_on(factory.coordinator.confirm_update(PRODUCT_ID, *serial, key))
+            .unwrap();
+        assert_eq!(status.state, "updated", "{status:?}");
+    }
+
+    /// The rollout as the API reports it.
+    fn status(&self, factory: &Factory) -> v1::RolloutStatus {
+        let tc = &factory.coordinator;
+        factory.rt.block_on(async {
+            UpdateServiceClient::new(tc.channel().await.unwrap())
+                .get_rollout(tc.operator_request(v1::RolloutRequest {
+                    rollout_id: self.rollout_id.clone(),
+                }))
+                .await
+                .unwrap()
+                .into_inner()
+        })
+    }
+}
+
+/// Presses Tab until the focused element's text is `label` (at most 40 times); whether it got
+/// there.
+fn tab_to(browser: &Browser, label: &str) -> bool {
+    for _ in 0..40 {
+        browser.send_keys(TAB);
+        let text = browser.execute(
+            "return document.activeElement.textContent.trim();",
+            json!([]),
+        );
+        if text == label {
+            return true;
+        }
+    }
+    false
+}
+
+/// Pause and resume a rollout of simulated devices through the console, as a release
+/// operator (by keyboard), live counts, and a viewer refused by the API.
+#[test]
+fn console_pauses_a_rollout() {
+    let factory = Factory::embedded(1);
+    let addr = start_console(&factory);
+    let base = format!("https://{addr}");
+    let shots = screenshots();
+    let fleet = RolloutFleet::start(&factory, 5);
+    let id = fleet.rollout_id.clone();
+    // Wave 1 (2 devices) confirms, so wave 2 opens; one device of wave 2 confirms too.
+    let first = fleet.waiting(&factory);
+    assert_eq!(first.len(), 2, "only the first wave gets packages");
+    for serial in &first {
+        fleet.confirm(&factory, serial);
+    }
+    let second = fleet.waiting(&factory);
+    assert_eq!(second.len(), 3, "wave 2 opened after wave 1 confirmed");
+    fleet.confirm(&factory, &second[0]);
+
+    let release = factory
+        .rt
+        .block_on(
+            factory
+                .coordinator
+                .operator_with_role("release-op", Role::Release),
+        )
+        .unwrap();
+    // A Chromium that does not trust the coordinator's CA gets its certificate error page,
+    // not the console: the trusting one below trusts the CA, nothing is ignored.
+    {
+        let untrusting = ChromeDriver::start();
+        let browser = untrusting.browser(DESKTOP.0, DESKTOP.1);
+        browser.goto(&format!("{base}/login"));
+        assert!(
+            browser.try_find("#token").is_none(),
+            "an untrusted certificate is refused"
+        );
+        let page = browser.text(&browser.find("body"));
+        assert!(page.contains("ERR_CERT_AUTHORITY_INVALID"), "{page}");
+    }
+    let driver = trusting_browser(&factory);
+    let browser = driver.browser(DESKTOP.0, DESKTOP.1);
+    log_in(&browser, &base, &release);
+    let secure = browser.execute(
+        "return [location.protocol, window.isSecureContext];",
+        json!([]),
     );
-    assert_eq!(status, 303);
+    assert_eq!(secure, json!(["https:", true]));
+
+    // The updates page lists the rollout with its two waves.
+    browser.goto(&format!("{base}/updates"));
+    let row = format!("tr[data-rollout='{id}']");
+    assert_eq!(
+        browser.text(&browser.find(&format!("#state-{id}"))),
+        "running"
+    );
+    assert_eq!(
+        browser.text(&browser.find(&format!("#count-{id}-1"))),
+        "2/2"
+    );
+    assert_eq!(
+        browser.text(&browser.find(&format!("#count-{id}-2"))),
+        "1/3"
+    );
+    let bar = browser.execute(
+        &format!(
+            "return document.querySelector('#wave-{id}-1 rect.confirmed').getAttribute('width');"
+        ),
+        json!([]),
+    );
+    assert_eq!(bar, json!("100.00"), "wave 1 is fully confirmed");
+    assert!(browser
+        .try_find(&format!("{row} a[href='/updates/rollouts/{id}/pause']"))
+        .is_some());
+    browser.screenshot(&shots.join("updates-rollouts-desktop.png"));
+
+    // The rollout's page moves without a reload when a device confirms.
+    browser.click(&browser.find(&format!("{row} a[href='/updates/rollouts/{id}']")));
+    settled(
+        &browser,
+        &format!("location.pathname === '/updates/rollouts/{id}'"),
+    );
+    browser.execute("window.notReloaded = true; return null;", json!([]));
+    fleet.confirm(&factory, &second[1]);
+    assert!(
+        browser.wait_until(
+            &format!(
+                "return window.notReloaded === true &&
+                     document.getElementById('confirmed-{id}-2').textContent === '2' &&
+                     document.getElementById('pending-{id}-2').textContent === '1';"
+            ),
+            Duration::from_secs(20),
+        ),
+        "the wave's counts never moved without a reload"
+    );
+    browser.screenshot(&shots.join("rollout-desktop.png"));
+
+    // Pause by keyboard: Tab to the Pause link, Enter, then Enter on the confirmation's
+    // focused button.
+    assert!(tab_to(&browser, "Pause"), "Pause is reachable by Tab");
+    browser.send_keys(ENTER);
+    settled(
+        &browser,
+        &format!("location.pathname === '/updates/rollouts/{id}/pause'"),
+    );
+    let confirm = browser.text(&browser.find("main"));
+    assert!(
+        confirm.contains(&format!("Pause rollout {id}")),
+        "{confirm}"
+    );
+    browser.screenshot(&shots.join("rollout-pause-confirm-desktop.png"));
+    let focused = browser.execute("return document.activeElement.textContent;", json!([]));
+    assert_eq!(
+        focused,
+        json!("Yes, pause"),
+        "the confirmation's button has focus"
+    );
+    browser.send_keys(ENTER);
+    settled(
+        &browser,
+        &format!("location.pathname === '/updates/rollouts/{id}' && document.getElementById('state-{id}').textContent === 'paused'"),
+    );
+    assert_eq!(fleet.status(&factory).state, "paused");
+    let resume_link = format!("a[href='/updates/rollouts/{id}/resume']");
+    let offered = browser.execute(
+        &format!(
+            "return !document.querySelector(\"{resume_link}\").hidden &&
+                 document.querySelector(\"a[href='/updates/rollouts/{id}/pause']\").hidden;"
+        ),
+        json!([]),
+    );
+    assert_eq!(
+        offered,
+        json!(true),
+        "Resume, not Pause, is offered once paused"
+    );
+    let resume = browser.find(&resume_link);
+    browser.screenshot(&shots.join("rollout-paused-desktop.png"));
+    // Paused: the last device of wave 2 gets no package.
+    assert!(
+        fleet.waiting(&factory).is_empty(),
+        "a paused rollout issues nothing"
+    );
+
+    // Resume (by mouse this time).
+    browser.click(&resume);
+    settled(
+        &browser,
+        &format!("location.pathname === '/updates/rollouts/{id}/resume'"),
+    );
+    browser.click(&browser.find("form.confirm button[type=submit]"));
+    settled(
+        &browser,
+        &format!("document.getElementById('state-{id}') !== null && document.getElementById('state-{id}').textContent === 'running'"),
+    );
+    assert_eq!(fleet.status(&factory).state, "running");
+
+    // Both pages at both sizes: nothing from elsewhere, nothing wider than the screen.
+    for (size, (w, h)) in [("desktop", DESKTOP), ("phone", PHONE)] {
+        browser.resize(w, h);
+        for (name, path) in [
+            ("updates-rollouts", "/updates".to_owned()),
+            ("rollout", format!("/updates/rollouts/{id}")),
+        ] {
+            browser.goto(&format!("{base}{path}"));
+            assert_only_local_urls(&browser, &base);
+            assert_fits(&browser);
+            browser.screenshot(&shots.join(format!("{name}-{size}.png")));
+        }
+    }
+    browser.resize(DESKTOP.0, DESKTOP.1);
+
+    // The audit trail names the operator who paused and resumed.
+    browser.goto(&format!("{base}/audit"));
+    let paused_by = browser.execute(
+        &format!(
+            "return Array.from(document.querySelectorAll('tbody tr'))
+                 .filter(r => r.textContent.includes('{id}'))
+                 .map(r => Array.from(r.cells).slice(1, 3).map(c => c.textContent).join(' '));"
+        ),
+        json!([]),
+    );
+    let rows: Vec<&str> = paused_by
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        rows.contains(&"operator:release-op rollout paused"),
+        "{rows:?}"
+    );
+    assert!(
+        rows.contains(&"operator:release-op rollout resumed"),
+        "{rows:?}"
+    );
+
+    // A viewer sees no enabled action; a forged pause with the viewer's own session and CSRF
+    // token is the API's PERMISSION_DENIED, and nothing changes.
+    browser.goto(&format!("{base}/orders"));
+    browser.click(&browser.find("form.logout button"));
+    settled(&browser, "location.pathname === '/login'");
+    let viewer = factory
+        .rt
+        .block_on(
+            factory
+                .coordinator
+                .operator_with_role("rollout-viewer", Role::Viewer),
+        )
+        .unwrap();
+    log_in(&browser, &base, &viewer);
+    for path in ["/updates".to_owned(), format!("/updates/rollouts/{id}")] {
+        browser.goto(&format!("{base}{path}"));
+        let enabled = browser.execute(
+            "return Array.from(document.querySelectorAll('main a.button, main button'))
+                 .filter(e => !e.disabled && !e.hidden).map(e => e.textContent);",
+            json!([]),
+        );
+        assert_eq!(
+            enabled,
+            json!([]),
+            "{path}: the viewer has no enabled action"
+        );
+        let disabled = browser.execute(
+            "return Array.from(document.querySelectorAll('main button[disabled]')).map(e => e.textContent);",
+            json!([]),
+        );
+        assert!(
+            disabled.as_array().unwrap().contains(&json!("Pause")),
+            "{path}: {disabled}"
+        );
+    }
+    browser.screenshot(&shots.join("rollout-viewer-desktop.png"));
+    browser.execute(
+        &format!(
+            "const f = document.createElement('form');
+             f.method = 'post';
+             f.action = '/updates/rollouts/{id}/pause';
+             const c = document.querySelector('form.logout input[name=csrf]').cloneNode();
+             f.appendChild(c);
+             document.body.appendChild(f);
+             f.submit();
+             return null;"
+        ),
+        json!([]),
+    );
+    settled(&browser, "document.querySelector('.refused') !== null");
+    let refusal = browser.text(&browser.find(".refused"));
+    assert!(refusal.contains("PermissionDenied"), "{refusal}");
+    assert!(
+        refusal.contains("release"),
+        "names the role needed: {refusal}"
+    );
+    browser.screenshot(&shots.join("rollout-viewer-refused-desktop.png"));
+    assert_eq!(
+        fleet.status(&factory).state,
+        "running",
+        "the viewer's pause changed nothing"
+    );
 }

@@ -2,19 +2,17 @@
 //! derived from its device key (first record at boot, no round trip), `flashgate data relay`
 //! forwards them from the UART to the coordinator, `flashgate data tail` shows them verified;
 //! records sent as UDP datagrams are verified the same way, and replays, reorderings beyond the
-//! window, forgeries and truncations are refused and counted. An app is installed into the app
-//! slot and started without a reset while the OS keeps its state.
+//! window, forgeries and truncations are refused and counted. (Apps, installed from per-device
+//! packages while the OS keeps its state, are `apps.rs`.)
 
 use std::process::Command;
 use std::time::Duration;
 
 use flashgate_coordinator::testing::TestCoordinator;
 use flashgate_proto::v1;
-use flashgate_protocol::app::APP_BODY_ADDR;
 use flashgate_protocol::codec::Codec;
 use flashgate_protocol::data_stream::RecordHeader;
-use flashgate_protocol::image::{sign_image, ImageKind, SIGNED_HEADER_LEN};
-use flashgate_protocol::uart::{MsgType, OsStatus, Request, UartMessage};
+use flashgate_protocol::uart::{MsgType, OsStatus, Request};
 use flashgate_protocol::ErrorCode;
 use flashgate_station::device_link::DeviceLink;
 use flashgate_tests::{Firmware, TestBoard, Vendor};
@@ -26,16 +24,6 @@ const WAIT: Duration = Duration::from_secs(20);
 /// Provisions a board, installs the demo OS and powers it on halted (UART not connected).
 fn board_with_os() -> (TestBoard, Vendor, Firmware) {
     provisioned_board_with_os(|vendor, fw| vendor.sign_os(&fw.demo_os, 5))
-}
-
-fn demo_app() -> Vec<u8> {
-    let path = flashgate_tests::firmware_dir().join("demo-app.bin");
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}. Build the firmware first: `cargo xtask firmware`",
-            path.display()
-        )
-    })
 }
 
 fn receive_until(
@@ -63,11 +51,7 @@ fn counter(record: &[u8]) -> u32 {
 }
 
 struct Status {
-    uptime: u64,
     next_counter: u32,
-    apps_started: u32,
-    app_version: u32,
-    first_record_ticks: u32,
 }
 
 fn status(link: &mut DeviceLink<std::net::TcpStream>, records: &mut Vec<Vec<u8>>) -> Status {
@@ -75,11 +59,7 @@ fn status(link: &mut DeviceLink<std::net::TcpStream>, records: &mut Vec<Vec<u8>>
     let p = receive_until(link, MsgType::OsStatusReply, records);
     let s = OsStatus::read_bytes(&p).expect("a well-formed status");
     Status {
-        uptime: s.uptime_ticks,
         next_counter: s.next_counter,
-        apps_started: s.apps_started,
-        app_version: s.app_version,
-        first_record_ticks: s.first_record_ticks,
     }
 }
 
@@ -212,123 +192,6 @@ async fn sealed_records_reach_data_tail_through_the_relay_and_udp() {
     assert_eq!(stored.len() as u64, expected_accepted);
     tb.board.kill();
     tc.stop().await;
-}
-
-#[test]
-fn app_is_installed_and_started_without_reset_while_the_os_keeps_its_state() {
-    let (mut tb, vendor, _fw) = board_with_os();
-    let tb_uid = tb.uid.0;
-    let mut link =
-        DeviceLink::connect_tcp(tb.board.serial_addr().unwrap(), Duration::from_secs(5)).unwrap();
-    tb.board.resume().unwrap();
-    link.wait_for_banner(WAIT).unwrap();
-    let mut records = Vec::new();
-    let first = status(&mut link, &mut records);
-    assert!(first.first_record_ticks > 0);
-    assert_eq!(first.apps_started, 0);
-
-    let install = |link: &mut DeviceLink<std::net::TcpStream>,
-                   records: &mut Vec<Vec<u8>>,
-                   image: &[u8]|
-     -> Result<u32, ErrorCode> {
-        let step = |link: &mut DeviceLink<std::net::TcpStream>,
-                    records: &mut Vec<Vec<u8>>,
-                    request: Request<'_>|
-         -> Result<u32, ErrorCode> {
-            link.send(&request).unwrap();
-            loop {
-                let (t, p) = link.receive("app ack", WAIT).unwrap();
-                match t {
-                    MsgType::AppAck => {
-                        assert_eq!(p[0], request.msg_type() as u8);
-                        return Ok(u32::from_le_bytes(p[1..5].try_into().unwrap()));
-                    }
-                    MsgType::Error => {
-                        return Err(ErrorCode::from_u32(u32::from_le_bytes(
-                            p[..4].try_into().unwrap(),
-                        ))
-                        .unwrap())
-                    }
-                    MsgType::DataRecord => records.push(p),
-                    MsgType::BootBanner => panic!("the device reset"),
-                    _ => {}
-                }
-            }
-        };
-        let signed_header = image[..SIGNED_HEADER_LEN].try_into().unwrap();
-        // The coordinator's part: the install authorised under the device key.
-        let authorization = flashgate_protocol::app::install_authorization(
-            &crate::test_device_key(&tb_uid),
-            &tb_uid,
-            signed_header,
-        );
-        step(
-            link,
-            records,
-            Request::AppBegin {
-                signed_header,
-                authorization: &authorization,
-            },
-        )?;
-        for (i, bytes) in image[SIGNED_HEADER_LEN..].chunks(2048).enumerate() {
-            let offset = (i * 2048) as u32;
-            step(link, records, Request::AppData { offset, bytes })?;
-        }
-        step(link, records, Request::AppCommit)
-    };
-
-    let body = demo_app();
-    // A tampered app is refused at commit and leaves no startable app.
-    let mut tampered = sign_image(ImageKind::App, 7, 1, APP_BODY_ADDR, &body, &vendor.key);
-    let last = tampered.len() - 1;
-    tampered[last] ^= 1;
-    assert_eq!(
-        install(&mut link, &mut records, &tampered),
-        Err(ErrorCode::DigestMismatch)
-    );
-    // An app for another product is refused before anything is written.
-    let other = sign_image(ImageKind::App, 8, 1, APP_BODY_ADDR, &body, &vendor.key);
-    assert_eq!(
-        install(&mut link, &mut records, &other),
-        Err(ErrorCode::WrongProduct)
-    );
-
-    let good = sign_image(ImageKind::App, 7, 4, APP_BODY_ADDR, &body, &vendor.key);
-    assert_eq!(install(&mut link, &mut records, &good), Ok(4));
-    let before = status(&mut link, &mut records);
-
-    link.send(&Request::AppStart).unwrap();
-    let log = receive_until(&mut link, MsgType::AppLog, &mut records);
-    let log = String::from_utf8_lossy(&log).into_owned();
-    assert!(log.contains("demo-app: hello from the app slot"), "{log}");
-    let n_before = records.len();
-    let ack = receive_until(&mut link, MsgType::AppAck, &mut records);
-    assert_eq!(ack, [MsgType::AppStart as u8, 0, 0, 0, 0], "app status 0");
-    let app_record = records[n_before..]
-        .last()
-        .expect("the app emitted a record")
-        .clone();
-    // The app's record continues the OS's counter: same stream, no reset.
-    assert!(counter(&app_record) >= before.next_counter);
-
-    let after = status(&mut link, &mut records);
-    assert!(after.uptime > before.uptime, "uptime continues");
-    assert_eq!(after.apps_started, 1);
-    assert_eq!(after.app_version, 4);
-    assert_eq!(after.next_counter, counter(&app_record) + 1);
-    assert_eq!(
-        after.first_record_ticks, first.first_record_ticks,
-        "same boot"
-    );
-
-    // Run it again: still no reset, the counter keeps going.
-    link.send(&Request::AppStart).unwrap();
-    receive_until(&mut link, MsgType::AppAck, &mut records);
-    let again = status(&mut link, &mut records);
-    assert_eq!(again.apps_started, 2);
-    assert!(again.next_counter > after.next_counter);
-    assert!(again.uptime > after.uptime);
-    tb.board.kill();
 }
 
 /// Boots the board's OS (UART connected first, so the boot record is seen), asks for `emit`

@@ -8,6 +8,7 @@
     reason = "a test binary: a panic is how it reports a failure"
 )]
 
+mod apps;
 mod boot;
 mod c_demo_os;
 mod chaos;

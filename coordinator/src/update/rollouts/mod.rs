@@ -16,6 +16,7 @@ pub mod plan;
 pub mod progress;
 pub mod record;
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use flashgate_proto::clock::now_ms;
@@ -25,15 +26,20 @@ use self::progress::{Step, WaveProgress};
 use self::record::{PauseReason, RolloutRecord, RolloutState, Threshold, WaveLabel, WaveSize};
 use super::campaigns::{Campaigns, Targets};
 use super::records::DeviceUpdateRecord;
-use crate::audit::{Actor, AuditLog, Entry};
+use crate::audit::{self, Actor, AuditLog};
 use crate::error::{CoordinatorError as E, Result};
-use crate::ids::{CampaignId, OrderId, Serial};
+use crate::ids::{CampaignId, OrderId, ProductId, Serial};
 use crate::provisioning::Registry;
 use crate::repository::{Attempt, CasRetry, Db, Scope, Stored, Txn};
 
 /// Steps at most this many times per call: more than enough for every wave and the
 /// completion; the bound only keeps a call from spinning under endless contention.
 const MAX_ROUNDS: usize = 64;
+
+/// Rollouts [`Rollouts::list`] returns when the request names no limit.
+pub const LIST_DEFAULT: u32 = 100;
+/// The most [`Rollouts::list`] returns in one reply.
+pub const LIST_MAX: u32 = 1000;
 
 /// Starts, pauses, resumes and reports staged rollouts.
 #[derive(Clone)]
@@ -145,7 +151,7 @@ impl Rollouts {
 
     /// Stops issuing packages until resumed (pausing a paused rollout changes nothing).
     pub async fn pause(&self, by: &Actor, rollout_id: &str) -> Result<v1::RolloutStatus> {
-        self.change(by, rollout_id, |r| match r.state {
+        self.change(by, rollout_id, "rollout paused", |r| match r.state {
             RolloutState::Completed => Err(completed(r)),
             RolloutState::Paused { .. } => Ok(None),
             RolloutState::Running => Ok(Some(RolloutState::Paused {
@@ -183,7 +189,7 @@ impl Rollouts {
             updated_at_ms: now_ms(),
             ..r.clone()
         };
-        let entry = Entry::new(by, "rollout resumed", &r.rollout_id)
+        let entry = audit::Entry::new(by, "rollout resumed", &r.rollout_id)
             .detail(format!("{failed} failures accepted"));
         let txn = self
             .audit
@@ -199,11 +205,13 @@ impl Rollouts {
         Ok(Attempt::committed(committed, ()))
     }
 
-    /// Applies `decide` (a new state, or none) to the rollout in one guarded transaction.
+    /// Applies `decide` (a new state, or none) to the rollout in one guarded transaction, with
+    /// `action` in the audit trail.
     async fn change(
         &self,
         by: &Actor,
         rollout_id: &str,
+        action: &'static str,
         decide: impl Fn(&RolloutRecord) -> Result<Option<RolloutState>>,
     ) -> Result<()> {
         CasRetry::new("the rollout")
@@ -217,19 +225,55 @@ impl Rollouts {
                     updated_at_ms: now_ms(),
                     ..stored.record.clone()
                 };
-                let entry = Entry::new(by, "rollout changed", &next.rollout_id)
-                    .detail(state_name(&next.state).to_owned());
+                let entry = audit::Entry::new(by, action, &next.rollout_id);
                 let txn = self
                     .audit
                     .append_global(Txn::new().unchanged(&stored).replace(&stored, &next), entry)
                     .await?;
                 let committed = self.db.commit(txn).await?;
                 if committed {
-                    tracing::info!(rollout = %next.rollout_id, state = state_name(&next.state), "rollout changed");
+                    tracing::info!(rollout = %next.rollout_id, state = state_name(&next.state), "{action}");
                 }
                 Ok(Attempt::committed(committed, ()))
             })
             .await
+    }
+
+    /// Rollouts of `product_id` (0: every product), newest first, at most `limit` (0:
+    /// [`LIST_DEFAULT`], capped at [`LIST_MAX`]), with their counts; and whether more matched.
+    pub async fn list(
+        &self,
+        product_id: u32,
+        limit: u32,
+    ) -> Result<(Vec<v1::RolloutStatus>, bool)> {
+        let limit = match limit {
+            0 => LIST_DEFAULT,
+            n => n.min(LIST_MAX),
+        } as usize;
+        let mut records: Vec<RolloutRecord> = self
+            .db
+            .list(Scope::<RolloutRecord>::all())
+            .await?
+            .into_iter()
+            .map(|s| s.record)
+            .filter(|r| product_id == 0 || r.product_id.0 == product_id)
+            .collect();
+        records.sort_by(|a, b| {
+            (b.created_at_ms, b.rollout_id.as_str()).cmp(&(a.created_at_ms, a.rollout_id.as_str()))
+        });
+        let truncated = records.len() > limit;
+        records.truncate(limit);
+        // One read of a product's update records serves all its rollouts.
+        let mut devices: HashMap<ProductId, HashMap<Serial, DeviceUpdateRecord>> = HashMap::new();
+        let mut list = Vec::with_capacity(records.len());
+        for r in &records {
+            let of_product = match devices.entry(r.product_id) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(devices_of(&self.db, r).await?),
+            };
+            list.push(to_proto(r, &progress::count(r, of_product)));
+        }
+        Ok((list, truncated))
     }
 
     /// The rollout's waves with their counts, and its state.
@@ -276,7 +320,7 @@ pub async fn advance(db: &Db, audit: &AuditLog, rollout_id: &CampaignId) -> Resu
             Step::Pause(reason) => next.state = RolloutState::Paused { reason },
             Step::Complete => next.state = RolloutState::Completed,
         }
-        let entry = Entry::new(&Actor::coordinator(), "rollout step", rollout_id)
+        let entry = audit::Entry::new(&Actor::coordinator(), "rollout step", rollout_id)
             .detail(format!("{step:?}"));
         let txn = audit
             .append_global(Txn::new().unchanged(&stored).replace(&stored, &next), entry)

@@ -136,9 +136,10 @@ impl<'r> BootloaderService<'r> {
             Request::DataEmit { .. }
             | Request::DataRotate
             | Request::OsStatus
-            | Request::AppBegin { .. }
-            | Request::AppData { .. }
+            | Request::AppPackageBegin { .. }
+            | Request::AppPackageChunk { .. }
             | Request::AppCommit
+            | Request::AppStatus { .. }
             | Request::AppStart => return Err(ErrorCode::UnknownMessage),
         }
         Ok(BootloaderAction::Continue)

@@ -1,7 +1,9 @@
-//! The OS's UART service: identity, receipts, app installs and the hand-over to the
+//! The OS's UART service: identity, receipts, app installs from per-device packages, app
+//! receipts and the hand-over to the
 //! bootloader. What the OS owns itself (its data stream, uptime, calling an app) comes back
 //! as an [`OsAction`].
 
+use crate::app::receipt::{self as app_receipt, AppReceipt};
 use crate::app::{verify_installed_app, AppImage, AppInstaller};
 use crate::device_record::DeviceRecord;
 use crate::flash::NorFlash;
@@ -49,7 +51,7 @@ pub struct AppStats {
 /// The OS's side of the UART.
 pub struct OsService<'r> {
     identity: Identity<'r>,
-    /// An app install under way (between `AppBegin` and `AppCommit`).
+    /// An app install under way (between `AppPackageBegin` and `AppCommit`).
     installer: Option<AppInstaller>,
     apps: AppStats,
 }
@@ -128,30 +130,23 @@ impl<'r> OsService<'r> {
             Request::DataEmit { count } => OsAction::EmitTelemetry { count },
             Request::DataRotate => OsAction::RotateEpoch,
             Request::OsStatus => OsAction::ReportStatus,
-            Request::AppBegin {
-                signed_header,
-                authorization,
-            } => {
+            Request::AppPackageBegin { envelope } => {
                 let record = self.identity.record()?;
-                // A new begin abandons the install under way (its slot is erased again).
+                // A new begin abandons the install under way (staging is erased again).
                 self.installer = None;
-                self.installer = Some(AppInstaller::begin(
-                    flash,
-                    record,
-                    signed_header,
-                    authorization,
-                )?);
-                ack(link, MsgType::AppBegin, 0);
+                let installer = AppInstaller::begin(flash, record, envelope)?;
+                ack(link, MsgType::AppPackageBegin, installer.chunk_count());
+                self.installer = Some(installer);
                 OsAction::Continue
             }
-            Request::AppData { offset, bytes } => {
+            Request::AppPackageChunk { index, sealed } => {
                 self.identity.record()?;
                 let installer = self
                     .installer
                     .as_mut()
                     .ok_or(ErrorCode::UnexpectedMessage)?;
-                match installer.data(flash, offset, bytes) {
-                    Ok(received) => ack(link, MsgType::AppData, received),
+                match installer.chunk(flash, index, sealed) {
+                    Ok(next) => ack(link, MsgType::AppPackageChunk, next),
                     Err(code) => {
                         self.installer = None;
                         return Err(code);
@@ -164,6 +159,13 @@ impl<'r> OsService<'r> {
                 let installer = self.installer.take().ok_or(ErrorCode::UnexpectedMessage)?;
                 let app = installer.commit(flash)?;
                 ack(link, MsgType::AppCommit, app.version);
+                OsAction::Continue
+            }
+            Request::AppStatus { challenge } => {
+                let record = self.identity.record()?;
+                let receipt = AppReceipt::of_slot(flash, record)?;
+                let raw = app_receipt::encode(&record.device_key, &challenge, &receipt);
+                reply(link, &DeviceMessage::AppReceipt(&raw));
                 OsAction::Continue
             }
             Request::AppStart => {

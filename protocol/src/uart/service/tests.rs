@@ -9,10 +9,10 @@ use core::num::NonZeroU32;
 use ed25519_dalek::SigningKey;
 
 use super::*;
-use crate::app::{APP_ABI_VERSION, APP_BODY_ADDR, APP_MAGIC};
+use crate::app::receipt::AppReceipt;
+use crate::app::APP_BODY_ADDR;
 use crate::codec::Codec;
 use crate::flash::RamFlash;
-use crate::image::{sign_image, ImageKind, SIGNED_HEADER_LEN};
 use crate::uart::frame::{frame_to_vec, FrameDecoder, SYNC0, SYNC1};
 use crate::uart::message::{DeviceMessage, Request};
 use crate::uart::msg_type::MsgType;
@@ -322,13 +322,26 @@ fn to_os(s: &mut OsService<'_>, flash: &mut RamFlash, bytes: &[u8]) -> (Vec<Vec<
     (replies, action.expect("a frame was decoded"))
 }
 
-fn app_image(vendor: &SigningKey) -> Vec<u8> {
-    let mut body = Vec::new();
-    for w in [APP_MAGIC, APP_ABI_VERSION, APP_BODY_ADDR + 0x21, 0] {
-        body.extend_from_slice(&w.to_le_bytes());
+/// An app package of version 6 for this device (or the one `serial`/`key` name).
+fn app_package(signer: &SigningKey, serial: &[u8; 16], key: &[u8; 32]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let image = crate::app::install::tests::app_image(6, 5000, signer);
+    crate::app::install::tests::package_for(&image, serial, key)
+}
+
+fn app_ack(replies: &[Vec<u8>]) -> (MsgType, u32) {
+    match message(&replies[0]) {
+        DeviceMessage::AppAck { step, value } => (step, value),
+        other => panic!("expected an app ack, got {other:?}"),
     }
-    body.resize(3000, 0xA5);
-    sign_image(ImageKind::App, 7, 6, APP_BODY_ADDR, &body, vendor)
+}
+
+/// An app receipt for `challenge`, verified.
+fn app_receipt(s: &mut OsService<'_>, flash: &mut RamFlash, challenge: [u8; 32]) -> AppReceipt {
+    let (replies, _) = to_os(s, flash, &frame(&Request::AppStatus { challenge }));
+    let DeviceMessage::AppReceipt(raw) = message(&replies[0]) else {
+        panic!("no app receipt");
+    };
+    crate::app::receipt::verify(&KEY, &challenge, raw).unwrap()
 }
 
 #[test]
@@ -368,58 +381,59 @@ fn os_hands_over_and_leaves_data_and_status_to_the_firmware() {
 }
 
 #[test]
-fn os_installs_an_app_step_by_step_and_counts_its_starts() {
-    let vendor = vendor();
+fn os_installs_an_app_package_step_by_step_reports_it_and_counts_its_starts() {
     let rec = record();
     let mut flash = device();
     let mut s = OsService::new(Some(&rec), SERIAL, 1, BootState::default());
-    let image = app_image(&vendor);
-    let header: &[u8; SIGNED_HEADER_LEN] = image[..SIGNED_HEADER_LEN].try_into().unwrap();
-    let body = &image[SIGNED_HEADER_LEN..];
+    let (envelope, chunks) = app_package(&vendor(), &SERIAL, &KEY);
 
-    // Data before a begin, a start before any install.
+    // A chunk before a begin, a start before any install; the receipt says there is no app.
     let (replies, _) = to_os(
         &mut s,
         &mut flash,
-        &frame(&Request::AppData {
-            offset: 0,
-            bytes: body,
+        &frame(&Request::AppPackageChunk {
+            index: 0,
+            sealed: &chunks[0],
         }),
     );
     assert_eq!(refused(&replies), ErrorCode::UnexpectedMessage);
     let (replies, _) = to_os(&mut s, &mut flash, &frame(&Request::AppStart));
     assert_eq!(refused(&replies), ErrorCode::NoValidImage);
+    let none = app_receipt(&mut s, &mut flash, [8; 32]);
+    assert_eq!(
+        (none.version, none.floor, none.reason),
+        (0, 0, Some(ErrorCode::NoValidImage))
+    );
 
-    let ack = |replies: &[Vec<u8>]| match message(&replies[0]) {
-        DeviceMessage::AppAck { step, value } => (step, value),
-        other => panic!("expected an app ack, got {other:?}"),
-    };
     let (replies, _) = to_os(
         &mut s,
         &mut flash,
-        &frame(&Request::AppBegin {
-            signed_header: header,
-            authorization: &crate::app::install_authorization(&KEY, &SERIAL, header),
+        &frame(&Request::AppPackageBegin {
+            envelope: &envelope,
         }),
     );
-    assert_eq!(ack(&replies), (MsgType::AppBegin, 0));
-    for (i, piece) in body.chunks(1000).enumerate() {
-        let offset = (i * 1000) as u32;
+    assert_eq!(app_ack(&replies), (MsgType::AppPackageBegin, 2));
+    for (i, sealed) in chunks.iter().enumerate() {
+        let index = i as u32;
         let (replies, _) = to_os(
             &mut s,
             &mut flash,
-            &frame(&Request::AppData {
-                offset,
-                bytes: piece,
-            }),
+            &frame(&Request::AppPackageChunk { index, sealed }),
         );
-        assert_eq!(
-            ack(&replies),
-            (MsgType::AppData, offset + piece.len() as u32)
-        );
+        assert_eq!(app_ack(&replies), (MsgType::AppPackageChunk, index + 1));
     }
     let (replies, _) = to_os(&mut s, &mut flash, &frame(&Request::AppCommit));
-    assert_eq!(ack(&replies), (MsgType::AppCommit, 6));
+    assert_eq!(app_ack(&replies), (MsgType::AppCommit, 6));
+    let installed = app_receipt(&mut s, &mut flash, [9; 32]);
+    assert_eq!(
+        (
+            installed.serial,
+            installed.version,
+            installed.floor,
+            installed.reason
+        ),
+        (SERIAL, 6, 6, None)
+    );
 
     let (replies, action) = to_os(&mut s, &mut flash, &frame(&Request::AppStart));
     assert!(replies.is_empty());
@@ -447,46 +461,57 @@ fn os_installs_an_app_step_by_step_and_counts_its_starts() {
 }
 
 #[test]
-fn os_refuses_an_app_signed_by_another_vendor_and_a_data_gap() {
+fn os_refuses_a_foreign_package_a_forged_app_a_tampered_chunk_and_a_gap() {
     let rec = record();
     let mut flash = device();
     let mut s = OsService::new(Some(&rec), SERIAL, 1, BootState::default());
-    let forged = app_image(&SigningKey::from_bytes(&[0x42; 32]));
-    let header: &[u8; SIGNED_HEADER_LEN] = forged[..SIGNED_HEADER_LEN].try_into().unwrap();
-    let (replies, _) = to_os(
-        &mut s,
-        &mut flash,
-        &frame(&Request::AppBegin {
-            signed_header: header,
-            authorization: &crate::app::install_authorization(&KEY, &SERIAL, header),
-        }),
+    let begin = |s: &mut OsService<'_>, flash: &mut RamFlash, envelope: &[u8]| {
+        to_os(s, flash, &frame(&Request::AppPackageBegin { envelope })).0
+    };
+    let mut other = SERIAL;
+    other[15] ^= 0x80;
+    let (foreign, _) = app_package(&vendor(), &other, &[0x77; 32]);
+    assert_eq!(
+        refused(&begin(&mut s, &mut flash, &foreign)),
+        ErrorCode::WrongSerial
     );
-    assert_eq!(refused(&replies), ErrorCode::BadSignature);
+    let (forged, _) = app_package(&SigningKey::from_bytes(&[0x42; 32]), &SERIAL, &KEY);
+    assert_eq!(
+        refused(&begin(&mut s, &mut flash, &forged)),
+        ErrorCode::BadSignature
+    );
 
-    let image = app_image(&vendor());
-    let header: &[u8; SIGNED_HEADER_LEN] = image[..SIGNED_HEADER_LEN].try_into().unwrap();
-    let (replies, _) = to_os(
-        &mut s,
-        &mut flash,
-        &frame(&Request::AppBegin {
-            signed_header: header,
-            authorization: &crate::app::install_authorization(&KEY, &SERIAL, header),
-        }),
-    );
-    assert_eq!(replies.len(), 1);
-    let gap = Request::AppData {
-        offset: 100,
-        bytes: &image[SIGNED_HEADER_LEN..][100..200],
+    let (envelope, chunks) = app_package(&vendor(), &SERIAL, &KEY);
+    assert_eq!(begin(&mut s, &mut flash, &envelope).len(), 1);
+    let gap = Request::AppPackageChunk {
+        index: 1,
+        sealed: &chunks[1],
     };
     let (replies, _) = to_os(&mut s, &mut flash, &frame(&gap));
     assert_eq!(refused(&replies), ErrorCode::BadOffset);
-    // The install was abandoned: more data is out of step.
-    let first = Request::AppData {
-        offset: 0,
-        bytes: &image[SIGNED_HEADER_LEN..][..100],
+    // The install was abandoned: more chunks are out of step.
+    let first = Request::AppPackageChunk {
+        index: 0,
+        sealed: &chunks[0],
     };
     let (replies, _) = to_os(&mut s, &mut flash, &frame(&first));
     assert_eq!(refused(&replies), ErrorCode::UnexpectedMessage);
+    // A tampered chunk is refused before it is programmed; nothing got installed.
+    assert_eq!(begin(&mut s, &mut flash, &envelope).len(), 1);
+    let mut tampered = chunks[0].clone();
+    tampered[3] ^= 4;
+    let (replies, _) = to_os(
+        &mut s,
+        &mut flash,
+        &frame(&Request::AppPackageChunk {
+            index: 0,
+            sealed: &tampered,
+        }),
+    );
+    assert_eq!(refused(&replies), ErrorCode::BadTag);
+    let (replies, _) = to_os(&mut s, &mut flash, &frame(&Request::AppCommit));
+    assert_eq!(refused(&replies), ErrorCode::UnexpectedMessage);
+    assert_eq!(app_receipt(&mut s, &mut flash, [1; 32]).version, 0);
 }
 
 #[test]
