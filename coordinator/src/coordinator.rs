@@ -12,6 +12,7 @@ use crate::catalogue::Catalogue;
 use crate::config::CoordinatorConfig;
 use crate::data_stream::DataIngest;
 use crate::error::Result;
+use crate::genuineness::evidence::CloneEvidence;
 use crate::genuineness::Genuineness;
 use crate::housekeeping::Housekeeping;
 use crate::keys::KekRing;
@@ -34,6 +35,8 @@ pub struct Coordinator {
     provisioning: Provisioning,
     updates: Updates,
     genuineness: Genuineness,
+    /// Clone evidence from device traffic (data records, update receipts), shared by both.
+    evidence: Arc<CloneEvidence>,
 }
 
 impl Coordinator {
@@ -62,12 +65,14 @@ impl Coordinator {
             audit.clone(),
             access.enrolment.clone(),
         );
+        let evidence = Arc::new(CloneEvidence::new(db.clone(), audit.clone()));
         let updates = Updates::new(
             db.clone(),
             catalogue.releases.clone(),
             provisioning.registry.clone(),
             kek.clone(),
             audit.clone(),
+            evidence.clone(),
         );
         let genuineness = Genuineness::new(
             db.clone(),
@@ -86,6 +91,7 @@ impl Coordinator {
             provisioning,
             updates,
             genuineness,
+            evidence,
         }
     }
 
@@ -114,6 +120,7 @@ impl Coordinator {
         DataIngest::new(
             self.db.clone(),
             self.provisioning.registry.clone(),
+            self.evidence.clone(),
             crate::data_stream::IngestLimits::default(),
         )
     }

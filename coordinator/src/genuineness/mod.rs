@@ -13,6 +13,7 @@
 //! | `verifications/{verification_id}` | [`challenges::ChallengeRecord`]: an outstanding challenge, deleted by its answer |
 
 pub mod challenges;
+pub mod evidence;
 pub mod verdict;
 
 use std::sync::Arc;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::audit::AuditLog;
 use crate::catalogue::Releases;
+use crate::genuineness::evidence::CloneEvidence;
 use crate::keys::KekRing;
 use crate::provisioning::Registry;
 use crate::repository::Db;
@@ -45,6 +46,7 @@ impl Updates {
         registry: Registry,
         kek: Arc<KekRing>,
         audit: AuditLog,
+        evidence: Arc<CloneEvidence>,
     ) -> Self {
         let campaigns = Campaigns::new(
             db.clone(),
@@ -56,7 +58,7 @@ impl Updates {
         Self {
             rollouts: Rollouts::new(db.clone(), campaigns.clone(), registry.clone(), audit),
             campaigns,
-            delivery: Delivery::new(db, registry, kek),
+            delivery: Delivery::new(db, registry, kek, evidence),
         }
     }
 }

@@ -12,7 +12,7 @@ use flashgate_coordinator::testing::TestCoordinator;
 use flashgate_proto::v1;
 use flashgate_protocol::app::APP_BODY_ADDR;
 use flashgate_protocol::codec::Codec;
-use flashgate_protocol::data_stream::RecordHeader;
+use flashgate_protocol::data_stream::Header;
 use flashgate_protocol::image::{sign_image, ImageKind, SIGNED_HEADER_LEN};
 use flashgate_protocol::uart::{MsgType, OsStatus, Request, UartMessage};
 use flashgate_protocol::ErrorCode;
@@ -59,7 +59,7 @@ fn receive_until(
 }
 
 fn counter(record: &[u8]) -> u32 {
-    RecordHeader::decode(record).unwrap().0.counter
+    Header::decode(record).unwrap().0.counter()
 }
 
 struct Status {
