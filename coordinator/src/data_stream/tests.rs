@@ -2,7 +2,7 @@
 
 use flashgate_protocol::data_stream::{
     epoch_key, seal, seal_compact, CompactHeader, Direction, RecordHeader, RecordKind,
-    EPOCH_LOOKAHEAD, MAX_COMPACT_COUNTER, MAX_RECORD_LEN, OVERHEAD,
+    RecordSealer, EPOCH_LOOKAHEAD, MAX_COMPACT_COUNTER, MAX_RECORD_LEN, OVERHEAD, RESERVE_BLOCK,
 };
 
 use flashgate_proto::v1;
@@ -353,5 +353,131 @@ async fn a_handle_of_another_product_or_shared_by_two_devices_finds_only_the_sen
     assert_eq!(ingest_one(&tc, v2(0, 2)).await, Ok(()));
     assert_eq!(stored(&tc, &twin).await.len(), 1);
     assert_eq!(stored(&tc, &SERIAL).await.len(), 2);
+    tc.stop().await;
+}
+
+/// The clone evidence on the registered device of product 7, and its "clone evidence" audit
+/// entries.
+async fn evidence(tc: &TestCoordinator, serial: &[u8; 16]) -> (Vec<String>, usize) {
+    let device = tc
+        .coordinator
+        .provisioning()
+        .registry
+        .get_device(7, serial)
+        .await
+        .unwrap();
+    let audit = tc.coordinator.audit().list("global", 1000).await.unwrap();
+    let entries = audit
+        .iter()
+        .filter(|e| e.action == "clone evidence")
+        .count();
+    (device.clone_evidence, entries)
+}
+
+/// A copy of a board's flash: the same device key and the same counter journal, so the copy
+/// seals its own records with the counters the original uses.
+fn two_boards() -> (RecordSealer, RecordSealer) {
+    let board = || RecordSealer::new(&KEY, &SERIAL, 0, 0, RESERVE_BLOCK);
+    (board(), board())
+}
+
+fn seal_next(sealer: &mut RecordSealer, body: &str) -> Vec<u8> {
+    let mut out = vec![0u8; MAX_RECORD_LEN];
+    let n = sealer
+        .seal(RecordKind::Telemetry, body.as_bytes(), &mut out)
+        .unwrap();
+    out.truncate(n);
+    out
+}
+
+#[tokio::test]
+async fn two_boards_with_one_device_key_are_flagged_once_and_a_replay_is_not() {
+    let tc = TestCoordinator::start_embedded().await.unwrap();
+    tc.register_device(7, &SERIAL, &KEY).await.unwrap();
+    let (mut original, mut copy) = two_boards();
+    let first = seal_next(&mut original, "original 0");
+    assert_eq!(ingest_one(&tc, first.clone()).await, Ok(()));
+    // The same bytes again (a relay retrying, an attacker replaying): a replay, no evidence.
+    assert_eq!(ingest_one(&tc, first).await, Err(ErrorCode::DataReplay));
+    assert_eq!(evidence(&tc, &SERIAL).await, (vec![], 0));
+
+    // The copy's record under the same counter: authenticates, differs.
+    assert_eq!(
+        ingest_one(&tc, seal_next(&mut copy, "copy 0")).await,
+        Err(ErrorCode::DataDiverged)
+    );
+    let (shown, audited) = evidence(&tc, &SERIAL).await;
+    assert_eq!((shown.len(), audited), (1, 1), "{shown:?}");
+    assert!(
+        shown[0].contains("data counter reused with other contents")
+            && shown[0].contains("epoch 0, counter 0"),
+        "{shown:?}"
+    );
+    // Both keep sending: every reuse is refused and counted, nothing more is written.
+    for i in 1..20 {
+        let batch = vec![
+            seal_next(&mut original, &format!("original {i}")),
+            seal_next(&mut copy, &format!("copy {i}")),
+        ];
+        let verdicts = tc.data.ingest(&batch, "test").await.unwrap();
+        assert_eq!(verdicts, vec![Ok(()), Err(ErrorCode::DataDiverged)]);
+    }
+    assert_eq!(evidence(&tc, &SERIAL).await.0.len(), 1);
+    assert_eq!(evidence(&tc, &SERIAL).await.1, 1);
+    let stats = tc.data.stats();
+    assert_eq!(
+        stats.rejected.get(&(ErrorCode::DataDiverged as u32)),
+        Some(&20)
+    );
+    assert_eq!(
+        stats.rejected.get(&(ErrorCode::DataReplay as u32)),
+        Some(&1)
+    );
+    // Only the first record of each counter was stored.
+    let bodies: Vec<Vec<u8>> = stored(&tc, &SERIAL)
+        .await
+        .into_iter()
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(bodies.len(), 20);
+    assert!(bodies.iter().all(|b| b.starts_with(b"original")));
+
+    // The original rotates; the copy, still in epoch 0, sends on: a fork of the epoch (a
+    // signal of its own, written once too).
+    let mut out = vec![0u8; MAX_RECORD_LEN];
+    let n = original.rotate(&mut out).unwrap();
+    assert_eq!(ingest_one(&tc, out[..n].to_vec()).await, Ok(()));
+    let _ = seal_next(&mut copy, "copy 20"); // lost
+    assert_eq!(
+        ingest_one(&tc, seal_next(&mut copy, "copy 21")).await,
+        Err(ErrorCode::DataDiverged)
+    );
+    let (shown, audited) = evidence(&tc, &SERIAL).await;
+    assert_eq!((shown.len(), audited), (2, 2), "{shown:?}");
+    assert!(
+        shown[1].contains("data epoch continued after its rotation"),
+        "{shown:?}"
+    );
+    tc.stop().await;
+}
+
+#[tokio::test]
+async fn records_of_a_copy_are_flagged_on_a_fresh_replica_too() {
+    // The window (and the digests it keeps) live in the store: another replica, or this one
+    // after a restart, tells a copy's record from a replay just the same.
+    let tc = TestCoordinator::start_embedded().await.unwrap();
+    tc.register_device(7, &SERIAL, &KEY).await.unwrap();
+    let (mut original, mut copy) = two_boards();
+    assert_eq!(
+        ingest_one(&tc, seal_next(&mut original, "original 0")).await,
+        Ok(())
+    );
+    let fresh = tc.coordinator.data_ingest();
+    let verdicts = fresh
+        .ingest(&[seal_next(&mut copy, "copy 0")], "other replica")
+        .await
+        .unwrap();
+    assert_eq!(verdicts, vec![Err(ErrorCode::DataDiverged)]);
+    assert_eq!(evidence(&tc, &SERIAL).await.0.len(), 1);
     tc.stop().await;
 }
