@@ -14,7 +14,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             Header::V1(_) => flashgate_fuzz::check_codec!(RecordHeader, &data[..len]),
             Header::V2(_) => flashgate_fuzz::check_codec!(CompactHeader, &data[..len]),
         }
-        let epoch = header.epoch(None).expect("no state: the low bits are the epoch");
+        let epoch = header
+            .epoch(None)
+            .expect("no state: the low bits are the epoch");
         let key = epoch_key(&device::DEVICE_KEY, Direction::Up, epoch);
         let mut record = data.to_vec();
         if let Ok(opened) = open_in_place(&key, &mut record) {

@@ -58,35 +58,10 @@ async fn relayed_records_are_verified_then_queried_tailed_and_counted() {
     let last = forged.len() - 1;
     forged[last] ^= 1;
     records.insert(1, forged);
-    let (port, device) = fake_device(records);
-
     // The relay holds no token: ingest needs none (records authenticate themselves).
-    let relay = w
-        .cli
-        .run_anonymous(&[
-            "data",
-            "relay",
-            "--port",
-            &port,
-            "--count",
-            "3",
-            "--timeout-secs",
-            "30",
-        ])
-        .await;
-    assert_eq!(code(&relay), 0, "{}", stderr(&relay));
-    let progress = stdout(&relay);
-    assert_eq!(
-        progress.lines().last(),
-        Some("forwarded 3 records, 2 accepted"),
-        "{progress}"
-    );
-    assert!(
-        stderr(&relay).contains("refused record"),
-        "{}",
-        stderr(&relay)
-    );
-    device.join().unwrap();
+    let (progress, refusals, port) = relay_all(&w, records).await;
+    assert_eq!(progress, "forwarded 3 records, 2 accepted");
+    assert!(refusals.contains("refused record"), "{refusals}");
 
     let serial = hex::encode(SERIAL);
     let queried = w.cli.json(&["data", "query", "--serial", &serial]).await;
@@ -161,8 +136,8 @@ async fn the_relay_names_a_port_it_cannot_open() {
 }
 
 /// Forwards `records` from a fake device through `flashgate data relay`; the relay's stdout's
-/// last line and its stderr.
-async fn relay_all(w: &World, records: Vec<Vec<u8>>) -> (String, String) {
+/// last line, its stderr and the device's port.
+async fn relay_all(w: &World, records: Vec<Vec<u8>>) -> (String, String, String) {
     let count = records.len().to_string();
     let (port, device) = fake_device(records);
     let relay = w
@@ -181,7 +156,7 @@ async fn relay_all(w: &World, records: Vec<Vec<u8>>) -> (String, String) {
     assert_eq!(code(&relay), 0, "{}", stderr(&relay));
     device.join().unwrap();
     let last = stdout(&relay).lines().last().unwrap_or_default().to_owned();
-    (last, stderr(&relay))
+    (last, stderr(&relay), port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,18 +167,18 @@ async fn a_copy_of_a_board_sending_data_is_flagged_on_the_device_and_a_replay_is
         .unwrap();
     let serial = hex::encode(SERIAL);
     let original = sealed(&["original 0", "original 1"]);
-    let (progress, _) = relay_all(&w, original.clone()).await;
+    let (progress, _, _) = relay_all(&w, original.clone()).await;
     assert_eq!(progress, "forwarded 2 records, 2 accepted");
 
     // The same bytes relayed again: replays, nothing on the device.
-    let (progress, refusals) = relay_all(&w, original).await;
+    let (progress, refusals, _) = relay_all(&w, original).await;
     assert_eq!(progress, "forwarded 2 records, 0 accepted");
     assert!(refusals.contains("data record is a replay"), "{refusals}");
     let shown = w.cli.json(&["devices", "show", &serial]).await;
     assert_eq!(shown["clone_evidence"], serde_json::json!([]), "{shown}");
 
     // A board with a copy of the flash: same key, same journal, other records.
-    let (progress, refusals) = relay_all(&w, sealed(&["copy 0", "copy 1"])).await;
+    let (progress, refusals, _) = relay_all(&w, sealed(&["copy 0", "copy 1"])).await;
     assert_eq!(progress, "forwarded 2 records, 0 accepted");
     assert!(
         refusals.contains("two devices behind one identity"),

@@ -15,6 +15,11 @@
 //! epoch's low bits: they are completed from the device's current epoch as this replica last saw
 //! it (kept in memory a while, so a forged v2 record costs no store read either), or from its
 //! window read from the store.
+//!
+//! A record that authenticates but cannot come from the device whose records were accepted (an
+//! accepted counter with other bytes, a counter after its epoch's rotation record) is refused as
+//! [`ErrorCode::DataDiverged`] and reported as clone evidence after the batch
+//! ([`CloneEvidence`]: once per device and signal).
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};

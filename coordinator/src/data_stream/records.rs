@@ -132,7 +132,7 @@ impl WindowRecord {
     /// when an epoch's 16-bit counters run out, so whole epochs of its records may have been
     /// lost. The epoch it leaves stays open as the previous one; older epochs are stale.
     pub fn slot(&mut self, epoch: u32) -> Result<&mut EpochWindow, ErrorCode> {
-        let ahead = epoch.checked_sub(self.current.epoch).unwrap_or(0);
+        let ahead = epoch.saturating_sub(self.current.epoch);
         if (1..=EPOCH_LOOKAHEAD).contains(&ahead) {
             self.open_epoch(epoch);
         }
