@@ -3,13 +3,8 @@
 use std::{env, fs, path::PathBuf};
 
 use flashgate_protocol::layout::{
-    BOOTLOADER_BASE, BOOTLOADER_MAX, LOADER_BASE, TRUST_ANCHORS_OFFSET,
+    BOOTLOADER_BASE, BOOTLOADER_MAX, SRAM_BASE, SRAM_SIZE, TRUST_ANCHORS_OFFSET,
 };
-
-/// SRAM of mps2-an386 (4 MiB at 0x2000_0000). The layout module names its start only through
-/// LOADER_BASE (the loader sits at the start of SRAM); the bootloader owns all of it.
-const SRAM_BASE: u32 = LOADER_BASE;
-const SRAM_SIZE: u32 = 0x0040_0000;
 
 fn main() {
     let memory = format!(

@@ -12,6 +12,8 @@ pub enum FlashError {
     Misaligned,
     /// Programming a cell that is not erased (NOR can only clear bits).
     NotErased,
+    /// The flash controller did not finish an operation in time (silicon ports).
+    Timeout,
 }
 
 impl From<FlashError> for crate::ErrorCode {

@@ -5,7 +5,9 @@
 //!    unencrypted load of the same image through the same GDB probe backend;
 //! 4. an order whose boards leave with the demo OS (issue 18): the per-board split (bootloader
 //!    install, restart, OS install over the UART, package and receipt) and devices per hour with
-//!    1 and 4 probes, beside the same run's no-OS figures of step 2.
+//!    1 and 4 probes, beside the same run's no-OS figures of step 2;
+//! 5. (printed after step 2) what TLS costs the line: devices per hour with 1 and 4 probes
+//!    against a plain-text coordinator, beside step 2's TLS figures.
 //!
 //! `cargo bench -p flashgate-tests --bench station` (build the firmware first).
 #![allow(
@@ -82,6 +84,18 @@ fn main() {
         rates[1] / rates[0],
         rates[2] / rates[0]
     );
+
+    // What TLS costs the line: the same runs against a plain-text coordinator.
+    println!("TLS cost on the provisioning path (same run, {DEVICES} devices each):");
+    for (probes, tls_rate) in [(1usize, rates[0]), (4, rates[2])] {
+        let (elapsed, _) = run_order(Factory::embedded_insecure_plaintext(DEVICES), probes);
+        let plain_rate = DEVICES as f64 * 3600.0 / elapsed;
+        println!(
+            "  {probes} probe(s): TLS {tls_rate:.0} devices/hour, plain text {plain_rate:.0} devices/hour, TLS/plain {:.2}",
+            tls_rate / plain_rate
+        );
+    }
+    println!();
 
     println!("per-device phases with 1 probe (mean ms):");
     let rows: [(&str, PhaseOf); 6] = [

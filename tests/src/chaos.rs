@@ -16,6 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use tonic::transport::Channel;
 use tonic::Code;
+use zeroize::Zeroizing;
 
 /// The run's seed: `FLASHGATE_CHAOS_SEED` (to replay a run), else a fresh one. Printed.
 pub fn seed(test: &str) -> u64 {
@@ -35,6 +36,19 @@ pub fn seed_from(var: &str, what: &str, test: &str) -> u64 {
     seed
 }
 
+/// The device key in an issuance answer, opened as the chip's loader would.
+fn open_device_key(
+    loader_secret: &x25519_dalek::StaticSecret,
+    serial: &[u8; 16],
+    issued: &v1::IssueDeviceCertificateResponse,
+) -> Option<Zeroizing<[u8; 32]>> {
+    use flashgate_protocol::certificate::DeviceCertificate;
+    use flashgate_protocol::codec::Codec;
+    let certificate = DeviceCertificate::read_bytes(&issued.certificate).ok()?;
+    let sealed = issued.sealed_device_key.as_slice().try_into().ok()?;
+    flashgate_protocol::device_key_transport::open(loader_secret, serial, &certificate, sealed).ok()
+}
+
 /// What the stations saw: leases granted to them, serials they made, reports acknowledged.
 #[derive(Default)]
 pub struct Ledger {
@@ -44,6 +58,9 @@ pub struct Ledger {
     pub attempted: HashMap<[u8; 16], String>,
     /// Serials whose report was acknowledged (or found already registered on a retry).
     pub acknowledged: HashMap<[u8; 16], String>,
+    /// The device key of each certified serial, opened with the race's own loader secret, as
+    /// a flash loader would: what a genuine device seals its data records with.
+    pub device_keys: HashMap<[u8; 16], Zeroizing<[u8; 32]>>,
     /// `RESOURCE_EXHAUSTED` answers to lease requests.
     pub exhausted: u64,
     /// When the first of them came.
@@ -155,10 +172,8 @@ impl RacingStation {
     /// Certifies one chip (the step that consumes its slot), then reports its install,
     /// retrying on other replicas while an answer is lost.
     async fn report(&mut self, lease_id: &str, serial: [u8; 16], ledger: &Mutex<Ledger>) {
-        let loader = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::random_from_rng(
-            rand::rngs::OsRng,
-        ))
-        .to_bytes();
+        let loader_secret = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
+        let loader = x25519_dalek::PublicKey::from(&loader_secret).to_bytes();
         let mut certified = false;
         for _ in 0..6 {
             match self
@@ -166,13 +181,13 @@ impl RacingStation {
                 .issue_device_certificate(lease_id, &serial, &loader)
                 .await
             {
-                Ok(_) => {
+                Ok(issued) => {
                     // A retry of a lost answer gets the same certificate (no second slot).
-                    ledger
-                        .lock()
-                        .unwrap()
-                        .acknowledged
-                        .insert(serial, lease_id.to_owned());
+                    let mut ledger = ledger.lock().unwrap();
+                    ledger.acknowledged.insert(serial, lease_id.to_owned());
+                    if let Some(key) = open_device_key(&loader_secret, &serial, &issued) {
+                        ledger.device_keys.insert(serial, key);
+                    }
                     certified = true;
                     break;
                 }

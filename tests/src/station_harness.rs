@@ -149,7 +149,12 @@ impl FlakyProxy {
 
     /// `https://` endpoint of the proxy (TLS passes through it end to end).
     pub fn endpoint(&self) -> String {
-        format!("https://{}", self.addr)
+        self.endpoint_with("https")
+    }
+
+    /// The proxy's endpoint under `scheme` (`http` for a plain-text coordinator).
+    pub fn endpoint_with(&self, scheme: &str) -> String {
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Cuts every connection and refuses new ones.
@@ -220,6 +225,16 @@ impl Factory {
         let rt = runtime();
         let coordinator = rt
             .block_on(TestCoordinator::start_embedded())
+            .expect("coordinator starts");
+        Self::with(rt, coordinator, count, None, None)
+    }
+
+    /// Coordinator on the embedded store served in plain text (`--insecure-plaintext`), order of
+    /// `count`: only to measure what TLS costs the line.
+    pub fn embedded_insecure_plaintext(count: u64) -> Self {
+        let rt = runtime();
+        let coordinator = rt
+            .block_on(TestCoordinator::start_insecure_plaintext())
             .expect("coordinator starts");
         Self::with(rt, coordinator, count, None, None)
     }
@@ -351,8 +366,13 @@ impl Factory {
 
     /// Station options for `emulate` emulated targets, through the proxy, quiet.
     pub fn station_options(&self, emulate: usize) -> StationOptions {
+        let scheme = if self.coordinator.ca_pem.is_empty() {
+            "http"
+        } else {
+            "https"
+        };
         let mut options = StationOptions::new(
-            self.proxy.endpoint(),
+            self.proxy.endpoint_with(scheme),
             self.state_dir.path(),
             StationKek::from_hex(&self.kek_hex).unwrap(),
             firmware_dir().join("loader.bin"),

@@ -263,21 +263,48 @@ fn symbol(elf: &Path, name: &str) -> Result<Option<u32>> {
     }))
 }
 
-/// Checks the loader image against `layout` and its own symbols, as the station reads it.
-fn check_loader(elf: &Path, bin: &[u8]) -> Result<()> {
+/// What the size and header checks need from one board's memory map (`layout::<board>`).
+#[derive(Clone, Copy)]
+struct Map {
+    loader_base: u32,
+    loader_max: u32,
+    loader_footprint: u32,
+    mailbox_addr: u32,
+    bootloader_max: u32,
+}
+
+/// The emulated board's map: every program is built for it.
+const MPS2_AN386: Map = Map {
+    loader_base: layout::mps2_an386::LOADER_BASE,
+    loader_max: layout::mps2_an386::LOADER_MAX,
+    loader_footprint: layout::mps2_an386::LOADER_FOOTPRINT,
+    mailbox_addr: layout::mps2_an386::MAILBOX_ADDR,
+    bootloader_max: layout::mps2_an386::BOOTLOADER_MAX,
+};
+
+/// The nRF52840 port: its loader and bootloader are built and checked, nothing runs them.
+const NRF52840: Map = Map {
+    loader_base: layout::nrf52840::LOADER_BASE,
+    loader_max: layout::nrf52840::LOADER_MAX,
+    loader_footprint: layout::nrf52840::LOADER_FOOTPRINT,
+    mailbox_addr: layout::nrf52840::MAILBOX_ADDR,
+    bootloader_max: layout::nrf52840::BOOTLOADER_MAX,
+};
+
+/// Checks the loader image against `map` and its own symbols, as the station reads it.
+fn check_loader(map: Map, elf: &Path, bin: &[u8]) -> Result<()> {
     let header = LoaderImageHeader::parse(bin)
         .map_err(|e| Error(format!("loader.bin has no valid FGDL header: {e}")))?;
     let want_entry = symbol(elf, "Reset")?.map(|a| a | 1);
     let want_yield = symbol(elf, "host_yield")?.map(|a| a | 1);
-    let image_end = layout::LOADER_BASE as usize + bin.len();
+    let image_end = map.loader_base as usize + bin.len();
     let problems: Vec<String> = [
         (Some(header.entry) != want_entry).then(|| format!("entry {:#x}", header.entry)),
         (Some(header.host_yield) != want_yield)
             .then(|| format!("host_yield {:#x}", header.host_yield)),
         (header.image_end as usize != image_end)
             .then(|| format!("image_end {:#x} != {image_end:#x}", header.image_end)),
-        (bin.len() > layout::LOADER_MAX as usize)
-            .then(|| format!("{} bytes > LOADER_MAX", bin.len())),
+        (bin.len() > map.loader_max as usize).then(|| format!("{} bytes > LOADER_MAX", bin.len())),
     ]
     .into_iter()
     .flatten()
@@ -387,23 +414,107 @@ fn firmware(check: bool) -> Result<()> {
             check_trust_anchors(name, *kind, &elf, &fs::read(&bin)?)?;
         }
         if name == "loader" {
-            check_loader(&elf, &fs::read(&bin)?)?;
+            check_loader(MPS2_AN386, &elf, &fs::read(&bin)?)?;
             let stack = u64::from(symbol(&elf, "__stack_reserve")?.unwrap_or(0));
             loader_footprint = Some((bin_len, s.data, s.bss, stack));
         }
     }
     if let Some((image, data, bss, stack)) = loader_footprint {
         let span =
-            u64::from(layout::MAILBOX_ADDR - layout::LOADER_BASE) + mailbox::TOTAL_LEN as u64;
+            u64::from(MPS2_AN386.mailbox_addr - MPS2_AN386.loader_base) + mailbox::TOTAL_LEN as u64;
         println!(
             "\nloader image {image} B (goal <= {} B); RAM span image..mailbox end {span} B of \
              {} (data {data} + bss {bss}, stack reserve {stack}, mailbox {}); \
              stack high-water: `cargo bench -p flashgate-tests --bench foundation`",
-            layout::LOADER_MAX,
-            layout::LOADER_FOOTPRINT,
+            MPS2_AN386.loader_max,
+            MPS2_AN386.loader_footprint,
             mailbox::TOTAL_LEN,
         );
     }
+    silicon_ports(&toolchain, &fw_dir, &out_dir, check)?;
     println!("\nxtask: wrote .elf and .bin to {}", out_dir.display());
+    Ok(())
+}
+
+/// The real-silicon port (nRF52840): its loader and bootloader, built for the chip's memory
+/// map in their own target dir (the board feature changes what the protocol crate compiles),
+/// linted with `--check`, packaged under `target/firmware/nrf52840/` and checked against the
+/// map. Nothing here runs them: there is no nRF52840 on this machine.
+fn silicon_ports(toolchain: &Toolchain, fw_dir: &Path, out_dir: &Path, check: bool) -> Result<()> {
+    // One build per program, as above: the loader's compact SHA-2 must not reach the bootloader.
+    let builds: [(&str, &[&str]); 2] = [
+        (
+            "loader",
+            &[
+                "-p",
+                "flashgate-loader",
+                "--no-default-features",
+                "--features",
+                "board-nrf52840",
+            ],
+        ),
+        (
+            "bootloader",
+            &["-p", "flashgate-bootloader", "--features", "board-nrf52840"],
+        ),
+    ];
+    let target_dir = fw_dir.join("target").join("nrf52840");
+    let port_out = out_dir.join("nrf52840");
+    fs::create_dir_all(&port_out)?;
+    println!("\nnrf52840 port (built, size-checked, never run here):");
+    println!(
+        "{:<11} {:>8} {:>6} {:>6} {:>8} {:>8}",
+        "program", "text", "data", "bss", "bin", "slot"
+    );
+    for (name, selection) in builds {
+        let subcommands: &[&str] = if check {
+            &["build", "clippy"]
+        } else {
+            &["build"]
+        };
+        for subcommand in subcommands {
+            let mut cmd = toolchain.cargo(fw_dir, subcommand);
+            cmd.env("CARGO_TARGET_DIR", &target_dir)
+                .arg("--release")
+                .args(selection);
+            if *subcommand == "clippy" {
+                cmd.args(["--", "-D", "warnings"]);
+            }
+            run(&mut cmd)?;
+        }
+        let elf = port_out.join(format!("{name}.elf"));
+        let bin = port_out.join(format!("{name}.bin"));
+        fs::copy(target_dir.join(TARGET).join("release").join(name), &elf)?;
+        run(Command::new("arm-none-eabi-objcopy")
+            .args(["-O", "binary"])
+            .arg(&elf)
+            .arg(&bin))?;
+        let s = sizes(&elf)?;
+        let bytes = fs::read(&bin)?;
+        let slot = if name == "loader" {
+            NRF52840.loader_max
+        } else {
+            NRF52840.bootloader_max
+        };
+        println!(
+            "{name:<11} {:>8} {:>6} {:>6} {:>8} {:>8}",
+            s.text,
+            s.data,
+            s.bss,
+            bytes.len(),
+            slot
+        );
+        if bytes.len() > slot as usize {
+            return Err(Error(format!(
+                "nrf52840 {name}: {} bytes do not fit its {slot}-byte slot",
+                bytes.len()
+            )));
+        }
+        if name == "loader" {
+            check_loader(NRF52840, &elf, &bytes)?;
+        } else {
+            check_trust_anchors("nrf52840 bootloader", ImageKind::Bootloader, &elf, &bytes)?;
+        }
+    }
     Ok(())
 }

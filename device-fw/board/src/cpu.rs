@@ -90,7 +90,8 @@ pub unsafe fn set_vector_table(vector_table: u32) {
 /// reset reloads flash from the last power-off). Used by the OS on `enter update`.
 pub fn enter_bootloader_for_update() -> ! {
     let flag = flashgate_protocol::layout::UPDATE_REQUEST_ADDR as *mut u32;
-    // SAFETY: a word of block RAM reserved for this flag (layout.rs); nothing else uses it.
+    // SAFETY: a RAM word reserved for this flag (`layout::UPDATE_REQUEST_ADDR`), allocated by
+    // no program.
     unsafe { flag.write_volatile(flashgate_protocol::layout::UPDATE_REQUEST_MAGIC) };
     // SAFETY: the bootloader's vector table is at the reset address.
     unsafe { jump_to_image(flashgate_protocol::layout::BOOTLOADER_BASE) }
@@ -99,7 +100,7 @@ pub fn enter_bootloader_for_update() -> ! {
 /// Reads and clears the flag [`enter_bootloader_for_update`] set (bootloader, at start).
 pub fn take_update_request() -> bool {
     let flag = flashgate_protocol::layout::UPDATE_REQUEST_ADDR as *mut u32;
-    // SAFETY: as above; block RAM is always readable and writable.
+    // SAFETY: as above; that word is always readable and writable.
     unsafe {
         let set = flag.read_volatile() == flashgate_protocol::layout::UPDATE_REQUEST_MAGIC;
         flag.write_volatile(0);

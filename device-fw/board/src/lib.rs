@@ -7,8 +7,10 @@
 //! target-side state machines program through the same trait the host tests use.
 #![no_std]
 
-#[cfg(not(any(feature = "board-mps2-an386")))]
-compile_error!("flashgate-board: enable exactly one board feature (`board-mps2-an386`)");
+#[cfg(not(any(feature = "board-mps2-an386", feature = "board-nrf52840")))]
+compile_error!(
+    "flashgate-board: enable a board feature (`board-mps2-an386`, the default, or `board-nrf52840`)"
+);
 
 pub mod cpu;
 pub mod hal;
@@ -16,11 +18,17 @@ pub mod rt;
 pub mod stack_paint;
 pub mod text;
 
-#[cfg(feature = "board-mps2-an386")]
+// A silicon board feature replaces the emulated default, so a program builds for the chip with
+// `--features board-nrf52840` alone.
+#[cfg(all(feature = "board-mps2-an386", not(feature = "board-nrf52840")))]
 pub mod mps2_an386;
+#[cfg(feature = "board-nrf52840")]
+pub mod nrf52840;
 
-#[cfg(feature = "board-mps2-an386")]
+#[cfg(all(feature = "board-mps2-an386", not(feature = "board-nrf52840")))]
 pub use mps2_an386::Mps2An386 as Board;
+#[cfg(feature = "board-nrf52840")]
+pub use nrf52840::Nrf52840 as Board;
 
 pub use flashgate_protocol::flash::{FlashError, LoaderPlatform, NorFlash};
 pub use hal::{

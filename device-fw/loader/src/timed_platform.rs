@@ -90,7 +90,9 @@ impl<P: LoaderPlatform> LoaderPlatform for TimedPlatform<'_, P> {
         // SAFETY: [TEST_APP_ADDR, +len) lies in the RAM reserved for the test application
         // (checked above); nothing writes it while the loader hashes it (the core runs only
         // the loader between this read and the call: no host turn in between).
-        Ok(unsafe { core::slice::from_raw_parts(TEST_APP_ADDR as usize as *const u8, len as usize) })
+        Ok(unsafe {
+            core::slice::from_raw_parts(TEST_APP_ADDR as usize as *const u8, len as usize)
+        })
     }
 
     fn run_test_app(&mut self, report: &mut [u8]) -> Result<u32, ErrorCode> {

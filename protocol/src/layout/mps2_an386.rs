@@ -1,10 +1,4 @@
-//! Where things live on the target.
-//!
-//! These addresses describe the emulated board (QEMU `mps2-an386`, see `device-fw/README.md`).
-//! They are shared by the firmware linker scripts (checked by `cargo xtask firmware`), the
-//! station (which writes the loader and mailbox over the debug link) and the board launcher
-//! (which looks for the debug-lock marker in persisted flash). A real MCU port changes this
-//! module and its `memory.x` files, nothing else.
+//! QEMU `mps2-an386`, the emulated board every test runs on (see `device-fw/README.md`).
 
 /// Erase granularity of the (emulated) NOR flash.
 pub const FLASH_PAGE_SIZE: u32 = 4096;
@@ -93,3 +87,8 @@ pub const TEST_APP_MAX: u32 = 0x0004_0000;
 
 /// CMSDK APB UART0 of the mps2 boards: the update link.
 pub const UART0_BASE: u32 = 0x4000_4000;
+
+/// SRAM the bootloader and the OS may use (the first 4 MiB SRAM block; the update-request
+/// word lives in block RAM, outside it).
+pub const SRAM_BASE: u32 = 0x2000_0000;
+pub const SRAM_SIZE: u32 = 0x0040_0000;
