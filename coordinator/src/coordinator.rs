@@ -13,6 +13,7 @@ use crate::config::CoordinatorConfig;
 use crate::data_stream::DataIngest;
 use crate::device_gateway::{DeviceGateway, GatewayOptions};
 use crate::error::Result;
+use crate::genuineness::evidence::CloneEvidence;
 use crate::genuineness::Genuineness;
 use crate::housekeeping::Housekeeping;
 use crate::keys::KekRing;
@@ -35,6 +36,8 @@ pub struct Coordinator {
     provisioning: Provisioning,
     updates: Updates,
     genuineness: Genuineness,
+    /// Clone evidence from device traffic (data records, update receipts), shared by both.
+    evidence: Arc<CloneEvidence>,
 }
 
 impl Coordinator {
@@ -63,12 +66,14 @@ impl Coordinator {
             audit.clone(),
             access.enrolment.clone(),
         );
+        let evidence = Arc::new(CloneEvidence::new(db.clone(), audit.clone()));
         let updates = Updates::new(
             db.clone(),
             catalogue.releases.clone(),
             provisioning.registry.clone(),
             kek.clone(),
             audit.clone(),
+            evidence.clone(),
         );
         let genuineness = Genuineness::new(
             db.clone(),
@@ -87,6 +92,7 @@ impl Coordinator {
             provisioning,
             updates,
             genuineness,
+            evidence,
         }
     }
 
@@ -124,6 +130,7 @@ impl Coordinator {
         DataIngest::new(
             self.db.clone(),
             self.provisioning.registry.clone(),
+            self.evidence.clone(),
             crate::data_stream::IngestLimits::default(),
         )
     }

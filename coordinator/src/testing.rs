@@ -343,6 +343,7 @@ impl TestCoordinator {
             certificate: Vec::new(),
             hello_challenge: Vec::new(),
             clone_evidence: Vec::new(),
+            clone_signals: Vec::new(),
         };
         let key = record.key();
         let txn = Txn::new().absent::<DeviceRecord>(&key).put(&key, &record);

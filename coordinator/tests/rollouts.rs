@@ -524,3 +524,69 @@ async fn list_rollouts_is_newest_first_bounded_and_readable_by_a_viewer() {
         tc.stop().await;
     }
 }
+
+/// A board's flash copied onto another chip carries the same device key: both answer receipt
+/// challenges that verify. The copy never got the update, so its receipt shows the old rollback
+/// floor, which on one device never goes down: the second receipt is refused and written as
+/// clone evidence, once, on either replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_whose_floor_went_back_is_refused_as_clone_evidence_once() {
+    let f = Fleet::start("/rollout-clone-receipt/", test_config()).await;
+    let serial = f.devices[0].serial;
+    f.client(0)
+        .await
+        .publish_update(f.request(v1::PublishUpdateRequest {
+            release_digest: f.digest.clone(),
+            serials: vec![serial.to_vec()],
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let updated = f.update(0, &serial, Ends::Confirmed).await;
+    assert_eq!(updated.rollback_floor, 2);
+    let registry = &f.replicas[0].coordinator.provisioning().registry;
+    let evidence = |d: v1::Device| d.clone_evidence;
+    assert!(evidence(registry.get_device(PRODUCT, &serial).await.unwrap()).is_empty());
+
+    // The copy (same key) answers its own challenge with the floor the original had before.
+    for replica in [1, 0] {
+        let package = f.package(replica, &serial).await.unwrap();
+        let refused = f
+            .client(replica)
+            .await
+            .report_update(f.request(f.report(&serial, &package.challenge, Ends::RolledBack)))
+            .await
+            .expect_err("a receipt no single device can send after the first");
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert!(
+            refused.message().contains("rollback floor 1, below the 2"),
+            "{}",
+            refused.message()
+        );
+    }
+    let shown = evidence(registry.get_device(PRODUCT, &serial).await.unwrap());
+    assert_eq!(shown.len(), 1, "written once: {shown:?}");
+    assert!(shown[0].contains("status receipt went back"), "{shown:?}");
+    let audit = f.replicas[0]
+        .coordinator
+        .audit()
+        .list("global", 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|e| e.action == "clone evidence")
+            .count(),
+        1
+    );
+    // The device record kept what the genuine receipt showed.
+    let status = f.update(0, &serial, Ends::Confirmed).await;
+    assert_eq!(
+        (status.rollback_floor, status.state.as_str()),
+        (2, "updated")
+    );
+    for r in f.replicas {
+        r.stop().await;
+    }
+}

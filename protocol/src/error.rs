@@ -126,6 +126,9 @@ error_codes! {
     DataCounterExhausted = 0x0508 => "record counter not reserved or exhausted",
     /// The receiver dropped the record unread: its source sent more than its rate limit allows.
     DataRateLimited = 0x0509 => "data record dropped: its source exceeds its rate limit",
+    /// The record authenticates but reuses a counter of an accepted record with other contents,
+    /// or continues an epoch the device closed by rotating: two devices share one device key.
+    DataDiverged = 0x050A => "data record diverges from one already accepted: two devices behind one identity",
     /// The install stopped at the step the host asked for (power-cut tests).
     InstallHalted = 0x0409 => "install halted at the requested step",
     /// A newly installed image did not confirm itself within its boot attempts; the previous

@@ -9,7 +9,7 @@ use std::vec::Vec;
 use crate::app::AppHeader;
 use crate::certificate::{CertificateBody, DeviceCertificate};
 use crate::codec::Codec;
-use crate::data_stream::{CounterState, RecordHeader};
+use crate::data_stream::{CompactHeader, CounterState, RecordHeader, RecordKind};
 use crate::device_record::{DeviceConfig, DeviceRecord};
 use crate::hello::{DeviceState, HelloInfo};
 use crate::image::{sign_image, ImageKind, SignedImageHeader};
@@ -192,6 +192,12 @@ fn every_wire_type_round_trips() {
             device_id: [1; 8],
             epoch: 300,
             counter: 1 << 20,
+        },
+        CompactHeader {
+            handle: [1, 2, 3],
+            epoch_low: 12,
+            counter: 300,
+            kind: RecordKind::Rotation,
         },
         CounterState { epoch: 1, mark: 64 },
         AppHeader { entry: 0x0020_0221 },

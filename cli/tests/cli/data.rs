@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::net::TcpListener;
 
-use flashgate_protocol::data_stream::{RecordKind, RecordSealer, MAX_RECORD_LEN};
+use flashgate_protocol::data_stream::{RecordKind, RecordSealer, MAX_RECORD_LEN, RESERVE_BLOCK};
 use flashgate_protocol::uart::frame::frame_to_vec;
 use flashgate_protocol::uart::DeviceMessage;
 
@@ -33,7 +33,8 @@ fn fake_device(records: Vec<Vec<u8>>) -> (String, std::thread::JoinHandle<()>) {
 }
 
 fn sealed(bodies: &[&str]) -> Vec<Vec<u8>> {
-    let mut sealer = RecordSealer::new(&DEVICE_KEY, &SERIAL, 0, 0, u32::MAX - 1);
+    // A fresh journal: a board and a copy of its flash both start here.
+    let mut sealer = RecordSealer::new(&DEVICE_KEY, &SERIAL, 0, 0, RESERVE_BLOCK);
     bodies
         .iter()
         .map(|body| {
@@ -57,35 +58,10 @@ async fn relayed_records_are_verified_then_queried_tailed_and_counted() {
     let last = forged.len() - 1;
     forged[last] ^= 1;
     records.insert(1, forged);
-    let (port, device) = fake_device(records);
-
     // The relay holds no token: ingest needs none (records authenticate themselves).
-    let relay = w
-        .cli
-        .run_anonymous(&[
-            "data",
-            "relay",
-            "--port",
-            &port,
-            "--count",
-            "3",
-            "--timeout-secs",
-            "30",
-        ])
-        .await;
-    assert_eq!(code(&relay), 0, "{}", stderr(&relay));
-    let progress = stdout(&relay);
-    assert_eq!(
-        progress.lines().last(),
-        Some("forwarded 3 records, 2 accepted"),
-        "{progress}"
-    );
-    assert!(
-        stderr(&relay).contains("refused record"),
-        "{}",
-        stderr(&relay)
-    );
-    device.join().unwrap();
+    let (progress, refusals, port) = relay_all(&w, records).await;
+    assert_eq!(progress, "forwarded 3 records, 2 accepted");
+    assert!(refusals.contains("refused record"), "{refusals}");
 
     let serial = hex::encode(SERIAL);
     let queried = w.cli.json(&["data", "query", "--serial", &serial]).await;
@@ -156,5 +132,84 @@ async fn the_relay_names_a_port_it_cannot_open() {
         .fails(&["data", "relay", "--port", "/dev/ttyS0"], 2)
         .await;
     assert!(message.contains("tcp:HOST:PORT"), "{message}");
+    w.tc.stop().await;
+}
+
+/// Forwards `records` from a fake device through `flashgate data relay`; the relay's stdout's
+/// last line, its stderr and the device's port.
+async fn relay_all(w: &World, records: Vec<Vec<u8>>) -> (String, String, String) {
+    let count = records.len().to_string();
+    let (port, device) = fake_device(records);
+    let relay = w
+        .cli
+        .run_anonymous(&[
+            "data",
+            "relay",
+            "--port",
+            &port,
+            "--count",
+            &count,
+            "--timeout-secs",
+            "30",
+        ])
+        .await;
+    assert_eq!(code(&relay), 0, "{}", stderr(&relay));
+    device.join().unwrap();
+    let last = stdout(&relay).lines().last().unwrap_or_default().to_owned();
+    (last, stderr(&relay), port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_a_board_sending_data_is_flagged_on_the_device_and_a_replay_is_not() {
+    let w = World::start().await;
+    w.tc.register_device(PRODUCT, &SERIAL, &DEVICE_KEY)
+        .await
+        .unwrap();
+    let serial = hex::encode(SERIAL);
+    let original = sealed(&["original 0", "original 1"]);
+    let (progress, _, _) = relay_all(&w, original.clone()).await;
+    assert_eq!(progress, "forwarded 2 records, 2 accepted");
+
+    // The same bytes relayed again: replays, nothing on the device.
+    let (progress, refusals, _) = relay_all(&w, original).await;
+    assert_eq!(progress, "forwarded 2 records, 0 accepted");
+    assert!(refusals.contains("data record is a replay"), "{refusals}");
+    let shown = w.cli.json(&["devices", "show", &serial]).await;
+    assert_eq!(shown["clone_evidence"], serde_json::json!([]), "{shown}");
+
+    // A board with a copy of the flash: same key, same journal, other records.
+    let (progress, refusals, _) = relay_all(&w, sealed(&["copy 0", "copy 1"])).await;
+    assert_eq!(progress, "forwarded 2 records, 0 accepted");
+    assert!(
+        refusals.contains("two devices behind one identity"),
+        "{refusals}"
+    );
+    let shown = w.cli.json(&["devices", "show", &serial]).await;
+    let evidence = shown["clone_evidence"].as_array().unwrap();
+    assert_eq!(evidence.len(), 1, "written once: {shown}");
+    assert!(
+        evidence[0]
+            .as_str()
+            .unwrap()
+            .contains("data counter reused with other contents"),
+        "{shown}"
+    );
+    let table = w.cli.table(&["devices", "show", &serial]).await;
+    assert!(
+        table.contains("clone evidence") && table.contains("data counter reused"),
+        "{table}"
+    );
+    // The refusal counter.
+    let stats = w.cli.json(&["data", "stats"]).await;
+    let diverged: Vec<&serde_json::Value> = stats["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["code"] == 0x050A)
+        .collect();
+    assert_eq!(diverged.len(), 1, "{stats}");
+    assert_eq!(diverged[0]["count"], 2, "{stats}");
+    let bodies = w.cli.json(&["data", "query", "--serial", &serial]).await;
+    assert_eq!(bodies.as_array().unwrap().len(), 2, "only the original's");
     w.tc.stop().await;
 }

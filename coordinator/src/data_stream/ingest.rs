@@ -5,29 +5,40 @@
 //! refusal is counted by reason ([`IngestStats`]).
 //!
 //! Built to take a flood ([`super::limits`]): a record from a source over its rate limit is
-//! dropped unread; a device id is found through the index (`super::index`, one prefix read),
-//! an unknown one is remembered as unknown for a while, and lookups of ids not seen before
+//! dropped unread; a device id or handle is found through the index (`super::index`, one prefix
+//! read), an unknown one is remembered as unknown for a while, and lookups of ids not seen before
 //! share one budget per second, so a flood of made-up ids from many addresses costs the store
 //! a bounded number of reads (beyond it they are refused as unknown, unread). A record is
 //! authenticated before its device's window is read: device keys are kept in memory with a
 //! bound and a stream key costs one HKDF, so a forged record for a real device costs no store
-//! read; only stream keys of records that authenticated are cached.
+//! read; only stream keys of records that authenticated are cached. A v2 record carries only its
+//! epoch's low bits: they are completed from the device's current epoch as this replica last saw
+//! it (kept in memory a while, so a forged v2 record costs no store read either), or from its
+//! window read from the store.
+//!
+//! A record that authenticates but cannot come from the device whose records were accepted (an
+//! accepted counter with other bytes, a counter after its epoch's rotation record) is refused as
+//! [`ErrorCode::DataDiverged`] and reported as clone evidence after the batch
+//! ([`CloneEvidence`]: once per device and signal).
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use flashgate_proto::clock::now_ms;
 use flashgate_proto::v1;
-use flashgate_protocol::data_stream::{self, Direction, RecordHeader, RecordKind, DEVICE_ID_LEN};
+use flashgate_protocol::data_stream::{self, DeviceRef, Direction, Header, RecordKind};
 use flashgate_protocol::ErrorCode;
 use zeroize::Zeroizing;
 
 use super::index::DeviceIdIndex;
 use super::limits::{BoundedMap, IngestLimits, RateLimiter, TokenBucket};
-use super::records::{DataRecordEntry, EntryKey, WindowRecord};
+use super::records::{record_digest, DataRecordEntry, EntryKey, WindowRecord};
 use crate::error::{CoordinatorError as E, Result};
+use crate::genuineness::evidence::CloneEvidence;
 use crate::ids::{ProductId, Serial};
+use crate::provisioning::registry::CloneSignal;
 use crate::provisioning::Registry;
 use crate::repository::{Attempt, CasRetry, Db, Scope, Stored, Txn};
 
@@ -46,9 +57,8 @@ pub struct IngestStats {
     pub rejected: BTreeMap<u32, u64>,
 }
 
-/// Registered devices by data-stream id (several may share the 8-byte prefix); an empty list
-/// is an id known to be unknown.
-type Directory = BoundedMap<[u8; DEVICE_ID_LEN], Vec<(ProductId, Serial)>>;
+/// Registered devices by data-stream id or handle (several may share one).
+type Directory = BoundedMap<DeviceRef, Vec<(ProductId, Serial)>>;
 /// Stream keys by (serial, epoch).
 type KeyCache = BoundedMap<(Serial, u32), Zeroizing<[u8; 32]>>;
 
@@ -59,10 +69,46 @@ struct Loaded {
     dirty: bool,
 }
 
-/// A batch verified in memory: its verdicts and what committing it writes.
+impl Loaded {
+    /// The oldest epoch the device's window holds open: what a v2 record's epoch bits are
+    /// completed from (`None`: nothing of it accepted yet).
+    fn oldest_open_epoch(&self) -> Option<u32> {
+        let r = &self.record;
+        (self.stored.is_some() || self.dirty)
+            .then(|| r.previous.as_ref().map_or(r.current.epoch, |p| p.epoch))
+    }
+}
+
+/// One record being checked.
+struct Received<'a> {
+    raw: &'a [u8],
+    header: Header,
+    source: &'a str,
+    now: i64,
+}
+
+/// A batch verified in memory: its verdicts, what committing it writes, and the clone
+/// evidence it found.
 struct Verified {
     verdicts: Vec<Verdict>,
     txn: Txn,
+    evidence: Vec<Sighting>,
+}
+
+/// Clone evidence found in a record: written after the batch (see [`CloneEvidence`]).
+struct Sighting {
+    product_id: ProductId,
+    serial: Serial,
+    signal: CloneSignal,
+    detail: String,
+}
+
+/// What checking one record against one device gives.
+enum Checked {
+    Accepted(EntryKey, DataRecordEntry),
+    /// Authenticated, but a second device seems to share the key.
+    Diverged(Sighting),
+    Refused(ErrorCode),
 }
 
 /// Verifies, de-duplicates and stores sealed data records from devices, batch by batch,
@@ -70,10 +116,16 @@ struct Verified {
 pub struct DataIngest {
     db: Db,
     registry: Registry,
-    /// Device id → registered (product, serial) with that prefix.
+    evidence: Arc<CloneEvidence>,
+    /// Device id or handle → registered (product, serial) that have it.
     directory: std::sync::Mutex<Directory>,
-    /// Device ids no registered device has, for a while.
-    unknown: std::sync::Mutex<BoundedMap<[u8; DEVICE_ID_LEN], ()>>,
+    /// Device ids and handles no registered device has, for a while.
+    unknown: std::sync::Mutex<BoundedMap<DeviceRef, ()>>,
+    /// Ids and handles whose cached devices were re-read from the index lately.
+    refreshed: std::sync::Mutex<BoundedMap<DeviceRef, ()>>,
+    /// Serial → its oldest open epoch as last read or accepted here (`None`: no window stored
+    /// yet): what a v2 record's epoch bits are completed from without a store read.
+    epochs: std::sync::Mutex<BoundedMap<Serial, Option<u32>>>,
     /// (serial, epoch) → stream key, of records that authenticated.
     keys: std::sync::Mutex<KeyCache>,
     /// Serial → device key, opened from the registry.
@@ -85,17 +137,32 @@ pub struct DataIngest {
 }
 
 impl DataIngest {
-    /// An ingest over `db`, finding devices and their keys in `registry`, within `limits`.
-    pub fn new(db: Db, registry: Registry, limits: IngestLimits) -> Self {
+    /// An ingest over `db`, finding devices and their keys in `registry`, writing clone
+    /// evidence through `evidence`, within `limits`.
+    pub fn new(
+        db: Db,
+        registry: Registry,
+        evidence: Arc<CloneEvidence>,
+        limits: IngestLimits,
+    ) -> Self {
         Self {
             db,
             registry,
+            evidence,
             directory: std::sync::Mutex::new(BoundedMap::new(limits.directory_entries, None)),
             unknown: std::sync::Mutex::new(BoundedMap::new(
                 limits.unknown_entries,
                 Some(limits.unknown_ttl),
             )),
+            refreshed: std::sync::Mutex::new(BoundedMap::new(
+                limits.unknown_entries,
+                Some(limits.unknown_ttl),
+            )),
             keys: std::sync::Mutex::new(BoundedMap::new(limits.key_entries, None)),
+            epochs: std::sync::Mutex::new(BoundedMap::new(
+                limits.device_key_entries,
+                Some(limits.epoch_hint_ttl),
+            )),
             device_keys: std::sync::Mutex::new(BoundedMap::new(limits.device_key_entries, None)),
             limiter: std::sync::Mutex::new(RateLimiter::new(&limits)),
             lookups: std::sync::Mutex::new(TokenBucket::new(
@@ -128,7 +195,7 @@ impl DataIngest {
         }
     }
 
-    async fn candidates(&self, id: &[u8; DEVICE_ID_LEN]) -> Result<Vec<(ProductId, Serial)>> {
+    async fn candidates(&self, id: &DeviceRef) -> Result<Vec<(ProductId, Serial)>> {
         if let Some(found) = self.directory.lock().expect("directory lock").get(id) {
             return Ok(found);
         }
@@ -219,19 +286,22 @@ impl DataIngest {
             None => records.len(),
         };
         let (records, dropped) = records.split_at(admitted);
-        let mut verdicts = CasRetry::new("a device's data window")
+        let (mut verdicts, evidence) = CasRetry::new("a device's data window")
             .attempts(8)
             .run(|| async {
                 let batch = self.verify_batch(records, source).await?;
+                let found = (batch.verdicts, batch.evidence);
                 if batch.txn.is_empty() {
-                    return Ok(Attempt::Done(batch.verdicts));
+                    return Ok(Attempt::Done(found));
                 }
-                Ok(Attempt::committed(
-                    self.db.commit(batch.txn).await?,
-                    batch.verdicts,
-                ))
+                Ok(Attempt::committed(self.db.commit(batch.txn).await?, found))
             })
             .await?;
+        for s in evidence {
+            self.evidence
+                .record(s.product_id, s.serial, s.signal, &s.detail)
+                .await?;
+        }
         verdicts.extend(dropped.iter().map(|_| Err(ErrorCode::DataRateLimited)));
         for v in &verdicts {
             self.count(v);
@@ -243,14 +313,19 @@ impl DataIngest {
         let now = now_ms();
         let mut windows: HashMap<Serial, Loaded> = HashMap::new();
         let mut verdicts = Vec::with_capacity(records.len());
+        let mut evidence = Vec::new();
         let mut txn = Txn::new();
         for raw in records {
             let verdict = match self.verify_one(raw, source, now, &mut windows).await? {
-                Ok((key, entry)) => {
+                Checked::Accepted(key, entry) => {
                     txn = txn.put(&key, &entry);
                     Ok(())
                 }
-                Err(code) => {
+                Checked::Diverged(sighting) => {
+                    evidence.push(sighting);
+                    Err(ErrorCode::DataDiverged)
+                }
+                Checked::Refused(code) => {
                     tracing::trace!(code = %code, len = raw.len(), source, "data record refused");
                     Err(code)
                 }
@@ -265,27 +340,67 @@ impl DataIngest {
                     .put(&serial, &loaded.record),
             };
         }
-        Ok(Verified { verdicts, txn })
+        Ok(Verified {
+            verdicts,
+            txn,
+            evidence,
+        })
     }
 
-    async fn load_window(
-        &self,
-        product_id: ProductId,
-        serial: Serial,
-        epoch: u32,
-    ) -> Result<Loaded> {
-        Ok(match self.db.get::<WindowRecord>(&serial).await? {
+    /// The device's window as stored (a first record creates it: see [`Self::verify_one`]).
+    async fn load_window(&self, product_id: ProductId, serial: Serial) -> Result<Loaded> {
+        let loaded = match self.db.get::<WindowRecord>(&serial).await? {
             Some(stored) => Loaded {
                 record: stored.record.clone(),
                 stored: Some(stored),
                 dirty: false,
             },
             None => Loaded {
-                record: WindowRecord::new(product_id, epoch),
+                record: WindowRecord::new(product_id, 0),
                 stored: None,
                 dirty: false,
             },
-        })
+        };
+        self.remember_epoch(serial, &loaded);
+        Ok(loaded)
+    }
+
+    fn remember_epoch(&self, serial: Serial, loaded: &Loaded) {
+        self.epochs
+            .lock()
+            .expect("epochs lock")
+            .insert(serial, loaded.oldest_open_epoch());
+    }
+
+    /// The full epoch of a record from `serial`: v1 carries it; v2's low bits are completed from
+    /// the window of this batch, the window this replica last saw, or the stored window (read
+    /// once, then kept for the batch). `None`: past the last epoch.
+    async fn epoch_of(
+        &self,
+        header: &Header,
+        product_id: ProductId,
+        serial: Serial,
+        windows: &mut HashMap<Serial, Loaded>,
+    ) -> Result<Option<u32>> {
+        if !header.needs_current_epoch() {
+            return Ok(header.epoch(None));
+        }
+        let oldest = match windows.get(&serial) {
+            Some(loaded) => loaded.oldest_open_epoch(),
+            None => {
+                let hint = self.epochs.lock().expect("epochs lock").get(&serial);
+                match hint {
+                    Some(current) => current,
+                    None => {
+                        let loaded = self.load_window(product_id, serial).await?;
+                        let oldest = loaded.oldest_open_epoch();
+                        windows.insert(serial, loaded);
+                        oldest
+                    }
+                }
+            }
+        };
+        Ok(header.epoch(oldest))
     }
 
     /// Checks one record against the windows (updated in `windows` if it authenticates); the
@@ -296,79 +411,176 @@ impl DataIngest {
         source: &str,
         now: i64,
         windows: &mut HashMap<Serial, Loaded>,
-    ) -> Result<std::result::Result<(EntryKey, DataRecordEntry), ErrorCode>> {
-        let header = match RecordHeader::decode(raw) {
+    ) -> Result<Checked> {
+        let header = match Header::decode(raw) {
             Ok((h, _)) => h,
-            Err(code) => return Ok(Err(code)),
+            Err(code) => return Ok(Checked::Refused(code)),
         };
-        let candidates = self.candidates(&header.device_id).await?;
+        let device = header.device();
+        let candidates = self.candidates(&device).await?;
         if candidates.is_empty() {
-            return Ok(Err(ErrorCode::DataUnknownDevice));
+            return Ok(Checked::Refused(ErrorCode::DataUnknownDevice));
         }
+        let record = Received {
+            raw,
+            header,
+            source,
+            now,
+        };
         let mut last = ErrorCode::DataForged;
-        // Several devices may share the 8-byte id prefix: the one whose key opens it is the sender.
-        for (product_id, serial) in candidates {
-            // Authenticated first: a forged record costs no store read.
-            let key = self.key(product_id, serial, header.epoch).await?;
-            let mut buf = raw.to_vec();
-            let opened = match data_stream::open_in_place(&key, &mut buf) {
-                Ok(o) => o,
-                Err(code) => {
-                    last = code;
-                    continue;
-                }
-            };
-            if let Entry::Vacant(slot) = windows.entry(serial) {
-                slot.insert(self.load_window(product_id, serial, header.epoch).await?);
+        // Several devices may share an id or handle: the one whose key opens it is the sender.
+        for &(product_id, serial) in &candidates {
+            match self
+                .try_device(&record, product_id, serial, windows)
+                .await?
+            {
+                Checked::Refused(code) => last = code,
+                found => return Ok(found),
             }
-            let loaded = windows.get_mut(&serial).expect("inserted above");
-            // Work on a copy: nothing changes unless the record is fresh.
-            let mut state = loaded.record.clone();
-            let slot = match state.slot(header.epoch) {
-                Ok(s) => s,
-                Err(code) => {
-                    last = code;
-                    continue;
-                }
-            };
-            let mut window = slot.window();
-            if let Err(code) = window.check(header.counter) {
-                last = code;
-                continue;
-            }
-            self.remember_key(serial, header.epoch, key);
-            window
-                .accept(header.counter)
-                .expect("checked above, nothing accepted in between");
-            slot.set(window);
-            if opened.kind == RecordKind::Rotation {
-                let body = &buf[opened.body.clone()];
-                let next = u32::from_le_bytes(body.try_into().expect("rotation body is 4 bytes"));
-                if next == header.epoch.wrapping_add(1) && state.current.epoch == header.epoch {
-                    state.open_epoch(next);
-                }
-            }
-            loaded.record = state;
-            loaded.dirty = true;
-            let entry_key = EntryKey {
-                serial,
-                received_ms: now,
-                epoch: header.epoch,
-                counter: header.counter,
-            };
-            let entry = DataRecordEntry {
-                product_id,
-                epoch: header.epoch,
-                counter: header.counter,
-                kind: opened.kind as u8,
-                body: buf[opened.body].to_vec(),
-                received_at_ms: now,
-                source: source.to_owned(),
-                wire_len: raw.len() as u32,
-            };
-            return Ok(Ok((entry_key, entry)));
         }
-        Ok(Err(last))
+        // Opened by none of the devices cached under its id: one registered since (on another
+        // replica) may share it.
+        if last == ErrorCode::DataForged {
+            for (product_id, serial) in self.newcomers(&device, &candidates).await? {
+                match self
+                    .try_device(&record, product_id, serial, windows)
+                    .await?
+                {
+                    Checked::Refused(code) => last = code,
+                    found => return Ok(found),
+                }
+            }
+        }
+        Ok(Checked::Refused(last))
+    }
+
+    /// Devices under `device` in the index that `cached` lacks: read at most once per id per
+    /// `unknown_ttl` and within the lookup budget, so forged records cost the store a bounded
+    /// number of reads.
+    async fn newcomers(
+        &self,
+        device: &DeviceRef,
+        cached: &[(ProductId, Serial)],
+    ) -> Result<Vec<(ProductId, Serial)>> {
+        if self
+            .refreshed
+            .lock()
+            .expect("refreshed lock")
+            .get(device)
+            .is_some()
+            || !self.lookups.lock().expect("lookups lock").take()
+        {
+            return Ok(Vec::new());
+        }
+        self.refreshed
+            .lock()
+            .expect("refreshed lock")
+            .insert(*device, ());
+        let found = DeviceIdIndex::lookup(&self.db, device).await?;
+        self.directory
+            .lock()
+            .expect("directory lock")
+            .insert(*device, found.clone());
+        Ok(found.into_iter().filter(|d| !cached.contains(d)).collect())
+    }
+
+    /// Checks `record` as sent by `serial`.
+    async fn try_device(
+        &self,
+        record: &Received<'_>,
+        product_id: ProductId,
+        serial: Serial,
+        windows: &mut HashMap<Serial, Loaded>,
+    ) -> Result<Checked> {
+        let header = &record.header;
+        let counter = header.counter();
+        let Some(epoch) = self.epoch_of(header, product_id, serial, windows).await? else {
+            return Ok(Checked::Refused(ErrorCode::DataStaleEpoch));
+        };
+        // Authenticated first: a forged record costs no store read.
+        let key = self.key(product_id, serial, epoch).await?;
+        let mut buf = record.raw.to_vec();
+        let opened = match data_stream::open_in_place(&key, &mut buf) {
+            Ok(o) => o,
+            Err(code) => return Ok(Checked::Refused(code)),
+        };
+        if let Entry::Vacant(slot) = windows.entry(serial) {
+            slot.insert(self.load_window(product_id, serial).await?);
+        }
+        let loaded = windows.get_mut(&serial).expect("inserted above");
+        // Work on a copy: nothing changes unless the record is fresh. A device's first
+        // record opens its window at its own epoch.
+        let mut state = match loaded.oldest_open_epoch() {
+            Some(_) => loaded.record.clone(),
+            None => WindowRecord::new(product_id, epoch),
+        };
+        let slot = match state.slot(epoch) {
+            Ok(s) => s,
+            Err(code) => return Ok(Checked::Refused(code)),
+        };
+        // It authenticated, so the device key sealed it: if it cannot come from the device
+        // whose records were accepted, a second device holds the key.
+        let digest = record_digest(record.raw);
+        if let Some(closed_at) = slot.closed_at.filter(|c| counter > *c) {
+            return Ok(Checked::Diverged(Sighting {
+                product_id,
+                serial,
+                signal: CloneSignal::DataEpochForked,
+                detail: format!(
+                    "record {counter} of epoch {epoch} after the rotation record {closed_at} closed it"
+                ),
+            }));
+        }
+        let mut window = slot.window();
+        if let Err(code) = window.check(counter) {
+            if slot.digest_of(counter).is_some_and(|kept| kept != digest) {
+                return Ok(Checked::Diverged(Sighting {
+                    product_id,
+                    serial,
+                    signal: CloneSignal::DataCounterReused,
+                    detail: format!(
+                        "two different records with epoch {epoch}, counter {counter} (sources: {})",
+                        record.source
+                    ),
+                }));
+            }
+            return Ok(Checked::Refused(code));
+        }
+        self.remember_key(serial, epoch, key);
+        window
+            .accept(counter)
+            .expect("checked above, nothing accepted in between");
+        slot.set(window);
+        slot.keep_digest(counter, digest);
+        if opened.kind == RecordKind::Rotation {
+            // The device's last record of this epoch.
+            slot.closed_at = Some(counter);
+            let body = &buf[opened.body.clone()];
+            let next = u32::from_le_bytes(body.try_into().expect("rotation body is 4 bytes"));
+            if next == epoch.wrapping_add(1) && state.current.epoch == epoch {
+                state.open_epoch(next);
+            }
+        }
+        loaded.record = state;
+        loaded.dirty = true;
+        self.remember_epoch(serial, loaded);
+        let entry_key = EntryKey {
+            serial,
+            received_ms: record.now,
+            epoch,
+            counter,
+        };
+        let entry = DataRecordEntry {
+            product_id,
+            epoch,
+            counter,
+            kind: opened.kind as u8,
+            body: buf[opened.body].to_vec(),
+            received_at_ms: record.now,
+            source: record.source.to_owned(),
+            wire_len: record.raw.len() as u32,
+        };
+        Ok(Checked::Accepted(entry_key, entry))
     }
 
     /// Records of one device, oldest first (the newest `limit` when limited).

@@ -19,6 +19,10 @@ pub struct IngestLimits {
     pub unknown_ttl: Duration,
     /// Stream keys (device, epoch) cached.
     pub key_entries: usize,
+    /// How long a device's current epoch, as this replica last saw it, completes v2 records'
+    /// epoch bits (another replica may move the device on meanwhile; this is wrong only once it
+    /// moved more than `EPOCH_LOOKAHEAD` epochs, and then only until it expires).
+    pub epoch_hint_ttl: Duration,
     /// Records per second each source address may send (sustained).
     pub per_source_rate: f64,
     /// Records a source may send in a burst.
@@ -42,6 +46,7 @@ impl Default for IngestLimits {
             unknown_entries: 65_536,
             unknown_ttl: Duration::from_secs(10),
             key_entries: 16_384,
+            epoch_hint_ttl: Duration::from_secs(60),
             per_source_rate: 5_000.0,
             per_source_burst: 10_000.0,
             sources: 4_096,

@@ -6,8 +6,14 @@
 //! and a replay window for it and for the previous epoch (records of the old epoch that were
 //! still in flight when the device rotated are accepted; older epochs are refused).
 //!
-//! Epoch changes: a `Rotation` record (sealed under the current epoch) opens `epoch + 1`; a
-//! valid record of `current + 1` opens it too (its rotation record may have been lost on UDP).
+//! Epoch changes: a `Rotation` record (sealed under the current epoch) opens `epoch + 1` and
+//! closes its own epoch after its counter; a valid record of an epoch up to
+//! `EPOCH_LOOKAHEAD` ahead opens it too (its rotation record may have been lost on UDP, and a
+//! device moves on by itself when an epoch's 16-bit counters run out).
+//!
+//! Records of both formats (v1, v2: `flashgate_protocol::data_stream`) share the windows. The
+//! windows also keep a digest per record they hold, which tells a copy of a board (same key,
+//! same counters, other records) from a replay ([`ingest`]).
 
 pub mod index;
 pub mod ingest;

@@ -6,9 +6,10 @@
 //! | `data/records/{serial}/{received_ms:013}-{epoch:010}-{counter:010}` | [`DataRecordEntry`] |
 
 use flashgate_proto::v1;
-use flashgate_protocol::data_stream::ReplayWindow;
+use flashgate_protocol::data_stream::{ReplayWindow, EPOCH_LOOKAHEAD, WINDOW};
 use flashgate_protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::ids::{ProductId, Serial};
 use crate::repository::{hex, JsonRecord, KeyPart};
@@ -22,9 +23,52 @@ pub struct EpochWindow {
     pub highest: Option<u32>,
     /// Bit `i` set: counter `highest - i` was accepted.
     pub bitmap: u64,
+    /// [`record_digest`]s of the records the window holds, the one of counter `c` at
+    /// `(c mod 64) × 8` (empty: none kept, as in windows stored before digests were).
+    #[serde(with = "hex", default)]
+    pub digests: Vec<u8>,
+    /// The counter of the rotation record that closed this epoch: the device seals nothing
+    /// after it in this epoch.
+    #[serde(default)]
+    pub closed_at: Option<u32>,
+}
+
+/// Bytes of a record digest.
+pub const DIGEST_LEN: usize = 8;
+
+/// What tells two records of one counter apart: the first bytes of SHA-256 over the record
+/// as received (a replay is the same bytes).
+pub fn record_digest(raw: &[u8]) -> [u8; DIGEST_LEN] {
+    let digest = Sha256::digest(raw);
+    let mut out = [0u8; DIGEST_LEN];
+    out.copy_from_slice(&digest[..DIGEST_LEN]);
+    out
 }
 
 impl EpochWindow {
+    /// The digest kept for the accepted `counter`, if the window holds it. Within the window
+    /// counters differ mod 64, so its slot was written by it alone; zeros are a slot never
+    /// written (a counter accepted before digests were kept).
+    pub fn digest_of(&self, counter: u32) -> Option<[u8; DIGEST_LEN]> {
+        if self.window().check(counter) != Err(ErrorCode::DataReplay) {
+            return None;
+        }
+        let at = Self::digest_at(counter);
+        let digest: [u8; DIGEST_LEN] = self.digests.get(at..at + DIGEST_LEN)?.try_into().ok()?;
+        (digest != [0; DIGEST_LEN]).then_some(digest)
+    }
+
+    /// Keeps the digest of the record just accepted with `counter`.
+    pub fn keep_digest(&mut self, counter: u32, digest: [u8; DIGEST_LEN]) {
+        self.digests.resize(WINDOW as usize * DIGEST_LEN, 0);
+        let at = Self::digest_at(counter);
+        self.digests[at..at + DIGEST_LEN].copy_from_slice(&digest);
+    }
+
+    fn digest_at(counter: u32) -> usize {
+        (counter % WINDOW) as usize * DIGEST_LEN
+    }
+
     /// The window in the protocol crate's form, to check a counter against.
     pub fn window(&self) -> ReplayWindow {
         ReplayWindow {
@@ -83,10 +127,13 @@ impl WindowRecord {
         self.previous = Some(old);
     }
 
-    /// The window of `epoch`; a valid record of `current + 1` opens that epoch (its rotation
-    /// record may have been lost on UDP). Older epochs are stale.
+    /// The window of `epoch`. A valid record of a newer epoch, up to [`EPOCH_LOOKAHEAD`] ahead,
+    /// opens it: its rotation record may have been lost on UDP, and a device moves on by itself
+    /// when an epoch's 16-bit counters run out, so whole epochs of its records may have been
+    /// lost. The epoch it leaves stays open as the previous one; older epochs are stale.
     pub fn slot(&mut self, epoch: u32) -> Result<&mut EpochWindow, ErrorCode> {
-        if epoch == self.current.epoch.wrapping_add(1) && epoch != 0 {
+        let ahead = epoch.saturating_sub(self.current.epoch);
+        if (1..=EPOCH_LOOKAHEAD).contains(&ahead) {
             self.open_epoch(epoch);
         }
         if self.current.epoch == epoch {

@@ -6,13 +6,15 @@
 //! A clone suspected is written onto the device's record as clone evidence, in the same
 //! transaction that consumes the challenge and appends the verdict to the audit log (global
 //! chain): the record then shows, to `flashgate devices show` and the console, that two
-//! devices answer for one identity, even after the copy is gone.
+//! devices answer for one identity, even after the copy is gone. A device's own traffic
+//! (data records, update receipts) adds evidence through [`evidence`].
 //!
 //! | key | value |
 //! | --- | --- |
 //! | `verifications/{verification_id}` | [`challenges::ChallengeRecord`]: an outstanding challenge, deleted by its answer |
 
 pub mod challenges;
+pub mod evidence;
 pub mod verdict;
 
 use std::sync::Arc;

@@ -204,6 +204,7 @@ impl Certificates {
             certificate: certificate.to_bytes().to_vec(),
             hello_challenge: challenge.to_vec(),
             clone_evidence: Vec::new(),
+            clone_signals: Vec::new(),
         };
         let mut used = l.clone();
         used.used += 1;

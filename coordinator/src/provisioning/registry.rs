@@ -62,6 +62,34 @@ pub struct DeviceRecord {
     /// Why the coordinator suspects two devices behind this identity (empty: none).
     #[serde(default)]
     pub clone_evidence: Vec<String>,
+    /// The signals from the device's own traffic already written as clone evidence (each is
+    /// written once per device).
+    #[serde(default)]
+    pub clone_signals: Vec<CloneSignal>,
+}
+
+/// What in a device's own traffic shows two devices behind its identity (beyond field
+/// verification's proofs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CloneSignal {
+    /// Two records authenticate under the device key with one epoch and counter but different
+    /// contents: two senders sealed with one counter journal.
+    DataCounterReused,
+    /// A record authenticates in an epoch after the device's own rotation record closed it.
+    DataEpochForked,
+    /// A verified status receipt shows a rollback floor or bootloader version below one an
+    /// earlier verified receipt showed (neither ever goes down on one device).
+    ReceiptWentBack,
+}
+
+impl std::fmt::Display for CloneSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::DataCounterReused => "data counter reused with other contents",
+            Self::DataEpochForked => "data epoch continued after its rotation",
+            Self::ReceiptWentBack => "status receipt went back",
+        })
+    }
 }
 
 /// Where a device record is in its life.

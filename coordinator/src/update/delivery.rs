@@ -19,8 +19,10 @@ use super::records::{
 };
 use super::rollouts;
 use crate::error::{CoordinatorError as E, Result};
+use crate::genuineness::evidence::CloneEvidence;
 use crate::ids::{CampaignId, ProductId, Serial};
 use crate::keys::KekRing;
+use crate::provisioning::registry::CloneSignal;
 use crate::provisioning::Registry;
 use crate::repository::{Attempt, CasRetry, Db, Stored, Txn};
 
@@ -35,12 +37,25 @@ pub struct Delivery {
     db: Db,
     registry: Registry,
     kek: Arc<KekRing>,
+    evidence: Arc<CloneEvidence>,
 }
 
 impl Delivery {
-    /// Delivery over `db`; device keys come from `registry`, content keys are opened with `kek`.
-    pub fn new(db: Db, registry: Registry, kek: Arc<KekRing>) -> Self {
-        Self { db, registry, kek }
+    /// Delivery over `db`; device keys come from `registry`, content keys are opened with `kek`;
+    /// a receipt that cannot come from the device that sent the earlier ones is written as clone
+    /// evidence through `evidence`.
+    pub fn new(
+        db: Db,
+        registry: Registry,
+        kek: Arc<KekRing>,
+        evidence: Arc<CloneEvidence>,
+    ) -> Self {
+        Self {
+            db,
+            registry,
+            kek,
+            evidence,
+        }
     }
 
     async fn targeted(
@@ -136,6 +151,15 @@ impl Delivery {
         let (product_id, serial) = (record.product_id, record.serial);
         let device_key = self.registry.device_key(product_id.0, &serial.0).await?;
         let r = verify_receipt(&device_key, &challenge, raw, product_id, serial)?;
+        if let Some(detail) = went_back(record, &r) {
+            self.evidence
+                .record(product_id, serial, CloneSignal::ReceiptWentBack, &detail)
+                .await?;
+            return Err(E::FailedPrecondition(format!(
+                "the receipt verifies but {detail}: it cannot come from the device that sent the \
+                 earlier one (two devices behind one identity; clone evidence recorded)"
+            )));
+        }
         let now = now_ms();
         record.challenge = None;
         record.bootloader_version = r.bootloader_version;
@@ -258,6 +282,27 @@ pub fn verify_receipt(
         ));
     }
     Ok(r)
+}
+
+/// Why verified receipt `r` cannot come from the device whose earlier verified receipt `record`
+/// holds: its rollback floor and bootloader version never go down (the bootloader only raises
+/// the floor, and refuses an older bootloader). `None`: no earlier receipt, or nothing went back.
+pub fn went_back(record: &DeviceUpdateRecord, r: &StatusReceipt) -> Option<String> {
+    if record.last_seen_ms == 0 {
+        return None;
+    }
+    if r.floor < record.rollback_floor {
+        return Some(format!(
+            "shows rollback floor {}, below the {} an earlier receipt showed",
+            r.floor, record.rollback_floor
+        ));
+    }
+    (r.bootloader_version < record.bootloader_version).then(|| {
+        format!(
+            "shows bootloader version {}, below the {} an earlier receipt showed",
+            r.bootloader_version, record.bootloader_version
+        )
+    })
 }
 
 /// True when a verified receipt shows OS `version` running, its update confirmed (not on

@@ -21,6 +21,7 @@ use flashgate_proto::v1;
 use crate::audit::AuditLog;
 use crate::catalogue::Releases;
 use crate::error::Result;
+use crate::genuineness::evidence::CloneEvidence;
 use crate::ids::CampaignId;
 use crate::keys::KekRing;
 use crate::provisioning::Registry;
@@ -54,6 +55,7 @@ impl Updates {
         registry: Registry,
         kek: Arc<KekRing>,
         audit: AuditLog,
+        evidence: Arc<CloneEvidence>,
     ) -> Self {
         let campaigns = Campaigns::new(
             db.clone(),
@@ -66,7 +68,7 @@ impl Updates {
             rollouts: Rollouts::new(db.clone(), campaigns.clone(), registry.clone(), audit),
             campaigns,
             apps: AppDelivery::new(db.clone(), registry.clone(), kek.clone()),
-            delivery: Delivery::new(db, registry, kek),
+            delivery: Delivery::new(db, registry, kek, evidence),
         }
     }
 }

@@ -20,7 +20,7 @@ use flashgate_board::cpu::SysTickCounter;
 use flashgate_board::text::TextBuf;
 use flashgate_board::{Board, NorFlash, SerialPort};
 use flashgate_protocol::data_stream::{
-    epoch_key, CounterJournal, Direction, RecordHeader, RecordKind, RecordSealer, MAX_RECORD_LEN,
+    epoch_key, CompactHeader, CounterJournal, Direction, RecordKind, RecordSealer, MAX_RECORD_LEN,
 };
 use flashgate_protocol::layout::{DATA_COUNTER_ADDR, DATA_COUNTER_PAGES, FLASH_PAGE_SIZE};
 use flashgate_protocol::uart::{encode_frame, DeviceMessage, OVERHEAD};
@@ -150,11 +150,11 @@ fn first_record(flash: &mut flashgate_board::mps2_an386::CodeFlash) -> (usize, u
     };
     let state = journal.state();
     let mut sealer = RecordSealer::new(&DEVICE_KEY, &SERIAL, state.epoch, state.mark, state.mark);
-    if let Some(mark) = sealer.needs_reservation() {
-        if journal.reserve(flash, sealer.epoch(), mark).is_err() {
+    if let Some(due) = sealer.needs_reservation() {
+        if journal.reserve(flash, due.epoch, due.mark).is_err() {
             return (0, 0);
         }
-        sealer.reserved(mark);
+        sealer.reserved(due);
     }
     let mut body = TextBuf::<128>::new();
     let _ = write!(body, "boot uptime_ticks={} apps_started={}", 123_456, 0);
@@ -209,15 +209,16 @@ extern "C" fn main() -> ! {
         epoch_key(&DEVICE_KEY, Direction::Up, 0)
     });
     let key = epoch_key(&DEVICE_KEY, Direction::Up, 0);
-    let header = RecordHeader {
-        device_id: [0x46; 8],
-        epoch: 0,
+    let header = CompactHeader {
+        handle: [0x46; 3],
+        epoch_low: 0,
         counter: 64,
+        kind: RecordKind::Telemetry,
     };
     let body = [0x61u8; 39];
     let _ = bench.measure("data_seal_39b", || {
         let mut out = [0u8; MAX_RECORD_LEN];
-        flashgate_protocol::data_stream::seal(&key, &header, RecordKind::Telemetry, &body, &mut out)
+        flashgate_protocol::data_stream::seal_compact(&key, &header, &body, &mut out)
             .map(|n| out[n - 1])
     });
 

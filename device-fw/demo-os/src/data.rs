@@ -3,7 +3,7 @@
 //! across resets, and flash sees one 8-byte write per `RESERVE_BLOCK` records.
 
 use flashgate_board::NorFlash;
-use flashgate_protocol::data_stream::{CounterJournal, RecordKind, RecordSealer, RESERVE_BLOCK};
+use flashgate_protocol::data_stream::{CounterJournal, RecordKind, RecordSealer};
 use flashgate_protocol::device_record::DeviceRecord;
 use flashgate_protocol::layout::DATA_COUNTER_ADDR;
 use flashgate_protocol::ErrorCode;
@@ -33,9 +33,10 @@ impl DataStream {
     }
 
     fn reserve_if_due<F: NorFlash>(&mut self, flash: &mut F) -> Result<(), ErrorCode> {
-        if let Some(mark) = self.sealer.needs_reservation() {
-            self.journal.reserve(flash, self.sealer.epoch(), mark)?;
-            self.sealer.reserved(mark);
+        // Past the last counter of an epoch this is the next epoch's first block.
+        if let Some(due) = self.sealer.needs_reservation() {
+            self.journal.reserve(flash, due.epoch, due.mark)?;
+            self.sealer.reserved(due);
         }
         Ok(())
     }
@@ -72,9 +73,7 @@ impl DataStream {
     ) -> Result<usize, ErrorCode> {
         self.reserve_if_due(flash)?;
         let n = self.sealer.rotate(out)?;
-        self.journal
-            .reserve(flash, self.sealer.epoch(), RESERVE_BLOCK)?;
-        self.sealer.reserved(RESERVE_BLOCK);
+        self.reserve_if_due(flash)?;
         Ok(n)
     }
 }

@@ -1,5 +1,9 @@
 //! Data streams: telemetry records the device seals on its own, with no round trip.
 //!
+//! Two header formats share one key schedule, nonce and replay window: v2 ([`compact`], 6 bytes,
+//! what devices send) and v1 (below, 11–19 bytes, still accepted from devices that have not been
+//! updated).
+//!
 //! ```text
 //! record  := header ciphertext tag[16]
 //! header  := format:u8 (0x01 = device→cloud, v1)  device_id[8]  epoch:varint  counter:varint
@@ -16,9 +20,14 @@
 //! Replay protection on the receiver: [`ReplayWindow`] per device and epoch. Counter
 //! persistence on the device without flash wear: [`CounterJournal`].
 
+pub mod compact;
 mod counter;
 mod replay;
 
+pub use compact::{
+    handle, reconstruct_epoch, CompactHeader, COMPACT_HEADER_LEN, EPOCH_LOOKAHEAD, HANDLE_LEN,
+    MAX_COMPACT_COUNTER,
+};
 pub use counter::{CounterJournal, CounterState, JOURNAL_ENTRIES, RESERVE_BLOCK};
 pub use replay::{ReplayWindow, WINDOW};
 
@@ -42,9 +51,11 @@ pub const MAX_HEADER_LEN: usize = 1 + DEVICE_ID_LEN + 5 + 5;
 pub const MAX_BODY_LEN: usize = 1024;
 /// Largest record on any wire.
 pub const MAX_RECORD_LEN: usize = MAX_HEADER_LEN + 1 + MAX_BODY_LEN + TAG_LEN;
-/// Bytes a record adds to its body in the usual case (epoch < 128, counter < 16384):
+/// Bytes a v2 record adds to its body, every record: header 6 + tag 16.
+pub const OVERHEAD: usize = COMPACT_HEADER_LEN + TAG_LEN;
+/// Bytes a v1 record adds to its body in the usual case (epoch < 128, counter < 16384):
 /// header 12 + kind 1 + tag 16.
-pub const TYPICAL_OVERHEAD: usize = 1 + DEVICE_ID_LEN + 1 + 2 + 1 + TAG_LEN;
+pub const V1_TYPICAL_OVERHEAD: usize = 1 + DEVICE_ID_LEN + 1 + 2 + 1 + TAG_LEN;
 
 const KEY_SALT: &[u8] = b"flashgate-data-v1";
 
@@ -83,7 +94,7 @@ pub fn epoch_key(device_key: &[u8; 32], direction: Direction, epoch: u32) -> Zer
 }
 
 /// What a record's plaintext is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum RecordKind {
     /// Telemetry: the body is the application's (the demo OS sends UTF-8 text).
@@ -180,7 +191,80 @@ fn nonce(counter: u32) -> Nonce {
     Nonce::from(n)
 }
 
-/// Seals one record into `out`; returns its length.
+/// How a record names its device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeviceRef {
+    /// v1: the serial's first 8 bytes ([`device_id`]).
+    Id([u8; DEVICE_ID_LEN]),
+    /// v2: the serial's [`handle`].
+    Handle([u8; HANDLE_LEN]),
+}
+
+impl DeviceRef {
+    /// Whether `serial` has this id or handle.
+    pub fn names(&self, serial: &Serial) -> bool {
+        match self {
+            Self::Id(id) => *id == device_id(serial),
+            Self::Handle(h) => *h == handle(serial),
+        }
+    }
+}
+
+/// The clear header of a record in either format, as read from the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Header {
+    /// Format 1: full epoch and counter, 8-byte device id.
+    V1(RecordHeader),
+    /// Format 2: the epoch's low bits, a 16-bit counter, a 3-byte handle, the kind.
+    V2(CompactHeader),
+}
+
+impl Header {
+    /// Decodes the header at the start of `record` (the first byte says which format); returns it
+    /// and its length.
+    pub fn decode(record: &[u8]) -> Result<(Self, usize), ErrorCode> {
+        let first = *record.first().ok_or(ErrorCode::DataTruncated)?;
+        if first == FORMAT_UP_V1 {
+            let (h, len) = RecordHeader::decode(record)?;
+            return Ok((Self::V1(h), len));
+        }
+        let mut r = Reader::new(record);
+        let h = CompactHeader::read(&mut r)?;
+        Ok((Self::V2(h), record.len() - r.remaining()))
+    }
+
+    /// The device it names.
+    pub fn device(&self) -> DeviceRef {
+        match self {
+            Self::V1(h) => DeviceRef::Id(h.device_id),
+            Self::V2(h) => DeviceRef::Handle(h.handle),
+        }
+    }
+
+    /// Its counter within its epoch.
+    pub fn counter(&self) -> u32 {
+        match self {
+            Self::V1(h) => h.counter,
+            Self::V2(h) => u32::from(h.counter),
+        }
+    }
+
+    /// Its full epoch, for a receiver whose oldest open epoch for the device is `oldest`
+    /// (v2 carries only the low bits: [`reconstruct_epoch`]).
+    pub fn epoch(&self, oldest: Option<u32>) -> Option<u32> {
+        match self {
+            Self::V1(h) => Some(h.epoch),
+            Self::V2(h) => reconstruct_epoch(h.epoch_low, oldest),
+        }
+    }
+
+    /// Whether the epoch needs the receiver's state to be known (v2).
+    pub fn needs_current_epoch(&self) -> bool {
+        matches!(self, Self::V2(_))
+    }
+}
+
+/// Seals one v1 record into `out`; returns its length.
 pub fn seal(
     key: &[u8; 32],
     header: &RecordHeader,
@@ -192,16 +276,47 @@ pub fn seal(
         return Err(ErrorCode::BadLength);
     }
     let h = header.encode_into(out)?;
-    let total = h + 1 + body.len() + TAG_LEN;
+    let plain = out
+        .get_mut(h..h + 1 + body.len())
+        .ok_or(ErrorCode::BadLength)?;
+    plain[0] = kind as u8;
+    plain[1..].copy_from_slice(body);
+    seal_in_place(key, header.counter, h, 1 + body.len(), out)
+}
+
+/// Seals one v2 record (the kind is in the header) into `out`; returns its length.
+pub fn seal_compact(
+    key: &[u8; 32],
+    header: &CompactHeader,
+    body: &[u8],
+    out: &mut [u8],
+) -> Result<usize, ErrorCode> {
+    if body.len() > MAX_BODY_LEN {
+        return Err(ErrorCode::BadLength);
+    }
+    let h = header.encode_into(out)?;
+    out.get_mut(h..h + body.len())
+        .ok_or(ErrorCode::BadLength)?
+        .copy_from_slice(body);
+    seal_in_place(key, u32::from(header.counter), h, body.len(), out)
+}
+
+/// Encrypts the `plain_len` bytes after the `h`-byte header of `out` and appends the tag.
+fn seal_in_place(
+    key: &[u8; 32],
+    counter: u32,
+    h: usize,
+    plain_len: usize,
+    out: &mut [u8],
+) -> Result<usize, ErrorCode> {
+    let total = h + plain_len + TAG_LEN;
     if out.len() < total {
         return Err(ErrorCode::BadLength);
     }
     let (aad, rest) = out.split_at_mut(h);
-    rest[0] = kind as u8;
-    rest[1..1 + body.len()].copy_from_slice(body);
-    let (plain, tail) = rest.split_at_mut(1 + body.len());
+    let (plain, tail) = rest.split_at_mut(plain_len);
     let tag = ChaCha20Poly1305::new(key.into())
-        .encrypt_in_place_detached(&nonce(header.counter), aad, plain)
+        .encrypt_in_place_detached(&nonce(counter), aad, plain)
         .map_err(|_| ErrorCode::BadLength)?;
     tail[..TAG_LEN].copy_from_slice(&tag);
     Ok(total)
@@ -211,49 +326,56 @@ pub fn seal(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Opened {
     /// The authenticated header.
-    pub header: RecordHeader,
+    pub header: Header,
     /// What it carries.
     pub kind: RecordKind,
     /// Range of the body in the buffer passed to [`open_in_place`].
     pub body: core::ops::Range<usize>,
 }
 
-/// Verifies and decrypts `record` in place under `key` (the key of the header's epoch; look it
-/// up with [`RecordHeader::decode`] first). A record too short for a tag is
+/// Verifies and decrypts `record` (either format) in place under `key` (the key of the
+/// record's epoch; find it with [`Header::decode`] first). A record too short for a tag is
 /// [`ErrorCode::DataTruncated`]; any other failure to authenticate is [`ErrorCode::DataForged`].
 pub fn open_in_place(key: &[u8; 32], record: &mut [u8]) -> Result<Opened, ErrorCode> {
-    let (header, h) = RecordHeader::decode(record)?;
-    if record.len() < h + 1 + TAG_LEN {
+    let (header, h) = Header::decode(record)?;
+    // v1 encrypts the kind byte; v2 carries the kind in its header.
+    let kind_len = usize::from(matches!(header, Header::V1(_)));
+    if record.len() < h + kind_len + TAG_LEN {
         return Err(ErrorCode::DataTruncated);
     }
-    if record.len() > h + 1 + MAX_BODY_LEN + TAG_LEN {
+    if record.len() > h + kind_len + MAX_BODY_LEN + TAG_LEN {
         return Err(ErrorCode::DataMalformed);
     }
     let tag_at = record.len() - TAG_LEN;
     let (aad, rest) = record.split_at_mut(h);
     let (plain, tag) = rest.split_at_mut(tag_at - h);
     ChaCha20Poly1305::new(key.into())
-        .decrypt_in_place_detached(&nonce(header.counter), aad, plain, Tag::from_slice(tag))
+        .decrypt_in_place_detached(&nonce(header.counter()), aad, plain, Tag::from_slice(tag))
         .map_err(|_| ErrorCode::DataForged)?;
-    let kind = RecordKind::from_u8(plain[0]).ok_or(ErrorCode::DataMalformed)?;
-    if kind == RecordKind::Rotation && plain.len() != 5 {
+    let kind = match header {
+        Header::V1(_) => RecordKind::from_u8(plain[0]).ok_or(ErrorCode::DataMalformed)?,
+        Header::V2(c) => c.kind,
+    };
+    if kind == RecordKind::Rotation && plain.len() != kind_len + 4 {
         return Err(ErrorCode::DataMalformed);
     }
     Ok(Opened {
         header,
         kind,
-        body: h + 1..tag_at,
+        body: h + kind_len..tag_at,
     })
 }
 
-/// The device's sending side: device id, current epoch key and the next counter.
+/// The device's sending side (format v2): serial, current epoch key and the next counter.
 ///
 /// The caller persists counters through [`CounterJournal`]: it must call
-/// [`RecordSealer::needs_reservation`] before each record and reserve the next block when told.
+/// [`RecordSealer::needs_reservation`] before each record and persist what it is told. When an
+/// epoch's counters are used up (past [`MAX_COMPACT_COUNTER`]) the reservation due is the next
+/// epoch's first block, and [`RecordSealer::reserved`] moves the sealer into that epoch.
 pub struct RecordSealer {
     device_key: Zeroizing<[u8; 32]>,
     key: Zeroizing<[u8; 32]>,
-    device_id: [u8; DEVICE_ID_LEN],
+    serial: Serial,
     epoch: u32,
     next: u32,
     reserved_until: u32,
@@ -272,7 +394,7 @@ impl RecordSealer {
         Self {
             device_key: Zeroizing::new(*device_key),
             key: epoch_key(device_key, Direction::Up, epoch),
-            device_id: device_id(serial),
+            serial: *serial,
             epoch,
             next,
             reserved_until,
@@ -290,33 +412,52 @@ impl RecordSealer {
     }
 
     /// Whether the next record needs a new reservation in the journal first; returns the
-    /// reservation mark to persist (then call [`RecordSealer::reserved`]).
-    pub fn needs_reservation(&self) -> Option<u32> {
-        (self.next >= self.reserved_until).then(|| self.next.saturating_add(RESERVE_BLOCK))
+    /// journal entry to persist (then call [`RecordSealer::reserved`] with it): a further block
+    /// of this epoch, or the first block of the next epoch once this one is used up.
+    pub fn needs_reservation(&self) -> Option<CounterState> {
+        if self.next < self.reserved_until {
+            return None;
+        }
+        if self.next > MAX_COMPACT_COUNTER {
+            return Some(CounterState {
+                epoch: self.epoch.checked_add(1)?,
+                mark: RESERVE_BLOCK,
+            });
+        }
+        Some(CounterState {
+            epoch: self.epoch,
+            mark: (self.next + RESERVE_BLOCK).min(MAX_COMPACT_COUNTER + 1),
+        })
     }
 
-    /// The journal now holds `mark` for the current epoch.
-    pub fn reserved(&mut self, mark: u32) {
-        self.reserved_until = mark;
+    /// The journal now holds `state`; a newer epoch than the current one is entered at counter 0.
+    pub fn reserved(&mut self, state: CounterState) {
+        if state.epoch != self.epoch {
+            self.enter_epoch(state.epoch);
+        }
+        self.reserved_until = state.mark;
     }
 
-    /// Seals the next record. Fails (without using a counter) if a reservation is due or the
-    /// epoch is exhausted (rotate first).
+    fn enter_epoch(&mut self, epoch: u32) {
+        self.epoch = epoch;
+        self.key = epoch_key(&self.device_key, Direction::Up, epoch);
+        self.next = 0;
+        self.reserved_until = 0;
+    }
+
+    /// Seals the next record. Fails (without using a counter) if a reservation is due
+    /// ([`ErrorCode::DataCounterExhausted`]).
     pub fn seal(
         &mut self,
         kind: RecordKind,
         body: &[u8],
         out: &mut [u8],
     ) -> Result<usize, ErrorCode> {
-        if self.next >= self.reserved_until || self.next == u32::MAX {
+        if self.next >= self.reserved_until {
             return Err(ErrorCode::DataCounterExhausted);
         }
-        let header = RecordHeader {
-            device_id: self.device_id,
-            epoch: self.epoch,
-            counter: self.next,
-        };
-        let n = seal(&self.key, &header, kind, body, out)?;
+        let header = CompactHeader::new(&self.serial, self.epoch, self.next, kind)?;
+        let n = seal_compact(&self.key, &header, body, out)?;
         self.next += 1;
         Ok(n)
     }
@@ -331,10 +472,7 @@ impl RecordSealer {
             .checked_add(1)
             .ok_or(ErrorCode::DataCounterExhausted)?;
         let n = self.seal(RecordKind::Rotation, &new_epoch.to_le_bytes(), out)?;
-        self.epoch = new_epoch;
-        self.key = epoch_key(&self.device_key, Direction::Up, new_epoch);
-        self.next = 0;
-        self.reserved_until = 0;
+        self.enter_epoch(new_epoch);
         Ok(n)
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use flashgate_coordinator::testing::TestCoordinator;
 use flashgate_proto::v1;
 use flashgate_protocol::codec::Codec;
-use flashgate_protocol::data_stream::RecordHeader;
+use flashgate_protocol::data_stream::Header;
 use flashgate_protocol::uart::{MsgType, OsStatus, Request};
 use flashgate_protocol::ErrorCode;
 use flashgate_station::device_link::DeviceLink;
@@ -47,7 +47,7 @@ fn receive_until(
 }
 
 fn counter(record: &[u8]) -> u32 {
-    RecordHeader::decode(record).unwrap().0.counter
+    Header::decode(record).unwrap().0.counter()
 }
 
 struct Status {
