@@ -58,8 +58,9 @@ pub struct Ledger {
     pub attempted: HashMap<[u8; 16], String>,
     /// Serials whose report was acknowledged (or found already registered on a retry).
     pub acknowledged: HashMap<[u8; 16], String>,
-    /// The device key of each certified serial, opened with the race's own loader secret, as
-    /// a flash loader would: what a genuine device seals its data records with.
+    /// The device key of each registered serial (its install report acknowledged), opened with
+    /// the race's own loader secret as a flash loader would: what a genuine device seals its
+    /// data records with.
     pub device_keys: HashMap<[u8; 16], Zeroizing<[u8; 32]>>,
     /// `RESOURCE_EXHAUSTED` answers to lease requests.
     pub exhausted: u64,
@@ -174,7 +175,7 @@ impl RacingStation {
     async fn report(&mut self, lease_id: &str, serial: [u8; 16], ledger: &Mutex<Ledger>) {
         let loader_secret = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
         let loader = x25519_dalek::PublicKey::from(&loader_secret).to_bytes();
-        let mut certified = false;
+        let mut certified = None;
         for _ in 0..6 {
             match self
                 .client()
@@ -183,12 +184,12 @@ impl RacingStation {
             {
                 Ok(issued) => {
                     // A retry of a lost answer gets the same certificate (no second slot).
-                    let mut ledger = ledger.lock().unwrap();
-                    ledger.acknowledged.insert(serial, lease_id.to_owned());
-                    if let Some(key) = open_device_key(&loader_secret, &serial, &issued) {
-                        ledger.device_keys.insert(serial, key);
-                    }
-                    certified = true;
+                    ledger
+                        .lock()
+                        .unwrap()
+                        .acknowledged
+                        .insert(serial, lease_id.to_owned());
+                    certified = Some(open_device_key(&loader_secret, &serial, &issued));
                     break;
                 }
                 // The lease ended or is used up: no certificate, no device.
@@ -205,9 +206,16 @@ impl RacingStation {
                 }
             }
         }
-        if !certified {
+        let Some(device_key) = certified else {
             return;
-        }
+        };
+        let registered = |ledger: &Mutex<Ledger>| {
+            let mut ledger = ledger.lock().unwrap();
+            ledger.acknowledged.insert(serial, lease_id.to_owned());
+            if let Some(key) = &device_key {
+                ledger.device_keys.insert(serial, key.clone());
+            }
+        };
         for _ in 0..6 {
             let request = v1::ReportInstallRequest {
                 lease_id: lease_id.to_owned(),
@@ -223,20 +231,12 @@ impl RacingStation {
             };
             match self.client().report_install(request).await {
                 Ok(_) => {
-                    ledger
-                        .lock()
-                        .unwrap()
-                        .acknowledged
-                        .insert(serial, lease_id.to_owned());
+                    registered(ledger);
                     return;
                 }
                 // A retry that finds the serial registered: the lost answer's report landed.
                 Err(s) if s.code() == Code::AlreadyExists => {
-                    ledger
-                        .lock()
-                        .unwrap()
-                        .acknowledged
-                        .insert(serial, lease_id.to_owned());
+                    registered(ledger);
                     return;
                 }
                 // The lease ended (expired while the station waited) or is full: the device
