@@ -12,7 +12,11 @@ compile_error!(
     "flashgate-board: enable a board feature (`board-mps2-an386`, the default, or `board-nrf52840`)"
 );
 
+#[macro_use]
+mod serial_sinks;
+
 pub mod cpu;
+mod flash_range;
 pub mod hal;
 pub mod rt;
 pub mod stack_paint;

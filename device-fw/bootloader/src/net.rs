@@ -224,7 +224,8 @@ impl NetLink {
                     let Some(frame) = decoder.push(*byte) else {
                         continue;
                     };
-                    let status = matches!(&frame, Ok(f) if f.msg_type() == Ok(MsgType::StatusRequest));
+                    let status =
+                        matches!(&frame, Ok(f) if f.msg_type() == Ok(MsgType::StatusRequest));
                     action = service.handle(frame, flash, outbox);
                     if status {
                         if let Phase::Reporting {

@@ -23,18 +23,6 @@ pub struct CodeFlash {
 }
 
 impl CodeFlash {
-    fn check_range(addr: u32, len: usize) -> Result<(), FlashError> {
-        let len = u32::try_from(len).map_err(|_| FlashError::OutOfRange)?;
-        let start = addr
-            .checked_sub(layout::FLASH_BASE)
-            .ok_or(FlashError::OutOfRange)?;
-        let end = start.checked_add(len).ok_or(FlashError::OutOfRange)?;
-        if end > layout::FLASH_SIZE {
-            return Err(FlashError::OutOfRange);
-        }
-        Ok(())
-    }
-
     fn read_byte(addr: u32) -> u8 {
         // SAFETY: callers check `addr` is inside the code memory, which is outside every Rust
         // allocation; volatile reads there do not trap (address 0 included).
@@ -49,7 +37,7 @@ impl CodeFlash {
 
 impl NorFlash for CodeFlash {
     fn read(&mut self, addr: u32, buf: &mut [u8]) -> Result<(), FlashError> {
-        Self::check_range(addr, buf.len())?;
+        crate::flash_range::check(addr, buf.len())?;
         for (at, byte) in (addr..).zip(buf.iter_mut()) {
             *byte = Self::read_byte(at);
         }
@@ -60,7 +48,7 @@ impl NorFlash for CodeFlash {
         if addr % Self::PAGE_SIZE != 0 {
             return Err(FlashError::Misaligned);
         }
-        Self::check_range(addr, Self::PAGE_SIZE as usize)?;
+        crate::flash_range::check(addr, Self::PAGE_SIZE as usize)?;
         for word in (addr..addr + Self::PAGE_SIZE).step_by(4) {
             // SAFETY: page-aligned range checked above, inside the code memory.
             unsafe { core::ptr::write_volatile(word as usize as *mut u32, u32::MAX) };
@@ -69,7 +57,7 @@ impl NorFlash for CodeFlash {
     }
 
     fn program(&mut self, addr: u32, data: &[u8]) -> Result<(), FlashError> {
-        Self::check_range(addr, data.len())?;
+        crate::flash_range::check(addr, data.len())?;
         // NOR: all-or-nothing here, so a refused program leaves the flash as it was.
         let len = data.len() as u32;
         if (addr..addr + len).any(|at| Self::read_byte(at) != 0xFF) {

@@ -2,7 +2,6 @@
 #![allow(unsafe_code, reason = "memory-mapped registers of UART0")]
 
 use flashgate_protocol::layout;
-use flashgate_protocol::uart::FrameSink;
 
 use crate::hal::SerialPort;
 
@@ -62,16 +61,4 @@ impl SerialPort for Uart0 {
     }
 }
 
-/// The protocol's UART services reply straight onto the port.
-impl FrameSink for Uart0 {
-    fn send_frame(&mut self, frame: &[u8]) {
-        self.write_all(frame);
-    }
-}
-
-impl core::fmt::Write for Uart0 {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        self.write_all(s.as_bytes());
-        Ok(())
-    }
-}
+serial_sinks!(Uart0);

@@ -8,7 +8,6 @@
 //! `device-fw/README.md`, "Ports", for the one writer that does not keep to that yet.
 
 use flashgate_protocol::flash::{FlashError, LoaderPlatform, NorFlash};
-use flashgate_protocol::layout;
 
 use super::mmio;
 use crate::hal::DebugPortLock;
@@ -34,18 +33,6 @@ pub struct Nvmc {
 }
 
 impl Nvmc {
-    fn check_range(addr: u32, len: usize) -> Result<(), FlashError> {
-        let len = u32::try_from(len).map_err(|_| FlashError::OutOfRange)?;
-        let start = addr
-            .checked_sub(layout::FLASH_BASE)
-            .ok_or(FlashError::OutOfRange)?;
-        let end = start.checked_add(len).ok_or(FlashError::OutOfRange)?;
-        if end > layout::FLASH_SIZE {
-            return Err(FlashError::OutOfRange);
-        }
-        Ok(())
-    }
-
     fn wait_ready() -> Result<(), FlashError> {
         for _ in 0..READY_SPINS {
             if mmio::read(READY) & 1 != 0 {
@@ -79,7 +66,7 @@ impl Nvmc {
 
 impl NorFlash for Nvmc {
     fn read(&mut self, addr: u32, buf: &mut [u8]) -> Result<(), FlashError> {
-        Self::check_range(addr, buf.len())?;
+        crate::flash_range::check(addr, buf.len())?;
         for (at, byte) in (addr..).zip(buf.iter_mut()) {
             *byte = Self::read_byte(at);
         }
@@ -90,7 +77,7 @@ impl NorFlash for Nvmc {
         if addr % Self::PAGE_SIZE != 0 {
             return Err(FlashError::Misaligned);
         }
-        Self::check_range(addr, Self::PAGE_SIZE as usize)?;
+        crate::flash_range::check(addr, Self::PAGE_SIZE as usize)?;
         Self::with_mode(CONFIG_ERASE, || {
             mmio::write(ERASEPAGE, addr);
             Ok(())
@@ -98,7 +85,7 @@ impl NorFlash for Nvmc {
     }
 
     fn program(&mut self, addr: u32, data: &[u8]) -> Result<(), FlashError> {
-        Self::check_range(addr, data.len())?;
+        crate::flash_range::check(addr, data.len())?;
         let len = data.len() as u32;
         // NOR: refuse before writing anything, so a refused program leaves the flash as it was.
         if (addr..addr + len).any(|at| Self::read_byte(at) != 0xFF) {
