@@ -323,6 +323,30 @@ fn check_loader(map: Map, elf: &Path, bin: &[u8]) -> Result<()> {
     }
 }
 
+/// Copies a built ELF to `dir/name.elf`, writes `dir/name.bin` from it; returns the ELF's path,
+/// the .bin's bytes and the section sizes.
+fn package(built_elf: &Path, dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>, Sizes)> {
+    let elf = dir.join(format!("{name}.elf"));
+    let bin = dir.join(format!("{name}.bin"));
+    fs::copy(built_elf, &elf)?;
+    run(Command::new("arm-none-eabi-objcopy")
+        .args(["-O", "binary"])
+        .arg(&elf)
+        .arg(&bin))?;
+    let sizes = sizes(&elf)?;
+    Ok((elf, fs::read(&bin)?, sizes))
+}
+
+/// An image of `len` bytes fits its `slot`-byte slot, or the error says which.
+fn fits(name: &str, len: u64, slot: u32) -> Result<()> {
+    if len > u64::from(slot) {
+        return Err(Error(format!(
+            "{name}.bin: {len} bytes do not fit its slot ({slot} bytes, protocol `layout`)"
+        )));
+    }
+    Ok(())
+}
+
 /// Programs whose signed image pins trust anchors, and the image kind (slot) each is linked for.
 const ANCHORED: &[(&str, ImageKind)] = &[
     ("bootloader", ImageKind::Bootloader),
@@ -407,30 +431,18 @@ fn firmware(check: bool) -> Result<()> {
         .chain([("c-demo-os", "C demo OS", c_build.join("c-demo-os.elf"))]);
     let mut loader_footprint = None;
     for (name, what, built_elf) in programs {
-        let elf = out_dir.join(format!("{name}.elf"));
-        let bin = out_dir.join(format!("{name}.bin"));
-        fs::copy(built_elf, &elf)?;
-        run(Command::new("arm-none-eabi-objcopy")
-            .args(["-O", "binary"])
-            .arg(&elf)
-            .arg(&bin))?;
-        let s = sizes(&elf)?;
-        let bin_len = fs::metadata(&bin)?.len();
+        let (elf, bin, s) = package(&built_elf, &out_dir, name)?;
+        let bin_len = bin.len() as u64;
         println!(
             "{name:<14} {what:<18} {:>8} {:>6} {:>6} {:>8}",
             s.text, s.data, s.bss, bin_len
         );
         if let Some((_, kind)) = ANCHORED.iter().find(|(n, _)| *n == name) {
-            check_trust_anchors(name, *kind, &elf, &fs::read(&bin)?)?;
-            let slot = u64::from(kind.slot().max_body);
-            if bin_len > slot {
-                return Err(Error(format!(
-                    "{name}.bin: {bin_len} bytes do not fit its slot ({slot} bytes, protocol `layout`)"
-                )));
-            }
+            check_trust_anchors(name, *kind, &elf, &bin)?;
+            fits(name, bin_len, kind.slot().max_body)?;
         }
         if name == "loader" {
-            check_loader(MPS2_AN386, &elf, &fs::read(&bin)?)?;
+            check_loader(MPS2_AN386, &elf, &bin)?;
             let stack = u64::from(symbol(&elf, "__stack_reserve")?.unwrap_or(0));
             loader_footprint = Some((bin_len, s.data, s.bss, stack));
         }
@@ -498,15 +510,8 @@ fn silicon_ports(toolchain: &Toolchain, fw_dir: &Path, out_dir: &Path, check: bo
             }
             run(&mut cmd)?;
         }
-        let elf = port_out.join(format!("{name}.elf"));
-        let bin = port_out.join(format!("{name}.bin"));
-        fs::copy(target_dir.join(TARGET).join("release").join(name), &elf)?;
-        run(Command::new("arm-none-eabi-objcopy")
-            .args(["-O", "binary"])
-            .arg(&elf)
-            .arg(&bin))?;
-        let s = sizes(&elf)?;
-        let bytes = fs::read(&bin)?;
+        let built_elf = target_dir.join(TARGET).join("release").join(name);
+        let (elf, bytes, s) = package(&built_elf, &port_out, name)?;
         let slot = if name == "loader" {
             NRF52840.loader_max
         } else {
@@ -520,16 +525,12 @@ fn silicon_ports(toolchain: &Toolchain, fw_dir: &Path, out_dir: &Path, check: bo
             bytes.len(),
             slot
         );
-        if bytes.len() > slot as usize {
-            return Err(Error(format!(
-                "nrf52840 {name}: {} bytes do not fit its {slot}-byte slot",
-                bytes.len()
-            )));
-        }
+        // The loader's slot is checked with its header (`check_loader`).
         if name == "loader" {
             check_loader(NRF52840, &elf, &bytes)?;
         } else {
             check_trust_anchors("nrf52840 bootloader", ImageKind::Bootloader, &elf, &bytes)?;
+            fits("nrf52840 bootloader", bytes.len() as u64, slot)?;
         }
     }
     Ok(())

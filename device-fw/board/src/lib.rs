@@ -16,8 +16,8 @@ compile_error!(
 mod serial_sinks;
 
 pub mod cpu;
-mod flash_range;
 pub mod hal;
+mod mapped_flash;
 pub mod rt;
 pub mod stack_paint;
 pub mod text;

@@ -16,6 +16,7 @@ use flashgate_protocol::flash::{FlashError, LoaderPlatform, NorFlash};
 use flashgate_protocol::layout;
 
 use crate::hal::DebugPortLock;
+use crate::mapped_flash;
 
 /// The code memory as NOR flash (see the module docs for the emulated rules).
 pub struct CodeFlash {
@@ -23,32 +24,20 @@ pub struct CodeFlash {
 }
 
 impl CodeFlash {
-    fn read_byte(addr: u32) -> u8 {
-        // SAFETY: callers check `addr` is inside the code memory, which is outside every Rust
-        // allocation; volatile reads there do not trap (address 0 included).
-        unsafe { core::ptr::read_volatile(addr as usize as *const u8) }
-    }
-
     fn write_byte(addr: u32, value: u8) {
-        // SAFETY: as for `read_byte`; the code memory is plain writable RAM in QEMU.
+        // SAFETY: callers check `addr` is inside the code memory (`mapped_flash`), outside every
+        // Rust allocation; it is plain writable RAM in QEMU.
         unsafe { core::ptr::write_volatile(addr as usize as *mut u8, value) }
     }
 }
 
 impl NorFlash for CodeFlash {
     fn read(&mut self, addr: u32, buf: &mut [u8]) -> Result<(), FlashError> {
-        crate::flash_range::check(addr, buf.len())?;
-        for (at, byte) in (addr..).zip(buf.iter_mut()) {
-            *byte = Self::read_byte(at);
-        }
-        Ok(())
+        mapped_flash::read(addr, buf)
     }
 
     fn erase_page(&mut self, addr: u32) -> Result<(), FlashError> {
-        if addr % Self::PAGE_SIZE != 0 {
-            return Err(FlashError::Misaligned);
-        }
-        crate::flash_range::check(addr, Self::PAGE_SIZE as usize)?;
+        mapped_flash::check_page::<Self>(addr)?;
         for word in (addr..addr + Self::PAGE_SIZE).step_by(4) {
             // SAFETY: page-aligned range checked above, inside the code memory.
             unsafe { core::ptr::write_volatile(word as usize as *mut u32, u32::MAX) };
@@ -57,12 +46,7 @@ impl NorFlash for CodeFlash {
     }
 
     fn program(&mut self, addr: u32, data: &[u8]) -> Result<(), FlashError> {
-        crate::flash_range::check(addr, data.len())?;
-        // NOR: all-or-nothing here, so a refused program leaves the flash as it was.
-        let len = data.len() as u32;
-        if (addr..addr + len).any(|at| Self::read_byte(at) != 0xFF) {
-            return Err(FlashError::NotErased);
-        }
+        mapped_flash::check_erased(addr, data.len())?;
         for (at, byte) in (addr..).zip(data) {
             Self::write_byte(at, *byte);
         }

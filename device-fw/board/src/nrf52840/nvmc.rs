@@ -11,6 +11,7 @@ use flashgate_protocol::flash::{FlashError, LoaderPlatform, NorFlash};
 
 use super::mmio;
 use crate::hal::DebugPortLock;
+use crate::mapped_flash;
 
 const NVMC: u32 = 0x4001_E000;
 const READY: u32 = NVMC + 0x400;
@@ -57,27 +58,15 @@ impl Nvmc {
         mmio::write(addr, word);
         Ok(())
     }
-
-    fn read_byte(addr: u32) -> u8 {
-        let word = mmio::read(addr & !3);
-        (word >> (8 * (addr & 3))) as u8
-    }
 }
 
 impl NorFlash for Nvmc {
     fn read(&mut self, addr: u32, buf: &mut [u8]) -> Result<(), FlashError> {
-        crate::flash_range::check(addr, buf.len())?;
-        for (at, byte) in (addr..).zip(buf.iter_mut()) {
-            *byte = Self::read_byte(at);
-        }
-        Ok(())
+        mapped_flash::read(addr, buf)
     }
 
     fn erase_page(&mut self, addr: u32) -> Result<(), FlashError> {
-        if addr % Self::PAGE_SIZE != 0 {
-            return Err(FlashError::Misaligned);
-        }
-        crate::flash_range::check(addr, Self::PAGE_SIZE as usize)?;
+        mapped_flash::check_page::<Self>(addr)?;
         Self::with_mode(CONFIG_ERASE, || {
             mmio::write(ERASEPAGE, addr);
             Ok(())
@@ -85,12 +74,8 @@ impl NorFlash for Nvmc {
     }
 
     fn program(&mut self, addr: u32, data: &[u8]) -> Result<(), FlashError> {
-        crate::flash_range::check(addr, data.len())?;
+        mapped_flash::check_erased(addr, data.len())?;
         let len = data.len() as u32;
-        // NOR: refuse before writing anything, so a refused program leaves the flash as it was.
-        if (addr..addr + len).any(|at| Self::read_byte(at) != 0xFF) {
-            return Err(FlashError::NotErased);
-        }
         Self::with_mode(CONFIG_WRITE, || {
             let mut word_addr = addr & !3;
             while word_addr < addr + len {
