@@ -97,6 +97,10 @@ struct ServeArgs {
     /// Also accept sealed data records as UDP datagrams on this address (e.g. 0.0.0.0:7401).
     #[arg(long, env = "FLASHGATE_DATA_UDP")]
     data_udp: Option<String>,
+    /// Also accept sealed data records as a TCP stream of UART frames on this address (devices
+    /// with networking, e.g. the demo OS's `net` build behind an emulator's guest forward).
+    #[arg(long, env = "FLASHGATE_DATA_TCP")]
+    data_tcp: Option<String>,
     /// File holding the bootstrap admin's token (kept in memory only, as its hash): use it to
     /// make per-person credentials (`flashgate operator create`), then keep it offline.
     #[arg(long, env = "FLASHGATE_OPERATOR_TOKEN_FILE")]
@@ -304,6 +308,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tokio::spawn(flashgate_coordinator::data_stream::serve_udp(
                     data.clone(),
                     socket,
+                ));
+            }
+            if let Some(addr) = &args.data_tcp {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listening on {addr} for data records over TCP"))?;
+                tokio::spawn(flashgate_coordinator::data_stream::serve_tcp(
+                    data.clone(),
+                    listener,
                 ));
             }
             if let Some(addr) = &args.console_listen {

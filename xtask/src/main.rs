@@ -36,6 +36,7 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("crypto-bench", "field-life bench"),
     ("net-check", "network check"),
     ("bootloader-net", "bootloader + net"),
+    ("demo-os-net", "demo OS + net"),
 ];
 
 /// The loader and the crypto bench that measures its primitives (one feature set).
@@ -43,6 +44,9 @@ const LOADER_BUILD: &[&str] = &["-p", "flashgate-loader", "-p", "flashgate-crypt
 /// The bootloader that also fetches its updates over the network (feature `net`), written as
 /// `bootloader-net`: its own build, as features are unified over the packages of one build.
 const NET_BOOTLOADER_BUILD: &[&str] = &["-p", "flashgate-bootloader", "--features", "net"];
+/// The demo OS that also streams its records over the network (feature `net`), written as
+/// `demo-os-net`, for the same reason.
+const NET_DEMO_OS_BUILD: &[&str] = &["-p", "flashgate-demo-os", "--features", "net"];
 /// Every other program of the firmware workspace.
 const OTHERS_BUILD: &[&str] = &[
     "--workspace",
@@ -352,6 +356,7 @@ const ANCHORED: &[(&str, ImageKind)] = &[
     ("bootloader", ImageKind::Bootloader),
     ("bootloader-net", ImageKind::Bootloader),
     ("demo-os", ImageKind::Os),
+    ("demo-os-net", ImageKind::Os),
     ("c-demo-os", ImageKind::Os),
 ];
 
@@ -387,9 +392,14 @@ fn firmware(check: bool) -> Result<()> {
     // links the compact SHA-2 rounds (its size budget), and the crypto bench is built with it so
     // that its primitive figures are the loader's; every other program keeps the fast rounds.
     let built = fw_dir.join("target").join(TARGET).join("release");
-    // The plain build below links `bootloader` again (cargo keeps both feature sets), so the
-    // network one is copied aside first.
-    for selection in [LOADER_BUILD, NET_BOOTLOADER_BUILD, OTHERS_BUILD] {
+    // The plain build below links `bootloader` and `demo-os` again (cargo keeps both feature
+    // sets), so the network ones are copied aside first.
+    for selection in [
+        LOADER_BUILD,
+        NET_BOOTLOADER_BUILD,
+        NET_DEMO_OS_BUILD,
+        OTHERS_BUILD,
+    ] {
         run(toolchain
             .cargo(&fw_dir, "build")
             .arg("--release")
@@ -397,9 +407,17 @@ fn firmware(check: bool) -> Result<()> {
         if selection == NET_BOOTLOADER_BUILD {
             fs::copy(built.join("bootloader"), built.join("bootloader-net"))?;
         }
+        if selection == NET_DEMO_OS_BUILD {
+            fs::copy(built.join("demo-os"), built.join("demo-os-net"))?;
+        }
     }
     if check {
-        for selection in [LOADER_BUILD, NET_BOOTLOADER_BUILD, OTHERS_BUILD] {
+        for selection in [
+            LOADER_BUILD,
+            NET_BOOTLOADER_BUILD,
+            NET_DEMO_OS_BUILD,
+            OTHERS_BUILD,
+        ] {
             run(toolchain
                 .cargo(&fw_dir, "clippy")
                 .arg("--release")

@@ -1,6 +1,6 @@
 //! Data streams: verify, de-duplicate and store sealed telemetry records
-//! (`flashgate_protocol::data_stream`), from gRPC ([`service`]) and plain UDP datagrams
-//! ([`udp`]), both through one [`ingest::DataIngest`].
+//! (`flashgate_protocol::data_stream`), from gRPC ([`service`]), plain UDP datagrams
+//! ([`udp`]) and a device's TCP stream of frames ([`tcp`]), all through one [`ingest::DataIngest`].
 //!
 //! Per device the store keeps one window record ([`records::WindowRecord`]): the current epoch
 //! and a replay window for it and for the previous epoch (records of the old epoch that were
@@ -20,11 +20,13 @@ pub mod ingest;
 pub mod limits;
 pub mod records;
 mod service;
+mod tcp;
 mod udp;
 
 pub use ingest::{DataIngest, IngestStats, Verdict, MAX_BATCH};
 pub use limits::IngestLimits;
 pub use service::DataApi;
+pub use tcp::serve_tcp;
 pub use udp::serve_udp;
 
 #[cfg(test)]

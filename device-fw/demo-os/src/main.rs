@@ -6,6 +6,8 @@
 //!   and the version from its own signed header, status receipts, app installs, the hand-over
 //!   to the bootloader for updates) and carries out what it leaves to the OS: its data stream,
 //!   its status, calling an app.
+//! - With the feature `net`, also streams every sealed record over the network, straight to
+//!   the coordinator's data ingest, see [`uplink`].
 //! - Starts installed applications with a function call through a call table, without a
 //!   reset, see [`apps`].
 #![no_std]
@@ -13,10 +15,13 @@
 
 mod apps;
 mod data;
+#[cfg(feature = "net")]
+mod uplink;
 
 use core::fmt::Write as _;
 
 use flashgate_board::cpu::SysTickCounter;
+use flashgate_board::mps2_an386::{CodeFlash, Uart0};
 use flashgate_board::{Board, NorFlash, SerialPort, UniqueId};
 use flashgate_protocol::boot;
 use flashgate_protocol::image::{SignedImageHeader, SIGNED_HEADER_LEN};
@@ -65,7 +70,11 @@ impl Uptime {
 
 /// Everything the OS owns; the app call table reaches it through [`apps::CURRENT_OS`].
 pub struct Os {
-    board: Board,
+    flash: CodeFlash,
+    uart: Uart0,
+    /// The network link of the records (feature `net`), when the controller came up.
+    #[cfg(feature = "net")]
+    uplink: Option<uplink::Uplink>,
     uptime: Uptime,
     data: Option<data::DataStream>,
     /// Ticks the first sealed record took (journal reservation + key derivation + seal + send).
@@ -77,7 +86,20 @@ impl Os {
     /// Sends one frame on the UART (records, logs: the ones the OS sends itself).
     pub fn send(&mut self, msg: &DeviceMessage<'_>) {
         if let Ok(len) = encode_frame(msg, &mut self.out) {
-            self.board.uart.write_all(&self.out[..len]);
+            self.uart.write_all(&self.out[..len]);
+        }
+    }
+
+    /// Sends a sealed record on the UART and (feature `net`) on the network uplink: one frame,
+    /// the same bytes on both.
+    fn send_record(&mut self, record: &[u8]) {
+        let Ok(len) = encode_frame(&DeviceMessage::DataRecord(record), &mut self.out) else {
+            return;
+        };
+        self.uart.write_all(&self.out[..len]);
+        #[cfg(feature = "net")]
+        if let Some(uplink) = self.uplink.as_mut() {
+            uplink.queue(&self.out[..len]);
         }
     }
 
@@ -89,8 +111,8 @@ impl Os {
     pub fn emit_telemetry(&mut self, body: &[u8]) -> Result<u32, ErrorCode> {
         let data = self.data.as_mut().ok_or(ErrorCode::NotProvisioned)?;
         let mut record = [0u8; flashgate_protocol::data_stream::MAX_RECORD_LEN];
-        let (counter, n) = data.seal_telemetry(&mut self.board.flash, body, &mut record)?;
-        self.send(&DeviceMessage::DataRecord(&record[..n]));
+        let (counter, n) = data.seal_telemetry(&mut self.flash, body, &mut record)?;
+        self.send_record(&record[..n]);
         Ok(counter)
     }
 
@@ -125,8 +147,8 @@ impl Os {
     fn rotate(&mut self) -> Result<(), ErrorCode> {
         let data = self.data.as_mut().ok_or(ErrorCode::NotProvisioned)?;
         let mut record = [0u8; flashgate_protocol::data_stream::MAX_RECORD_LEN];
-        let n = data.rotate(&mut self.board.flash, &mut record)?;
-        self.send(&DeviceMessage::DataRecord(&record[..n]));
+        let n = data.rotate(&mut self.flash, &mut record)?;
+        self.send_record(&record[..n]);
         Ok(())
     }
 
@@ -147,7 +169,7 @@ impl Os {
             }
             OsAction::StartApp(app) => {
                 let status = apps::start(self, &app);
-                service.app_returned(&app, status, &mut self.board.uart);
+                service.app_returned(&app, status, &mut self.uart);
                 Ok(())
             }
         };
@@ -210,8 +232,24 @@ extern "C" fn main() -> ! {
         .and_then(|r| data::DataStream::open(&mut board.flash, r).ok());
     let open_ticks = uptime.systick.ticks_since(started);
 
+    #[cfg(feature = "net")]
+    let Board {
+        flash,
+        uart,
+        eth,
+        mut entropy,
+        ..
+    } = board;
+    #[cfg(not(feature = "net"))]
+    let Board { flash, uart, .. } = board;
     let mut os = Os {
-        board,
+        flash,
+        uart,
+        // Only a provisioned device has records to send.
+        #[cfg(feature = "net")]
+        uplink: data
+            .as_ref()
+            .and_then(|_| uplink::Uplink::up(eth, &mut entropy).ok()),
         uptime,
         data,
         first_record_ticks: 0,
@@ -230,18 +268,22 @@ extern "C" fn main() -> ! {
     let mut service = OsService::new(record.as_ref(), chip_uid, version, boot.unwrap_or_default());
     let mut decoder = FrameDecoder::new();
     loop {
+        #[cfg(feature = "net")]
+        if let Some(uplink) = os.uplink.as_mut() {
+            uplink.poll();
+        }
         if os.uptime.poll() >= next_heartbeat {
             next_heartbeat += HEARTBEAT_TICKS;
             let _ = os.emit_event("heartbeat", service.app_stats());
         }
-        let Some(byte) = os.board.uart.try_read() else {
+        let Some(byte) = os.uart.try_read() else {
             core::hint::spin_loop();
             continue;
         };
         let Some(frame) = decoder.push(byte) else {
             continue;
         };
-        let action = service.handle(frame, &mut os.board.flash, &mut os.board.uart);
+        let action = service.handle(frame, &mut os.flash, &mut os.uart);
         os.act(action, &mut service);
     }
 }

@@ -18,6 +18,7 @@ mod factory_os;
 mod getting_started;
 mod install_cuts;
 mod network_capture;
+mod network_data;
 mod network_update;
 mod provisioning;
 mod provisioning_refusals;

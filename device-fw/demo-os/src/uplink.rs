@@ -1,0 +1,162 @@
+//! The demo OS's network uplink (feature `net`): its sealed records, straight to the
+//! coordinator's data ingest over TCP, with no host tool (`docs/protocol.md`, "Records over
+//! the network").
+//!
+//! TCP and not UDP: the emulated board's only network is QEMU user networking with
+//! `restrict=on`, which drops every UDP datagram the guest sends; its guest forwards carry TCP
+//! only. The bytes on the connection are the UART's frames (`DataRecord`, sync + type + length
+//! + payload + CRC), so the ingest decodes them with the same `FrameDecoder`. TCP adds nothing
+//! to the trust model: each record authenticates itself under the device's epoch key, and the
+//! coordinator's replay window refuses a copy, whichever link carried it.
+//!
+//! The device connects to [`INGEST`] (a compile-time address, like the bootloader's gateway:
+//! QEMU's guest forward on the emulated board), again with a doubling back-off whenever the
+//! connection fails or closes. Records sealed while it is down wait in [`PENDING_LEN`] bytes of
+//! whole frames; past that a record is dropped: its counter is spent all the
+//! same (reserved in flash), so no counter is ever sealed twice.
+
+use flashgate_board::cpu::SysTickCounter;
+use flashgate_board::mps2_an386::{Lan9118, Lan9118Device};
+use flashgate_board::{Board, EntropySource};
+use flashgate_net::smoltcp::iface::{SocketHandle, SocketStorage};
+use flashgate_net::smoltcp::socket::tcp;
+use flashgate_net::smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
+use flashgate_net::{Clock, Ipv4Config, NetStack, TakeOnce};
+
+/// The data ingest: an otherwise unused address of QEMU's user-net subnet that the emulator
+/// forwards to the coordinator's loopback port (`flashgate-coordinator serve --data-tcp`).
+pub const INGEST: IpEndpoint = IpEndpoint {
+    addr: IpAddress::Ipv4(Ipv4Address::new(10, 0, 2, 101)),
+    port: 7403,
+};
+/// The first wait before connecting again after a failed or closed connection.
+const RETRY_FIRST_S: u64 = 1;
+/// The longest wait between two connection attempts.
+const RETRY_MAX_S: u64 = 32;
+/// Receive buffer: the ingest sends nothing back today; room for a small reply.
+pub const RX_LEN: usize = 256;
+/// Send buffer: about 90 frames of 22-byte v2 records (8 bytes of framing each).
+pub const TX_LEN: usize = 4096;
+/// Whole frames waiting while the connection is down.
+pub const PENDING_LEN: usize = 2048;
+
+static SOCKETS: TakeOnce<[SocketStorage<'static>; 1]> = TakeOnce::new([SocketStorage::EMPTY; 1]);
+static RX: TakeOnce<[u8; RX_LEN]> = TakeOnce::new([0; RX_LEN]);
+static TX: TakeOnce<[u8; TX_LEN]> = TakeOnce::new([0; TX_LEN]);
+
+/// Why the uplink did not come up (the UART is then the only link).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetDown {
+    /// No entropy for the TCP sequence numbers.
+    Entropy,
+    /// The Ethernet controller did not initialise.
+    Controller,
+    /// The static socket storage was taken already (a second bring-up).
+    Storage,
+}
+
+/// The uplink: the stack, one TCP socket to the ingest, frames waiting for it.
+pub struct Uplink {
+    stack: NetStack<'static, Lan9118Device>,
+    clock: Clock,
+    tcp: SocketHandle,
+    pending: [u8; PENDING_LEN],
+    pending_len: usize,
+    retry_at: u64,
+    backoff_s: u64,
+}
+
+impl Uplink {
+    /// Brings the controller and the stack up (static address, `Ipv4Config::QEMU_USER`), the
+    /// seed of TCP sequence numbers and ports from `entropy`.
+    pub fn up(eth: Lan9118, entropy: &mut impl EntropySource) -> Result<Self, NetDown> {
+        let mut seed = [0u8; 8];
+        entropy.fill(&mut seed).map_err(|_| NetDown::Entropy)?;
+        let mut clock = Clock::new(SysTickCounter::start(), Board::CORE_CLOCK_HZ);
+        let device = eth.init(None).map_err(|_| NetDown::Controller)?;
+        let (Some(storage), Some(rx), Some(tx)) = (SOCKETS.take(), RX.take(), TX.take()) else {
+            return Err(NetDown::Storage);
+        };
+        let socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(&mut rx[..]),
+            tcp::SocketBuffer::new(&mut tx[..]),
+        );
+        let mut stack = NetStack::new(
+            device,
+            &Ipv4Config::QEMU_USER,
+            u64::from_le_bytes(seed),
+            None,
+            &mut storage[..],
+            clock.now(),
+        );
+        let tcp = stack.add_socket(socket).map_err(|_| NetDown::Storage)?;
+        Ok(Self {
+            stack,
+            clock,
+            tcp,
+            pending: [0; PENDING_LEN],
+            pending_len: 0,
+            retry_at: 0,
+            backoff_s: RETRY_FIRST_S,
+        })
+    }
+
+    /// Queues one encoded frame (whole or not at all) and pushes what the socket takes.
+    pub fn queue(&mut self, frame: &[u8]) {
+        match self
+            .pending
+            .get_mut(self.pending_len..self.pending_len + frame.len())
+        {
+            Some(room) => {
+                room.copy_from_slice(frame);
+                self.pending_len += frame.len();
+            }
+            // Lost like a datagram on a full link; its counter stays spent.
+            None => {}
+        }
+        self.flush();
+    }
+
+    /// Moves what fits from the pending buffer into the socket (when it is established).
+    fn flush(&mut self) {
+        let socket = self.stack.socket::<tcp::Socket>(self.tcp);
+        if self.pending_len == 0 || !socket.may_send() {
+            return;
+        }
+        if let Ok(n) = socket.send_slice(&self.pending[..self.pending_len]) {
+            self.pending.copy_within(n..self.pending_len, 0);
+            self.pending_len -= n;
+        }
+    }
+
+    /// One step: moves frames, (re)connects when due, drains what the ingest sent, flushes.
+    pub fn poll(&mut self) {
+        let now = self.clock.now();
+        self.stack.poll(now);
+        let ticks = self.clock.ticks();
+        let socket = self.stack.socket::<tcp::Socket>(self.tcp);
+        if !socket.is_open() {
+            if ticks >= self.retry_at {
+                self.retry_at = ticks + self.backoff_s * u64::from(Board::CORE_CLOCK_HZ);
+                self.backoff_s = (self.backoff_s * 2).min(RETRY_MAX_S);
+                // A failed attempt is retried after the back-off like a refused one.
+                let _ = self.stack.connect(self.tcp, INGEST);
+            }
+            return;
+        }
+        if socket.may_send() && socket.may_recv() {
+            self.backoff_s = RETRY_FIRST_S;
+        } else if !socket.may_recv() && socket.state() == tcp::State::CloseWait {
+            socket.close();
+            return;
+        }
+        // Nothing is expected from the ingest yet; whatever came is read so the window stays open.
+        while socket.can_recv() {
+            if socket.recv(|bytes| (bytes.len(), ())).is_err() {
+                break;
+            }
+        }
+        self.flush();
+        self.stack.poll(self.clock.now());
+    }
+}
