@@ -286,6 +286,11 @@ fn a_udp_flood_from_many_sources_neither_stalls_leasing_nor_grows_the_coordinato
         flood_accepted as f64 / flood_secs,
         (flood_accepted as f64 / flood_secs) / (quiet_accepted as f64 / quiet_secs).max(f64::EPSILON)
     );
+    // Why batches were not stored, if any were (the coordinator logs each one).
+    let log = std::fs::read_to_string(replicas.log_dir().join("replica0.log")).unwrap_or_default();
+    for line in log.lines().filter(|l| l.contains("not stored")).take(3) {
+        println!("  coordinator: {line}");
+    }
     assert!(before > 0, "no lease was granted before the flood");
     assert!(during > 0, "leasing stalled under the flood");
     assert_eq!(
