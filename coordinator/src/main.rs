@@ -293,6 +293,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &bootstrap,
                 config,
             ));
+            let upgraded = coordinator
+                .upgrade_store()
+                .await
+                .context("bringing the store up to this version")?;
+            if upgraded > 0 {
+                tracing::info!(devices = upgraded, "data-stream handle index backfilled");
+            }
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
                 .with_context(|| format!("listening on {}", args.listen))?;
