@@ -5,7 +5,9 @@
 //! slot) and device-certificate issuance (`IssueDeviceCertificate`: one lease slot per chip;
 //! goal ≥ 0.8×), each with 1 and with 16 concurrent stations (the 16 share one order, each
 //! issues under its own lease). All of it over TLS (mutual, station certificates) and over
-//! plain text, with the TLS cost per case at the end.
+//! plain text, with the TLS cost per case at the end. Station requests are signed before the
+//! clock starts (a station signs on its own machine, not on the coordinator's cores); sending
+//! them, TLS and HTTP/2 on the station's side included, is inside it.
 //!
 //! `cargo bench -p flashgate-coordinator --bench quota` (needs /usr/bin/etcd). `QUOTA_BENCH_N`
 //! sets the number of operations per measurement (default 300).
