@@ -135,6 +135,13 @@ impl Coordinator {
         )
     }
 
+    /// Brings a store written by an earlier version up to what this one reads (today: the
+    /// data-stream handle index, [`crate::data_stream::index::DeviceIdIndex::backfill`]); the
+    /// number of devices whose entries were written.
+    pub async fn upgrade_store(&self) -> crate::error::Result<usize> {
+        crate::data_stream::index::DeviceIdIndex::backfill(&self.db).await
+    }
+
     /// Lease expiry and the replay-cache sweep, run by the elected replica.
     pub fn housekeeping(&self) -> Housekeeping {
         Housekeeping::new(

@@ -293,18 +293,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &bootstrap,
                 config,
             ));
+            let upgraded = coordinator
+                .upgrade_store()
+                .await
+                .context("bringing the store up to this version")?;
+            if upgraded > 0 {
+                tracing::info!(devices = upgraded, "data-stream handle index backfilled");
+            }
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
                 .with_context(|| format!("listening on {}", args.listen))?;
             let data = Arc::new(coordinator.data_ingest());
             if let Some(addr) = &args.data_udp {
-                let socket = tokio::net::UdpSocket::bind(addr)
-                    .await
+                let socket = std::net::UdpSocket::bind(addr)
                     .with_context(|| format!("binding the data UDP port {addr}"))?;
-                tokio::spawn(flashgate_coordinator::data_stream::serve_udp(
-                    data.clone(),
-                    socket,
-                ));
+                flashgate_coordinator::data_stream::serve_udp_on_own_thread(data.clone(), socket)
+                    .context("starting the data UDP ingest")?;
             }
             if let Some(addr) = &args.console_listen {
                 let listener = tokio::net::TcpListener::bind(addr)

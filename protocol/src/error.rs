@@ -129,6 +129,12 @@ error_codes! {
     /// The record authenticates but reuses a counter of an accepted record with other contents,
     /// or continues an epoch the device closed by rotating: two devices share one device key.
     DataDiverged = 0x050A => "data record diverges from one already accepted: two devices behind one identity",
+    /// The receiver dropped the record unread: its queue of records read but not yet verified
+    /// was full (all sources together, or this source's share).
+    DataOverloaded = 0x050B => "data record dropped: the receiver's queue is full",
+    /// The record was read but its batch could not be stored (the store refused or did not
+    /// answer): it was not accepted, and is counted so the loss is visible.
+    DataNotStored = 0x050C => "data record not stored: the store did not take its batch",
     /// The install stopped at the step the host asked for (power-cut tests).
     InstallHalted = 0x0409 => "install halted at the requested step",
     /// A newly installed image did not confirm itself within its boot attempts; the previous

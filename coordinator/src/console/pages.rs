@@ -10,6 +10,7 @@ use flashgate_proto::v1::{self, StationState};
 
 use super::html::{self, esc, hex_or_dash, time, Progress};
 use super::{LoggedIn, Shared};
+use crate::access::Role;
 
 /// Devices shown on list pages at most.
 const LIST_LIMIT: u32 = 200;
@@ -39,9 +40,11 @@ fn order_id(status: &v1::OrderStatus) -> &str {
 /// `GET /orders`: every order with its progress; `console.js` refreshes the counts.
 pub async fn orders(State(console): State<Shared>, user: LoggedIn) -> Html<String> {
     let caller = console.api.caller(&user.session.credentials);
-    let mut body = String::from(
-        r#"<p class="actions"><a class="button" href="/orders/new">New order</a></p>"#,
-    );
+    let mut body = String::from(if user.session.operator.may(Role::Orders) {
+        r#"<p class="actions"><a class="button" href="/orders/new">New order</a></p>"#
+    } else {
+        r#"<p class="actions"><button type="button" disabled title="needs the orders role">New order</button> <span class="muted">(needs the orders role)</span></p>"#
+    });
     match caller.list_orders(v1::ListOrdersRequest {}).await {
         Err(status) => body.push_str(&html::refusal(&status)),
         Ok(list) if list.orders.is_empty() => body.push_str("<p>No orders yet.</p>"),
@@ -254,19 +257,7 @@ pub async fn stations(State(console): State<Shared>, user: LoggedIn) -> Html<Str
             Err(status) => ("-".into(), html::refusal(status)),
         };
         let id = esc(&station.station_id);
-        let mut actions = String::new();
-        if state != StationState::Approved {
-            let _ = write!(
-                actions,
-                r#"<a class="button" href="/stations/{id}/approve">Approve</a> "#
-            );
-        }
-        if state != StationState::Revoked {
-            let _ = write!(
-                actions,
-                r#"<a class="button danger" href="/stations/{id}/revoke">Revoke</a>"#
-            );
-        }
+        let actions = station_actions(&user, &id, state);
         let _ = write!(
             body,
             r#"<tr><th scope="row"><code>{id}</code></th><td>{name}</td><td>{factory}</td><td class="state-{word}">{word}</td><td>{enrolled}</td><td>{approved}</td><td>{last}</td><td>{chart}</td><td class="actions">{actions}</td></tr>"#,
@@ -286,6 +277,46 @@ pub async fn stations(State(console): State<Shared>, user: LoggedIn) -> Html<Str
          every call a station makes, and reports an order's failure count only",
     ));
     render(&user, "Stations", "/stations", &body)
+}
+
+/// Approve / revoke for an admin; for anyone else the same buttons disabled, saying why (the
+/// API refuses them anyway: the console only does not offer what would be refused).
+fn station_actions(user: &LoggedIn, id: &str, state: StationState) -> String {
+    let admin = user.session.operator.may(Role::Admin);
+    let mut actions = String::new();
+    for (verb, label, class, shown) in [
+        (
+            "approve",
+            "Approve",
+            "button",
+            state != StationState::Approved,
+        ),
+        (
+            "revoke",
+            "Revoke",
+            "button danger",
+            state != StationState::Revoked,
+        ),
+    ] {
+        if !shown {
+            continue;
+        }
+        let _ = if admin {
+            write!(
+                actions,
+                r#"<a class="{class}" href="/stations/{id}/{verb}">{label}</a> "#
+            )
+        } else {
+            write!(
+                actions,
+                r#"<button type="button" disabled title="needs the admin role">{label}</button> "#
+            )
+        };
+    }
+    if !admin {
+        actions.push_str(r#"<span class="muted">(needs the admin role)</span>"#);
+    }
+    actions
 }
 
 /// Installs per hour over the last [`HOURS`] hours, oldest left, as SVG bars.

@@ -9,13 +9,36 @@
 //! | --- | --- |
 //! | `data/device_ids/{device id hex}/{product_id:010}/{serial}` | [`IndexEntry`] |
 //! | `data/handles/{handle hex}/{product_id:010}/{serial}` | [`HandleEntry`] |
+//! | `data/index_version/current` | [`IndexVersion`] |
+//!
+//! A store whose devices were registered before handles existed has no handle entries, and
+//! their v2 records would be refused as unknown: [`DeviceIdIndex::backfill`] writes every
+//! registered device's entries once (at start, until the version says it is done).
 
 use flashgate_protocol::data_stream::{self, DeviceRef, DEVICE_ID_LEN, HANDLE_LEN};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::ids::{ProductId, Serial};
+use crate::provisioning::registry::DeviceRecord;
 use crate::repository::{Db, JsonRecord, KeyPart, Scope, Txn};
+
+/// What the indexes hold for every registered device: 1, device ids; 2, handles too.
+pub const INDEX_VERSION: u32 = 2;
+/// Devices whose entries one backfill transaction writes.
+const BACKFILL_TXN: usize = 64;
+
+/// Which entries every registered device has.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IndexVersion {
+    /// [`INDEX_VERSION`] once backfilled.
+    pub version: u32,
+}
+
+impl JsonRecord for IndexVersion {
+    const PREFIX: &'static str = "data/index_version/";
+    type Key = str;
+}
 
 /// A device id, hex in keys.
 pub struct DeviceId(pub [u8; DEVICE_ID_LEN]);
@@ -95,5 +118,34 @@ impl DeviceIdIndex {
             .into_iter()
             .map(|e| (e.product_id, e.serial))
             .collect())
+    }
+
+    /// Writes both index entries of every registered device unless the store says it was done
+    /// ([`IndexVersion`]); the number of devices written (0 when it was done). Rewriting an
+    /// entry puts what is already there, so replicas starting together cost only time.
+    pub async fn backfill(db: &Db) -> Result<usize> {
+        const CURRENT: &str = "current";
+        if db
+            .get::<IndexVersion>(CURRENT)
+            .await?
+            .is_some_and(|v| v.record.version >= INDEX_VERSION)
+        {
+            return Ok(0);
+        }
+        let devices = db.list(Scope::<DeviceRecord>::all()).await?;
+        for chunk in devices.chunks(BACKFILL_TXN) {
+            let txn = chunk.iter().fold(Txn::new(), |txn, d| {
+                Self::add(txn, d.record.product_id, d.record.serial)
+            });
+            db.commit(txn).await?;
+        }
+        db.commit(Txn::new().put(
+            CURRENT,
+            &IndexVersion {
+                version: INDEX_VERSION,
+            },
+        ))
+        .await?;
+        Ok(devices.len())
     }
 }

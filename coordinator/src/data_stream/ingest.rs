@@ -187,6 +187,18 @@ impl DataIngest {
         self.stats.lock().expect("stats lock").clone()
     }
 
+    /// Counts `n` records refused before they reached [`Self::ingest_from`] (the UDP
+    /// receiver's queue was full) or whose batch the store did not take.
+    pub fn count_refused(&self, code: ErrorCode, n: u64) {
+        *self
+            .stats
+            .lock()
+            .expect("stats lock")
+            .rejected
+            .entry(code as u32)
+            .or_default() += n;
+    }
+
     fn count(&self, verdict: &Verdict) {
         let mut stats = self.stats.lock().expect("stats lock");
         match verdict {

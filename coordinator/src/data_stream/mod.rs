@@ -25,7 +25,7 @@ mod udp;
 pub use ingest::{DataIngest, IngestStats, Verdict, MAX_BATCH};
 pub use limits::IngestLimits;
 pub use service::DataApi;
-pub use udp::serve_udp;
+pub use udp::{serve_udp, serve_udp_on_own_thread};
 
 #[cfg(test)]
 mod tests;

@@ -481,3 +481,43 @@ async fn records_of_a_copy_are_flagged_on_a_fresh_replica_too() {
     assert_eq!(evidence(&tc, &SERIAL).await.0.len(), 1);
     tc.stop().await;
 }
+
+#[tokio::test]
+async fn a_store_from_before_handles_is_backfilled_once_and_then_takes_v2_records() {
+    use crate::data_stream::index::{DeviceIdIndex, Handle, HandleEntry};
+    use crate::ids::{ProductId, Serial};
+    use crate::repository::{Db, Scope, Txn};
+
+    let tc = TestCoordinator::start_embedded().await.unwrap();
+    tc.register_device(7, &SERIAL, &KEY).await.unwrap();
+    let db = Db::new(tc.coordinator.store().clone());
+    // As a device registered before handles existed: its handle entry is not there.
+    let handle = (
+        Handle(data_stream::handle(&SERIAL)),
+        (ProductId(7), Serial(SERIAL)),
+    );
+    let entry = db.get::<HandleEntry>(&handle).await.unwrap().unwrap();
+    assert!(db.commit(Txn::new().delete(&entry)).await.unwrap());
+    let before = tc.coordinator.data_ingest();
+    assert_eq!(
+        before.ingest(&[v2(0, 1)], "test").await.unwrap(),
+        vec![Err(ErrorCode::DataUnknownDevice)]
+    );
+
+    assert_eq!(DeviceIdIndex::backfill(&db).await.unwrap(), 1);
+    assert_eq!(
+        db.list(Scope::<HandleEntry>::all()).await.unwrap().len(),
+        1,
+        "the handle entry is back"
+    );
+    let after = tc.coordinator.data_ingest();
+    assert_eq!(
+        after.ingest(&[v2(0, 1)], "test").await.unwrap(),
+        vec![Ok(())]
+    );
+    assert_eq!(
+        DeviceIdIndex::backfill(&db).await.unwrap(),
+        0,
+        "done once: a restart does not list the registry again"
+    );
+}

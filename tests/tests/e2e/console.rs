@@ -323,7 +323,15 @@ fn console_in_chromium() {
     log_in(&browser, &base, &viewer);
     assert!(browser.url().ends_with("/orders"), "the viewer logs in");
     browser.goto(&format!("{base}/stations"));
-    browser.click(&browser.find(&format!("a[href='/stations/{pending}/revoke']")));
+    let offered = browser.execute(
+        &format!(
+            "return document.querySelector(\"a[href='/stations/{pending}/revoke']\") !== null;"
+        ),
+        json!([]),
+    );
+    assert_eq!(offered, json!(false), "a viewer is not offered revoke");
+    // The API is what refuses: the confirmation page reached by its address and submitted.
+    browser.goto(&format!("{base}/stations/{pending}/revoke"));
     browser.click(&browser.find("form.confirm button[type=submit]"));
     settled(&browser, "document.querySelector('.refused') !== null");
     let refusal = browser.text(&browser.find(".refused"));

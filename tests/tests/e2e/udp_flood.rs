@@ -103,6 +103,21 @@ fn genuine_sender(
     })
 }
 
+/// `read()` once it reaches `target`, or once it stops changing (three reads 200 ms apart),
+/// at most 15 s after the call: the ingest counts a record when its batch is stored, which on
+/// loaded cores can be a while after the datagram was read.
+fn settled(target: Option<u64>, mut read: impl FnMut() -> u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (mut last, mut same) = (read(), 0);
+    while Some(last) != target && same < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = read();
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+    }
+    last
+}
+
 /// The ingest's counters, read over the operator API.
 fn ingest_stats(rt: &tokio::runtime::Runtime, endpoint: &str, token: &str) -> v1::IngestStats {
     rt.block_on(async {
@@ -184,10 +199,9 @@ fn a_udp_flood_from_many_sources_neither_stalls_leasing_nor_grows_the_coordinato
     std::thread::sleep(PHASE / 2);
     quiet_stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
     let quiet_secs = quiet_start.elapsed().as_secs_f64();
-    let quiet_accepted = accepted_at(&rt) - accepted_start;
     let quiet_sent = quiet_sent.load(Ordering::Relaxed);
+    let quiet_accepted = settled(Some(quiet_sent), || accepted_at(&rt) - accepted_start);
     let rss_before = rss_kib(pid);
 
     // During: the flood, from SOURCES addresses of 127.0.0.0/8.
@@ -246,7 +260,11 @@ fn a_udp_flood_from_many_sources_neither_stalls_leasing_nor_grows_the_coordinato
     sender.join().unwrap();
     let flood_secs = flood_start.elapsed().as_secs_f64();
     let sent = sent.load(Ordering::Relaxed);
-    std::thread::sleep(Duration::from_millis(500));
+    // What was read before the senders stopped may still be in batches being stored.
+    settled(None, || {
+        let stats = ingest_stats(&rt, &endpoint, &replicas.token);
+        stats.accepted + stats.rejected.iter().map(|r| r.count).sum::<u64>()
+    });
     let rss_after = rss_kib(pid);
     rt.block_on(race.stop());
 
@@ -286,6 +304,11 @@ fn a_udp_flood_from_many_sources_neither_stalls_leasing_nor_grows_the_coordinato
         flood_accepted as f64 / flood_secs,
         (flood_accepted as f64 / flood_secs) / (quiet_accepted as f64 / quiet_secs).max(f64::EPSILON)
     );
+    // Why batches were not stored, if any were (the coordinator logs each one).
+    let log = std::fs::read_to_string(replicas.log_dir().join("replica0.log")).unwrap_or_default();
+    for line in log.lines().filter(|l| l.contains("not stored")).take(3) {
+        println!("  coordinator: {line}");
+    }
     assert!(before > 0, "no lease was granted before the flood");
     assert!(during > 0, "leasing stalled under the flood");
     assert_eq!(
