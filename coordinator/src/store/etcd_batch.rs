@@ -10,14 +10,10 @@
 //! which member's guard failed, so each member is then run alone, as it would have been, and
 //! gets its own answer (committed, or refused with its own keys read back).
 //!
-//! At most [`IN_FLIGHT`] transactions are in flight. A request arriving while a slot is free and
-//! nothing is queued goes out at once from the caller's own task (no hand-off to the commit task
-//! and back), so a lone caller waits for nothing; merging starts when callers overlap. Sent alone
-//! is exactly what a member of a refused group gets, so the direct path decides nothing
-//! differently: every etcd transaction is atomic and its guards are etcd's to check.
+//! At most [`IN_FLIGHT`] transactions are in flight; a request arriving when none is goes out
+//! at once, so a lone caller waits for nothing.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
@@ -102,11 +98,6 @@ impl Group {
 /// Sends transactions to etcd, merging concurrent ones.
 pub(super) struct Batcher {
     queue: mpsc::UnboundedSender<Request>,
-    /// Shared with the commit task: a direct commit takes a slot like a group does.
-    in_flight: Arc<Semaphore>,
-    /// Requests sent to the commit task and not yet taken into a group.
-    queued: Arc<AtomicUsize>,
-    sender: Sender,
 }
 
 #[derive(Clone)]
@@ -119,21 +110,8 @@ impl Batcher {
     /// A batcher over `client`, keys under `namespace`; its task runs until the store is dropped.
     pub(super) fn spawn(client: Client, namespace: String) -> Self {
         let (queue, requests) = mpsc::unbounded_channel();
-        let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
-        let queued = Arc::new(AtomicUsize::new(0));
-        let sender = Sender { client, namespace };
-        tokio::spawn(run(
-            sender.clone(),
-            requests,
-            in_flight.clone(),
-            queued.clone(),
-        ));
-        Self {
-            queue,
-            in_flight,
-            queued,
-            sender,
-        }
+        tokio::spawn(run(Sender { client, namespace }, requests));
+        Self { queue }
     }
 
     /// Commits (or refuses) one transaction, possibly merged with concurrent ones.
@@ -143,13 +121,7 @@ impl Batcher {
         writes: Vec<Write>,
         reads: Vec<String>,
     ) -> Result<Outcome, StoreError> {
-        if self.queued.load(Ordering::Acquire) == 0 {
-            if let Ok(_slot) = self.in_flight.clone().try_acquire_owned() {
-                return self.sender.commit(&guards, &writes, &reads).await;
-            }
-        }
         let (reply, answer) = oneshot::channel();
-        self.queued.fetch_add(1, Ordering::AcqRel);
         self.queue
             .send(Request {
                 guards,
@@ -168,12 +140,8 @@ fn stopped() -> StoreError {
     )))
 }
 
-async fn run(
-    sender: Sender,
-    mut requests: mpsc::UnboundedReceiver<Request>,
-    in_flight: Arc<Semaphore>,
-    queued: Arc<AtomicUsize>,
-) {
+async fn run(sender: Sender, mut requests: mpsc::UnboundedReceiver<Request>) {
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut waiting: Vec<Request> = Vec::new();
     loop {
         if waiting.is_empty() {
@@ -199,8 +167,6 @@ async fn run(
             }
         }
         waiting = later;
-        // Taken into a group (or left for the next round, still counted until taken).
-        queued.fetch_sub(group.members.len(), Ordering::AcqRel);
         let sender = sender.clone();
         tokio::spawn(async move {
             sender.commit_group(group.members).await;
