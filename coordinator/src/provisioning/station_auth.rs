@@ -103,6 +103,10 @@ pub struct StationAuth {
     window: Duration,
     require_mtls: bool,
     cached: Arc<Cache<StationId, Stored<StationRecord>>>,
+    /// Enrolled keys already decompressed (a point decompression is a field square root, a
+    /// tenth of a signature check), by their 32 bytes: the same bytes always decompress to the
+    /// same point, so this changes nothing a check decides.
+    keys: Arc<Cache<[u8; 32], VerifyingKey>>,
 }
 
 /// The station key a connection proved in its TLS handshake, if it presented one.
@@ -129,6 +133,7 @@ impl StationAuth {
             window,
             require_mtls,
             cached: Arc::new(Cache::new(CACHED_STATIONS)),
+            keys: Arc::new(Cache::new(CACHED_STATIONS)),
         }
     }
 
@@ -205,12 +210,18 @@ impl StationAuth {
         claims: &Claims,
         stored: &Stored<StationRecord>,
     ) -> Result<()> {
-        let key = VerifyingKey::from_bytes(&stored.record.ed25519_public_key).map_err(|_| {
-            E::CorruptRecord {
-                key: stored.key.clone(),
-                reason: "the ed25519 key is not a curve point".into(),
+        let bytes = &stored.record.ed25519_public_key;
+        let key = match self.keys.get(bytes) {
+            Some(key) => key,
+            None => {
+                let key = VerifyingKey::from_bytes(bytes).map_err(|_| E::CorruptRecord {
+                    key: stored.key.clone(),
+                    reason: "the ed25519 key is not a curve point".into(),
+                })?;
+                self.keys.put(*bytes, key);
+                key
             }
-        })?;
+        };
         self.check_connection(request, &stored.record.ed25519_public_key)?;
         self.check_signature(request, method, claims, &key)
     }
