@@ -19,13 +19,24 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::ingest::{DataIngest, MAX_BATCH};
 
+/// Connections served at once: anyone may connect (records authenticate themselves), so the
+/// port bounds what connections can hold here; one beyond it is closed at once.
+const MAX_CONNECTIONS: usize = 1024;
+
 /// Accepts connections until the task is dropped; each one is served in a task of its own.
 pub async fn serve_tcp(ingest: Arc<DataIngest>, listener: TcpListener) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "data TCP ingest listening");
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer) = listener.accept().await?;
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "data TCP connection refused: {MAX_CONNECTIONS} already open");
+            drop(stream);
+            continue;
+        };
         let ingest = ingest.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             match serve_connection(&ingest, stream, peer).await {
                 Ok(records) => tracing::info!(%peer, records, "data TCP connection ended"),
                 Err(error) => {

@@ -4,8 +4,8 @@
 //!
 //! TCP and not UDP: the emulated board's only network is QEMU user networking with
 //! `restrict=on`, which drops every UDP datagram the guest sends; its guest forwards carry TCP
-//! only. The bytes on the connection are the UART's frames (`DataRecord`, sync + type + length
-//! + payload + CRC), so the ingest decodes them with the same `FrameDecoder`. TCP adds nothing
+//! only. The bytes on the connection are the UART's frames (`DataRecord`: sync, type, length,
+//! payload, CRC), so the ingest decodes them with the same `FrameDecoder`. TCP adds nothing
 //! to the trust model: each record authenticates itself under the device's epoch key, and the
 //! coordinator's replay window refuses a copy, whichever link carried it.
 //!
@@ -103,16 +103,14 @@ impl Uplink {
 
     /// Queues one encoded frame (whole or not at all) and pushes what the socket takes.
     pub fn queue(&mut self, frame: &[u8]) {
-        match self
+        // A frame that does not fit is lost like a datagram on a full link; its counter stays
+        // spent.
+        if let Some(room) = self
             .pending
             .get_mut(self.pending_len..self.pending_len + frame.len())
         {
-            Some(room) => {
-                room.copy_from_slice(frame);
-                self.pending_len += frame.len();
-            }
-            // Lost like a datagram on a full link; its counter stays spent.
-            None => {}
+            room.copy_from_slice(frame);
+            self.pending_len += frame.len();
         }
         self.flush();
     }
