@@ -60,6 +60,12 @@ pub enum CoordinatorError {
 }
 
 impl CoordinatorError {
+    /// Whether what the call wrote may have been applied although it failed: the store
+    /// failed or did not answer in time.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Self::Store(_) | Self::Unavailable(_))
+    }
+
     /// The same refusal again (same status, same message), for answering several callers
     /// whose shared transaction failed.
     pub fn duplicate(&self) -> Self {

@@ -289,10 +289,16 @@ impl StationAuth {
 
     /// The answer to a call of [`Self::verify_signed`] refused before its transaction
     /// committed: its nonce is consumed now (a separate write, off the hot path), so the
-    /// refused request cannot be replayed either; a nonce already used makes it a replay.
+    /// refused request cannot be replayed either; a nonce already used makes it a replay —
+    /// unless the refusal is the store failing, whose transaction may have committed, nonce
+    /// and all, with its answer lost (an etcd member lost mid-commit): that call keeps its own
+    /// "unavailable, retry" answer, never "replayed". A replay is refused either way; the
+    /// station retries with a fresh request (a certificate comes back the same for the same
+    /// chip; a lease granted unseen expires and gives its slots back).
     pub async fn refused(&self, nonce: &NonceClaim, refusal: E) -> E {
         match nonces::consume(&self.db, &nonce.station, nonce.nonce.0, nonce.timestamp_ms).await {
             Ok(true) => refusal,
+            Ok(false) if refusal.outcome_unknown() => refusal,
             Ok(false) => replayed(),
             Err(error) => error,
         }
