@@ -214,20 +214,10 @@ async fn grants_concurrent(
             (client.clone(), requests)
         })
         .collect();
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for (mut client, requests) in signed {
-        tasks.push(tokio::spawn(async move {
-            for request in requests {
-                client.acquire_lease(request).await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    Ok(f64::from(per_station) * stations.len() as f64 / started.elapsed().as_secs_f64())
+    per_second(signed, |mut client, request| async move {
+        client.acquire_lease(request).await.map(drop)
+    })
+    .await
 }
 
 /// Certificates/s with every station of `stations` issuing `per_station` certificates under
@@ -282,12 +272,36 @@ async fn issue_concurrent(
             (client, requests)
         })
         .collect();
+    per_second(signed, |mut client, request| async move {
+        client.issue_device_certificate(request).await.map(drop)
+    })
+    .await
+}
+
+/// Calls/s with every station sending its requests (signed beforehand) one after another,
+/// all stations at once; only the sending is timed.
+async fn per_second<R, F, Fut>(
+    signed: Vec<(
+        StationServiceClient<tonic::transport::Channel>,
+        Vec<tonic::Request<R>>,
+    )>,
+    call: F,
+) -> anyhow::Result<f64>
+where
+    R: Send + 'static,
+    F: Fn(StationServiceClient<tonic::transport::Channel>, tonic::Request<R>) -> Fut
+        + Copy
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let calls: usize = signed.iter().map(|(_, requests)| requests.len()).sum();
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for (mut client, requests) in signed {
+    for (client, requests) in signed {
         tasks.push(tokio::spawn(async move {
             for request in requests {
-                client.issue_device_certificate(request).await?;
+                call(client.clone(), request).await?;
             }
             anyhow::Ok(())
         }));
@@ -295,7 +309,7 @@ async fn issue_concurrent(
     for t in tasks {
         t.await??;
     }
-    Ok(f64::from(per_station) * stations.len() as f64 / started.elapsed().as_secs_f64())
+    Ok(calls as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Every figure through one coordinator (`transport` names how stations reach it).
