@@ -22,11 +22,16 @@
 
 pub mod compact;
 mod counter;
+pub mod down;
 mod replay;
 
 pub use compact::{
     handle, reconstruct_epoch, CompactHeader, COMPACT_HEADER_LEN, EPOCH_LOOKAHEAD, HANDLE_LEN,
     MAX_COMPACT_COUNTER,
+};
+pub use down::{
+    open_down, seal_down, DownHeader, DownKind, DownWindow, OpenedDown, DOWN_HEADER_LEN,
+    FORMAT_DOWN_V1, MAX_DOWN_BODY, MAX_DOWN_LEN,
 };
 pub use counter::{CounterJournal, CounterState, JOURNAL_ENTRIES, RESERVE_BLOCK};
 pub use replay::{ReplayWindow, WINDOW};
@@ -71,7 +76,7 @@ pub fn device_id(serial: &Serial) -> [u8; DEVICE_ID_LEN] {
 pub enum Direction {
     /// Device to cloud (telemetry).
     Up,
-    /// Cloud to device (reserved: commands).
+    /// Cloud to device (down messages: [`down`]).
     Down,
 }
 
@@ -185,7 +190,7 @@ impl Codec<'_> for RecordHeader {
     }
 }
 
-fn nonce(counter: u32) -> Nonce {
+pub(crate) fn nonce(counter: u32) -> Nonce {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(&u64::from(counter).to_le_bytes());
     Nonce::from(n)

@@ -29,6 +29,10 @@ pub const DATA_COUNTER_PAGES: u32 = 2;
 /// `version | !version` entries, after the data-counter pages.
 pub const APP_FLOOR_ADDR: u32 = 0x0002_6000;
 pub const APP_FLOOR_PAGES: u32 = 2;
+/// The down-link's window (demo OS): two pages of append-only `epoch | next counter` entries
+/// (a `data_stream::CounterJournal`, see `data_stream::down`), after the app-floor pages.
+pub const DOWN_WINDOW_ADDR: u32 = 0x0002_8000;
+pub const DOWN_WINDOW_PAGES: u32 = 2;
 
 /// Offset of the trust-anchor block (`trust_anchors`, linker section `.trust_anchors`) from the
 /// start of a bootloader or OS image body: after the vector table, which must end before it.

@@ -14,7 +14,11 @@ pub const FLASH_SIZE: u32 = 0x0010_0000;
 
 /// The secure bootloader: vector table at the reset address.
 pub const BOOTLOADER_BASE: u32 = 0x0000_0000;
-pub const BOOTLOADER_MAX: u32 = 0x0001_8000;
+pub const BOOTLOADER_MAX: u32 = 0x0001_6000;
+/// The down-link's window (`data_stream::down`): two pages, the last of the bootloader's
+/// former 96 KiB (its image is about 66 KiB).
+pub const DOWN_WINDOW_ADDR: u32 = 0x0001_6000;
+pub const DOWN_WINDOW_PAGES: u32 = 2;
 
 /// One page holding the device record (identity, configuration, device key).
 pub const DEVICE_RECORD_ADDR: u32 = 0x0001_8000;

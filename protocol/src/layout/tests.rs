@@ -24,6 +24,11 @@ macro_rules! check_map {
                 APP_FLOOR_ADDR,
                 APP_FLOOR_PAGES * FLASH_PAGE_SIZE,
             ),
+            (
+                "down window",
+                DOWN_WINDOW_ADDR,
+                DOWN_WINDOW_PAGES * FLASH_PAGE_SIZE,
+            ),
         ];
         let slots = [
             ("OS slot", OS_SLOT_ADDR, OS_SLOT_SIZE),
@@ -33,7 +38,7 @@ macro_rules! check_map {
             ("app staging slot", APP_STAGING_ADDR, APP_STAGING_SIZE),
         ];
         let bootloader = [("bootloader", BOOTLOADER_BASE, BOOTLOADER_MAX)];
-        let mut regions = [("", 0u32, 0u32); 11];
+        let mut regions = [("", 0u32, 0u32); 12];
         for (slot, region) in regions
             .iter_mut()
             .zip(bootloader.iter().chain(&pages).chain(&slots))

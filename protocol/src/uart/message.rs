@@ -60,6 +60,11 @@ pub enum Request<'a> {
     DataRotate,
     /// OS: report [`OsStatus`].
     OsStatus,
+    /// OS: one sealed down message (`data_stream::down`), as the coordinator sealed it.
+    DataDown {
+        /// The sealed message.
+        message: &'a [u8],
+    },
     /// OS: begin an app install with this device's envelope of an app package
     /// (`update::package::Envelope`, see `app::install`).
     AppPackageBegin {
@@ -97,6 +102,7 @@ impl<'a> UartMessage<'a> for Request<'a> {
             Self::DataEmit { .. } => MsgType::DataEmit,
             Self::DataRotate => MsgType::DataRotate,
             Self::OsStatus => MsgType::OsStatus,
+            Self::DataDown { .. } => MsgType::DataDown,
             Self::AppPackageBegin { .. } => MsgType::AppPackageBegin,
             Self::AppPackageChunk { .. } => MsgType::AppPackageChunk,
             Self::AppCommit => MsgType::AppCommit,
@@ -114,6 +120,7 @@ impl<'a> Codec<'a> for Request<'a> {
             | Self::Status { challenge }
             | Self::AppStatus { challenge } => w.put(challenge),
             Self::UpdateBegin { envelope } | Self::AppPackageBegin { envelope } => w.put(envelope),
+            Self::DataDown { message } => w.put(message),
             Self::UpdateChunk { index, sealed } | Self::AppPackageChunk { index, sealed } => {
                 w.u32(*index)?;
                 w.put(sealed)
@@ -151,6 +158,7 @@ impl<'a> Codec<'a> for Request<'a> {
             MsgType::DataEmit => Self::DataEmit { count: p.u8()? },
             MsgType::DataRotate => Self::DataRotate,
             MsgType::OsStatus => Self::OsStatus,
+            MsgType::DataDown => Self::DataDown { message: p.rest() },
             MsgType::AppPackageBegin => Self::AppPackageBegin { envelope: p.rest() },
             MsgType::AppPackageChunk => Self::AppPackageChunk {
                 index: p.u32()?,
@@ -173,6 +181,7 @@ impl<'a> Codec<'a> for Request<'a> {
             | MsgType::UpdateMode
             | MsgType::DataRecord
             | MsgType::OsStatusReply
+            | MsgType::DownLog
             | MsgType::AppLog
             | MsgType::AppAck
             | MsgType::AppReceipt
@@ -231,6 +240,8 @@ pub enum DeviceMessage<'a> {
     OsStatusReply(OsStatus),
     /// A line an app logged.
     AppLog(&'a [u8]),
+    /// What the OS did with a down message (text).
+    DownLog(&'a [u8]),
     /// An app request was done.
     AppAck {
         /// The request answered.
@@ -260,6 +271,7 @@ impl<'a> UartMessage<'a> for DeviceMessage<'a> {
             Self::DataRecord(_) => MsgType::DataRecord,
             Self::OsStatusReply(_) => MsgType::OsStatusReply,
             Self::AppLog(_) => MsgType::AppLog,
+            Self::DownLog(_) => MsgType::DownLog,
             Self::AppAck { .. } => MsgType::AppAck,
             Self::BenchReport(_) => MsgType::BenchReport,
         }
@@ -276,6 +288,7 @@ impl<'a> Codec<'a> for DeviceMessage<'a> {
             Self::BootBanner(bytes)
             | Self::DataRecord(bytes)
             | Self::AppLog(bytes)
+            | Self::DownLog(bytes)
             | Self::BenchReport(bytes) => w.put(bytes),
             Self::Error(code) => w.u32(*code as u32),
             Self::UpdateMode => Ok(()),
@@ -318,6 +331,7 @@ impl<'a> Codec<'a> for DeviceMessage<'a> {
             MsgType::DataRecord => Self::DataRecord(p.rest()),
             MsgType::OsStatusReply => Self::OsStatusReply(OsStatus::read(&mut p)?),
             MsgType::AppLog => Self::AppLog(p.rest()),
+            MsgType::DownLog => Self::DownLog(p.rest()),
             MsgType::AppAck => Self::AppAck {
                 step: MsgType::try_from(p.u8()?)?,
                 value: p.u32()?,
@@ -333,6 +347,7 @@ impl<'a> Codec<'a> for DeviceMessage<'a> {
             | MsgType::DataEmit
             | MsgType::DataRotate
             | MsgType::OsStatus
+            | MsgType::DataDown
             | MsgType::AppPackageBegin
             | MsgType::AppPackageChunk
             | MsgType::AppCommit

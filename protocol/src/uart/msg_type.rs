@@ -8,7 +8,7 @@
 //! | 0x01, 0x81  | `hello` (any program), 0x82 boot banner, 0xEE error     |
 //! | 0x10–0x15   | update transfer and status requests (`update`)          |
 //! | 0x90–0x96   | their replies                                           |
-//! | 0x30–0x34   | data streams (`data_stream`) and the OS status          |
+//! | 0x30–0x36   | data streams (`data_stream`, its down-link) and the OS status |
 //! | 0x40–0x4F   | applications (`app`)                                    |
 //! | 0x7B        | a bench or check firmware's report (crypto-bench, net-check; not a product frame) |
 
@@ -91,6 +91,10 @@ msg_types! {
     OsStatus = 0x33,
     /// OS → host: the status (`OsStatus`: not authenticated, a diagnostic).
     OsStatusReply = 0x34,
+    /// Coordinator (network) or host → OS: one sealed down message (`data_stream::down`).
+    DataDown = 0x35,
+    /// OS → host: a down message's text or effect, as the OS shows it (UTF-8).
+    DownLog = 0x36,
 
     // 0x40 and 0x41 were the clear-text app install (`AppBegin`, `AppData`), retired: apps
     // travel as per-device packages. A device answers them `UnknownMessage`.

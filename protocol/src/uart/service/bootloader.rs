@@ -136,6 +136,7 @@ impl<'r> BootloaderService<'r> {
             Request::DataEmit { .. }
             | Request::DataRotate
             | Request::OsStatus
+            | Request::DataDown { .. }
             | Request::AppPackageBegin { .. }
             | Request::AppPackageChunk { .. }
             | Request::AppCommit

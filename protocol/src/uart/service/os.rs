@@ -5,6 +5,7 @@
 
 use crate::app::receipt::{self as app_receipt, AppReceipt};
 use crate::app::{verify_installed_app, AppImage, AppInstaller};
+use crate::data_stream::down::SealedDown;
 use crate::device_record::DeviceRecord;
 use crate::flash::NorFlash;
 use crate::hello::DeviceState;
@@ -35,6 +36,9 @@ pub enum OsAction {
     ReportStatus,
     /// Call this verified app, then report its return with [`OsService::app_returned`].
     StartApp(AppImage),
+    /// Open, check against the down window and carry out this down message (the OS owns the
+    /// window; the network link hands it the same action).
+    DownMessage(SealedDown),
 }
 
 /// Apps started since the OS booted.
@@ -130,6 +134,7 @@ impl<'r> OsService<'r> {
             Request::DataEmit { count } => OsAction::EmitTelemetry { count },
             Request::DataRotate => OsAction::RotateEpoch,
             Request::OsStatus => OsAction::ReportStatus,
+            Request::DataDown { message } => OsAction::DownMessage(SealedDown::copy_of(message)?),
             Request::AppPackageBegin { envelope } => {
                 let record = self.identity.record()?;
                 // A new begin abandons the install under way (staging is erased again).
