@@ -20,6 +20,10 @@ use super::{or_refuse, reply, FrameSink, Identity};
 /// What the OS does after a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "no heap on the device: a down message is carried by value, once per frame"
+)]
 pub enum OsAction {
     /// Wait for the next frame (the reply, if any, was sent).
     Continue,
