@@ -28,6 +28,11 @@ pub enum DeviceCmd {
     /// Check that the board on a serial port is genuine: exit 0 genuine, 8 unregistered,
     /// 9 clone suspected.
     Verify(DeviceVerifyArgs),
+    /// Send one sealed message down to a device (over the data connection it keeps open):
+    /// --text, --interval or --check-update. Needs the field role; audited.
+    Send(crate::device_message::DeviceSendArgs),
+    /// A device's down messages and their delivery (queued, delivered, acked, refused).
+    Messages(crate::device_message::DeviceMessagesArgs),
 }
 
 #[derive(Args)]
@@ -68,6 +73,8 @@ pub async fn run(cmd: DeviceCmd, clients: &Clients, out: &Printer) -> Result<(),
         DeviceCmd::Update(args) => update(args, clients, out).await,
         DeviceCmd::AppInstall(args) => app_install(args, clients, out).await,
         DeviceCmd::Verify(args) => verify(args, clients, out).await,
+        DeviceCmd::Send(args) => crate::device_message::send(args, clients, out).await,
+        DeviceCmd::Messages(args) => crate::device_message::messages(args, clients, out).await,
     }
 }
 

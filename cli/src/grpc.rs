@@ -22,6 +22,7 @@ pub use flashgate_proto::operator_auth::{InvalidToken, OperatorCredentials};
 use flashgate_proto::transport::{self, Security, TransportError};
 use flashgate_proto::v1::{
     access_service_client::AccessServiceClient, data_service_client::DataServiceClient,
+    device_message_service_client::DeviceMessageServiceClient,
     operator_service_client::OperatorServiceClient, update_service_client::UpdateServiceClient,
 };
 use tonic::service::interceptor::InterceptedService;
@@ -38,6 +39,8 @@ pub type OperatorClient = OperatorServiceClient<Authorized>;
 pub type UpdateClient = UpdateServiceClient<Authorized>;
 /// `flashgate.v1.DataService` (ingest, queries, stats).
 pub type DataClient = DataServiceClient<Authorized>;
+/// `flashgate.v1.DeviceMessageService` (the down-link: send, list).
+pub type DeviceMessageClient = DeviceMessageServiceClient<Authorized>;
 /// `flashgate.v1.AccessService` (credentials, enrolment tokens, audit).
 pub type AccessClient = AccessServiceClient<Authorized>;
 
@@ -138,6 +141,11 @@ impl Clients {
     /// A client of the access service.
     pub fn access(&self) -> AccessClient {
         AccessServiceClient::new(self.authorized())
+    }
+
+    /// A client of the down-link's message service.
+    pub fn device_messages(&self) -> DeviceMessageClient {
+        DeviceMessageServiceClient::new(self.authorized())
     }
 
     /// A client of the data service.

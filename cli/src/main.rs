@@ -24,6 +24,7 @@ mod completion;
 mod config;
 mod data;
 mod device;
+mod device_message;
 mod devices;
 mod exit;
 mod global;

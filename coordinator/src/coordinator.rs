@@ -131,6 +131,7 @@ impl Coordinator {
             self.db.clone(),
             self.provisioning.registry.clone(),
             self.evidence.clone(),
+            self.audit.clone(),
             crate::data_stream::IngestLimits::default(),
         )
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use flashgate_proto::v1::access_service_server::AccessServiceServer;
 use flashgate_proto::v1::data_service_server::DataServiceServer;
+use flashgate_proto::v1::device_message_service_server::DeviceMessageServiceServer;
 use flashgate_proto::v1::operator_service_server::OperatorServiceServer;
 use flashgate_proto::v1::station_service_server::StationServiceServer;
 use flashgate_proto::v1::update_service_server::UpdateServiceServer;
@@ -17,7 +18,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::access::AccessApi;
 use crate::coordinator::Coordinator;
-use crate::data_stream::{DataApi, DataIngest};
+use crate::data_stream::{DataApi, DataIngest, DeviceMessageApi};
 use crate::operator_api::OperatorApi;
 use crate::provisioning::StationApi;
 use crate::tls::ServerTls;
@@ -72,6 +73,9 @@ pub async fn serve_with_data(
         .set_serving::<StationServiceServer<StationApi>>()
         .await;
     health.set_serving::<DataServiceServer<DataApi>>().await;
+    health
+        .set_serving::<DeviceMessageServiceServer<DeviceMessageApi>>()
+        .await;
     health.set_serving::<UpdateServiceServer<UpdateApi>>().await;
     health.set_serving::<AccessServiceServer<AccessApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -121,9 +125,13 @@ pub async fn serve_with_data(
             StationServiceServer::new(stations).max_decoding_message_size(MAX_STATION_MESSAGE),
         )
         .add_service(
-            DataServiceServer::new(DataApi::new(data, access.clone()))
+            DataServiceServer::new(DataApi::new(data.clone(), access.clone()))
                 .max_decoding_message_size(MAX_DATA_MESSAGE),
         )
+        .add_service(DeviceMessageServiceServer::new(DeviceMessageApi::new(
+            data,
+            access.clone(),
+        )))
         .add_service(
             UpdateServiceServer::new(UpdateApi::new(updates.clone(), access))
                 .max_encoding_message_size(MAX_OPERATOR_MESSAGE),

@@ -101,11 +101,13 @@ pub fn needed(method: &str) -> Option<Role> {
         "GetUpdatePackage" | "ReportUpdate" | "GetAppPackage" | "ReportAppInstall" => Field,
         // The field tool: genuine, unregistered or clone suspected (writes clone evidence).
         "StartDeviceVerification" | "VerifyDevice" => Field,
+        // The field: a sealed message down to a device (configuration, commands).
+        "SendDeviceMessage" => Field,
         // Reads.
         "ListProducts" | "ListReleases" | "GetOrderStatus" | "ListOrders" | "ListStations"
         | "GetDevice" | "ListDevices" | "ListLeases" | "GetCoordinatorInfo" | "GetUpdateStatus"
         | "GetDeviceStatus" | "QueryRecords" | "GetIngestStats" | "ListAuditEntries"
-        | "VerifyAudit" | "GetRollout" | "ListRollouts" => Viewer,
+        | "VerifyAudit" | "GetRollout" | "ListRollouts" | "ListDeviceMessages" => Viewer,
         _ => return None,
     })
 }

@@ -32,9 +32,11 @@ use flashgate_protocol::data_stream::{self, DeviceRef, Direction, Header, Record
 use flashgate_protocol::ErrorCode;
 use zeroize::Zeroizing;
 
+use super::down::{DownQueue, Report};
 use super::index::DeviceIdIndex;
 use super::limits::{BoundedMap, IngestLimits, RateLimiter, TokenBucket};
 use super::records::{record_digest, DataRecordEntry, EntryKey, WindowRecord};
+use crate::audit::AuditLog;
 use crate::error::{CoordinatorError as E, Result};
 use crate::genuineness::evidence::CloneEvidence;
 use crate::ids::{ProductId, Serial};
@@ -93,6 +95,18 @@ struct Verified {
     verdicts: Vec<Verdict>,
     txn: Txn,
     evidence: Vec<Sighting>,
+    accepted: Vec<Sender>,
+}
+
+/// The device an accepted record came from, and the down-link report it carries, if any.
+#[derive(Clone, Debug)]
+pub struct Sender {
+    /// Its product.
+    pub product_id: ProductId,
+    /// Its serial.
+    pub serial: Serial,
+    /// `down-ack …` or `down-refused …` ([`Report::parse`]).
+    pub report: Option<Report>,
 }
 
 /// Clone evidence found in a record: written after the batch (see [`CloneEvidence`]).
@@ -115,6 +129,7 @@ enum Checked {
 /// caching the device directory and stream keys of this replica.
 pub struct DataIngest {
     db: Db,
+    down: DownQueue,
     registry: Registry,
     evidence: Arc<CloneEvidence>,
     /// Device id or handle → registered (product, serial) that have it.
@@ -143,9 +158,11 @@ impl DataIngest {
         db: Db,
         registry: Registry,
         evidence: Arc<CloneEvidence>,
+        audit: AuditLog,
         limits: IngestLimits,
     ) -> Self {
         Self {
+            down: DownQueue::new(db.clone(), registry.clone(), audit),
             db,
             registry,
             evidence,
@@ -180,6 +197,11 @@ impl DataIngest {
             self.unknown.lock().expect("unknown lock").len(),
             self.keys.lock().expect("keys lock").len(),
         )
+    }
+
+    /// The down-link's queue (messages to devices, their delivery state).
+    pub fn down(&self) -> &DownQueue {
+        &self.down
     }
 
     /// Accepted and refused counts since this ingest was made.
@@ -284,6 +306,18 @@ impl DataIngest {
         records: &[Vec<u8>],
         source: &str,
     ) -> Result<Vec<Verdict>> {
+        Ok(self.ingest_senders(peer, records, source).await?.0)
+    }
+
+    /// [`Self::ingest_from`], also returning who sent the accepted records (the TCP port
+    /// learns which device is on a connection from it). Down-link reports in accepted records
+    /// move their messages' delivery state, whatever link carried them.
+    pub async fn ingest_senders(
+        &self,
+        peer: Option<IpAddr>,
+        records: &[Vec<u8>],
+        source: &str,
+    ) -> Result<(Vec<Verdict>, Vec<Sender>)> {
         if records.len() > MAX_BATCH {
             return Err(E::InvalidArgument(format!(
                 "at most {MAX_BATCH} records per call"
@@ -298,11 +332,11 @@ impl DataIngest {
             None => records.len(),
         };
         let (records, dropped) = records.split_at(admitted);
-        let (mut verdicts, evidence) = CasRetry::new("a device's data window")
+        let (mut verdicts, evidence, accepted) = CasRetry::new("a device's data window")
             .attempts(8)
             .run(|| async {
                 let batch = self.verify_batch(records, source).await?;
-                let found = (batch.verdicts, batch.evidence);
+                let found = (batch.verdicts, batch.evidence, batch.accepted);
                 if batch.txn.is_empty() {
                     return Ok(Attempt::Done(found));
                 }
@@ -314,11 +348,20 @@ impl DataIngest {
                 .record(s.product_id, s.serial, s.signal, &s.detail)
                 .await?;
         }
+        for sender in &accepted {
+            if let Some(report) = &sender.report {
+                // The record is stored either way; a report that names no queued message
+                // (another coordinator's, or one deleted) changes nothing.
+                if let Err(error) = self.down.on_report(sender.serial, report).await {
+                    tracing::warn!(serial = %sender.serial, error = %error, "down-link report not recorded");
+                }
+            }
+        }
         verdicts.extend(dropped.iter().map(|_| Err(ErrorCode::DataRateLimited)));
         for v in &verdicts {
             self.count(v);
         }
-        Ok(verdicts)
+        Ok((verdicts, accepted))
     }
 
     async fn verify_batch(&self, records: &[Vec<u8>], source: &str) -> Result<Verified> {
@@ -326,10 +369,18 @@ impl DataIngest {
         let mut windows: HashMap<Serial, Loaded> = HashMap::new();
         let mut verdicts = Vec::with_capacity(records.len());
         let mut evidence = Vec::new();
+        let mut accepted = Vec::new();
         let mut txn = Txn::new();
         for raw in records {
             let verdict = match self.verify_one(raw, source, now, &mut windows).await? {
                 Checked::Accepted(key, entry) => {
+                    accepted.push(Sender {
+                        product_id: entry.product_id,
+                        serial: key.serial,
+                        report: (entry.kind == RecordKind::Telemetry as u8)
+                            .then(|| Report::parse(&entry.body))
+                            .flatten(),
+                    });
                     txn = txn.put(&key, &entry);
                     Ok(())
                 }
@@ -356,6 +407,7 @@ impl DataIngest {
             verdicts,
             txn,
             evidence,
+            accepted,
         })
     }
 

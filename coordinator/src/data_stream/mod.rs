@@ -15,6 +15,7 @@
 //! windows also keep a digest per record they hold, which tells a copy of a board (same key,
 //! same counters, other records) from a replay ([`ingest`]).
 
+pub mod down;
 pub mod index;
 pub mod ingest;
 pub mod limits;
@@ -23,9 +24,10 @@ mod service;
 mod tcp;
 mod udp;
 
-pub use ingest::{DataIngest, IngestStats, Verdict, MAX_BATCH};
+pub use down::{DeliveryState, DownQueue};
+pub use ingest::{DataIngest, IngestStats, Sender, Verdict, MAX_BATCH};
 pub use limits::IngestLimits;
-pub use service::DataApi;
+pub use service::{DataApi, DeviceMessageApi};
 pub use tcp::serve_tcp;
 pub use udp::{serve_udp, serve_udp_on_own_thread};
 

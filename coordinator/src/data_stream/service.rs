@@ -1,14 +1,18 @@
 //! `flashgate.v1.DataService`: ingest needs no credentials (records authenticate themselves),
-//! queries and stats need the operator token.
+//! queries and stats need the operator token. `flashgate.v1.DeviceMessageService`: the
+//! down-link's queue (send needs the field role and is audited).
 
 use std::sync::Arc;
 
+use flashgate_proto::v1::device_message_service_server::DeviceMessageService;
 use flashgate_proto::v1::{self, data_service_server::DataService};
 use flashgate_protocol::ErrorCode;
 use tonic::{Request, Response, Status};
 
+use super::down::Outgoing;
 use super::ingest::DataIngest;
 use crate::access::Access;
+use crate::ids::Serial;
 use crate::rpc;
 
 /// Text for a refusal code.
@@ -102,6 +106,65 @@ impl DataService for DataApi {
                             count,
                         })
                         .collect(),
+                })
+            },
+        )
+        .await
+    }
+}
+
+/// `flashgate.v1.DeviceMessageService`: the down-link's operator side (send: role field,
+/// audited; list: viewer).
+#[derive(Clone)]
+pub struct DeviceMessageApi {
+    ingest: Arc<DataIngest>,
+    access: Access,
+}
+
+impl DeviceMessageApi {
+    /// The service over `ingest`'s down queue; callers are checked by `access`.
+    pub fn new(ingest: Arc<DataIngest>, access: Access) -> Self {
+        Self { ingest, access }
+    }
+}
+
+#[tonic::async_trait]
+impl DeviceMessageService for DeviceMessageApi {
+    async fn send_device_message(
+        &self,
+        request: Request<v1::SendDeviceMessageRequest>,
+    ) -> Result<Response<v1::DownMessage>, Status> {
+        rpc::operator_call(
+            "SendDeviceMessage",
+            &self.access,
+            request,
+            |caller, req| async move {
+                let serial = Serial::parse(&req.serial)?;
+                let outgoing = Outgoing::from_request(&req)?;
+                let record = self
+                    .ingest
+                    .down()
+                    .send(&caller.actor(), serial, &outgoing)
+                    .await?;
+                Ok(record.to_proto(serial))
+            },
+        )
+        .await
+    }
+
+    async fn list_device_messages(
+        &self,
+        request: Request<v1::ListDeviceMessagesRequest>,
+    ) -> Result<Response<v1::ListDeviceMessagesResponse>, Status> {
+        rpc::operator_call(
+            "ListDeviceMessages",
+            &self.access,
+            request,
+            |_caller, req| async move {
+                let serial = Serial::parse(&req.serial)?;
+                let messages = self.ingest.down().list(serial).await?;
+                Ok(v1::ListDeviceMessagesResponse {
+                    messages: messages.iter().map(|m| m.record.to_proto(serial)).collect(),
                 })
             },
         )

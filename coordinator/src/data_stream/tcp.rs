@@ -9,15 +9,30 @@
 //! no UDP from the guest; a record authenticates itself, so the port needs no login, and the
 //! records of one read are ingested as one batch (at most [`MAX_BATCH`]), rate-limited per
 //! source address like UDP's.
+//!
+//! The same connection carries the down-link (queue-and-reply: the device opened it, so it
+//! reaches a device behind NAT). Once a record on it authenticated as a device's, the
+//! connection polls that device's queue in the store ([`super::down`]) every
+//! [`QUEUE_POLL`] and writes each message not acked yet as a `DataDown` frame, once per
+//! connection; a message written on a connection that broke before its ack is written again on
+//! the next one (the device refuses a second copy of one it carried out, and says so).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use flashgate_protocol::uart::{FrameDecoder, MsgType};
-use tokio::io::AsyncReadExt;
+use std::collections::HashSet;
+use std::time::Duration;
+
+use flashgate_protocol::uart::frame::frame_to_vec;
+use flashgate_protocol::uart::{FrameDecoder, MsgType, Request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::ingest::{DataIngest, MAX_BATCH};
+use crate::ids::Serial;
+
+/// How often a connection whose device is known looks at its queue in the store.
+pub const QUEUE_POLL: Duration = Duration::from_millis(250);
 
 /// Connections served at once: anyone may connect (records authenticate themselves), so the
 /// port bounds what connections can hold here; one beyond it is closed at once.
@@ -56,22 +71,63 @@ async fn serve_connection(
     let mut decoder = FrameDecoder::new();
     let mut buf = vec![0u8; 4096];
     let mut carried = 0u64;
+    // The device on this connection: the sender of its first authenticated record.
+    let mut device: Option<Serial> = None;
+    // (epoch, counter) of the messages written on this connection.
+    let mut written: HashSet<(u32, u32)> = HashSet::new();
+    let mut tick = tokio::time::interval(QUEUE_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(carried);
-        }
-        let mut batch = Vec::new();
-        for &byte in &buf[..n] {
-            if let Some(Ok(frame)) = decoder.push(byte) {
-                if frame.msg_type() == Ok(MsgType::DataRecord) {
-                    batch.push(frame.payload().to_vec());
+        tokio::select! {
+            read = stream.read(&mut buf) => {
+                let n = read?;
+                if n == 0 {
+                    return Ok(carried);
+                }
+                let mut batch = Vec::new();
+                for &byte in &buf[..n] {
+                    if let Some(Ok(frame)) = decoder.push(byte) {
+                        if frame.msg_type() == Ok(MsgType::DataRecord) {
+                            batch.push(frame.payload().to_vec());
+                        }
+                    }
+                }
+                carried += batch.len() as u64;
+                for chunk in batch.chunks(MAX_BATCH) {
+                    let (_, senders) = ingest.ingest_senders(Some(peer.ip()), chunk, "tcp").await?;
+                    if let (None, Some(first)) = (device, senders.first()) {
+                        tracing::info!(%peer, serial = %first.serial, "data TCP connection is the device's");
+                        device = Some(first.serial);
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                if let Some(serial) = device {
+                    deliver(ingest, &mut stream, serial, &mut written).await?;
                 }
             }
         }
-        carried += batch.len() as u64;
-        for chunk in batch.chunks(MAX_BATCH) {
-            ingest.ingest_from(Some(peer.ip()), chunk, "tcp").await?;
-        }
     }
+}
+
+/// Writes the device's messages not acked yet and not written on this connection, in counter
+/// order, and marks them delivered.
+async fn deliver(
+    ingest: &DataIngest,
+    stream: &mut TcpStream,
+    serial: Serial,
+    written: &mut HashSet<(u32, u32)>,
+) -> anyhow::Result<()> {
+    for message in ingest.down().undelivered(serial).await? {
+        let m = &message.record;
+        if !written.insert((m.epoch, m.counter)) {
+            continue;
+        }
+        let frame = frame_to_vec(&Request::DataDown { message: &m.sealed })
+            .map_err(|code| anyhow::anyhow!("down message {}:{}: {code}", m.epoch, m.counter))?;
+        stream.write_all(&frame).await?;
+        ingest.down().delivered(serial, m.epoch, m.counter).await?;
+        tracing::info!(%serial, epoch = m.epoch, counter = m.counter, "down message written");
+    }
+    Ok(())
 }

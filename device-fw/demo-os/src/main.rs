@@ -15,6 +15,7 @@
 
 mod apps;
 mod data;
+mod down;
 #[cfg(feature = "net")]
 mod uplink;
 
@@ -24,6 +25,7 @@ use flashgate_board::cpu::SysTickCounter;
 use flashgate_board::mps2_an386::{CodeFlash, Uart0};
 use flashgate_board::{Board, NorFlash, SerialPort, UniqueId};
 use flashgate_protocol::boot;
+use flashgate_protocol::data_stream::DownKind;
 use flashgate_protocol::image::{SignedImageHeader, SIGNED_HEADER_LEN};
 use flashgate_protocol::layout::OS_SLOT_ADDR;
 use flashgate_protocol::uart::service::AppStats;
@@ -38,7 +40,8 @@ flashgate_board::vector_table!();
 // The keys this image pins, filled by the signing tool (protocol `trust_anchors`).
 flashgate_board::trust_anchors!();
 
-/// A telemetry record every 2^26 ticks (about 2.7 s at 25 MHz).
+/// A telemetry record every 2^26 ticks (about 2.7 s at 25 MHz), until a down message sets
+/// another interval.
 const HEARTBEAT_TICKS: u64 = 1 << 26;
 
 /// Ticks since start, from SysTick polled often enough (it wraps every 2^24 ticks, 0.67 s).
@@ -77,6 +80,10 @@ pub struct Os {
     uplink: Option<uplink::Uplink>,
     uptime: Uptime,
     data: Option<data::DataStream>,
+    /// The down window (a provisioned device only).
+    down: Option<down::DownLink>,
+    /// Ticks between two heartbeat records (a down message may change it).
+    heartbeat_ticks: u64,
     /// Ticks the first sealed record took (journal reservation + key derivation + seal + send).
     first_record_ticks: u32,
     out: [u8; MAX_FRAME],
@@ -119,9 +126,10 @@ impl Os {
     fn emit_event(&mut self, event: &str, apps: AppStats) -> Result<u32, ErrorCode> {
         let mut body = TextBuf::<128>::new();
         let ticks = self.uptime.poll();
+        let down_refused = self.down.as_ref().map_or(0, down::DownLink::refused);
         let _ = write!(
             body,
-            "{event} uptime_ticks={ticks} apps_started={}",
+            "{event} uptime_ticks={ticks} apps_started={} down_refused={down_refused}",
             apps.started
         );
         self.emit_telemetry(body.as_bytes())
@@ -152,6 +160,68 @@ impl Os {
         Ok(())
     }
 
+    /// A down message from either link: opened, checked, its window persisted, then carried
+    /// out and acknowledged by a sealed record naming its counter; a refusal is counted and
+    /// reported the same way. Both are shown on the UART.
+    fn down_message(&mut self, mut message: flashgate_protocol::data_stream::down::SealedDown) {
+        let Some(link) = self.down.as_mut() else {
+            self.send_error(ErrorCode::NotProvisioned);
+            return;
+        };
+        let bytes = message.as_mut_slice();
+        let mut line = TextBuf::<160>::new();
+        let mut ack = TextBuf::<96>::new();
+        let mut check_update = false;
+        match link.receive(&mut self.flash, bytes) {
+            Ok(accepted) => {
+                let (epoch, counter) = (accepted.header.epoch, accepted.header.counter);
+                let body = &bytes[accepted.body];
+                let _ = write!(line, "down {epoch}:{counter} {}", accepted.kind.name());
+                match accepted.kind {
+                    DownKind::Text => {
+                        let _ = write!(line, ": {}", core::str::from_utf8(body).unwrap_or("?"));
+                    }
+                    DownKind::RecordInterval => {
+                        let seconds = u32::from_le_bytes(body.try_into().unwrap_or_default());
+                        let seconds = seconds.clamp(1, 3600);
+                        self.heartbeat_ticks = u64::from(seconds) * u64::from(Board::CORE_CLOCK_HZ);
+                        let _ = write!(line, " {seconds} s");
+                    }
+                    DownKind::CheckUpdate => check_update = true,
+                }
+                let _ = write!(ack, "down-ack {epoch}:{counter} {}", accepted.kind.name());
+            }
+            Err(refused) => {
+                let (epoch, counter) = refused
+                    .header
+                    .map_or((0, 0), |h| (h.epoch, h.counter));
+                let code = refused.code as u32;
+                let _ = write!(
+                    line,
+                    "down {epoch}:{counter} refused {code:#06x} ({} refused since boot)",
+                    refused.total
+                );
+                let _ = write!(
+                    ack,
+                    "down-refused {epoch}:{counter} {code:#06x} refused={}",
+                    refused.total
+                );
+            }
+        }
+        self.send(&DeviceMessage::DownLog(line.as_bytes()));
+        if let Err(code) = self.emit_telemetry(ack.as_bytes()) {
+            self.send_error(code);
+        }
+        if check_update {
+            // The ack leaves before the hand-over (the bootloader does not keep the socket).
+            #[cfg(feature = "net")]
+            if let Some(uplink) = self.uplink.as_mut() {
+                uplink.drain();
+            }
+            flashgate_board::cpu::enter_bootloader_for_update();
+        }
+    }
+
     /// Carries out what the UART service left to the OS.
     fn act(&mut self, action: OsAction, service: &mut OsService<'_>) {
         let result = match action {
@@ -170,6 +240,10 @@ impl Os {
             OsAction::StartApp(app) => {
                 let status = apps::start(self, &app);
                 service.app_returned(&app, status, &mut self.uart);
+                Ok(())
+            }
+            OsAction::DownMessage(message) => {
+                self.down_message(message);
                 Ok(())
             }
         };
@@ -231,6 +305,9 @@ extern "C" fn main() -> ! {
         .as_ref()
         .and_then(|r| data::DataStream::open(&mut board.flash, r).ok());
     let open_ticks = uptime.systick.ticks_since(started);
+    let down = record
+        .as_ref()
+        .and_then(|r| down::DownLink::open(&mut board.flash, r).ok());
 
     #[cfg(feature = "net")]
     let Board {
@@ -252,6 +329,8 @@ extern "C" fn main() -> ! {
             .and_then(|_| uplink::Uplink::up(eth, &mut entropy).ok()),
         uptime,
         data,
+        down,
+        heartbeat_ticks: HEARTBEAT_TICKS,
         first_record_ticks: 0,
         out: [0; MAX_FRAME],
     };
@@ -263,17 +342,18 @@ extern "C" fn main() -> ! {
     let before_emit = os.uptime.systick.now();
     let _ = os.emit_event("boot", AppStats::default());
     os.first_record_ticks = open_ticks + os.uptime.systick.ticks_since(before_emit);
-    let mut next_heartbeat = os.uptime.poll() + HEARTBEAT_TICKS;
+    let mut next_heartbeat = os.uptime.poll() + os.heartbeat_ticks;
 
     let mut service = OsService::new(record.as_ref(), chip_uid, version, boot.unwrap_or_default());
     let mut decoder = FrameDecoder::new();
     loop {
         #[cfg(feature = "net")]
-        if let Some(uplink) = os.uplink.as_mut() {
-            uplink.poll();
+        if let Some(message) = os.uplink.as_mut().and_then(uplink::Uplink::poll) {
+            os.down_message(message);
         }
-        if os.uptime.poll() >= next_heartbeat {
-            next_heartbeat += HEARTBEAT_TICKS;
+        let now = os.uptime.poll();
+        if now >= next_heartbeat {
+            next_heartbeat = now + os.heartbeat_ticks;
             let _ = os.emit_event("heartbeat", service.app_stats());
         }
         let Some(byte) = os.uart.try_read() else {

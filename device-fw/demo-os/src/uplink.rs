@@ -14,6 +14,11 @@
 //! connection fails or closes. Records sealed while it is down wait in [`PENDING_LEN`] bytes of
 //! whole frames; past that a record is dropped: its counter is spent all the
 //! same (reserved in flash), so no counter is ever sealed twice.
+//!
+//! The same connection carries the down-link: the coordinator writes sealed down messages on
+//! it as `DataDown` frames once it knows which device is on it (queue-and-reply: the device
+//! opened the connection, so this crosses NAT). [`Uplink::poll`] hands each one to the OS,
+//! which opens and checks it (`down.rs`).
 
 use flashgate_board::cpu::SysTickCounter;
 use flashgate_board::mps2_an386::{Lan9118, Lan9118Device};
@@ -22,6 +27,9 @@ use flashgate_net::smoltcp::iface::{SocketHandle, SocketStorage};
 use flashgate_net::smoltcp::socket::tcp;
 use flashgate_net::smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
 use flashgate_net::{Clock, Ipv4Config, NetStack, TakeOnce};
+use flashgate_protocol::data_stream::down::SealedDown;
+use flashgate_protocol::uart::{FrameDecoder, MsgType};
+
 
 /// The data ingest: an otherwise unused address of QEMU's user-net subnet that the emulator
 /// forwards to the coordinator's loopback port (`flashgate-coordinator serve --data-tcp`).
@@ -33,8 +41,8 @@ pub const INGEST: IpEndpoint = IpEndpoint {
 const RETRY_FIRST_S: u64 = 1;
 /// The longest wait between two connection attempts.
 const RETRY_MAX_S: u64 = 32;
-/// Receive buffer: the ingest sends nothing back today; room for a small reply.
-pub const RX_LEN: usize = 256;
+/// Receive buffer: room for two whole down messages in their frames.
+pub const RX_LEN: usize = 640;
 /// Send buffer: about 90 frames of 22-byte v2 records (8 bytes of framing each).
 pub const TX_LEN: usize = 4096;
 /// Whole frames waiting while the connection is down.
@@ -64,6 +72,8 @@ pub struct Uplink {
     pending_len: usize,
     retry_at: u64,
     backoff_s: u64,
+    /// Frames from the coordinator (down messages), across reads.
+    decoder: FrameDecoder,
 }
 
 impl Uplink {
@@ -98,6 +108,7 @@ impl Uplink {
             pending_len: 0,
             retry_at: 0,
             backoff_s: RETRY_FIRST_S,
+            decoder: FrameDecoder::new(),
         })
     }
 
@@ -127,8 +138,9 @@ impl Uplink {
         }
     }
 
-    /// One step: moves frames, (re)connects when due, drains what the ingest sent, flushes.
-    pub fn poll(&mut self) {
+    /// One step: moves frames, (re)connects when due, reads what the coordinator sent, flushes;
+    /// returns a down message when one came whole (one per call: the rest stays in the socket).
+    pub fn poll(&mut self) -> Option<SealedDown> {
         let now = self.clock.now();
         self.stack.poll(now);
         let ticks = self.clock.ticks();
@@ -137,24 +149,53 @@ impl Uplink {
             if ticks >= self.retry_at {
                 self.retry_at = ticks + self.backoff_s * u64::from(Board::CORE_CLOCK_HZ);
                 self.backoff_s = (self.backoff_s * 2).min(RETRY_MAX_S);
+                // A new connection starts a new frame stream.
+                self.decoder = FrameDecoder::new();
                 // A failed attempt is retried after the back-off like a refused one.
                 let _ = self.stack.connect(self.tcp, INGEST);
             }
-            return;
+            return None;
         }
         if socket.may_send() && socket.may_recv() {
             self.backoff_s = RETRY_FIRST_S;
         } else if !socket.may_recv() && socket.state() == tcp::State::CloseWait {
             socket.close();
-            return;
+            return None;
         }
-        // Nothing is expected from the ingest yet; whatever came is read so the window stays open.
-        while socket.can_recv() {
-            if socket.recv(|bytes| (bytes.len(), ())).is_err() {
-                break;
+        let decoder = &mut self.decoder;
+        let mut down = None;
+        while down.is_none() && socket.can_recv() {
+            // Byte by byte up to the end of a frame: what follows it stays for the next call.
+            let read = socket.recv(|bytes| {
+                for (i, &byte) in bytes.iter().enumerate() {
+                    if let Some(Ok(frame)) = decoder.push(byte) {
+                        if frame.msg_type() == Ok(MsgType::DataDown) {
+                            return (i + 1, SealedDown::copy_of(frame.payload()).ok());
+                        }
+                    }
+                }
+                (bytes.len(), None)
+            });
+            match read {
+                Ok(found) => down = found,
+                Err(_) => break,
             }
         }
         self.flush();
         self.stack.poll(self.clock.now());
+        down
+    }
+
+    /// Polls until what is pending has left (or about 0.2 s passed): before the OS hands over
+    /// to the bootloader, so its last record (the ack) is not lost with the socket.
+    pub fn drain(&mut self) {
+        let until = self.clock.ticks() + u64::from(Board::CORE_CLOCK_HZ) / 5;
+        while self.clock.ticks() < until {
+            let _ = self.poll();
+            let socket = self.stack.socket::<tcp::Socket>(self.tcp);
+            if self.pending_len == 0 && socket.send_queue() == 0 {
+                return;
+            }
+        }
     }
 }

@@ -271,7 +271,13 @@ mod tests {
         let mut other = m.clone();
         assert_eq!(open_down(&[8; 32], &mut other), Err(ErrorCode::DataForged));
         let opened = open_down(&KEY, &mut m).unwrap();
-        assert_eq!(opened.header, DownHeader { epoch: 2, counter: 5 });
+        assert_eq!(
+            opened.header,
+            DownHeader {
+                epoch: 2,
+                counter: 5
+            }
+        );
         assert_eq!(opened.kind, DownKind::Text);
         assert_eq!(&m[opened.body], b"hello");
     }
@@ -285,7 +291,10 @@ mod tests {
             let got = open_down(&KEY, &mut flipped);
             assert!(got.is_err(), "byte {i} flipped was accepted");
         }
-        assert_eq!(open_down(&KEY, &mut m[..8].to_vec()), Err(ErrorCode::DataTruncated));
+        assert_eq!(
+            open_down(&KEY, &mut m[..8].to_vec()),
+            Err(ErrorCode::DataTruncated)
+        );
         assert_eq!(
             open_down(&KEY, &mut m[..DOWN_HEADER_LEN + TAG_LEN].to_vec()),
             Err(ErrorCode::DataTruncated)
@@ -320,7 +329,13 @@ mod tests {
             Err(ErrorCode::BadLength)
         );
         assert_eq!(
-            seal_down(&KEY, &h, DownKind::Text, &[b'a'; MAX_DOWN_BODY + 1], &mut out),
+            seal_down(
+                &KEY,
+                &h,
+                DownKind::Text,
+                &[b'a'; MAX_DOWN_BODY + 1],
+                &mut out
+            ),
             Err(ErrorCode::BadLength)
         );
     }
@@ -358,7 +373,9 @@ mod tests {
             let h = DownHeader { epoch: 0, counter };
             w.check(&h).unwrap();
             let state = w.after(&h).unwrap();
-            journal.reserve(&mut flash, state.epoch, state.mark).unwrap();
+            journal
+                .reserve(&mut flash, state.epoch, state.mark)
+                .unwrap();
             w.accept(state);
         }
         let again = DownWindow::from_state(CounterJournal::load(&mut flash, 0).unwrap().state());

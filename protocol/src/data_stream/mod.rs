@@ -29,11 +29,11 @@ pub use compact::{
     handle, reconstruct_epoch, CompactHeader, COMPACT_HEADER_LEN, EPOCH_LOOKAHEAD, HANDLE_LEN,
     MAX_COMPACT_COUNTER,
 };
+pub use counter::{CounterJournal, CounterState, JOURNAL_ENTRIES, RESERVE_BLOCK};
 pub use down::{
     open_down, seal_down, DownHeader, DownKind, DownWindow, OpenedDown, DOWN_HEADER_LEN,
     FORMAT_DOWN_V1, MAX_DOWN_BODY, MAX_DOWN_LEN,
 };
-pub use counter::{CounterJournal, CounterState, JOURNAL_ENTRIES, RESERVE_BLOCK};
 pub use replay::{ReplayWindow, WINDOW};
 
 use chacha20poly1305::{AeadInPlace, ChaCha20Poly1305, KeyInit, Nonce, Tag};
