@@ -13,6 +13,7 @@ mod certificates;
 mod concurrency;
 mod corrupt_records;
 mod device_gateway;
+mod device_messages;
 mod factory_packages;
 mod hot_path;
 mod rollouts;
