@@ -82,6 +82,7 @@ fn kind(m: &v1::DownMessage) -> &'static str {
         Ok(v1::DownMessageKind::Text) => "text",
         Ok(v1::DownMessageKind::RecordInterval) => "interval",
         Ok(v1::DownMessageKind::CheckUpdate) => "check-update",
+        Ok(v1::DownMessageKind::StatusRequest) => "status",
         _ => "unknown",
     }
 }

@@ -120,6 +120,11 @@ impl Coordinator {
     pub fn device_gateway(&self, options: GatewayOptions) -> DeviceGateway {
         DeviceGateway::new(
             self.updates.clone(),
+            crate::data_stream::DownQueue::new(
+                self.db.clone(),
+                self.provisioning.registry.clone(),
+                self.audit.clone(),
+            ),
             self.provisioning.registry.clone(),
             options,
         )

@@ -318,8 +318,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("listening on {addr} for data records over TCP"))?;
-                tokio::spawn(flashgate_coordinator::data_stream::serve_tcp(
+                // The OS's status receipts on its data connection (after a network update)
+                // are reported like the gateway's.
+                tokio::spawn(flashgate_coordinator::data_stream::serve_tcp_with_receipts(
                     data.clone(),
+                    Some(coordinator.updates().clone()),
                     listener,
                 ));
             }

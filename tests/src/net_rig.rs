@@ -20,6 +20,9 @@ const T: Duration = Duration::from_secs(30);
 const PRODUCT_ID: u32 = 7;
 /// `device-fw/bootloader/src/net.rs`: where the bootloader looks for its gateway.
 pub const GATEWAY_GUEST: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 100), 7402);
+/// `device-fw/demo-os/src/uplink.rs`: where the `net` demo OS sends its records and gets its
+/// down messages.
+pub const DATA_GUEST: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 101), 7403);
 /// How long a fetch may take: long enough for a 70 KiB OS over the emulated network on a loaded machine.
 pub const FETCH_DEADLINE: Duration = Duration::from_secs(240);
 
@@ -34,17 +37,24 @@ pub fn bootloader_net() -> Vec<u8> {
     })
 }
 
-/// Board options whose only network is the guest forward to `gateway` (a loopback port).
-pub fn network_to(gateway: SocketAddr) -> StartOptions {
-    let SocketAddr::V4(host) = gateway else {
-        panic!("the gateway listens on IPv4 loopback")
+/// Board options whose only network is the guest forwards to `gateway` and `data` (loopback
+/// ports).
+pub fn network_to(gateway: SocketAddr, data: SocketAddr) -> StartOptions {
+    let (SocketAddr::V4(host), SocketAddr::V4(data)) = (gateway, data) else {
+        panic!("the gateway and the data port listen on IPv4 loopback")
     };
     StartOptions {
         network: Some(NetworkOptions {
-            tcp_forwards: vec![TcpForward {
-                guest: GATEWAY_GUEST,
-                host,
-            }],
+            tcp_forwards: vec![
+                TcpForward {
+                    guest: GATEWAY_GUEST,
+                    host,
+                },
+                TcpForward {
+                    guest: DATA_GUEST,
+                    host: data,
+                },
+            ],
             frame_peer: None,
         }),
         ..StartOptions::default()
@@ -64,6 +74,8 @@ pub struct NetSetup {
     pub tb: TestBoard,
     /// The proxy in front of the gateway.
     pub proxy: GatewayProxy,
+    /// The coordinator's data TCP port (records up, messages down, the OS's receipts).
+    pub data_addr: SocketAddr,
 }
 
 impl NetSetup {
@@ -90,6 +102,13 @@ impl NetSetup {
         let gateway = tc.coordinator.device_gateway(options);
         tokio::spawn(gateway.serve(listener, std::future::pending()));
         let proxy = GatewayProxy::start(gateway_addr).unwrap();
+        let data = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let data_addr = data.local_addr().unwrap();
+        tokio::spawn(flashgate_coordinator::data_stream::serve_tcp_with_receipts(
+            tc.data.clone(),
+            Some(tc.coordinator.updates().clone()),
+            data,
+        ));
 
         let fw = Firmware::load();
         let bootloader = vendor.sign_bootloader(&bootloader_net(), 3);
@@ -122,6 +141,7 @@ impl NetSetup {
             fw,
             tb,
             proxy,
+            data_addr,
         }
     }
 
@@ -133,7 +153,7 @@ impl NetSetup {
     /// [`NetSetup::power_on`] with `options` (icount, a frame peer, …) besides the forward.
     pub fn power_on_with(&mut self, options: StartOptions) {
         let dir = self.tb.board.dir().to_path_buf();
-        let mut net = network_to(self.proxy.addr);
+        let mut net = network_to(self.proxy.addr, self.data_addr);
         if let (Some(net), Some(extra)) = (net.network.as_mut(), options.network.as_ref()) {
             net.frame_peer = extra.frame_peer;
         }

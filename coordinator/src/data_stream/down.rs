@@ -130,6 +130,7 @@ impl DownMessageRecord {
             Some(DownKind::Text) => v1::DownMessageKind::Text,
             Some(DownKind::RecordInterval) => v1::DownMessageKind::RecordInterval,
             Some(DownKind::CheckUpdate) => v1::DownMessageKind::CheckUpdate,
+            Some(DownKind::StatusRequest) => v1::DownMessageKind::StatusRequest,
             None => v1::DownMessageKind::Unspecified,
         };
         v1::DownMessage {
@@ -197,9 +198,23 @@ impl Outgoing {
                 body: Vec::new(),
                 content: "check for update".into(),
             }),
+            v1::DownMessageKind::StatusRequest => Err(E::InvalidArgument(
+                "status requests are the coordinator's own (after a network update)".into(),
+            )),
             v1::DownMessageKind::Unspecified => {
                 Err(E::InvalidArgument("a message kind is required".into()))
             }
+        }
+    }
+}
+
+impl Outgoing {
+    /// The coordinator's status request: the OS answers a receipt for `challenge`.
+    pub fn status_request(challenge: [u8; 32]) -> Self {
+        Self {
+            kind: DownKind::StatusRequest,
+            body: challenge.to_vec(),
+            content: "status receipt request".into(),
         }
     }
 }

@@ -28,7 +28,7 @@ pub use down::{DeliveryState, DownQueue};
 pub use ingest::{DataIngest, IngestStats, Sender, Verdict, MAX_BATCH};
 pub use limits::IngestLimits;
 pub use service::{DataApi, DeviceMessageApi};
-pub use tcp::serve_tcp;
+pub use tcp::{serve_tcp, serve_tcp_with_receipts};
 pub use udp::{serve_udp, serve_udp_on_own_thread};
 
 #[cfg(test)]

@@ -16,6 +16,11 @@
 //! [`QUEUE_POLL`] and writes each message not acked yet as a `DataDown` frame, once per
 //! connection; a message written on a connection that broke before its ack is written again on
 //! the next one (the device refuses a second copy of one it carried out, and says so).
+//!
+//! With [`serve_tcp_with_receipts`], a `StatusReceipt` frame from the device on the connection
+//! (the running OS answering the coordinator's status request after a network update) is
+//! reported through `Updates::report`: verified there under the device key against the
+//! challenge the coordinator sent, so the connection adds no trust.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +34,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::ingest::{DataIngest, MAX_BATCH};
-use crate::ids::Serial;
+use crate::ids::{ProductId, Serial};
+use crate::update::Updates;
+use flashgate_proto::v1;
 
 /// How often a connection whose device is known looks at its queue in the store.
 pub const QUEUE_POLL: Duration = Duration::from_millis(250);
@@ -40,6 +47,15 @@ const MAX_CONNECTIONS: usize = 1024;
 
 /// Accepts connections until the task is dropped; each one is served in a task of its own.
 pub async fn serve_tcp(ingest: Arc<DataIngest>, listener: TcpListener) -> anyhow::Result<()> {
+    serve_tcp_with_receipts(ingest, None, listener).await
+}
+
+/// [`serve_tcp`], and status receipts on the connections go to `updates`.
+pub async fn serve_tcp_with_receipts(
+    ingest: Arc<DataIngest>,
+    updates: Option<Updates>,
+    listener: TcpListener,
+) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "data TCP ingest listening");
     let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -50,9 +66,10 @@ pub async fn serve_tcp(ingest: Arc<DataIngest>, listener: TcpListener) -> anyhow
             continue;
         };
         let ingest = ingest.clone();
+        let updates = updates.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            match serve_connection(&ingest, stream, peer).await {
+            match serve_connection(&ingest, updates.as_ref(), stream, peer).await {
                 Ok(records) => tracing::info!(%peer, records, "data TCP connection ended"),
                 Err(error) => {
                     tracing::warn!(%peer, error = %format!("{error:#}"), "data TCP connection failed");
@@ -65,6 +82,7 @@ pub async fn serve_tcp(ingest: Arc<DataIngest>, listener: TcpListener) -> anyhow
 /// Serves one connection until it closes; returns how many record frames it carried.
 async fn serve_connection(
     ingest: &DataIngest,
+    updates: Option<&Updates>,
     mut stream: TcpStream,
     peer: SocketAddr,
 ) -> anyhow::Result<u64> {
@@ -72,7 +90,7 @@ async fn serve_connection(
     let mut buf = vec![0u8; 4096];
     let mut carried = 0u64;
     // The device on this connection: the sender of its first authenticated record.
-    let mut device: Option<Serial> = None;
+    let mut device: Option<(ProductId, Serial)> = None;
     // (epoch, counter) of the messages written on this connection.
     let mut written: HashSet<(u32, u32)> = HashSet::new();
     let mut tick = tokio::time::interval(QUEUE_POLL);
@@ -85,10 +103,13 @@ async fn serve_connection(
                     return Ok(carried);
                 }
                 let mut batch = Vec::new();
+                let mut receipts = Vec::new();
                 for &byte in &buf[..n] {
                     if let Some(Ok(frame)) = decoder.push(byte) {
-                        if frame.msg_type() == Ok(MsgType::DataRecord) {
-                            batch.push(frame.payload().to_vec());
+                        match frame.msg_type() {
+                            Ok(MsgType::DataRecord) => batch.push(frame.payload().to_vec()),
+                            Ok(MsgType::StatusReceipt) => receipts.push(frame.payload().to_vec()),
+                            _ => {}
                         }
                     }
                 }
@@ -97,16 +118,38 @@ async fn serve_connection(
                     let (_, senders) = ingest.ingest_senders(Some(peer.ip()), chunk, "tcp").await?;
                     if let (None, Some(first)) = (device, senders.first()) {
                         tracing::info!(%peer, serial = %first.serial, "data TCP connection is the device's");
-                        device = Some(first.serial);
+                        device = Some((first.product_id, first.serial));
+                    }
+                }
+                if let (Some(updates), Some((product_id, serial))) = (updates, device) {
+                    for receipt in receipts {
+                        report(updates, product_id, serial, receipt).await;
                     }
                 }
             }
             _ = tick.tick() => {
-                if let Some(serial) = device {
+                if let Some((_, serial)) = device {
                     deliver(ingest, &mut stream, serial, &mut written).await?;
                 }
             }
         }
+    }
+}
+
+/// Reports a status receipt the device sent on its connection (verified by `Updates::report`
+/// against the outstanding challenge; one that does not verify is logged and dropped).
+async fn report(updates: &Updates, product_id: ProductId, serial: Serial, receipt: Vec<u8>) {
+    let req = v1::ReportUpdateRequest {
+        product_id: product_id.0,
+        serial: serial.0.to_vec(),
+        receipt,
+        refused_code: 0,
+    };
+    match updates.report(req).await {
+        Ok(status) => {
+            tracing::info!(%serial, state = %status.state, os_version = status.os_version, "data TCP: the OS's receipt reported")
+        }
+        Err(error) => tracing::warn!(%serial, %error, "data TCP: a receipt was not recorded"),
     }
 }
 

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::data_stream::DownQueue;
 use crate::provisioning::Registry;
 use crate::update::Updates;
 
@@ -66,6 +67,8 @@ impl Default for GatewayOptions {
 #[derive(Clone)]
 pub struct DeviceGateway {
     updates: Updates,
+    /// The down-link: after a trial receipt, the running OS is asked for its own.
+    down: DownQueue,
     registry: Registry,
     resume: Arc<resume::Envelopes>,
     options: GatewayOptions,
@@ -73,9 +76,15 @@ pub struct DeviceGateway {
 
 impl DeviceGateway {
     /// A gateway over the coordinator's update flow and device registry.
-    pub fn new(updates: Updates, registry: Registry, options: GatewayOptions) -> Self {
+    pub fn new(
+        updates: Updates,
+        down: DownQueue,
+        registry: Registry,
+        options: GatewayOptions,
+    ) -> Self {
         Self {
             updates,
+            down,
             registry,
             resume: Arc::new(resume::Envelopes::default()),
             options,

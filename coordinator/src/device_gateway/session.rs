@@ -13,7 +13,10 @@ use rand_core::{OsRng, RngCore};
 use tokio::runtime::Handle;
 
 use super::DeviceGateway;
+use crate::audit::Actor;
+use crate::data_stream::down::Outgoing;
 use crate::error::CoordinatorError as E;
+use crate::ids::Serial;
 
 /// Challenges of the hellos not yet answered that a late answer may still prove (the device
 /// answers each hello it receives; the ones sent before it connected arrive late).
@@ -198,6 +201,38 @@ impl Session<'_> {
         Ok(Delivered::Installed)
     }
 
+    /// The bootloader's receipt said the new OS runs on trial; the OS itself confirms. A fresh
+    /// challenge goes down to it over the down-link (it fetches its messages on its data
+    /// connection), and its receipt comes back there (`data_stream::tcp`), through
+    /// `Updates::report`, so the registry can say `updated` with no host tool.
+    fn ask_the_os(&self, device: &HelloInfo) {
+        let serial = hex::encode(device.serial);
+        let asked = self.runtime.block_on(async {
+            let challenge = self
+                .gateway
+                .updates
+                .delivery
+                .fresh_challenge(device.product_id, &device.serial)
+                .await?;
+            self.gateway
+                .down
+                .send(
+                    &Actor::coordinator(),
+                    Serial(device.serial),
+                    &Outgoing::status_request(challenge),
+                )
+                .await
+        });
+        match asked {
+            Ok(m) => {
+                tracing::info!(%serial, counter = m.counter, "device gateway: the OS is asked for its receipt")
+            }
+            Err(e) => {
+                tracing::warn!(%serial, error = %e, "device gateway: the OS could not be asked for its receipt")
+            }
+        }
+    }
+
     /// Reports a receipt, or (empty `receipt`) the device's refusal `refused_code`.
     fn report(&self, device: &HelloInfo, receipt: Vec<u8>, refused_code: u32) {
         let req = v1::ReportUpdateRequest {
@@ -207,12 +242,17 @@ impl Session<'_> {
             refused_code,
         };
         match self.runtime.block_on(self.gateway.updates.report(req)) {
-            Ok(status) => tracing::info!(
-                serial = %hex::encode(device.serial),
-                state = %status.state,
-                os_version = status.os_version,
-                "device gateway: reported"
-            ),
+            Ok(status) => {
+                tracing::info!(
+                    serial = %hex::encode(device.serial),
+                    state = %status.state,
+                    os_version = status.os_version,
+                    "device gateway: reported"
+                );
+                if status.state == "in-progress" {
+                    self.ask_the_os(device);
+                }
+            }
             Err(e) => tracing::warn!(
                 serial = %hex::encode(device.serial),
                 error = %e,

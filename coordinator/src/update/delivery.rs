@@ -107,6 +107,27 @@ impl Delivery {
         Ok(Attempt::committed(committed, package))
     }
 
+    /// A fresh receipt challenge for a device whose update is under way (the last receipt
+    /// showed the new OS on trial): the running OS answers it over the down-link, and its
+    /// receipt goes through [`Self::report`] like any other. Replaces any outstanding one.
+    pub async fn fresh_challenge(
+        &self,
+        product_id: u32,
+        serial: &[u8],
+    ) -> Result<[u8; receipt::CHALLENGE_LEN]> {
+        let (product_id, serial) = (ProductId(product_id), Serial::parse(serial)?);
+        CasRetry::new("the device's update record")
+            .run(|| async {
+                let stored = self.targeted(product_id, serial).await?;
+                let challenge = receipt_challenge();
+                let mut record = stored.record.clone();
+                record.challenge = Some(challenge);
+                let txn = Txn::new().unchanged(&stored).replace(&stored, &record);
+                Ok(Attempt::committed(self.db.commit(txn).await?, challenge))
+            })
+            .await
+    }
+
     /// Checks a device's receipt against its key and the outstanding challenge, and records
     /// what it says (or records the refusal the field tool reports instead).
     pub async fn report(&self, req: v1::ReportUpdateRequest) -> Result<v1::DeviceUpdateStatus> {

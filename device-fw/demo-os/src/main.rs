@@ -163,7 +163,11 @@ impl Os {
     /// A down message from either link: opened, checked, its window persisted, then carried
     /// out and acknowledged by a sealed record naming its counter; a refusal is counted and
     /// reported the same way. Both are shown on the UART.
-    fn down_message(&mut self, mut message: flashgate_protocol::data_stream::down::SealedDown) {
+    fn down_message(
+        &mut self,
+        mut message: flashgate_protocol::data_stream::down::SealedDown,
+        service: &OsService<'_>,
+    ) {
         let Some(link) = self.down.as_mut() else {
             self.send_error(ErrorCode::NotProvisioned);
             return;
@@ -172,6 +176,7 @@ impl Os {
         let mut line = TextBuf::<160>::new();
         let mut ack = TextBuf::<96>::new();
         let mut check_update = false;
+        let mut status_challenge = None;
         match link.receive(&mut self.flash, bytes) {
             Ok(accepted) => {
                 let (epoch, counter) = (accepted.header.epoch, accepted.header.counter);
@@ -188,6 +193,7 @@ impl Os {
                         let _ = write!(line, " {seconds} s");
                     }
                     DownKind::CheckUpdate => check_update = true,
+                    DownKind::StatusRequest => status_challenge = body.try_into().ok(),
                 }
                 let _ = write!(ack, "down-ack {epoch}:{counter} {}", accepted.kind.name());
             }
@@ -211,6 +217,23 @@ impl Os {
         self.send(&DeviceMessage::DownLog(line.as_bytes()));
         if let Err(code) = self.emit_telemetry(ack.as_bytes()) {
             self.send_error(code);
+        }
+        if let Some(challenge) = status_challenge {
+            // The receipt goes where the request may have come from: the network (the
+            // coordinator verifies it against its challenge) and the UART.
+            let uart = &mut self.uart;
+            #[cfg(feature = "net")]
+            let uplink = &mut self.uplink;
+            let mut sink = |frame: &[u8]| {
+                uart.write_all(frame);
+                #[cfg(feature = "net")]
+                if let Some(uplink) = uplink.as_mut() {
+                    uplink.queue(frame);
+                }
+            };
+            if let Err(code) = service.status_receipt(&challenge, &mut sink) {
+                self.send_error(code);
+            }
         }
         if check_update {
             // The ack leaves before the hand-over (the bootloader does not keep the socket).
@@ -243,7 +266,7 @@ impl Os {
                 Ok(())
             }
             OsAction::DownMessage(message) => {
-                self.down_message(message);
+                self.down_message(message, service);
                 Ok(())
             }
         };
@@ -349,7 +372,7 @@ extern "C" fn main() -> ! {
     loop {
         #[cfg(feature = "net")]
         if let Some(message) = os.uplink.as_mut().and_then(uplink::Uplink::poll) {
-            os.down_message(message);
+            os.down_message(message, &service);
         }
         let now = os.uptime.poll();
         if now >= next_heartbeat {

@@ -7,7 +7,8 @@
 //! key     := epoch_key(device_key, Direction::Down, epoch)   ("flashgate-data-down-v1" ‖ epoch)
 //! nonce   := 0u32 ‖ counter u64le
 //! kind    := 1 text (body: UTF-8, shown by the OS), 2 record interval (body: seconds u32le),
-//!            3 check for update (body empty)
+//!            3 check for update (body empty), 4 status request (body: the coordinator's
+//!            receipt challenge[32]; the OS answers a status receipt on the same link)
 //! ```
 //! The down keys are not the up keys (another HKDF label), so a device record can never be
 //! replayed to the device as a message, nor a message to the ingest as a record.
@@ -74,6 +75,9 @@ pub enum DownKind {
     RecordInterval = 2,
     /// Check for an update now (the OS hands over to the bootloader's update service).
     CheckUpdate = 3,
+    /// Answer a status receipt (`update::receipt`) for this challenge[32] of the coordinator:
+    /// the running OS's receipt of a network update.
+    StatusRequest = 4,
 }
 
 impl DownKind {
@@ -83,6 +87,7 @@ impl DownKind {
             1 => Some(Self::Text),
             2 => Some(Self::RecordInterval),
             3 => Some(Self::CheckUpdate),
+            4 => Some(Self::StatusRequest),
             _ => None,
         }
     }
@@ -93,6 +98,7 @@ impl DownKind {
             Self::Text => body.len() <= MAX_DOWN_BODY,
             Self::RecordInterval => body.len() == 4,
             Self::CheckUpdate => body.is_empty(),
+            Self::StatusRequest => body.len() == crate::update::receipt::CHALLENGE_LEN,
         }
     }
 
@@ -102,6 +108,7 @@ impl DownKind {
             Self::Text => "text",
             Self::RecordInterval => "interval",
             Self::CheckUpdate => "check-update",
+            Self::StatusRequest => "status",
         }
     }
 }

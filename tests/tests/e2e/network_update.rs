@@ -2,7 +2,9 @@
 //! restricted user networking, a guest forward from 10.0.2.100:7402 to a loopback proxy in
 //! front of the coordinator's device gateway, the real coordinator on its embedded store
 //! ([`flashgate_tests::net_rig`]). No host tool runs: nothing talks to the UART until the
-//! checks at the end, except to ask a running OS to hand over ("asked to update").
+//! checks at the end, except to ask a running OS to hand over ("asked to update"). The first
+//! test installs the `net` demo OS, whose own receipt over the network (the down-link's status
+//! request, answered on its data connection) makes the registry say `updated`.
 
 use std::time::{Duration, Instant};
 
@@ -25,20 +27,45 @@ fn installed(version: u32) -> impl Fn(&v1::DeviceUpdateStatus) -> bool {
     move |s| s.os_version == version && s.last_seen_ms > 0
 }
 
+/// The `net` demo OS (it answers the coordinator's status request over the network).
+fn demo_os_net() -> Vec<u8> {
+    let path = flashgate_tests::firmware_dir().join("demo-os-net.bin");
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}: `cargo xtask firmware`", path.display()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_board_without_an_os_fetches_it_from_the_gateway_and_boots_it() {
     let mut s = NetSetup::new(None).await;
-    s.publish(2, vec![s.tb.uid.0.to_vec()]).await;
+    let os = demo_os_net();
+    s.publish_body(&os, 2, vec![s.tb.uid.0.to_vec()]).await;
     assert_eq!(s.status_of(&s.tb.uid.0).await.state, "pending");
     s.power_on();
-    let status = s.wait_for_status("OS v2 installed", installed(2)).await;
-    // The bootloader's receipt, just before it starts the new OS: verified, v2 on trial.
-    assert_eq!(status.state, "in-progress", "{status:?}");
+    // The bootloader's receipt says v2 on trial (in-progress); the coordinator then sends a
+    // fresh challenge down to the running OS, whose receipt (v2 running, confirmed) comes back
+    // on its data connection: the registry says updated with no host tool.
+    let status = s
+        .wait_for_status("OS v2 installed and confirmed", |st| {
+            installed(2)(st) && st.state == "updated"
+        })
+        .await;
     assert_eq!(status.bootloader_version, 3);
+    let asked =
+        s.tc.data
+            .down()
+            .list(flashgate_coordinator::ids::Serial(s.tb.uid.0))
+            .await
+            .unwrap();
+    assert_eq!(asked.len(), 1, "one status request after the trial receipt");
+    let m = &asked[0].record;
+    assert_eq!(
+        (m.content.as_str(), m.sent_by.as_str()),
+        ("status receipt request", "coordinator")
+    );
     let (to_device, to_gateway, chunks) = s.proxy.carried.snapshot();
-    let package_chunks = (s.fw.demo_os.len() as u64).div_ceil(4096);
+    let package_chunks = (os.len() as u64).div_ceil(4096);
     assert_eq!(chunks, package_chunks, "every chunk once");
-    assert!(to_device > s.fw.demo_os.len() as u64 && to_gateway > 0);
+    assert!(to_device > os.len() as u64 && to_gateway > 0);
     // It boots v2 and confirmed it: what runs after a power cycle, per a verified receipt.
     let r = s.running();
     assert_eq!(r.state, DeviceState::OsRunning { version: 2 });

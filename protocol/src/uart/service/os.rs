@@ -86,6 +86,16 @@ impl<'r> OsService<'r> {
         }
     }
 
+    /// Sends a status receipt for `challenge` on `link` (a down message's status request:
+    /// the same receipt the UART's `StatusRequest` gets).
+    pub fn status_receipt<S: FrameSink + ?Sized>(
+        &self,
+        challenge: &[u8; crate::update::receipt::CHALLENGE_LEN],
+        link: &mut S,
+    ) -> Result<(), ErrorCode> {
+        self.identity.status(challenge, link)
+    }
+
     /// Apps started so far.
     pub fn app_stats(&self) -> AppStats {
         self.apps
