@@ -82,6 +82,11 @@ impl NetSetup {
     /// `os`: the OS installed offline after provisioning (`None`: the board has none). The
     /// board is powered off; [`NetSetup::power_on`] starts it on the network.
     pub async fn new(os: Option<u32>) -> Self {
+        Self::new_with(os.map(|v| (None, v))).await
+    }
+
+    /// [`NetSetup::new`] with `os` = (its body, `None` for the demo OS; its version).
+    pub async fn new_with(os: Option<(Option<Vec<u8>>, u32)>) -> Self {
         let tc = TestCoordinator::start_embedded().await.unwrap();
         let mut ops = tc.operator_client().await.unwrap();
         let mut vendor = Vendor::new(PRODUCT_ID);
@@ -118,7 +123,7 @@ impl NetSetup {
             PRODUCT_ID,
         )
         .unwrap();
-        let image = os.map(|v| vendor.sign_os(&fw.demo_os, v));
+        let image = os.map(|(body, v)| vendor.sign_os(body.as_ref().unwrap_or(&fw.demo_os), v));
         let (mut tb, _) = tokio::task::block_in_place(|| {
             TestBoard::provisioned(
                 plan,
