@@ -177,7 +177,7 @@ async fn main() {
     let net_rate = net_records as f64 / net_time.as_secs_f64();
     let uart_rate = uart_count as f64 / uart_time.as_secs_f64();
     let stats = s.tc.data.stats();
-    println!("== records from one emulated device (demo-os-net, v2 records of ~50 B bodies, 80 B frames), {BURSTS} bursts of {BURST}, one run, wall clock");
+    println!("== records from one emulated device (demo-os-net, v2 records of ~55 B bodies, ~85 B frames), {BURSTS} bursts of {BURST}, one run, wall clock");
     println!(
         "  network (TCP to serve --data-tcp, accepted by the ingest): {net_records} of {sent} records, {net_rate:.0} records/s ({net_time:.2?} request..last accepted, summed)"
     );
