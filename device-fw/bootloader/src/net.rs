@@ -12,13 +12,12 @@
 //! ([`RETRY_FIRST_S`] to [`RETRY_MAX_S`]) whenever the connection fails or closes. Nothing
 //! blocks: [`NetLink::poll`] does one step and returns, so the UART is served in between.
 
-use flashgate_board::cpu::SysTickCounter;
 use flashgate_board::mps2_an386::Lan9118;
 use flashgate_board::{Board, EntropySource, NorFlash};
 use flashgate_net::smoltcp::iface::{SocketHandle, SocketStorage};
 use flashgate_net::smoltcp::socket::tcp;
 use flashgate_net::smoltcp::wire::{IpEndpoint, Ipv4Address};
-use flashgate_net::{Clock, Ipv4Config, NetStack, TakeOnce};
+use flashgate_net::{Clock, NetDown, NetStack, OneTcp, TakeOnce, TcpBuffers};
 use flashgate_protocol::boot::OsImage;
 use flashgate_protocol::uart::service::FrameSink;
 use flashgate_protocol::uart::{BootloaderAction, BootloaderService, FrameDecoder, MsgType};
@@ -53,17 +52,6 @@ const OUTBOX_LEN: usize = 1024;
 static SOCKETS: TakeOnce<[SocketStorage<'static>; 1]> = TakeOnce::new([SocketStorage::EMPTY; 1]);
 static RX: TakeOnce<[u8; RX_LEN]> = TakeOnce::new([0; RX_LEN]);
 static TX: TakeOnce<[u8; TX_LEN]> = TakeOnce::new([0; TX_LEN]);
-
-/// Why the network link did not come up (the UART is then the only link).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NetDown {
-    /// No entropy for the TCP sequence numbers.
-    Entropy,
-    /// The Ethernet controller did not initialise.
-    Controller,
-    /// The static socket storage was taken already (a second bring-up).
-    Storage,
-}
 
 /// Replies of the service, kept until the socket has room for them.
 struct Outbox {
@@ -132,26 +120,18 @@ impl NetLink {
     /// Brings the controller and the stack up (static address, `Ipv4Config::QEMU_USER`), the
     /// seed of TCP sequence numbers and ports from `entropy`.
     pub fn up(eth: Lan9118, entropy: &mut impl EntropySource) -> Result<Self, NetDown> {
-        let mut seed = [0u8; 8];
-        entropy.fill(&mut seed).map_err(|_| NetDown::Entropy)?;
-        let mut clock = Clock::new(SysTickCounter::start(), Board::CORE_CLOCK_HZ);
-        let device = eth.init(None).map_err(|_| NetDown::Controller)?;
-        let (Some(storage), Some(rx), Some(tx)) = (SOCKETS.take(), RX.take(), TX.take()) else {
-            return Err(NetDown::Storage);
+        let buffers = TcpBuffers {
+            sockets: &SOCKETS,
+            rx: &RX,
+            tx: &TX,
         };
-        let socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(&mut rx[..]),
-            tcp::SocketBuffer::new(&mut tx[..]),
-        );
-        let mut stack = NetStack::new(
-            device,
-            &Ipv4Config::QEMU_USER,
-            u64::from_le_bytes(seed),
+        let OneTcp { stack, clock, tcp } = OneTcp::up(
+            || eth.init(None),
+            entropy,
+            Board::CORE_CLOCK_HZ,
+            buffers,
             Some(RX_FIFO_FRAMES),
-            &mut storage[..],
-            clock.now(),
-        );
-        let tcp = stack.add_socket(socket).map_err(|_| NetDown::Storage)?;
+        )?;
         Ok(Self {
             stack,
             clock,

@@ -20,13 +20,12 @@
 //! opened the connection, so this crosses NAT). [`Uplink::poll`] hands each one to the OS,
 //! which opens and checks it (`down.rs`).
 
-use flashgate_board::cpu::SysTickCounter;
 use flashgate_board::mps2_an386::{Lan9118, Lan9118Device};
 use flashgate_board::{Board, EntropySource};
 use flashgate_net::smoltcp::iface::{SocketHandle, SocketStorage};
 use flashgate_net::smoltcp::socket::tcp;
 use flashgate_net::smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
-use flashgate_net::{Clock, Ipv4Config, NetStack, TakeOnce};
+use flashgate_net::{Clock, NetDown, NetStack, OneTcp, TakeOnce, TcpBuffers};
 use flashgate_protocol::data_stream::down::SealedDown;
 use flashgate_protocol::uart::{FrameDecoder, MsgType};
 
@@ -52,17 +51,6 @@ static SOCKETS: TakeOnce<[SocketStorage<'static>; 1]> = TakeOnce::new([SocketSto
 static RX: TakeOnce<[u8; RX_LEN]> = TakeOnce::new([0; RX_LEN]);
 static TX: TakeOnce<[u8; TX_LEN]> = TakeOnce::new([0; TX_LEN]);
 
-/// Why the uplink did not come up (the UART is then the only link).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NetDown {
-    /// No entropy for the TCP sequence numbers.
-    Entropy,
-    /// The Ethernet controller did not initialise.
-    Controller,
-    /// The static socket storage was taken already (a second bring-up).
-    Storage,
-}
-
 /// The uplink: the stack, one TCP socket to the ingest, frames waiting for it.
 pub struct Uplink {
     stack: NetStack<'static, Lan9118Device>,
@@ -80,26 +68,13 @@ impl Uplink {
     /// Brings the controller and the stack up (static address, `Ipv4Config::QEMU_USER`), the
     /// seed of TCP sequence numbers and ports from `entropy`.
     pub fn up(eth: Lan9118, entropy: &mut impl EntropySource) -> Result<Self, NetDown> {
-        let mut seed = [0u8; 8];
-        entropy.fill(&mut seed).map_err(|_| NetDown::Entropy)?;
-        let mut clock = Clock::new(SysTickCounter::start(), Board::CORE_CLOCK_HZ);
-        let device = eth.init(None).map_err(|_| NetDown::Controller)?;
-        let (Some(storage), Some(rx), Some(tx)) = (SOCKETS.take(), RX.take(), TX.take()) else {
-            return Err(NetDown::Storage);
+        let buffers = TcpBuffers {
+            sockets: &SOCKETS,
+            rx: &RX,
+            tx: &TX,
         };
-        let socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(&mut rx[..]),
-            tcp::SocketBuffer::new(&mut tx[..]),
-        );
-        let mut stack = NetStack::new(
-            device,
-            &Ipv4Config::QEMU_USER,
-            u64::from_le_bytes(seed),
-            None,
-            &mut storage[..],
-            clock.now(),
-        );
-        let tcp = stack.add_socket(socket).map_err(|_| NetDown::Storage)?;
+        let OneTcp { stack, clock, tcp } =
+            OneTcp::up(|| eth.init(None), entropy, Board::CORE_CLOCK_HZ, buffers, None)?;
         Ok(Self {
             stack,
             clock,

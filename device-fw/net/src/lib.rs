@@ -16,11 +16,13 @@
 
 mod clock;
 mod link;
+mod one_tcp;
 mod stack;
 mod storage;
 
 pub use clock::Clock;
 pub use link::{EthernetLink, LinkStats};
+pub use one_tcp::{NetDown, OneTcp, TcpBuffers};
 pub use smoltcp;
 pub use stack::{Ipv4Config, NetStack};
 pub use storage::TakeOnce;
