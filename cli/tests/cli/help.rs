@@ -41,6 +41,8 @@ const DOCUMENTED: &[&str] = &[
     "device update",
     "device app-install",
     "device verify",
+    "device send",
+    "device messages",
     "config set-context",
     "config use-context",
     "config get-contexts",
