@@ -595,3 +595,63 @@ async fn rewrap_reseals_every_secret_under_the_new_kek() {
         .unwrap_err();
     assert!(refused.to_string().contains("not loaded"), "{refused}");
 }
+
+/// `serve --data-tcp ADDR --device-gateway-listen ADDR` (the flags docs/operations.md shows for
+/// data and updates without a host): both ports listen, and the down-link's message service
+/// answers over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_the_data_port_and_the_gateway_serves_the_message_service() {
+    use flashgate_proto::v1::device_message_service_client::DeviceMessageServiceClient;
+
+    let keys = Keys::generate();
+    let data = tempfile::tempdir().unwrap();
+    let store = format!("embedded:{}", data.path().display());
+    let (data_port, gateway_port) = (free_port(), free_port());
+    let data_addr = format!("127.0.0.1:{data_port}");
+    let gateway_addr = format!("127.0.0.1:{gateway_port}");
+    let mut served = Served::start(
+        &keys,
+        &store,
+        &[
+            "--data-tcp",
+            &data_addr,
+            "--device-gateway-listen",
+            &gateway_addr,
+        ],
+    );
+    served.wait_healthy().await;
+    served.wait_for_log("data TCP ingest listening").await;
+    served.wait_for_log("serving the device gateway").await;
+    std::net::TcpStream::connect(&data_addr).expect("the data port accepts devices");
+    let mut messages = DeviceMessageServiceClient::new(
+        channel(&served.endpoint, &served.ca_pem, None)
+            .await
+            .unwrap(),
+    );
+    let listed = messages
+        .list_device_messages(operator_request(
+            TOKEN,
+            v1::ListDeviceMessagesRequest {
+                serial: random_serial().to_vec(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.messages.is_empty());
+    let unknown = messages
+        .send_device_message(operator_request(
+            TOKEN,
+            v1::SendDeviceMessageRequest {
+                serial: random_serial().to_vec(),
+                kind: v1::DownMessageKind::Text as i32,
+                text: "hello".into(),
+                interval_s: 0,
+            },
+        ))
+        .await
+        .expect_err("no such device");
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+    assert!(served.interrupt().success(), "{}", served.log());
+    assert_no_panic(&served);
+}
