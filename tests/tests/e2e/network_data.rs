@@ -7,12 +7,18 @@
 //!
 //! The down-link on the same connection: a message sent with `flashgate device send` is
 //! shown by the OS once and acked by a sealed record; a replay of its bytes is refused and
-//! counted by the device, before and after a power cycle; a new message after it is accepted.
+//! counted by the device (injected on the UART), and after a power cycle the coordinator's own
+//! re-send of it over the network (as after a lost ack) is refused too; a new message after it
+//! is accepted.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use flashgate_coordinator::data_stream::down::DownMessageRecord;
+use flashgate_coordinator::data_stream::DeliveryState;
+use flashgate_coordinator::ids::Serial;
+use flashgate_coordinator::repository::{Db, Scope, Txn};
 use flashgate_coordinator::testing::TestCoordinator;
 use flashgate_emulator::{EmulatedBoard, NetworkOptions, StartOptions, TcpForward};
 use flashgate_protocol::uart::{MsgType, Request};
@@ -294,12 +300,7 @@ async fn a_message_sent_down_is_received_once_a_replay_is_refused_and_both_direc
 
     // Its sealed bytes again (a replay, injected on the UART: the window is the device's,
     // whatever link carries a copy): refused, counted by the device, reported up.
-    let sealed = tc
-        .data
-        .down()
-        .list(flashgate_coordinator::ids::Serial(serial))
-        .await
-        .unwrap()[0]
+    let sealed = tc.data.down().list(Serial(serial)).await.unwrap()[0]
         .record
         .sealed
         .clone();
@@ -356,6 +357,20 @@ async fn a_message_sent_down_is_received_once_a_replay_is_refused_and_both_direc
     );
     let before_reboot = lines.iter().map(counter).max().unwrap();
     drop(uart);
+    // As if message 0's ack had been lost: the coordinator writes it again on the device's next
+    // connection, over the network (the same sealed bytes: a replay on the network path).
+    let db = Db::new(tc.coordinator.store().clone());
+    let stored = db
+        .list(Scope::<DownMessageRecord>::under(&Serial(serial)))
+        .await
+        .unwrap()
+        .remove(0);
+    let mut lost_ack = stored.record.clone();
+    lost_ack.state = DeliveryState::Delivered;
+    assert!(db
+        .commit(Txn::new().unchanged(&stored).replace(&stored, &lost_ack))
+        .await
+        .unwrap());
 
     // A power cycle: records continue past every counter used, the old message is still
     // refused (the window was in flash), a new one is accepted.
@@ -371,7 +386,7 @@ async fn a_message_sent_down_is_received_once_a_replay_is_refused_and_both_direc
         boots(&lines)[1] > before_reboot,
         "up counters continue: {lines:?}"
     );
-    uart.send(&Request::DataDown { message: &sealed }).unwrap();
+    // Message 0 again, from the coordinator over the network: refused (the window was in flash).
     let refused = tokio::task::block_in_place(|| wait_for_down_log(&mut uart, "refused"));
     assert_eq!(refused, "down 0:0 refused 0x0502 (1 refused since boot)");
     tokio::task::block_in_place(|| {
@@ -395,7 +410,9 @@ async fn a_message_sent_down_is_received_once_a_replay_is_refused_and_both_direc
         "refusals",
     )
     .await;
-    assert_eq!(m["state"], "acked");
+    // Written again after a lost ack, it is refused as a replay: the device had it.
+    assert_eq!(m["state"], "refused", "{m}");
+    assert_eq!(m["last_refusal"], "0x0502", "{m}");
     // Received once: one ack per message, in the records.
     let lines = tokio::task::block_in_place(|| tail(&tc, &serial));
     let acks = bodies_starting(&lines, "down-ack ");
