@@ -5,7 +5,13 @@
 //! slot) and device-certificate issuance (`IssueDeviceCertificate`: one lease slot per chip;
 //! goal ≥ 0.8×), each with 1 and with 16 concurrent stations (the 16 share one order, each
 //! issues under its own lease). All of it over TLS (mutual, station certificates) and over
-//! plain text, with the TLS cost per case at the end. Station requests are signed before the
+//! plain text, with the TLS cost per case at the end.
+//!
+//! A second reference sits beside each figure: raw etcd transactions of the call's own shape
+//! (as many keys, each compared and written, with the same key and value sizes, read back from
+//! etcd after one call of that kind), each writer on its own keys. The goal is against the
+//! one-key CAS, as the issue states it; the same-shape ratio shows what the coordinator adds
+//! over etcd's cost for the writes the call must make. Station requests are signed before the
 //! clock starts (a station signs on its own machine, not on the coordinator's cores); sending
 //! them, TLS and HTTP/2 on the station's side included, is inside it.
 //!
@@ -22,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use flashgate_coordinator::keys::Kek;
 use flashgate_coordinator::store::etcd::EtcdStore;
 use flashgate_coordinator::testing::{test_config, TestCoordinator};
@@ -90,6 +96,10 @@ struct Figure {
     ops: f64,
     per_op: u32,
     reference: f64,
+    /// Raw etcd txn/s of the call's own shape, same run, same concurrency.
+    shaped: f64,
+    /// etcd requests the calls made, per call.
+    etcd: EtcdRequests,
     goal: f64,
 }
 
@@ -101,22 +111,36 @@ impl Figure {
     fn print(&self) {
         let ratio = self.ratio();
         println!(
-            "{:<44} {:>9.0} {:>11.0} {:>10.0} {:>7.2} {:>6} {}",
+            "{:<44} {:>9.0} {:>11.0} {:>10.0} {:>7.2} {:>6} {:<4} {:>10.0} {:>7.2} {:>5.2} {:>5.2}",
             self.case,
             self.ops,
             self.ops * f64::from(self.per_op),
             self.reference,
             ratio,
             format!("≥{}", self.goal),
-            if ratio >= self.goal { "ok" } else { "MISS" }
+            if ratio >= self.goal { "ok" } else { "MISS" },
+            self.shaped,
+            self.ops / self.shaped,
+            self.etcd.txn,
+            self.etcd.range
         );
     }
 }
 
 fn header() {
     println!(
-        "{:<44} {:>9} {:>11} {:>10} {:>7} {:>6}",
-        "case", "calls/s", "slots/s", "raw CAS/s", "ratio", "goal"
+        "{:<44} {:>9} {:>11} {:>10} {:>7} {:>6} {:<4} {:>10} {:>7} {:>5} {:>5}",
+        "case",
+        "calls/s",
+        "slots/s",
+        "raw CAS/s",
+        "ratio",
+        "goal",
+        "",
+        "shape tx/s",
+        "ratio",
+        "txn",
+        "range"
     );
 }
 
@@ -144,6 +168,162 @@ async fn raw_concurrent(url: &str, writers: usize, per_writer: u32) -> anyhow::R
                 let response = client.txn(txn).await?;
                 anyhow::ensure!(response.succeeded(), "uncontended CAS failed");
                 revision = response.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    start.wait().await;
+    let started = Instant::now();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(f64::from(per_writer) * writers as f64 / started.elapsed().as_secs_f64())
+}
+
+/// etcd's own count of the transactions and reads it answered (its `/metrics`), or per call.
+#[derive(Clone, Copy, Debug, Default)]
+struct EtcdRequests {
+    txn: f64,
+    range: f64,
+}
+
+impl EtcdRequests {
+    /// The counts so far, from etcd's metrics on its client URL.
+    fn read(url: &str) -> anyhow::Result<Self> {
+        use std::io::{Read, Write};
+        let address = url.trim_start_matches("http://");
+        let mut tcp = std::net::TcpStream::connect(address)?;
+        write!(tcp, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
+        let mut text = String::new();
+        tcp.read_to_string(&mut text)?;
+        let count = |method: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with("grpc_server_handled_total{"))
+                .filter(|l| l.contains("grpc_code=\"OK\""))
+                .filter(|l| l.contains(&format!("grpc_method=\"{method}\"")))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        Ok(Self {
+            txn: count("Txn"),
+            range: count("Range"),
+        })
+    }
+
+    /// What `calls` calls asked of etcd between `before` and now, per call.
+    fn per_call(url: &str, before: Self, calls: f64) -> anyhow::Result<Self> {
+        let after = Self::read(url)?;
+        Ok(Self {
+            txn: (after.txn - before.txn) / calls,
+            range: (after.range - before.range) / calls,
+        })
+    }
+}
+
+/// The writes of one transaction: each key's and value's length.
+#[derive(Clone, Debug)]
+struct Shape(Vec<(usize, usize)>);
+
+impl Shape {
+    fn describe(&self) -> String {
+        let bytes: usize = self.0.iter().map(|(k, v)| k + v).sum();
+        format!("{} keys, {bytes} B", self.0.len())
+    }
+}
+
+/// The shape of the transaction that made etcd's latest revision under `namespace` (the keys
+/// it wrote, read back by their mod revision). Deletes leave no key and are not in it.
+async fn last_txn_shape(url: &str, namespace: &str) -> anyhow::Result<Shape> {
+    let mut client = Client::connect([url], None).await?;
+    let head = client
+        .get(
+            namespace,
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await?;
+    let revision = head.header().map(|h| h.revision()).unwrap_or(0);
+    let written = client
+        .get(
+            namespace,
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_min_mod_revision(revision)
+                    .with_max_mod_revision(revision),
+            ),
+        )
+        .await?;
+    let shape = Shape(
+        written
+            .kvs()
+            .iter()
+            .map(|kv| (kv.key().len(), kv.value().len()))
+            .collect(),
+    );
+    anyhow::ensure!(!shape.0.is_empty(), "no key written at revision {revision}");
+    Ok(shape)
+}
+
+/// Raw etcd txn/s of `shape` with `writers` concurrent clients, each on its own keys: every
+/// key compared on its mod revision and written, as the coordinator's guards and writes are.
+async fn raw_shaped(
+    url: &str,
+    writers: usize,
+    per_writer: u32,
+    shape: &Shape,
+) -> anyhow::Result<f64> {
+    let start = Arc::new(tokio::sync::Barrier::new(writers + 1));
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (url, start, shape) = (url.to_owned(), start.clone(), shape.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::connect([url], None).await?;
+            let writes: Vec<(String, Vec<u8>)> = shape
+                .0
+                .iter()
+                .enumerate()
+                .map(|(k, &(key_len, value_len))| {
+                    let key = format!("/bench/shape-{w}-{k}-");
+                    let pad = key_len.saturating_sub(key.len());
+                    (format!("{key}{}", "k".repeat(pad)), vec![b'v'; value_len])
+                })
+                .collect();
+            let mut revision = 0;
+            for (key, value) in &writes {
+                let put = client.put(key.clone(), value.clone(), None).await?;
+                revision = put.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            let mut revisions = vec![0; writes.len()];
+            for (k, (key, _)) in writes.iter().enumerate() {
+                let got = client.get(key.clone(), None).await?;
+                revisions[k] = got
+                    .kvs()
+                    .first()
+                    .map(|kv| kv.mod_revision())
+                    .unwrap_or(revision);
+            }
+            start.wait().await;
+            for _ in 0..per_writer {
+                let txn = Txn::new()
+                    .when(
+                        writes
+                            .iter()
+                            .zip(&revisions)
+                            .map(|((key, _), &r)| {
+                                Compare::mod_revision(key.clone(), CompareOp::Equal, r)
+                            })
+                            .collect::<Vec<_>>(),
+                    )
+                    .and_then(
+                        writes
+                            .iter()
+                            .map(|(key, value)| TxnOp::put(key.clone(), value.clone(), None))
+                            .collect::<Vec<_>>(),
+                    );
+                let response = client.txn(txn).await?;
+                anyhow::ensure!(response.succeeded(), "uncontended shaped txn failed");
+                let r = response.header().map(|h| h.revision()).unwrap_or(0);
+                revisions.iter_mut().for_each(|v| *v = r);
             }
             anyhow::Ok(())
         }));
@@ -312,10 +492,12 @@ where
     Ok(calls as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Every figure through one coordinator (`transport` names how stations reach it).
+/// Every figure through one coordinator (`transport` names how stations reach it, its keys
+/// live under `namespace`).
 async fn figures(
     n: u32,
     url: &str,
+    namespace: &str,
     tc: &TestCoordinator,
     transport: &str,
 ) -> anyhow::Result<Vec<Figure>> {
@@ -335,26 +517,51 @@ async fn figures(
         }))
         .await?
         .into_inner();
+    // One call of each kind, alone, and the shape of the transaction it committed.
+    let mut lease_shapes = Vec::new();
+    for batch in [1u32, 100] {
+        grants_concurrent(&order.order_id, &all[..1], batch, 1).await?;
+        lease_shapes.push((batch, last_txn_shape(url, namespace).await?));
+    }
+    issue_concurrent(tc, &order.order_id, &all[..1], 1).await?;
+    let issue_shape = last_txn_shape(url, namespace).await?;
+    for (batch, shape) in &lease_shapes {
+        println!("shape of AcquireLease count={batch}: {}", shape.describe());
+    }
+    println!(
+        "shape of IssueDeviceCertificate: {}",
+        issue_shape.describe()
+    );
     let mut out = Vec::new();
     for stations in [1usize, 16] {
         let per = if stations == 1 { n } else { (n / 4).max(10) };
         let raw = raw_concurrent(url, stations, per).await?;
-        for batch in [1u32, 100] {
-            let ops = grants_concurrent(&order.order_id, &all[..stations], batch, per).await?;
+        for (batch, shape) in &lease_shapes {
+            let shaped = raw_shaped(url, stations, per, shape).await?;
+            let before = EtcdRequests::read(url)?;
+            let ops = grants_concurrent(&order.order_id, &all[..stations], *batch, per).await?;
+            let calls = f64::from(per) * stations as f64;
             out.push(Figure {
+                etcd: EtcdRequests::per_call(url, before, calls)?,
                 case: format!("AcquireLease count={batch} x{stations} ({transport})"),
                 ops,
-                per_op: batch,
+                per_op: *batch,
                 reference: raw,
-                goal: if batch == 1 { 0.8 } else { 20.0 },
+                shaped,
+                goal: if *batch == 1 { 0.8 } else { 20.0 },
             });
         }
+        let shaped = raw_shaped(url, stations, per, &issue_shape).await?;
+        let before = EtcdRequests::read(url)?;
         let ops = issue_concurrent(tc, &order.order_id, &all[..stations], per).await?;
+        let calls = f64::from(per) * stations as f64;
         out.push(Figure {
+            etcd: EtcdRequests::per_call(url, before, calls)?,
             case: format!("IssueDeviceCertificate x{stations} ({transport})"),
             ops,
             per_op: 1,
             reference: raw,
+            shaped,
             goal: 0.8,
         });
     }
@@ -372,7 +579,8 @@ async fn run(n: u32, url: &str) -> anyhow::Result<()> {
     }
     println!(
         "lease grants and device certificates through the coordinator (loopback gRPC, signed \
-         station requests, one etcd) beside raw etcd CAS txn/s measured just before, at the \
+         station requests, one etcd) beside raw etcd CAS txn/s and raw txn/s of the call's own \
+         shape (last two columns), measured just before, at the \
          same concurrency; {n} calls per station alone, {} each of 16",
         (n / 4).max(10)
     );
@@ -392,7 +600,7 @@ async fn run(n: u32, url: &str) -> anyhow::Result<()> {
         };
         println!();
         header();
-        let figures = figures(n, url, &tc, transport).await?;
+        let figures = figures(n, url, namespace, &tc, transport).await?;
         for f in &figures {
             f.print();
         }
