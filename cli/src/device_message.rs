@@ -21,7 +21,7 @@ pub struct DeviceSendArgs {
     #[arg(long)]
     text: Option<String>,
     /// Configuration: a telemetry record every this many seconds (1–3600).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3600))]
     interval: Option<u32>,
     /// Ask the device to check for an update now.
     #[arg(long)]

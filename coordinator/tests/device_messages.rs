@@ -74,8 +74,35 @@ async fn messages_down_are_sent_by_the_field_role_counted_once_across_replicas_a
         .unwrap()
         .is_empty());
 
-    // Ten at once, five through each replica, with the field role.
     let field = tc.operator_with_role("field", Role::Field).await.unwrap();
+    // A record interval out of 1..=3600 s is refused by the coordinator too (the CLI checks it
+    // first; another client may not), and queues nothing.
+    for seconds in [0, 3601] {
+        let status = clients[0]
+            .clone()
+            .send_device_message(operator_request(
+                &field,
+                v1::SendDeviceMessageRequest {
+                    serial: serial.to_vec(),
+                    kind: v1::DownMessageKind::RecordInterval as i32,
+                    text: String::new(),
+                    interval_s: seconds,
+                },
+            ))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("1 to 3600"), "{status:?}");
+    }
+    assert!(tc
+        .data
+        .down()
+        .list(Serial(serial))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Ten at once, five through each replica, with the field role.
     let mut sends = tokio::task::JoinSet::new();
     for i in 0..10 {
         let mut client = clients[i % 2].clone();
