@@ -5,7 +5,7 @@
 #
 #   scripts/fuzz.sh [--seconds N] [--build-only] [TARGET...]
 #
-#   --seconds N    run each target N seconds (default 15: 30 targets take 7.5 minutes)
+#   --seconds N    run each target N seconds (default 15: 31 targets take under 8 minutes)
 #   --build-only   build the targets, run nothing
 #   TARGET...      only these (default: every file in fuzz/fuzz_targets/)
 #

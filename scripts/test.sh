@@ -5,7 +5,7 @@
 # unit tests, and end-to-end tests on real QEMU boards, a real etcd, real gRPC on loopback;
 # the probe-rs (USB probe) backend built, linted and unit-tested on its own;
 # then the bounded fuzz run (scripts/fuzz.sh: every target in fuzz/ for
-# FLASHGATE_FUZZ_SECONDS seconds each, 10 by default, about 6 minutes for 30 targets; 0 skips it).
+# FLASHGATE_FUZZ_SECONDS seconds each, 10 by default, about 6 minutes for 31 targets; 0 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

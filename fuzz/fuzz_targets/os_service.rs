@@ -1,7 +1,8 @@
 #![no_main]
-//! The OS's UART service (hello, status, app install and start, data requests) on a
+//! The OS's UART service (hello, status, app install and start, data requests, messages down) on a
 //! provisioned device: any sequence of frames; everything it sends back must be a good frame.
 use flashgate_fuzz::{device, uart};
+use flashgate_protocol::data_stream::open_down;
 use flashgate_protocol::uart::{OsAction, OsService};
 use flashgate_protocol::update::boot_state::BootState;
 
@@ -19,6 +20,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         match service.handle(frame, &mut flash, &mut sink) {
             OsAction::StartApp(app) => service.app_returned(&app, 0, &mut sink),
             OsAction::EnterBootloader => entered_bootloader = true,
+            // The OS opens it as the device would (the message itself: `down_message`).
+            OsAction::DownMessage(mut message) => {
+                let _ = open_down(&device::DEVICE_KEY, message.as_mut_slice());
+            }
             OsAction::Continue
             | OsAction::EmitTelemetry { .. }
             | OsAction::RotateEpoch
