@@ -26,22 +26,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flashgate_emulator::qmp::QmpConnection;
 use flashgate_emulator::StartOptions;
 use flashgate_protocol::uart::host::HostLink;
 use flashgate_protocol::uart::{MsgType, Request};
-use flashgate_tests::net_rig::NetSetup;
+use flashgate_tests::net_rig::{NetSetup, PaintedStack, PAINT_LEN};
 use flashgate_tests::{firmware_dir, firmware_size};
 
 const T: Duration = Duration::from_secs(30);
 /// Records per request: their frames fit the uplink's buffers.
 const BURST: u8 = 40;
 const BURSTS: usize = 25;
-/// SRAM of mps2-an386 ends here; the OS's (and the bootloader's) stack grows down from it.
-const STACK_TOP: u32 = 0x2040_0000;
-const PAINT_LEN: u32 = 64 * 1024;
-const PAINT: u8 = 0xA5;
-
 fn demo_os_net() -> Vec<u8> {
     std::fs::read(firmware_dir().join("demo-os-net.bin"))
         .expect("demo-os-net.bin: build the firmware first (`cargo xtask firmware`)")
@@ -98,19 +92,10 @@ async fn ingest_reaches(s: &NetSetup, target: u64) -> (u64, Instant) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let scratch = tempfile::tempdir().unwrap();
-    let paint = scratch.path().join("paint.bin");
-    std::fs::write(&paint, vec![PAINT; PAINT_LEN as usize]).unwrap();
+    let paint = PaintedStack::new(scratch.path());
     let mut s = NetSetup::new_with(Some((Some(demo_os_net()), 1))).await;
     s.power_on_with(StartOptions {
-        extra_args: vec![
-            "-device".into(),
-            format!(
-                "loader,file={},addr={:#x}",
-                paint.display(),
-                STACK_TOP - PAINT_LEN
-            )
-            .into(),
-        ],
+        extra_args: paint.qemu_args(),
         ..StartOptions::default()
     });
     let stream = std::net::TcpStream::connect(s.tb.board.serial_addr().unwrap()).unwrap();
@@ -147,28 +132,7 @@ async fn main() {
     let big_net = s.tc.data.stats().accepted - accepted;
 
     // The stack high-water of the whole run.
-    let dump = s.tb.board.dir().join("stack.bin");
-    let mut qmp = QmpConnection::connect(s.tb.board.qmp_addr().unwrap(), T).unwrap();
-    // Stopped first: the stack is read as the OS left it, not while it moves.
-    qmp.execute("stop", None).unwrap();
-    qmp.execute(
-        "pmemsave",
-        Some(serde_json::json!({
-            "val": STACK_TOP - PAINT_LEN,
-            "size": PAINT_LEN,
-            "filename": dump.to_string_lossy(),
-        })),
-    )
-    .unwrap();
-    let stack = std::fs::read(&dump).unwrap();
-    let untouched = stack.iter().take_while(|b| **b == PAINT).count() as u32;
-    assert!(
-        untouched > 0,
-        "the stack went past the painted {PAINT_LEN} B"
-    );
-    let high_water = PAINT_LEN - untouched;
-    // QEMU serves one QMP client at a time: power_off connects its own.
-    drop(qmp);
+    let high_water = paint.high_water(&s);
     s.tb.board.power_off().unwrap();
 
     let (text_net, data_net, bss_net) = firmware_size("demo-os-net").unwrap();

@@ -28,24 +28,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flashgate_emulator::cut::InstructionCut;
-use flashgate_emulator::qmp::QmpConnection;
 use flashgate_emulator::{NetworkOptions, StartOptions};
 use flashgate_proto::v1;
 use flashgate_protocol::layout::{IMAGE_HEADER_SPACE, STAGING_SLOT_ADDR};
 use flashgate_protocol::uart::host::{HostLink, InstallOutcome, Transport};
 use flashgate_protocol::update::package::CHUNK_SIZE;
 use flashgate_tests::firmware_size;
-use flashgate_tests::net_rig::NetSetup;
+use flashgate_tests::net_rig::{NetSetup, PaintedStack, PAINT_LEN};
 
 const BODY: usize = 256 * 1024;
 const T: Duration = Duration::from_secs(60);
 /// The staging slot's chunk marks (`update::session`: one byte per chunk at +256).
 const MARKS: std::ops::Range<u32> = STAGING_SLOT_ADDR + 256..STAGING_SLOT_ADDR + IMAGE_HEADER_SPACE;
-/// SRAM of mps2-an386 ends here; the bootloader's stack grows down from it.
-const STACK_TOP: u32 = 0x2040_0000;
-const PAINT_LEN: u32 = 64 * 1024;
-const PAINT: u8 = 0xA5;
-
 /// A transport that counts the bytes either way.
 struct Counting {
     inner: TcpStream,
@@ -107,53 +101,22 @@ fn transfer_instructions(s: &NetSetup) -> u64 {
 }
 
 /// Options of a measured run: icount, the mark-store log, the stack painted.
-fn measured(paint: &std::path::Path) -> StartOptions {
+fn measured(paint: &PaintedStack) -> StartOptions {
     StartOptions {
         icount: true,
         instruction_cut: Some(InstructionCut {
             log_arm_stores: true,
             ..InstructionCut::measure(MARKS)
         }),
-        extra_args: vec![
-            "-device".into(),
-            format!(
-                "loader,file={},addr={:#x}",
-                paint.display(),
-                STACK_TOP - PAINT_LEN
-            )
-            .into(),
-        ],
+        extra_args: paint.qemu_args(),
         ..StartOptions::default()
     }
-}
-
-/// The deepest byte of the painted stack that was written.
-fn stack_high_water(s: &NetSetup, dir: &std::path::Path) -> u32 {
-    let dump = dir.join("stack.bin");
-    let mut qmp = QmpConnection::connect(s.tb.board.qmp_addr().unwrap(), T).unwrap();
-    qmp.execute(
-        "pmemsave",
-        Some(serde_json::json!({
-            "val": STACK_TOP - PAINT_LEN,
-            "size": PAINT_LEN,
-            "filename": dump.to_string_lossy(),
-        })),
-    )
-    .unwrap();
-    let stack = std::fs::read(&dump).unwrap();
-    let untouched = stack.iter().take_while(|b| **b == PAINT).count() as u32;
-    assert!(
-        untouched > 0,
-        "the stack went past the painted {PAINT_LEN} B"
-    );
-    PAINT_LEN - untouched
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let scratch = tempfile::tempdir().unwrap();
-    let paint = scratch.path().join("paint.bin");
-    std::fs::write(&paint, vec![PAINT; PAINT_LEN as usize]).unwrap();
+    let paint = PaintedStack::new(scratch.path());
     let mut s = NetSetup::new(None).await;
     let serial = s.tb.uid.0;
     // The demo OS padded to 256 KiB: the same OS, a 256 KiB body to move.
@@ -183,7 +146,7 @@ async fn main() {
         frames.0.load(Ordering::SeqCst),
         frames.1.load(Ordering::SeqCst),
     );
-    let stack = stack_high_water(&s, scratch.path());
+    let stack = paint.high_water(&s);
     s.tb.board.power_off().unwrap();
     let instr_net = transfer_instructions(&s);
     assert_eq!(sent, chunks as u64, "every chunk once");

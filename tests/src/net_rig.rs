@@ -3,12 +3,15 @@
 //! crosses the network, and the network as an adversary), and a board provisioned with the
 //! network bootloader whose only network is a guest forward from 10.0.2.100:7402 to the proxy.
 
+use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use flashgate_cli::device_update::Uart;
 use flashgate_coordinator::device_gateway::GatewayOptions;
 use flashgate_coordinator::testing::TestCoordinator;
+use flashgate_emulator::qmp::QmpConnection;
 use flashgate_emulator::{EmulatedBoard, NetworkOptions, StartOptions, TcpForward};
 use flashgate_proto::v1;
 use flashgate_protocol::update::receipt;
@@ -257,5 +260,68 @@ impl NetSetup {
             &raw,
         )
         .unwrap()
+    }
+}
+
+/// SRAM of mps2-an386 ends here; the bootloader's and the OS's stack grow down from it.
+const STACK_TOP: u32 = 0x2040_0000;
+/// Bytes of stack below [`STACK_TOP`] painted and read back.
+pub const PAINT_LEN: u32 = 64 * 1024;
+const PAINT: u8 = 0xA5;
+
+/// A stack high-water mark measured from outside, so the firmware carries no measuring code:
+/// the stack painted before reset (QEMU's `loader` device) and read back over QMP.
+pub struct PaintedStack {
+    dir: PathBuf,
+    paint: PathBuf,
+}
+
+impl PaintedStack {
+    /// The paint file, written in `dir` (which the readings use too).
+    pub fn new(dir: &Path) -> Self {
+        let paint = dir.join("paint.bin");
+        std::fs::write(&paint, vec![PAINT; PAINT_LEN as usize]).expect("write the paint file");
+        Self {
+            dir: dir.to_path_buf(),
+            paint,
+        }
+    }
+
+    /// QEMU arguments that paint the stack at reset.
+    pub fn qemu_args(&self) -> Vec<OsString> {
+        vec![
+            "-device".into(),
+            format!(
+                "loader,file={},addr={:#x}",
+                self.paint.display(),
+                STACK_TOP - PAINT_LEN
+            )
+            .into(),
+        ]
+    }
+
+    /// The deepest byte of the painted stack written so far on `s`'s board. The board is
+    /// stopped first, so the stack is read as the firmware left it, not while it moves.
+    pub fn high_water(&self, s: &NetSetup) -> u32 {
+        let dump = self.dir.join("stack.bin");
+        let qmp_addr = s.tb.board.qmp_addr().expect("the board has QMP");
+        let mut qmp = QmpConnection::connect(qmp_addr, Duration::from_secs(30)).expect("QMP");
+        qmp.execute("stop", None).expect("stop");
+        qmp.execute(
+            "pmemsave",
+            Some(serde_json::json!({
+                "val": STACK_TOP - PAINT_LEN,
+                "size": PAINT_LEN,
+                "filename": dump.to_string_lossy(),
+            })),
+        )
+        .expect("pmemsave");
+        let stack = std::fs::read(&dump).expect("read the stack dump");
+        let untouched = stack.iter().take_while(|b| **b == PAINT).count() as u32;
+        assert!(
+            untouched > 0,
+            "the stack went past the painted {PAINT_LEN} B"
+        );
+        PAINT_LEN - untouched
     }
 }

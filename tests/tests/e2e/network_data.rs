@@ -116,8 +116,9 @@ fn boots(lines: &[serde_json::Value]) -> Vec<u64> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_os_streams_records_over_the_network_and_they_survive_a_reboot() {
+/// A coordinator with its data TCP port, and a provisioned board with `demo-os-net` registered
+/// with it, powered off: the coordinator, the board, its serial, the port.
+async fn on_the_data_port() -> (TestCoordinator, TestBoard, [u8; 16], SocketAddr) {
     let tc = TestCoordinator::start_embedded().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ingest = listener.local_addr().unwrap();
@@ -133,6 +134,12 @@ async fn the_os_streams_records_over_the_network_and_they_survive_a_reboot() {
         .await
         .unwrap();
     tb.board.power_off().unwrap();
+    (tc, tb, serial, ingest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_os_streams_records_over_the_network_and_they_survive_a_reboot() {
+    let (tc, mut tb, serial, ingest) = on_the_data_port().await;
 
     // First power-on: the boot record arrives with nobody on the UART.
     power_on(&mut tb, ingest);
@@ -262,22 +269,8 @@ fn heartbeat_ticks(lines: &[serde_json::Value]) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_sent_down_is_received_once_a_replay_is_refused_and_both_directions_survive_a_reboot(
 ) {
-    let tc = TestCoordinator::start_embedded().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ingest = listener.local_addr().unwrap();
-    tokio::spawn(flashgate_coordinator::data_stream::serve_tcp(
-        tc.data.clone(),
-        listener,
-    ));
-    let (mut tb, _vendor, _fw) = tokio::task::block_in_place(|| {
-        provisioned_board_with_os(|v, _| v.sign_os(&demo_os_net(), 5))
-    });
-    let serial = tb.uid.0;
+    let (tc, mut tb, serial, ingest) = on_the_data_port().await;
     let serial_hex = hex::encode(serial);
-    tc.register_device(PRODUCT_ID, &serial, &test_device_key(&serial))
-        .await
-        .unwrap();
-    tb.board.power_off().unwrap();
     power_on(&mut tb, ingest);
     let mut uart =
         DeviceLink::connect_tcp(tb.board.serial_addr().unwrap(), Duration::from_secs(5)).unwrap();
