@@ -366,6 +366,14 @@ impl DownQueue {
             .await
     }
 
+    /// The (epoch, next counter) the device's next message will take: it moves with every
+    /// message queued, so a connection reads this one key instead of the whole queue to learn
+    /// whether anything new waits. `None` before the first message.
+    pub async fn next_counter(&self, serial: Serial) -> Result<Option<(u32, u32)>> {
+        let stored = self.db.get::<DownCounter>(&serial).await?;
+        Ok(stored.map(|s| (s.record.epoch, s.record.next)))
+    }
+
     /// The device's messages, oldest first.
     pub async fn list(&self, serial: Serial) -> Result<Vec<Stored<DownMessageRecord>>> {
         self.db

@@ -12,8 +12,9 @@
 //!
 //! The same connection carries the down-link (queue-and-reply: the device opened it, so it
 //! reaches a device behind NAT). Once a record on it authenticated as a device's, the
-//! connection polls that device's queue in the store ([`super::down`]) every
-//! [`QUEUE_POLL`] and writes each message not acked yet as a `DataDown` frame, once per
+//! connection reads that device's down counter (one key, [`super::down`]) every
+//! [`QUEUE_POLL`]; when it moved, it reads the queue and writes each message not acked yet as a
+//! `DataDown` frame, once per
 //! connection; a message written on a connection that broke before its ack is written again on
 //! the next one (the device refuses a second copy of one it carried out, and says so).
 //!
@@ -93,6 +94,9 @@ async fn serve_connection(
     let mut device: Option<(ProductId, Serial)> = None;
     // (epoch, counter) of the messages written on this connection.
     let mut written: HashSet<(u32, u32)> = HashSet::new();
+    // The device's down counter when its queue was last read on this connection: the queue is
+    // read again only once the counter moved (a message was queued, through any replica).
+    let mut read_at: Option<(u32, u32)> = None;
     let mut tick = tokio::time::interval(QUEUE_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -129,7 +133,11 @@ async fn serve_connection(
             }
             _ = tick.tick() => {
                 if let Some((_, serial)) = device {
-                    deliver(ingest, &mut stream, serial, &mut written).await?;
+                    let next = ingest.down().next_counter(serial).await?;
+                    if next.is_some() && next != read_at {
+                        deliver(ingest, &mut stream, serial, &mut written).await?;
+                        read_at = next;
+                    }
                 }
             }
         }
