@@ -145,39 +145,9 @@ fn header() {
 }
 
 /// Raw CAS txn/s with `writers` concurrent clients, each on its own key (each connected and
-/// its key written before the clock starts).
+/// its key written before the clock starts): [`raw_shaped`] with one short key and value.
 async fn raw_concurrent(url: &str, writers: usize, per_writer: u32) -> anyhow::Result<f64> {
-    let start = Arc::new(tokio::sync::Barrier::new(writers + 1));
-    let mut tasks = Vec::new();
-    for w in 0..writers {
-        let (url, start) = (url.to_owned(), start.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut client = Client::connect([url], None).await?;
-            let key = format!("/bench/raw-{w}");
-            let put = client.put(key.clone(), "0", None).await?;
-            let mut revision = put.header().map(|h| h.revision()).unwrap_or(0);
-            start.wait().await;
-            for i in 0..per_writer {
-                let txn = Txn::new()
-                    .when([Compare::mod_revision(
-                        key.clone(),
-                        CompareOp::Equal,
-                        revision,
-                    )])
-                    .and_then([TxnOp::put(key.clone(), i.to_string(), None)]);
-                let response = client.txn(txn).await?;
-                anyhow::ensure!(response.succeeded(), "uncontended CAS failed");
-                revision = response.header().map(|h| h.revision()).unwrap_or(0);
-            }
-            anyhow::Ok(())
-        }));
-    }
-    start.wait().await;
-    let started = Instant::now();
-    for t in tasks {
-        t.await??;
-    }
-    Ok(f64::from(per_writer) * writers as f64 / started.elapsed().as_secs_f64())
+    raw_shaped(url, writers, per_writer, &Shape(vec![(16, 3)])).await
 }
 
 /// etcd's own count of the transactions and reads it answered (its `/metrics`), or per call.
@@ -321,7 +291,7 @@ async fn raw_shaped(
                             .collect::<Vec<_>>(),
                     );
                 let response = client.txn(txn).await?;
-                anyhow::ensure!(response.succeeded(), "uncontended shaped txn failed");
+                anyhow::ensure!(response.succeeded(), "uncontended CAS failed");
                 let r = response.header().map(|h| h.revision()).unwrap_or(0);
                 revisions.iter_mut().for_each(|v| *v = r);
             }
