@@ -8,12 +8,21 @@
 //! plain text, with the TLS cost per case at the end.
 //!
 //! A second reference sits beside each figure: raw etcd transactions of the call's own shape
-//! (as many keys, each compared and written, with the same key and value sizes, read back from
-//! etcd after one call of that kind), each writer on its own keys. The goal is against the
+//! (the keys one call of that kind wrote, read back from etcd: as many keys with the same key
+//! and value sizes; a replaced key compared on its revision and rewritten, a created one fresh
+//! each time and compared absent), each writer on its own keys. The goal is against the
 //! one-key CAS, as the issue states it; the same-shape ratio shows what the coordinator adds
 //! over etcd's cost for the writes the call must make. Station requests are signed before the
 //! clock starts (a station signs on its own machine, not on the coordinator's cores); sending
 //! them, TLS and HTTP/2 on the station's side included, is inside it.
+//!
+//! Where one call's time goes is read from the coordinator's own metrics
+//! (`--metrics-listen`'s `/metrics`, on for the run): the handler's latency and the store
+//! commit's inside it, beside the wall time per call at the station and the raw references'
+//! latency at the same concurrency.
+//!
+//! Every measurement is taken `QUOTA_BENCH_ROUNDS` times (default 3), the cases interleaved,
+//! and each figure is the median of its rounds: on a shared machine one window swings.
 //!
 //! `cargo bench -p flashgate-coordinator --bench quota` (needs /usr/bin/etcd). `QUOTA_BENCH_N`
 //! sets the number of operations per measurement (default 300).
@@ -23,6 +32,7 @@
     reason = "a bench: a panic is how it reports a failure"
 )]
 
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,11 +62,29 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
     // FLASHGATE_BENCH_TELEMETRY=1: traces exported (in-process OTLP receiver) and metrics on.
+    let rounds: usize = std::env::var("QUOTA_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let telemetry = flashgate_telemetry::receiver::bench_switch("flashgate-coordinator");
-    println!(
-        "telemetry: {}",
-        if telemetry.is_some() { "on" } else { "off" }
-    );
+    println!("traces: {}", if telemetry.is_some() { "on" } else { "off" });
+    // Metrics on as `--metrics-listen` turns them on: the time split is read from /metrics.
+    let metrics_only = match telemetry {
+        Some(_) => None,
+        None => Some(flashgate_telemetry::Telemetry::start(
+            &flashgate_telemetry::TelemetryOptions {
+                service_name: "flashgate-coordinator".into(),
+                otlp_endpoint: None,
+                metrics_listen: Some("127.0.0.1:0".into()),
+            },
+        )?),
+    };
+    let metrics_addr = metrics_only
+        .as_ref()
+        .or(telemetry.as_ref().map(|(t, _)| t))
+        .and_then(flashgate_telemetry::Telemetry::metrics_addr)
+        .ok_or_else(|| anyhow::anyhow!("the metrics endpoint did not start"))?;
     let dir = tempfile::tempdir()?;
     let (client_port, peer_port) = (free_port(), free_port());
     let url = format!("http://127.0.0.1:{client_port}");
@@ -80,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let result = run(n, &url).await;
+    let result = run(n, rounds, &url, metrics_addr).await;
     let _ = etcd.kill();
     let _ = etcd.wait();
     if let Some((telemetry, receiver)) = telemetry {
@@ -91,8 +119,10 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// A figure, its same-run reference and its goal (`reference × goal` to pass).
+#[derive(Clone)]
 struct Figure {
     case: String,
+    stations: usize,
     ops: f64,
     per_op: u32,
     reference: f64,
@@ -100,23 +130,54 @@ struct Figure {
     shaped: f64,
     /// etcd requests the calls made, per call.
     etcd: EtcdRequests,
+    /// The coordinator's own split of one call's time.
+    spent: CallTimes,
     goal: f64,
+    /// The ratios of the rounds this figure is the median of (empty for one round's figure).
+    round_ratios: Vec<f64>,
 }
 
 impl Figure {
+    /// Calls (or slots) per raw CAS: the median of the rounds' ratios, each round's own
+    /// figure over its own reference.
     fn ratio(&self) -> f64 {
-        self.ops * f64::from(self.per_op) / self.reference
+        if self.round_ratios.is_empty() {
+            self.ops * f64::from(self.per_op) / self.reference
+        } else {
+            median(self.round_ratios.clone())
+        }
+    }
+
+    /// Each number the median of its rounds (`rounds` hold one case each, all alike).
+    fn median(rounds: &[Figure]) -> Figure {
+        let of = |field: fn(&Figure) -> f64| median(rounds.iter().map(field).collect());
+        Figure {
+            ops: of(|f| f.ops),
+            reference: of(|f| f.reference),
+            shaped: of(|f| f.shaped),
+            etcd: EtcdRequests {
+                txn: of(|f| f.etcd.txn),
+                range: of(|f| f.etcd.range),
+            },
+            spent: CallTimes {
+                handler_ms: of(|f| f.spent.handler_ms),
+                commit_ms: of(|f| f.spent.commit_ms),
+            },
+            round_ratios: rounds.iter().map(Figure::ratio).collect(),
+            ..rounds[0].clone()
+        }
     }
 
     fn print(&self) {
         let ratio = self.ratio();
         println!(
-            "{:<44} {:>9.0} {:>11.0} {:>10.0} {:>7.2} {:>6} {:<4} {:>10.0} {:>7.2} {:>5.2} {:>5.2}",
+            "{:<44} {:>9.0} {:>11.0} {:>10.0} {:>7.2} {:>11} {:>6} {:<4} {:>10.0} {:>7.2} {:>5.2} {:>5.2}",
             self.case,
             self.ops,
             self.ops * f64::from(self.per_op),
             self.reference,
             ratio,
+            format!("{:.2}–{:.2}", lowest(&self.round_ratios), highest(&self.round_ratios)),
             format!("≥{}", self.goal),
             if ratio >= self.goal { "ok" } else { "MISS" },
             self.shaped,
@@ -125,16 +186,60 @@ impl Figure {
             self.etcd.range
         );
     }
+
+    /// Milliseconds per call: at the station (wall time ÷ calls in flight), in the handler,
+    /// in its store commit; beside one raw CAS and one raw txn of the call's shape.
+    fn print_spent(&self) {
+        let per = |per_second: f64| self.stations as f64 / per_second * 1e3;
+        let wall = per(self.ops);
+        println!(
+            "{:<44} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+            self.case,
+            wall,
+            self.spent.handler_ms,
+            self.spent.commit_ms,
+            self.spent.handler_ms - self.spent.commit_ms,
+            wall - self.spent.handler_ms,
+            per(self.reference),
+            per(self.shaped)
+        );
+    }
+}
+
+fn lowest(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn highest(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+fn spent_header() {
+    println!(
+        "{:<44} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "ms per call", "station", "handler", "commit", "own", "hop", "raw CAS", "shape tx"
+    );
 }
 
 fn header() {
     println!(
-        "{:<44} {:>9} {:>11} {:>10} {:>7} {:>6} {:<4} {:>10} {:>7} {:>5} {:>5}",
+        "{:<44} {:>9} {:>11} {:>10} {:>7} {:>11} {:>6} {:<4} {:>10} {:>7} {:>5} {:>5}",
         "case",
         "calls/s",
         "slots/s",
         "raw CAS/s",
         "ratio",
+        "rounds",
         "goal",
         "",
         "shape tx/s",
@@ -147,7 +252,12 @@ fn header() {
 /// Raw CAS txn/s with `writers` concurrent clients, each on its own key (each connected and
 /// its key written before the clock starts): [`raw_shaped`] with one short key and value.
 async fn raw_concurrent(url: &str, writers: usize, per_writer: u32) -> anyhow::Result<f64> {
-    raw_shaped(url, writers, per_writer, &Shape(vec![(16, 3)])).await
+    let one = Written {
+        key_len: 16,
+        value_len: 3,
+        created: false,
+    };
+    raw_shaped(url, writers, per_writer, &Shape(vec![one])).await
 }
 
 /// etcd's own count of the transactions and reads it answered (its `/metrics`), or per call.
@@ -157,15 +267,72 @@ struct EtcdRequests {
     range: f64,
 }
 
+/// The text a Prometheus `/metrics` endpoint at `address` (host:port) answers.
+fn scrape(address: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(address)?;
+    write!(tcp, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
+    let mut text = String::new();
+    tcp.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// One call's time as the coordinator's metrics split it, in milliseconds: its handler
+/// (`flashgate_coordinator_rpc_duration_seconds`) and the store commits inside it
+/// (`flashgate_coordinator_store_commit_duration_seconds`, committed ones).
+#[derive(Clone, Copy, Debug, Default)]
+struct CallTimes {
+    handler_ms: f64,
+    commit_ms: f64,
+}
+
+/// The coordinator's running sums behind [`CallTimes`], for one method.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sums {
+    handler_s: f64,
+    calls: f64,
+    commit_s: f64,
+}
+
+impl Sums {
+    fn read(metrics: SocketAddr, method: &str) -> anyhow::Result<Self> {
+        let text = scrape(&metrics.to_string())?;
+        let sample = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or(0.0)
+        };
+        let rpc = format!("{{method=\"{method}\"}}");
+        let committed = "{outcome=\"committed\"}";
+        Ok(Self {
+            handler_s: sample(&format!(
+                "flashgate_coordinator_rpc_duration_seconds_sum{rpc}"
+            )),
+            calls: sample(&format!(
+                "flashgate_coordinator_rpc_duration_seconds_count{rpc}"
+            )),
+            commit_s: sample(&format!(
+                "flashgate_coordinator_store_commit_duration_seconds_sum{committed}"
+            )),
+        })
+    }
+
+    /// Per call of `method` since `before` (the store commits are every method's, and only
+    /// this one ran meanwhile).
+    fn since(metrics: SocketAddr, method: &str, before: Self) -> anyhow::Result<CallTimes> {
+        let after = Self::read(metrics, method)?;
+        let calls = (after.calls - before.calls).max(1.0);
+        Ok(CallTimes {
+            handler_ms: (after.handler_s - before.handler_s) / calls * 1e3,
+            commit_ms: (after.commit_s - before.commit_s) / calls * 1e3,
+        })
+    }
+}
+
 impl EtcdRequests {
     /// The counts so far, from etcd's metrics on its client URL.
     fn read(url: &str) -> anyhow::Result<Self> {
-        use std::io::{Read, Write};
-        let address = url.trim_start_matches("http://");
-        let mut tcp = std::net::TcpStream::connect(address)?;
-        write!(tcp, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
-        let mut text = String::new();
-        tcp.read_to_string(&mut text)?;
+        let text = scrape(url.trim_start_matches("http://"))?;
         let count = |method: &str| -> f64 {
             text.lines()
                 .filter(|l| l.starts_with("grpc_server_handled_total{"))
@@ -190,14 +357,24 @@ impl EtcdRequests {
     }
 }
 
-/// The writes of one transaction: each key's and value's length.
+/// One key a transaction wrote.
+#[derive(Clone, Copy, Debug)]
+struct Written {
+    key_len: usize,
+    value_len: usize,
+    /// The transaction created the key (guarded absent) rather than replaced it.
+    created: bool,
+}
+
+/// The writes of one transaction.
 #[derive(Clone, Debug)]
-struct Shape(Vec<(usize, usize)>);
+struct Shape(Vec<Written>);
 
 impl Shape {
     fn describe(&self) -> String {
-        let bytes: usize = self.0.iter().map(|(k, v)| k + v).sum();
-        format!("{} keys, {bytes} B", self.0.len())
+        let bytes: usize = self.0.iter().map(|w| w.key_len + w.value_len).sum();
+        let created = self.0.iter().filter(|w| w.created).count();
+        format!("{} keys ({created} created), {bytes} B", self.0.len())
     }
 }
 
@@ -227,15 +404,21 @@ async fn last_txn_shape(url: &str, namespace: &str) -> anyhow::Result<Shape> {
         written
             .kvs()
             .iter()
-            .map(|kv| (kv.key().len(), kv.value().len()))
+            .map(|kv| Written {
+                key_len: kv.key().len(),
+                value_len: kv.value().len(),
+                created: kv.version() == 1,
+            })
             .collect(),
     );
     anyhow::ensure!(!shape.0.is_empty(), "no key written at revision {revision}");
     Ok(shape)
 }
 
-/// Raw etcd txn/s of `shape` with `writers` concurrent clients, each on its own keys: every
-/// key compared on its mod revision and written, as the coordinator's guards and writes are.
+/// Raw etcd txn/s of `shape` with `writers` concurrent clients, each on its own keys, as the
+/// coordinator's guards and writes are: a key the call replaced is compared on its mod
+/// revision and written again; a key the call created is a fresh key each time, compared
+/// absent.
 async fn raw_shaped(
     url: &str,
     writers: usize,
@@ -248,52 +431,55 @@ async fn raw_shaped(
         let (url, start, shape) = (url.to_owned(), start.clone(), shape.clone());
         tasks.push(tokio::spawn(async move {
             let mut client = Client::connect([url], None).await?;
-            let writes: Vec<(String, Vec<u8>)> = shape
-                .0
-                .iter()
-                .enumerate()
-                .map(|(k, &(key_len, value_len))| {
-                    let key = format!("/bench/shape-{w}-{k}-");
-                    let pad = key_len.saturating_sub(key.len());
-                    (format!("{key}{}", "k".repeat(pad)), vec![b'v'; value_len])
-                })
-                .collect();
-            let mut revision = 0;
-            for (key, value) in &writes {
+            let named = |w: &Written, prefix: String| {
+                let pad = w.key_len.saturating_sub(prefix.len());
+                format!("{prefix}{}", "k".repeat(pad))
+            };
+            // Keys the call replaces: written once before the clock, then compared and
+            // rewritten each time.
+            let mut replaced = Vec::new();
+            for (k, written) in shape.0.iter().enumerate().filter(|(_, w)| !w.created) {
+                let key = named(written, format!("/bench/shape-{w}-{k}-"));
+                let value = vec![b'v'; written.value_len];
                 let put = client.put(key.clone(), value.clone(), None).await?;
-                revision = put.header().map(|h| h.revision()).unwrap_or(0);
+                let revision = put.header().map(|h| h.revision()).unwrap_or(0);
+                replaced.push((key, value, revision));
             }
-            let mut revisions = vec![0; writes.len()];
-            for (k, (key, _)) in writes.iter().enumerate() {
-                let got = client.get(key.clone(), None).await?;
-                revisions[k] = got
-                    .kvs()
-                    .first()
-                    .map(|kv| kv.mod_revision())
-                    .unwrap_or(revision);
-            }
+            let run: u64 = rand_core::RngCore::next_u64(&mut OsRng);
             start.wait().await;
-            for _ in 0..per_writer {
-                let txn = Txn::new()
-                    .when(
-                        writes
+            for i in 0..per_writer {
+                let created: Vec<(String, Vec<u8>)> = shape
+                    .0
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| w.created)
+                    .map(|(k, written)| {
+                        let key = named(written, format!("/bench/new-{run:x}-{w}-{k}-{i}-"));
+                        (key, vec![b'v'; written.value_len])
+                    })
+                    .collect();
+                let guards = replaced
+                    .iter()
+                    .map(|(key, _, r)| Compare::mod_revision(key.clone(), CompareOp::Equal, *r))
+                    .chain(
+                        created
                             .iter()
-                            .zip(&revisions)
-                            .map(|((key, _), &r)| {
-                                Compare::mod_revision(key.clone(), CompareOp::Equal, r)
-                            })
-                            .collect::<Vec<_>>(),
+                            .map(|(key, _)| Compare::version(key.clone(), CompareOp::Equal, 0)),
                     )
-                    .and_then(
-                        writes
+                    .collect::<Vec<_>>();
+                let puts = replaced
+                    .iter()
+                    .map(|(key, value, _)| TxnOp::put(key.clone(), value.clone(), None))
+                    .chain(
+                        created
                             .iter()
-                            .map(|(key, value)| TxnOp::put(key.clone(), value.clone(), None))
-                            .collect::<Vec<_>>(),
-                    );
-                let response = client.txn(txn).await?;
+                            .map(|(key, value)| TxnOp::put(key.clone(), value.clone(), None)),
+                    )
+                    .collect::<Vec<_>>();
+                let response = client.txn(Txn::new().when(guards).and_then(puts)).await?;
                 anyhow::ensure!(response.succeeded(), "uncontended CAS failed");
                 let r = response.header().map(|h| h.revision()).unwrap_or(0);
-                revisions.iter_mut().for_each(|v| *v = r);
+                replaced.iter_mut().for_each(|(_, _, v)| *v = r);
             }
             anyhow::Ok(())
         }));
@@ -370,14 +556,20 @@ async fn grants_concurrent(
     .await
 }
 
-/// Certificates/s with every station of `stations` issuing `per_station` certificates under
-/// its own lease (fresh chips, one loader key), concurrently.
-async fn issue_concurrent(
+/// A station, its connection and the id of a lease it holds.
+type Leased = (
+    Arc<StationSigner>,
+    StationServiceClient<tonic::transport::Channel>,
+    String,
+);
+
+/// One lease of `per_station` slots for every station of `stations`, on `order_id`.
+async fn leases_for(
     tc: &TestCoordinator,
     order_id: &str,
     stations: &[Station],
     per_station: u32,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Vec<Leased>> {
     let mut leases = Vec::new();
     for (signer, client) in stations.iter().cloned() {
         let mut client = client;
@@ -400,6 +592,12 @@ async fn issue_concurrent(
         )?;
         leases.push((signer, client, body.lease_id));
     }
+    Ok(leases)
+}
+
+/// Certificates/s with every station of `leases` issuing `per_station` certificates under
+/// its lease (fresh chips, one loader key), concurrently.
+async fn issue_concurrent(leases: Vec<Leased>, per_station: u32) -> anyhow::Result<f64> {
     let loader = PublicKey::from(&StaticSecret::random_from_rng(OsRng)).to_bytes();
     // Signed before the clock, as in `grants_concurrent`.
     let signed: Vec<_> = leases
@@ -463,10 +661,12 @@ where
 }
 
 /// Every figure through one coordinator (`transport` names how stations reach it, its keys
-/// live under `namespace`).
+/// live under `namespace`), each the median of `rounds`.
 async fn figures(
     n: u32,
+    rounds: usize,
     url: &str,
+    metrics: SocketAddr,
     namespace: &str,
     tc: &TestCoordinator,
     transport: &str,
@@ -493,7 +693,7 @@ async fn figures(
         grants_concurrent(&order.order_id, &all[..1], batch, 1).await?;
         lease_shapes.push((batch, last_txn_shape(url, namespace).await?));
     }
-    issue_concurrent(tc, &order.order_id, &all[..1], 1).await?;
+    issue_concurrent(leases_for(tc, &order.order_id, &all[..1], 1).await?, 1).await?;
     let issue_shape = last_txn_shape(url, namespace).await?;
     for (batch, shape) in &lease_shapes {
         println!("shape of AcquireLease count={batch}: {}", shape.describe());
@@ -502,43 +702,63 @@ async fn figures(
         "shape of IssueDeviceCertificate: {}",
         issue_shape.describe()
     );
-    let mut out = Vec::new();
-    for stations in [1usize, 16] {
-        let per = if stations == 1 { n } else { (n / 4).max(10) };
-        let raw = raw_concurrent(url, stations, per).await?;
-        for (batch, shape) in &lease_shapes {
-            let shaped = raw_shaped(url, stations, per, shape).await?;
-            let before = EtcdRequests::read(url)?;
-            let ops = grants_concurrent(&order.order_id, &all[..stations], *batch, per).await?;
+    let mut by_round = Vec::new();
+    for _ in 0..rounds {
+        let mut out = Vec::new();
+        for stations in [1usize, 16] {
+            let per = if stations == 1 { n } else { (n / 4).max(10) };
             let calls = f64::from(per) * stations as f64;
+            let raw = raw_concurrent(url, stations, per).await?;
+            for (batch, shape) in &lease_shapes {
+                let shaped = raw_shaped(url, stations, per, shape).await?;
+                let before = (
+                    EtcdRequests::read(url)?,
+                    Sums::read(metrics, "AcquireLease")?,
+                );
+                let ops = grants_concurrent(&order.order_id, &all[..stations], *batch, per).await?;
+                out.push(Figure {
+                    etcd: EtcdRequests::per_call(url, before.0, calls)?,
+                    spent: Sums::since(metrics, "AcquireLease", before.1)?,
+                    case: format!("AcquireLease count={batch} x{stations} ({transport})"),
+                    stations,
+                    ops,
+                    per_op: *batch,
+                    reference: raw,
+                    shaped,
+                    goal: if *batch == 1 { 0.8 } else { 20.0 },
+                    round_ratios: Vec::new(),
+                });
+            }
+            let method = "IssueDeviceCertificate";
+            let shaped = raw_shaped(url, stations, per, &issue_shape).await?;
+            // Leases (and their commits) first, so the sums cover only the certificates.
+            let leases = leases_for(tc, &order.order_id, &all[..stations], per).await?;
+            let before = (EtcdRequests::read(url)?, Sums::read(metrics, method)?);
+            let ops = issue_concurrent(leases, per).await?;
             out.push(Figure {
-                etcd: EtcdRequests::per_call(url, before, calls)?,
-                case: format!("AcquireLease count={batch} x{stations} ({transport})"),
+                etcd: EtcdRequests::per_call(url, before.0, calls)?,
+                spent: Sums::since(metrics, method, before.1)?,
+                case: format!("{method} x{stations} ({transport})"),
+                stations,
                 ops,
-                per_op: *batch,
+                per_op: 1,
                 reference: raw,
                 shaped,
-                goal: if *batch == 1 { 0.8 } else { 20.0 },
+                goal: 0.8,
+                round_ratios: Vec::new(),
             });
         }
-        let shaped = raw_shaped(url, stations, per, &issue_shape).await?;
-        let before = EtcdRequests::read(url)?;
-        let ops = issue_concurrent(tc, &order.order_id, &all[..stations], per).await?;
-        let calls = f64::from(per) * stations as f64;
-        out.push(Figure {
-            etcd: EtcdRequests::per_call(url, before, calls)?,
-            case: format!("IssueDeviceCertificate x{stations} ({transport})"),
-            ops,
-            per_op: 1,
-            reference: raw,
-            shaped,
-            goal: 0.8,
-        });
+        by_round.push(out);
     }
-    Ok(out)
+    Ok((0..by_round[0].len())
+        .map(|case| {
+            let rounds: Vec<Figure> = by_round.iter().map(|r| r[case].clone()).collect();
+            Figure::median(&rounds)
+        })
+        .collect())
 }
 
-async fn run(n: u32, url: &str) -> anyhow::Result<()> {
+async fn run(n: u32, rounds: usize, url: &str, metrics: SocketAddr) -> anyhow::Result<()> {
     loop {
         if let Ok(mut c) = Client::connect([url], None).await {
             if c.get("probe", None).await.is_ok() {
@@ -551,7 +771,8 @@ async fn run(n: u32, url: &str) -> anyhow::Result<()> {
         "lease grants and device certificates through the coordinator (loopback gRPC, signed \
          station requests, one etcd) beside raw etcd CAS txn/s and raw txn/s of the call's own \
          shape (last two columns), measured just before, at the \
-         same concurrency; {n} calls per station alone, {} each of 16",
+         same concurrency; {n} calls per station alone, {} each of 16; each figure the median \
+         of {rounds} interleaved rounds (their ratios' range beside it)",
         (n / 4).max(10)
     );
     let mut by_transport = Vec::new();
@@ -570,9 +791,20 @@ async fn run(n: u32, url: &str) -> anyhow::Result<()> {
         };
         println!();
         header();
-        let figures = figures(n, url, namespace, &tc, transport).await?;
+        let figures = figures(n, rounds, url, metrics, namespace, &tc, transport).await?;
         for f in &figures {
             f.print();
+        }
+        println!();
+        println!(
+            "where one call's time goes ({transport}, medians): at the station, in the handler, \
+             in its store commit, the handler's own (handler − commit), the hop (station − \
+             handler: gRPC both ways, the station's side); one raw CAS and one raw txn of the \
+             call's shape at the same concurrency"
+        );
+        spent_header();
+        for f in &figures {
+            f.print_spent();
         }
         tc.stop().await;
         by_transport.push(figures);

@@ -15,6 +15,9 @@ pub struct Metrics {
     pub rpcs: IntCounterVec,
     /// `flashgate_coordinator_rpc_duration_seconds{method}`.
     pub rpc_seconds: HistogramVec,
+    /// `flashgate_coordinator_store_commit_duration_seconds{outcome}`: one write transaction's
+    /// round trip to the store, inside the handler's latency.
+    pub store_commit_seconds: HistogramVec,
     /// `flashgate_coordinator_devices_registered_total{outcome}`.
     pub devices: IntCounterVec,
     /// `flashgate_coordinator_reports_refused_total{code}`.
@@ -45,6 +48,13 @@ pub fn get() -> Option<&'static Metrics> {
                 "flashgate_coordinator_rpc_duration_seconds",
                 "gRPC call latency (handler), by method",
                 &["method"],
+                flashgate_telemetry::LATENCY_BUCKETS.to_vec()
+            )
+            .expect("metric registers once"),
+            store_commit_seconds: register_histogram_vec!(
+                "flashgate_coordinator_store_commit_duration_seconds",
+                "write transactions' store round trip, by outcome (committed, refused, failed)",
+                &["outcome"],
                 flashgate_telemetry::LATENCY_BUCKETS.to_vec()
             )
             .expect("metric registers once"),
@@ -84,6 +94,37 @@ pub fn rpc(method: &str, code: tonic::Code, seconds: f64) {
             .with_label_values(&[method, &format!("{code:?}")])
             .inc();
         m.rpc_seconds.with_label_values(&[method]).observe(seconds);
+    }
+}
+
+/// How a write transaction sent to the store came out.
+#[derive(Clone, Copy, Debug)]
+pub enum CommitOutcome {
+    /// Its guards held and it was applied.
+    Committed,
+    /// A guard did not hold; nothing was written.
+    Refused,
+    /// The store did not answer (or answered with an error).
+    Failed,
+}
+
+impl CommitOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Committed => "committed",
+            Self::Refused => "refused",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One write transaction's store round trip finished.
+#[inline]
+pub fn store_commit(outcome: CommitOutcome, seconds: f64) {
+    if let Some(m) = get() {
+        m.store_commit_seconds
+            .with_label_values(&[outcome.label()])
+            .observe(seconds);
     }
 }
 

@@ -20,11 +20,13 @@ pub mod retry;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{CoordinatorError, Result};
+use crate::metrics::CommitOutcome;
 use crate::store::{Guard, KvStore, Outcome, Write};
 
 pub use cache::Cache;
@@ -198,7 +200,15 @@ impl Db {
 
     /// Applies `txn` if all its guards hold: `Ok(false)` (nothing written) if one does not.
     pub async fn commit(&self, txn: Txn) -> Result<bool> {
-        Ok(self.store.commit(txn.guards, txn.writes).await?)
+        let started = Instant::now();
+        let result = self.store.commit(txn.guards, txn.writes).await;
+        let outcome = match &result {
+            Ok(true) => CommitOutcome::Committed,
+            Ok(false) => CommitOutcome::Refused,
+            Err(_) => CommitOutcome::Failed,
+        };
+        crate::metrics::store_commit(outcome, started.elapsed().as_secs_f64());
+        Ok(result?)
     }
 
     /// Applies `txn` in one round trip that answers with the revision the written records now
@@ -206,11 +216,18 @@ impl Db {
     /// ([`Refusal::take`] decodes them): an optimistic caller that guarded cached records
     /// learns the fresh ones without another read.
     pub async fn transact(&self, txn: Txn, read_on_refusal: &[String]) -> Result<Transacted> {
-        match self
+        let started = Instant::now();
+        let result = self
             .store
             .transact(txn.guards, txn.writes, read_on_refusal.to_vec())
-            .await?
-        {
+            .await;
+        let outcome = match &result {
+            Ok(Outcome::Committed { .. }) => CommitOutcome::Committed,
+            Ok(Outcome::Refused { .. }) => CommitOutcome::Refused,
+            Err(_) => CommitOutcome::Failed,
+        };
+        crate::metrics::store_commit(outcome, started.elapsed().as_secs_f64());
+        match result? {
             Outcome::Committed { revision } => Ok(Transacted::Committed { revision }),
             Outcome::Refused { current } => Ok(Transacted::Refused(Refusal {
                 current: read_on_refusal.iter().cloned().zip(current).collect(),

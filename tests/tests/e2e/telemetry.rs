@@ -136,6 +136,15 @@ fn one_trace_per_device_across_station_and_coordinator_and_metrics_match_the_reg
         .is_some_and(|n| n >= 1.0),
         "{metrics}"
     );
+    // Every device was written by at least one committed transaction (its certificate).
+    assert!(
+        sample(
+            &metrics,
+            "flashgate_coordinator_store_commit_duration_seconds_count{outcome=\"committed\"}"
+        )
+        .is_some_and(|n| n >= registered.len() as f64),
+        "{metrics}"
+    );
 
     // Traces: the station flushed on exit; flush ours, then wait for the receiver to have both.
     telemetry.flush();
