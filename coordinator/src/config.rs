@@ -24,7 +24,14 @@ pub struct CoordinatorConfig {
     /// Station calls must come over mutual TLS with the station's identity certificate. Off
     /// only for a coordinator served with `--insecure-plaintext`.
     pub station_mtls: bool,
+    /// Sealed data records per second one source address may send, sustained (with a burst
+    /// of two seconds' worth); beyond it records are refused unread. Every device behind one
+    /// NAT address shares it.
+    pub data_source_rate: u32,
 }
+
+/// [`CoordinatorConfig::data_source_rate`] unless set (`--data-source-rate`).
+pub const DEFAULT_DATA_SOURCE_RATE: u32 = 5_000;
 
 impl Default for CoordinatorConfig {
     fn default() -> Self {
@@ -39,6 +46,7 @@ impl Default for CoordinatorConfig {
             node_id: format!("coordinator-{}", hex::encode(id)),
             sweep_interval: Duration::from_secs(2),
             station_mtls: true,
+            data_source_rate: DEFAULT_DATA_SOURCE_RATE,
         }
     }
 }

@@ -137,7 +137,7 @@ impl Coordinator {
             self.provisioning.registry.clone(),
             self.evidence.clone(),
             self.audit.clone(),
-            crate::data_stream::IngestLimits::default(),
+            crate::data_stream::IngestLimits::with_source_rate(self.config.data_source_rate),
         )
     }
 

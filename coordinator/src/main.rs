@@ -121,6 +121,11 @@ struct ServeArgs {
     /// Seconds between leader sweeps (lease expiry, replay cache).
     #[arg(long, default_value_t = 2)]
     sweep_secs: u64,
+    /// Sealed data records per second one source address may send (sustained; bursts of two
+    /// seconds' worth); more are refused unread. Devices behind one NAT address share it.
+    #[arg(long, default_value_t = flashgate_coordinator::config::DEFAULT_DATA_SOURCE_RATE,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    data_source_rate: u32,
     /// This replica's name in the housekeeping leader election (default: random).
     #[arg(long, env = "FLASHGATE_NODE_ID")]
     node_id: Option<String>,
@@ -288,6 +293,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 sweep_interval: std::time::Duration::from_secs(args.sweep_secs.max(1)),
                 node_id: args.node_id.clone().unwrap_or(defaults.node_id.clone()),
                 station_mtls: !args.insecure_plaintext,
+                data_source_rate: args.data_source_rate,
                 ..defaults
             };
             let coordinator = Arc::new(Coordinator::new(

@@ -57,6 +57,18 @@ impl Default for IngestLimits {
     }
 }
 
+impl IngestLimits {
+    /// The defaults, but `rate` records/s per source address (a burst of two seconds' worth).
+    pub fn with_source_rate(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        Self {
+            per_source_rate: rate,
+            per_source_burst: 2.0 * rate,
+            ..Self::default()
+        }
+    }
+}
+
 /// A map that never holds more than its capacity: when full, expired entries go first, then an
 /// arbitrary eighth of the rest (a flood of new keys only churns the cache, never grows it).
 pub struct BoundedMap<K, V> {

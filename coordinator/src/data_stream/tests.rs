@@ -521,3 +521,40 @@ async fn a_store_from_before_handles_is_backfilled_once_and_then_takes_v2_record
         "done once: a restart does not list the registry again"
     );
 }
+
+#[tokio::test]
+async fn a_source_beyond_its_configured_rate_is_refused_unread_and_another_source_is_not() {
+    let tc = TestCoordinator::start_embedded_with(crate::config::CoordinatorConfig {
+        data_source_rate: 50,
+        ..crate::testing::test_config()
+    })
+    .await
+    .unwrap();
+    tc.register_device(7, &SERIAL, &KEY).await.unwrap();
+    let (nat, other): (std::net::IpAddr, std::net::IpAddr) =
+        ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+    // A burst is two seconds' worth: 100 of these 120 get through, the rest are not read.
+    let batch: Vec<Vec<u8>> = (1..=120).map(|c| tel(0, c)).collect();
+    let verdicts = tc
+        .data
+        .ingest_from(Some(nat), &batch, "test")
+        .await
+        .unwrap();
+    assert!(verdicts[..100].iter().all(|v| v.is_ok()), "{verdicts:?}");
+    assert!(
+        verdicts[100..]
+            .iter()
+            .all(|v| *v == Err(ErrorCode::DataRateLimited)),
+        "{verdicts:?}"
+    );
+    // The refused counters were never read, so they are not spent: sent again from another
+    // address, they are accepted.
+    let verdicts = tc
+        .data
+        .ingest_from(Some(other), &batch[100..], "test")
+        .await
+        .unwrap();
+    assert!(verdicts.iter().all(|v| v.is_ok()), "{verdicts:?}");
+    assert_eq!(stored(&tc, &SERIAL).await.len(), 120);
+    tc.stop().await;
+}
