@@ -39,16 +39,20 @@ pub struct IngestLimits {
     pub device_key_entries: usize,
 }
 
+/// A source's burst, in seconds of its sustained rate.
+const BURST_SECONDS: f64 = 2.0;
+
 impl Default for IngestLimits {
     fn default() -> Self {
+        let per_source_rate = f64::from(crate::config::DEFAULT_DATA_SOURCE_RATE);
         Self {
             directory_entries: 100_000,
             unknown_entries: 65_536,
             unknown_ttl: Duration::from_secs(10),
             key_entries: 16_384,
             epoch_hint_ttl: Duration::from_secs(60),
-            per_source_rate: 5_000.0,
-            per_source_burst: 10_000.0,
+            per_source_rate,
+            per_source_burst: BURST_SECONDS * per_source_rate,
             sources: 4_096,
             lookups_per_sec: 200.0,
             lookup_burst: 1_000.0,
@@ -58,12 +62,13 @@ impl Default for IngestLimits {
 }
 
 impl IngestLimits {
-    /// The defaults, but `rate` records/s per source address (a burst of two seconds' worth).
+    /// The defaults, but `rate` records/s per source address (a burst of [`BURST_SECONDS`]
+    /// of it).
     pub fn with_source_rate(rate: u32) -> Self {
         let rate = f64::from(rate.max(1));
         Self {
             per_source_rate: rate,
-            per_source_burst: 2.0 * rate,
+            per_source_burst: BURST_SECONDS * rate,
             ..Self::default()
         }
     }
